@@ -1,0 +1,40 @@
+// Activation as a layer of its own: oneDNN eltwise (linear, relu, sigmoid, tanh, gelu) or softmax over the
+// last axis, forward and backward. Dense fuses relu / sigmoid / tanh itself; this layer serves the rest, and the
+// final activation when the loss takes over its backward (softmax / sigmoid + cross-entropy).
+#pragma once
+
+#include <oneapi/dnnl/dnnl.hpp>
+#include <unordered_map>
+
+#include "kernels/activation_kind.h"
+#include "kernels/layer.h"
+
+namespace shardfit {
+
+class Activation final : public Layer {
+ public:
+  Activation(std::string name, int64_t dim, ActivationKind kind);
+
+  std::string kind() const override { return "activation"; }
+  ActivationKind activation() const { return activation_; }
+
+  void prepare(int64_t n, const LayerBuffers& buffers) override;
+  void forward(int64_t n, const BatchContext& ctx) override;
+  void backward(int64_t n) override;
+  void forget_plans() override { plans_.clear(); }
+
+ private:
+  struct Plan {
+    dnnl::primitive forward;
+    std::unordered_map<int, dnnl::memory> forward_args;
+    dnnl::primitive backward;
+    std::unordered_map<int, dnnl::memory> backward_args;
+    bool has_backward = false;
+    const float* x = nullptr;
+    float* y = nullptr;
+  };
+  ActivationKind activation_;
+  std::unordered_map<int64_t, Plan> plans_;
+};
+
+}  // namespace shardfit

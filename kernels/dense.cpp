@@ -1,0 +1,205 @@
+// Dense forward and backward as oneDNN matmuls over plain row-major buffers (Keras layout, no reorders):
+//   forward          y  (n, out) = act(x (n, in) . W (in, out) + b)
+//   backward-data    dx (n, in)  = dz (n, out) . W^T        (W read through transposed strides)
+//   backward-weights dW (in, out) = x^T (in, n) . dz (n, out) (x read through transposed strides)
+//   bias             db (out)    = column sums of dz       (OpenMP)
+// with dz = dy * act'(.) from oneDNN's eltwise backward on the fused output (use_dst algorithms).
+#include "kernels/dense.h"
+
+#include <algorithm>
+
+#include "kernels/engine.h"
+#include "kernels/error.h"
+
+namespace shardfit {
+
+namespace {
+
+using dnnl::memory;
+using Dims = memory::dims;
+using dt = memory::data_type;
+
+memory::desc row_major(int64_t rows, int64_t cols) { return {Dims{rows, cols}, dt::f32, Dims{cols, 1}}; }
+// The (rows, cols) matrix stored as the transpose of a row-major (cols, rows) buffer.
+memory::desc transposed(int64_t rows, int64_t cols) { return {Dims{rows, cols}, dt::f32, Dims{1, rows}}; }
+
+// Fused post-op algorithm, and the backward algorithm that reads the activation's OUTPUT.
+dnnl::algorithm forward_algorithm(ActivationKind kind) {
+  switch (kind) {
+    case ActivationKind::kRelu:
+      return dnnl::algorithm::eltwise_relu;
+    case ActivationKind::kSigmoid:
+      return dnnl::algorithm::eltwise_logistic;
+    case ActivationKind::kTanh:
+      return dnnl::algorithm::eltwise_tanh;
+    default:
+      SF_FAIL(cat("Dense cannot fuse activation '", activation_name(kind), "'"));
+  }
+}
+
+dnnl::algorithm backward_from_output_algorithm(ActivationKind kind) {
+  switch (kind) {
+    case ActivationKind::kRelu:
+      return dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
+    case ActivationKind::kSigmoid:
+      return dnnl::algorithm::eltwise_logistic_use_dst_for_bwd;
+    case ActivationKind::kTanh:
+      return dnnl::algorithm::eltwise_tanh_use_dst_for_bwd;
+    default:
+      SF_FAIL(cat("Dense cannot fuse activation '", activation_name(kind), "'"));
+  }
+}
+
+// sums (out) = column sums of m (n, out). Threads take blocks of columns and walk the rows, so every load is
+// a contiguous run of the row; accumulation in double keeps batch sums exact enough for any n.
+void column_sums(const float* m, int64_t n, int64_t out, float* sums) {
+  constexpr int64_t kBlock = 64;
+#pragma omp parallel for schedule(static) if (n * out > 32768)
+  for (int64_t begin = 0; begin < out; begin += kBlock) {
+    const int64_t width = std::min(kBlock, out - begin);
+    double acc[kBlock] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = m + i * out + begin;
+      for (int64_t j = 0; j < width; ++j) acc[j] += row[j];
+    }
+    for (int64_t j = 0; j < width; ++j) sums[begin + j] = static_cast<float>(acc[j]);
+  }
+}
+
+memory wrap(const memory::desc& desc, const float* data) {
+  return {desc, cpu_engine(), const_cast<float*>(data)};  // oneDNN takes void*; inputs are only read
+}
+
+}  // namespace
+
+Dense::Dense(std::string name, int64_t input_dim, int64_t units, const Options& options)
+    : Layer(std::move(name), input_dim, units), options_(options) {
+  SF_CHECK(input_dim > 0 && units > 0,
+           cat("Dense '", this->name(), "': expected positive sizes, got input ", input_dim, ", units ", units));
+  const auto a = options.activation;
+  SF_CHECK(a == ActivationKind::kLinear || a == ActivationKind::kRelu || a == ActivationKind::kSigmoid ||
+               a == ActivationKind::kTanh,
+           cat("Dense '", this->name(), "' cannot fuse activation '", activation_name(a),
+               "'; build it as a separate Activation layer"));
+}
+
+int64_t Dense::param_count() const { return input_dim() * units() + (options_.use_bias ? units() : 0); }
+
+std::vector<WeightShape> Dense::weight_shapes() const {
+  std::vector<WeightShape> shapes{{name() + "/kernel", {input_dim(), units()}}};
+  if (options_.use_bias) shapes.push_back({name() + "/bias", {units()}});
+  return shapes;
+}
+
+void Dense::bind(float* params, float* grads) {
+  kernel_ = params;
+  kernel_grad_ = grads;
+  bias_ = options_.use_bias ? params + input_dim() * units() : nullptr;
+  bias_grad_ = options_.use_bias ? grads + input_dim() * units() : nullptr;
+  plans_.clear();
+}
+
+void Dense::initialize(Rng& rng) {
+  shardfit::initialize(options_.kernel_initializer, {kernel_, static_cast<size_t>(input_dim() * units())},
+                       input_dim(), units(), rng);
+  if (options_.use_bias) {
+    shardfit::initialize(options_.bias_initializer, {bias_, static_cast<size_t>(units())}, units(), units(), rng);
+  }
+}
+
+void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
+  SF_CHECK(kernel_ != nullptr, cat("Dense '", name(), "' used before bind()"));
+  const int64_t in = input_dim();
+  const int64_t out = units();
+  const bool fused = options_.activation != ActivationKind::kLinear;
+  auto& engine = cpu_engine();
+
+  Plan plan;
+  plan.x = buffers.x;
+  plan.y = buffers.y;
+  plan.dy = buffers.dy;
+  plan.dx = buffers.dx;
+
+  const memory::desc x_md = row_major(n, in);
+  const memory::desc w_md = row_major(in, out);
+  const memory::desc y_md = row_major(n, out);
+  const memory::desc b_md = row_major(1, out);
+
+  dnnl::primitive_attr attr;
+  if (fused) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.0F, forward_algorithm(options_.activation), 0.0F, 0.0F);
+    attr.set_post_ops(ops);
+  }
+  const auto forward_desc = options_.use_bias ? dnnl::matmul::desc(x_md, w_md, b_md, y_md)
+                                              : dnnl::matmul::desc(x_md, w_md, y_md);
+  const dnnl::matmul::primitive_desc forward_pd(forward_desc, attr, engine);
+  plan.forward = dnnl::matmul(forward_pd);
+  plan.forward_args = {{DNNL_ARG_SRC, wrap(x_md, buffers.x)},
+                       {DNNL_ARG_WEIGHTS, wrap(w_md, kernel_)},
+                       {DNNL_ARG_DST, wrap(y_md, buffers.y)}};
+  if (options_.use_bias) plan.forward_args.emplace(DNNL_ARG_BIAS, wrap(b_md, bias_));
+
+  if (buffers.dy != nullptr) {
+    plan.has_backward = true;
+    const float* dz = buffers.dy;
+    if (fused) {
+      SF_CHECK(buffers.scratch != nullptr, cat("Dense '", name(), "': fused activation needs a scratch buffer"));
+      const dnnl::eltwise_forward::primitive_desc hint(
+          dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, backward_from_output_algorithm(options_.activation),
+                                      y_md, 0.0F, 0.0F),
+          engine);
+      const dnnl::eltwise_backward::primitive_desc backward_pd(
+          dnnl::eltwise_backward::desc(backward_from_output_algorithm(options_.activation), y_md, y_md, 0.0F, 0.0F),
+          engine, hint);
+      plan.activation_backward = dnnl::eltwise_backward(backward_pd);
+      plan.activation_backward_args = {{DNNL_ARG_DST, wrap(y_md, buffers.y)},
+                                       {DNNL_ARG_DIFF_DST, wrap(y_md, buffers.dy)},
+                                       {DNNL_ARG_DIFF_SRC, wrap(y_md, buffers.scratch)}};
+      dz = buffers.scratch;
+    }
+    plan.dz = dz;
+    if (buffers.dx != nullptr) {
+      const memory::desc wt_md = transposed(out, in);
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(y_md, wt_md, x_md), engine);
+      plan.backward_data = dnnl::matmul(pd);
+      plan.backward_data_args = {{DNNL_ARG_SRC, wrap(y_md, dz)},
+                                 {DNNL_ARG_WEIGHTS, wrap(wt_md, kernel_)},
+                                 {DNNL_ARG_DST, wrap(x_md, buffers.dx)}};
+    }
+    const memory::desc xt_md = transposed(in, n);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(xt_md, y_md, w_md), engine);
+    plan.backward_weights = dnnl::matmul(pd);
+    plan.backward_weights_args = {{DNNL_ARG_SRC, wrap(xt_md, buffers.x)},
+                                  {DNNL_ARG_WEIGHTS, wrap(y_md, dz)},
+                                  {DNNL_ARG_DST, wrap(w_md, kernel_grad_)}};
+  }
+  plans_[n] = std::move(plan);
+}
+
+void Dense::forward(int64_t n, const BatchContext& /*ctx*/) {
+  auto it = plans_.find(n);
+  SF_CHECK(it != plans_.end(), cat("Dense '", name(), "': batch size ", n, " was not prepared"));
+  it->second.forward.execute(cpu_stream(), it->second.forward_args);
+  cpu_stream().wait();
+}
+
+void Dense::backward(int64_t n) {
+  auto it = plans_.find(n);
+  SF_CHECK(it != plans_.end() && it->second.has_backward,
+           cat("Dense '", name(), "': backward for batch size ", n, " was not prepared"));
+  Plan& plan = it->second;
+  auto& stream = cpu_stream();
+  if (options_.activation != ActivationKind::kLinear) {
+    plan.activation_backward.execute(stream, plan.activation_backward_args);
+  }
+  if (plan.dx != nullptr) plan.backward_data.execute(stream, plan.backward_data_args);
+  plan.backward_weights.execute(stream, plan.backward_weights_args);
+  stream.wait();
+
+  if (options_.use_bias) {
+    column_sums(plan.dz, n, units(), bias_grad_);
+  }
+}
+
+}  // namespace shardfit

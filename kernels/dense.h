@@ -1,0 +1,64 @@
+// Dense: y = act(x W + b), W of Keras shape (in, out), as oneDNN matmuls with the bias and, for relu / sigmoid /
+// tanh, the activation fused as a post-op. Other activations are separate Activation layers (model_factory).
+#pragma once
+
+#include <oneapi/dnnl/dnnl.hpp>
+#include <unordered_map>
+
+#include "kernels/activation_kind.h"
+#include "kernels/initializer.h"
+#include "kernels/layer.h"
+
+namespace shardfit {
+
+class Dense final : public Layer {
+ public:
+  struct Options {
+    ActivationKind activation = ActivationKind::kLinear;  // linear, relu, sigmoid or tanh
+    bool use_bias = true;
+    InitializerKind kernel_initializer = InitializerKind::kGlorotUniform;
+    InitializerKind bias_initializer = InitializerKind::kZeros;
+  };
+  Dense(std::string name, int64_t input_dim, int64_t units, const Options& options);
+
+  std::string kind() const override { return "dense"; }
+  int64_t param_count() const override;
+  std::vector<WeightShape> weight_shapes() const override;
+  void bind(float* params, float* grads) override;
+  void initialize(Rng& rng) override;
+
+  void prepare(int64_t n, const LayerBuffers& buffers) override;
+  void forward(int64_t n, const BatchContext& ctx) override;
+  void backward(int64_t n) override;
+  void forget_plans() override { plans_.clear(); }
+
+ private:
+  // Everything one batch size needs; memory objects wrap the model's buffers, so execute() allocates nothing.
+  struct Plan {
+    const float* x = nullptr;
+    float* y = nullptr;
+    const float* dy = nullptr;
+    float* dx = nullptr;
+    const float* dz = nullptr;  // d loss / d pre-activation: scratch when the activation is fused, else dy
+    dnnl::matmul forward;
+    std::unordered_map<int, dnnl::memory> forward_args;
+    dnnl::eltwise_backward activation_backward;  // only when the activation is fused
+    std::unordered_map<int, dnnl::memory> activation_backward_args;
+    dnnl::matmul backward_data;  // dx (n, in) = dz (n, out) . W^T
+    std::unordered_map<int, dnnl::memory> backward_data_args;
+    dnnl::matmul backward_weights;  // dW (in, out) = x^T (in, n) . dz (n, out)
+    std::unordered_map<int, dnnl::memory> backward_weights_args;
+    bool has_backward = false;
+  };
+
+  int64_t units() const { return output_dim(); }
+
+  Options options_;
+  float* kernel_ = nullptr;       // (in, out), view into the flat parameters
+  float* bias_ = nullptr;         // (out)
+  float* kernel_grad_ = nullptr;  // (in, out)
+  float* bias_grad_ = nullptr;    // (out)
+  std::unordered_map<int64_t, Plan> plans_;
+};
+
+}  // namespace shardfit

@@ -1,0 +1,58 @@
+// Job files: protobuf text format with errors as "FILE:LINE:COLUMN: message".
+#include "kernels/job_file.h"
+
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "kernels/error.h"
+
+namespace shardfit {
+
+namespace {
+
+class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, google::protobuf::io::ColumnNumber column, const std::string& message) override {
+    if (!has_error_) {
+      has_error_ = true;
+      line_ = line + 1;  // the parser counts from 0
+      column_ = column + 1;
+      message_ = message;
+    }
+  }
+  bool has_error_ = false;
+  int line_ = 0;
+  int column_ = 0;
+  std::string message_;
+};
+
+}  // namespace
+
+proto::Job parse_job_text(const std::string& text, const std::string& source) {
+  proto::Job job;
+  FirstErrorCollector errors;
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &job)) {
+    SF_FAIL(cat(source, ":", errors.line_, ":", errors.column_, ": ", errors.message_),
+            "the job file is protobuf text format; the fields are documented in proto/shardfit.proto");
+  }
+  return job;
+}
+
+proto::Job read_job_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    SF_FAIL(cat("cannot open job file '", path.string(), "': ", std::strerror(errno)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_job_text(text.str(), path.string());
+}
+
+}  // namespace shardfit

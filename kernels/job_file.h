@@ -1,0 +1,14 @@
+// Reading a job file (protobuf text format). Syntax errors name the file, line and column.
+#pragma once
+
+#include <filesystem>
+
+#include "proto/shardfit.pb.h"
+
+namespace shardfit {
+
+proto::Job read_job_file(const std::filesystem::path& path);
+// Parses job text; `source` names it in errors.
+proto::Job parse_job_text(const std::string& text, const std::string& source);
+
+}  // namespace shardfit

@@ -1,0 +1,71 @@
+// The layer interface: forward and backward over model-owned buffers, with oneDNN primitives built once per
+// batch size (prepare) and only executed in the step. Layers hold views into the model's flat parameter and
+// gradient buffers; they never own parameters.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/random.h"
+
+namespace shardfit {
+
+// What a step knows that a layer may need: training mode, and the counters that make dropout masks
+// depend on the GLOBAL sample (so P ranks draw the same masks as one rank).
+struct BatchContext {
+  bool training = false;
+  uint64_t seed = 0;
+  uint64_t step = 0;       // global optimizer step
+  int64_t first_row = 0;   // offset of this rank's first sample within the global batch
+};
+
+// The buffers of one batch size: row-major, n rows. Views into model-owned memory.
+struct LayerBuffers {
+  const float* x = nullptr;   // (n, in) input
+  float* y = nullptr;         // (n, out) output
+  const float* dy = nullptr;  // (n, out) d loss / d y; nullptr when only inference is prepared
+  float* dx = nullptr;        // (n, in) d loss / d x; nullptr when not needed (first layer)
+  float* scratch = nullptr;   // (n, out) workspace owned by the model, private to this layer
+};
+
+// One tensor of the Keras weight list, e.g. Dense kernel (in, out) then bias (out).
+struct WeightShape {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+class Layer {
+ public:
+  Layer(std::string name, int64_t input_dim, int64_t output_dim)
+      : name_(std::move(name)), input_dim_(input_dim), output_dim_(output_dim) {}
+  virtual ~Layer() = default;
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
+
+  virtual std::string kind() const = 0;
+  const std::string& name() const { return name_; }
+  int64_t input_dim() const { return input_dim_; }
+  int64_t output_dim() const { return output_dim_; }
+
+  virtual int64_t param_count() const { return 0; }
+  virtual std::vector<WeightShape> weight_shapes() const { return {}; }
+  // Views of param_count() floats each in the model's flat buffers.
+  virtual void bind(float* /*params*/, float* /*grads*/) {}
+  virtual void initialize(Rng& /*rng*/) {}
+
+  // Builds everything batch size n needs over these buffers. Called once per n (n >= 1) until forget_plans().
+  virtual void prepare(int64_t n, const LayerBuffers& buffers) = 0;
+  virtual void forward(int64_t n, const BatchContext& ctx) = 0;
+  // Writes dx (when prepared with one) and this layer's parameter gradients: overwrites, never accumulates.
+  virtual void backward(int64_t n) = 0;
+  // Drops all prepared batch sizes (the model moved its buffers).
+  virtual void forget_plans() = 0;
+
+ private:
+  std::string name_;
+  int64_t input_dim_;
+  int64_t output_dim_;
+};
+
+}  // namespace shardfit

@@ -1,0 +1,192 @@
+// The Sequential model: wiring of layers over flat parameter / gradient buffers and reusable batch buffers.
+#include "kernels/model.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+
+#include "kernels/activation.h"
+#include "kernels/error.h"
+#include "kernels/random.h"
+
+namespace shardfit {
+
+Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std::unique_ptr<Loss> loss,
+             std::vector<std::unique_ptr<Metric>> metrics, int64_t label_dim)
+    : input_dim_(input_dim),
+      label_dim_(label_dim),
+      layers_(std::move(layers)),
+      loss_(std::move(loss)),
+      metrics_(std::move(metrics)) {
+  SF_CHECK(!layers_.empty(), "the model has no layers: expected at least one in model.layers");
+  SF_CHECK(loss_ != nullptr, "the model has no loss");
+  int64_t width = input_dim_;
+  int64_t count = 0;
+  for (const auto& layer : layers_) {
+    SF_CHECK(layer->input_dim() == width, cat("layer '", layer->name(), "' expects ", layer->input_dim(),
+                                              " inputs but the previous layer gives ", width));
+    width = layer->output_dim();
+    count += layer->param_count();
+  }
+  SF_CHECK(label_dim_ == 1 || label_dim_ == output_dim(),
+           cat("labels of width ", label_dim_, " do not fit a model with ", output_dim(),
+               " outputs: expected 1 (class ids) or ", output_dim()));
+  for (const auto& metric : metrics_) metric_names_.push_back(metric->name());
+
+  const auto* last = dynamic_cast<const Activation*>(layers_.back().get());
+  fused_ = last != nullptr && loss_->fuses_with(last->activation());
+
+  parameters_.resize(count);
+  gradients_.resize(count);
+  int64_t offset = 0;
+  for (auto& layer : layers_) {
+    layer->bind(parameters_.data() + offset, gradients_.data() + offset);
+    offset += layer->param_count();
+  }
+}
+
+void Model::initialize(uint64_t seed) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Rng rng(hash_key(seed, 0x494E4954ULL /*'INIT'*/, i));
+    layers_[i]->initialize(rng);
+  }
+}
+
+void Model::reserve(int64_t rows) {
+  if (rows <= capacity_) return;
+  capacity_ = rows;
+  const size_t count = layers_.size();
+  activations_.clear();
+  activation_grads_.clear();
+  scratch_.clear();
+  activations_.resize(count + 1);
+  activation_grads_.resize(count + 1);
+  scratch_.resize(count);
+  activations_[0].resize(rows * input_dim_);
+  for (size_t i = 0; i < count; ++i) {
+    const int64_t out = layers_[i]->output_dim();
+    activations_[i + 1].resize(rows * out);
+    activation_grads_[i + 1].resize(rows * out);
+    scratch_[i].resize(rows * out);
+    if (i > 0) activation_grads_[i].resize(rows * layers_[i]->input_dim());
+    layers_[i]->forget_plans();
+  }
+  labels_.resize(rows * label_dim_);
+  sample_weights_.resize(rows);
+  prepared_.assign(static_cast<size_t>(rows) + 1, 0);
+}
+
+void Model::prepare(int64_t n) {
+  SF_CHECK(n >= 1 && n <= capacity_, cat("batch of ", n, " samples exceeds the model's reserved ", capacity_));
+  if (prepared_[n] != 0) return;
+  const size_t count = layers_.size();
+  for (size_t i = 0; i < count; ++i) {
+    const bool loss_owns_backward = fused_ && i + 1 == count;
+    LayerBuffers buffers;
+    buffers.x = activations_[i].data();
+    buffers.y = activations_[i + 1].data();
+    buffers.dy = loss_owns_backward ? nullptr : activation_grads_[i + 1].data();
+    buffers.dx = i == 0 || loss_owns_backward ? nullptr : activation_grads_[i].data();
+    buffers.scratch = scratch_[i].data();
+    layers_[i]->prepare(n, buffers);
+  }
+  prepared_[n] = 1;
+}
+
+void Model::run_forward(int64_t n, const BatchContext& ctx) {
+  prepare(n);
+  for (auto& layer : layers_) layer->forward(n, ctx);
+}
+
+double Model::loss_and_metrics(int64_t n, bool weighted, float* grad, std::span<double> metric_sums) {
+  SF_CHECK(metric_sums.size() == metrics_.size(),
+           cat("expected ", metrics_.size(), " metric sums, got ", metric_sums.size()));
+  const size_t count = layers_.size();
+  LossArgs args;
+  args.outputs = activations_[count].data();
+  args.logits = fused_ ? activations_[count - 1].data() : nullptr;
+  args.labels = labels_.data();
+  args.sample_weights = weighted ? sample_weights_.data() : nullptr;
+  args.n = n;
+  args.dim = output_dim();
+  args.label_dim = label_dim_;
+  args.grad = grad;
+  const double loss_sum = loss_->compute(args);
+  MetricArgs metric_args{args.outputs, args.labels, n, args.dim, label_dim_};
+  for (size_t i = 0; i < metrics_.size(); ++i) metric_sums[i] = metrics_[i]->sum(metric_args);
+  return loss_sum;
+}
+
+double Model::train_batch(int64_t n, const BatchContext& ctx, bool weighted, std::span<double> metric_sums) {
+  if (n == 0) {
+    std::fill(gradients_.span().begin(), gradients_.span().end(), 0.0F);
+    std::fill(metric_sums.begin(), metric_sums.end(), 0.0);
+    return 0.0;
+  }
+  run_forward(n, ctx);
+  const size_t count = layers_.size();
+  // With the fused pair the loss writes d/d logits, which is the final activation's input gradient.
+  float* loss_grad = fused_ ? activation_grads_[count - 1].data() : activation_grads_[count].data();
+  if (fused_ && count == 1) loss_grad = scratch_[0].data();  // a lone softmax layer has no parameters below it
+  const double loss_sum = loss_and_metrics(n, weighted, loss_grad, metric_sums);
+  const size_t first_backward = fused_ ? count - 1 : count;
+  for (size_t i = first_backward; i-- > 0;) layers_[i]->backward(n);
+  return loss_sum;
+}
+
+double Model::evaluate_batch(int64_t n, std::span<double> metric_sums) {
+  if (n == 0) {
+    std::fill(metric_sums.begin(), metric_sums.end(), 0.0);
+    return 0.0;
+  }
+  run_forward(n, BatchContext{});
+  return loss_and_metrics(n, false, nullptr, metric_sums);
+}
+
+const float* Model::predict_batch(int64_t n) {
+  if (n > 0) run_forward(n, BatchContext{});
+  return activations_.back().data();
+}
+
+std::vector<WeightTensor> Model::get_weights() const {
+  std::vector<WeightTensor> weights;
+  const float* p = parameters_.data();
+  for (const auto& layer : layers_) {
+    for (const auto& shape : layer->weight_shapes()) {
+      int64_t count = 1;
+      for (int64_t d : shape.shape) count *= d;
+      weights.push_back({shape.name, shape.shape, std::vector<float>(p, p + count)});
+      p += count;
+    }
+  }
+  return weights;
+}
+
+void Model::set_weights(const std::vector<WeightTensor>& weights) {
+  const std::vector<WeightTensor> expected = get_weights();
+  SF_CHECK(weights.size() == expected.size(),
+           cat("set_weights: got ", weights.size(), " tensors, the model has ", expected.size()));
+  float* p = parameters_.data();
+  for (size_t i = 0; i < weights.size(); ++i) {
+    SF_CHECK(weights[i].shape == expected[i].shape && weights[i].values.size() == expected[i].values.size(),
+             cat("set_weights: tensor ", i, " ('", weights[i].name, "') has the wrong shape for '", expected[i].name,
+                 "'"));
+    p = std::copy(weights[i].values.begin(), weights[i].values.end(), p);
+  }
+}
+
+std::string Model::summary() const {
+  std::ostringstream out;
+  out << "Layer (type)                    Output width      Param #\n";
+  for (const auto& layer : layers_) {
+    std::string label = layer->name() + " (" + layer->kind() + ")";
+    label.resize(std::max<size_t>(label.size() + 1, 32), ' ');
+    std::string width = std::to_string(layer->output_dim());
+    width.resize(std::max<size_t>(width.size() + 1, 18), ' ');
+    out << label << width << layer->param_count() << "\n";
+  }
+  out << "Total params: " << param_count() << "\n";
+  return out.str();
+}
+
+}  // namespace shardfit

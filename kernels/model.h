@@ -1,0 +1,95 @@
+// A Sequential model: layers in order, all parameters in one flat buffer and all gradients in another (each
+// layer holds views), batch buffers owned here and reused for every step. No MPI: gradients and sums are this
+// rank's; dist/ reduces them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kernels/buffer.h"
+#include "kernels/layer.h"
+#include "kernels/loss.h"
+#include "kernels/metrics.h"
+
+namespace shardfit {
+
+// One tensor of the Keras weight list (layer by layer: Dense kernel (in, out), then bias (out)).
+struct WeightTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+
+class Model {
+ public:
+  // label_dim: 1 for class ids (sparse cross-entropy), else the output width.
+  Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std::unique_ptr<Loss> loss,
+        std::vector<std::unique_ptr<Metric>> metrics, int64_t label_dim);
+
+  int64_t input_dim() const { return input_dim_; }
+  int64_t output_dim() const { return layers_.back()->output_dim(); }
+  int64_t label_dim() const { return label_dim_; }
+  int64_t param_count() const { return parameters_.count(); }
+  const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
+  const Loss& loss() const { return *loss_; }
+  const std::vector<std::string>& metric_names() const { return metric_names_; }
+  // True when the final activation's backward is folded into the loss (softmax / sigmoid + cross-entropy).
+  bool loss_is_fused() const { return fused_; }
+
+  std::span<float> parameters() { return parameters_.span(); }
+  std::span<const float> parameters() const { return parameters_.span(); }
+  std::span<float> gradients() { return gradients_.span(); }
+  // Each layer's initialisers, from a stream keyed by (seed, layer index): same seed, same weights.
+  void initialize(uint64_t seed);
+
+  // Batch buffers for up to `rows` samples. Growing moves them and drops all prepared batch sizes.
+  void reserve(int64_t rows);
+  int64_t capacity() const { return capacity_; }
+  float* input() { return activations_.front().data(); }  // (capacity, input_dim)
+  float* labels() { return labels_.data(); }              // (capacity, label_dim)
+  float* sample_weights() { return sample_weights_.data(); }  // (capacity)
+
+  // The step's compute on the first n rows of input() / labels(): forward (dropout per ctx), the loss and
+  // metric SUMS over the n samples (metric_sums has one slot per metric), and backward, which leaves
+  // gradients() = d(sum of the samples' losses)/d(parameters). n == 0 gives zeros. weighted: use sample_weights().
+  double train_batch(int64_t n, const BatchContext& ctx, bool weighted, std::span<double> metric_sums);
+  // Forward in inference mode; the loss and metric sums of the n samples.
+  double evaluate_batch(int64_t n, std::span<double> metric_sums);
+  // Forward in inference mode; returns the outputs (n, output_dim), valid until the next call.
+  const float* predict_batch(int64_t n);
+
+  std::vector<WeightTensor> get_weights() const;
+  // Shapes must match get_weights() exactly (names are not compared).
+  void set_weights(const std::vector<WeightTensor>& weights);
+  // A Keras-like table: layer, output width, parameter count.
+  std::string summary() const;
+
+ private:
+  void prepare(int64_t n);
+  void run_forward(int64_t n, const BatchContext& ctx);
+  double loss_and_metrics(int64_t n, bool weighted, float* grad, std::span<double> metric_sums);
+
+  int64_t input_dim_;
+  int64_t label_dim_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::unique_ptr<Loss> loss_;
+  std::vector<std::unique_ptr<Metric>> metrics_;
+  std::vector<std::string> metric_names_;
+  bool fused_ = false;
+
+  FloatBuffer parameters_;
+  FloatBuffer gradients_;
+
+  int64_t capacity_ = 0;
+  std::vector<FloatBuffer> activations_;  // [i]: input of layer i; [L]: the output
+  std::vector<FloatBuffer> activation_grads_;  // [i]: d loss / d activations_[i] (unused for i = 0)
+  std::vector<FloatBuffer> scratch_;       // one per layer, (capacity, out)
+  FloatBuffer labels_;
+  FloatBuffer sample_weights_;
+  std::vector<char> prepared_;  // prepared_[n] != 0 once batch size n is built
+};
+
+}  // namespace shardfit

@@ -1,0 +1,107 @@
+// Job messages -> layers, loss, metrics, model. Validation of the model part of a job lives here too.
+#include "kernels/model_factory.h"
+
+#include "kernels/activation.h"
+#include "kernels/dense.h"
+#include "kernels/dropout.h"
+#include "kernels/error.h"
+#include "proto/shardfit.pb.h"
+
+namespace shardfit {
+
+namespace {
+
+bool fusable_in_dense(ActivationKind kind) {
+  return kind == ActivationKind::kLinear || kind == ActivationKind::kRelu || kind == ActivationKind::kSigmoid ||
+         kind == ActivationKind::kTanh;
+}
+
+// Parses a name-valued field, prefixing any error with where it was found.
+template <typename Parse>
+auto parse_field(const std::string& field, const std::string& value, Parse parse) {
+  try {
+    return parse(value);
+  } catch (const Error& e) {
+    SF_FAIL(cat(field, ": ", e.what()));
+  }
+}
+
+}  // namespace
+
+int64_t label_dim_for(const proto::Job& job, int64_t output_dim) {
+  return job.loss() == "sparse_categorical_crossentropy" ? 1 : output_dim;
+}
+
+std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
+  const auto& config = job.model();
+  if (config.has_input_dim()) {
+    SF_CHECK(config.input_dim() == input_dim,
+             cat("model.input_dim = ", config.input_dim(), " but the training data has ", input_dim,
+                 " features per sample"),
+             "remove model.input_dim (it is taken from the data) or fix the data file");
+  }
+  SF_CHECK(input_dim > 0, cat("expected at least one input feature, got ", input_dim));
+  SF_CHECK(config.layers_size() > 0, "model.layers is empty: expected at least one layer, e.g. layers { dense { units: 10 } }");
+  SF_CHECK(!job.loss().empty(), "loss is not set: expected one of mse, mae, binary_crossentropy, "
+                                "categorical_crossentropy, sparse_categorical_crossentropy");
+  std::unique_ptr<Loss> loss = parse_field("loss", job.loss(), [](const std::string& v) { return make_loss(v); });
+
+  std::vector<std::unique_ptr<Layer>> layers;
+  int64_t width = input_dim;
+  const int count = config.layers_size();
+  for (int i = 0; i < count; ++i) {
+    const auto& spec = config.layers(i);
+    const std::string field = cat("model.layers[", i, "]");
+    const bool last = i + 1 == count;
+    switch (spec.kind_case()) {
+      case proto::Layer::kDense: {
+        const auto& d = spec.dense();
+        const std::string name = spec.has_name() ? spec.name() : cat("dense_", i);
+        SF_CHECK(d.units() > 0, cat(field, ".dense.units = ", d.units(), ": expected a positive integer"));
+        const ActivationKind act = parse_field(cat(field, ".dense.activation"),
+                                               d.has_activation() ? d.activation() : "linear", parse_activation);
+        Dense::Options options;
+        options.use_bias = !d.has_use_bias() || d.use_bias();
+        options.kernel_initializer =
+            parse_field(cat(field, ".dense.kernel_initializer"),
+                        d.has_kernel_initializer() ? d.kernel_initializer() : "glorot_uniform", parse_initializer);
+        options.bias_initializer = parse_field(cat(field, ".dense.bias_initializer"),
+                                               d.has_bias_initializer() ? d.bias_initializer() : "zeros",
+                                               parse_initializer);
+        // The final activation stays a layer of its own when the loss computes through it from the logits.
+        const bool separate = !fusable_in_dense(act) || (last && act != ActivationKind::kLinear && loss->fuses_with(act));
+        options.activation = separate ? ActivationKind::kLinear : act;
+        layers.push_back(std::make_unique<Dense>(name, width, d.units(), options));
+        width = d.units();
+        if (separate) layers.push_back(std::make_unique<Activation>(name + "_" + activation_name(act), width, act));
+        break;
+      }
+      case proto::Layer::kActivation: {
+        const ActivationKind act =
+            parse_field(cat(field, ".activation.activation"), spec.activation().activation(), parse_activation);
+        layers.push_back(std::make_unique<Activation>(spec.has_name() ? spec.name() : cat("activation_", i), width, act));
+        break;
+      }
+      case proto::Layer::kDropout: {
+        const float rate = spec.dropout().rate();
+        SF_CHECK(rate >= 0.0F && rate < 1.0F, cat(field, ".dropout.rate = ", rate, ": expected 0 <= rate < 1"));
+        layers.push_back(std::make_unique<Dropout>(spec.has_name() ? spec.name() : cat("dropout_", i), width, rate,
+                                                   static_cast<uint64_t>(i)));
+        break;
+      }
+      case proto::Layer::KIND_NOT_SET:
+        SF_FAIL(cat(field, " has no kind: expected one of dense { ... }, activation { ... }, dropout { ... }"));
+    }
+  }
+
+  std::vector<std::unique_ptr<Metric>> metrics;
+  const int64_t label_dim = label_dim_for(job, width);
+  for (int i = 0; i < job.metrics_size(); ++i) {
+    metrics.push_back(parse_field(cat("metrics[", i, "]"), job.metrics(i), [&](const std::string& v) {
+      return make_metric(v, width, label_dim);
+    }));
+  }
+  return std::make_unique<Model>(input_dim, std::move(layers), std::move(loss), std::move(metrics), label_dim);
+}
+
+}  // namespace shardfit

@@ -1,0 +1,24 @@
+// The one place where the job's messages become objects: layers, loss, metrics and the model. Adding a layer
+// touches three places: its proto message, its file in kernels/, its test — and one case here.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "kernels/model.h"
+
+namespace shardfit {
+
+namespace proto {
+class Job;
+}
+
+// Label width the model trains against: 1 (class ids) for sparse_categorical_crossentropy, else the output width.
+int64_t label_dim_for(const proto::Job& job, int64_t output_dim);
+
+// Builds the Sequential model of job.model for `input_dim` features (job.model.input_dim wins when set and must
+// agree). Dense activations that oneDNN can fuse are fused; softmax / gelu, and a final sigmoid taken over by
+// the loss, become Activation layers. Errors name the field, e.g. "model.layers[1].dense.units = 0: ...".
+std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim);
+
+}  // namespace shardfit
