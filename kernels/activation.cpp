@@ -55,36 +55,32 @@ void Activation::prepare(int64_t n, const LayerBuffers& buffers) {
   const memory::desc md({n, d}, memory::data_type::f32, memory::dims{d, 1});
   const auto prop = buffers.dy != nullptr ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   Plan plan;
-  plan.x = buffers.x;
-  plan.y = buffers.y;
   if (activation_ == ActivationKind::kSoftmax) {
     const dnnl::softmax_forward::primitive_desc forward_pd(dnnl::softmax_forward::desc(prop, md, 1), engine);
-    plan.forward = dnnl::softmax_forward(forward_pd);
-    plan.forward_args = {{DNNL_ARG_SRC, wrap(md, buffers.x)}, {DNNL_ARG_DST, wrap(md, buffers.y)}};
+    plan.forward = PrimitiveCall(dnnl::softmax_forward(forward_pd),
+                                 {{DNNL_ARG_SRC, wrap(md, buffers.x)}, {DNNL_ARG_DST, wrap(md, buffers.y)}});
     if (buffers.dy != nullptr && buffers.dx != nullptr) {
       const dnnl::softmax_backward::primitive_desc backward_pd(dnnl::softmax_backward::desc(md, md, 1), engine,
                                                                forward_pd);
-      plan.backward = dnnl::softmax_backward(backward_pd);
-      plan.backward_args = {{DNNL_ARG_DST, wrap(md, buffers.y)},
-                            {DNNL_ARG_DIFF_DST, wrap(md, buffers.dy)},
-                            {DNNL_ARG_DIFF_SRC, wrap(md, buffers.dx)}};
-      plan.has_backward = true;
+      plan.backward = PrimitiveCall(dnnl::softmax_backward(backward_pd), {{DNNL_ARG_DST, wrap(md, buffers.y)},
+                                                                          {DNNL_ARG_DIFF_DST, wrap(md, buffers.dy)},
+                                                                          {DNNL_ARG_DIFF_SRC, wrap(md, buffers.dx)}});
     }
   } else {
     const EltwiseAlgorithms alg = eltwise_algorithms(activation_);
     const float alpha = activation_ == ActivationKind::kLinear ? 1.0F : 0.0F;  // linear: y = alpha x + beta
     const dnnl::eltwise_forward::primitive_desc forward_pd(dnnl::eltwise_forward::desc(prop, alg.forward, md, alpha, 0.0F),
                                                            engine);
-    plan.forward = dnnl::eltwise_forward(forward_pd);
-    plan.forward_args = {{DNNL_ARG_SRC, wrap(md, buffers.x)}, {DNNL_ARG_DST, wrap(md, buffers.y)}};
+    plan.forward = PrimitiveCall(dnnl::eltwise_forward(forward_pd),
+                                 {{DNNL_ARG_SRC, wrap(md, buffers.x)}, {DNNL_ARG_DST, wrap(md, buffers.y)}});
     if (buffers.dy != nullptr && buffers.dx != nullptr) {
       const dnnl::eltwise_backward::primitive_desc backward_pd(
           dnnl::eltwise_backward::desc(alg.backward, md, md, alpha, 0.0F), engine, forward_pd);
-      plan.backward = dnnl::eltwise_backward(backward_pd);
-      plan.backward_args = {{DNNL_ARG_DIFF_DST, wrap(md, buffers.dy)}, {DNNL_ARG_DIFF_SRC, wrap(md, buffers.dx)}};
-      plan.backward_args.emplace(alg.backward_reads_output ? DNNL_ARG_DST : DNNL_ARG_SRC,
-                                 wrap(md, alg.backward_reads_output ? buffers.y : buffers.x));
-      plan.has_backward = true;
+      plan.backward = PrimitiveCall(dnnl::eltwise_backward(backward_pd),
+                                    {{DNNL_ARG_DIFF_DST, wrap(md, buffers.dy)},
+                                     {DNNL_ARG_DIFF_SRC, wrap(md, buffers.dx)},
+                                     {alg.backward_reads_output ? DNNL_ARG_DST : DNNL_ARG_SRC,
+                                      wrap(md, alg.backward_reads_output ? buffers.y : buffers.x)}});
     }
   }
   plans_[n] = std::move(plan);
@@ -93,16 +89,14 @@ void Activation::prepare(int64_t n, const LayerBuffers& buffers) {
 void Activation::forward(int64_t n, const BatchContext& /*ctx*/) {
   auto it = plans_.find(n);
   SF_CHECK(it != plans_.end(), cat("Activation '", name(), "': batch size ", n, " was not prepared"));
-  it->second.forward.execute(cpu_stream(), it->second.forward_args);
-  cpu_stream().wait();
+  it->second.forward.execute();
 }
 
 void Activation::backward(int64_t n) {
   auto it = plans_.find(n);
-  SF_CHECK(it != plans_.end() && it->second.has_backward,
+  SF_CHECK(it != plans_.end() && it->second.backward,
            cat("Activation '", name(), "': backward for batch size ", n, " was not prepared"));
-  it->second.backward.execute(cpu_stream(), it->second.backward_args);
-  cpu_stream().wait();
+  it->second.backward.execute();
 }
 
 }  // namespace shardfit

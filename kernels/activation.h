@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "kernels/activation_kind.h"
+#include "kernels/engine.h"
 #include "kernels/layer.h"
 
 namespace shardfit {
@@ -25,13 +26,8 @@ class Activation final : public Layer {
 
  private:
   struct Plan {
-    dnnl::primitive forward;
-    std::unordered_map<int, dnnl::memory> forward_args;
-    dnnl::primitive backward;
-    std::unordered_map<int, dnnl::memory> backward_args;
-    bool has_backward = false;
-    const float* x = nullptr;
-    float* y = nullptr;
+    PrimitiveCall forward;
+    PrimitiveCall backward;
   };
   ActivationKind activation_;
   std::unordered_map<int64_t, Plan> plans_;

@@ -8,7 +8,6 @@
 
 #include <algorithm>
 
-#include "kernels/engine.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -134,11 +133,11 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
   const auto forward_desc = options_.use_bias ? dnnl::matmul::desc(x_md, w_md, b_md, y_md)
                                               : dnnl::matmul::desc(x_md, w_md, y_md);
   const dnnl::matmul::primitive_desc forward_pd(forward_desc, attr, engine);
-  plan.forward = dnnl::matmul(forward_pd);
-  plan.forward_args = {{DNNL_ARG_SRC, wrap(x_md, buffers.x)},
-                       {DNNL_ARG_WEIGHTS, wrap(w_md, kernel_)},
-                       {DNNL_ARG_DST, wrap(y_md, buffers.y)}};
-  if (options_.use_bias) plan.forward_args.emplace(DNNL_ARG_BIAS, wrap(b_md, bias_));
+  std::vector<std::pair<int, memory>> forward_args = {{DNNL_ARG_SRC, wrap(x_md, buffers.x)},
+                                                      {DNNL_ARG_WEIGHTS, wrap(w_md, kernel_)},
+                                                      {DNNL_ARG_DST, wrap(y_md, buffers.y)}};
+  if (options_.use_bias) forward_args.emplace_back(DNNL_ARG_BIAS, wrap(b_md, bias_));
+  plan.forward = PrimitiveCall(dnnl::matmul(forward_pd), std::move(forward_args));
 
   if (buffers.dy != nullptr) {
     plan.has_backward = true;
@@ -152,27 +151,25 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
       const dnnl::eltwise_backward::primitive_desc backward_pd(
           dnnl::eltwise_backward::desc(backward_from_output_algorithm(options_.activation), y_md, y_md, 0.0F, 0.0F),
           engine, hint);
-      plan.activation_backward = dnnl::eltwise_backward(backward_pd);
-      plan.activation_backward_args = {{DNNL_ARG_DST, wrap(y_md, buffers.y)},
-                                       {DNNL_ARG_DIFF_DST, wrap(y_md, buffers.dy)},
-                                       {DNNL_ARG_DIFF_SRC, wrap(y_md, buffers.scratch)}};
+      plan.activation_backward = PrimitiveCall(dnnl::eltwise_backward(backward_pd),
+                                               {{DNNL_ARG_DST, wrap(y_md, buffers.y)},
+                                                {DNNL_ARG_DIFF_DST, wrap(y_md, buffers.dy)},
+                                                {DNNL_ARG_DIFF_SRC, wrap(y_md, buffers.scratch)}});
       dz = buffers.scratch;
     }
     plan.dz = dz;
     if (buffers.dx != nullptr) {
       const memory::desc wt_md = transposed(out, in);
       const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(y_md, wt_md, x_md), engine);
-      plan.backward_data = dnnl::matmul(pd);
-      plan.backward_data_args = {{DNNL_ARG_SRC, wrap(y_md, dz)},
-                                 {DNNL_ARG_WEIGHTS, wrap(wt_md, kernel_)},
-                                 {DNNL_ARG_DST, wrap(x_md, buffers.dx)}};
+      plan.backward_data = PrimitiveCall(dnnl::matmul(pd), {{DNNL_ARG_SRC, wrap(y_md, dz)},
+                                                            {DNNL_ARG_WEIGHTS, wrap(wt_md, kernel_)},
+                                                            {DNNL_ARG_DST, wrap(x_md, buffers.dx)}});
     }
     const memory::desc xt_md = transposed(in, n);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(xt_md, y_md, w_md), engine);
-    plan.backward_weights = dnnl::matmul(pd);
-    plan.backward_weights_args = {{DNNL_ARG_SRC, wrap(xt_md, buffers.x)},
-                                  {DNNL_ARG_WEIGHTS, wrap(y_md, dz)},
-                                  {DNNL_ARG_DST, wrap(w_md, kernel_grad_)}};
+    plan.backward_weights = PrimitiveCall(dnnl::matmul(pd), {{DNNL_ARG_SRC, wrap(xt_md, buffers.x)},
+                                                             {DNNL_ARG_WEIGHTS, wrap(y_md, dz)},
+                                                             {DNNL_ARG_DST, wrap(w_md, kernel_grad_)}});
   }
   plans_[n] = std::move(plan);
 }
@@ -180,8 +177,7 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
 void Dense::forward(int64_t n, const BatchContext& /*ctx*/) {
   auto it = plans_.find(n);
   SF_CHECK(it != plans_.end(), cat("Dense '", name(), "': batch size ", n, " was not prepared"));
-  it->second.forward.execute(cpu_stream(), it->second.forward_args);
-  cpu_stream().wait();
+  it->second.forward.execute();
 }
 
 void Dense::backward(int64_t n) {
@@ -189,13 +185,9 @@ void Dense::backward(int64_t n) {
   SF_CHECK(it != plans_.end() && it->second.has_backward,
            cat("Dense '", name(), "': backward for batch size ", n, " was not prepared"));
   Plan& plan = it->second;
-  auto& stream = cpu_stream();
-  if (options_.activation != ActivationKind::kLinear) {
-    plan.activation_backward.execute(stream, plan.activation_backward_args);
-  }
-  if (plan.dx != nullptr) plan.backward_data.execute(stream, plan.backward_data_args);
-  plan.backward_weights.execute(stream, plan.backward_weights_args);
-  stream.wait();
+  if (plan.activation_backward) plan.activation_backward.execute();
+  if (plan.backward_data) plan.backward_data.execute();
+  plan.backward_weights.execute();
 
   if (options_.use_bias) {
     column_sums(plan.dz, n, units(), bias_grad_);

@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "kernels/activation_kind.h"
+#include "kernels/engine.h"
 #include "kernels/initializer.h"
 #include "kernels/layer.h"
 
@@ -40,14 +41,10 @@ class Dense final : public Layer {
     const float* dy = nullptr;
     float* dx = nullptr;
     const float* dz = nullptr;  // d loss / d pre-activation: scratch when the activation is fused, else dy
-    dnnl::matmul forward;
-    std::unordered_map<int, dnnl::memory> forward_args;
-    dnnl::eltwise_backward activation_backward;  // only when the activation is fused
-    std::unordered_map<int, dnnl::memory> activation_backward_args;
-    dnnl::matmul backward_data;  // dx (n, in) = dz (n, out) . W^T
-    std::unordered_map<int, dnnl::memory> backward_data_args;
-    dnnl::matmul backward_weights;  // dW (in, out) = x^T (in, n) . dz (n, out)
-    std::unordered_map<int, dnnl::memory> backward_weights_args;
+    PrimitiveCall forward;
+    PrimitiveCall activation_backward;  // only when the activation is fused
+    PrimitiveCall backward_data;        // dx (n, in) = dz (n, out) . W^T
+    PrimitiveCall backward_weights;     // dW (in, out) = x^T (in, n) . dz (n, out)
     bool has_backward = false;
   };
 

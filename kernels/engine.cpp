@@ -1,4 +1,4 @@
-// The process-wide oneDNN CPU engine and stream, created on first use.
+// The process-wide oneDNN CPU engine and stream, created on first use; PrimitiveCall.
 #include "kernels/engine.h"
 
 namespace shardfit {
@@ -11,6 +11,23 @@ dnnl::engine& cpu_engine() {
 dnnl::stream& cpu_stream() {
   static dnnl::stream stream(cpu_engine());
   return stream;
+}
+
+PrimitiveCall::PrimitiveCall(dnnl::primitive primitive, std::vector<std::pair<int, dnnl::memory>> args)
+    : primitive_(std::move(primitive)) {
+  memories_.reserve(args.size());
+  args_.reserve(args.size());
+  for (auto& [arg, memory] : args) {
+    args_.push_back({arg, memory.get()});
+    memories_.push_back(std::move(memory));
+  }
+}
+
+void PrimitiveCall::execute() const {
+  dnnl::error::wrap_c_api(dnnl_primitive_execute(primitive_.get(), cpu_stream().get(), static_cast<int>(args_.size()),
+                                                 args_.data()),
+                          "could not execute a primitive");
+  dnnl::error::wrap_c_api(dnnl_stream_wait(cpu_stream().get()), "could not wait on the stream");
 }
 
 }  // namespace shardfit

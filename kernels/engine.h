@@ -1,11 +1,30 @@
-// The process-wide oneDNN CPU engine and stream. One stream, used from the thread that runs the step.
+// The process-wide oneDNN CPU engine and stream, and PrimitiveCall: a primitive bound to its arguments once,
+// executed through oneDNN's C API so that the step builds no argument containers of its own.
 #pragma once
 
 #include <oneapi/dnnl/dnnl.hpp>
+#include <utility>
+#include <vector>
 
 namespace shardfit {
 
 dnnl::engine& cpu_engine();
 dnnl::stream& cpu_stream();
+
+class PrimitiveCall {
+ public:
+  PrimitiveCall() = default;
+  PrimitiveCall(dnnl::primitive primitive, std::vector<std::pair<int, dnnl::memory>> args);
+
+  // Runs on cpu_stream() and waits. The C++ wrapper's execute() would copy the arguments into a new vector on
+  // every call; this passes the array built at construction.
+  void execute() const;
+  explicit operator bool() const { return static_cast<bool>(primitive_); }
+
+ private:
+  dnnl::primitive primitive_;
+  std::vector<dnnl::memory> memories_;  // keeps the memory objects alive
+  std::vector<dnnl_exec_arg_t> args_;
+};
 
 }  // namespace shardfit

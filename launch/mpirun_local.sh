@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Starts shardfit on this machine with mpirun: RANKS ranks, each with cores/RANKS OpenMP threads (at least 1),
+# ranks bound to their own cores when there are enough (the binding is printed), unbound and yielding when not.
+#   usage: launch/mpirun_local.sh RANKS fit JOB.pbtxt [flags]
+set -euo pipefail
+if [ $# -lt 2 ]; then
+  echo "usage: $0 RANKS fit JOB.pbtxt [flags]" >&2
+  exit 2
+fi
+ranks=$1
+shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${SHARDFIT_BIN:-$root/build/launch/shardfit}
+cores=${SHARDFIT_CORES:-$(nproc)}
+threads=$((cores / ranks))
+[ "$threads" -ge 1 ] || threads=1
+
+flags=(-np "$ranks" -x OMP_NUM_THREADS="$threads" -x OMP_PROC_BIND=close -x OMP_PLACES=cores)
+if [ "$ranks" -le "$cores" ]; then
+  flags+=(--map-by "slot:PE=$threads" --bind-to core --report-bindings)
+else
+  # More ranks than cores: binding would stack ranks on one core; let the OS schedule and make idle ranks yield.
+  flags+=(--oversubscribe --bind-to none --mca mpi_yield_when_idle 1)
+  echo "shardfit: $ranks ranks on $cores cores: oversubscribed, ranks not bound" >&2
+fi
+[ "$(id -u)" -ne 0 ] || flags+=(--allow-run-as-root)
+echo "+ OMP_NUM_THREADS=$threads mpirun ${flags[*]} $bin $*" >&2
+exec mpirun "${flags[@]}" "$bin" "$@"
