@@ -1,0 +1,113 @@
+// Training and validation data read from memory-mapped files: NumPy .npy, MNIST IDX and CSV. A rank touches only
+// the rows it gathers. This file knows nothing of ranks, batches or shuffling (dist/sharding.h decides the rows).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace shardfit {
+
+namespace proto {
+class CsvOptions;
+class Dataset;
+}  // namespace proto
+
+// One array of rows x cols, read as float: cols is the product of the non-leading dimensions (1 for a 1-D array),
+// so images (N, 28, 28) read as rows of 784. Any supported element type; the file stays mapped while any copy of
+// the ArrayFile lives (copies share the mapping and are cheap).
+class ArrayFile {
+ public:
+  // format: "npy" | "idx" | "csv", or "" to decide from the extension. `csv` options apply to CSV files only
+  // (header, delimiter); a CSV file opened here yields all its columns.
+  static ArrayFile open(const std::filesystem::path& path, std::string_view format = "",
+                        const proto::CsvOptions* csv = nullptr);
+
+  int64_t rows() const;
+  int64_t cols() const;
+  // The stored shape: (rows, ...) for npy/idx, (rows, cols) for CSV.
+  const std::vector<int64_t>& shape() const;
+  // "float32", "float64", "uint8", "int8", "int16", "int32", "int64", or "text" for CSV.
+  const std::string& dtype() const;
+  // True for integer element types (and CSV, whose cells are decided per value).
+  bool integer_dtype() const;
+  // The path as the user wrote it: the name every error message uses.
+  const std::string& path() const;
+  // "data/x.npy (npy, float32, shape (1797, 64))"
+  std::string describe() const;
+
+  // Copies the given rows, in the given order, into out (rows.size() x cols()), each value times scale.
+  // Allocates nothing for npy and idx files: this runs every training step.
+  void read_rows(std::span<const int64_t> rows, float* out, float scale = 1.0F) const;
+  // One element as double (exact for every integer a class id can be).
+  double value(int64_t row, int64_t col) const;
+
+  class Impl;  // the format-specific reader, defined in dataset.cpp
+
+ private:
+  friend class Dataset;
+  explicit ArrayFile(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<const Impl> impl_;
+};
+
+// How gather() writes labels for the model.
+enum class LabelLayout {
+  kAsIs,         // label_cols() values per row, as stored
+  kIdsToOneHot,  // one class id per row -> a one-hot row of label_dim (the class count)
+  kOneHotToIds,  // a row of scores / one-hot -> the id of its largest entry (label_dim 1)
+};
+
+// Features x and labels y for one role ("train" or "validation"): either two array files (x and y, .npy or IDX, the
+// same number of rows) or one CSV file whose label column becomes y.
+class Dataset {
+ public:
+  // Paths in cfg resolve against base_dir (the job file's folder) unless absolute. role names the data set in
+  // error messages ("train x has 1797 rows but y has 1796").
+  static Dataset open(const proto::Dataset& cfg, const std::filesystem::path& base_dir, std::string_view role);
+
+  int64_t rows() const { return x_.rows(); }
+  int64_t feature_dim() const { return x_.cols(); }
+  // Label values per row as stored: 1 for class ids, the class count for one-hot rows.
+  int64_t label_cols() const { return y_.cols(); }
+  // Labels are class ids: the config says CLASS_IDS, or it says AUTO and there is one label value per row
+  // (a 1-D y, an (N, 1) y or one CSV label column). Whether such a column is ids or regression targets is for the
+  // loss to decide (sparse_categorical_crossentropy reads ids).
+  bool labels_are_ids() const { return labels_are_ids_; }
+  float x_scale() const { return x_scale_; }
+  const ArrayFile& x() const { return x_; }
+  const ArrayFile& y() const { return y_; }
+  // "train: x data/x.npy (npy, float32, shape (1797, 64)), y data/y.npy (npy, int64, shape (1797))"
+  std::string describe() const;
+
+  // Gathers the given global rows into x (rows.size() x feature_dim(), times x_scale()) and y (rows.size() x
+  // label_dim, per layout). A class id that is not an integer in [0, label_dim) fails naming file, row and value.
+  // Allocates nothing for npy and idx files.
+  void gather(std::span<const int64_t> rows, float* x, float* y, LabelLayout layout, int64_t label_dim) const;
+
+  // Reads every label once and fails on the first that is not a class id in [0, num_classes): lets the trainer
+  // reject bad labels before the first step rather than mid-epoch. Reads (and for CSV parses) the whole label column.
+  void check_class_ids(int64_t num_classes) const;
+
+ private:
+  Dataset(std::string role, ArrayFile x, ArrayFile y, float x_scale, bool labels_are_ids)
+      : role_(std::move(role)),
+        x_(std::move(x)),
+        y_(std::move(y)),
+        x_scale_(x_scale),
+        labels_are_ids_(labels_are_ids) {}
+
+  int64_t class_id(int64_t row, int64_t num_classes) const;
+
+  std::string role_;
+  ArrayFile x_;
+  ArrayFile y_;
+  float x_scale_;
+  bool labels_are_ids_;
+};
+
+}  // namespace shardfit

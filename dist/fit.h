@@ -1,0 +1,54 @@
+// model.fit across ranks: every rank trains on its slice of each global batch, gradients are allreduced every
+// step, validation is sharded and reduced to rank 0, which prints the Keras lines and writes the history.
+// Not the CLI (launch/) and not the per-rank arithmetic (kernels/).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "dist/comm.h"
+#include "proto/shardfit.pb.h"
+
+namespace shardfit {
+
+// The fit options of a job with every default applied (KERAS_CONTRACT.md), validated.
+struct FitConfig {
+  int64_t epochs = 1;
+  int64_t batch_size = 32;
+  double validation_split = 0.0;
+  std::optional<float> learning_rate;  // unset: the optimizer's own
+  bool shuffle = true;
+  uint64_t seed = 1337;
+  int64_t initial_epoch = 0;
+  int64_t validation_freq = 1;
+  int verbose = 2;
+  bool terminal = false;  // stdout is a terminal a person watches: verbose 1 redraws a progress bar
+  std::filesystem::path history_dir = ".";
+  bool write_history = true;
+};
+
+// Applies defaults and checks ranges; errors name the field ("fit.batch_size = 0: expected ...").
+// is_terminal decides verbose's default (1 on a terminal, else 2).
+FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal);
+
+// What fit measured, beyond the history: for benchmarks.
+struct FitTimings {
+  double train_seconds = 0;      // training steps, all epochs (rank 0's clock)
+  double allreduce_seconds = 0;  // of which inside the gradient allreduce
+  int64_t steps = 0;
+  int64_t train_samples = 0;  // samples processed in training, all epochs
+};
+
+struct FitResult {
+  proto::History history;  // complete on rank 0; params and values on every rank
+  FitTimings timings;
+  std::vector<float> final_parameters;  // the flat parameter buffer at the end (every rank holds the same)
+};
+
+// Collective. job_dir resolves relative data paths. Errors in setup are agreed (every rank throws the same
+// AgreedFailure); errors inside a step propagate and end the job through run_ranks.
+FitResult fit(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir, const FitConfig& config);
+
+}  // namespace shardfit

@@ -1,0 +1,83 @@
+// The gradient reducer's implementation: the bucket layout, the per-step allreduce and the scaling by the global
+// sample count. Communication goes through Comm (chunking and error checks live there).
+#include "dist/gradient_reducer.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace shardfit {
+
+namespace {
+
+// Below this, an OpenMP team costs more than it saves.
+constexpr int64_t kParallelScaleCount = 32768;
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, int64_t bucket_bytes)
+    : comm_(comm), grads_(grads), bucket_count_(bucket_bytes / static_cast<int64_t>(sizeof(float))) {
+  SF_CHECK(bucket_count_ >= 1, cat("gradient bucket of ", bucket_bytes, " bytes holds no float"),
+           "use a bucket size of at least 4 bytes (the default is 4 MiB)");
+  // One MPI call per bucket: keep a bucket within an int count so Comm never has to split it.
+  bucket_count_ = std::min(bucket_count_, Comm::kMaxChunkCount);
+
+  const auto count = static_cast<int64_t>(grads_.size());
+  buckets_.reserve(static_cast<size_t>((count + bucket_count_ - 1) / bucket_count_));
+  for (int64_t end = count; end > 0;) {
+    const int64_t begin = std::max<int64_t>(0, end - bucket_count_);
+    buckets_.push_back({begin, end - begin});
+    end = begin;
+  }
+
+  // Every rank must issue the same collectives in the same order (rationale 3 in the header). Each rank compares
+  // itself with rank 0, so the lowest differing rank is the one named.
+  std::exception_ptr mismatch;
+  const std::vector<int64_t> counts = comm_.allgather(count);
+  const std::vector<int64_t> bucket_counts = comm_.allgather(bucket_count_);
+  try {
+    SF_CHECK(counts[0] == count && bucket_counts[0] == bucket_count_,
+             cat("gradient buffer layout differs across ranks: rank ", comm_.rank(), " has ", count,
+                 " gradients in buckets of ", bucket_count_, " but rank 0 has ", counts[0], " in buckets of ",
+                 bucket_counts[0]),
+             "every rank must build the same model with the same bucket size");
+  } catch (const Error&) {
+    mismatch = std::current_exception();
+  }
+  comm_.agree(mismatch);
+}
+
+void GradientReducer::reduce(int64_t global_count) {
+  SF_CHECK(global_count > 0, cat("global sample count is ", global_count, "; cannot average the gradients"),
+           "a step needs at least one sample across all ranks");
+
+  last_seconds_ = 0.0;
+  if (comm_.size() > 1) {
+    const auto start = std::chrono::steady_clock::now();
+    for (const Bucket& bucket : buckets_) {
+      comm_.allreduce_sum(grads_.subspan(static_cast<size_t>(bucket.offset), static_cast<size_t>(bucket.count)));
+    }
+    last_seconds_ = seconds_since(start);
+  }
+  seconds_ += last_seconds_;
+  ++reduce_count_;
+
+  // Multiply by the float reciprocal instead of dividing: at most one extra rounding, far below the spread that
+  // summing in another order (another rank count) gives anyway, and the loop stays a plain vector multiply.
+  const float scale = static_cast<float>(1.0 / static_cast<double>(global_count));
+  float* const values = grads_.data();
+  const auto count = static_cast<int64_t>(grads_.size());
+#pragma omp parallel for simd schedule(static) if (count >= kParallelScaleCount)
+  for (int64_t i = 0; i < count; ++i) values[i] *= scale;
+}
+
+void GradientReducer::reset_timing() {
+  last_seconds_ = 0.0;
+  seconds_ = 0.0;
+  reduce_count_ = 0;
+}
+
+}  // namespace shardfit

@@ -1,0 +1,69 @@
+// The gradient reducer: sums the flat gradient buffer over all ranks every step, in buckets, then divides by the
+// global sample count. Not the optimizer (kernels/optimizer.h) and not MPI itself (it talks to Comm).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "dist/comm.h"
+
+namespace shardfit {
+
+// Design:
+//  1. Buckets are contiguous ranges of the one flat buffer (STYLE.md #4), so a bucket is an {offset, count} and a
+//     reduction is an in-place MPI_Allreduce on a pointer: no packing, no copies.
+//  2. Buckets are cut from the END of the buffer: backward runs from the last layer to the first and fills the
+//     gradient buffer back to front, so bucket 0 is complete first. That is the order an overlapped reducer will
+//     start them in, and the order reduce() uses now.
+//  3. The layout depends only on the buffer's count and bucket_bytes, and the constructor checks both are the same
+//     on every rank, so every rank issues the same sequence of collectives (a mismatch would otherwise hang or
+//     corrupt the sum mid-training instead of failing at setup).
+//  4. 4 MiB default: MPI_Allreduce over shared memory reaches its plateau (~8 GB/s) from about 2.7 MB to 23 MB and
+//     drops to ~3 GB/s at 64 MiB (docs BASELINES.md), while smaller buckets can start earlier once reduce overlaps
+//     backward.
+//  5. reduce() uses one blocking in-place MPI_Allreduce per bucket. MPI_Iallreduce + Waitall is the obvious next
+//     step for overlap, but Open MPI 4.1's non-blocking allreduce (coll/libnbc) takes a binomial tree whenever
+//     there are fewer than 4 ranks or the buffer is MPI_IN_PLACE, and allocates a temporary per call: for 2.68 MB
+//     at 2 ranks it measured 1.4 ms against 0.38 ms blocking here. Overlap pays only once backward hands over
+//     buckets as it finishes them, and then needs measuring against this.
+//  6. With one rank there is nothing to sum: reduce() only scales, no MPI call at all.
+class GradientReducer {
+ public:
+  static constexpr int64_t kDefaultBucketBytes = int64_t{4} << 20;
+
+  struct Bucket {
+    int64_t offset;  // first element in the flat gradient buffer
+    int64_t count;   // elements
+  };
+
+  // Collective (checks the layout is the same on every rank). grads must outlive the reducer; bucket_bytes is
+  // rounded down to whole floats and must hold at least one.
+  GradientReducer(Comm& comm, std::span<float> grads, int64_t bucket_bytes = kDefaultBucketBytes);
+
+  // Collective: grads = (sum over ranks of grads) / global_count. global_count is the global mini-batch's sample
+  // count (> 0), the same on every rank. No heap allocation.
+  void reduce(int64_t global_count);
+
+  // In reduction order: bucket 0 is the end of the buffer.
+  std::span<const Bucket> buckets() const { return buckets_; }
+  int64_t bucket_bytes() const { return bucket_count_ * static_cast<int64_t>(sizeof(float)); }
+
+  // Seconds spent in the allreduce calls (not the scaling): of the last reduce() and of all since construction or
+  // reset_timing(); for reporting the share of step time spent communicating.
+  double last_seconds() const { return last_seconds_; }
+  double seconds() const { return seconds_; }
+  int64_t reduce_count() const { return reduce_count_; }
+  void reset_timing();
+
+ private:
+  Comm& comm_;
+  std::span<float> grads_;
+  int64_t bucket_count_;  // elements per full bucket
+  std::vector<Bucket> buckets_;
+  double last_seconds_ = 0.0;
+  double seconds_ = 0.0;
+  int64_t reduce_count_ = 0;
+};
+
+}  // namespace shardfit

@@ -1,0 +1,59 @@
+// Writes the history of a fit (history.json, history.pb, history.csv) after every epoch, each file atomically, so a
+// job killed at any moment leaves valid files for the epochs done. Rank 0 calls it; it only serialises, no MPI here.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "proto/shardfit.pb.h"
+
+namespace shardfit {
+
+// One history folder. write() replaces all three files whole, one after the other (json, pb, csv), each through
+// `<name>.tmp.<pid>` + fsync + rename + fsync of the folder. A kill between two renames leaves files that are each
+// valid but may lag one another (json newest, csv oldest). A kill inside one leaves a stray .tmp file, never a torn
+// target.
+class HistoryWriter {
+ public:
+  // Creates `dir` (and its parents) when missing; throws Error naming it when that fails or it is not a folder.
+  explicit HistoryWriter(std::filesystem::path dir);
+
+  // Strings that are not UTF-8 (a Latin-1 job path) are written with U+FFFD for each odd byte, in all three
+  // files: proto3 requires UTF-8, and Python's protobuf rejects the whole file otherwise.
+  void write(const proto::History& history) const;
+
+  const std::filesystem::path& dir() const { return dir_; }
+  std::filesystem::path json_path() const { return dir_ / "history.json"; }
+  std::filesystem::path pb_path() const { return dir_ / "history.pb"; }
+  std::filesystem::path csv_path() const { return dir_ / "history.csv"; }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+// history.json: Keras's `history.history` dict ({"loss": [...], "val_loss": [...], ...}; each list holds only the
+// epochs that have the key, so with validation_freq > 1 the val_ lists are shorter) plus "epoch", "params",
+// "seconds", "samples_per_second" and, when set, "diagnosis". Keys sorted at every level. Doubles are written as
+// the shortest text that reads back to the same double (json_number); NaN and infinities as NaN / Infinity / -Infinity
+// — not strict JSON, but what Python's json module writes and reads back (JavaScript's JSON.parse rejects them). Throws
+// Error when a value key collides with one of the fixed keys.
+std::string history_to_json(const proto::History& history);
+
+// history.csv, Keras CSVLogger style: header `epoch` + the sorted union of the value keys; one row per epoch with
+// its 0-based index; a value the epoch lacks is an empty field; NaN / inf / -inf written as Python's str() does.
+std::string history_to_csv(const proto::History& history, char separator = ',');
+
+// The shortest decimal text that reads back to exactly `value`, spelled as Python's repr() spells it ("0.1",
+// "2.0", "0.0001", "1e-05", "1e+16"), so a float never reads back as an int. NaN -> "NaN", +-inf -> "Infinity" /
+// "-Infinity" (JSON as Python's json module writes it).
+std::string json_number(double value);
+
+// Replaces `path` with `bytes` so that a reader (or a crash) sees the old or the new file, never a mix.
+void write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
+
+// Reads history.pb (for tests and for resume). Throws Error naming the file when it cannot be read or does not
+// parse.
+proto::History read_history_pb(const std::filesystem::path& path);
+
+}  // namespace shardfit

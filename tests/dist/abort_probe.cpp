@@ -1,0 +1,56 @@
+// A tiny MPI program for tests/dist/test_abort.cpp: fails on purpose in one of several ways, through run_ranks, so
+// the test can check from outside that the whole job ends quickly with one message. Not a test by itself.
+//
+//   abort_probe mid_collective   rank 1 throws while the other ranks wait in MPI_Allreduce (-> Comm::abort)
+//   abort_probe agree_one        rank 1 fails at an agree() checkpoint, the others do not
+//   abort_probe agree_all        every rank fails at an agree() checkpoint
+//   abort_probe exit_status      every rank finishes; rank 1's body returns 3
+//   abort_probe ok               every rank finishes with 0
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dist/comm.h"
+
+namespace {
+
+std::exception_ptr failure_on(bool here, const std::string& what) {
+  if (!here) return nullptr;
+  try {
+    SF_FAIL(what, "this failure is injected by the probe");
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
+int run_mode(shardfit::Comm& comm, const std::string& mode) {
+  std::vector<float> values(1024, 1.0F);
+  comm.allreduce_sum(values);  // everyone is up and connected before anything fails
+  if (mode == "mid_collective") {
+    if (comm.rank() == 1) {
+      // Long enough for every other rank to be inside the allreduce below when the error comes.
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      const auto now = std::chrono::system_clock::now().time_since_epoch();
+      std::printf("probe: rank 1 throws at %lld ns\n",
+                  static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()));
+      std::fflush(stdout);
+      SF_FAIL("injected failure in the middle of a step", "this failure is injected by the probe");
+    }
+    comm.allreduce_sum(values);  // never completes: rank 1 does not join
+    return 0;
+  }
+  if (mode == "agree_one") comm.agree(failure_on(comm.rank() == 1, "cannot open missing.npy"));
+  if (mode == "agree_all") comm.agree(failure_on(true, "cannot open missing.npy"));
+  if (mode == "exit_status") return comm.rank() == 1 ? 3 : 0;
+  if (mode == "ok") return 0;
+  SF_FAIL("unknown probe mode '" + mode + "'");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  return shardfit::run_ranks(argc, argv, [&](shardfit::Comm& comm) { return run_mode(comm, mode); });
+}

@@ -1,0 +1,197 @@
+// MPI tests of dist/gradient_reducer: the bucket layout, and that the reduced gradient is the global sum divided by
+// the global sample count, for any rank count, bucket size and chunk limit. Not the optimizer.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "dist/gradient_reducer.h"
+#include "tests/support/mpi_test_env.h"
+#include "tests/support/numeric_checks.h"
+
+namespace shardfit {
+namespace {
+
+using shardfit::testing::all_close;
+using shardfit::testing::world;
+
+constexpr int64_t kFloatBytes = sizeof(float);
+
+// A per-rank gradient whose sum over ranks has a closed form: g_r[i] = (r + 1) * a_i + b_i.
+double rank_gradient(int rank, int64_t i) {
+  const double a = static_cast<double>(i % 13) * 0.25 - 1.0;
+  const double b = std::sin(static_cast<double>(i));
+  return static_cast<double>(rank + 1) * a + b;
+}
+double summed_gradient(int ranks, int64_t i) {
+  const double a = static_cast<double>(i % 13) * 0.25 - 1.0;
+  const double b = std::sin(static_cast<double>(i));
+  return static_cast<double>(ranks) * static_cast<double>(ranks + 1) / 2.0 * a + static_cast<double>(ranks) * b;
+}
+
+// One sample's gradient, for the "P ranks x B/P samples == 1 rank x B" invariant.
+double sample_gradient(int64_t sample, int64_t i) { return std::cos(0.37 * static_cast<double>(sample * 31 + i)); }
+
+TEST(GradientReducerTest, BucketsTileTheBufferFromTheEnd) {
+  for (const int64_t count : {0, 1, 10, 1000, 1001}) {
+    for (const int64_t bucket_count : {1, 3, 7, 10, 1000, 4096}) {
+      std::vector<float> grads(static_cast<size_t>(count));
+      const GradientReducer reducer(world(), grads, bucket_count * kFloatBytes);
+      const auto buckets = reducer.buckets();
+      EXPECT_EQ(reducer.bucket_bytes(), bucket_count * kFloatBytes);
+      EXPECT_EQ(static_cast<int64_t>(buckets.size()), (count + bucket_count - 1) / bucket_count)
+          << "count " << count << " bucket " << bucket_count;
+      int64_t end = count;
+      for (size_t k = 0; k < buckets.size(); ++k) {
+        EXPECT_EQ(buckets[k].offset + buckets[k].count, end) << "bucket " << k << " is not adjacent";
+        EXPECT_GE(buckets[k].count, 1);
+        EXPECT_LE(buckets[k].count, bucket_count);
+        // Only the last bucket (the start of the buffer) may be short.
+        if (k + 1 < buckets.size()) {
+          EXPECT_EQ(buckets[k].count, bucket_count);
+        }
+        end = buckets[k].offset;
+      }
+      EXPECT_EQ(end, 0) << "count " << count << " bucket " << bucket_count;
+    }
+  }
+}
+
+TEST(GradientReducerTest, BucketBytesAreRoundedDownToWholeFloats) {
+  std::vector<float> grads(10);
+  const GradientReducer reducer(world(), grads, 4 * kFloatBytes + 3);
+  EXPECT_EQ(reducer.bucket_bytes(), 4 * kFloatBytes);
+  EXPECT_EQ(reducer.buckets().size(), 3U);
+  EXPECT_THROW(GradientReducer(world(), grads, 3), Error);
+  EXPECT_THROW(GradientReducer(world(), grads, 0), Error);
+  EXPECT_THROW(GradientReducer(world(), grads, -4), Error);
+}
+
+TEST(GradientReducerTest, ReducesToTheGlobalSumOverTheGlobalCount) {
+  Comm& comm = world();
+  for (const int64_t count : {1, 10, 1000, 1001, 70001}) {
+    // Below the buffer, not dividing it, equal to it, and the default.
+    for (const int64_t bucket_bytes :
+         {kFloatBytes, 7 * kFloatBytes, 256 * kFloatBytes, count * kFloatBytes, GradientReducer::kDefaultBucketBytes}) {
+      std::vector<float> grads(static_cast<size_t>(count));
+      GradientReducer reducer(comm, grads, bucket_bytes);
+      const int64_t global_count = 3 * comm.size() + 1;
+      std::vector<double> expected(static_cast<size_t>(count));
+      for (int64_t i = 0; i < count; ++i) {
+        grads[i] = static_cast<float>(rank_gradient(comm.rank(), i));
+        expected[i] = summed_gradient(comm.size(), i) / static_cast<double>(global_count);
+      }
+      reducer.reduce(global_count);
+      // Inputs rounded to float once, P-term sums, one scaling: a few eps of the largest magnitude.
+      EXPECT_TRUE(all_close(grads, expected, 4.0 * comm.size()))
+          << "count " << count << ", bucket bytes " << bucket_bytes;
+    }
+  }
+}
+
+TEST(GradientReducerTest, ChunkedBucketsReduceTheSame) {
+  Comm& comm = world();
+  const int64_t saved = comm.max_chunk_count();
+  comm.set_max_chunk_count(5);  // every bucket of 64 goes through Comm in 13 calls, the last of 4 elements
+  const int64_t count = 1000;
+  std::vector<float> grads(count);
+  GradientReducer reducer(comm, grads, 64 * kFloatBytes);
+  std::vector<double> expected(count);
+  for (int64_t i = 0; i < count; ++i) {
+    grads[i] = static_cast<float>(rank_gradient(comm.rank(), i));
+    expected[i] = summed_gradient(comm.size(), i) / 2.0;
+  }
+  reducer.reduce(2);
+  comm.set_max_chunk_count(saved);
+  EXPECT_TRUE(all_close(grads, expected, 4.0 * comm.size()));
+}
+
+TEST(GradientReducerTest, ShardedBatchGivesTheSameMeanGradientAsOneRank) {
+  // STYLE.md #8: P ranks x B/P samples == 1 rank x B. Each rank sums the per-sample gradients of its contiguous
+  // slice (sizes differ by at most one; with B < P some slices are empty), the reducer divides by B, and the
+  // result must be the mean over all B samples computed on one rank.
+  Comm& comm = world();
+  const int64_t count = 257;
+  for (const int64_t batch : {1, 3, 32, 33}) {
+    const int64_t begin = batch * comm.rank() / comm.size();
+    const int64_t end = batch * (comm.rank() + 1) / comm.size();
+    std::vector<float> grads(count, 0.0F);
+    for (int64_t s = begin; s < end; ++s) {
+      for (int64_t i = 0; i < count; ++i) grads[i] += static_cast<float>(sample_gradient(s, i));
+    }
+    GradientReducer reducer(comm, grads, 100 * kFloatBytes);
+    reducer.reduce(batch);
+
+    std::vector<double> mean(count, 0.0);
+    for (int64_t s = 0; s < batch; ++s) {
+      for (int64_t i = 0; i < count; ++i) mean[i] += sample_gradient(s, i) / static_cast<double>(batch);
+    }
+    // Float accumulation of up to B terms of magnitude <= 1 on each rank, then the allreduce.
+    EXPECT_TRUE(all_close(grads, mean, 2.0 * static_cast<double>(batch + comm.size()), 1.0)) << "batch " << batch;
+  }
+}
+
+TEST(GradientReducerTest, RecordsCommunicationTime) {
+  Comm& comm = world();
+  std::vector<float> grads(100000, 1.0F);
+  GradientReducer reducer(comm, grads, 16384 * kFloatBytes);
+  EXPECT_EQ(reducer.seconds(), 0.0);
+  EXPECT_EQ(reducer.reduce_count(), 0);
+  reducer.reduce(comm.size());
+  reducer.reduce(1);
+  EXPECT_EQ(reducer.reduce_count(), 2);
+  EXPECT_GE(reducer.last_seconds(), 0.0);
+  EXPECT_GE(reducer.seconds(), reducer.last_seconds());
+  EXPECT_LT(reducer.seconds(), 60.0);
+  if (comm.size() == 1) {
+    EXPECT_EQ(reducer.seconds(), 0.0) << "one rank: no communication at all";
+  }
+  EXPECT_EQ(grads[0], static_cast<float>(comm.size()));  // (P * 1 / P) summed again over P ranks, divided by 1
+  reducer.reset_timing();
+  EXPECT_EQ(reducer.seconds(), 0.0);
+  EXPECT_EQ(reducer.last_seconds(), 0.0);
+  EXPECT_EQ(reducer.reduce_count(), 0);
+}
+
+TEST(GradientReducerTest, RejectsAnEmptyGlobalBatch) {
+  std::vector<float> grads(10, 1.0F);
+  GradientReducer reducer(world(), grads);
+  EXPECT_THROW(reducer.reduce(0), Error);
+  EXPECT_THROW(reducer.reduce(-3), Error);
+  EXPECT_EQ(grads[0], 1.0F) << "a rejected step must leave the gradients untouched";
+  try {
+    reducer.reduce(0);
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("global sample count is 0"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GradientReducerTest, LayoutMismatchFailsOnEveryRankAtConstruction) {
+  Comm& comm = world();
+  if (comm.size() == 1) GTEST_SKIP() << "needs two ranks to differ";
+  const int odd_one = comm.size() - 1;
+  std::vector<float> grads(comm.rank() == odd_one ? 101 : 100);
+  std::optional<AgreedFailure> caught;
+  try {
+    const GradientReducer reducer(comm, grads, 16 * kFloatBytes);
+  } catch (const AgreedFailure& e) {
+    caught = e;
+  }
+  EXPECT_TRUE(caught.has_value()) << "rank " << comm.rank() << " did not throw";
+  if (caught) {
+    EXPECT_EQ(caught->failed_rank(), odd_one);
+    const std::string message = caught->what();
+    EXPECT_NE(message.find("error on rank " + std::to_string(odd_one) + " ("), std::string::npos) << message;
+    EXPECT_NE(message.find("gradient buffer layout differs across ranks: rank " + std::to_string(odd_one) +
+                           " has 101 gradients in buckets of 16 but rank 0 has 100 in buckets of 16"),
+              std::string::npos)
+        << message;
+  }
+}
+
+}  // namespace
+}  // namespace shardfit
