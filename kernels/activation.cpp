@@ -94,9 +94,9 @@ void Activation::forward(int64_t n, const BatchContext& /*ctx*/) {
 
 void Activation::backward(int64_t n) {
   auto it = plans_.find(n);
-  SF_CHECK(it != plans_.end() && it->second.backward,
-           cat("Activation '", name(), "': backward for batch size ", n, " was not prepared"));
-  it->second.backward.execute();
+  SF_CHECK(it != plans_.end(), cat("Activation '", name(), "': backward for batch size ", n, " was not prepared"));
+  // No parameters, so without a dx (the model's first layer gets none, yet is called) there is nothing to write.
+  if (it->second.backward) it->second.backward.execute();
 }
 
 }  // namespace shardfit

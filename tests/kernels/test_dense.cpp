@@ -1,1 +1,575 @@
+// Tests of kernels/dense: every fusable activation x bias, forward and backward against a naive double reference
+// and finite differences over a sweep of shapes; plans per batch size, overwriting grads, Keras shapes and init.
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <random>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/dense.h"
+#include "kernels/error.h"
+#include "tests/support/numeric_checks.h"
+
+namespace shardfit {
+namespace {
+
+using testing::all_close;
+using testing::finite_difference_gradient;
+using testing::to_double;
+
+constexpr double kFloatEps = 1.1920928955078125e-07;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr int64_t kBatchSizes[] = {1, 3, 17, 64};
+constexpr int64_t kWidths[] = {1, 5, 10, 33, 64};
+constexpr ActivationKind kFusable[] = {ActivationKind::kLinear, ActivationKind::kRelu, ActivationKind::kSigmoid,
+                                       ActivationKind::kTanh};
+
+struct Case {
+  ActivationKind activation;
+  bool use_bias;
+  int64_t n;
+  int64_t in;
+  int64_t out;
+};
+
+std::string describe(const Case& c) {
+  return activation_name(c.activation) + (c.use_bias ? ", bias" : ", no bias") + ", n " + std::to_string(c.n) +
+         ", in " + std::to_string(c.in) + ", out " + std::to_string(c.out);
+}
+
+Dense::Options options_for(const Case& c) {
+  Dense::Options options;
+  options.activation = c.activation;
+  options.use_bias = c.use_bias;
+  return options;
+}
+
+// One layer's parameters and one batch. L = sum(y * r) for the fixed r, so dy = r.
+struct Problem {
+  Case c;
+  std::vector<float> params;  // kernel (in, out) row-major, then bias (out) when used: the model's flat layout
+  std::vector<float> x;       // (n, in)
+  std::vector<float> r;       // (n, out)
+
+  std::span<const float> kernel() const { return {params.data(), static_cast<size_t>(c.in * c.out)}; }
+  std::span<const float> bias() const {
+    return c.use_bias ? std::span<const float>(params.data() + c.in * c.out, c.out) : std::span<const float>();
+  }
+};
+
+// ---- the naive reference, double precision throughout ----
+
+double activate(ActivationKind kind, double z) {
+  switch (kind) {
+    case ActivationKind::kRelu:
+      return z > 0 ? z : 0.0;
+    case ActivationKind::kSigmoid:
+      return 1.0 / (1.0 + std::exp(-z));
+    case ActivationKind::kTanh:
+      return std::tanh(z);
+    default:
+      return z;
+  }
+}
+
+// f'(z) written through y = f(z), the form the layer's backward reads.
+double derivative_from_output(ActivationKind kind, double y) {
+  switch (kind) {
+    case ActivationKind::kRelu:
+      return y > 0 ? 1.0 : 0.0;
+    case ActivationKind::kSigmoid:
+      return y * (1.0 - y);
+    case ActivationKind::kTanh:
+      return 1.0 - y * y;
+    default:
+      return 1.0;
+  }
+}
+
+// z (n, out) = x (n, in) . w (in, out) + b (out, or empty).
+std::vector<double> preactivation(const Case& c, std::span<const double> x, std::span<const double> w,
+                                  std::span<const double> b) {
+  std::vector<double> z(c.n * c.out);
+  for (int64_t i = 0; i < c.n; ++i) {
+    for (int64_t j = 0; j < c.out; ++j) {
+      double sum = b.empty() ? 0.0 : b[j];
+      for (int64_t k = 0; k < c.in; ++k) sum += x[i * c.in + k] * w[k * c.out + j];
+      z[i * c.out + j] = sum;
+    }
+  }
+  return z;
+}
+
+// L(x, w, b) = sum(act(x w + b) * r): the scalar whose gradients the layer's backward computes for dy = r.
+double reference_loss(const Problem& p, std::span<const double> x, std::span<const double> w,
+                      std::span<const double> b) {
+  const std::vector<double> z = preactivation(p.c, x, w, b);
+  double total = 0.0;
+  for (size_t i = 0; i < z.size(); ++i) total += activate(p.c.activation, z[i]) * p.r[i];
+  return total;
+}
+
+struct ReferenceForward {
+  std::vector<double> y;  // (n, out)
+  // max over outputs of sum_k |x w| + |b|, at least 1: rounding in the matmul scales with this, not with |y|.
+  double scale = 1.0;
+};
+
+ReferenceForward reference_forward(const Problem& p) {
+  const Case& c = p.c;
+  const std::vector<double> x = to_double(p.x);
+  const std::vector<double> w = to_double(p.kernel());
+  const std::vector<double> b = to_double(p.bias());
+  ReferenceForward ref;
+  ref.y = preactivation(c, x, w, b);
+  for (double& v : ref.y) v = activate(c.activation, v);
+  for (int64_t i = 0; i < c.n; ++i) {
+    for (int64_t j = 0; j < c.out; ++j) {
+      double magnitude = b.empty() ? 0.0 : std::abs(b[j]);
+      for (int64_t k = 0; k < c.in; ++k) magnitude += std::abs(x[i * c.in + k] * w[k * c.out + j]);
+      ref.scale = std::max(ref.scale, magnitude);
+    }
+  }
+  return ref;
+}
+
+// dx = dz w^T, dw = x^T dz, db = column sums of dz, for a given dz (n, out); and, per gradient, the max over its
+// elements of the sum of |terms| (at least 1), which is what the rounding of that reduction scales with.
+struct ReferenceGradients {
+  std::vector<double> dx, dw, db;
+  double dx_scale = 1.0, dw_scale = 1.0, db_scale = 1.0;
+};
+
+ReferenceGradients gradients_from_dz(const Problem& p, const std::vector<double>& dz) {
+  const Case& c = p.c;
+  ReferenceGradients g;
+  g.dx.assign(c.n * c.in, 0.0);
+  g.dw.assign(c.in * c.out, 0.0);
+  g.db.assign(c.out, 0.0);
+  std::vector<double> dx_mag(g.dx.size()), dw_mag(g.dw.size()), db_mag(g.db.size());
+  for (int64_t i = 0; i < c.n; ++i) {
+    for (int64_t j = 0; j < c.out; ++j) {
+      const double d = dz[i * c.out + j];
+      g.db[j] += d;
+      db_mag[j] += std::abs(d);
+      for (int64_t k = 0; k < c.in; ++k) {
+        const double xk = p.x[i * c.in + k];
+        const double wk = p.params[k * c.out + j];
+        g.dx[i * c.in + k] += d * wk;
+        dx_mag[i * c.in + k] += std::abs(d * wk);
+        g.dw[k * c.out + j] += xk * d;
+        dw_mag[k * c.out + j] += std::abs(xk * d);
+      }
+    }
+  }
+  for (double m : dx_mag) g.dx_scale = std::max(g.dx_scale, m);
+  for (double m : dw_mag) g.dw_scale = std::max(g.dw_scale, m);
+  for (double m : db_mag) g.db_scale = std::max(g.db_scale, m);
+  return g;
+}
+
+// ---- inputs ----
+
+void fill_uniform(std::span<float> values, double lo, double hi, std::mt19937& rng) {
+  std::uniform_real_distribution<double> dist(lo, hi);
+  for (float& v : values) v = static_cast<float>(dist(rng));
+}
+
+// Kernel at the glorot scale the layer is initialised with (so pre-activations stay O(1) and sigmoid / tanh are
+// not saturated), bias, x and r uniform. For relu, redraws until every |pre-activation| >= 1e-2, far above how
+// far finite differences move it: there the reference is smooth and the float result is on the same side of the
+// kink as the double one.
+Problem make_problem(const Case& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Problem p;
+  p.c = c;
+  p.params.resize(c.in * c.out + (c.use_bias ? c.out : 0));
+  p.x.resize(c.n * c.in);
+  p.r.resize(c.n * c.out);
+  const double limit = std::sqrt(6.0 / static_cast<double>(c.in + c.out));
+  fill_uniform(p.r, -1, 1, rng);
+  auto draw_params = [&] {
+    fill_uniform({p.params.data(), static_cast<size_t>(c.in * c.out)}, -limit, limit, rng);
+    if (c.use_bias) fill_uniform({p.params.data() + c.in * c.out, static_cast<size_t>(c.out)}, -0.5, 0.5, rng);
+  };
+  draw_params();
+  fill_uniform(p.x, -1, 1, rng);
+  if (c.activation != ActivationKind::kRelu) return p;
+
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const std::vector<double> w = to_double(p.kernel());
+    const std::vector<double> bias = to_double(p.bias());
+    bool all_rows_clear = true;
+    for (int64_t i = 0; i < c.n && all_rows_clear; ++i) {
+      std::span<float> row(p.x.data() + i * c.in, c.in);
+      bool clear = false;
+      for (int tries = 0; tries < 50 && !clear; ++tries) {
+        const Case one_row{c.activation, c.use_bias, 1, c.in, c.out};
+        const std::vector<double> z = preactivation(one_row, to_double(row), w, bias);
+        clear = std::all_of(z.begin(), z.end(), [](double v) { return std::abs(v) >= 1e-2; });
+        if (!clear) fill_uniform(row, -1, 1, rng);
+      }
+      all_rows_clear = clear;
+    }
+    if (all_rows_clear) return p;
+    draw_params();  // some weight is too small for any row to clear the kink
+  }
+  ADD_FAILURE() << "could not draw relu inputs away from the kink for " << describe(c);
+  return p;
+}
+
+// ---- running the layer ----
+
+// What the model owns for one batch size, NaN-filled so that anything the layer fails to write shows up.
+struct BatchMemory {
+  std::vector<float> x, y, dy, dx, scratch;
+  explicit BatchMemory(const Problem& p)
+      : x(p.x), y(p.c.n * p.c.out, kNaN), dy(p.r), dx(p.c.n * p.c.in, kNaN), scratch(p.c.n * p.c.out, kNaN) {}
+  LayerBuffers buffers(bool with_dx) {
+    return {x.data(), y.data(), dy.data(), with_dx ? dx.data() : nullptr, scratch.data()};
+  }
+};
+
+// The layer's params and grads live in buffers the test owns, as they would in the model's flat buffers.
+struct BoundDense {
+  std::vector<float> params;
+  std::vector<float> grads;
+  Dense layer;
+  explicit BoundDense(const Problem& p)
+      : params(p.params), grads(p.params.size(), kNaN), layer("dense", p.c.in, p.c.out, options_for(p.c)) {
+    layer.bind(params.data(), grads.data());
+  }
+  std::span<const float> kernel_grad() const { return {grads.data(), kernel_count()}; }
+  std::span<const float> bias_grad() const { return {grads.data() + kernel_count(), grads.size() - kernel_count()}; }
+  size_t kernel_count() const { return static_cast<size_t>(layer.input_dim() * layer.output_dim()); }
+};
+
+// Forward against the reference, then dx / dW / db against the reference applied to the dz the layer must have
+// formed from its own float output (so only the backward's rounding is measured). Tolerances: k = reduction length
+// + 4 (the worst-case bound of a length-K float sum is K/2 eps times the sum of |terms|; 4 eps covers the
+// activation and the dz product), against the sum of |terms| as the scale.
+void expect_matches_reference(const Problem& p, const BatchMemory& m, const BoundDense& d, bool with_dx) {
+  const Case& c = p.c;
+  const ReferenceForward fwd = reference_forward(p);
+  EXPECT_TRUE(all_close(m.y, fwd.y, static_cast<double>(c.in) + 4, fwd.scale)) << "y";
+
+  std::vector<double> dz(c.n * c.out);
+  for (size_t i = 0; i < dz.size(); ++i) dz[i] = p.r[i] * derivative_from_output(c.activation, m.y[i]);
+  const ReferenceGradients g = gradients_from_dz(p, dz);
+  if (with_dx) {
+    EXPECT_TRUE(all_close(m.dx, g.dx, static_cast<double>(c.out) + 4, g.dx_scale)) << "dx";
+  }
+  EXPECT_TRUE(all_close(d.kernel_grad(), g.dw, static_cast<double>(c.n) + 4, g.dw_scale)) << "dW";
+  // The layer sums the bias gradient in double: one rounding of the sum plus the dz roundings.
+  if (c.use_bias) {
+    EXPECT_TRUE(all_close(d.bias_grad(), g.db, 4, g.db_scale)) << "db";
+  }
+}
+
+// Central differences of f along at most kProbes coordinates of v, always including the first and the last: enough
+// to catch a wrong index or transpose anywhere, at a cost that does not grow with the tensor.
+constexpr size_t kProbes = 16;
+
+struct Probe {
+  std::vector<size_t> index;
+  std::vector<double> derivative;
+};
+
+Probe probe(const std::function<double(std::span<const double>)>& f, const std::vector<double>& v, std::mt19937& rng) {
+  Probe pr;
+  if (v.size() <= kProbes) {
+    for (size_t i = 0; i < v.size(); ++i) pr.index.push_back(i);
+  } else {
+    // Distinct coordinates: a repeated one would be written back unperturbed by its twin.
+    std::vector<size_t> inner(v.size() - 2);
+    for (size_t i = 0; i < inner.size(); ++i) inner[i] = i + 1;
+    std::shuffle(inner.begin(), inner.end(), rng);
+    pr.index = {0, v.size() - 1};
+    pr.index.insert(pr.index.end(), inner.begin(), inner.begin() + (kProbes - 2));
+  }
+  std::vector<double> at(pr.index.size());
+  for (size_t i = 0; i < at.size(); ++i) at[i] = v[pr.index[i]];
+  auto along = [&](const std::vector<double>& sub) {
+    std::vector<double> full = v;
+    for (size_t i = 0; i < sub.size(); ++i) full[pr.index[i]] = sub[i];
+    return f(full);
+  };
+  // h = 1e-5: the double rounding of L (|L| up to ~1e3) over 2h stays below 1e-8, and the truncation error
+  // h^2 f''' / 6 is far below that for these O(1) pre-activations.
+  pr.derivative = finite_difference_gradient(along, at, 1e-5);
+  return pr;
+}
+
+std::vector<float> gather(std::span<const float> values, const Probe& pr) {
+  std::vector<float> out;
+  for (size_t i : pr.index) out.push_back(values[i]);
+  return out;
+}
+
+// Finite differences of L at the exact inputs against the layer's float gradients. Beyond the backward's own
+// rounding (checked tightly above), the float output's error (in + 4) eps * forward scale reaches dz through
+// f'(y) for sigmoid and tanh, with |d f'(y) / dy| <= 2; relu (away from the kink) and linear have no such term.
+// Hence k = reduction + 4 + 2 (in + 4) + 1 (the finite differences' own error) on the scale forward scale *
+// sum |a| |r| of each gradient.
+void expect_matches_finite_differences(const Problem& p, const BoundDense& d, std::span<const float> dx,
+                                       std::mt19937& rng) {
+  const Case& c = p.c;
+  const std::vector<double> x = to_double(p.x);
+  const std::vector<double> w = to_double(p.kernel());
+  const std::vector<double> b = to_double(p.bias());
+  const double forward_scale = reference_forward(p).scale;
+  const bool smooth_derivative = c.activation == ActivationKind::kSigmoid || c.activation == ActivationKind::kTanh;
+  const double propagated = smooth_derivative ? 2.0 * (static_cast<double>(c.in) + 4) : 0.0;
+  std::vector<double> abs_r(p.r.size());
+  for (size_t i = 0; i < abs_r.size(); ++i) abs_r[i] = std::abs(p.r[i]);
+  const ReferenceGradients r_scale = gradients_from_dz(p, abs_r);
+
+  const Probe px = probe([&](std::span<const double> v) { return reference_loss(p, v, w, b); }, x, rng);
+  const Probe pw = probe([&](std::span<const double> v) { return reference_loss(p, x, v, b); }, w, rng);
+  EXPECT_TRUE(all_close(gather(dx, px), px.derivative, static_cast<double>(c.out) + 5 + propagated,
+                        forward_scale * r_scale.dx_scale))
+      << "dx vs finite differences";
+  EXPECT_TRUE(all_close(gather(d.kernel_grad(), pw), pw.derivative, static_cast<double>(c.n) + 5 + propagated,
+                        forward_scale * r_scale.dw_scale))
+      << "dW vs finite differences";
+  if (c.use_bias) {
+    const Probe pb = probe([&](std::span<const double> v) { return reference_loss(p, x, w, v); }, b, rng);
+    EXPECT_TRUE(all_close(gather(d.bias_grad(), pb), pb.derivative, 5 + propagated, forward_scale * r_scale.db_scale))
+        << "db vs finite differences";
+  }
+}
+
+// Sweeps every shape for one activation, with and without bias.
+void check_activation(ActivationKind activation) {
+  uint32_t seed = 1;
+  std::mt19937 probe_rng(12345);
+  for (bool use_bias : {true, false}) {
+    for (int64_t n : kBatchSizes) {
+      for (int64_t in : kWidths) {
+        for (int64_t out : kWidths) {
+          const Case c{activation, use_bias, n, in, out};
+          SCOPED_TRACE(describe(c));
+          const Problem p = make_problem(c, seed++);
+          BoundDense d(p);
+          BatchMemory m(p);
+          d.layer.prepare(n, m.buffers(true));
+          d.layer.forward(n, BatchContext{});
+          d.layer.backward(n);
+          expect_matches_reference(p, m, d, true);
+          expect_matches_finite_differences(p, d, m.dx, probe_rng);
+        }
+      }
+    }
+  }
+}
+
+TEST(Dense, LinearMatchesReferenceAndFiniteDifferences) { check_activation(ActivationKind::kLinear); }
+TEST(Dense, ReluMatchesReferenceAndFiniteDifferences) { check_activation(ActivationKind::kRelu); }
+TEST(Dense, SigmoidMatchesReferenceAndFiniteDifferences) { check_activation(ActivationKind::kSigmoid); }
+TEST(Dense, TanhMatchesReferenceAndFiniteDifferences) { check_activation(ActivationKind::kTanh); }
+
+// The first layer has no dx to write: its parameter gradients must still be right, and nothing else written.
+TEST(Dense, FirstLayerWithoutDx) {
+  uint32_t seed = 500;
+  for (ActivationKind activation : kFusable) {
+    for (bool use_bias : {true, false}) {
+      for (int64_t n : {1, 17}) {
+        const Case c{activation, use_bias, n, 10, 5};
+        SCOPED_TRACE(describe(c));
+        const Problem p = make_problem(c, seed++);
+        BoundDense d(p);
+        BatchMemory m(p);
+        d.layer.prepare(n, m.buffers(false));
+        d.layer.forward(n, BatchContext{});
+        d.layer.backward(n);
+        expect_matches_reference(p, m, d, false);
+        for (float v : m.dx) ASSERT_TRUE(std::isnan(v)) << "dx written though not prepared";
+      }
+    }
+  }
+}
+
+// Plans are cached per batch size over their own buffers: 7, then 3, then 7 again with new data, each right.
+TEST(Dense, SeveralBatchSizesOnOneLayer) {
+  for (ActivationKind activation : kFusable) {
+    for (bool use_bias : {true, false}) {
+      const Case c7{activation, use_bias, 7, 10, 33};
+      const Case c3{activation, use_bias, 3, 10, 33};
+      SCOPED_TRACE(describe(c7));
+      Problem p7 = make_problem(c7, 31);
+      Problem p3 = make_problem(c3, 32);
+      p3.params = p7.params;  // one layer, one set of weights
+      BoundDense d(p7);
+      BatchMemory m7(p7);
+      BatchMemory m3(p3);
+      d.layer.prepare(7, m7.buffers(true));
+      d.layer.prepare(3, m3.buffers(true));
+
+      d.layer.forward(7, BatchContext{});
+      d.layer.backward(7);
+      expect_matches_reference(p7, m7, d, true);
+
+      d.layer.forward(3, BatchContext{});
+      d.layer.backward(3);
+      expect_matches_reference(p3, m3, d, true);
+
+      // New samples in the 7-row buffers: the cached plan must read them, not a copy.
+      Problem p7b = make_problem(c7, 33);
+      p7b.params = p7.params;
+      std::copy(p7b.x.begin(), p7b.x.end(), m7.x.begin());
+      std::copy(p7b.r.begin(), p7b.r.end(), m7.dy.begin());
+      std::fill(m7.y.begin(), m7.y.end(), kNaN);
+      std::fill(m7.dx.begin(), m7.dx.end(), kNaN);
+      d.layer.forward(7, BatchContext{});
+      d.layer.backward(7);
+      expect_matches_reference(p7b, m7, d, true);
+
+      // New weights in the bound buffer: likewise read in place.
+      Problem p3b = p3;
+      std::mt19937 rng(34);
+      fill_uniform(p3b.params, -0.5, 0.5, rng);
+      std::copy(p3b.params.begin(), p3b.params.end(), d.params.begin());
+      d.layer.forward(3, BatchContext{});
+      d.layer.backward(3);
+      expect_matches_reference(p3b, m3, d, true);
+    }
+  }
+}
+
+// backward overwrites dx and the parameter gradients: twice gives the same values, not double.
+TEST(Dense, BackwardOverwritesGradients) {
+  for (ActivationKind activation : kFusable) {
+    for (bool use_bias : {true, false}) {
+      const Case c{activation, use_bias, 17, 33, 10};
+      SCOPED_TRACE(describe(c));
+      const Problem p = make_problem(c, 77);
+      BoundDense d(p);
+      std::fill(d.grads.begin(), d.grads.end(), 1000.0F);  // stale values from a previous step
+      BatchMemory m(p);
+      std::fill(m.dx.begin(), m.dx.end(), 1000.0F);
+      d.layer.prepare(c.n, m.buffers(true));
+      d.layer.forward(c.n, BatchContext{});
+      d.layer.backward(c.n);
+      expect_matches_reference(p, m, d, true);
+      const std::vector<float> grads = d.grads;
+      const std::vector<float> dx = m.dx;
+      d.layer.backward(c.n);
+      EXPECT_EQ(d.grads, grads);
+      EXPECT_EQ(m.dx, dx);
+    }
+  }
+}
+
+TEST(Dense, InferenceOnlyPlanHasNoBackward) {
+  const Case c{ActivationKind::kTanh, true, 3, 5, 10};
+  const Problem p = make_problem(c, 5);
+  BoundDense d(p);
+  BatchMemory m(p);
+  LayerBuffers buffers{m.x.data(), m.y.data(), nullptr, nullptr, nullptr};
+  d.layer.prepare(c.n, buffers);
+  d.layer.forward(c.n, BatchContext{});
+  const ReferenceForward fwd = reference_forward(p);
+  EXPECT_TRUE(all_close(m.y, fwd.y, static_cast<double>(c.in) + 4, fwd.scale));
+  EXPECT_THROW(d.layer.backward(c.n), Error);
+}
+
+TEST(Dense, UnpreparedBatchSizeIsAnError) {
+  const Case c{ActivationKind::kRelu, true, 3, 5, 10};
+  const Problem p = make_problem(c, 6);
+  BoundDense d(p);
+  BatchMemory m(p);
+  EXPECT_THROW(d.layer.forward(3, BatchContext{}), Error);
+  d.layer.prepare(3, m.buffers(true));
+  EXPECT_THROW(d.layer.forward(4, BatchContext{}), Error);
+  EXPECT_THROW(d.layer.backward(4), Error);
+  d.layer.forward(3, BatchContext{});
+  d.layer.forget_plans();
+  EXPECT_THROW(d.layer.forward(3, BatchContext{}), Error);
+  // Rebinding moves the parameters, so every plan is stale.
+  d.layer.prepare(3, m.buffers(true));
+  d.layer.bind(d.params.data(), d.grads.data());
+  EXPECT_THROW(d.layer.forward(3, BatchContext{}), Error);
+}
+
+TEST(Dense, RejectsUnfusableActivationsAndEmptySizes) {
+  for (ActivationKind activation : {ActivationKind::kSoftmax, ActivationKind::kGelu}) {
+    Dense::Options options;
+    options.activation = activation;
+    EXPECT_THROW(Dense("d", 4, 3, options), Error) << activation_name(activation);
+  }
+  EXPECT_THROW(Dense("d", 0, 3, Dense::Options{}), Error);
+  EXPECT_THROW(Dense("d", 4, 0, Dense::Options{}), Error);
+  Dense unbound("d", 4, 3, Dense::Options{});
+  std::vector<float> x(4), y(3);
+  EXPECT_THROW(unbound.prepare(1, LayerBuffers{x.data(), y.data(), nullptr, nullptr, nullptr}), Error);
+}
+
+// Keras's weight list: kernel (in, out) then bias (out); the flat layout matches it.
+TEST(Dense, WeightShapesAreKeras) {
+  Dense::Options with_bias;
+  Dense d("hidden", 33, 10, with_bias);
+  EXPECT_EQ(d.kind(), "dense");
+  EXPECT_EQ(d.param_count(), 33 * 10 + 10);
+  const std::vector<WeightShape> shapes = d.weight_shapes();
+  ASSERT_EQ(shapes.size(), 2U);
+  EXPECT_EQ(shapes[0].name, "hidden/kernel");
+  EXPECT_EQ(shapes[0].shape, (std::vector<int64_t>{33, 10}));
+  EXPECT_EQ(shapes[1].name, "hidden/bias");
+  EXPECT_EQ(shapes[1].shape, (std::vector<int64_t>{10}));
+
+  Dense::Options no_bias;
+  no_bias.use_bias = false;
+  Dense e("out", 5, 1, no_bias);
+  EXPECT_EQ(e.param_count(), 5);
+  const std::vector<WeightShape> kernel_only = e.weight_shapes();
+  ASSERT_EQ(kernel_only.size(), 1U);
+  EXPECT_EQ(kernel_only[0].name, "out/kernel");
+  EXPECT_EQ(kernel_only[0].shape, (std::vector<int64_t>{5, 1}));
+}
+
+// glorot_uniform: U(-l, l), l = sqrt(6 / (in + out)); bias zeros; reproducible from the seed.
+TEST(Dense, InitializeGlorotUniformKernelAndZeroBias) {
+  constexpr std::pair<int64_t, int64_t> kShapes[] = {{1, 1}, {5, 10}, {33, 64}, {784, 128}};
+  for (auto [in, out] : kShapes) {
+    SCOPED_TRACE("in " + std::to_string(in) + ", out " + std::to_string(out));
+    Dense d("d", in, out, Dense::Options{});
+    std::vector<float> params(d.param_count(), kNaN);
+    std::vector<float> grads(d.param_count());
+    d.bind(params.data(), grads.data());
+    Rng rng(2024);
+    d.initialize(rng);
+
+    const double limit = std::sqrt(6.0 / static_cast<double>(in + out));
+    const int64_t count = in * out;
+    double sum = 0.0;
+    double largest = 0.0;
+    for (int64_t i = 0; i < count; ++i) {
+      ASSERT_LE(std::abs(params[i]), limit * (1 + kFloatEps)) << "kernel element " << i;  // float rounding of l
+      sum += params[i];
+      largest = std::max(largest, static_cast<double>(std::abs(params[i])));
+    }
+    for (int64_t j = 0; j < out; ++j) ASSERT_EQ(params[count + j], 0.0F) << "bias element " << j;
+    if (count >= 1000) {
+      // U(-l, l) has standard deviation l / sqrt(3): the mean is within 5 sigma / sqrt(count) of 0, and the
+      // largest |w| reaches 0.99 l (missing with probability 0.99^count).
+      EXPECT_LT(std::abs(sum / count), 5 * limit / std::sqrt(3.0 * count));
+      EXPECT_GT(largest, 0.99 * limit);
+    }
+
+    std::vector<float> again(d.param_count(), kNaN);
+    d.bind(again.data(), grads.data());
+    Rng same(2024);
+    d.initialize(same);
+    EXPECT_EQ(again, params);
+  }
+}
+
+}  // namespace
+}  // namespace shardfit
