@@ -1,0 +1,720 @@
+// dense_bench: shardfit's Dense forward+backward at the MLP 784-512-512-10 against oneDNN's own plain matmul
+// throughput at the same sizes, measured side by side in one run. It times and reports; it checks no numbers.
+//
+// Why the reference and the method are what they are:
+//  1. Each of Dense's matmuls (forward, backward-data, backward-weights) is paired with a plain oneDNN matmul of
+//     the same (M, K, N): row-major src (M, K) x row-major weights (K, N), no bias, no post-ops, created once and
+//     executed many times. That is what oneDNN does with its preferred plain layouts; anything Dense adds (bias,
+//     fused relu, operands read transposed through strides, eltwise backward, bias column sums) shows up as a
+//     ratio below 1. The loss and the optimizer are not part of Dense and are not timed.
+//  2. ratio = reference time / Dense time over the same FLOPs. Candidates run in interleaved repeats
+//     (A B C A B C ...) so a noisy shared machine slows all of them alike; medians, so one bad repeat does not
+//     decide. The ratio of the fastest repeats is printed too: noise only ever adds time.
+//  3. Dense keeps its primitives private, so the per-primitive breakdown times a mirror: the same descriptors
+//     and loops as kernels/dense.cpp, rebuilt here. Its step time is printed beside Dense's, so drift shows.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/buffer.h"
+#include "kernels/dense.h"
+#include "kernels/engine.h"
+#include "kernels/random.h"
+
+namespace shardfit {
+namespace {
+
+using dnnl::memory;
+using Dims = memory::dims;
+using dt = memory::data_type;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Command line
+
+struct Options {
+  std::vector<int64_t> batches = {32, 64, 128, 256, 512};
+  int repeats = 7;
+  double min_seconds = 0.2;  // per repeat of one candidate
+  int min_iterations = 50;   // per repeat of one candidate
+  bool primitives = true;    // the per-primitive breakdown (shorter repeats: it is for diagnosis)
+  bool prototype = true;     // the proposed Dense change, timed in the same interleaved repeats
+  std::string csv_path;
+};
+
+[[noreturn]] void usage(const std::string& problem) {
+  std::cerr << "dense_bench: " << problem << "\n"
+            << "usage: dense_bench [--csv PATH] [--batches 32,64,...] [--repeats N] [--min-seconds S]\n"
+            << "                   [--min-iterations N] [--no-primitives] [--no-prototype]\n"
+            << "Threads come from OMP_NUM_THREADS.\n";
+  std::exit(2);
+}
+
+Options parse_options(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--csv") {
+      options.csv_path = value();
+    } else if (arg == "--batches") {
+      options.batches.clear();
+      std::stringstream list(value());
+      for (std::string item; std::getline(list, item, ',');) options.batches.push_back(std::stoll(item));
+    } else if (arg == "--repeats") {
+      options.repeats = std::stoi(value());
+    } else if (arg == "--min-seconds") {
+      options.min_seconds = std::stod(value());
+    } else if (arg == "--min-iterations") {
+      options.min_iterations = std::stoi(value());
+    } else if (arg == "--no-primitives") {
+      options.primitives = false;
+    } else if (arg == "--no-prototype") {
+      options.prototype = false;
+    } else {
+      usage("unknown argument " + arg);
+    }
+  }
+  if (options.batches.empty() || options.repeats < 1) usage("need at least one batch and one repeat");
+  for (const int64_t batch : options.batches) {
+    if (batch < 1) usage("batch sizes must be positive");
+  }
+  return options;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Timing: interleaved repeats, medians
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_for(const std::function<void()>& run, int64_t iterations) {
+  const auto start = Clock::now();
+  for (int64_t i = 0; i < iterations; ++i) run();
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+struct Candidate {
+  Candidate() = default;
+  explicit Candidate(std::function<void()> f) : run(std::move(f)) {}
+
+  std::function<void()> run;
+  int64_t iterations = 0;
+  std::vector<double> per_iteration;  // seconds, one per repeat
+
+  double median() const {
+    std::vector<double> sorted = per_iteration;
+    std::sort(sorted.begin(), sorted.end());
+    const size_t mid = sorted.size() / 2;
+    return sorted.size() % 2 == 1 ? sorted[mid] : 0.5 * (sorted[mid - 1] + sorted[mid]);
+  }
+  double fastest() const { return *std::min_element(per_iteration.begin(), per_iteration.end()); }
+};
+
+// Warms every candidate up, sizes its repeats to at least min_seconds and min_iterations, then runs the
+// repeats interleaved (c0 c1 c2 c0 c1 c2 ...) so slow phases of a shared machine land on all candidates.
+void measure_interleaved(const std::vector<Candidate*>& candidates, int repeats, double min_seconds,
+                         int min_iterations) {
+  for (Candidate* c : candidates) {
+    // First executions pay for page faults, oneDNN's JIT and the OpenMP pool start; keep them out.
+    int64_t warm = 0;
+    const auto start = Clock::now();
+    while (warm < 3 || std::chrono::duration<double>(Clock::now() - start).count() < 0.02) {
+      c->run();
+      ++warm;
+    }
+    const double one = seconds_for(c->run, 5) / 5;
+    c->iterations = std::max<int64_t>(min_iterations, static_cast<int64_t>(std::ceil(min_seconds / one)));
+    c->per_iteration.clear();
+  }
+  for (int r = 0; r < repeats; ++r) {
+    for (Candidate* c : candidates) c->per_iteration.push_back(seconds_for(c->run, c->iterations) / c->iterations);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Shapes and buffers
+
+constexpr int64_t kInput = 784;
+constexpr int64_t kHidden = 512;
+constexpr int64_t kClasses = 10;
+
+struct LayerShape {
+  int64_t in;
+  int64_t out;
+  bool relu;
+};
+constexpr LayerShape kLayers[] = {{kInput, kHidden, true}, {kHidden, kHidden, true}, {kHidden, kClasses, false}};
+constexpr int kLayerCount = 3;
+
+// "L1 bwd-data": layer index and what the piece computes. Built by appending: GCC 12 reports a false
+// -Wrestrict on "L" + std::to_string(l).
+std::string piece_name(int layer, const char* what) {
+  std::string name = "L";
+  name += std::to_string(layer);
+  name += ' ';
+  name += what;
+  return name;
+}
+
+void fill_uniform(FloatBuffer& buffer, uint64_t seed) {
+  Rng rng(seed);
+  for (int64_t i = 0; i < buffer.count(); ++i) buffer[i] = static_cast<float>(rng.uniform(-1.0, 1.0));
+}
+
+memory::desc row_major(int64_t rows, int64_t cols) { return {Dims{rows, cols}, dt::f32, Dims{cols, 1}}; }
+// The (rows, cols) matrix stored as the transpose of a row-major (cols, rows) buffer, as in kernels/dense.cpp.
+memory::desc transposed(int64_t rows, int64_t cols) { return {Dims{rows, cols}, dt::f32, Dims{1, rows}}; }
+
+memory wrap(const memory::desc& desc, float* data) { return {desc, cpu_engine(), data}; }
+
+// The activations and gradients of one batch: act[0] is the input, act[l + 1] layer l's output; grad[l] is
+// d loss / d act[l] (grad[0] is never written: the first layer's dx is not needed).
+struct MlpBuffers {
+  FloatBuffer act[kLayerCount + 1];
+  FloatBuffer grad[kLayerCount + 1];
+  FloatBuffer scratch[kLayerCount];
+
+  explicit MlpBuffers(int64_t n) {
+    act[0].resize(n * kInput);
+    for (int l = 0; l < kLayerCount; ++l) {
+      act[l + 1].resize(n * kLayers[l].out);
+      grad[l + 1].resize(n * kLayers[l].out);
+      scratch[l].resize(n * kLayers[l].out);
+    }
+    fill_uniform(act[0], 1);
+    fill_uniform(grad[kLayerCount], 2);  // d loss / d logits: stands in for the loss, which is not timed
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Side A: shardfit's own Dense layers, called through the Layer interface exactly as the model calls them.
+
+class ShardfitMlp {
+ public:
+  explicit ShardfitMlp(int64_t n) : n_(n), buffers_(n) {
+    int64_t count = 0;
+    for (int l = 0; l < kLayerCount; ++l) {
+      Dense::Options options;
+      options.activation = kLayers[l].relu ? ActivationKind::kRelu : ActivationKind::kLinear;
+      layers_.push_back(std::make_unique<Dense>(piece_name(l, "dense"), kLayers[l].in, kLayers[l].out, options));
+      count += layers_.back()->param_count();
+    }
+    params_.resize(count);
+    grads_.resize(count);
+    Rng rng(7);
+    int64_t offset = 0;
+    for (int l = 0; l < kLayerCount; ++l) {
+      layers_[l]->bind(params_.data() + offset, grads_.data() + offset);
+      layers_[l]->initialize(rng);
+      offset += layers_[l]->param_count();
+      LayerBuffers b;
+      b.x = buffers_.act[l].data();
+      b.y = buffers_.act[l + 1].data();
+      b.dy = buffers_.grad[l + 1].data();
+      b.dx = l == 0 ? nullptr : buffers_.grad[l].data();
+      b.scratch = kLayers[l].relu ? buffers_.scratch[l].data() : nullptr;
+      layers_[l]->prepare(n, b);
+    }
+  }
+
+  void forward() {
+    const BatchContext ctx{.training = true};
+    for (auto& layer : layers_) layer->forward(n_, ctx);
+  }
+  void backward() {
+    for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) (*it)->backward(n_);
+  }
+
+ private:
+  int64_t n_;
+  MlpBuffers buffers_;
+  FloatBuffer params_;
+  FloatBuffer grads_;
+  std::vector<std::unique_ptr<Dense>> layers_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// One timed piece of a step: a oneDNN primitive or a loop of ours, with its matmul size when it is one.
+
+struct Step {
+  std::string name;
+  int64_t m = 0, k = 0, n = 0;  // 0 when not a matmul
+  bool backward = false;
+  std::string impl;
+  std::function<void()> run;
+  double flops() const { return 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n); }
+};
+
+Step primitive_step(std::string name, int64_t m, int64_t k, int64_t n, bool backward,
+                    const dnnl::primitive_desc_base& pd, dnnl::primitive primitive,
+                    std::vector<std::pair<int, memory>> args) {
+  auto call = std::make_shared<PrimitiveCall>(std::move(primitive), std::move(args));
+  return {std::move(name), m, k, n, backward, pd.impl_info_str(), [call] { call->execute(); }};
+}
+
+struct MatmulSize {
+  std::string name;
+  int64_t m, k, n;
+  bool backward;
+};
+
+// The MLP's matmuls in step order: forward L0..L2, then backward L2..L0 (data before weights, as Dense).
+std::vector<MatmulSize> mlp_matmuls(int64_t batch) {
+  std::vector<MatmulSize> sizes;
+  for (int l = 0; l < kLayerCount; ++l) {
+    sizes.push_back({piece_name(l, "fwd"), batch, kLayers[l].in, kLayers[l].out, false});
+  }
+  for (int l = kLayerCount - 1; l >= 0; --l) {
+    if (l > 0) sizes.push_back({piece_name(l, "bwd-data"), batch, kLayers[l].out, kLayers[l].in, true});
+    sizes.push_back({piece_name(l, "bwd-weights"), kLayers[l].in, batch, kLayers[l].out, true});
+  }
+  return sizes;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Side B: the reference. Plain row-major (M, K) x (K, N) -> (M, N) oneDNN matmuls, no bias, no post-ops.
+
+class ReferenceMatmuls {
+ public:
+  explicit ReferenceMatmuls(int64_t batch) {
+    for (const MatmulSize& s : mlp_matmuls(batch)) {
+      float* a = new_buffer(s.m * s.k, 3);
+      float* b = new_buffer(s.k * s.n, 4);
+      float* c = new_buffer(s.m * s.n, 0);
+      const auto a_md = row_major(s.m, s.k), b_md = row_major(s.k, s.n), c_md = row_major(s.m, s.n);
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), cpu_engine());
+      steps_.push_back(primitive_step(
+          s.name, s.m, s.k, s.n, s.backward, pd, dnnl::matmul(pd),
+          {{DNNL_ARG_SRC, wrap(a_md, a)}, {DNNL_ARG_WEIGHTS, wrap(b_md, b)}, {DNNL_ARG_DST, wrap(c_md, c)}}));
+    }
+  }
+  const std::vector<Step>& steps() const { return steps_; }
+  void forward() const {
+    for (const Step& s : steps_)
+      if (!s.backward) s.run();
+  }
+  void backward() const {
+    for (const Step& s : steps_)
+      if (s.backward) s.run();
+  }
+
+ private:
+  float* new_buffer(int64_t count, uint64_t seed) {
+    buffers_.emplace_back(count);
+    if (seed != 0) fill_uniform(buffers_.back(), seed);
+    return buffers_.back().data();
+  }
+
+  std::deque<FloatBuffer> buffers_;  // a deque keeps addresses stable while it grows
+  std::vector<Step> steps_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// The mirror of kernels/dense.cpp (same descriptors, same loops), taken apart into timed steps. With `proposed`
+// set, relu layers use relu_backward_with_bias_sums instead: the change this benchmark proposes.
+
+// Same loop as kernels/dense.cpp: threads take blocks of columns, double accumulators.
+void column_sums(const float* m, int64_t n, int64_t out, float* sums) {
+  constexpr int64_t kBlock = 64;
+#pragma omp parallel for schedule(static) if (n * out > 32768)
+  for (int64_t begin = 0; begin < out; begin += kBlock) {
+    const int64_t width = std::min(kBlock, out - begin);
+    double acc[kBlock] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = m + i * out + begin;
+      for (int64_t j = 0; j < width; ++j) acc[j] += row[j];
+    }
+    for (int64_t j = 0; j < width; ++j) sums[begin + j] = static_cast<float>(acc[j]);
+  }
+}
+
+// The proposed change: relu backward and the bias sums in one pass over (n, out). oneDNN's eltwise backward
+// writes dz and column_sums reads it straight back; fused, dz is written once and not re-read, and the layer
+// has one parallel region where it had two.
+void relu_backward_with_bias_sums(const float* y, const float* dy, int64_t n, int64_t out, float* dz, float* db) {
+  constexpr int64_t kBlock = 64;
+#pragma omp parallel for schedule(static) if (n * out > 32768)
+  for (int64_t begin = 0; begin < out; begin += kBlock) {
+    const int64_t width = std::min(kBlock, out - begin);
+    double acc[kBlock] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      // restrict: without it the compiler must assume dz overlaps y and dy, and emits a scalar loop with a
+      // data-dependent branch that mispredicts on half the elements (30x slower than oneDNN's eltwise).
+      const float* __restrict y_row = y + i * out + begin;
+      const float* __restrict dy_row = dy + i * out + begin;
+      float* __restrict dz_row = dz + i * out + begin;
+      for (int64_t j = 0; j < width; ++j) {
+        const float g = y_row[j] > 0.0F ? dy_row[j] : 0.0F;  // relu' from the output, as use_dst_for_bwd
+        dz_row[j] = g;
+        acc[j] += g;
+      }
+    }
+    for (int64_t j = 0; j < width; ++j) db[begin + j] = static_cast<float>(acc[j]);
+  }
+}
+
+class MirrorMlp {
+ public:
+  MirrorMlp(int64_t batch, bool proposed) : buffers_(batch) {
+    auto& engine = cpu_engine();
+    const int64_t n = batch;
+    std::vector<Step> per_layer_backward[kLayerCount];
+    for (int l = 0; l < kLayerCount; ++l) {
+      const auto [in, out, relu] = kLayers[l];
+      float* w = new_buffer(in * out, 10 + l);
+      float* b = new_buffer(out, 20 + l);
+      float* dw = new_buffer(in * out, 0);
+      float* db = new_buffer(out, 0);
+      float* x = buffers_.act[l].data();
+      float* y = buffers_.act[l + 1].data();
+      float* dy = buffers_.grad[l + 1].data();
+      float* dx = buffers_.grad[l].data();
+
+      const auto x_md = row_major(n, in), w_md = row_major(in, out), y_md = row_major(n, out);
+      const auto b_md = row_major(1, out);
+      dnnl::primitive_attr attr;
+      if (relu) {
+        dnnl::post_ops ops;
+        ops.append_eltwise(1.0F, dnnl::algorithm::eltwise_relu, 0.0F, 0.0F);
+        attr.set_post_ops(ops);
+      }
+      const dnnl::matmul::primitive_desc fwd_pd(dnnl::matmul::desc(x_md, w_md, b_md, y_md), attr, engine);
+      forward_.push_back(primitive_step(piece_name(l, "fwd"), n, in, out, false, fwd_pd, dnnl::matmul(fwd_pd),
+                                        {{DNNL_ARG_SRC, wrap(x_md, x)},
+                                         {DNNL_ARG_WEIGHTS, wrap(w_md, w)},
+                                         {DNNL_ARG_DST, wrap(y_md, y)},
+                                         {DNNL_ARG_BIAS, wrap(b_md, b)}}));
+
+      std::vector<Step>& bwd = per_layer_backward[l];
+      float* dz = relu ? buffers_.scratch[l].data() : dy;
+      const bool fused_sums = relu && proposed;
+      if (fused_sums) {
+        bwd.push_back({piece_name(l, "relu-bwd+sums"), 0, 0, 0, true, "OpenMP fused loop",
+                       [y, dy, dz, n, out, db] { relu_backward_with_bias_sums(y, dy, n, out, dz, db); }});
+      } else if (relu) {
+        const auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
+        const dnnl::eltwise_forward::primitive_desc hint(
+            dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, alg, y_md, 0.0F, 0.0F), engine);
+        const dnnl::eltwise_backward::primitive_desc pd(dnnl::eltwise_backward::desc(alg, y_md, y_md, 0.0F, 0.0F),
+                                                        engine, hint);
+        bwd.push_back(primitive_step(
+            piece_name(l, "relu-bwd"), 0, 0, 0, true, pd, dnnl::eltwise_backward(pd),
+            {{DNNL_ARG_DST, wrap(y_md, y)}, {DNNL_ARG_DIFF_DST, wrap(y_md, dy)}, {DNNL_ARG_DIFF_SRC, wrap(y_md, dz)}}));
+      }
+      if (l > 0) {
+        // dx (n, in) = dz (n, out) . W^T: W (in, out) read as an (out, in) matrix through swapped strides.
+        const auto wt_md = transposed(out, in);
+        const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(y_md, wt_md, x_md), engine);
+        bwd.push_back(primitive_step(
+            piece_name(l, "bwd-data"), n, out, in, true, pd, dnnl::matmul(pd),
+            {{DNNL_ARG_SRC, wrap(y_md, dz)}, {DNNL_ARG_WEIGHTS, wrap(wt_md, w)}, {DNNL_ARG_DST, wrap(x_md, dx)}}));
+      }
+      // dW (in, out) = x^T (in, n) . dz (n, out): x read through swapped strides.
+      const auto xt_md = transposed(in, n);
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(xt_md, y_md, w_md), engine);
+      bwd.push_back(primitive_step(
+          piece_name(l, "bwd-weights"), in, n, out, true, pd, dnnl::matmul(pd),
+          {{DNNL_ARG_SRC, wrap(xt_md, x)}, {DNNL_ARG_WEIGHTS, wrap(y_md, dz)}, {DNNL_ARG_DST, wrap(w_md, dw)}}));
+      if (!fused_sums) {
+        bwd.push_back({piece_name(l, "bias-sums"), 0, 0, 0, true, "OpenMP column sums",
+                       [dz, n, out, db] { column_sums(dz, n, out, db); }});
+      }
+    }
+    for (int l = kLayerCount - 1; l >= 0; --l) {
+      for (Step& s : per_layer_backward[l]) backward_.push_back(std::move(s));
+    }
+  }
+
+  std::vector<const Step*> steps() const {
+    std::vector<const Step*> all;
+    for (const Step& s : forward_) all.push_back(&s);
+    for (const Step& s : backward_) all.push_back(&s);
+    return all;
+  }
+  void forward() const {
+    for (const Step& s : forward_) s.run();
+  }
+  void backward() const {
+    for (const Step& s : backward_) s.run();
+  }
+
+ private:
+  float* new_buffer(int64_t count, uint64_t seed) {
+    params_.emplace_back(count);
+    if (seed != 0) fill_uniform(params_.back(), seed);
+    return params_.back().data();
+  }
+
+  MlpBuffers buffers_;
+  std::deque<FloatBuffer> params_;  // weights, biases and their gradients
+  std::vector<Step> forward_;
+  std::vector<Step> backward_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reporting
+
+struct CsvRow {
+  int threads;
+  int64_t batch;
+  std::string scope;  // step, mirror-step, prototype-step, primitive, prototype-primitive
+  std::string name;   // fwd+bwd / fwd / bwd for steps, "L1 bwd-data" etc. for primitives
+  int64_t m, k, n;    // 0 unless a matmul
+  double flops;
+  double shardfit_seconds;   // median per call
+  double reference_seconds;  // 0 when the piece has no matmul counterpart
+  double shardfit_fastest;   // fastest repeat
+  double reference_fastest;
+  std::string shardfit_impl;
+  std::string reference_impl;
+};
+
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (char ch : text) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return quoted + "\"";
+}
+
+void write_csv(const std::string& path, const std::vector<CsvRow>& rows) {
+  std::ofstream file(path);
+  if (!file) throw std::runtime_error("cannot write " + path);
+  file << "threads,batch,scope,name,m,k,n,flops,shardfit_s,reference_s,shardfit_gflops,reference_gflops,ratio,"
+          "shardfit_fastest_s,reference_fastest_s,ratio_fastest,shardfit_impl,reference_impl\n";
+  char line[512];
+  for (const CsvRow& r : rows) {
+    const bool paired = r.reference_seconds > 0;
+    const double a = r.flops > 0 ? r.flops / r.shardfit_seconds * 1e-9 : 0;
+    const double b = r.flops > 0 && paired ? r.flops / r.reference_seconds * 1e-9 : 0;
+    std::snprintf(line, sizeof line, "%d,%lld,%s,%s,%lld,%lld,%lld,%.0f,%.9g,%.9g,%.2f,%.2f,%.4f,%.9g,%.9g,%.4f,",
+                  r.threads, static_cast<long long>(r.batch), r.scope.c_str(), r.name.c_str(),
+                  static_cast<long long>(r.m), static_cast<long long>(r.k), static_cast<long long>(r.n), r.flops,
+                  r.shardfit_seconds, r.reference_seconds, a, b, paired ? r.reference_seconds / r.shardfit_seconds : 0,
+                  r.shardfit_fastest, r.reference_fastest, paired ? r.reference_fastest / r.shardfit_fastest : 0);
+    file << line << csv_field(r.shardfit_impl) << "," << csv_field(r.reference_impl) << "\n";
+  }
+}
+
+std::string isa_name(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    case dnnl::cpu_isa::avx512_core:
+      return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "avx512_core_amx";
+    default:
+      return "other (" + std::to_string(static_cast<int>(isa)) + ")";
+  }
+}
+
+std::string load_average() {
+  double load[3] = {};
+  if (getloadavg(load, 3) != 3) return "unknown";
+  char text[64];
+  std::snprintf(text, sizeof text, "%.2f %.2f %.2f", load[0], load[1], load[2]);
+  return text;
+}
+
+// Per-primitive table: each mirror piece beside the reference matmul of the same name (and so the same size).
+void time_primitives(const std::string& scope, int threads, int64_t batch, const MirrorMlp& mirror,
+                     const ReferenceMatmuls& reference, const Options& options, std::vector<CsvRow>& rows) {
+  const std::vector<const Step*> mine = mirror.steps();
+  std::vector<const Step*> partner(mine.size(), nullptr);
+  std::deque<Candidate> a, b;
+  std::vector<Candidate*> order;
+  for (size_t i = 0; i < mine.size(); ++i) {
+    order.push_back(&a.emplace_back(mine[i]->run));
+    for (const Step& r : reference.steps()) {
+      if (r.name == mine[i]->name) partner[i] = &r;
+    }
+    b.emplace_back(partner[i] != nullptr ? partner[i]->run : std::function<void()>());
+    if (partner[i] != nullptr) order.push_back(&b.back());
+  }
+  // Diagnosis only: fewer and shorter repeats than the step figures.
+  measure_interleaved(order, std::max(3, options.repeats / 2), options.min_seconds / 4, 20);
+
+  std::printf("  %-17s %-13s %8s %7s %8s %7s %6s  %s | %s\n", scope.c_str(), "M x K x N", "ours us", "GFLOP/s",
+              "ref us", "GFLOP/s", "ratio", "our impl", "reference impl");
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const Step& s = *mine[i];
+    const double t = a[i].median();
+    const double r = partner[i] != nullptr ? b[i].median() : 0;
+    char size[32] = "-";
+    if (s.m > 0) {
+      std::snprintf(size, sizeof size, "%lldx%lldx%lld", static_cast<long long>(s.m), static_cast<long long>(s.k),
+                    static_cast<long long>(s.n));
+    }
+    char ours[32] = "      -";
+    if (s.m > 0) std::snprintf(ours, sizeof ours, "%7.1f", s.flops() / t * 1e-9);
+    char ref[64] = "       -       -      -";
+    if (r > 0) std::snprintf(ref, sizeof ref, "%8.1f %7.1f %6.2f", r * 1e6, s.flops() / r * 1e-9, r / t);
+    std::printf("  %-17s %-13s %8.1f %s %s  %s | %s\n", s.name.c_str(), size, t * 1e6, ours, ref, s.impl.c_str(),
+                partner[i] != nullptr ? partner[i]->impl.c_str() : "-");
+    rows.push_back({threads, batch, scope, s.name, s.m, s.k, s.n, s.flops(), t, r, a[i].fastest(),
+                    partner[i] != nullptr ? b[i].fastest() : 0, s.impl, partner[i] != nullptr ? partner[i]->impl : ""});
+  }
+}
+
+// One network's step, forward and backward candidates.
+struct NetCandidates {
+  Candidate step, forward, backward;
+  template <typename Net>
+  explicit NetCandidates(Net& net)
+      : step([&net] {
+          net.forward();
+          net.backward();
+        }),
+        forward([&net] { net.forward(); }),
+        backward([&net] { net.backward(); }) {}
+};
+
+struct BatchResult {
+  int64_t batch = 0;
+  double fwd_flops = 0, bwd_flops = 0;
+  double dense[3] = {}, reference[3] = {}, prototype[3] = {};  // median seconds: step, fwd, bwd
+  double dense_fastest = 0, reference_fastest = 0, prototype_fastest = 0;
+};
+
+void add_step_rows(std::vector<CsvRow>& rows, const std::string& scope, int threads, const BatchResult& r,
+                   const NetCandidates& ours, const NetCandidates& reference) {
+  const double flops[3] = {r.fwd_flops + r.bwd_flops, r.fwd_flops, r.bwd_flops};
+  const char* names[3] = {"fwd+bwd", "fwd", "bwd"};
+  const Candidate* a[3] = {&ours.step, &ours.forward, &ours.backward};
+  const Candidate* b[3] = {&reference.step, &reference.forward, &reference.backward};
+  for (int i = 0; i < 3; ++i) {
+    rows.push_back({threads, r.batch, scope, names[i], 0, 0, 0, flops[i], a[i]->median(), b[i]->median(),
+                    a[i]->fastest(), b[i]->fastest(), "", ""});
+  }
+}
+
+void print_summary_row(const BatchResult& r, int threads, const double* ours, double ours_fastest, const char* what) {
+  const double flops = r.fwd_flops + r.bwd_flops;
+  std::printf("%6lld %7d %9.3f %9.0f %8.1f %8.1f %6.2f %9.2f %9.2f %8.2f  %s\n", static_cast<long long>(r.batch),
+              threads, ours[0] * 1e3, r.batch / ours[0], flops / ours[0] * 1e-9, flops / r.reference[0] * 1e-9,
+              r.reference[0] / ours[0], r.reference[1] / ours[1], r.reference[2] / ours[2],
+              r.reference_fastest / ours_fastest, what);
+}
+
+int run(const Options& options) {
+  const int threads = omp_get_max_threads();
+  const char* env_threads = std::getenv("OMP_NUM_THREADS");
+  const dnnl_version_t* version = dnnl_version();
+  std::printf("dense_bench: shardfit Dense fwd+bwd, MLP 784-512-512-10 (relu, relu, linear), fp32\n");
+  std::printf("oneDNN %d.%d.%d, effective ISA %s; OMP_NUM_THREADS=%s (omp_get_max_threads %d); load average %s\n",
+              version->major, version->minor, version->patch, isa_name(dnnl::get_effective_cpu_isa()).c_str(),
+              env_threads != nullptr ? env_threads : "(unset)", threads, load_average().c_str());
+  std::printf(
+      "reference: plain row-major (M,K)x(K,N) oneDNN matmuls of the same sizes, no bias, no post-ops.\n"
+      "ratio = reference time / Dense time (same FLOPs); medians of %d interleaved repeats of >= %.2f s and\n"
+      ">= %d iterations each.\n\n",
+      options.repeats, options.min_seconds, options.min_iterations);
+
+  std::vector<CsvRow> rows;
+  std::vector<BatchResult> results;
+  for (const int64_t batch : options.batches) {
+    BatchResult r;
+    r.batch = batch;
+    ReferenceMatmuls reference(batch);
+    for (const Step& s : reference.steps()) (s.backward ? r.bwd_flops : r.fwd_flops) += s.flops();
+    ShardfitMlp dense(batch);
+    MirrorMlp mirror(batch, false);
+    MirrorMlp proposed(batch, true);
+    dense.forward();  // the backward-only candidates reuse these activations
+    mirror.forward();
+    proposed.forward();
+
+    NetCandidates a(dense), b(reference), c(proposed);
+    Candidate mirror_step([&mirror] {
+      mirror.forward();
+      mirror.backward();
+    });
+    std::vector<Candidate*> step_set = {&a.step, &b.step};
+    if (options.primitives) step_set.push_back(&mirror_step);
+    if (options.prototype) step_set.push_back(&c.step);
+    measure_interleaved(step_set, options.repeats, options.min_seconds, options.min_iterations);
+    std::vector<Candidate*> part_set = {&a.forward, &b.forward, &a.backward, &b.backward};
+    if (options.prototype) part_set.insert(part_set.end(), {&c.forward, &c.backward});
+    measure_interleaved(part_set, options.repeats, options.min_seconds, options.min_iterations);
+
+    const NetCandidates* sets[3] = {&a, &b, &c};
+    double* medians[3] = {r.dense, r.reference, r.prototype};
+    for (int s = 0; s < (options.prototype ? 3 : 2); ++s) {
+      medians[s][0] = sets[s]->step.median();
+      medians[s][1] = sets[s]->forward.median();
+      medians[s][2] = sets[s]->backward.median();
+    }
+    r.dense_fastest = a.step.fastest();
+    r.reference_fastest = b.step.fastest();
+    if (options.prototype) r.prototype_fastest = c.step.fastest();
+    add_step_rows(rows, "step", threads, r, a, b);
+    const double flops = r.fwd_flops + r.bwd_flops;
+    std::printf("batch %lld: Dense %.3f ms/step (%.1f GFLOP/s), reference %.3f ms (%.1f GFLOP/s), ratio %.2f\n",
+                static_cast<long long>(batch), r.dense[0] * 1e3, flops / r.dense[0] * 1e-9, r.reference[0] * 1e3,
+                flops / r.reference[0] * 1e-9, r.reference[0] / r.dense[0]);
+    if (options.primitives) {
+      const double m = mirror_step.median();
+      rows.push_back({threads, batch, "mirror-step", "fwd+bwd", 0, 0, 0, flops, m, r.reference[0],
+                      mirror_step.fastest(), r.reference_fastest, "", ""});
+      std::printf("  mirror of kernels/dense.cpp: %.3f ms/step, ratio %.2f\n", m * 1e3, r.reference[0] / m);
+      time_primitives("primitive", threads, batch, mirror, reference, options, rows);
+    }
+    if (options.prototype) {
+      add_step_rows(rows, "prototype-step", threads, r, c, b);
+      std::printf("  prototype (fused relu-bwd + bias sums): %.3f ms/step, ratio %.2f, %.1f%% faster than Dense\n",
+                  r.prototype[0] * 1e3, r.reference[0] / r.prototype[0], 100.0 * (r.dense[0] / r.prototype[0] - 1));
+      if (options.primitives) {
+        time_primitives("prototype", threads, batch, proposed, reference, options, rows);
+      }
+    }
+    results.push_back(r);
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+
+  std::printf(
+      "Summary, %d thread(s), load average %s at the end. ratio = reference time / ours; 'fastest' is\n"
+      "the ratio of the fastest repeats. Dense = kernels/dense.cpp as built; prototype = the proposed change.\n",
+      threads, load_average().c_str());
+  std::printf("%6s %7s %9s %9s %8s %8s %6s %9s %9s %8s  %s\n", "batch", "threads", "ms/step", "samples/s", "GFLOP/s",
+              "ref GF/s", "ratio", "fwd ratio", "bwd ratio", "fastest", "what");
+  for (const BatchResult& r : results) print_summary_row(r, threads, r.dense, r.dense_fastest, "Dense");
+  if (options.prototype) {
+    for (const BatchResult& r : results) print_summary_row(r, threads, r.prototype, r.prototype_fastest, "prototype");
+  }
+  if (!options.csv_path.empty()) {
+    write_csv(options.csv_path, rows);
+    std::printf("CSV: %s\n", options.csv_path.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace shardfit
+
+int main(int argc, char** argv) {
+  try {
+    return shardfit::run(shardfit::parse_options(argc, argv));
+  } catch (const std::exception& e) {
+    std::cerr << "dense_bench: " << e.what() << "\n";
+    return 1;
+  }
+}
