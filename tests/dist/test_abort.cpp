@@ -1,23 +1,13 @@
 // Ends-the-job tests, run from outside MPI: starts tests/dist/abort_probe.cpp under mpirun and checks that a failure
 // on one rank ends every rank within seconds, non-zero, with the error printed once naming its rank. Not an MPI test.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
-extern char** environ;
+#include "tests/support/launch_process.h"
 
 #ifndef SHARDFIT_MPIEXEC
 #define SHARDFIT_MPIEXEC "mpirun"
@@ -31,114 +21,19 @@ namespace {
 constexpr double kLimitSeconds = 20.0;  // the job must be over well before this
 constexpr double kKillSeconds = 60.0;   // the test itself never waits longer than this
 
-struct Launch {
-  int exit_code = -1;  // mpirun's exit status, or 128 + signal
-  bool timed_out = false;
-  double seconds = 0.0;
-  double end_ns = 0.0;  // wall clock at exit, to compare with the probe's own timestamps
-  std::string out;
-  std::string err;
-};
+using shardfit::testing::count_of;
+using shardfit::testing::describe;
+using shardfit::testing::env_or;
+using shardfit::testing::Launch;
 
-std::string env_or(const char* name, const char* fallback) {
-  const char* value = std::getenv(name);
-  return value != nullptr && *value != '\0' ? value : fallback;
-}
-
-std::string read_and_remove(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  std::remove(path.c_str());
-  return text.str();
-}
-
-std::string temp_path(const char* tag) {
-  std::string path = "/tmp/shardfit_abort_" + std::string(tag) + "_XXXXXX";
-  const int fd = mkstemp(path.data());
-  if (fd >= 0) close(fd);
-  return path;
-}
-
-// Runs the probe under mpirun in its own process group, stdout and stderr to files, killed after kKillSeconds.
+// Runs the probe under mpirun with the test flags, killed after kKillSeconds.
 Launch launch_probe(int ranks, const std::string& mode) {
-  const std::vector<std::string> args = {env_or("SHARDFIT_MPIEXEC", SHARDFIT_MPIEXEC),
-                                         "--oversubscribe",
-                                         "--allow-run-as-root",
-                                         "--mca",
-                                         "mpi_yield_when_idle",
-                                         "1",
-                                         "--mca",
-                                         "btl",
-                                         "self,vader,tcp",
-                                         "-x",
-                                         "OMP_NUM_THREADS=1",
-                                         "-np",
-                                         std::to_string(ranks),
-                                         env_or("SHARDFIT_PROBE_EXECUTABLE", SHARDFIT_PROBE_EXECUTABLE),
-                                         mode};
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
-
-  Launch result;
-  const std::string out_path = temp_path("out");
-  const std::string err_path = temp_path("err");
-  posix_spawn_file_actions_t files;
-  posix_spawn_file_actions_init(&files);
-  posix_spawn_file_actions_addopen(&files, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&files, STDOUT_FILENO, out_path.c_str(), O_WRONLY | O_TRUNC, 0);
-  posix_spawn_file_actions_addopen(&files, STDERR_FILENO, err_path.c_str(), O_WRONLY | O_TRUNC, 0);
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
-  posix_spawnattr_setpgroup(&attributes, 0);
-
-  const auto start = std::chrono::steady_clock::now();
-  pid_t pid = -1;
-  const int spawn_error = posix_spawnp(&pid, argv[0], &files, &attributes, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&files);
-  posix_spawnattr_destroy(&attributes);
-  if (spawn_error != 0) {
-    result.err = "cannot start " + args[0] + ": " + std::strerror(spawn_error);
-    std::remove(out_path.c_str());
-    std::remove(err_path.c_str());
-    return result;
-  }
-
-  int status = 0;
-  for (;;) {
-    const pid_t done = waitpid(pid, &status, WNOHANG);
-    if (done == pid) break;
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (elapsed > kKillSeconds && !result.timed_out) {
-      result.timed_out = true;
-      kill(-pid, SIGTERM);  // mpirun forwards it to its ranks
-      std::this_thread::sleep_for(std::chrono::seconds(2));
-      kill(-pid, SIGKILL);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  result.end_ns = static_cast<double>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count());
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  result.out = read_and_remove(out_path);
-  result.err = read_and_remove(err_path);
-  return result;
-}
-
-int count_of(const std::string& text, const std::string& part) {
-  int count = 0;
-  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++count;
-  return count;
-}
-
-std::string describe(const Launch& launch) {
-  return "exit " + std::to_string(launch.exit_code) + " after " + std::to_string(launch.seconds) + " s\n--- stdout\n" +
-         launch.out + "--- stderr\n" + launch.err;
+  std::vector<std::string> args = {env_or("SHARDFIT_MPIEXEC", SHARDFIT_MPIEXEC)};
+  const std::vector<std::string> flags = shardfit::testing::open_mpi_test_flags();
+  args.insert(args.end(), flags.begin(), flags.end());
+  args.insert(args.end(),
+              {"-np", std::to_string(ranks), env_or("SHARDFIT_PROBE_EXECUTABLE", SHARDFIT_PROBE_EXECUTABLE), mode});
+  return shardfit::testing::launch_process(args, kKillSeconds);
 }
 
 // Seconds from the probe's "rank 1 throws at <ns>" line to mpirun's exit, or -1 when the line did not make it out.

@@ -1,0 +1,487 @@
+// End-to-end tests of the shardfit executable, run from outside MPI: starts `mpirun -np P shardfit ...` (P <= 4) and
+// checks exit statuses, wall time, the console and the history files a user gets. Not an MPI test itself.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "dist/history_writer.h"
+#include "dist/npy_writer.h"
+#include "tests/support/launch_process.h"
+
+#ifndef SHARDFIT_MPIEXEC
+#define SHARDFIT_MPIEXEC "mpirun"
+#endif
+#ifndef SHARDFIT_BIN
+#define SHARDFIT_BIN "shardfit"
+#endif
+#ifndef SHARDFIT_SOURCE_DIR
+#define SHARDFIT_SOURCE_DIR "."
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+using shardfit::testing::count_of;
+using shardfit::testing::describe;
+using shardfit::testing::env_or;
+using shardfit::testing::Launch;
+
+constexpr double kLimitSeconds = 30.0;  // a failing job must be over well before this
+constexpr double kKillSeconds = 40.0;   // no launch is waited for longer than this
+
+std::string shardfit_bin() { return env_or("SHARDFIT_BIN", SHARDFIT_BIN); }
+fs::path source_dir() { return env_or("SHARDFIT_SOURCE_DIR", SHARDFIT_SOURCE_DIR); }
+fs::path digits_dir() { return source_dir() / "examples" / "digits"; }
+
+// One application context of an mpirun command line: `-np ranks --wdir wdir shardfit args...`.
+struct Ranks {
+  int count;
+  fs::path wdir;
+  std::vector<std::string> args;  // shardfit's arguments
+};
+
+// How the ranks are watched.
+//  1. kPlain: mpirun as a user runs it; its exit status is the result. Open MPI kills the rest of a job as soon as
+//     one rank exits non-zero, so this cannot tell a rank that ended by itself from one that hung and was killed.
+//  2. kEachRankReports: every rank is wrapped in a shell that prints "[rank R exit S]" to stderr, and Open MPI is
+//     told not to kill the peers of a failed rank (orte_abort_on_non_zero_status 0; mpirun then exits 0 whatever the
+//     ranks did). Every rank must end by itself: a rank left waiting shows up as a timeout, not as a quick kill.
+enum class Watch { kPlain, kEachRankReports };
+
+constexpr const char* kReportingShell =
+    R"("$0" "$@"; status=$?; echo "[rank $OMPI_COMM_WORLD_RANK exit $status]" >&2; exit $status)";
+
+Launch run_mpi(const std::vector<Ranks>& contexts, Watch watch) {
+  std::vector<std::string> args = {env_or("SHARDFIT_MPIEXEC", SHARDFIT_MPIEXEC)};
+  const std::vector<std::string> flags = shardfit::testing::open_mpi_test_flags();
+  args.insert(args.end(), flags.begin(), flags.end());
+  if (watch == Watch::kEachRankReports) args.insert(args.end(), {"--mca", "orte_abort_on_non_zero_status", "0"});
+  for (size_t i = 0; i < contexts.size(); ++i) {
+    if (i > 0) args.push_back(":");
+    args.insert(args.end(), {"-np", std::to_string(contexts[i].count), "--wdir", contexts[i].wdir.string()});
+    if (watch == Watch::kEachRankReports) args.insert(args.end(), {"/bin/sh", "-c", kReportingShell});
+    args.push_back(shardfit_bin());
+    args.insert(args.end(), contexts[i].args.begin(), contexts[i].args.end());
+  }
+  return shardfit::testing::launch_process(args, kKillSeconds);
+}
+
+// rank -> exit status, from the "[rank R exit S]" lines of Watch::kEachRankReports.
+std::map<int, int> rank_statuses(const std::string& err) {
+  static const std::regex line(R"(\[rank (\d+) exit (\d+)\])");
+  std::map<int, int> statuses;
+  for (auto it = std::sregex_iterator(err.begin(), err.end(), line); it != std::sregex_iterator(); ++it) {
+    statuses[std::stoi((*it)[1])] = std::stoi((*it)[2]);
+  }
+  return statuses;
+}
+
+// The first "error on rank" line and the hint below it (empty when there is none).
+std::string error_message(const Launch& launch) {
+  const size_t at = launch.err.find("error on rank");
+  if (at == std::string::npos) return {};
+  const size_t end = launch.err.find("\n[rank ", at);  // the reporting shells' lines follow the message
+  return launch.err.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+// The failure contract (ARCHITECTURE.md): every rank ends by itself, non-zero, well within the limit, and the
+// error is printed once, naming a rank and where it was raised. Returns the message for the case's own checks.
+std::string expect_failure_on_every_rank(const Launch& launch, int ranks, const std::string& name) {
+  EXPECT_FALSE(launch.timed_out) << describe(launch);
+  EXPECT_LT(launch.seconds, kLimitSeconds) << describe(launch);
+  const std::map<int, int> statuses = rank_statuses(launch.err);
+  EXPECT_EQ(static_cast<int>(statuses.size()), ranks) << "every rank reports its exit status\n" << describe(launch);
+  for (const auto& [rank, status] : statuses) EXPECT_NE(status, 0) << "rank " << rank << "\n" << describe(launch);
+  EXPECT_EQ(count_of(launch.out + launch.err, "error on rank"), 1) << describe(launch);
+  EXPECT_EQ(count_of(launch.err, "MPI_ABORT"), 0) << "a setup error is agreed, not aborted\n" << describe(launch);
+  std::printf("[cli] %-28s %d ranks: every rank exited non-zero, job over after %.3f s\n", name.c_str(), ranks,
+              launch.seconds);
+  const std::string message = error_message(launch);
+  EXPECT_TRUE(std::regex_search(message, std::regex(R"(^error on rank \d+ \([^)]+:\d+\): )"))) << message;
+  return message;
+}
+
+// `word` occurs in text as a whole number or identifier, not as part of a longer one ("10" is not in "100").
+bool mentions(const std::string& text, const std::string& word) {
+  return std::regex_search(text, std::regex("(^|[^0-9A-Za-z_])" + word + "($|[^0-9A-Za-z_])"));
+}
+
+std::string replaced(std::string text, const std::string& from, const std::string& to) {
+  const size_t at = text.find(from);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "'" << from << "' not in the job text";
+    return text;
+  }
+  return text.replace(at, from.size(), to);
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
+}
+
+// A tiny job on synthetic data, for the failures: 24 samples of 64 features, class ids 0..9 (x.npy, y.npy).
+constexpr const char* kSmallJob = R"(model {
+  layers { dense { units: 16 activation: "relu" } }
+  layers { dense { units: 10 activation: "softmax" } }
+}
+loss: "sparse_categorical_crossentropy"
+metrics: "accuracy"
+fit { epochs: 1 batch_size: 8 verbose: 0 }
+data { train { x { path: "x.npy" } y { path: "y.npy" } } }
+outputs { history_dir: "history" }
+)";
+
+constexpr int64_t kSmallRows = 24;
+constexpr int64_t kFeatures = 64;
+
+void write_small_data(const fs::path& dir) {
+  std::vector<float> x(kSmallRows * kFeatures);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 17) / 16.0F;
+  std::vector<int64_t> y(kSmallRows);
+  for (int64_t i = 0; i < kSmallRows; ++i) y[i] = i % 10;
+  shardfit::write_npy(dir / "x.npy", x, {kSmallRows, kFeatures});
+  shardfit::write_npy(dir / "y.npy", y, {kSmallRows});
+}
+
+// The bundled digits job with its data paths made absolute, so the job file can live anywhere.
+std::string digits_job() {
+  const std::string text = read_bytes(digits_dir() / "mlp.pbtxt");
+  EXPECT_FALSE(text.empty()) << digits_dir() / "mlp.pbtxt";
+  // A path streams as a quoted string: "x.npy" becomes "/.../examples/digits/x.npy".
+  std::ostringstream x_path, y_path;
+  x_path << digits_dir() / "x.npy";
+  y_path << digits_dir() / "y.npy";
+  return replaced(replaced(text, "\"x.npy\"", x_path.str()), "\"y.npy\"", y_path.str());
+}
+
+// Each test works in a fresh folder, which is also every rank's working directory; kept when the test failed.
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::temp_directory_path() / "shardfit_cli_XXXXXX").string();
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      std::printf("[cli] files kept in %s\n", dir_.c_str());
+    } else {
+      fs::remove_all(dir_);
+    }
+  }
+
+  // shardfit with `args` on `ranks` ranks, all working in dir_.
+  Launch run(int ranks, const std::vector<std::string>& args, Watch watch) const {
+    return run_mpi({{ranks, dir_, args}}, watch);
+  }
+
+  fs::path dir_;
+};
+
+// --- success: the digits job end to end --------------------------------------------------------------------------
+
+// The values history.json holds, as tests/python/read_history.py prints them after checking json against csv (and
+// against history.pb when Python's protobuf is installed): key -> list.
+struct PythonView {
+  std::map<std::string, std::vector<double>> keys;
+  std::vector<int64_t> epochs;
+  std::map<std::string, std::string> params;
+};
+
+PythonView read_with_python(const fs::path& history_dir) {
+  const Launch launch = shardfit::testing::launch_process(
+      {"/usr/bin/python3", (source_dir() / "tests" / "python" / "read_history.py").string(), history_dir.string()},
+      kKillSeconds);
+  EXPECT_EQ(launch.exit_code, 0) << "read_history.py found the files inconsistent\n" << describe(launch);
+  PythonView view;
+  std::istringstream lines(launch.out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::string kind;
+    words >> kind;
+    if (kind == "key") {
+      std::string name, value;
+      words >> name;
+      while (words >> value) view.keys[name].push_back(std::strtod(value.c_str(), nullptr));  // repr round-trips
+    } else if (kind == "epoch") {
+      for (int64_t e; words >> e;) view.epochs.push_back(e);
+    } else if (kind == "param") {
+      std::string name, value;
+      words >> name >> value;
+      view.params[name] = value;
+    }
+  }
+  return view;
+}
+
+// The three files are there, history.pb holds `epochs` records with the Keras keys, and history.json (read by
+// Python) holds exactly the same doubles.
+shardfit::proto::History expect_complete_history(const fs::path& history_dir, int64_t epochs) {
+  for (const char* name : {"history.json", "history.pb", "history.csv"}) {
+    EXPECT_TRUE(fs::is_regular_file(history_dir / name)) << history_dir / name;
+  }
+  shardfit::proto::History history;
+  try {
+    history = shardfit::read_history_pb(history_dir / "history.pb");
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what();
+    return history;
+  }
+  EXPECT_EQ(history.epochs_size(), epochs);
+  const std::set<std::string> expected_keys = {"accuracy", "loss", "val_accuracy", "val_loss"};
+  for (int i = 0; i < history.epochs_size(); ++i) {
+    const auto& record = history.epochs(i);
+    EXPECT_EQ(record.epoch(), i);
+    std::set<std::string> keys;
+    for (const auto& [key, value] : record.values()) {
+      keys.insert(key);
+      EXPECT_TRUE(std::isfinite(value)) << key << " in epoch " << i;
+    }
+    EXPECT_EQ(keys, expected_keys) << "epoch " << i;
+  }
+
+  const PythonView json = read_with_python(history_dir);
+  std::vector<int64_t> pb_epochs;
+  for (const auto& record : history.epochs()) pb_epochs.push_back(record.epoch());
+  EXPECT_EQ(json.epochs, pb_epochs);
+  EXPECT_EQ(json.keys.size(), expected_keys.size());
+  for (const std::string& key : expected_keys) {
+    std::vector<double> pb_values;
+    for (const auto& record : history.epochs()) pb_values.push_back(record.values().at(key));
+    EXPECT_EQ(json.keys.count(key) ? json.keys.at(key) : std::vector<double>{}, pb_values)
+        << key << ": history.json and history.pb differ";
+  }
+  const auto& p = history.params();
+  const std::map<std::string, int64_t> pb_params = {{"epochs", p.epochs()},
+                                                    {"steps", p.steps()},
+                                                    {"world_size", p.world_size()},
+                                                    {"global_batch", p.global_batch()},
+                                                    {"train_samples", p.train_samples()},
+                                                    {"validation_samples", p.validation_samples()}};
+  for (const auto& [name, value] : pb_params) {
+    EXPECT_EQ(json.params.count(name) ? json.params.at(name) : "(missing)", std::to_string(value)) << "params." << name;
+  }
+  return history;
+}
+
+TEST_F(CliTest, DigitsEndToEndOnTwoRanks) {
+  write_text(dir_ / "mlp.pbtxt", digits_job());
+  const fs::path history_dir = dir_ / "history";
+  const Launch launch =
+      run(2, {"fit", (dir_ / "mlp.pbtxt").string(), "--epochs", "3", "--history", history_dir.string()}, Watch::kPlain);
+  ASSERT_EQ(launch.exit_code, 0) << describe(launch);
+  std::printf("[cli] digits, 3 epochs on 2 ranks: %.3f s\n", launch.seconds);
+
+  const shardfit::proto::History history = expect_complete_history(history_dir, 3);
+  EXPECT_EQ(history.params().world_size(), 2);
+  EXPECT_EQ(history.params().global_batch(), 32);
+  EXPECT_EQ(history.params().epochs(), 3);
+  EXPECT_EQ(history.params().train_samples(), 1437);  // floor(1797 * 0.8)
+  EXPECT_EQ(history.params().validation_samples(), 360);
+  EXPECT_EQ(history.params().steps(), 45);  // ceil(1437 / 32)
+  EXPECT_EQ(history.params().verbose(), 2) << "under mpirun the default is one line per epoch";
+
+  // Rank 0 alone prints, one line per epoch: each epoch's header and summary line exactly once, no redraws.
+  for (int epoch = 1; epoch <= 3; ++epoch) {
+    EXPECT_EQ(count_of(launch.out, "Epoch " + std::to_string(epoch) + "/3\n"), 1) << describe(launch);
+  }
+  EXPECT_EQ(count_of(launch.out, "Epoch "), 3) << describe(launch);
+  EXPECT_EQ(count_of(launch.out, "45/45 "), 3) << describe(launch);
+  EXPECT_EQ(count_of(launch.out, "shardfit: 2 rank(s)"), 1) << describe(launch);
+  EXPECT_EQ(count_of(launch.out, "\r"), 0) << "no progress bar under mpirun\n" << describe(launch);
+  EXPECT_EQ(count_of(launch.err, "error"), 0) << describe(launch);
+}
+
+TEST_F(CliTest, FlagsOverrideTheJobFile) {
+  // The job file says epochs 30, batch 32, validation_split 0.2 and history_dir out/digits.
+  write_text(dir_ / "mlp.pbtxt", digits_job());
+  const fs::path history_dir = dir_ / "flags";
+  const Launch launch = run(2,
+                            {"fit", (dir_ / "mlp.pbtxt").string(), "--batch-size", "64", "--validation-split", "0.1",
+                             "--epochs", "2", "--history", history_dir.string(), "--verbose=0"},
+                            Watch::kPlain);
+  ASSERT_EQ(launch.exit_code, 0) << describe(launch);
+
+  const shardfit::proto::History history = expect_complete_history(history_dir, 2);
+  EXPECT_EQ(history.params().epochs(), 2);
+  EXPECT_EQ(history.params().global_batch(), 64);
+  EXPECT_EQ(history.params().train_samples(), 1617);  // floor(1797 * 0.9)
+  EXPECT_EQ(history.params().validation_samples(), 180);
+  EXPECT_EQ(history.params().steps(), 26);  // ceil(1617 / 64)
+  EXPECT_EQ(history.params().verbose(), 0);
+  EXPECT_EQ(launch.out, "") << "--verbose=0 is silent";
+  EXPECT_FALSE(fs::exists(dir_ / "out")) << "--history replaces outputs.history_dir";
+}
+
+TEST_F(CliTest, HelpPrintsEveryFlagOnce) {
+  const Launch launch = run(2, {"--help"}, Watch::kPlain);
+  EXPECT_EQ(launch.exit_code, 0) << describe(launch);
+  EXPECT_EQ(count_of(launch.out, "usage: shardfit fit JOB.pbtxt"), 1) << "rank 0 only\n" << describe(launch);
+  for (const char* flag : {"--epochs N", "--batch-size N", "--validation-split F", "--learning-rate F",
+                           "--shuffle true|false", "--seed N", "--history DIR", "--verbose 0|1|2"}) {
+    EXPECT_EQ(count_of(launch.out, flag), 1) << flag << "\n" << describe(launch);
+  }
+  EXPECT_EQ(launch.err, "") << describe(launch);
+}
+
+// --- failures: every rank exits non-zero within seconds, one message naming the problem ---------------------------
+
+class CliFailureTest : public CliTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(CliFailureTest, MissingDataFile) {
+  const int ranks = GetParam();
+  write_small_data(dir_);
+  write_text(dir_ / "job.pbtxt", replaced(kSmallJob, "\"x.npy\"", "\"absent_x.npy\""));
+  const Launch launch = run(ranks, {"fit", "job.pbtxt"}, Watch::kEachRankReports);
+  const std::string message = expect_failure_on_every_rank(launch, ranks, "missing data file");
+  EXPECT_NE(message.find("absent_x.npy"), std::string::npos) << message;
+  EXPECT_NE(message.find((dir_ / "absent_x.npy").string()), std::string::npos) << "the resolved path\n" << message;
+}
+
+TEST_P(CliFailureTest, MalformedJobFile) {
+  const int ranks = GetParam();
+  write_small_data(dir_);
+  const std::string bad_line = "  layers { dense { units: sixteen } }";
+  write_text(dir_ / "job.pbtxt",
+             replaced(kSmallJob, "  layers { dense { units: 16 activation: \"relu\" } }", bad_line));
+  const Launch launch = run(ranks, {"fit", "job.pbtxt"}, Watch::kEachRankReports);
+  const std::string message = expect_failure_on_every_rank(launch, ranks, "malformed job file");
+  // FILE:LINE:COLUMN pointing at the bad token (line 2, 1-based column of "sixteen").
+  const std::string where = "job.pbtxt:2:" + std::to_string(bad_line.find("sixteen") + 1) + ": ";
+  EXPECT_NE(message.find(where), std::string::npos) << "expected " << where << "\n" << message;
+  EXPECT_NE(message.find("sixteen"), std::string::npos) << message;
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, CliFailureTest, ::testing::Values(2, 4));
+
+TEST_F(CliTest, InputDimDisagreesWithTheData) {
+  write_small_data(dir_);
+  write_text(dir_ / "job.pbtxt", replaced(kSmallJob, "model {\n", "model {\n  input_dim: 10\n"));
+  const Launch launch = run(2, {"fit", "job.pbtxt"}, Watch::kEachRankReports);
+  const std::string message = expect_failure_on_every_rank(launch, 2, "input_dim vs features");
+  EXPECT_TRUE(mentions(message, "input_dim")) << message;
+  EXPECT_TRUE(mentions(message, "10")) << message;
+  EXPECT_TRUE(mentions(message, "64")) << message;
+}
+
+TEST_F(CliTest, LabelWidthDisagreesWithTheOutputs) {
+  write_small_data(dir_);
+  std::vector<float> y(kSmallRows * 3, 0.0F);
+  for (int64_t i = 0; i < kSmallRows; ++i) y[i * 3 + i % 3] = 1.0F;
+  shardfit::write_npy(dir_ / "y3.npy", y, {kSmallRows, 3});
+  write_text(dir_ / "job.pbtxt", replaced(kSmallJob, "\"y.npy\"", "\"y3.npy\""));
+  const Launch launch = run(2, {"fit", "job.pbtxt"}, Watch::kEachRankReports);
+  const std::string message = expect_failure_on_every_rank(launch, 2, "label width vs outputs");
+  EXPECT_TRUE(mentions(message, "3")) << message;
+  EXPECT_TRUE(mentions(message, "10")) << message;
+  EXPECT_NE(message.find("data.train.y"), std::string::npos) << message;
+}
+
+TEST_F(CliTest, FileReadableOnRankZeroOnly) {
+  // Per-rank working directories (Open MPI's MPMD syntax): rank 0 sees the data, rank 1 sees the job file alone.
+  const fs::path with_data = dir_ / "a";
+  const fs::path without_data = dir_ / "b";
+  fs::create_directories(with_data);
+  fs::create_directories(without_data);
+  write_small_data(with_data);
+  write_text(with_data / "job.pbtxt", kSmallJob);
+  write_text(without_data / "job.pbtxt", kSmallJob);
+  const Launch launch =
+      run_mpi({{1, with_data, {"fit", "job.pbtxt"}}, {1, without_data, {"fit", "job.pbtxt"}}}, Watch::kEachRankReports);
+  const std::string message = expect_failure_on_every_rank(launch, 2, "data on rank 0 only");
+  EXPECT_EQ(message.rfind("error on rank 1 (", 0), 0u) << message;
+  EXPECT_NE(message.find((without_data / "x.npy").string()), std::string::npos) << message;
+}
+
+TEST_F(CliTest, UsageErrorsPointToHelp) {
+  write_small_data(dir_);
+  write_text(dir_ / "job.pbtxt", kSmallJob);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"fit", "job.pbtxt", "--epoch", "3"}, "--epoch"},
+      {{"fit", "job.pbtxt", "--batch-size", "zero"}, "zero"},
+      {{"fit", "--epochs", "3"}, "job file"},
+  };
+  for (const auto& [args, named] : cases) {
+    SCOPED_TRACE(args[args.size() - 2] + " " + args.back());
+    const Launch launch = run(2, args, Watch::kEachRankReports);
+    const std::string message = expect_failure_on_every_rank(launch, 2, "usage: " + named);
+    EXPECT_NE(message.find(named), std::string::npos) << message;
+    EXPECT_NE(message.find("--help"), std::string::npos) << message;
+    EXPECT_FALSE(fs::exists(dir_ / "history")) << "nothing ran";
+  }
+}
+
+TEST_F(CliTest, BadConfigValuesNameTheField) {
+  write_small_data(dir_);
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {replaced(kSmallJob, "batch_size: 8", "batch_size: 0"), {"fit.batch_size", "0"}},
+      {replaced(kSmallJob, "\"relu\"", "\"relux\""), {"activation", "relux"}},
+  };
+  for (const auto& [job, named] : cases) {
+    SCOPED_TRACE(named.front());
+    write_text(dir_ / "job.pbtxt", job);
+    const Launch launch = run(2, {"fit", "job.pbtxt"}, Watch::kEachRankReports);
+    const std::string message = expect_failure_on_every_rank(launch, 2, "config: " + named.front());
+    for (const std::string& word : named) EXPECT_TRUE(mentions(message, word)) << word << "\n" << message;
+  }
+}
+
+TEST_F(CliTest, PlainMpirunExitsNonZero) {
+  // What a user sees without the reporting shells: mpirun's own exit status, and still one message.
+  write_small_data(dir_);
+  write_text(dir_ / "job.pbtxt", replaced(kSmallJob, "\"x.npy\"", "\"absent_x.npy\""));
+  const Launch launch = run(2, {"fit", "job.pbtxt"}, Watch::kPlain);
+  EXPECT_FALSE(launch.timed_out) << describe(launch);
+  EXPECT_NE(launch.exit_code, 0) << describe(launch);
+  EXPECT_LT(launch.seconds, kLimitSeconds) << describe(launch);
+  EXPECT_EQ(count_of(launch.err, "error on rank"), 1) << describe(launch);
+  EXPECT_EQ(count_of(launch.err, "cannot open data file 'absent_x.npy'"), 1) << describe(launch);
+  std::printf("[cli] %-28s 2 ranks: mpirun exited %d after %.3f s\n", "plain mpirun, missing data", launch.exit_code,
+              launch.seconds);
+}
+
+TEST_F(CliTest, FailedRunKeepsTheHistoryAlreadyWritten) {
+  write_text(dir_ / "mlp.pbtxt", digits_job());
+  const fs::path history_dir = dir_ / "history";
+  const Launch first =
+      run(2, {"fit", (dir_ / "mlp.pbtxt").string(), "--epochs", "2", "--history", history_dir.string()}, Watch::kPlain);
+  ASSERT_EQ(first.exit_code, 0) << describe(first);
+  std::map<std::string, std::string> before;
+  for (const auto& entry : fs::directory_iterator(history_dir)) {
+    before[entry.path().filename().string()] = read_bytes(entry.path());
+  }
+
+  write_text(dir_ / "broken.pbtxt", replaced(digits_job(), (digits_dir() / "x.npy").string(), "absent_x.npy"));
+  const Launch failed =
+      run(2, {"fit", "broken.pbtxt", "--epochs", "2", "--history", history_dir.string()}, Watch::kEachRankReports);
+  expect_failure_on_every_rank(failed, 2, "missing data, old history");
+
+  std::map<std::string, std::string> after;
+  for (const auto& entry : fs::directory_iterator(history_dir)) {
+    after[entry.path().filename().string()] = read_bytes(entry.path());
+  }
+  EXPECT_EQ(after.size(), before.size()) << "no file added or removed";
+  EXPECT_TRUE(after == before) << "the old history files are byte for byte what the first run wrote";
+  expect_complete_history(history_dir, 2);
+}
+
+}  // namespace
