@@ -216,6 +216,37 @@ std::vector<int64_t> Comm::allgather(int64_t value) {
 
 void Comm::barrier() { MPI_CHECK(MPI_Barrier(world_)); }
 
+template <typename T>
+std::vector<T> Comm::gather_to_root_as(std::span<const T> local, MPI_Datatype type) {
+  // Counts first, so the root can place each rank's block: rank order = row order for contiguous slices.
+  const std::vector<int64_t> counts = allgather(static_cast<int64_t>(local.size()));
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  SF_CHECK(total <= max_chunk_count_, cat("gathering ", total, " values exceeds one MPI call's count (", max_chunk_count_,
+                                          ")"),
+           "predict in several runs over parts of the input");
+  std::vector<int> recv_counts;
+  std::vector<int> displacements;
+  std::vector<T> all;
+  if (is_root()) {
+    all.resize(static_cast<size_t>(total));
+    int64_t offset = 0;
+    for (int64_t c : counts) {
+      recv_counts.push_back(static_cast<int>(c));
+      displacements.push_back(static_cast<int>(offset));
+      offset += c;
+    }
+  }
+  MPI_CHECK(MPI_Gatherv(local.data(), static_cast<int>(local.size()), type, all.data(), recv_counts.data(),
+                        displacements.data(), type, 0, world_));
+  return all;
+}
+
+std::vector<float> Comm::gather_to_root(std::span<const float> local) { return gather_to_root_as(local, MPI_FLOAT); }
+std::vector<double> Comm::gather_to_root(std::span<const double> local) {
+  return gather_to_root_as(local, MPI_DOUBLE);
+}
+
 void Comm::check_same_everywhere(std::string_view what, std::span<const float> values) {
   // One allgather of (count, checksum) per rank: every rank sees the whole table and so builds the same message
   // without a second round.

@@ -119,6 +119,10 @@ class Comm {
 
   void barrier();
 
+  // Collective: rank 0 receives every rank's values concatenated in rank order (others get an empty vector).
+  std::vector<float> gather_to_root(std::span<const float> local);
+  std::vector<double> gather_to_root(std::span<const double> local);
+
   // Collective: every rank passes its own copy of something that must be bit-identical everywhere (initial
   // weights, a loaded checkpoint). Count and a 64-bit checksum of the float bits are gathered; on a mismatch every
   // rank throws the same AgreedFailure, "<what> differ across ranks: rank 2 has checksum ... (count ...) but rank 0
@@ -139,6 +143,8 @@ class Comm {
  private:
   template <typename T>
   void allreduce_in_place(std::span<T> values, MPI_Datatype type, MPI_Op op);
+  template <typename T>
+  std::vector<T> gather_to_root_as(std::span<const T> local, MPI_Datatype type);
   template <typename T>
   void broadcast_chunked(std::span<T> values, MPI_Datatype type, int root);
 

@@ -503,10 +503,18 @@ DType npy_dtype(const std::string& descr, const std::string& shown, bool& swap) 
   return t;
 }
 
-std::shared_ptr<const ArrayFile::Impl> open_npy(std::shared_ptr<const MappedFile> map, const std::string& shown) {
-  check_not_compressed(*map, shown);
-  const auto* b = reinterpret_cast<const unsigned char*>(map->data());
-  const int64_t bytes = map->bytes();
+// What the preamble and header dict of a .npy say; shared by open_npy and parse_npy_header (bytes not in a file).
+struct NpyLayout {
+  DType type;
+  bool swap;
+  bool fortran_order;
+  std::vector<int64_t> shape;
+  int64_t data_offset;
+};
+
+NpyLayout read_npy_layout(std::string_view text, const std::string& shown) {
+  const auto* b = reinterpret_cast<const unsigned char*>(text.data());
+  const auto bytes = static_cast<int64_t>(text.size());
   if (bytes < 10 || std::memcmp(b, "\x93NUMPY", 6) != 0) {
     SF_FAIL(cat(shown, ": not a .npy file (", bytes < 10 ? "too short" : "wrong magic bytes",
                 "): expected a file written by np.save, starting with \\x93NUMPY"));
@@ -537,16 +545,22 @@ std::shared_ptr<const ArrayFile::Impl> open_npy(std::shared_ptr<const MappedFile
 
   bool swap = false;
   const DType type = npy_dtype(descr, shown, swap);
-  if (shape.empty()) {
+  return {type, swap, fortran_order, std::move(shape), header_start + header_len};
+}
+
+std::shared_ptr<const ArrayFile::Impl> open_npy(std::shared_ptr<const MappedFile> map, const std::string& shown) {
+  check_not_compressed(*map, shown);
+  NpyLayout npy = read_npy_layout(map->text(), shown);
+  if (npy.shape.empty()) {
     SF_FAIL(cat(shown, ": a 0-d array (shape ()): expected at least one dimension, one row per sample"));
   }
   // np.save writes fortran_order True only for arrays that are not also C-contiguous: they would read transposed.
-  if (fortran_order) {
+  if (npy.fortran_order) {
     SF_FAIL(cat(shown, ": fortran_order is True: expected a C-order (row-major) array"),
             "save it with np.save(path, np.ascontiguousarray(a))");
   }
-  return std::make_shared<BinaryArray>(std::move(map), shown, "npy", type, swap, std::move(shape),
-                                       header_start + header_len);
+  return std::make_shared<BinaryArray>(std::move(map), shown, "npy", npy.type, npy.swap, std::move(npy.shape),
+                                       npy.data_offset);
 }
 
 // --- IDX ----------------------------------------------------------------------------------------------------------
@@ -898,6 +912,11 @@ std::shared_ptr<const ArrayFile::Impl> open_array(const Located& where, std::str
 }
 
 }  // namespace
+
+NpyHeader parse_npy_header(std::string_view bytes, const std::string& name) {
+  NpyLayout npy = read_npy_layout(bytes, name);
+  return {dtype_name(npy.type), npy.swap, npy.fortran_order, std::move(npy.shape), npy.data_offset};
+}
 
 // ------------------------------------------------------------------------------------------------------------------
 // ArrayFile

@@ -55,6 +55,19 @@ class ArrayFile {
   std::shared_ptr<const Impl> impl_;
 };
 
+// What a .npy header says, for .npy bytes that are not a file of their own (the members of an .npz).
+struct NpyHeader {
+  std::string dtype;           // as ArrayFile::dtype(): "float32", "float64", "uint8", "int32", "int64"
+  bool swap_bytes = false;     // the data's byte order is not this host's
+  bool fortran_order = false;  // column-major data
+  std::vector<int64_t> shape;  // () for a 0-d array
+  int64_t data_offset = 0;     // where the data starts in the bytes
+};
+
+// Reads the magic, version and header dict at the start of `bytes`; `name` names them in errors, which are those of
+// ArrayFile::open (unsupported dtype, malformed or truncated header). Does not check that the data is all there.
+NpyHeader parse_npy_header(std::string_view bytes, const std::string& name);
+
 // How gather() writes labels for the model.
 enum class LabelLayout {
   kAsIs,         // label_cols() values per row, as stored

@@ -26,7 +26,15 @@ struct FitConfig {
   int verbose = 2;
   bool terminal = false;  // stdout is a terminal a person watches: verbose 1 redraws a progress bar
   std::filesystem::path history_dir = ".";
-  bool write_history = true;
+  bool write_history = true;   // history.json / .pb / .csv (and loss.svg when plot) on rank 0
+  bool plot = true;            // loss.svg next to the history
+  // Checkpoints (rank 0, atomic): <checkpoint_dir>/checkpoint.pb every N epochs and/or every N steps.
+  std::filesystem::path checkpoint_dir;  // default <history_dir>/checkpoints
+  int64_t checkpoint_every_epochs = 1;   // 0: none at epoch ends
+  int64_t checkpoint_every_steps = 0;    // 0: none inside epochs
+  bool resume = false;                   // continue from checkpoint_dir's checkpoint when there is one
+  std::filesystem::path initial_weights;  // .npz loaded before training (relative to the job file's folder)
+  std::filesystem::path export_weights;   // .npz written after training
 };
 
 // Applies defaults and checks ranges; errors name the field ("fit.batch_size = 0: expected ...").
@@ -42,12 +50,15 @@ struct FitTimings {
 };
 
 struct FitResult {
-  proto::History history;  // complete on rank 0; params and values on every rank
+  proto::History history;  // the same on every rank (values are globally reduced)
   FitTimings timings;
   std::vector<float> final_parameters;  // the flat parameter buffer at the end (every rank holds the same)
+  int stopped_by_signal = 0;            // SIGTERM / SIGUSR1 ended the run after a checkpoint (exit kExitCheckpointed)
+  int64_t resumed_from_step = -1;       // global step the run resumed from, or -1
 };
 
-// Collective. job_dir resolves relative data paths. Errors in setup are agreed (every rank throws the same
+// Collective. job_dir resolves relative input paths (data, initial weights); outputs are relative to the
+// working directory. Errors in setup are agreed (every rank throws the same
 // AgreedFailure); errors inside a step propagate and end the job through run_ranks.
 FitResult fit(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir, const FitConfig& config);
 

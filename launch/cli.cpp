@@ -1,9 +1,11 @@
-// Command-line parsing for shardfit: Keras-named flags that override the job file.
+// Command-line parsing for shardfit: Keras-named flags that override the job file, and the inference / plot
+// commands' options.
 #include "launch/cli.h"
 
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <set>
 
 #include "kernels/error.h"
 
@@ -11,7 +13,7 @@ namespace shardfit {
 
 namespace {
 
-constexpr const char* kHint = "run `shardfit --help` for the flags";
+constexpr const char* kHint = "run `shardfit --help` for the commands and flags";
 
 int64_t parse_int(const std::string& flag, const std::string& value, int64_t min) {
   char* end = nullptr;
@@ -37,10 +39,59 @@ bool parse_bool(const std::string& flag, const std::string& value) {
   SF_FAIL(cat(flag, " ", value, ": expected true or false"), kHint);
 }
 
+// The flags each command accepts; --resume is the only one without a value.
+const std::set<std::string>& flags_of(const std::string& command) {
+  static const std::set<std::string> fit{"--epochs",  "--batch-size", "--validation-split", "--learning-rate",
+                                         "--shuffle", "--seed",       "--history",          "--verbose",
+                                         "--resume"};
+  static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size"};
+  static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
+  static const std::set<std::string> plot{"--metric", "--output"};
+  if (command == "fit") return fit;
+  if (command == "evaluate") return evaluate;
+  if (command == "predict") return predict;
+  return plot;
+}
+
+void apply_fit_flag(Command& command, const std::string& flag, const std::string& value) {
+  auto* fit = command.overrides.mutable_fit();
+  if (flag == "--epochs") {
+    fit->set_epochs(parse_int(flag, value, 1));
+  } else if (flag == "--batch-size") {
+    fit->set_batch_size(parse_int(flag, value, 1));
+  } else if (flag == "--validation-split") {
+    const double v = parse_double(flag, value);
+    SF_CHECK(v >= 0.0 && v < 1.0, cat(flag, " ", value, ": expected a fraction in [0, 1)"), kHint);
+    fit->set_validation_split(v);
+  } else if (flag == "--learning-rate") {
+    const double v = parse_double(flag, value);
+    SF_CHECK(v > 0.0, cat(flag, " ", value, ": expected a positive number"), kHint);
+    fit->set_learning_rate(static_cast<float>(v));
+  } else if (flag == "--shuffle") {
+    fit->set_shuffle(parse_bool(flag, value));
+  } else if (flag == "--seed") {
+    fit->set_seed(static_cast<uint64_t>(parse_int(flag, value, 0)));
+  } else if (flag == "--verbose") {
+    const int64_t v = parse_int(flag, value, 0);
+    SF_CHECK(v <= 2, cat(flag, " ", value, ": expected 0, 1 or 2"), kHint);
+    fit->set_verbose(static_cast<int32_t>(v));
+  } else if (flag == "--history") {
+    SF_CHECK(!value.empty(), "--history needs a folder", kHint);
+    command.overrides.mutable_outputs()->set_history_dir(value);
+  }
+}
+
 }  // namespace
 
 std::string usage() {
-  return R"(usage: shardfit fit JOB.pbtxt [flags]      train the job's model (run under mpirun / srun for several ranks)
+  return R"(usage: shardfit fit JOB.pbtxt [flags]          train the job's model (under mpirun / srun for several ranks)
+       shardfit evaluate JOB.pbtxt --weights W.npz [--x X --y Y] [--batch-size N]
+                                                 loss and metrics on a test set (default: the job's data.test)
+       shardfit predict JOB.pbtxt --weights W.npz [--x X] --output P.npy [--batch-size N]
+                                                 the model's outputs, one row per input row, in input order
+       shardfit plot HISTORY [--metric NAME]... [--output FILE.svg]
+                                                 training and validation curves as SVG (HISTORY: a folder or
+                                                 history.pb; default metric loss, written next to the history)
        shardfit --help | --version
 
 flags for fit (each overrides the job file's field of the same name):
@@ -50,9 +101,14 @@ flags for fit (each overrides the job file's field of the same name):
   --learning-rate F        the optimizer's learning rate (default: the optimizer's)
   --shuffle true|false     reshuffle the training samples every epoch (default true)
   --seed N                 weight init, shuffling and dropout (default 1337)
-  --history DIR            where history.json / history.pb / history.csv go (outputs.history_dir, default .)
+  --history DIR            where history.json / .pb / .csv and loss.svg go (outputs.history_dir, default .)
   --verbose 0|1|2          0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)
+  --resume                 continue from the last checkpoint in outputs.checkpoint_dir (default
+                           HISTORY/checkpoints) if there is one; start afresh otherwise
 Flags take their value as the next argument or after '=' (--epochs=10).
+
+exit status: 0 done; 1 an error (printed once, naming the rank); 75 stopped by SIGTERM / SIGUSR1 after writing a
+checkpoint (run again with --resume to continue).
 )";
 }
 
@@ -67,10 +123,11 @@ Command parse_command_line(const std::vector<std::string>& args) {
     command.name = "version";
     return command;
   }
-  SF_CHECK(args[0] == "fit", cat("unknown command '", args[0], "': expected fit"), kHint);
-  command.name = "fit";
+  SF_CHECK(args[0] == "fit" || args[0] == "evaluate" || args[0] == "predict" || args[0] == "plot",
+           cat("unknown command '", args[0], "': expected fit, evaluate, predict or plot"), kHint);
+  command.name = args[0];
+  const auto& accepted = flags_of(command.name);
 
-  auto* fit = command.overrides.mutable_fit();
   for (size_t i = 1; i < args.size(); ++i) {
     std::string flag = args[i];
     if (flag == "--help" || flag == "-h") {
@@ -78,48 +135,55 @@ Command parse_command_line(const std::vector<std::string>& args) {
       return command;
     }
     if (flag.rfind("--", 0) != 0) {
-      SF_CHECK(command.job_path.empty(), cat("unexpected argument '", flag, "': the job file is already '",
-                                             command.job_path, "'"),
+      SF_CHECK(command.job_path.empty(),
+               cat("unexpected argument '", flag, "': the ", command.name == "plot" ? "history" : "job file",
+                   " is already '", command.job_path, "'"),
                kHint);
       command.job_path = flag;
       continue;
     }
     std::string value;
-    if (const size_t eq = flag.find('='); eq != std::string::npos) {
+    const size_t eq = flag.find('=');
+    if (eq != std::string::npos) {
       value = flag.substr(eq + 1);
       flag = flag.substr(0, eq);
-    } else {
+    }
+    SF_CHECK(accepted.count(flag) != 0, cat("unknown flag '", flag, "' for ", command.name), kHint);
+    if (flag == "--resume") {
+      SF_CHECK(eq == std::string::npos, "--resume takes no value", kHint);
+      command.resume = true;
+      continue;
+    }
+    if (eq == std::string::npos) {
       SF_CHECK(i + 1 < args.size(), cat(flag, " needs a value"), kHint);
       value = args[++i];
     }
-    if (flag == "--epochs") {
-      fit->set_epochs(parse_int(flag, value, 1));
+    if (command.name == "fit") {
+      apply_fit_flag(command, flag, value);
     } else if (flag == "--batch-size") {
-      fit->set_batch_size(parse_int(flag, value, 1));
-    } else if (flag == "--validation-split") {
-      const double v = parse_double(flag, value);
-      SF_CHECK(v >= 0.0 && v < 1.0, cat(flag, " ", value, ": expected a fraction in [0, 1)"), kHint);
-      fit->set_validation_split(v);
-    } else if (flag == "--learning-rate") {
-      const double v = parse_double(flag, value);
-      SF_CHECK(v > 0.0, cat(flag, " ", value, ": expected a positive number"), kHint);
-      fit->set_learning_rate(static_cast<float>(v));
-    } else if (flag == "--shuffle") {
-      fit->set_shuffle(parse_bool(flag, value));
-    } else if (flag == "--seed") {
-      fit->set_seed(static_cast<uint64_t>(parse_int(flag, value, 0)));
-    } else if (flag == "--verbose") {
-      const int64_t v = parse_int(flag, value, 0);
-      SF_CHECK(v <= 2, cat(flag, " ", value, ": expected 0, 1 or 2"), kHint);
-      fit->set_verbose(static_cast<int32_t>(v));
-    } else if (flag == "--history") {
-      SF_CHECK(!value.empty(), "--history needs a folder", kHint);
-      command.overrides.mutable_outputs()->set_history_dir(value);
+      command.batch_size = parse_int(flag, value, 1);
     } else {
-      SF_FAIL(cat("unknown flag '", flag, "'"), kHint);
+      SF_CHECK(!value.empty(), cat(flag, " needs a value"), kHint);
+      if (flag == "--weights") command.weights = value;
+      if (flag == "--x") command.x = value;
+      if (flag == "--y") command.y = value;
+      if (flag == "--output") command.output = value;
+      if (flag == "--metric") command.metrics.push_back(value);
     }
   }
-  SF_CHECK(!command.job_path.empty(), "fit needs a job file: expected `shardfit fit JOB.pbtxt [flags]`", kHint);
+  if (command.name == "plot") {
+    SF_CHECK(!command.job_path.empty(), "plot needs a history: expected `shardfit plot HISTORY_DIR_OR_FILE`", kHint);
+    if (command.metrics.empty()) command.metrics.push_back("loss");
+    SF_CHECK(command.output.empty() || command.metrics.size() == 1,
+             "--output names one file: with several --metric, leave it out (each goes to METRIC.svg)", kHint);
+    return command;
+  }
+  SF_CHECK(!command.job_path.empty(),
+           cat(command.name, " needs a job file: expected `shardfit ", command.name, " JOB.pbtxt [flags]`"), kHint);
+  if (command.name == "predict") {
+    SF_CHECK(!command.output.empty(), "predict needs --output FILE.npy", kHint);
+  }
+  if (command.name != "fit") SF_CHECK(!command.weights.empty(), cat(command.name, " needs --weights FILE.npz"), kHint);
   return command;
 }
 

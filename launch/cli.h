@@ -1,5 +1,5 @@
-// The command line of the shardfit executable: `shardfit fit JOB.pbtxt [flags]`. Parsing only, no arithmetic:
-// flags become fields of the job message, which the job file's values yield to.
+// The command line of the shardfit executable. Parsing only, no arithmetic: flags become fields of the job
+// message (which the job file's values yield to) or options of the command.
 #pragma once
 
 #include <string>
@@ -10,9 +10,16 @@
 namespace shardfit {
 
 struct Command {
-  std::string name;      // "fit", "help", "version"
-  std::string job_path;  // for fit
-  proto::Job overrides;  // the fields the flags set (merged over the job file)
+  std::string name;      // "fit", "evaluate", "predict", "plot", "help", "version"
+  std::string job_path;  // fit / evaluate / predict: the job file; plot: the history (folder or file)
+  proto::Job overrides;  // fit: the fields the flags set (merged over the job file)
+  bool resume = false;   // fit --resume
+  std::string weights;   // evaluate / predict --weights
+  std::string x;         // evaluate / predict --x (default: the job's data.test)
+  std::string y;         // evaluate --y
+  std::string output;    // predict --output (.npy); plot --output (.svg)
+  int64_t batch_size = 256;          // evaluate / predict --batch-size (rows per forward pass per rank)
+  std::vector<std::string> metrics;  // plot --metric (repeatable); default loss
 };
 
 // Throws Error with a usage message for unknown commands / flags and bad values.

@@ -1,5 +1,5 @@
-// The shardfit executable: parses the command line, reads the job, runs fit on every rank. All failures go
-// through run_ranks: printed once, naming the rank, and every rank exits non-zero.
+// The shardfit executable: parses the command line, reads the job, runs the command on every rank. All
+// failures go through run_ranks: printed once, naming the rank, and every rank exits non-zero.
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,11 +9,20 @@
 #include <vector>
 
 #include "dist/comm.h"
+#include "dist/evaluate.h"
 #include "dist/fit.h"
+#include "dist/history_writer.h"
+#include "dist/plot_svg.h"
+#include "dist/progress.h"
+#include "dist/stop_signal.h"
+#include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "launch/cli.h"
 
+namespace shardfit {
 namespace {
+
+namespace fs = std::filesystem;
 
 // A progress bar only for a person watching one process: mpirun and srun hand ranks a pseudo-terminal even when
 // their own output goes to a log, so under a launcher the default is one line per epoch (--verbose 1 still asks
@@ -25,37 +34,96 @@ bool stdout_is_terminal() {
   return isatty(STDOUT_FILENO) != 0;
 }
 
-}  // namespace
+// Runs body on every rank and agrees on its outcome (one message, every rank stops).
+template <typename Body>
+void agreed(Comm& comm, Body body) {
+  std::exception_ptr error;
+  try {
+    body();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  comm.agree(error);
+}
 
-int main(int argc, char** argv) {
-  return shardfit::run_ranks(argc, argv, [&](shardfit::Comm& comm) {
-    shardfit::Command command;
-    shardfit::proto::Job job;
-    std::exception_ptr error;
-    try {
-      command = shardfit::parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
-      if (command.name == "fit") {
-        job = shardfit::read_job_file(command.job_path);
-        shardfit::apply_overrides(command.overrides, job);
-      }
-    } catch (...) {
-      error = std::current_exception();
+proto::Dataset inference_data(const Command& command, const proto::Job& job) {
+  if (command.x.empty()) return job.data().test();
+  proto::Dataset data = job.data().test();  // keeps x_scale / label options of data.test when files are overridden
+  data.mutable_x()->Clear();
+  data.mutable_x()->set_path(fs::absolute(command.x).string());
+  data.clear_y();
+  if (!command.y.empty()) data.mutable_y()->set_path(fs::absolute(command.y).string());
+  return data;
+}
+
+int run_plot(Comm& comm, const Command& command) {
+  agreed(comm, [&] {
+    if (!comm.is_root()) return;
+    fs::path source = command.job_path;
+    if (fs::is_directory(source)) source /= "history.pb";
+    SF_CHECK(source.extension() == ".pb",
+             cat("plot reads history.pb (or the folder holding it), got '", command.job_path, "'"),
+             "history.json and history.csv carry the same values; pass the history folder");
+    const proto::History history = read_history_pb(source);
+    for (const auto& metric : command.metrics) {
+      const fs::path out = command.output.empty() ? source.parent_path() / (metric + ".svg") : fs::path(command.output);
+      write_history_svg(out, history, metric, history.has_diagnosis() ? &history.diagnosis() : nullptr);
+      std::printf("%s\n", out.string().c_str());
     }
-    comm.agree(error);
-    if (command.name == "help" || command.name == "version") {
-      if (comm.is_root()) std::fputs(command.name == "help" ? shardfit::usage().c_str() : "shardfit 0.1.0\n", stdout);
+  });
+  return 0;
+}
+
+int run(Comm& comm, int argc, char** argv) {
+  Command command;
+  proto::Job job;
+  agreed(comm, [&] {
+    command = parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
+    if (command.name == "fit" || command.name == "evaluate" || command.name == "predict") {
+      job = read_job_file(command.job_path);
+      apply_overrides(command.overrides, job);
+    }
+  });
+  if (command.name == "help" || command.name == "version") {
+    if (comm.is_root()) std::fputs(command.name == "help" ? usage().c_str() : "shardfit 0.1.0\n", stdout);
+    return 0;
+  }
+  if (command.name == "plot") return run_plot(comm, command);
+
+  const auto job_dir = fs::absolute(command.job_path).parent_path();
+  if (command.name == "evaluate" || command.name == "predict") {
+    InferenceOptions options;
+    options.weights = command.weights;
+    options.batch_size = command.batch_size;
+    options.data = inference_data(command, job);
+    if (command.name == "predict") {
+      const int64_t rows = predict(comm, job, job_dir, options, command.output);
+      if (comm.is_root()) std::printf("predicted %lld rows -> %s\n", static_cast<long long>(rows), command.output.c_str());
       return 0;
     }
-    shardfit::FitConfig config;
-    error = nullptr;
-    try {
-      config = shardfit::resolve_fit_config(job, stdout_is_terminal());
-    } catch (...) {
-      error = std::current_exception();
+    const auto values = evaluate(comm, job, job_dir, options);
+    if (comm.is_root()) {
+      std::string line = cat(static_cast<long long>(values.at("samples")), " samples");
+      for (const auto& [key, value] : values) {
+        if (key != "samples") line += " - " + key + ": " + format_value(value);
+      }
+      std::printf("%s\n", line.c_str());
     }
-    comm.agree(error);
-    const auto job_dir = std::filesystem::absolute(command.job_path).parent_path();
-    shardfit::fit(comm, job, job_dir, config);
     return 0;
+  }
+
+  FitConfig config;
+  agreed(comm, [&] {
+    config = resolve_fit_config(job, stdout_is_terminal());
+    config.resume = command.resume;
   });
+  const FitResult result = fit(comm, job, job_dir, config);
+  return result.stopped_by_signal != 0 ? kExitCheckpointed : 0;
+}
+
+}  // namespace
+}  // namespace shardfit
+
+int main(int argc, char** argv) {
+  return shardfit::run_ranks(argc, argv, [&](shardfit::Comm& comm) { return shardfit::run(comm, argc, argv); });
 }

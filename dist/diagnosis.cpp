@@ -1,0 +1,293 @@
+// The over/underfitting verdict (diagnosis.h). The rule and the reasons for each threshold are in docs/verdict.md;
+// keep the two in step. Everything is relative (to the best val_loss, the first loss, or the chance level), so the
+// verdict does not depend on the loss's units or scale.
+#include "dist/diagnosis.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace shardfit {
+
+namespace {
+
+// Fewer validated epochs than this and there is no "after the best" to read a trend from.
+constexpr int kMinValEpochs = 3;
+// "Late" = the last 20% of the validated epochs (at least the last one): a best there means the curve had no time to
+// turn, so it cannot be called overfitting, and if it is still falling more epochs would help.
+constexpr double kLateFraction = 0.2;
+// The end slope of val_loss is fitted over the late epochs but at least this many: fewer and one noisy epoch decides.
+constexpr int kMinTailEpochs = 5;
+// val_loss after the best is averaged over at most this many of the last validated epochs, so one noisy epoch at
+// the end neither makes nor hides a rise.
+constexpr int kEndWindow = 3;
+// A rise of val_loss this far above its best (relative) is overfitting, well above the epoch-to-epoch noise of a
+// few percent that a converged val_loss shows.
+constexpr double kOverfitRise = 0.10;
+// The training loss falling this much more (relative to its value at the best epoch) while val_loss stalls is the
+// other half of the textbook picture: the model keeps fitting the training set and the validation set does not follow.
+constexpr double kTrainStillFalling = 0.20;
+// val_loss falling this much over the last 20% of the validated epochs, by a least-squares line, = still improving: at
+// that rate a run 25% longer buys at least another 5%. Measured over a share of the run rather than per epoch, so the
+// threshold means the same for 10 epochs and for 1000.
+constexpr double kStillImprovingFall = 0.05;
+// With a chance level (cross-entropy): a loss at 80% of chance or more has learned little beyond guessing.
+constexpr double kNearChance = 0.8;
+// Without one: a loss that fell less than 30% from its first epoch barely moved. The first epoch's loss is already
+// an average over a moving model, so a model that learns at all is usually far below it by the end.
+constexpr double kBarelyMoved = 0.3;
+
+struct Point {
+  std::int64_t epoch;  // 0-based
+  double value;
+};
+
+// The console's number format (KERAS_CONTRACT.md): %.4f when |v| > 1e-3, else %.4e.
+std::string number(double value) {
+  char text[64];
+  std::snprintf(text, sizeof text, std::fabs(value) > 1e-3 ? "%.4f" : "%.4e", value);
+  return text;
+}
+
+// A relative change as a percentage with one decimal: 0.3691 -> "36.9%".
+std::string percent(double fraction) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%.1f%%", 100.0 * fraction);
+  return text;
+}
+
+// "fell 36.9%" / "rose 4.0%" for a relative change.
+std::string change_text(double change) { return (change < 0 ? "fell " : "rose ") + percent(std::fabs(change)); }
+
+std::string epoch_text(std::int64_t epoch) { return std::to_string(epoch + 1); }
+
+// The least-squares line through points [begin, end) as a relative change: (line at the last epoch - line at the
+// first) / |line at the first|. A fitted line rather than the two end points, so that one noisy epoch does not decide.
+double fitted_change(const std::vector<Point>& points, std::size_t begin, std::size_t end) {
+  const double count = static_cast<double>(end - begin);
+  double mean_x = 0;
+  double mean_y = 0;
+  for (std::size_t i = begin; i < end; ++i) {
+    mean_x += static_cast<double>(points[i].epoch);
+    mean_y += points[i].value;
+  }
+  mean_x /= count;
+  mean_y /= count;
+  double sxy = 0;
+  double sxx = 0;
+  for (std::size_t i = begin; i < end; ++i) {
+    const double dx = static_cast<double>(points[i].epoch) - mean_x;
+    sxy += dx * (points[i].value - mean_y);
+    sxx += dx * dx;
+  }
+  if (sxx <= 0) return 0.0;
+  const double slope = sxy / sxx;
+  const double first = mean_y + slope * (static_cast<double>(points[begin].epoch) - mean_x);
+  const double last = mean_y + slope * (static_cast<double>(points[end - 1].epoch) - mean_x);
+  return first != 0 ? (last - first) / std::fabs(first) : 0.0;
+}
+
+// (to - from) / |from|; 0 when `from` is 0 (no scale to be relative to).
+double relative_change(double from, double to) { return from != 0 ? (to - from) / std::fabs(from) : 0.0; }
+
+proto::Diagnosis undetermined(const std::string& why) {
+  proto::Diagnosis diagnosis;
+  diagnosis.set_verdict("undetermined");
+  diagnosis.set_best_epoch(-1);
+  diagnosis.set_best_val_loss(std::numeric_limits<double>::quiet_NaN());
+  diagnosis.set_overfitting_from_epoch(-1);
+  diagnosis.set_summary("undetermined: " + why);
+  return diagnosis;
+}
+
+}  // namespace
+
+double chance_level(const proto::HistoryParams& params) {
+  const std::string& loss = params.loss();
+  if (loss == "binary_crossentropy") return std::log(2.0);
+  if ((loss == "sparse_categorical_crossentropy" || loss == "categorical_crossentropy") && params.output_units() >= 2) {
+    return std::log(static_cast<double>(params.output_units()));
+  }
+  return 0.0;
+}
+
+proto::Diagnosis diagnose(const proto::History& history) {
+  std::vector<Point> train;
+  std::vector<Point> val;
+  for (const proto::EpochRecord& record : history.epochs()) {
+    for (const char* key : {"loss", "val_loss"}) {
+      const auto found = record.values().find(key);
+      if (found == record.values().end()) continue;
+      // A diverged run has no curve to read; say where it broke instead of judging what came before.
+      if (!std::isfinite(found->second)) {
+        return undetermined(std::string(key) + " is " + number(found->second) + " at epoch " +
+                            epoch_text(record.epoch()));
+      }
+      (key[0] == 'l' ? train : val).push_back({record.epoch(), found->second});
+    }
+  }
+  if (train.empty()) return undetermined("the history has no training loss");
+  if (val.empty()) {
+    return undetermined("no val_loss (fit without validation data; set validation_split or validation_data)");
+  }
+  const std::size_t n = val.size();
+  if (n < kMinValEpochs) {
+    return undetermined("val_loss for only " + std::to_string(n) + " epoch" + (n == 1 ? "" : "s") +
+                        ", the verdict needs " + std::to_string(kMinValEpochs));
+  }
+
+  // ---- the numbers ----
+  const std::size_t best =
+      std::min_element(val.begin(), val.end(), [](const Point& a, const Point& b) { return a.value < b.value; }) -
+      val.begin();  // min_element keeps the first of equal values
+  const double best_val = val[best].value;
+  const std::int64_t best_epoch = val[best].epoch;
+  // Relative changes of val_loss are taken against its best; the floor keeps a best of exactly 0 from dividing by 0
+  // while staying scale-free.
+  const double scale =
+      std::max({std::fabs(best_val), 1e-6 * std::max(std::fabs(val.front().value), std::fabs(train.front().value)),
+                std::numeric_limits<double>::min()});
+
+  const std::size_t late_count = std::max<std::size_t>(1, static_cast<std::size_t>(std::ceil(kLateFraction * n)));
+  const bool late = best >= n - late_count;
+
+  const std::size_t after_best = n - 1 - best;
+  const std::size_t end_window = std::min<std::size_t>(kEndWindow, after_best);
+  double val_end = best_val;
+  if (end_window > 0) {
+    val_end = 0;
+    for (std::size_t i = n - end_window; i < n; ++i) val_end += val[i].value;
+    val_end /= static_cast<double>(end_window);
+  }
+  const double val_rise = (val_end - best_val) / scale;
+
+  const std::size_t tail_window = std::min(n, std::max<std::size_t>(kMinTailEpochs, late_count));
+  const std::int64_t tail_first_epoch = val[n - tail_window].epoch;
+  const double val_tail_change = fitted_change(val, n - tail_window, n);
+
+  // The training loss of the best epoch: the same record in a well-formed history; otherwise the last one before it.
+  double train_at_best = train.front().value;
+  for (const Point& point : train) {
+    if (point.epoch <= best_epoch) train_at_best = point.value;
+  }
+  const double train_end = train.back().value;
+  const double train_change = relative_change(train_at_best, train_end);  // negative: still falling
+  // The training loss over the same epochs as the val tail.
+  std::size_t train_tail_begin = 0;
+  while (train_tail_begin < train.size() && train[train_tail_begin].epoch < tail_first_epoch) ++train_tail_begin;
+  const double train_tail_change =
+      train.size() - train_tail_begin >= 2 ? fitted_change(train, train_tail_begin, train.size()) : 0.0;
+
+  const double chance = chance_level(history.params());
+  const double train_first = train.front().value;
+  const double val_first = val.front().value;
+
+  proto::Diagnosis diagnosis;
+  diagnosis.set_best_epoch(best_epoch);
+  diagnosis.set_best_val_loss(best_val);
+  diagnosis.set_overfitting_from_epoch(-1);
+  auto& numbers = *diagnosis.mutable_numbers();
+  numbers["epochs"] = static_cast<double>(history.epochs_size());
+  numbers["val_epochs"] = static_cast<double>(n);
+  numbers["best_epoch"] = static_cast<double>(best_epoch);
+  numbers["best_val_loss"] = best_val;
+  numbers["late_window"] = static_cast<double>(late_count);
+  numbers["val_end"] = val_end;
+  numbers["val_end_window"] = static_cast<double>(end_window);
+  numbers["val_change_after_best"] = val_rise;
+  numbers["val_tail_change"] = val_tail_change;
+  numbers["tail_window"] = static_cast<double>(tail_window);
+  numbers["tail_first_epoch"] = static_cast<double>(tail_first_epoch);
+  numbers["loss_at_best"] = train_at_best;
+  numbers["loss_end"] = train_end;
+  numbers["loss_change_after_best"] = train_change;
+  numbers["loss_tail_change"] = train_tail_change;
+  numbers["loss_first"] = train_first;
+  numbers["val_first"] = val_first;
+  numbers["threshold_overfit_rise"] = kOverfitRise;
+  numbers["threshold_loss_still_falling"] = kTrainStillFalling;
+  numbers["threshold_still_improving_fall"] = kStillImprovingFall;
+
+  const std::string last_epoch = epoch_text(history.epochs(history.epochs_size() - 1).epoch());
+  const std::string best_text =
+      "best val_loss " + number(best_val) + " at epoch " + epoch_text(best_epoch) + " of " + last_epoch;
+  // "0.3226 (mean of last 3, 3.5% above the best)": where val_loss ended, and how it was measured.
+  const std::string end_text =
+      number(val_end) + " (" +
+      (end_window == 1 ? std::string("last epoch") : "mean of last " + std::to_string(end_window)) + ", " +
+      percent(val_rise) + " above the best)";
+  // The end of both curves, by least-squares lines over the same epochs: "since epoch 6 val_loss fell 19.6% and loss
+  // fell 30.1%" (an epoch, not a count: with validation_freq the window spans more epochs than it has val points).
+  const std::string tail_text = "since epoch " + epoch_text(tail_first_epoch) + " val_loss " +
+                                change_text(val_tail_change) + " and loss " + change_text(train_tail_change);
+
+  // ---- underfitting: both curves stay high ----
+  bool underfitting = false;
+  std::string underfitting_text;
+  if (chance > 0) {
+    // A known guessing level is the better baseline: a loss far below it is not underfitting however little it
+    // moved (it may have learned within the first epoch).
+    const double train_over_chance = train_end / chance;
+    const double val_over_chance = best_val / chance;
+    numbers["chance_level"] = chance;
+    numbers["loss_end_over_chance"] = train_over_chance;
+    numbers["best_val_over_chance"] = val_over_chance;
+    numbers["threshold_near_chance"] = kNearChance;
+    underfitting = train_over_chance >= kNearChance && val_over_chance >= kNearChance;
+    underfitting_text = "loss " + number(train_end) + " and best val_loss " + number(best_val) +
+                        " stay near the chance level " + number(chance) + " (" + percent(train_over_chance) + " and " +
+                        percent(val_over_chance) + " of it)";
+  } else {
+    const double train_total = relative_change(train_first, train_end);
+    const double val_total = relative_change(val_first, best_val);
+    numbers["loss_change_total"] = train_total;
+    numbers["best_val_change_total"] = val_total;
+    numbers["threshold_barely_moved"] = kBarelyMoved;
+    underfitting = train_total > -kBarelyMoved && val_total > -kBarelyMoved;
+    underfitting_text = "loss " + change_text(train_total) + " only (" + number(train_first) + " -> " +
+                        number(train_end) + ") and val_loss " + change_text(val_total) + " (" + number(val_first) +
+                        " -> best " + number(best_val) + "); both stay high";
+  }
+
+  if (underfitting) {
+    diagnosis.set_verdict("underfitting");
+    std::string summary = "underfitting: " + underfitting_text;
+    if (val_tail_change <= -kStillImprovingFall) summary += "; " + tail_text + ", more epochs may help";
+    diagnosis.set_summary(summary);
+    return diagnosis;
+  }
+
+  if (!late && (val_rise > kOverfitRise || train_change < -kTrainStillFalling)) {
+    diagnosis.set_verdict("overfitting");
+    diagnosis.set_overfitting_from_epoch(best_epoch + 1);
+    diagnosis.set_summary("overfitting from epoch " + epoch_text(best_epoch + 1) + ": " + best_text +
+                          ", then val_loss " + (val_rise > kOverfitRise ? "rose to " : "stalled at ") + end_text +
+                          " while loss " + change_text(train_change) + " (" + number(train_at_best) + " -> " +
+                          number(train_end) + ")");
+    return diagnosis;
+  }
+
+  if (late && val_tail_change <= -kStillImprovingFall) {
+    diagnosis.set_verdict("still_improving");
+    diagnosis.set_summary("still improving: " + best_text + "; " + tail_text + "; more epochs would help");
+    return diagnosis;
+  }
+
+  diagnosis.set_verdict("good_fit");
+  std::string summary = "good fit: " + best_text;
+  if (end_window > 0) {
+    summary += "; after it val_loss stayed at " + end_text;
+  } else {
+    summary += "; " + tail_text + ", converged";
+  }
+  summary +=
+      " while loss " + change_text(train_change) + " (" + number(train_at_best) + " -> " + number(train_end) + ")";
+  diagnosis.set_summary(summary);
+  return diagnosis;
+}
+
+}  // namespace shardfit

@@ -1,0 +1,27 @@
+// The end-of-fit verdict: reads the loss and val_loss curves of a History the way the textbook teaches (overfitting,
+// underfitting, still improving, good fit) and says which, with the numbers behind it. Pure function, no MPI, no I/O.
+#pragma once
+
+#include <string>
+
+#include "proto/shardfit.pb.h"
+
+namespace shardfit {
+
+// The rule, its thresholds and why each is what it is: docs/verdict.md. In short, on the epochs that have val_loss:
+//   undetermined     no val_loss, fewer than 3 epochs of it, or a NaN/inf loss;
+//   underfitting     train loss and best val_loss both stay high: near the chance level of cross-entropy, or less
+//                    than 30% below where they started;
+//   overfitting      the best val_loss is not in the last 20% of the validated epochs and afterwards val_loss rose
+//                    10% above it, or stalled while the training loss fell 20% more;
+//   still_improving  the best val_loss is in the last 20% and val_loss still falls 0.5% of it per epoch;
+//   good_fit         otherwise.
+// Epochs are 0-based in the fields (best_epoch, overfitting_from_epoch = best_epoch + 1; -1 when there is none) and
+// 1-based in the summary, like the console's "Epoch N/M". `numbers` holds every value the rule compared.
+proto::Diagnosis diagnose(const proto::History& history);
+
+// The chance level of the loss named in history.params (ln K for softmax cross-entropy with K = output_units,
+// ln 2 for binary cross-entropy); 0 when the loss has none or the history does not say enough.
+double chance_level(const proto::HistoryParams& params);
+
+}  // namespace shardfit

@@ -1,0 +1,32 @@
+// The training curves as a standalone SVG: one metric and its val_ twin over the epochs, the best epoch marked and
+// the verdict as a caption. No fonts, scripts or other files needed; not a general plotting library.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "proto/shardfit.pb.h"
+
+namespace shardfit {
+
+// The plot of `metric` (training) and `val_<metric>` over the epochs, x axis 1-based like the console's "Epoch N/M".
+// Values are matched to epochs by the record they sit in, so val lists thinned by validation_freq line up; a NaN or
+// infinite value leaves a gap in its curve. The best epoch (lowest val value, highest for accuracy-like metrics:
+// accuracy, auc, precision, recall, f1) is marked when there is a val curve; `diagnosis`, when given, adds its
+// summary as a caption and, on the loss plot, shades the epochs from overfitting_from_epoch on. Throws Error when no
+// epoch has `metric` or `val_<metric>` (naming the plottable ones).
+// For tests and tools: each curve is <path class="curve" data-series="loss" data-points="N"> with one M or L command
+// per finite point; the best epoch is <g class="best-marker" data-epoch="E"> with E 1-based.
+std::string render_history_svg(const proto::History& history, const std::string& metric = "loss",
+                               const proto::Diagnosis* diagnosis = nullptr);
+
+// render_history_svg written to `path` atomically (a reader sees the old file or the new one, never a mix).
+void write_history_svg(const std::filesystem::path& path, const proto::History& history,
+                       const std::string& metric = "loss", const proto::Diagnosis* diagnosis = nullptr);
+
+// The keys render_history_svg accepts: every value key of the history without the val_ prefix (plus the bare name
+// of a val_ key whose training twin is missing), "loss" first, the rest sorted.
+std::vector<std::string> plottable_metrics(const proto::History& history);
+
+}  // namespace shardfit

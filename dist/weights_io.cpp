@@ -1,0 +1,97 @@
+// save_weights / load_weights: the model's weight list to and from an .npz of Keras-layout arrays. The ZIP and .npy
+// work is dist/npz.h's and dist/npy_writer.h's; this file matches names and shapes and says what differs.
+#include "dist/weights_io.h"
+
+#include <map>
+#include <set>
+
+#include "dist/history_writer.h"
+#include "dist/npy_writer.h"
+#include "dist/npz.h"
+#include "kernels/error.h"
+
+namespace shardfit {
+
+namespace {
+
+// "'dense_0/kernel', 'dense_1/bias'", or "none".
+std::string quoted_list(const std::vector<std::string>& names) {
+  if (names.empty()) return "none";
+  std::string s;
+  for (const std::string& name : names) s += cat(s.empty() ? "" : ", ", "'", name, "'");
+  return s;
+}
+
+// "'dense_0/kernel' (64, 10), 'dense_0/bias' (10,)"
+std::string weight_list(const std::vector<WeightTensor>& weights) {
+  std::string s;
+  for (const WeightTensor& w : weights) s += cat(s.empty() ? "" : ", ", "'", w.name, "' ", npy_shape_text(w.shape));
+  return s.empty() ? "none" : s;
+}
+
+std::string array_list(const std::vector<NpzArray>& arrays) {
+  std::string s;
+  for (const NpzArray& a : arrays) s += cat(s.empty() ? "" : ", ", "'", a.key, "' ", npy_shape_text(a.shape));
+  return s.empty() ? "none" : s;
+}
+
+bool transposed(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  return a.size() == 2 && b.size() == 2 && a[0] == b[1] && a[1] == b[0];
+}
+
+}  // namespace
+
+void save_weights(const std::filesystem::path& path, const Model& model) {
+  ZipWriter zip(path.string());
+  for (const WeightTensor& tensor : model.get_weights()) {
+    zip.add(tensor.name + ".npy", npy_bytes(tensor.values, tensor.shape));
+  }
+  write_file_atomically(path, zip.finish());
+}
+
+void load_weights(const std::filesystem::path& path, Model& model) {
+  const std::string shown = path.string();
+  std::vector<NpzArray> arrays = read_npz(path);
+  std::vector<WeightTensor> weights = model.get_weights();
+
+  // Names first, all differences at once: a renamed layer shows up as one missing and one unexpected pair.
+  std::map<std::string, NpzArray*> by_key;
+  for (NpzArray& array : arrays) by_key[array.key] = &array;
+  std::set<std::string> names;
+  std::vector<std::string> missing;
+  for (const WeightTensor& w : weights) {
+    names.insert(w.name);
+    if (by_key.count(w.name) == 0) missing.push_back(w.name);
+  }
+  std::vector<std::string> unexpected;
+  for (const NpzArray& array : arrays) {
+    if (names.count(array.key) == 0) unexpected.push_back(array.key);
+  }
+  if (!missing.empty() || !unexpected.empty()) {
+    SF_FAIL(cat(shown, ": the arrays do not match the model's weights: missing ", quoted_list(missing), "; unexpected ",
+                quoted_list(unexpected), ": expected exactly the model's weight names"),
+            cat("the model's weights are ", weight_list(weights), "; the file holds ", array_list(arrays)));
+  }
+
+  std::string wrong_shapes;
+  bool any_transposed = false;
+  for (const WeightTensor& w : weights) {
+    const NpzArray& array = *by_key.at(w.name);
+    if (array.shape == w.shape) continue;
+    wrong_shapes += cat(wrong_shapes.empty() ? "" : "; ", "'", w.name, "' expected ", npy_shape_text(w.shape),
+                        ", found ", npy_shape_text(array.shape));
+    any_transposed = any_transposed || transposed(w.shape, array.shape);
+  }
+  if (!wrong_shapes.empty()) {
+    SF_FAIL(cat(shown, ": wrong shapes for the model's weights: ", wrong_shapes),
+            any_transposed ? "Dense kernels are (in, out) as in Keras; a PyTorch nn.Linear weight is (out, in): save "
+                             "weight.T"
+                           : cat("the model's weights are ", weight_list(weights)));
+  }
+
+  // Everything checked before the model is touched: a failed load leaves it as it was.
+  for (WeightTensor& w : weights) w.values = std::move(by_key.at(w.name)->values);
+  model.set_weights(weights);
+}
+
+}  // namespace shardfit
