@@ -31,9 +31,9 @@ constexpr double kOverfitRise = 0.10;
 // The training loss falling this much more (relative to its value at the best epoch) while val_loss stalls is the
 // other half of the textbook picture: the model keeps fitting the training set and the validation set does not follow.
 constexpr double kTrainStillFalling = 0.20;
-// val_loss falling this much over the last 20% of the validated epochs, by a least-squares line, = still improving: at
-// that rate a run 25% longer buys at least another 5%. Measured over a share of the run rather than per epoch, so the
-// threshold means the same for 10 epochs and for 1000.
+// val_loss and loss both falling this much over the last 20% of the validated epochs, by least-squares lines, =
+// still improving: at that rate a run 25% longer buys another 5%. Measured over a share of the run rather than per
+// epoch, so the threshold means the same for 10 epochs and for 1000.
 constexpr double kStillImprovingFall = 0.05;
 // With a chance level (cross-entropy): a loss at 80% of chance or more has learned little beyond guessing.
 constexpr double kNearChance = 0.8;
@@ -60,8 +60,11 @@ std::string percent(double fraction) {
   return text;
 }
 
-// "fell 36.9%" / "rose 4.0%" for a relative change.
-std::string change_text(double change) { return (change < 0 ? "fell " : "rose ") + percent(std::fabs(change)); }
+// "fell 36.9%" / "rose 4.0%" / "was flat (0.0%)" for a relative change.
+std::string change_text(double change) {
+  if (std::fabs(change) < 0.0005) return "was flat (" + percent(std::fabs(change)) + ")";
+  return (change < 0 ? "fell " : "rose ") + percent(std::fabs(change));
+}
 
 std::string epoch_text(std::int64_t epoch) { return std::to_string(epoch + 1); }
 
@@ -264,6 +267,7 @@ proto::Diagnosis diagnose(const proto::History& history) {
   if (!late && (val_rise > kOverfitRise || train_change < -kTrainStillFalling)) {
     diagnosis.set_verdict("overfitting");
     diagnosis.set_overfitting_from_epoch(best_epoch + 1);
+    numbers["overfitting_from_epoch"] = static_cast<double>(best_epoch + 1);
     diagnosis.set_summary("overfitting from epoch " + epoch_text(best_epoch + 1) + ": " + best_text +
                           ", then val_loss " + (val_rise > kOverfitRise ? "rose to " : "stalled at ") + end_text +
                           " while loss " + change_text(train_change) + " (" + number(train_at_best) + " -> " +
@@ -271,7 +275,9 @@ proto::Diagnosis diagnose(const proto::History& history) {
     return diagnosis;
   }
 
-  if (late && val_tail_change <= -kStillImprovingFall) {
+  // Both curves, not val_loss alone: the training loss is an average over many batches and nearly free of noise, so
+  // requiring it to fall too keeps a noisy last val_loss from being read as progress.
+  if (late && val_tail_change <= -kStillImprovingFall && train_tail_change <= -kStillImprovingFall) {
     diagnosis.set_verdict("still_improving");
     diagnosis.set_summary("still improving: " + best_text + "; " + tail_text + "; more epochs would help");
     return diagnosis;
@@ -280,12 +286,11 @@ proto::Diagnosis diagnose(const proto::History& history) {
   diagnosis.set_verdict("good_fit");
   std::string summary = "good fit: " + best_text;
   if (end_window > 0) {
-    summary += "; after it val_loss stayed at " + end_text;
+    summary += "; after it val_loss stayed at " + end_text + " while loss " + change_text(train_change) + " (" +
+               number(train_at_best) + " -> " + number(train_end) + ")";
   } else {
-    summary += "; " + tail_text + ", converged";
+    summary += "; " + tail_text;  // the best is the last epoch: the trends up to it say it has levelled off
   }
-  summary +=
-      " while loss " + change_text(train_change) + " (" + number(train_at_best) + " -> " + number(train_end) + ")";
   diagnosis.set_summary(summary);
   return diagnosis;
 }

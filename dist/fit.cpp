@@ -61,11 +61,16 @@ void agreed_phase(Comm& comm, Body body) {
   comm.agree(error);
 }
 
+// Class ids, one per sample, are what sparse cross-entropy trains on. Its label width is 1, but so is that of any
+// one-output model (mse regression, one sigmoid unit with binary_crossentropy), whose targets are taken as they
+// are: the loss decides, not the width (as label_dim_for does).
+bool trains_on_class_ids(const std::string& loss) { return loss == "sparse_categorical_crossentropy"; }
+
 // Where labels come from and how they reach the model's label layout.
 LabelLayout choose_label_layout(const Dataset& data, const Model& model, const std::string& loss,
                                 const std::string& role) {
   const int64_t out = model.output_dim();
-  if (model.label_dim() == 1) {  // sparse cross-entropy: class ids
+  if (trains_on_class_ids(loss)) {
     if (data.labels_are_ids()) return LabelLayout::kAsIs;
     SF_CHECK(data.label_cols() == out,
              cat("data.", role, ".y has ", data.label_cols(), " values per sample but the model has ", out,
@@ -82,8 +87,8 @@ LabelLayout choose_label_layout(const Dataset& data, const Model& model, const s
           "check the last Dense layer's units against the labels");
 }
 
-bool needs_class_ids(LabelLayout layout, const Model& model) {
-  return layout == LabelLayout::kIdsToOneHot || (layout == LabelLayout::kAsIs && model.label_dim() == 1);
+bool needs_class_ids(LabelLayout layout, const std::string& loss) {
+  return layout == LabelLayout::kIdsToOneHot || (layout == LabelLayout::kAsIs && trains_on_class_ids(loss));
 }
 
 // Sums of one pass (loss, each metric, sample count), reduced as one double vector.
@@ -177,10 +182,10 @@ void Trainer::setup() {
                    train_->feature_dim()));
     }
     train_layout_ = choose_label_layout(*train_, *model_, job_.loss(), "train");
-    if (needs_class_ids(train_layout_, *model_)) train_->check_class_ids(model_->output_dim());
+    if (needs_class_ids(train_layout_, job_.loss())) train_->check_class_ids(model_->output_dim());
     if (validation_) {
       validation_layout_ = choose_label_layout(*validation_, *model_, job_.loss(), "validation");
-      if (needs_class_ids(validation_layout_, *model_)) validation_->check_class_ids(model_->output_dim());
+      if (needs_class_ids(validation_layout_, job_.loss())) validation_->check_class_ids(model_->output_dim());
     } else {
       validation_layout_ = train_layout_;
     }
@@ -227,6 +232,7 @@ void Trainer::setup() {
   params->set_validation_samples(split_.validation);
   params->set_threads_per_rank(omp_get_max_threads());
   params->set_loss(job_.loss());
+  params->set_output_units(model_->output_dim());
 
   train_sums_ = std::make_unique<Sums>(model_->metric_names().size());
   batch_metrics_.resize(model_->metric_names().size());

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -103,7 +102,7 @@ bool higher_is_better(const std::string& metric) {
   return false;
 }
 
-// Round tick values covering [lo, hi]: steps of 1, 2 or 5 times a power of ten, about `target` of them.
+// Round tick values inside [lo, hi] (lo < hi): steps of 1, 2 or 5 times a power of ten, about `target` of them.
 struct Ticks {
   double first;
   double step;
@@ -112,18 +111,12 @@ struct Ticks {
 };
 
 Ticks nice_ticks(double lo, double hi, int target) {
-  if (!(hi > lo)) {
-    // One distinct value: a band around it, so the curve sits mid-height.
-    const double pad = lo != 0 ? std::fabs(lo) * 0.1 : 1.0;
-    lo -= pad;
-    hi += pad;
-  }
   const double rough = (hi - lo) / target;
   const double power = std::pow(10.0, std::floor(std::log10(rough)));
   const double fraction = rough / power;
   const double step = (fraction < 1.5 ? 1 : fraction < 3.5 ? 2 : fraction < 7.5 ? 5 : 10) * power;
-  const double first = std::floor(lo / step + 1e-9) * step;
-  const double last = std::ceil(hi / step - 1e-9) * step;
+  const double first = std::ceil(lo / step - 1e-9) * step;
+  const double last = std::floor(hi / step + 1e-9) * step;
   const int count = static_cast<int>(std::lround((last - first) / step)) + 1;
   const int decimals = std::max(0, static_cast<int>(-std::floor(std::log10(step) + 1e-9)));
   return {first, step, count, decimals};
@@ -218,13 +211,24 @@ std::string render_history_svg(const proto::History& history, const std::string&
     y_lo = 0;
     y_hi = 1;
   }
-  // A little room above and below so no point sits on the frame; a range that never went negative stays at or above 0.
-  const double y_pad = 0.03 * (y_hi - y_lo);
-  y_lo = y_lo >= 0 ? std::max(0.0, y_lo - y_pad) : y_lo - y_pad;
-  y_hi += y_pad;
-  const Ticks y_ticks = nice_ticks(y_lo, y_hi, 6);
-  const double y_min = y_ticks.first;
-  const double y_max = y_ticks.first + y_ticks.step * (y_ticks.count - 1);
+  // The frame is the data range plus 4% above and below, so no point sits on it, and the ticks are the round values
+  // inside (not the frame snapped out to round values, which can leave a fifth of the plot empty or draw an accuracy
+  // axis up to 1.1).
+  if (y_hi > y_lo) {
+    const double y_pad = 0.04 * (y_hi - y_lo);
+    // A non-negative curve never gets a negative part, and one that comes within 10% of its range to 0 (a loss,
+    // usually) is drawn from 0.
+    y_lo = y_lo < 0 ? y_lo - y_pad : y_lo <= 2.5 * y_pad ? 0.0 : y_lo - y_pad;
+    y_hi += y_pad;
+  } else {
+    // One distinct value: a band around it, so the curve sits mid-height.
+    const double pad = y_lo != 0 ? std::fabs(y_lo) * 0.1 : 1.0;
+    y_lo -= pad;
+    y_hi += pad;
+  }
+  const double y_min = y_lo;
+  const double y_max = y_hi;
+  const Ticks y_ticks = nice_ticks(y_min, y_max, 6);
 
   // Epochs are whole numbers: integer tick steps, and half an epoch of room on each side of a single epoch.
   if (x_hi - x_lo < 1) {
@@ -380,7 +384,11 @@ std::string render_history_svg(const proto::History& history, const std::string&
       }
       const bool alone = !pen_down && (i + 1 == series.points.size() || std::isnan(series.points[i + 1].second));
       if (dotted || alone) dots.emplace_back(px(x), py(y));
-      d += (d.empty() ? "" : " ") + std::string(pen_down ? "L" : "M") + coord(px(x)) + "," + coord(py(y));
+      if (!d.empty()) d += ' ';
+      d += pen_down ? 'L' : 'M';
+      d += coord(px(x));
+      d += ',';
+      d += coord(py(y));
       pen_down = true;
     }
     svg << R"(<path class="curve" data-series=")" << xml_escape(series.name) << R"(" data-points=")"
@@ -409,7 +417,7 @@ std::string render_history_svg(const proto::History& history, const std::string&
     const double bx = px(best->first);
     const std::string label =
         "best: epoch " + tick_label(best->first, 0) + ", val_" + metric + " " + number(best->second);
-    // Four places for the label (above or below, right or left of the line); the first with the fewest curve
+    // Six places for the label (top, bottom or middle, right or left of the line); the first with the fewest curve
     // points under it wins, preferring the side the best value leaves free (the top for a minimum).
     const double label_width = text_width(label, kFontSize);
     const double top_y = plot_top + 16;
@@ -422,13 +430,15 @@ std::string render_history_svg(const proto::History& history, const std::string&
           if (std::isnan(y)) continue;
           const double sx = px(x);
           const double sy = py(y);
-          count += sx >= x0 - 4 && sx <= x0 + label_width + 4 && sy >= baseline - kFontSize - 4 && sy <= baseline + 6;
+          // 10 px of clearance to the side: the ring on the best point is 6 px wide.
+          count += sx >= x0 - 10 && sx <= x0 + label_width + 10 && sy >= baseline - kFontSize - 6 && sy <= baseline + 8;
         }
       }
       return count;
     };
     std::vector<std::pair<double, double>> places;  // (left edge of the text, baseline)
-    for (double baseline : maximise ? std::vector{bottom_y, top_y} : std::vector{top_y, bottom_y}) {
+    const double middle_y = (plot_top + kPlotBottom) / 2;
+    for (double baseline : maximise ? std::vector{bottom_y, top_y, middle_y} : std::vector{top_y, bottom_y, middle_y}) {
       places.emplace_back(bx + 8, baseline);
       places.emplace_back(bx - 8 - label_width, baseline);
     }

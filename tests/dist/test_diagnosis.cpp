@@ -1,0 +1,283 @@
+// diagnose(): each verdict on histories built to show it (a U-shaped val_loss, a stall, flat high curves, curves
+// still falling, converged and noisy-but-converged ones, a real digits run), the undetermined cases, and the summary
+// quoting only numbers that the numbers map holds.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <random>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "dist/diagnosis.h"
+
+namespace shardfit {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+proto::History make_history(const std::vector<double>& loss, const std::vector<double>& val_loss) {
+  proto::History history;
+  for (std::size_t e = 0; e < loss.size(); ++e) {
+    proto::EpochRecord& record = *history.add_epochs();
+    record.set_epoch(static_cast<std::int64_t>(e));
+    (*record.mutable_values())["loss"] = loss[e];
+    if (e < val_loss.size()) (*record.mutable_values())["val_loss"] = val_loss[e];
+  }
+  return history;
+}
+
+// a + b * exp(-e / tau) for e = 0..epochs-1: the usual shape of a loss curve.
+std::vector<double> decay(int epochs, double a, double b, double tau) {
+  std::vector<double> out(epochs);
+  for (int e = 0; e < epochs; ++e) out[e] = a + b * std::exp(-e / tau);
+  return out;
+}
+
+// A U: 0.5 at epoch 9 (0-based), 0.004 (e - 9)^2 above it elsewhere.
+std::vector<double> u_shape(int epochs) {
+  std::vector<double> out(epochs);
+  for (int e = 0; e < epochs; ++e) out[e] = 0.5 + 0.004 * (e - 9) * (e - 9);
+  return out;
+}
+
+// Every number in the summary must be one the numbers map holds: as printed (%.4f / %.4e), as a percentage
+// (%.1f of 100 |v|), or as an epoch or count (v or v + 1, for whole v).
+void expect_summary_numbers_in_map(const proto::Diagnosis& diagnosis) {
+  std::set<std::string> allowed;
+  for (const auto& [key, value] : diagnosis.numbers()) {
+    char text[64];
+    std::snprintf(text, sizeof text, std::fabs(value) > 1e-3 ? "%.4f" : "%.4e", value);
+    allowed.insert(text);
+    std::snprintf(text, sizeof text, "%.1f", 100 * std::fabs(value));
+    allowed.insert(text);
+    if (value == std::round(value)) {
+      allowed.insert(std::to_string(static_cast<long long>(value)));
+      allowed.insert(std::to_string(static_cast<long long>(value) + 1));
+    }
+  }
+  const std::string& summary = diagnosis.summary();
+  const std::regex number(R"([0-9]+(\.[0-9]+)?(e[-+][0-9]+)?)");
+  int seen = 0;
+  for (auto it = std::sregex_iterator(summary.begin(), summary.end(), number); it != std::sregex_iterator(); ++it) {
+    ++seen;
+    EXPECT_EQ(allowed.count(it->str()), 1u) << "'" << it->str() << "' of \"" << summary << "\" is not in numbers";
+  }
+  EXPECT_GT(seen, 0) << summary;
+}
+
+TEST(Diagnosis, UShapedValLossIsOverfittingFromTheEpochAfterTheBest) {
+  // val_loss falls to its minimum at epoch 9 (0-based), then climbs; the training loss keeps falling.
+  const proto::Diagnosis d = diagnose(make_history(decay(30, 0.01, 1.0, 5), u_shape(30)));
+  EXPECT_EQ(d.verdict(), "overfitting");
+  EXPECT_EQ(d.best_epoch(), 9);
+  EXPECT_DOUBLE_EQ(d.best_val_loss(), 0.5);
+  EXPECT_EQ(d.overfitting_from_epoch(), 10);
+  // Printed 1-based, like the console's "Epoch N/M".
+  EXPECT_NE(d.summary().find("overfitting from epoch 11:"), std::string::npos) << d.summary();
+  EXPECT_NE(d.summary().find("at epoch 10 of 30"), std::string::npos) << d.summary();
+  EXPECT_NE(d.summary().find("rose to"), std::string::npos) << d.summary();
+  EXPECT_GT(d.numbers().at("val_change_after_best"), 0.10);
+  expect_summary_numbers_in_map(d);
+}
+
+TEST(Diagnosis, ValStallWhileTrainingFallsIsOverfitting) {
+  // val_loss reaches 0.40 at epoch 8 and then stays within 2% of it; the training loss halves after that.
+  std::vector<double> val = decay(30, 0.40, 1.0, 2);
+  for (int e = 8; e < 30; ++e) val[e] = e == 8 ? 0.40 : 0.40 + 0.006 * ((e % 3) + 1);
+  std::vector<double> loss = decay(30, 0.0, 0.5, 12);
+  const proto::Diagnosis d = diagnose(make_history(loss, val));
+  EXPECT_EQ(d.verdict(), "overfitting");
+  EXPECT_EQ(d.best_epoch(), 8);
+  EXPECT_EQ(d.overfitting_from_epoch(), 9);
+  EXPECT_NE(d.summary().find("stalled at"), std::string::npos) << d.summary();
+  EXPECT_LT(d.numbers().at("loss_change_after_best"), -0.20);
+  EXPECT_LT(d.numbers().at("val_change_after_best"), 0.10);
+  expect_summary_numbers_in_map(d);
+}
+
+TEST(Diagnosis, FlatHighCurvesAreUnderfitting) {
+  // No loss name, so no chance level: judged by how little both curves moved.
+  const proto::Diagnosis d = diagnose(make_history(decay(20, 0.9, 0.1, 8), decay(20, 0.95, 0.08, 8)));
+  EXPECT_EQ(d.verdict(), "underfitting");
+  EXPECT_EQ(d.overfitting_from_epoch(), -1);
+  EXPECT_EQ(d.numbers().count("chance_level"), 0u);
+  EXPECT_GT(d.numbers().at("loss_change_total"), -0.30);
+  EXPECT_NE(d.summary().find("both stay high"), std::string::npos) << d.summary();
+  expect_summary_numbers_in_map(d);
+}
+
+TEST(Diagnosis, NearTheChanceLevelOfCrossEntropyIsUnderfitting) {
+  // A bad start (5.0) that falls by more than half, but only to 2.1: ln 10 = 2.30 is guessing among 10 classes.
+  proto::History history = make_history(decay(15, 2.1, 2.9, 1.5), decay(15, 2.15, 1.0, 1.5));
+  history.mutable_params()->set_loss("sparse_categorical_crossentropy");
+  history.mutable_params()->set_output_units(10);
+  const proto::Diagnosis d = diagnose(history);
+  EXPECT_EQ(d.verdict(), "underfitting");
+  EXPECT_NEAR(d.numbers().at("chance_level"), std::log(10.0), 1e-12);
+  EXPECT_NE(d.summary().find("chance level 2.3026"), std::string::npos) << d.summary();
+  expect_summary_numbers_in_map(d);
+
+  // The same curves without the loss name fell too much to count as "barely moved".
+  EXPECT_NE(diagnose(make_history(decay(15, 2.1, 2.9, 1.5), decay(15, 2.15, 1.0, 1.5))).verdict(), "underfitting");
+}
+
+TEST(Diagnosis, FarBelowChanceIsNotUnderfittingHoweverLittleItMoved) {
+  // Learned within the first epoch: the curves barely move afterwards, but sit far below ln 10.
+  proto::History history = make_history(decay(20, 0.08, 0.02, 3), decay(20, 0.10, 0.02, 3));
+  history.mutable_params()->set_loss("categorical_crossentropy");
+  history.mutable_params()->set_output_units(10);
+  EXPECT_EQ(diagnose(history).verdict(), "good_fit");
+  history.mutable_params()->clear_loss();
+  EXPECT_EQ(diagnose(history).verdict(), "underfitting");  // without the baseline, only "barely moved" is left
+}
+
+TEST(Diagnosis, ChanceLevel) {
+  proto::HistoryParams params;
+  EXPECT_EQ(chance_level(params), 0.0);
+  params.set_loss("binary_crossentropy");
+  EXPECT_NEAR(chance_level(params), std::log(2.0), 1e-15);
+  params.set_loss("sparse_categorical_crossentropy");
+  EXPECT_EQ(chance_level(params), 0.0);  // K unknown
+  params.set_output_units(7);
+  EXPECT_NEAR(chance_level(params), std::log(7.0), 1e-15);
+  params.set_loss("mse");
+  EXPECT_EQ(chance_level(params), 0.0);
+}
+
+TEST(Diagnosis, BothStillFallingIsStillImproving) {
+  const proto::Diagnosis d = diagnose(make_history(decay(12, 0.0, 1.0, 6), decay(12, 0.05, 1.0, 8)));
+  EXPECT_EQ(d.verdict(), "still_improving");
+  EXPECT_EQ(d.best_epoch(), 11);
+  EXPECT_EQ(d.overfitting_from_epoch(), -1);
+  EXPECT_LT(d.numbers().at("val_tail_change"), -0.05);
+  EXPECT_NE(d.summary().find("more epochs would help"), std::string::npos) << d.summary();
+  expect_summary_numbers_in_map(d);
+}
+
+TEST(Diagnosis, ConvergedIsAGoodFit) {
+  // Both curves level off by epoch ~15 of 40, val a little above train.
+  const proto::Diagnosis d = diagnose(make_history(decay(40, 0.20, 1.0, 3), decay(40, 0.24, 1.0, 3)));
+  EXPECT_EQ(d.verdict(), "good_fit");
+  EXPECT_EQ(d.overfitting_from_epoch(), -1);
+  expect_summary_numbers_in_map(d);
+}
+
+TEST(Diagnosis, NoisyButConvergedIsAGoodFit) {
+  // The plateau of val_loss jitters by up to +-3% and the training loss by +-1%, as a small validation set does;
+  // neither the position of the noisy minimum nor a noisy last epoch may turn it into another verdict.
+  for (unsigned seed = 1; seed <= 50; ++seed) {
+    std::mt19937 random(seed);
+    std::uniform_real_distribution<double> jitter(-1.0, 1.0);
+    std::vector<double> loss = decay(40, 0.20, 1.0, 3);
+    std::vector<double> val = decay(40, 0.25, 1.0, 3);
+    for (int e = 0; e < 40; ++e) {
+      loss[e] *= 1 + 0.01 * jitter(random);
+      val[e] *= 1 + 0.03 * jitter(random);
+    }
+    const proto::Diagnosis d = diagnose(make_history(loss, val));
+    EXPECT_EQ(d.verdict(), "good_fit") << "seed " << seed << ": " << d.summary();
+  }
+}
+
+TEST(Diagnosis, ScaleFree) {
+  std::vector<double> loss = decay(30, 0.01, 1.0, 5);
+  const std::vector<double> val = u_shape(30);
+  const proto::Diagnosis unit = diagnose(make_history(loss, val));
+  for (double factor : {1e-6, 1e3}) {
+    std::vector<double> scaled_loss = loss;
+    std::vector<double> scaled_val = val;
+    for (double& v : scaled_loss) v *= factor;
+    for (double& v : scaled_val) v *= factor;
+    const proto::Diagnosis scaled = diagnose(make_history(scaled_loss, scaled_val));
+    EXPECT_EQ(scaled.verdict(), unit.verdict());
+    EXPECT_EQ(scaled.best_epoch(), unit.best_epoch());
+    EXPECT_NEAR(scaled.numbers().at("val_change_after_best"), unit.numbers().at("val_change_after_best"), 1e-9);
+    EXPECT_NEAR(scaled.numbers().at("loss_change_after_best"), unit.numbers().at("loss_change_after_best"), 1e-9);
+  }
+}
+
+TEST(Diagnosis, BestIsTheFirstOfEqualMinima) {
+  const proto::Diagnosis d =
+      diagnose(make_history({1.0, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3}, {1.0, 0.5, 0.6, 0.5, 0.7, 0.8, 0.9}));
+  EXPECT_EQ(d.best_epoch(), 1);
+  EXPECT_EQ(d.verdict(), "overfitting");
+  EXPECT_EQ(d.overfitting_from_epoch(), 2);
+}
+
+TEST(Diagnosis, ValidationFreqUsesEpochIndicesNotValCounts) {
+  // validation every 3rd epoch (epochs 2, 5, 8, ...); val_loss bottoms out at epoch 11 and then climbs.
+  proto::History history = make_history(decay(30, 0.01, 1.0, 6), {});
+  const std::map<int, double> val = {{2, 0.9},  {5, 0.7},   {8, 0.6},  {11, 0.5},  {14, 0.55},
+                                     {17, 0.6}, {20, 0.65}, {23, 0.7}, {26, 0.75}, {29, 0.8}};
+  for (const auto& [epoch, value] : val) (*history.mutable_epochs(epoch)->mutable_values())["val_loss"] = value;
+  const proto::Diagnosis d = diagnose(history);
+  EXPECT_EQ(d.verdict(), "overfitting");
+  EXPECT_EQ(d.best_epoch(), 11);
+  EXPECT_EQ(d.overfitting_from_epoch(), 12);
+  EXPECT_EQ(d.numbers().at("val_epochs"), 10);
+  EXPECT_EQ(d.numbers().at("epochs"), 30);
+  expect_summary_numbers_in_map(d);
+}
+
+TEST(Diagnosis, RealDigitsRunOverfitsAfterEpoch22) {
+  // examples/digits/mlp.pbtxt, 30 epochs, seed 1337 (shardfit fit ... --history): val_loss bottoms out at epoch 22
+  // (1-based) and stalls near 0.32 while the training loss keeps falling by a third.
+  const std::vector<double> loss = {1.9771, 1.2228, 0.7021, 0.4519, 0.3244, 0.2584, 0.2070, 0.1753, 0.1546, 0.1331,
+                                    0.1187, 0.1086, 0.0988, 0.0922, 0.0838, 0.0775, 0.0735, 0.0674, 0.0619, 0.0570,
+                                    0.0551, 0.0511, 0.0479, 0.0446, 0.0440, 0.0409, 0.0386, 0.0373, 0.0347, 0.0323};
+  const std::vector<double> val = {1.6258, 1.0212, 0.7156, 0.5679, 0.5080, 0.4438, 0.4233, 0.4093, 0.3837, 0.3725,
+                                   0.3559, 0.3727, 0.3540, 0.3449, 0.3525, 0.3398, 0.3265, 0.3212, 0.3360, 0.3404,
+                                   0.3317, 0.3117, 0.3151, 0.3195, 0.3300, 0.3250, 0.3168, 0.3330, 0.3205, 0.3145};
+  proto::History history = make_history(loss, val);
+  history.mutable_params()->set_loss("sparse_categorical_crossentropy");
+  history.mutable_params()->set_output_units(10);
+  const proto::Diagnosis d = diagnose(history);
+  EXPECT_EQ(d.verdict(), "overfitting") << d.summary();
+  EXPECT_EQ(d.best_epoch(), 21);
+  EXPECT_EQ(d.overfitting_from_epoch(), 22);
+  EXPECT_NE(d.summary().find("overfitting from epoch 23:"), std::string::npos) << d.summary();
+  expect_summary_numbers_in_map(d);
+
+  // The same run cut at 10 epochs was still improving, and at 25 it had not yet shown enough to call it.
+  const std::vector<double> loss10(loss.begin(), loss.begin() + 10), val10(val.begin(), val.begin() + 10);
+  EXPECT_EQ(diagnose(make_history(loss10, val10)).verdict(), "still_improving");
+  const std::vector<double> loss25(loss.begin(), loss.begin() + 25), val25(val.begin(), val.begin() + 25);
+  EXPECT_EQ(diagnose(make_history(loss25, val25)).verdict(), "good_fit");
+}
+
+TEST(Diagnosis, UndeterminedWithoutValidation) {
+  const proto::Diagnosis d = diagnose(make_history({1.0, 0.5, 0.25, 0.2}, {}));
+  EXPECT_EQ(d.verdict(), "undetermined");
+  EXPECT_EQ(d.best_epoch(), -1);
+  EXPECT_TRUE(std::isnan(d.best_val_loss()));
+  EXPECT_EQ(d.overfitting_from_epoch(), -1);
+  EXPECT_NE(d.summary().find("no val_loss"), std::string::npos) << d.summary();
+  EXPECT_NE(d.summary().find("validation_split"), std::string::npos) << d.summary();
+}
+
+TEST(Diagnosis, UndeterminedWithTooFewEpochs) {
+  const proto::Diagnosis d = diagnose(make_history({1.0, 0.5}, {1.1, 0.6}));
+  EXPECT_EQ(d.verdict(), "undetermined");
+  EXPECT_NE(d.summary().find("only 2 epochs"), std::string::npos) << d.summary();
+  EXPECT_NE(d.summary().find("needs 3"), std::string::npos) << d.summary();
+  EXPECT_EQ(diagnose(make_history({1.0, 0.5, 0.4}, {1.1, 0.6, 0.5})).verdict(), "still_improving");
+  EXPECT_EQ(diagnose(proto::History()).verdict(), "undetermined");
+}
+
+TEST(Diagnosis, UndeterminedWhenTheLossDiverged) {
+  const proto::Diagnosis d = diagnose(make_history({1.0, 0.5, 0.4, kNaN, kNaN}, {1.1, 0.6, 0.5, 0.5, 0.5}));
+  EXPECT_EQ(d.verdict(), "undetermined");
+  EXPECT_NE(d.summary().find("at epoch 4"), std::string::npos) << d.summary();
+  const proto::Diagnosis inf =
+      diagnose(make_history({1.0, 0.5, 0.4, 0.3}, {1.1, 0.6, std::numeric_limits<double>::infinity(), 0.5}));
+  EXPECT_EQ(inf.verdict(), "undetermined");
+  EXPECT_NE(inf.summary().find("val_loss is inf at epoch 3"), std::string::npos) << inf.summary();
+}
+
+}  // namespace
+}  // namespace shardfit
