@@ -162,6 +162,19 @@ class Comm {
   int64_t max_chunk_count_ = kMaxChunkCount;
 };
 
+// A phase every rank goes through: runs body here, then Comm::agree, so either every rank continues or every rank
+// throws the same AgreedFailure naming the lowest rank that failed.
+template <typename Body>
+void run_agreed(Comm& comm, Body&& body) {
+  std::exception_ptr error;
+  try {
+    body();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  comm.agree(error);
+}
+
 // 64-bit checksum of the exact float bits, order-sensitive (-0.0 != 0.0, NaN payloads count).
 uint64_t float_checksum(std::span<const float> values);
 

@@ -48,19 +48,6 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Runs one setup phase on every rank and agrees on its outcome: either every rank continues, or every rank
-// throws the same AgreedFailure naming the lowest rank that failed.
-template <typename Body>
-void agreed_phase(Comm& comm, Body body) {
-  std::exception_ptr error;
-  try {
-    body();
-  } catch (...) {
-    error = std::current_exception();
-  }
-  comm.agree(error);
-}
-
 // Class ids, one per sample, are what sparse cross-entropy trains on. Its label width is 1, but so is that of any
 // one-output model (mse regression, one sigmoid unit with binary_crossentropy), whose targets are taken as they
 // are: the loss decides, not the width (as label_dim_for does).
@@ -161,7 +148,7 @@ void Trainer::setup() {
   const int world = comm_.size();
 
   // 1. Data: every rank maps the files and checks them; a file one rank cannot read fails the job here.
-  agreed_phase(comm_, [&] {
+  run_agreed(comm_, [&] {
     SF_CHECK(job_.data().has_train(), "data.train is not set: expected data { train { x { path: ... } y { ... } } }");
     train_ = std::make_unique<Dataset>(Dataset::open(job_.data().train(), job_dir_, "train"));
     if (job_.data().has_validation()) {
@@ -174,7 +161,7 @@ void Trainer::setup() {
   });
 
   // 2. Model, optimizer, callbacks and label layout, identical on every rank.
-  agreed_phase(comm_, [&] {
+  run_agreed(comm_, [&] {
     model_ = build_model(job_, train_->feature_dim());
     if (validation_) {
       SF_CHECK(validation_->feature_dim() == train_->feature_dim(),
@@ -253,7 +240,7 @@ void Trainer::restore_from_checkpoint() {
   const fs::path path = config_.checkpoint_dir / "checkpoint.pb";
   // Rank 0 reads and broadcasts: the checkpoint directory need not be visible to every node.
   std::string bytes;
-  agreed_phase(comm_, [&] {
+  run_agreed(comm_, [&] {
     if (!comm_.is_root() || !fs::exists(path)) return;
     std::ifstream in(path, std::ios::binary);
     SF_CHECK(in.good(), cat("cannot read checkpoint '", path.string(), "'"));
@@ -270,7 +257,7 @@ void Trainer::restore_from_checkpoint() {
     return;
   }
   proto::Checkpoint checkpoint;
-  agreed_phase(comm_, [&] {
+  run_agreed(comm_, [&] {
     SF_CHECK(checkpoint.ParseFromString(bytes), cat("checkpoint '", path.string(), "' is not a valid Checkpoint"));
     SF_CHECK(checkpoint.world_size() == comm_.size(),
              cat("checkpoint '", path.string(), "' was written by ", checkpoint.world_size(), " ranks, this run has ",
