@@ -35,6 +35,9 @@ constexpr double kTrainStillFalling = 0.20;
 // still improving: at that rate a run 25% longer buys another 5%. Measured over a share of the run rather than per
 // epoch, so the threshold means the same for 10 epochs and for 1000.
 constexpr double kStillImprovingFall = 0.05;
+// val_loss within this much (relative) of its best counts as having reached its floor. On a flat stretch the
+// position of the single lowest point is noise; the stall is measured from where the floor was first reached.
+constexpr double kPlateauBand = 0.05;
 // With a chance level (cross-entropy): a loss at 80% of chance or more has learned little beyond guessing.
 constexpr double kNearChance = 0.8;
 // Without one: a loss that fell less than 30% from its first epoch barely moved. The first epoch's loss is already
@@ -179,6 +182,16 @@ proto::Diagnosis diagnose(const proto::History& history) {
   }
   const double train_end = train.back().value;
   const double train_change = relative_change(train_at_best, train_end);  // negative: still falling
+  // Where val_loss first reached its floor, and how much the training loss fell from there.
+  std::size_t plateau = 0;
+  while (plateau < best && (val[plateau].value - best_val) / scale > kPlateauBand) ++plateau;
+  const std::int64_t plateau_epoch = val[plateau].epoch;
+  const bool plateau_late = plateau >= n - late_count;
+  double train_at_plateau = train.front().value;
+  for (const Point& point : train) {
+    if (point.epoch <= plateau_epoch) train_at_plateau = point.value;
+  }
+  const double train_change_plateau = relative_change(train_at_plateau, train_end);
   // The training loss over the same epochs as the val tail.
   std::size_t train_tail_begin = 0;
   while (train_tail_begin < train.size() && train[train_tail_begin].epoch < tail_first_epoch) ++train_tail_begin;
@@ -211,6 +224,10 @@ proto::Diagnosis diagnose(const proto::History& history) {
   numbers["loss_tail_change"] = train_tail_change;
   numbers["loss_first"] = train_first;
   numbers["val_first"] = val_first;
+  numbers["plateau_epoch"] = static_cast<double>(plateau_epoch);
+  numbers["loss_at_plateau"] = train_at_plateau;
+  numbers["loss_change_after_plateau"] = train_change_plateau;
+  numbers["threshold_plateau_band"] = kPlateauBand;
   numbers["threshold_overfit_rise"] = kOverfitRise;
   numbers["threshold_loss_still_falling"] = kTrainStillFalling;
   numbers["threshold_still_improving_fall"] = kStillImprovingFall;
@@ -264,14 +281,25 @@ proto::Diagnosis diagnose(const proto::History& history) {
     return diagnosis;
   }
 
-  if (!late && (val_rise > kOverfitRise || train_change < -kTrainStillFalling)) {
+  // Rising: val_loss climbed above its best. Stalled: val_loss sat at its floor (within kPlateauBand of the best)
+  // from an epoch that is not late while the training loss kept falling.
+  const bool rose = !late && val_rise > kOverfitRise;
+  const bool stalled = !rose && !plateau_late && train_change_plateau < -kTrainStillFalling;
+  if (rose || stalled) {
+    const std::int64_t from = (rose ? best_epoch : plateau_epoch) + 1;
     diagnosis.set_verdict("overfitting");
-    diagnosis.set_overfitting_from_epoch(best_epoch + 1);
-    numbers["overfitting_from_epoch"] = static_cast<double>(best_epoch + 1);
-    diagnosis.set_summary("overfitting from epoch " + epoch_text(best_epoch + 1) + ": " + best_text +
-                          ", then val_loss " + (val_rise > kOverfitRise ? "rose to " : "stalled at ") + end_text +
-                          " while loss " + change_text(train_change) + " (" + number(train_at_best) + " -> " +
-                          number(train_end) + ")");
+    diagnosis.set_overfitting_from_epoch(from);
+    numbers["overfitting_from_epoch"] = static_cast<double>(from);
+    if (rose) {
+      diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": " + best_text + ", then val_loss rose to " +
+                            end_text + " while loss " + change_text(train_change) + " (" + number(train_at_best) +
+                            " -> " + number(train_end) + ")");
+    } else {
+      diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": val_loss reached its floor at epoch " +
+                            epoch_text(plateau_epoch) + " (within " + percent(kPlateauBand) + " of the " + best_text +
+                            ") and stalled at " + end_text + " while loss " + change_text(train_change_plateau) + " (" +
+                            number(train_at_plateau) + " -> " + number(train_end) + ")");
+    }
     return diagnosis;
   }
 

@@ -2,10 +2,14 @@
 #include "dist/evaluate.h"
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
+#include <optional>
 
 #include "dist/dataset.h"
+#include "dist/fit.h"
 #include "dist/npy_writer.h"
+#include "dist/npz.h"
 #include "dist/sharding.h"
 #include "dist/weights_io.h"
 #include "kernels/error.h"
@@ -16,43 +20,74 @@ namespace shardfit {
 namespace {
 
 struct Loaded {
-  std::unique_ptr<Dataset> data;
+  std::unique_ptr<Dataset> data;  // features and labels; not opened by predict when the data has no labels
+  std::optional<ArrayFile> x;     // the features, whichever way they were opened
+  float x_scale = 1.0F;
   std::unique_ptr<Model> model;
   LabelLayout layout = LabelLayout::kAsIs;
 };
+
+// Labels are there: a y file, or a CSV x with a label column (which must then not be read as a feature).
+bool has_labels(const proto::Dataset& data) {
+  return (data.has_y() && !data.y().path().empty()) ||
+         data.x().csv().label_column_case() != proto::CsvOptions::LABEL_COLUMN_NOT_SET;
+}
+
+// predict's features without labels: a Dataset insists on labels, and `predict --x X` has none to give.
+void open_features_only(const proto::Dataset& data, const std::filesystem::path& job_dir, Loaded& loaded) {
+  const std::filesystem::path path(data.x().path());
+  loaded.x = ArrayFile::open(path.is_absolute() ? path : job_dir / path, data.x().has_format() ? data.x().format() : "",
+                             &data.x().csv());
+  loaded.x_scale = data.has_x_scale() ? data.x_scale() : 1.0F;
+  SF_CHECK(std::isfinite(loaded.x_scale), cat("data.test.x_scale = ", loaded.x_scale, ": expected a finite number"));
+  SF_CHECK(loaded.x->rows() > 0, cat("x ", loaded.x->describe(), " has no rows: expected at least one sample"));
+  SF_CHECK(loaded.x->cols() > 0, cat("x ", loaded.x->describe(), " has no features: expected at least one column"));
+}
+
+// The model is built for x's width, so an x of the wrong width makes load_weights blame the weights file ("wrong
+// shapes"). When the file's first kernel differs from the model's in its input width only, name the data instead.
+void explain_width_mismatch(const std::filesystem::path& weights, const Model& model, const ArrayFile& x) {
+  const std::vector<WeightTensor> expected = model.get_weights();
+  if (expected.empty() || expected.front().shape.size() != 2) return;
+  const WeightTensor& first = expected.front();
+  for (const NpzArray& array : read_npz(weights)) {
+    if (array.key != first.name || array.shape.size() != 2 || array.shape[1] != first.shape[1] ||
+        array.shape[0] == first.shape[0]) {
+      continue;
+    }
+    SF_FAIL(cat("x ", x.describe(), " has ", x.cols(), " features per row but the weights in ", weights.string(),
+                " take ", array.shape[0], " ('", array.key, "' is ", npy_shape_text(array.shape), "): expected x with ",
+                array.shape[0], " columns"),
+            "evaluate and predict need rows shaped like the training data's");
+  }
+}
 
 // Opens the data and builds the model with the given weights on every rank; any failure is agreed.
 Loaded load_everywhere(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir,
                        const InferenceOptions& options, bool need_labels) {
   Loaded loaded;
-  std::exception_ptr error;
-  try {
-    SF_CHECK(!options.weights.empty(), "no weights given: expected --weights FILE.npz (written by fit's "
-                                       "outputs.export_weights or ModelCheckpoint)");
+  run_agreed(comm, [&] {
+    SF_CHECK(!options.weights.empty(),
+             "no weights given: expected --weights FILE.npz (written by fit's "
+             "outputs.export_weights or ModelCheckpoint)");
     SF_CHECK(options.data.has_x(), "no input data: expected --x FILE (or data.test in the job file)");
     SF_CHECK(options.batch_size >= 1, cat("batch size ", options.batch_size, ": expected a positive integer"));
-    loaded.data = std::make_unique<Dataset>(Dataset::open(options.data, job_dir, "test"));
-    loaded.model = build_model(job, loaded.data->feature_dim());
-    load_weights(options.weights, *loaded.model);
-    if (need_labels) {
-      const Model& model = *loaded.model;
-      const int64_t out = model.output_dim();
-      if (model.label_dim() == 1) {
-        loaded.layout = loaded.data->labels_are_ids() ? LabelLayout::kAsIs : LabelLayout::kOneHotToIds;
-      } else if (loaded.data->labels_are_ids() && out > 1 && job.loss() == "categorical_crossentropy") {
-        loaded.layout = LabelLayout::kIdsToOneHot;
-      } else {
-        SF_CHECK(loaded.data->label_cols() == out, cat("test labels have ", loaded.data->label_cols(),
-                                                       " values per sample but the model has ", out, " outputs"));
-      }
-      if (loaded.layout != LabelLayout::kOneHotToIds && (model.label_dim() == 1 || loaded.layout == LabelLayout::kIdsToOneHot)) {
-        loaded.data->check_class_ids(out);
-      }
+    if (need_labels || has_labels(options.data)) {
+      loaded.data = std::make_unique<Dataset>(Dataset::open(options.data, job_dir, "test"));
+      loaded.x = loaded.data->x();
+      loaded.x_scale = loaded.data->x_scale();
+    } else {
+      open_features_only(options.data, job_dir, loaded);
     }
-  } catch (...) {
-    error = std::current_exception();
-  }
-  comm.agree(error);
+    loaded.model = build_model(job, loaded.x->cols());
+    try {
+      load_weights(options.weights, *loaded.model);
+    } catch (const Error&) {
+      explain_width_mismatch(options.weights, *loaded.model, *loaded.x);
+      throw;
+    }
+    if (need_labels) loaded.layout = prepare_labels(*loaded.data, *loaded.model, job.loss(), "test");
+  });
   comm.check_same_everywhere("loaded weights", loaded.model->parameters());
   return loaded;
 }
@@ -90,7 +125,7 @@ int64_t predict(Comm& comm, const proto::Job& job, const std::filesystem::path& 
                 const InferenceOptions& options, const std::filesystem::path& output) {
   Loaded loaded = load_everywhere(comm, job, job_dir, options, false);
   Model& model = *loaded.model;
-  const int64_t rows_total = loaded.data->rows();
+  const int64_t rows_total = loaded.x->rows();
   const Slice slice = slice_of(rows_total, comm.rank(), comm.size());
   model.reserve(std::max<int64_t>(1, std::min(slice.count, options.batch_size)));
   const int64_t out = model.output_dim();
@@ -100,20 +135,16 @@ int64_t predict(Comm& comm, const proto::Job& job, const std::filesystem::path& 
     const int64_t count = std::min(model.capacity(), slice.count - done);
     for (int64_t i = 0; i < count; ++i) rows[i] = slice.offset + done + i;
     // Features only: labels, if the file has any, are not needed to predict.
-    loaded.data->x().read_rows({rows.data(), static_cast<size_t>(count)}, model.input(), loaded.data->x_scale());
+    loaded.x->read_rows({rows.data(), static_cast<size_t>(count)}, model.input(), loaded.x_scale);
     const float* outputs = model.predict_batch(count);
     std::copy(outputs, outputs + count * out, local.begin() + done * out);
     done += count;
   }
   // Contiguous slices in rank order: gathering in rank order restores the input order.
   const std::vector<float> all = comm.gather_to_root(std::span<const float>(local));
-  std::exception_ptr error;
-  try {
+  run_agreed(comm, [&] {
     if (comm.is_root()) write_npy(output, all, {rows_total, out});
-  } catch (...) {
-    error = std::current_exception();
-  }
-  comm.agree(error);
+  });
   return rows_total;
 }
 

@@ -53,31 +53,6 @@ double seconds_since(Clock::time_point start) {
 // are: the loss decides, not the width (as label_dim_for does).
 bool trains_on_class_ids(const std::string& loss) { return loss == "sparse_categorical_crossentropy"; }
 
-// Where labels come from and how they reach the model's label layout.
-LabelLayout choose_label_layout(const Dataset& data, const Model& model, const std::string& loss,
-                                const std::string& role) {
-  const int64_t out = model.output_dim();
-  if (trains_on_class_ids(loss)) {
-    if (data.labels_are_ids()) return LabelLayout::kAsIs;
-    SF_CHECK(data.label_cols() == out,
-             cat("data.", role, ".y has ", data.label_cols(), " values per sample but the model has ", out,
-                 " outputs: expected class ids (one per sample) or one-hot rows of ", out));
-    return LabelLayout::kOneHotToIds;
-  }
-  if (data.label_cols() == out && !(out > 1 && data.labels_are_ids() && data.label_cols() == 1)) {
-    return LabelLayout::kAsIs;
-  }
-  if (data.labels_are_ids() && out > 1 && loss == "categorical_crossentropy") return LabelLayout::kIdsToOneHot;
-  SF_FAIL(cat("data.", role, ".y has ", data.label_cols(), " value(s) per sample but the model has ", out,
-              " outputs and loss '", loss, "': expected ", out, " values per sample",
-              out > 1 ? " (or class ids with a cross-entropy loss)" : ""),
-          "check the last Dense layer's units against the labels");
-}
-
-bool needs_class_ids(LabelLayout layout, const std::string& loss) {
-  return layout == LabelLayout::kIdsToOneHot || (layout == LabelLayout::kAsIs && trains_on_class_ids(loss));
-}
-
 // Sums of one pass (loss, each metric, sample count), reduced as one double vector.
 struct Sums {
   std::vector<double> values;  // [loss, metric..., count]
@@ -168,11 +143,9 @@ void Trainer::setup() {
                cat("data.validation has ", validation_->feature_dim(), " features per sample but data.train has ",
                    train_->feature_dim()));
     }
-    train_layout_ = choose_label_layout(*train_, *model_, job_.loss(), "train");
-    if (needs_class_ids(train_layout_, job_.loss())) train_->check_class_ids(model_->output_dim());
+    train_layout_ = prepare_labels(*train_, *model_, job_.loss(), "train");
     if (validation_) {
-      validation_layout_ = choose_label_layout(*validation_, *model_, job_.loss(), "validation");
-      if (needs_class_ids(validation_layout_, job_.loss())) validation_->check_class_ids(model_->output_dim());
+      validation_layout_ = prepare_labels(*validation_, *model_, job_.loss(), "validation");
     } else {
       validation_layout_ = train_layout_;
     }
@@ -264,8 +237,8 @@ void Trainer::restore_from_checkpoint() {
                  comm_.size()),
              "resume with the same rank count (the continuation is exact only then)");
     SF_CHECK(checkpoint.job_fingerprint() == fingerprint(),
-             cat("checkpoint '", path.string(), "' belongs to a different job (model, optimizer, data or batch size "
-                                                "changed)"),
+             cat("checkpoint '", path.string(),
+                 "' belongs to a different job (model, loss, optimizer, data, batch size or seed changed)"),
              "delete the checkpoint directory to start afresh, or resume with the original job");
     SF_CHECK(static_cast<int64_t>(checkpoint.parameters_size()) == model_->param_count(),
              "checkpoint parameter count does not match the model");
@@ -529,6 +502,36 @@ FitResult Trainer::run() {
 }
 
 }  // namespace
+
+LabelLayout prepare_labels(const Dataset& data, const Model& model, const std::string& loss,
+                           const std::string& role) {
+  const int64_t out = model.output_dim();
+  LabelLayout layout = LabelLayout::kAsIs;
+  if (trains_on_class_ids(loss)) {
+    if (!data.labels_are_ids()) {
+      SF_CHECK(data.label_cols() == out,
+               cat("data.", role, ".y has ", data.label_cols(), " values per sample but the model has ", out,
+                   " outputs: expected class ids (one per sample) or one-hot rows of ", out));
+      layout = LabelLayout::kOneHotToIds;
+    }
+  } else if (data.labels_are_ids() && out > 1 && data.label_cols() == 1) {
+    SF_CHECK(loss == "categorical_crossentropy",
+             cat("data.", role, ".y has 1 value per sample but the model has ", out, " outputs and loss '", loss,
+                 "': expected ", out, " values per sample (or class ids with a cross-entropy loss)"),
+             "check the last Dense layer's units against the labels");
+    layout = LabelLayout::kIdsToOneHot;
+  } else {
+    SF_CHECK(data.label_cols() == out,
+             cat("data.", role, ".y has ", data.label_cols(), " value(s) per sample but the model has ", out,
+                 " outputs and loss '", loss, "': expected ", out, " values per sample"),
+             "check the last Dense layer's units against the labels");
+  }
+  // Class ids are range-checked once, before the first step, rather than failing mid-epoch.
+  if (layout == LabelLayout::kIdsToOneHot || (layout == LabelLayout::kAsIs && trains_on_class_ids(loss))) {
+    data.check_class_ids(out);
+  }
+  return layout;
+}
 
 FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal) {
   const auto& f = job.fit();

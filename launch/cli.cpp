@@ -28,8 +28,8 @@ double parse_double(const std::string& flag, const std::string& value) {
   char* end = nullptr;
   errno = 0;
   const double v = std::strtod(value.c_str(), &end);
-  SF_CHECK(!value.empty() && *end == '\0' && errno == 0 && std::isfinite(v), cat(flag, " ", value, ": expected a number"),
-           kHint);
+  SF_CHECK(!value.empty() && *end == '\0' && errno == 0 && std::isfinite(v),
+           cat(flag, " ", value, ": expected a number"), kHint);
   return v;
 }
 
@@ -41,10 +41,10 @@ bool parse_bool(const std::string& flag, const std::string& value) {
 
 // The flags each command accepts; --resume is the only one without a value.
 const std::set<std::string>& flags_of(const std::string& command) {
-  static const std::set<std::string> fit{"--epochs",  "--batch-size", "--validation-split", "--learning-rate",
-                                         "--shuffle", "--seed",       "--history",          "--verbose",
-                                         "--resume"};
-  static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size"};
+  static const std::set<std::string> fit{"--epochs",        "--batch-size", "--validation-split",
+                                         "--learning-rate", "--shuffle",    "--seed",
+                                         "--history",       "--verbose",    "--resume"};
+  static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
   if (command == "fit") return fit;
@@ -85,8 +85,9 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
 
 std::string usage() {
   return R"(usage: shardfit fit JOB.pbtxt [flags]          train the job's model (under mpirun / srun for several ranks)
-       shardfit evaluate JOB.pbtxt --weights W.npz [--x X --y Y] [--batch-size N]
-                                                 loss and metrics on a test set (default: the job's data.test)
+       shardfit evaluate JOB.pbtxt --weights W.npz [--x X --y Y] [--batch-size N] [--output M.json]
+                                                 loss and metrics on a test set (default: the job's data.test);
+                                                 --output also writes them at full precision as JSON
        shardfit predict JOB.pbtxt --weights W.npz [--x X] --output P.npy [--batch-size N]
                                                  the model's outputs, one row per input row, in input order
        shardfit plot HISTORY [--metric NAME]... [--output FILE.svg]

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -34,18 +35,6 @@ bool stdout_is_terminal() {
   return isatty(STDOUT_FILENO) != 0;
 }
 
-// Runs body on every rank and agrees on its outcome (one message, every rank stops).
-template <typename Body>
-void agreed(Comm& comm, Body body) {
-  std::exception_ptr error;
-  try {
-    body();
-  } catch (...) {
-    error = std::current_exception();
-  }
-  comm.agree(error);
-}
-
 proto::Dataset inference_data(const Command& command, const proto::Job& job) {
   if (command.x.empty()) return job.data().test();
   proto::Dataset data = job.data().test();  // keeps x_scale / label options of data.test when files are overridden
@@ -56,8 +45,18 @@ proto::Dataset inference_data(const Command& command, const proto::Job& job) {
   return data;
 }
 
+// {"accuracy": 0.9199, "loss": 0.5744, "samples": 1797.0}: evaluate's values, each the shortest text that reads
+// back to the same double, keys sorted (as history.json writes them).
+std::string metrics_json(const std::map<std::string, double>& values) {
+  std::string text = "{";
+  for (const auto& [key, value] : values) {
+    text += cat(text.size() > 1 ? ", " : "", "\"", key, "\": ", json_number(value));
+  }
+  return text + "}\n";
+}
+
 int run_plot(Comm& comm, const Command& command) {
-  agreed(comm, [&] {
+  run_agreed(comm, [&] {
     if (!comm.is_root()) return;
     fs::path source = command.job_path;
     if (fs::is_directory(source)) source /= "history.pb";
@@ -77,7 +76,7 @@ int run_plot(Comm& comm, const Command& command) {
 int run(Comm& comm, int argc, char** argv) {
   Command command;
   proto::Job job;
-  agreed(comm, [&] {
+  run_agreed(comm, [&] {
     command = parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
     if (command.name == "fit" || command.name == "evaluate" || command.name == "predict") {
       job = read_job_file(command.job_path);
@@ -98,22 +97,26 @@ int run(Comm& comm, int argc, char** argv) {
     options.data = inference_data(command, job);
     if (command.name == "predict") {
       const int64_t rows = predict(comm, job, job_dir, options, command.output);
-      if (comm.is_root()) std::printf("predicted %lld rows -> %s\n", static_cast<long long>(rows), command.output.c_str());
+      if (comm.is_root())
+        std::printf("predicted %lld rows -> %s\n", static_cast<long long>(rows), command.output.c_str());
       return 0;
     }
     const auto values = evaluate(comm, job, job_dir, options);
-    if (comm.is_root()) {
+    run_agreed(comm, [&] {
+      if (!comm.is_root()) return;
       std::string line = cat(static_cast<long long>(values.at("samples")), " samples");
       for (const auto& [key, value] : values) {
         if (key != "samples") line += " - " + key + ": " + format_value(value);
       }
       std::printf("%s\n", line.c_str());
-    }
+      // The console rounds to 4 digits; scripts comparing runs need the doubles themselves.
+      if (!command.output.empty()) write_file_atomically(command.output, metrics_json(values));
+    });
     return 0;
   }
 
   FitConfig config;
-  agreed(comm, [&] {
+  run_agreed(comm, [&] {
     config = resolve_fit_config(job, stdout_is_terminal());
     config.resume = command.resume;
   });
