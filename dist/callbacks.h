@@ -22,9 +22,9 @@ namespace shardfit {
 struct TrainingControl {
   Model* model = nullptr;
   Optimizer* optimizer = nullptr;
-  bool is_root = false;              // only rank 0 writes files and prints
-  int64_t epochs = 1;                // the fit's final epoch number
-  bool stop_training = false;        // set to end fit after this epoch (or batch)
+  bool is_root = false;                           // only rank 0 writes files and prints
+  int64_t epochs = 1;                             // the fit's final epoch number
+  bool stop_training = false;                     // set to end fit after this epoch (or batch)
   std::function<void(const std::string&)> print;  // a console line on rank 0 (respects verbose); no-op elsewhere
 };
 

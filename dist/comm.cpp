@@ -222,8 +222,8 @@ std::vector<T> Comm::gather_to_root_as(std::span<const T> local, MPI_Datatype ty
   const std::vector<int64_t> counts = allgather(static_cast<int64_t>(local.size()));
   int64_t total = 0;
   for (int64_t c : counts) total += c;
-  SF_CHECK(total <= max_chunk_count_, cat("gathering ", total, " values exceeds one MPI call's count (", max_chunk_count_,
-                                          ")"),
+  SF_CHECK(total <= max_chunk_count_,
+           cat("gathering ", total, " values exceeds one MPI call's count (", max_chunk_count_, ")"),
            "predict in several runs over parts of the input");
   std::vector<int> recv_counts;
   std::vector<int> displacements;
@@ -243,9 +243,7 @@ std::vector<T> Comm::gather_to_root_as(std::span<const T> local, MPI_Datatype ty
 }
 
 std::vector<float> Comm::gather_to_root(std::span<const float> local) { return gather_to_root_as(local, MPI_FLOAT); }
-std::vector<double> Comm::gather_to_root(std::span<const double> local) {
-  return gather_to_root_as(local, MPI_DOUBLE);
-}
+std::vector<double> Comm::gather_to_root(std::span<const double> local) { return gather_to_root_as(local, MPI_DOUBLE); }
 
 void Comm::check_same_everywhere(std::string_view what, std::span<const float> values) {
   // One allgather of (count, checksum) per rank: every rank sees the whole table and so builds the same message

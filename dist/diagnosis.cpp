@@ -291,9 +291,9 @@ proto::Diagnosis diagnose(const proto::History& history) {
     diagnosis.set_overfitting_from_epoch(from);
     numbers["overfitting_from_epoch"] = static_cast<double>(from);
     if (rose) {
-      diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": " + best_text + ", then val_loss rose to " +
-                            end_text + " while loss " + change_text(train_change) + " (" + number(train_at_best) +
-                            " -> " + number(train_end) + ")");
+      diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": " + best_text +
+                            ", then val_loss rose to " + end_text + " while loss " + change_text(train_change) + " (" +
+                            number(train_at_best) + " -> " + number(train_end) + ")");
     } else {
       diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": val_loss reached its floor at epoch " +
                             epoch_text(plateau_epoch) + " (within " + percent(kPlateauBand) + " of the " + best_text +

@@ -44,9 +44,7 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // Class ids, one per sample, are what sparse cross-entropy trains on. Its label width is 1, but so is that of any
 // one-output model (mse regression, one sigmoid unit with binary_crossentropy), whose targets are taken as they
@@ -244,8 +242,8 @@ void Trainer::restore_from_checkpoint() {
              "checkpoint parameter count does not match the model");
     std::copy(checkpoint.parameters().begin(), checkpoint.parameters().end(), model_->parameters().begin());
     const auto& state = checkpoint.optimizer();
-    SF_CHECK(state.kind() == optimizer_->kind(), cat("checkpoint optimizer is ", state.kind(), ", the job's is ",
-                                                     optimizer_->kind()));
+    SF_CHECK(state.kind() == optimizer_->kind(),
+             cat("checkpoint optimizer is ", state.kind(), ", the job's is ", optimizer_->kind()));
     optimizer_->set_iterations(state.iterations());
     optimizer_->set_learning_rate(state.learning_rate());
     auto slots = optimizer_->slots();
@@ -381,8 +379,8 @@ bool Trainer::train_epoch(int64_t epoch, int64_t first_step) {
       return false;
     }
     if (control_.stop_training) break;  // TerminateOnNaN: Keras still ends the epoch (validation, callbacks)
-    if (config_.checkpoint_every_steps > 0 && global_step_ % static_cast<uint64_t>(config_.checkpoint_every_steps) == 0 &&
-        step + 1 < plan_->steps()) {
+    if (config_.checkpoint_every_steps > 0 &&
+        global_step_ % static_cast<uint64_t>(config_.checkpoint_every_steps) == 0 && step + 1 < plan_->steps()) {
       write_checkpoint(epoch, step + 1);
     }
   }
@@ -466,11 +464,12 @@ FitResult Trainer::run() {
   for (auto& callback : callbacks_) callback->on_train_begin(control_);
   if (config_.resume) restore_from_checkpoint();
   if (comm_.is_root() && config_.verbose > 0 && start_epoch_ == 0 && start_step_ == 0) {
-    std::printf("shardfit: %d rank(s) x %d thread(s), %lld training / %lld validation samples, global batch %lld, "
-                "%lld steps per epoch, %lld parameters\n",
-                comm_.size(), omp_get_max_threads(), static_cast<long long>(split_.train),
-                static_cast<long long>(split_.validation), static_cast<long long>(config_.batch_size),
-                static_cast<long long>(plan_->steps()), static_cast<long long>(model_->param_count()));
+    std::printf(
+        "shardfit: %d rank(s) x %d thread(s), %lld training / %lld validation samples, global batch %lld, "
+        "%lld steps per epoch, %lld parameters\n",
+        comm_.size(), omp_get_max_threads(), static_cast<long long>(split_.train),
+        static_cast<long long>(split_.validation), static_cast<long long>(config_.batch_size),
+        static_cast<long long>(plan_->steps()), static_cast<long long>(model_->param_count()));
     std::fflush(stdout);
   }
 
@@ -503,8 +502,7 @@ FitResult Trainer::run() {
 
 }  // namespace
 
-LabelLayout prepare_labels(const Dataset& data, const Model& model, const std::string& loss,
-                           const std::string& role) {
+LabelLayout prepare_labels(const Dataset& data, const Model& model, const std::string& loss, const std::string& role) {
   const int64_t out = model.output_dim();
   LabelLayout layout = LabelLayout::kAsIs;
   if (trains_on_class_ids(loss)) {

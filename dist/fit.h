@@ -26,13 +26,13 @@ struct FitConfig {
   int verbose = 2;
   bool terminal = false;  // stdout is a terminal a person watches: verbose 1 redraws a progress bar
   std::filesystem::path history_dir = ".";
-  bool write_history = true;   // history.json / .pb / .csv (and loss.svg when plot) on rank 0
-  bool plot = true;            // loss.svg next to the history
+  bool write_history = true;  // history.json / .pb / .csv (and loss.svg when plot) on rank 0
+  bool plot = true;           // loss.svg next to the history
   // Checkpoints (rank 0, atomic): <checkpoint_dir>/checkpoint.pb every N epochs and/or every N steps.
-  std::filesystem::path checkpoint_dir;  // default <history_dir>/checkpoints
-  int64_t checkpoint_every_epochs = 1;   // 0: none at epoch ends
-  int64_t checkpoint_every_steps = 0;    // 0: none inside epochs
-  bool resume = false;                   // continue from checkpoint_dir's checkpoint when there is one
+  std::filesystem::path checkpoint_dir;   // default <history_dir>/checkpoints
+  int64_t checkpoint_every_epochs = 1;    // 0: none at epoch ends
+  int64_t checkpoint_every_steps = 0;     // 0: none inside epochs
+  bool resume = false;                    // continue from checkpoint_dir's checkpoint when there is one
   std::filesystem::path initial_weights;  // .npz loaded before training (relative to the job file's folder)
   std::filesystem::path export_weights;   // .npz written after training
 };

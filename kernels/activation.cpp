@@ -69,8 +69,8 @@ void Activation::prepare(int64_t n, const LayerBuffers& buffers) {
   } else {
     const EltwiseAlgorithms alg = eltwise_algorithms(activation_);
     const float alpha = activation_ == ActivationKind::kLinear ? 1.0F : 0.0F;  // linear: y = alpha x + beta
-    const dnnl::eltwise_forward::primitive_desc forward_pd(dnnl::eltwise_forward::desc(prop, alg.forward, md, alpha, 0.0F),
-                                                           engine);
+    const dnnl::eltwise_forward::primitive_desc forward_pd(
+        dnnl::eltwise_forward::desc(prop, alg.forward, md, alpha, 0.0F), engine);
     plan.forward = PrimitiveCall(dnnl::eltwise_forward(forward_pd),
                                  {{DNNL_ARG_SRC, wrap(md, buffers.x)}, {DNNL_ARG_DST, wrap(md, buffers.y)}});
     if (buffers.dy != nullptr && buffers.dx != nullptr) {

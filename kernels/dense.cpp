@@ -99,8 +99,8 @@ void Dense::bind(float* params, float* grads) {
 }
 
 void Dense::initialize(Rng& rng) {
-  shardfit::initialize(options_.kernel_initializer, {kernel_, static_cast<size_t>(input_dim() * units())},
-                       input_dim(), units(), rng);
+  shardfit::initialize(options_.kernel_initializer, {kernel_, static_cast<size_t>(input_dim() * units())}, input_dim(),
+                       units(), rng);
   if (options_.use_bias) {
     shardfit::initialize(options_.bias_initializer, {bias_, static_cast<size_t>(units())}, units(), units(), rng);
   }
@@ -130,8 +130,8 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
     ops.append_eltwise(1.0F, forward_algorithm(options_.activation), 0.0F, 0.0F);
     attr.set_post_ops(ops);
   }
-  const auto forward_desc = options_.use_bias ? dnnl::matmul::desc(x_md, w_md, b_md, y_md)
-                                              : dnnl::matmul::desc(x_md, w_md, y_md);
+  const auto forward_desc =
+      options_.use_bias ? dnnl::matmul::desc(x_md, w_md, b_md, y_md) : dnnl::matmul::desc(x_md, w_md, y_md);
   const dnnl::matmul::primitive_desc forward_pd(forward_desc, attr, engine);
   std::vector<std::pair<int, memory>> forward_args = {{DNNL_ARG_SRC, wrap(x_md, buffers.x)},
                                                       {DNNL_ARG_WEIGHTS, wrap(w_md, kernel_)},
@@ -145,16 +145,16 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
     if (fused) {
       SF_CHECK(buffers.scratch != nullptr, cat("Dense '", name(), "': fused activation needs a scratch buffer"));
       const dnnl::eltwise_forward::primitive_desc hint(
-          dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, backward_from_output_algorithm(options_.activation),
-                                      y_md, 0.0F, 0.0F),
+          dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training,
+                                      backward_from_output_algorithm(options_.activation), y_md, 0.0F, 0.0F),
           engine);
       const dnnl::eltwise_backward::primitive_desc backward_pd(
           dnnl::eltwise_backward::desc(backward_from_output_algorithm(options_.activation), y_md, y_md, 0.0F, 0.0F),
           engine, hint);
-      plan.activation_backward = PrimitiveCall(dnnl::eltwise_backward(backward_pd),
-                                               {{DNNL_ARG_DST, wrap(y_md, buffers.y)},
-                                                {DNNL_ARG_DIFF_DST, wrap(y_md, buffers.dy)},
-                                                {DNNL_ARG_DIFF_SRC, wrap(y_md, buffers.scratch)}});
+      plan.activation_backward =
+          PrimitiveCall(dnnl::eltwise_backward(backward_pd), {{DNNL_ARG_DST, wrap(y_md, buffers.y)},
+                                                              {DNNL_ARG_DIFF_DST, wrap(y_md, buffers.dy)},
+                                                              {DNNL_ARG_DIFF_SRC, wrap(y_md, buffers.scratch)}});
       dz = buffers.scratch;
     }
     plan.dz = dz;

@@ -11,14 +11,13 @@ namespace shardfit {
 
 Dropout::Dropout(std::string name, int64_t dim, float rate, uint64_t layer_index)
     : Layer(std::move(name), dim, dim), rate_(rate), layer_index_(layer_index) {
-  SF_CHECK(rate >= 0.0F && rate < 1.0F,
-           cat("Dropout '", this->name(), "': rate = ", rate, ": expected 0 <= rate < 1"));
+  SF_CHECK(rate >= 0.0F && rate < 1.0F, cat("Dropout '", this->name(), "': rate = ", rate, ": expected 0 <= rate < 1"));
 }
 
 float Dropout::mask(uint64_t seed, uint64_t step, int64_t global_row, int64_t unit) const {
-  const uint64_t bits = hash_key(seed, 0x44524F50ULL /*'DROP'*/ + layer_index_, step,
-                                 static_cast<uint64_t>(global_row) * static_cast<uint64_t>(input_dim()) +
-                                     static_cast<uint64_t>(unit));
+  const uint64_t bits =
+      hash_key(seed, 0x44524F50ULL /*'DROP'*/ + layer_index_, step,
+               static_cast<uint64_t>(global_row) * static_cast<uint64_t>(input_dim()) + static_cast<uint64_t>(unit));
   return to_unit_float(bits) >= rate_ ? 1.0F / (1.0F - rate_) : 0.0F;
 }
 

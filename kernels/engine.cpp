@@ -24,9 +24,9 @@ PrimitiveCall::PrimitiveCall(dnnl::primitive primitive, std::vector<std::pair<in
 }
 
 void PrimitiveCall::execute() const {
-  dnnl::error::wrap_c_api(dnnl_primitive_execute(primitive_.get(), cpu_stream().get(), static_cast<int>(args_.size()),
-                                                 args_.data()),
-                          "could not execute a primitive");
+  dnnl::error::wrap_c_api(
+      dnnl_primitive_execute(primitive_.get(), cpu_stream().get(), static_cast<int>(args_.size()), args_.data()),
+      "could not execute a primitive");
   dnnl::error::wrap_c_api(dnnl_stream_wait(cpu_stream().get()), "could not wait on the stream");
 }
 

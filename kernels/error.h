@@ -39,9 +39,9 @@ std::string cat(const Parts&... parts) {
 
 // SF_FAIL(message [, hint]) and SF_CHECK(condition, message [, hint]); messages are std::string expressions.
 #define SF_FAIL(...) ::shardfit::fail_at(__FILE__, __LINE__, __VA_ARGS__)
-#define SF_CHECK(cond, ...)                          \
-  do {                                               \
-    if (!(cond)) {                                   \
+#define SF_CHECK(cond, ...)                                 \
+  do {                                                      \
+    if (!(cond)) {                                          \
       ::shardfit::fail_at(__FILE__, __LINE__, __VA_ARGS__); \
-    }                                                \
+    }                                                       \
   } while (false)

@@ -16,8 +16,8 @@ namespace shardfit {
 struct BatchContext {
   bool training = false;
   uint64_t seed = 0;
-  uint64_t step = 0;       // global optimizer step
-  int64_t first_row = 0;   // offset of this rank's first sample within the global batch
+  uint64_t step = 0;      // global optimizer step
+  int64_t first_row = 0;  // offset of this rank's first sample within the global batch
 };
 
 // The buffers of one batch size: row-major, n rows. Views into model-owned memory.

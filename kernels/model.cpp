@@ -168,9 +168,9 @@ void Model::set_weights(const std::vector<WeightTensor>& weights) {
            cat("set_weights: got ", weights.size(), " tensors, the model has ", expected.size()));
   float* p = parameters_.data();
   for (size_t i = 0; i < weights.size(); ++i) {
-    SF_CHECK(weights[i].shape == expected[i].shape && weights[i].values.size() == expected[i].values.size(),
-             cat("set_weights: tensor ", i, " ('", weights[i].name, "') has the wrong shape for '", expected[i].name,
-                 "'"));
+    SF_CHECK(
+        weights[i].shape == expected[i].shape && weights[i].values.size() == expected[i].values.size(),
+        cat("set_weights: tensor ", i, " ('", weights[i].name, "') has the wrong shape for '", expected[i].name, "'"));
     p = std::copy(weights[i].values.begin(), weights[i].values.end(), p);
   }
 }

@@ -48,8 +48,8 @@ class Model {
   // Batch buffers for up to `rows` samples. Growing moves them and drops all prepared batch sizes.
   void reserve(int64_t rows);
   int64_t capacity() const { return capacity_; }
-  float* input() { return activations_.front().data(); }  // (capacity, input_dim)
-  float* labels() { return labels_.data(); }              // (capacity, label_dim)
+  float* input() { return activations_.front().data(); }      // (capacity, input_dim)
+  float* labels() { return labels_.data(); }                  // (capacity, label_dim)
   float* sample_weights() { return sample_weights_.data(); }  // (capacity)
 
   // The step's compute on the first n rows of input() / labels(): forward (dropout per ctx), the loss and
@@ -84,9 +84,9 @@ class Model {
   FloatBuffer gradients_;
 
   int64_t capacity_ = 0;
-  std::vector<FloatBuffer> activations_;  // [i]: input of layer i; [L]: the output
+  std::vector<FloatBuffer> activations_;       // [i]: input of layer i; [L]: the output
   std::vector<FloatBuffer> activation_grads_;  // [i]: d loss / d activations_[i] (unused for i = 0)
-  std::vector<FloatBuffer> scratch_;       // one per layer, (capacity, out)
+  std::vector<FloatBuffer> scratch_;           // one per layer, (capacity, out)
   FloatBuffer labels_;
   FloatBuffer sample_weights_;
   std::vector<char> prepared_;  // prepared_[n] != 0 once batch size n is built

@@ -35,15 +35,17 @@ int64_t label_dim_for(const proto::Job& job, int64_t output_dim) {
 std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
   const auto& config = job.model();
   if (config.has_input_dim()) {
-    SF_CHECK(config.input_dim() == input_dim,
-             cat("model.input_dim = ", config.input_dim(), " but the training data has ", input_dim,
-                 " features per sample"),
-             "remove model.input_dim (it is taken from the data) or fix the data file");
+    SF_CHECK(
+        config.input_dim() == input_dim,
+        cat("model.input_dim = ", config.input_dim(), " but the training data has ", input_dim, " features per sample"),
+        "remove model.input_dim (it is taken from the data) or fix the data file");
   }
   SF_CHECK(input_dim > 0, cat("expected at least one input feature, got ", input_dim));
-  SF_CHECK(config.layers_size() > 0, "model.layers is empty: expected at least one layer, e.g. layers { dense { units: 10 } }");
-  SF_CHECK(!job.loss().empty(), "loss is not set: expected one of mse, mae, binary_crossentropy, "
-                                "categorical_crossentropy, sparse_categorical_crossentropy");
+  SF_CHECK(config.layers_size() > 0,
+           "model.layers is empty: expected at least one layer, e.g. layers { dense { units: 10 } }");
+  SF_CHECK(!job.loss().empty(),
+           "loss is not set: expected one of mse, mae, binary_crossentropy, "
+           "categorical_crossentropy, sparse_categorical_crossentropy");
   std::unique_ptr<Loss> loss = parse_field("loss", job.loss(), [](const std::string& v) { return make_loss(v); });
 
   std::vector<std::unique_ptr<Layer>> layers;
@@ -65,11 +67,12 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
         options.kernel_initializer =
             parse_field(cat(field, ".dense.kernel_initializer"),
                         d.has_kernel_initializer() ? d.kernel_initializer() : "glorot_uniform", parse_initializer);
-        options.bias_initializer = parse_field(cat(field, ".dense.bias_initializer"),
-                                               d.has_bias_initializer() ? d.bias_initializer() : "zeros",
-                                               parse_initializer);
+        options.bias_initializer =
+            parse_field(cat(field, ".dense.bias_initializer"),
+                        d.has_bias_initializer() ? d.bias_initializer() : "zeros", parse_initializer);
         // The final activation stays a layer of its own when the loss computes through it from the logits.
-        const bool separate = !fusable_in_dense(act) || (last && act != ActivationKind::kLinear && loss->fuses_with(act));
+        const bool separate =
+            !fusable_in_dense(act) || (last && act != ActivationKind::kLinear && loss->fuses_with(act));
         options.activation = separate ? ActivationKind::kLinear : act;
         layers.push_back(std::make_unique<Dense>(name, width, d.units(), options));
         width = d.units();
@@ -79,7 +82,8 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
       case proto::Layer::kActivation: {
         const ActivationKind act =
             parse_field(cat(field, ".activation.activation"), spec.activation().activation(), parse_activation);
-        layers.push_back(std::make_unique<Activation>(spec.has_name() ? spec.name() : cat("activation_", i), width, act));
+        layers.push_back(
+            std::make_unique<Activation>(spec.has_name() ? spec.name() : cat("activation_", i), width, act));
         break;
       }
       case proto::Layer::kDropout: {
@@ -97,9 +101,8 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
   std::vector<std::unique_ptr<Metric>> metrics;
   const int64_t label_dim = label_dim_for(job, width);
   for (int i = 0; i < job.metrics_size(); ++i) {
-    metrics.push_back(parse_field(cat("metrics[", i, "]"), job.metrics(i), [&](const std::string& v) {
-      return make_metric(v, width, label_dim);
-    }));
+    metrics.push_back(parse_field(cat("metrics[", i, "]"), job.metrics(i),
+                                  [&](const std::string& v) { return make_metric(v, width, label_dim); }));
   }
   return std::make_unique<Model>(input_dim, std::move(layers), std::move(loss), std::move(metrics), label_dim);
 }

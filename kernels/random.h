@@ -34,7 +34,7 @@ class Rng {
   Rng(uint64_t key, uint64_t counter) : key_(key), counter_(counter) {}
 
   uint64_t next() { return mix64(key_ ^ mix64(counter_++)); }
-  double uniform() { return to_unit_double(next()); }            // [0, 1)
+  double uniform() { return to_unit_double(next()); }  // [0, 1)
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
   // Standard normal by Box-Muller (no cached second value: the stream depends only on the counter).
   double normal() {

@@ -155,11 +155,15 @@ TEST(Model, MseWithSigmoidHiddenAndLinearOutput) {
 
 TEST(Model, FusesOnlyTheLossPairs) {
   auto fused = build_model(parse_job_text(R"(model { layers { dense { units: 3 activation: "softmax" } } }
-                                             loss: "categorical_crossentropy")", "a"), 4);
+                                             loss: "categorical_crossentropy")",
+                                          "a"),
+                           4);
   EXPECT_TRUE(fused->loss_is_fused());
   EXPECT_EQ(fused->layers().size(), 2U);  // Dense + Activation(softmax)
   auto plain = build_model(parse_job_text(R"(model { layers { dense { units: 3 activation: "sigmoid" } } }
-                                             loss: "mse")", "b"), 4);
+                                             loss: "mse")",
+                                          "b"),
+                           4);
   EXPECT_FALSE(plain->loss_is_fused());
   EXPECT_EQ(plain->layers().size(), 1U);  // sigmoid fused into the matmul as a post-op
 }
@@ -168,7 +172,9 @@ TEST(Model, WeightsInKerasLayoutRoundTrip) {
   auto model = build_model(parse_job_text(R"(model { layers { dense { units: 5 activation: "relu" } }
                                                      layers { dropout { rate: 0.5 } }
                                                      layers { dense { units: 2 use_bias: false } } }
-                                             loss: "mse")", "w"), 3);
+                                             loss: "mse")",
+                                          "w"),
+                           3);
   model->initialize(3);
   auto weights = model->get_weights();
   ASSERT_EQ(weights.size(), 3U);
@@ -188,7 +194,9 @@ TEST(Model, WeightsInKerasLayoutRoundTrip) {
 }
 
 TEST(Model, SameSeedSameWeights) {
-  const auto job = parse_job_text(R"(model { layers { dense { units: 16 } } layers { dense { units: 4 kernel_initializer: "he_normal" } } } loss: "mse")", "s");
+  const auto job = parse_job_text(
+      R"(model { layers { dense { units: 16 } } layers { dense { units: 4 kernel_initializer: "he_normal" } } } loss: "mse")",
+      "s");
   auto a = build_model(job, 8);
   auto b = build_model(job, 8);
   a->initialize(42);

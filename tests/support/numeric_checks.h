@@ -16,8 +16,8 @@ namespace shardfit::testing {
 
 // Every element within k * eps(float) * max(|expected|, scale), scale = max(1, max |expected|) by default.
 // Reports the worst element (index, actual, expected) so a failure says where.
-inline ::testing::AssertionResult all_close(std::span<const float> actual, std::span<const double> expected,
-                                            double k, double scale = -1.0) {
+inline ::testing::AssertionResult all_close(std::span<const float> actual, std::span<const double> expected, double k,
+                                            double scale = -1.0) {
   if (actual.size() != expected.size()) {
     return ::testing::AssertionFailure() << "size " << actual.size() << " != " << expected.size();
   }
@@ -40,10 +40,9 @@ inline ::testing::AssertionResult all_close(std::span<const float> actual, std::
     }
   }
   if (worst_ratio > 0.0) {
-    return ::testing::AssertionFailure()
-           << "element " << worst << ": actual " << actual[worst] << ", expected " << expected[worst]
-           << " (error " << std::abs(actual[worst] - expected[worst]) << " is " << worst_ratio
-           << "x the tolerance " << k << "*eps*" << scale << ")";
+    return ::testing::AssertionFailure() << "element " << worst << ": actual " << actual[worst] << ", expected "
+                                         << expected[worst] << " (error " << std::abs(actual[worst] - expected[worst])
+                                         << " is " << worst_ratio << "x the tolerance " << k << "*eps*" << scale << ")";
   }
   return ::testing::AssertionSuccess();
 }
