@@ -270,7 +270,7 @@ void Trainer::restore_from_checkpoint() {
   comm_.check_same_everywhere("resumed weights", model_->parameters());
   if (comm_.is_root() && config_.verbose > 0) {
     std::printf("resuming from %s: epoch %lld, step %lld\n", path.string().c_str(),
-                static_cast<long long>(start_epoch_ + 1), static_cast<long long>(start_step_));
+                static_cast<long long>(start_epoch_) + 1, static_cast<long long>(start_step_));
     std::fflush(stdout);
   }
 }
@@ -300,7 +300,7 @@ void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
   checkpoint.set_world_size(comm_.size());
   checkpoint.set_job_fingerprint(fingerprint());
   fs::create_directories(config_.checkpoint_dir);
-  write_file_atomically(config_.checkpoint_dir / "checkpoint.pb", checkpoint.SerializeAsString());
+  write_file_atomically(config_.checkpoint_dir / "checkpoint.pb", serialize_deterministic(checkpoint));
 }
 
 void Trainer::say(const std::string& line) {
@@ -371,7 +371,7 @@ bool Trainer::train_epoch(int64_t epoch, int64_t first_step) {
       write_checkpoint(epoch, step + 1);
       if (comm_.is_root()) {
         std::printf("\nstopped by signal after epoch %lld step %lld: checkpoint written to %s\n",
-                    static_cast<long long>(epoch + 1), static_cast<long long>(step + 1),
+                    static_cast<long long>(epoch) + 1, static_cast<long long>(step) + 1,
                     (config_.checkpoint_dir / "checkpoint.pb").string().c_str());
         std::fflush(stdout);
       }

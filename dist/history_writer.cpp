@@ -2,6 +2,9 @@
 // replacement under them. Not a general JSON library: it writes exactly the shapes documented in the header.
 #include "dist/history_writer.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -420,12 +423,22 @@ void HistoryWriter::write(const proto::History& history) const {
   const proto::History fixed = already_utf8 ? proto::History() : history_in_utf8(history);
   const proto::History& utf8 = already_utf8 ? history : fixed;
   const std::string json = history_to_json(utf8);
-  std::string pb;
-  SF_CHECK(utf8.SerializeToString(&pb), "cannot serialise the history");
+  const std::string pb = serialize_deterministic(utf8);
   const std::string csv = history_to_csv(utf8);
   write_file_atomically(json_path(), json);
   write_file_atomically(pb_path(), pb);
   write_file_atomically(csv_path(), csv);
+}
+
+std::string serialize_deterministic(const google::protobuf::MessageLite& message) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    SF_CHECK(message.SerializeToCodedStream(&coded), "cannot serialise a protobuf message");
+  }
+  return bytes;
 }
 
 proto::History read_history_pb(const fs::path& path) {

@@ -54,6 +54,10 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view b
 
 // Reads history.pb (for tests and for resume). Throws Error naming the file when it cannot be read or does not
 // parse.
+// Serialises a message with maps written in key order, so the same values always give the same bytes (a resumed
+// run's history.pb and checkpoint equal an uninterrupted run's).
+std::string serialize_deterministic(const google::protobuf::MessageLite& message);
+
 proto::History read_history_pb(const std::filesystem::path& path);
 
 }  // namespace shardfit
