@@ -126,7 +126,7 @@ bool ends_with(std::string_view s, std::string_view tail) {
 // "npy" | "idx" | "csv" from the explicit format or, when that is empty, from the file name.
 std::string decide_format(const std::string& shown, std::string_view format) {
   if (!format.empty()) {
-    const std::string f = lower(std::string(format));
+    std::string f = lower(std::string(format));
     if (f == "npy" || f == "idx" || f == "csv") return f;
     SF_FAIL(cat(shown, ": format '", format, "': expected npy, csv or idx"));
   }
@@ -612,7 +612,7 @@ std::shared_ptr<const ArrayFile::Impl> open_idx(std::shared_ptr<const MappedFile
   }
   std::vector<int64_t> shape(static_cast<size_t>(ndims));
   for (int d = 0; d < ndims; ++d) {
-    const unsigned char* p = b + 4 + 4 * d;
+    const unsigned char* p = b + 4 + 4 * static_cast<ptrdiff_t>(d);
     shape[static_cast<size_t>(d)] = (static_cast<int64_t>(p[0]) << 24) | (static_cast<int64_t>(p[1]) << 16) |
                                     (static_cast<int64_t>(p[2]) << 8) | static_cast<int64_t>(p[3]);
   }

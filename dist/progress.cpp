@@ -125,7 +125,7 @@ void ProgressPrinter::epoch_begin(int64_t epoch) {
   last_draw_seconds_ = -std::numeric_limits<double>::infinity();
   first_step_seconds_ = -1.0;
   if (verbose_ > 0 && epochs_ > 1) {
-    emit(format("Epoch %lld/%lld\n", static_cast<long long>(epoch + 1), static_cast<long long>(epochs_)));
+    emit(format("Epoch %lld/%lld\n", static_cast<long long>(epoch) + 1, static_cast<long long>(epochs_)));
   }
 }
 

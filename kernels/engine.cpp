@@ -19,7 +19,7 @@ PrimitiveCall::PrimitiveCall(dnnl::primitive primitive, std::vector<std::pair<in
   args_.reserve(args.size());
   for (auto& [arg, memory] : args) {
     args_.push_back({arg, memory.get()});
-    memories_.push_back(std::move(memory));
+    memories_.push_back(std::move(memory));  // moved from our own copy of the list
   }
 }
 

@@ -99,6 +99,7 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
   }
 
   std::vector<std::unique_ptr<Metric>> metrics;
+  metrics.reserve(static_cast<size_t>(job.metrics_size()));
   const int64_t label_dim = label_dim_for(job, width);
   for (int i = 0; i < job.metrics_size(); ++i) {
     metrics.push_back(parse_field(cat("metrics[", i, "]"), job.metrics(i),
