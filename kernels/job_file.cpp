@@ -35,14 +35,18 @@ class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
 
 proto::Job parse_job_text(const std::string& text, const std::string& source) {
   proto::Job job;
+  parse_text_message(text, source, job);
+  return job;
+}
+
+void parse_text_message(const std::string& text, const std::string& source, google::protobuf::Message& message) {
   FirstErrorCollector errors;
   google::protobuf::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, &job)) {
+  if (!parser.ParseFromString(text, &message)) {
     SF_FAIL(cat(source, ":", errors.line_, ":", errors.column_, ": ", errors.message_),
             "the job file is protobuf text format; the fields are documented in proto/shardfit.proto");
   }
-  return job;
 }
 
 proto::Job read_job_file(const std::filesystem::path& path) {

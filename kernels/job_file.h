@@ -10,5 +10,7 @@ namespace shardfit {
 proto::Job read_job_file(const std::filesystem::path& path);
 // Parses job text; `source` names it in errors.
 proto::Job parse_job_text(const std::string& text, const std::string& source);
+// Any message in protobuf text format; errors read "SOURCE:LINE:COLUMN: what the parser said".
+void parse_text_message(const std::string& text, const std::string& source, google::protobuf::Message& message);
 
 }  // namespace shardfit

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "kernels/error.h"
+#include "kernels/job_file.h"
 
 namespace shardfit {
 
@@ -41,9 +42,9 @@ bool parse_bool(const std::string& flag, const std::string& value) {
 
 // The flags each command accepts; --resume is the only one without a value.
 const std::set<std::string>& flags_of(const std::string& command) {
-  static const std::set<std::string> fit{"--epochs",        "--batch-size", "--validation-split",
-                                         "--learning-rate", "--shuffle",    "--seed",
-                                         "--history",       "--verbose",    "--resume"};
+  static const std::set<std::string> fit{"--epochs",  "--batch-size", "--validation-split", "--learning-rate",
+                                         "--shuffle", "--seed",       "--history",          "--verbose",
+                                         "--resume",  "--callback",   "--early-stopping"};
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
@@ -78,6 +79,18 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
   } else if (flag == "--history") {
     SF_CHECK(!value.empty(), "--history needs a folder", kHint);
     command.overrides.mutable_outputs()->set_history_dir(value);
+  } else if (flag == "--callback") {
+    // The job file's own syntax for one callback, so every option of every callback is reachable from the flag.
+    proto::Callback callback;
+    parse_text_message(value, "--callback", callback);
+    SF_CHECK(callback.kind_case() != proto::Callback::KIND_NOT_SET,
+             cat("--callback '", value,
+                 "': expected one callback in job-file syntax, e.g. --callback "
+                 "'early_stopping { patience: 3 restore_best_weights: true }'"),
+             "the callbacks and their fields are in proto/shardfit.proto (message Callback)");
+    *command.overrides.add_callbacks() = callback;
+  } else if (flag == "--early-stopping") {
+    command.overrides.add_callbacks()->mutable_early_stopping()->set_patience(parse_int(flag, value, 0));
   }
 }
 
@@ -106,6 +119,9 @@ flags for fit (each overrides the job file's field of the same name):
   --verbose 0|1|2          0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)
   --resume                 continue from the last checkpoint in outputs.checkpoint_dir (default
                            HISTORY/checkpoints) if there is one; start afresh otherwise
+  --early-stopping N       add EarlyStopping(monitor val_loss, patience N)
+  --callback TEXT          add one callback written as in the job file (repeatable), e.g.
+                           --callback 'reduce_lr_on_plateau { factor: 0.5 patience: 2 }'
 Flags take their value as the next argument or after '=' (--epochs=10).
 
 exit status: 0 done; 1 an error (printed once, naming the rank); 75 stopped by SIGTERM / SIGUSR1 after writing a

@@ -332,14 +332,44 @@ TEST_F(CliTest, FlagsOverrideTheJobFile) {
   EXPECT_FALSE(fs::exists(dir_ / "out")) << "--history replaces outputs.history_dir";
 }
 
+TEST_F(CliTest, CallbacksFromFlags) {
+  // --callback takes one callback in job-file syntax; --early-stopping N is EarlyStopping(patience N).
+  write_text(dir_ / "mlp.pbtxt", digits_job());
+  const fs::path history_dir = dir_ / "callbacks";
+  const fs::path log = dir_ / "cb.csv";
+  const Launch launch = run(2,
+                            {"fit", (dir_ / "mlp.pbtxt").string(), "--epochs", "3", "--history", history_dir.string(),
+                             "--callback", "csv_logger { filename: \"" + log.string() + "\" }", "--callback",
+                             "learning_rate_scheduler { exponential { rate: 0.5 } }", "--early-stopping", "100"},
+                            Watch::kPlain);
+  ASSERT_EQ(launch.exit_code, 0) << describe(launch);
+  const shardfit::proto::History history = shardfit::read_history_pb(history_dir / "history.pb");
+  ASSERT_EQ(history.epochs_size(), 3);
+  // The scheduler halves the job's 0.001 each epoch and logs the rate.
+  for (int e = 0; e < 3; ++e) {
+    EXPECT_FLOAT_EQ(history.epochs(e).values().at("learning_rate"), 0.001F / static_cast<float>(1 << e));
+  }
+  std::ifstream in(log);
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) ++lines;
+  EXPECT_EQ(lines, 4) << "CSVLogger: a header and one row per epoch";
+
+  const Launch bad = run(2, {"fit", (dir_ / "mlp.pbtxt").string(), "--callback", "early_stop { }"}, Watch::kPlain);
+  EXPECT_NE(bad.exit_code, 0) << describe(bad);
+  EXPECT_EQ(count_of(bad.err + bad.out, "error on rank"), 1) << describe(bad);
+  EXPECT_NE((bad.err + bad.out).find("--callback:1:"), std::string::npos) << describe(bad);
+}
+
 TEST_F(CliTest, HelpPrintsEveryFlagOnce) {
   const Launch launch = run(2, {"--help"}, Watch::kPlain);
   EXPECT_EQ(launch.exit_code, 0) << describe(launch);
   EXPECT_EQ(count_of(launch.out, "usage: shardfit fit JOB.pbtxt"), 1) << "rank 0 only\n" << describe(launch);
   // Each fit flag is described once, in the "flags for fit" block (evaluate / predict reuse --batch-size).
   const std::string fit_flags = launch.out.substr(launch.out.find("flags for fit"));
-  for (const char* flag : {"--epochs N", "--batch-size N", "--validation-split F", "--learning-rate F",
-                           "--shuffle true|false", "--seed N", "--history DIR", "--verbose 0|1|2", "--resume  "}) {
+  for (const char* flag :
+       {"--epochs N", "--batch-size N", "--validation-split F", "--learning-rate F", "--shuffle true|false", "--seed N",
+        "--history DIR", "--verbose 0|1|2", "--resume  ", "--early-stopping N", "--callback TEXT"}) {
     EXPECT_EQ(count_of(fit_flags, flag), 1) << flag << "\n" << describe(launch);
   }
   EXPECT_EQ(launch.err, "") << describe(launch);
