@@ -2,7 +2,7 @@
 # compare_torch.sh: shardfit against PyTorch (Debian's python3-torch) on the same MLP 784-512-512-10, the same .npy
 # data and the same global batches, run side by side and interleaved. Not a test: it times and reports.
 #
-#   bench/compare_torch.sh                       # build dir `build`, batches 32 128 512, 3 repeats (~6 min)
+#   bench/compare_torch.sh                       # build dir `build`, batches 32 128 512, 3 repeats (~5-6 min)
 #   BUILD_DIR=build-peer REPEATS=3 BATCHES="512" bench/compare_torch.sh
 #
 # Configurations (global batch B split over the ranks in both trainers):
@@ -54,17 +54,18 @@ die() { echo "compare_torch: $*" >&2; exit 1; }
 "$PYTHON" -c "import torch, numpy" 2>/dev/null ||
   die "$PYTHON cannot import torch and numpy. hint: apt-get install python3-torch python3-numpy (Debian's torch)"
 
-# 1. Build the two shardfit programs (configure the build dir if it is new).
+# 1. Build shardfit, fit_bench and core_to_core (configuring the build dir if it is new).
 mkdir -p "$RESULTS"
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   {
     [[ -f "$BUILD_DIR/CMakeCache.txt" ]] || cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
-    cmake --build "$BUILD_DIR" -j2 --target shardfit fit_bench
+    cmake --build "$BUILD_DIR" -j2 --target shardfit fit_bench core_to_core
   } >"$RESULTS/build.log" 2>&1 || { tail -20 "$RESULTS/build.log" >&2; die "build failed in $BUILD_DIR (log: $RESULTS/build.log)"; }
 fi
 SHARDFIT="$BUILD_DIR/launch/shardfit"
 FIT_BENCH="$BUILD_DIR/bench/fit_bench"
-[[ -x "$SHARDFIT" && -x "$FIT_BENCH" ]] || die "missing $SHARDFIT or $FIT_BENCH"
+CORE_TO_CORE="$BUILD_DIR/bench/core_to_core"
+[[ -x "$SHARDFIT" && -x "$FIT_BENCH" && -x "$CORE_TO_CORE" ]] || die "missing $SHARDFIT, $FIT_BENCH or $CORE_TO_CORE"
 
 # 2. Data and the job, shared by both trainers.
 mkdir -p "$DATA"
@@ -83,6 +84,8 @@ loss: "sparse_categorical_crossentropy"
 optimizer { sgd { learning_rate: 0.01 } }
 fit { shuffle: true seed: 1337 }
 data { train { x { path: "x.npy" } y { path: "y.npy" } } }
+# Only the history: checkpoints and the plot are written outside the timed steps, but cost wall time and files.
+outputs { checkpoint_every_epochs: 0 plot: false }
 EOF
 
 # CPU busy % of the whole machine over 0.5 s, measured while this script runs nothing.
@@ -127,7 +130,7 @@ run_once() {
         "${wrap[@]}" "${MPIRUN[@]}" "$SHARDFIT" fit "$JOB" --epochs "$EPOCHS" --batch-size "$batch" --verbose 0 \
           --history "$history"
       fi
-      echo "$(median_of_epochs_after_first "$history/history.json")"
+      median_of_epochs_after_first "$history/history.json"
       ;;
     torch)
       rows="$TORCH_BF16_ROWS"
@@ -155,26 +158,27 @@ run_once() {
   esac
 }
 
-echo "config,batch,repeat,trainer,precision,samples_per_second,others_pct,attempts,wall_s,load1_before,detail" >"$RAW_CSV"
+echo "config,batch,repeat,trainer,precision,samples_per_second,others_pct,attempts,wall_s,core_to_core_ns,load1_before,detail" >"$RAW_CSV"
 # One run, retried (up to RETRIES more times) while others took more than NOISY_PCT of the machine; keeps the
 # attempt disturbed least.
 measure() {  # trainer config batch precision repeat
-  local attempt best_out="" best_others=101 best_wall=0 out others load report
+  local attempt best_out="" best_others=101 best_wall=0 best_c2c="" out others load report c2c
   report=$(mktemp)
   for attempt in $(seq 0 "$RETRIES"); do
     wait_for_quiet
     load=$(load1)
+    c2c=$("$CORE_TO_CORE" | field round_trip_ns)
     out=$(run_once "$1" "$2" "$3" "$4" "$report")
     others=$(field others_pct <"$report")
-    if (( others < best_others )); then best_others=$others; best_out=$out; best_wall=$(field wall_s <"$report"); fi
+    if (( others < best_others )); then best_others=$others; best_out=$out; best_wall=$(field wall_s <"$report"); best_c2c=$c2c; fi
     (( others <= NOISY_PCT )) && break
   done
   rm -f "$report"
   local sps=${best_out%% *} detail=""
   [[ $best_out == *" "* ]] && detail=${best_out#* }
-  echo "$2,$3,$5,$1,$4,$sps,$best_others,$((attempt + 1)),$best_wall,$load,\"$detail\"" >>"$RAW_CSV"
-  printf '  %-4s batch %-4s #%s %-10s %-5s %10.0f samples/s   (others %s%% of the machine, attempt %s)\n' \
-    "$2" "$3" "$5" "$1" "$4" "$sps" "$best_others" "$((attempt + 1))"
+  echo "$2,$3,$5,$1,$4,$sps,$best_others,$((attempt + 1)),$best_wall,$best_c2c,$load,\"$detail\"" >>"$RAW_CSV"
+  printf '  %-4s batch %-4s #%s %-10s %-5s %10.0f samples/s   (others %s%%, core-to-core %s ns, attempt %s)\n' \
+    "$2" "$3" "$5" "$1" "$4" "$sps" "$best_others" "$best_c2c" "$((attempt + 1))"
 }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
@@ -207,9 +211,11 @@ runs = list(csv.DictReader(open(sys.argv[1])))
 rates = defaultdict(list)
 fit = {}
 others = defaultdict(list)
+c2c = defaultdict(list)
 for r in runs:
     key = (r["config"], int(r["batch"]))
     others[key].append(int(r["others_pct"]))
+    c2c[key].append(float(r["core_to_core_ns"]))
     if r["trainer"] == "fit_bench":
         fit[key] = dict(kv.split("=", 1) for kv in r["detail"].split() if "=" in kv)
     else:
@@ -244,6 +250,7 @@ for key in sorted({k[:2] for k in rates}, key=lambda k: (k[0], k[1])):
         "torch_fp32_best": round(max(rates[key + ("torch", "fp32")])),
         "torch_bf16_best": round(max(rates[key + ("torch", "bf16")])),
         "others_pct_max": max(others[key]),
+        "core_to_core_ns_min": round(min(c2c[key])), "core_to_core_ns_max": round(max(c2c[key])),
     })
 
 with open(sys.argv[2], "w", newline="") as out:
@@ -257,7 +264,7 @@ print("fp32 torch = Debian's reference BLAS, single-threaded, ~1.5% of the fp32 
 print("bf16 torch = autocast through oneDNN, for context only: shardfit is fp32.")
 print()
 head = ("config", "batch", "shardfit fp32", "torch fp32*", "ratio fp32*", "torch bf16", "ratio vs bf16",
-        "allreduce %", "step ms", "spread %", "others% max")
+        "allreduce %", "step ms", "spread %", "others% max", "c2c ns")
 print(" | ".join(head))
 print(" | ".join("-" * len(h) for h in head))
 for r in rows:
@@ -265,10 +272,12 @@ for r in rows:
     print(" | ".join(str(v) for v in (
         r["config"], r["batch"], r["shardfit_fp32"], r["torch_fp32"], f"{r['ratio_fp32_vs_reference_blas']:.1f}x",
         r["torch_bf16"], f"{r['ratio_vs_torch_bf16']:.2f}x", ar, f"{r['step_ms']:.2f}", r["shardfit_spread_pct"],
-        r["others_pct_max"])))
+        r["others_pct_max"], f"{r['core_to_core_ns_min']}-{r['core_to_core_ns_max']}")))
 print("* fp32 torch runs the reference BLAS (Debian build without MKL/OpenBLAS).")
 print("allreduce % and step ms: fit_bench (shardfit::fit, rank 0's clock). spread %: (max - min) / median of the")
 print("shardfit repeats. others% max: the most CPU other processes took during any run of the row (rerun if high).")
+print("c2c ns: cache-line round trip between the two CPUs before each run (bench/core_to_core.cpp), min-max; ~50 ns")
+print("is close, hundreds mean the vCPUs sat far apart or were contended, and 2-rank runs slow down with it.")
 print()
 print("shardfit step breakdown (fit_bench replay, ms per step, rank 0):")
 print("config | batch | gather | fwd+bwd | allreduce | scale | update | fit step | fit allreduce (min rank %)")

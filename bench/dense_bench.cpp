@@ -651,6 +651,10 @@ void time_primitives(const std::string& scope, int threads, int64_t batch, const
     rows.push_back({threads, batch, scope + "-in-step", s.name, s.m, s.k, s.n, s.flops(), t_in, r_in, t_in, r_in,
                     s.impl, ref_impl});
   }
+  double ours_total = 0, theirs_total = 0;
+  for (size_t i = 0; i < in_step.size(); ++i) (i < mine.size() ? ours_total : theirs_total) += in_step[i];
+  std::printf("  %-17s %-13s %8s %8s %5s | %8.1f %8.1f %5.2f |\n", "total", "", "", "", "", ours_total * 1e6,
+              theirs_total * 1e6, theirs_total / ours_total);
 }
 
 // One network's step, forward and backward candidates.

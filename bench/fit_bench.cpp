@@ -26,7 +26,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <numeric>
 #include <string>
 #include <vector>
 
@@ -45,9 +44,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 struct BenchOptions {
   int64_t warmup_epochs = 1;
@@ -124,8 +121,8 @@ StepBreakdown replay_steps(shardfit::Comm& comm, const shardfit::proto::Job& job
   const ShardPlan plan(data.rows(), config.batch_size, comm.size(), comm.rank());
   model->reserve(plan.max_local_count());
   GradientReducer reducer(comm, model->gradients());
-  const LabelLayout layout = data.labels_are_ids() && model->label_dim() == 1 ? LabelLayout::kAsIs
-                                                                                : LabelLayout::kOneHotToIds;
+  const LabelLayout layout =
+      data.labels_are_ids() && model->label_dim() == 1 ? LabelLayout::kAsIs : LabelLayout::kOneHotToIds;
   std::vector<int64_t> permutation;
   std::vector<int64_t> rows(static_cast<size_t>(model->capacity()));
   std::vector<double> metric_sums(model->metric_names().size());
@@ -166,23 +163,26 @@ void print_result(const shardfit::Comm& comm, const shardfit::FitConfig& config,
                   const std::vector<double>& allreduce_by_rank, const StepBreakdown* breakdown) {
   const auto& timings = result.timings;
   std::vector<double> epoch_rates;
-  for (int i = 1; i < result.history.epochs_size(); ++i) epoch_rates.push_back(result.history.epochs(i).samples_per_second());
+  for (int i = 1; i < result.history.epochs_size(); ++i)
+    epoch_rates.push_back(result.history.epochs(i).samples_per_second());
   if (epoch_rates.empty()) epoch_rates.push_back(result.history.epochs(0).samples_per_second());
   const double steps = static_cast<double>(std::max<int64_t>(timings.steps, 1));
   const auto [min_it, max_it] = std::minmax_element(allreduce_by_rank.begin(), allreduce_by_rank.end());
-  std::printf("fit_bench ranks=%d threads=%d batch=%lld epochs=%lld steps=%lld samples_per_second=%.1f "
-              "train_seconds=%.4f allreduce_seconds=%.4f allreduce_fraction=%.4f allreduce_seconds_min_rank=%.4f "
-              "allreduce_seconds_max_rank=%.4f allreduce_fraction_min_rank=%.4f step_ms=%.4f allreduce_ms=%.4f",
-              comm.size(), omp_get_max_threads(), static_cast<long long>(config.batch_size),
-              static_cast<long long>(config.epochs), static_cast<long long>(timings.steps), median(epoch_rates),
-              timings.train_seconds, timings.allreduce_seconds, timings.allreduce_seconds / timings.train_seconds,
-              *min_it, *max_it, *min_it / timings.train_seconds, 1e3 * timings.train_seconds / steps,
-              1e3 * timings.allreduce_seconds / steps);
+  std::printf(
+      "fit_bench ranks=%d threads=%d batch=%lld epochs=%lld steps=%lld samples_per_second=%.1f "
+      "train_seconds=%.4f allreduce_seconds=%.4f allreduce_fraction=%.4f allreduce_seconds_min_rank=%.4f "
+      "allreduce_seconds_max_rank=%.4f allreduce_fraction_min_rank=%.4f step_ms=%.4f allreduce_ms=%.4f",
+      comm.size(), omp_get_max_threads(), static_cast<long long>(config.batch_size),
+      static_cast<long long>(config.epochs), static_cast<long long>(timings.steps), median(epoch_rates),
+      timings.train_seconds, timings.allreduce_seconds, timings.allreduce_seconds / timings.train_seconds, *min_it,
+      *max_it, *min_it / timings.train_seconds, 1e3 * timings.train_seconds / steps,
+      1e3 * timings.allreduce_seconds / steps);
   if (breakdown != nullptr) {
-    std::printf(" replay_step_ms=%.4f replay_gather_ms=%.4f replay_forward_backward_ms=%.4f replay_allreduce_ms=%.4f "
-                "replay_scale_ms=%.4f replay_update_ms=%.4f",
-                1e3 * breakdown->step, 1e3 * breakdown->gather, 1e3 * breakdown->forward_backward,
-                1e3 * breakdown->allreduce, 1e3 * breakdown->scale, 1e3 * breakdown->update);
+    std::printf(
+        " replay_step_ms=%.4f replay_gather_ms=%.4f replay_forward_backward_ms=%.4f replay_allreduce_ms=%.4f "
+        "replay_scale_ms=%.4f replay_update_ms=%.4f",
+        1e3 * breakdown->step, 1e3 * breakdown->gather, 1e3 * breakdown->forward_backward, 1e3 * breakdown->allreduce,
+        1e3 * breakdown->scale, 1e3 * breakdown->update);
   }
   std::printf("\n");
   std::fflush(stdout);
@@ -200,8 +200,9 @@ int main(int argc, char** argv) {
     try {
       options = parse_bench_args(argc, argv);
       command = shardfit::parse_command_line(options.fit_args);
-      SF_CHECK(command.name == "fit", "usage: fit_bench JOB.pbtxt [shardfit fit flags] [--warmup-epochs N] "
-                                      "[--breakdown-steps N]");
+      SF_CHECK(command.name == "fit",
+               "usage: fit_bench JOB.pbtxt [shardfit fit flags] [--warmup-epochs N] "
+               "[--breakdown-steps N]");
       job = shardfit::read_job_file(command.job_path);
       shardfit::apply_overrides(command.overrides, job);
       config = shardfit::resolve_fit_config(job, false);
@@ -223,8 +224,8 @@ int main(int argc, char** argv) {
 
     StepBreakdown breakdown;
     if (options.breakdown_steps > 0) breakdown = replay_steps(comm, job, job_dir, config, options.breakdown_steps);
-    if (comm.is_root()) print_result(comm, config, result, allreduce_by_rank,
-                                     options.breakdown_steps > 0 ? &breakdown : nullptr);
+    if (comm.is_root())
+      print_result(comm, config, result, allreduce_by_rank, options.breakdown_steps > 0 ? &breakdown : nullptr);
     return 0;
   });
 }
