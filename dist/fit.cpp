@@ -14,6 +14,7 @@
 #include "dist/fit.h"
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -80,6 +81,7 @@ class Trainer {
   void write_checkpoint(int64_t epoch, int64_t step_in_epoch);
   void write_outputs(bool final);
   void say(const std::string& line);  // a console line on rank 0, after the epoch's progress line
+  void report_rank();                 // one line per rank, in rank order (--report-ranks)
 
   Comm& comm_;
   const proto::Job& job_;
@@ -191,6 +193,7 @@ void Trainer::setup() {
   params->set_threads_per_rank(omp_get_max_threads());
   params->set_loss(job_.loss());
   params->set_output_units(model_->output_dim());
+  if (config_.report_ranks) report_rank();
 
   train_sums_ = std::make_unique<Sums>(model_->metric_names().size());
   batch_metrics_.resize(model_->metric_names().size());
@@ -301,6 +304,30 @@ void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
   checkpoint.set_job_fingerprint(fingerprint());
   fs::create_directories(config_.checkpoint_dir);
   write_file_atomically(config_.checkpoint_dir / "checkpoint.pb", serialize_deterministic(checkpoint));
+}
+
+void Trainer::report_rank() {
+  char host[256] = "?";
+  gethostname(host, sizeof host - 1);
+  int64_t smallest = plan_->slice(0).count;
+  int64_t largest = smallest;
+  for (int64_t step = 0; step < plan_->steps(); ++step) {
+    smallest = std::min(smallest, plan_->slice(step).count);
+    largest = std::max(largest, plan_->slice(step).count);
+  }
+  // Barriers in turn keep the lines in rank order on a shared console; this runs once, at start.
+  for (int r = 0; r < comm_.size(); ++r) {
+    if (r == comm_.rank()) {
+      std::printf(
+          "[rank %d/%d] host %s, local rank %d of %d, %d OpenMP thread(s), %lld-%lld samples per step, "
+          "%lld validation rows\n",
+          comm_.rank(), comm_.size(), host, comm_.local_rank(), comm_.local_size(), omp_get_max_threads(),
+          static_cast<long long>(smallest), static_cast<long long>(largest),
+          static_cast<long long>(validation_slice_.count));
+      std::fflush(stdout);
+    }
+    comm_.barrier();
+  }
 }
 
 void Trainer::say(const std::string& line) {

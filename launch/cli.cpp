@@ -40,11 +40,11 @@ bool parse_bool(const std::string& flag, const std::string& value) {
   SF_FAIL(cat(flag, " ", value, ": expected true or false"), kHint);
 }
 
-// The flags each command accepts; --resume is the only one without a value.
+// The flags each command accepts; --resume and --report-ranks take no value.
 const std::set<std::string>& flags_of(const std::string& command) {
   static const std::set<std::string> fit{"--epochs",  "--batch-size", "--validation-split", "--learning-rate",
                                          "--shuffle", "--seed",       "--history",          "--verbose",
-                                         "--resume",  "--callback",   "--early-stopping"};
+                                         "--resume",  "--callback",   "--early-stopping",   "--report-ranks"};
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
@@ -119,6 +119,8 @@ flags for fit (each overrides the job file's field of the same name):
   --verbose 0|1|2          0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)
   --resume                 continue from the last checkpoint in outputs.checkpoint_dir (default
                            HISTORY/checkpoints) if there is one; start afresh otherwise
+  --report-ranks           every rank prints one line at start: host, local rank, threads, samples per step
+                           (otherwise only rank 0 prints)
   --early-stopping N       add EarlyStopping(monitor val_loss, patience N)
   --callback TEXT          add one callback written as in the job file (repeatable), e.g.
                            --callback 'reduce_lr_on_plateau { factor: 0.5 patience: 2 }'
@@ -166,9 +168,9 @@ Command parse_command_line(const std::vector<std::string>& args) {
       flag = flag.substr(0, eq);
     }
     SF_CHECK(accepted.count(flag) != 0, cat("unknown flag '", flag, "' for ", command.name), kHint);
-    if (flag == "--resume") {
-      SF_CHECK(eq == std::string::npos, "--resume takes no value", kHint);
-      command.resume = true;
+    if (flag == "--resume" || flag == "--report-ranks") {
+      SF_CHECK(eq == std::string::npos, cat(flag, " takes no value"), kHint);
+      (flag == "--resume" ? command.resume : command.report_ranks) = true;
       continue;
     }
     if (eq == std::string::npos) {

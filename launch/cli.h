@@ -14,6 +14,7 @@ struct Command {
   std::string job_path;              // fit / evaluate / predict: the job file; plot: the history (folder or file)
   proto::Job overrides;              // fit: the fields the flags set (merged over the job file)
   bool resume = false;               // fit --resume
+  bool report_ranks = false;         // fit --report-ranks
   std::string weights;               // evaluate / predict --weights
   std::string x;                     // evaluate / predict --x (default: the job's data.test)
   std::string y;                     // evaluate --y

@@ -119,6 +119,7 @@ int run(Comm& comm, int argc, char** argv) {
   run_agreed(comm, [&] {
     config = resolve_fit_config(job, stdout_is_terminal());
     config.resume = command.resume;
+    config.report_ranks = command.report_ranks;
   });
   const FitResult result = fit(comm, job, job_dir, config);
   return result.stopped_by_signal != 0 ? kExitCheckpointed : 0;
