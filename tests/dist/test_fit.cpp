@@ -18,85 +18,20 @@
 #include "kernels/model_factory.h"
 #include "kernels/optimizer.h"
 #include "kernels/random.h"
+#include "tests/support/fit_fixture.h"
 #include "tests/support/mpi_test_env.h"
 
 namespace shardfit {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::quiet_config;
+using testing::range;
+using testing::relative_difference;
+using testing::series;
+using testing::SharedDir;
 using testing::world;
-
-fs::path source_dir() {
-  const char* dir = std::getenv("SHARDFIT_SOURCE_DIR");
-  return dir != nullptr ? fs::path(dir) : fs::current_path();
-}
-
-// A folder every rank sees: rank 0 makes it and broadcasts its name.
-fs::path shared_temp_dir(const std::string& tag) {
-  std::string path;
-  if (world().is_root()) {
-    std::string pattern = (fs::temp_directory_path() / ("shardfit_" + tag + "_XXXXXX")).string();
-    path = mkdtemp(pattern.data());
-  }
-  world().broadcast(path, 0);
-  return path;
-}
-
-// The bundled digits, rows in the order given, written as x.npy / y.npy into dir (rank 0), then a barrier.
-void write_digits(const fs::path& dir, const std::string& stem, const std::vector<int64_t>& rows) {
-  if (world().is_root()) {
-    proto::Dataset cfg;
-    cfg.mutable_x()->set_path("x.npy");
-    cfg.mutable_y()->set_path("y.npy");
-    const Dataset digits = Dataset::open(cfg, source_dir() / "examples/digits", "train");
-    std::vector<float> x(rows.size() * digits.feature_dim());
-    std::vector<float> y(rows.size());
-    digits.gather(rows, x.data(), y.data(), LabelLayout::kAsIs, 1);
-    std::vector<int64_t> ids(y.begin(), y.end());
-    write_npy(dir / (stem + "_x.npy"), x, {static_cast<int64_t>(rows.size()), digits.feature_dim()});
-    write_npy(dir / (stem + "_y.npy"), std::span<const int64_t>(ids), {static_cast<int64_t>(rows.size())});
-  }
-  world().barrier();
-}
-
-// After every rank is done with it.
-void remove_shared(const fs::path& dir) {
-  world().barrier();
-  if (world().is_root()) fs::remove_all(dir);
-}
-
-std::vector<int64_t> range(int64_t begin, int64_t end) {
-  std::vector<int64_t> rows;
-  for (int64_t i = begin; i < end; ++i) rows.push_back(i);
-  return rows;
-}
-
-FitConfig quiet_config(const proto::Job& job) {
-  FitConfig config = resolve_fit_config(job, false);
-  config.verbose = 0;
-  config.write_history = false;
-  return config;
-}
-
-// max |a - b| / max |b|: the relative difference of two runs' values.
-double relative_difference(const std::vector<double>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0;
-  double scale = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max(scale, std::abs(b[i]));
-  }
-  return scale > 0 ? diff / scale : diff;
-}
-
-std::vector<double> series(const proto::History& history, const std::string& key) {
-  std::vector<double> values;
-  for (const auto& epoch : history.epochs()) {
-    if (auto it = epoch.values().find(key); it != epoch.values().end()) values.push_back(it->second);
-  }
-  return values;
-}
+using testing::write_digits;
 
 // Runs the job on all ranks and on this process alone (comm.self()), and compares what History and the weights say.
 void expect_same_as_one_rank(const std::string& job_text, const fs::path& dir) {
@@ -132,7 +67,8 @@ void expect_same_as_one_rank(const std::string& job_text, const fs::path& dir) {
 }
 
 TEST(Fit, SameAsOneRankWithShuffleDropoutAndUnevenBatches) {
-  const fs::path dir = shared_temp_dir("equivalence");
+  const SharedDir shared("equivalence");
+  const fs::path& dir = shared.path();
   write_digits(dir, "digits150", range(0, 150));
   // 150 rows, validation_split 0.2 -> 120 training rows; batch 7 is not divisible by 2 or 4, and the last batch
   // holds 120 % 7 = 1 sample, fewer than the ranks: ranks with no sample still join the reduction.
@@ -145,11 +81,11 @@ TEST(Fit, SameAsOneRankWithShuffleDropoutAndUnevenBatches) {
       fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
       data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
                           dir);
-  remove_shared(dir);
 }
 
 TEST(Fit, SameAsOneRankWithNesterovOneHotAndClassWeights) {
-  const fs::path dir = shared_temp_dir("equivalence2");
+  const SharedDir shared("equivalence2");
+  const fs::path& dir = shared.path();
   write_digits(dir, "digits90", range(300, 390));
   // Class ids turned into one-hot rows for categorical_crossentropy; class weights on the training loss;
   // batch 16 of 72 training rows leaves a last batch of 8.
@@ -161,13 +97,13 @@ TEST(Fit, SameAsOneRankWithNesterovOneHotAndClassWeights) {
       fit { epochs: 2 batch_size: 16 validation_split: 0.2 seed: 9 class_weight { key: 3 value: 2.5 } }
       data { train { x { path: "digits90_x.npy" } y { path: "digits90_y.npy" } } })",
                           dir);
-  remove_shared(dir);
 }
 
 // History's loss is sum over batches of (batch mean loss x batch samples) / epoch samples, measured before each
 // update. The reference replays one epoch with the kernels directly, one batch at a time, on one model.
 TEST(Fit, LossIsTheSampleWeightedMeanOfTheBatchLosses) {
-  const fs::path dir = shared_temp_dir("loss_mean");
+  const SharedDir shared("loss_mean");
+  const fs::path& dir = shared.path();
   write_digits(dir, "digits41", range(0, 41));
   const std::string text = R"(
       model { layers { dense { units: 16 activation: "relu" } } layers { dense { units: 10 activation: "softmax" } } }
@@ -205,14 +141,14 @@ TEST(Fit, LossIsTheSampleWeightedMeanOfTheBatchLosses) {
   EXPECT_NEAR(loss, expected, 1e-5 * expected);
   // The unweighted mean of the three batch means is measurably different here (the last batch has one sample).
   EXPECT_GT(std::abs(mean_of_means - expected), 1e-3 * expected);
-  remove_shared(dir);
 }
 
 // The acceptance run of the compute core: 64-128-10 MLP, Adam, validation accuracy >= 0.95 within 30 epochs.
 // The digits file is in the original order, whose last rows come from writers unlike the rest, so the held-out
 // set is a fixed random 20% of the rows (validation_data) rather than the file's tail.
 TEST(Fit, DigitsMlpWithAdamReachesValidationAccuracy95) {
-  const fs::path dir = shared_temp_dir("digits");
+  const SharedDir shared("digits");
+  const fs::path& dir = shared.path();
   std::vector<int64_t> order = range(0, 1797);
   Rng rng(2024);
   for (int64_t i = 1796; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
@@ -237,7 +173,6 @@ TEST(Fit, DigitsMlpWithAdamReachesValidationAccuracy95) {
     std::printf("digits: val_accuracy epoch 1 %.4f, epoch 30 %.4f; loss %.4f -> %.4f\n", accuracy.front(),
                 accuracy.back(), loss.front(), loss.back());
   }
-  remove_shared(dir);
 }
 
 }  // namespace

@@ -25,74 +25,26 @@
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
+#include "tests/support/fit_fixture.h"
 #include "tests/support/mpi_test_env.h"
 
 namespace shardfit {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::quiet_config;
+using testing::range;
+using testing::relative_difference;
+using testing::series_or_nan;
+using testing::SharedDir;
 using testing::world;
-
-// The source tree: SHARDFIT_SOURCE_DIR under CTest, else the first folder up from here that holds the digits
-// (so the test also runs by hand from build/).
-fs::path source_dir() {
-  if (const char* dir = std::getenv("SHARDFIT_SOURCE_DIR"); dir != nullptr) return dir;
-  for (fs::path at = fs::current_path(); !at.empty(); at = at.parent_path()) {
-    if (fs::exists(at / "examples/digits/x.npy")) return at;
-    if (at == at.parent_path()) break;
-  }
-  return fs::current_path();
-}
-
-// A folder every rank sees: rank 0 makes it and broadcasts its name; removed when every rank is done with it,
-// also when an ASSERT ended the test early.
-class SharedDir {
- public:
-  explicit SharedDir(const std::string& tag) {
-    std::string path;
-    if (world().is_root()) {
-      std::string pattern = (fs::temp_directory_path() / ("shardfit_" + tag + "_XXXXXX")).string();
-      path = mkdtemp(pattern.data());
-    }
-    world().broadcast(path, 0);
-    path_ = path;
-  }
-  SharedDir(const SharedDir&) = delete;
-  SharedDir& operator=(const SharedDir&) = delete;
-  ~SharedDir() {
-    world().barrier();
-    if (world().is_root()) fs::remove_all(path_);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-// Rows [begin, end) of the bundled digits as <stem>_x.npy / <stem>_y.npy in dir (rank 0), then a barrier.
-void write_digits(const fs::path& dir, const std::string& stem, int64_t begin, int64_t end) {
-  if (world().is_root()) {
-    std::vector<int64_t> rows;
-    for (int64_t i = begin; i < end; ++i) rows.push_back(i);
-    proto::Dataset cfg;
-    cfg.mutable_x()->set_path("x.npy");
-    cfg.mutable_y()->set_path("y.npy");
-    const Dataset digits = Dataset::open(cfg, source_dir() / "examples/digits", "train");
-    std::vector<float> x(rows.size() * digits.feature_dim());
-    std::vector<float> y(rows.size());
-    digits.gather(rows, x.data(), y.data(), LabelLayout::kAsIs, 1);
-    std::vector<int64_t> ids(y.begin(), y.end());
-    write_npy(dir / (stem + "_x.npy"), x, {static_cast<int64_t>(rows.size()), digits.feature_dim()});
-    write_npy(dir / (stem + "_y.npy"), std::span<const int64_t>(ids), {static_cast<int64_t>(rows.size())});
-  }
-  world().barrier();
-}
+using testing::write_digits;
 
 // Every case trains on these: 40 training digits against 200 held-out ones overfit within a few epochs, so
 // val_loss falls, bumps, recovers, then rises — a curve with improving and non-improving epochs on both sides.
 void write_overfit_data(const fs::path& dir) {
-  write_digits(dir, "train", 0, 40);
-  write_digits(dir, "val", 1000, 1200);
+  write_digits(dir, "train", range(0, 40));
+  write_digits(dir, "val", range(1000, 1200));
 }
 
 // The overfitting job: Adam at 0.1 on a 64-32-10 MLP, shuffled batches of 8 (5 steps an epoch). `extra` is
@@ -109,15 +61,6 @@ proto::Job overfit_job(int64_t epochs, const std::string& extra = "") {
       )",
                             extra),
                         "callbacks.pbtxt");
-}
-
-// No console, no history files, no checkpoints: a test run leaves nothing behind but what its callbacks write.
-FitConfig quiet_config(const proto::Job& job) {
-  FitConfig config = resolve_fit_config(job, false);
-  config.verbose = 0;
-  config.write_history = false;
-  config.checkpoint_every_epochs = 0;
-  return config;
 }
 
 // A run on all ranks with rank 0's console kept (verbose 2, captured on every rank: the others must print nothing).
@@ -144,27 +87,6 @@ Captured fit_capturing(const proto::Job& job, const fs::path& dir) {
   return run;
 }
 
-std::vector<double> series(const proto::History& history, const std::string& key) {
-  std::vector<double> values;
-  for (const auto& epoch : history.epochs()) {
-    const auto it = epoch.values().find(key);
-    values.push_back(it != epoch.values().end() ? it->second : std::numeric_limits<double>::quiet_NaN());
-  }
-  return values;
-}
-
-// max |a - b| / max |b|.
-double relative_difference(const std::vector<double>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0;
-  double scale = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max(scale, std::abs(b[i]));
-  }
-  return scale > 0 ? diff / scale : diff;
-}
-
 std::vector<double> as_doubles(const std::vector<float>& values) { return {values.begin(), values.end()}; }
 
 // The issue's "all ranks stop or change rate together": the same history length and the same final weights on
@@ -181,12 +103,14 @@ void expect_same_as_one_rank(const proto::Job& job, const fs::path& dir, const F
   ASSERT_EQ(distributed.history.epochs_size(), single.history.epochs_size())
       << world().size() << " ranks stopped at another epoch than 1";
   for (const std::string key : {"loss", "val_loss"}) {
-    EXPECT_LE(relative_difference(series(distributed.history, key), series(single.history, key)), 1e-5) << key;
+    EXPECT_LE(relative_difference(series_or_nan(distributed.history, key), series_or_nan(single.history, key)), 1e-5)
+        << key;
   }
   // A rate is decided, not computed: the same decisions give the very same rates.
-  EXPECT_EQ(series(distributed.history, "learning_rate").size(), series(single.history, "learning_rate").size());
+  EXPECT_EQ(series_or_nan(distributed.history, "learning_rate").size(),
+            series_or_nan(single.history, "learning_rate").size());
   if (distributed.history.epochs_size() > 0 && distributed.history.epochs(0).values().contains("learning_rate")) {
-    EXPECT_EQ(series(distributed.history, "learning_rate"), series(single.history, "learning_rate"));
+    EXPECT_EQ(series_or_nan(distributed.history, "learning_rate"), series_or_nan(single.history, "learning_rate"));
   }
   EXPECT_LE(relative_difference(as_doubles(distributed.final_parameters), as_doubles(single.final_parameters)), 1e-5);
 }
@@ -227,7 +151,7 @@ TEST(FitEarlyStopping, StopsPatienceEpochsAfterTheBest) {
   const int64_t patience = 2;
   const proto::Job job = overfit_job(epochs, "callbacks { early_stopping { patience: 2 } }");
   const Captured run = fit_capturing(job, dir);
-  const auto val_loss = series(run.result.history, "val_loss");
+  const auto val_loss = series_or_nan(run.result.history, "val_loss");
   const auto n = static_cast<int64_t>(val_loss.size());
 
   ASSERT_GT(n, 0);
@@ -252,7 +176,7 @@ TEST(FitEarlyStopping, StopsPatienceEpochsAfterTheBest) {
   const proto::Job plain = overfit_job(n);
   const FitResult reference = fit(world(), plain, dir, quiet_config(plain));
   EXPECT_EQ(run.result.final_parameters, reference.final_parameters);
-  EXPECT_EQ(series(run.result.history, "val_loss"), series(reference.history, "val_loss"));
+  EXPECT_EQ(series_or_nan(run.result.history, "val_loss"), series_or_nan(reference.history, "val_loss"));
 
   expect_all_ranks_agree(run.result);
   expect_same_as_one_rank(job, dir, run.result);
@@ -268,7 +192,7 @@ TEST(FitEarlyStopping, LargeMinDeltaStopsEarlier) {
   const proto::Job with = overfit_job(20, "callbacks { early_stopping { patience: 2 min_delta: 0.1 } }");
   const FitResult a = fit(world(), without, dir, quiet_config(without));
   const Captured b = fit_capturing(with, dir);
-  const auto val_loss = series(b.result.history, "val_loss");
+  const auto val_loss = series_or_nan(b.result.history, "val_loss");
   const auto n = static_cast<int64_t>(val_loss.size());
 
   ASSERT_GT(n, 0);
@@ -276,7 +200,7 @@ TEST(FitEarlyStopping, LargeMinDeltaStopsEarlier) {
   EXPECT_EQ(early_stop_epoch(val_loss, 2, 0.1), n - 1);
   EXPECT_EQ(early_stop_epoch(val_loss, 2, 0.0), -1) << "min_delta should be what stopped this run";
   // min_delta changes decisions, not training: the epochs both ran are the same.
-  const auto a_val = series(a.history, "val_loss");
+  const auto a_val = series_or_nan(a.history, "val_loss");
   EXPECT_EQ(val_loss, std::vector<double>(a_val.begin(), a_val.begin() + std::min<int64_t>(n, a_val.size())));
   if (world().is_root()) {
     EXPECT_NE(b.console.find(cat("Epoch ", n, ": early stopping")), std::string::npos);
@@ -294,7 +218,7 @@ TEST(FitEarlyStopping, RestoresTheBestEpochsWeights) {
   write_overfit_data(dir);
   const proto::Job job = overfit_job(20, "callbacks { early_stopping { patience: 2 restore_best_weights: true } }");
   const Captured run = fit_capturing(job, dir);
-  const auto val_loss = series(run.result.history, "val_loss");
+  const auto val_loss = series_or_nan(run.result.history, "val_loss");
   const auto n = static_cast<int64_t>(val_loss.size());
   const int64_t best = best_epoch(val_loss);
   ASSERT_EQ(early_stop_epoch(val_loss, 2, 0.0), n - 1);
@@ -307,7 +231,7 @@ TEST(FitEarlyStopping, RestoresTheBestEpochsWeights) {
   const FitResult at_last = fit(world(), to_last, dir, quiet_config(to_last));
   EXPECT_NE(run.result.final_parameters, at_last.final_parameters) << "the last epoch's weights were kept";
   // Restoring happens at the end: the history is that of the training, up to the last epoch.
-  EXPECT_EQ(val_loss, series(at_last.history, "val_loss"));
+  EXPECT_EQ(val_loss, series_or_nan(at_last.history, "val_loss"));
   if (world().is_root()) {
     EXPECT_NE(run.console.find(cat("Restoring model weights from the end of the best epoch: ", best + 1, ".")),
               std::string::npos)
@@ -381,8 +305,8 @@ void check_plateau(int64_t cooldown, bool expect_held) {
   const proto::Job job = overfit_job(
       14, cat("callbacks { reduce_lr_on_plateau { factor: 0.5 patience: 1 cooldown: ", cooldown, " min_lr: 0.03 } }"));
   const Captured run = fit_capturing(job, dir);
-  const auto val_loss = series(run.result.history, "val_loss");
-  const auto rates = series(run.result.history, "learning_rate");
+  const auto val_loss = series_or_nan(run.result.history, "val_loss");
+  const auto rates = series_or_nan(run.result.history, "learning_rate");
   ASSERT_EQ(val_loss.size(), 14U);
 
   const PlateauTrace expected = apply_plateau_rule(val_loss, 0.1F, rule);
@@ -451,7 +375,7 @@ TEST(FitLearningRateScheduler, RatesFollowTheFormulas) {
     SCOPED_TRACE(c.callback);
     const proto::Job job = overfit_job(epochs, cat("callbacks { learning_rate_scheduler { ", c.callback, " } }"));
     const FitResult result = fit(world(), job, dir, quiet_config(job));
-    const auto rates = series(result.history, "learning_rate");
+    const auto rates = series_or_nan(result.history, "learning_rate");
     ASSERT_EQ(rates.size(), static_cast<size_t>(epochs));
     for (int64_t e = 0; e < epochs; ++e) {
       // Within float32's last bits: the formula may be evaluated in another order.
@@ -483,7 +407,7 @@ TEST(FitLearningRateScheduler, TheOptimizerStepsWithTheScheduledRate) {
   const proto::Job scheduled =
       sgd_job(3, "callbacks { learning_rate_scheduler { step { factor: 0.5 every_epochs: 2 } } }");
   const FitResult a = fit(world(), scheduled, dir, quiet_config(scheduled));
-  EXPECT_EQ(series(a.history, "learning_rate"), (std::vector<double>{0.1F, 0.1F, 0.05F}));
+  EXPECT_EQ(series_or_nan(a.history, "learning_rate"), (std::vector<double>{0.1F, 0.1F, 0.05F}));
 
   const proto::Job first = sgd_job(2, "");
   FitConfig first_config = quiet_config(first);
@@ -497,8 +421,8 @@ TEST(FitLearningRateScheduler, TheOptimizerStepsWithTheScheduledRate) {
   second_config.learning_rate = 0.05F;
   const FitResult c = fit(world(), second, dir, second_config);
 
-  EXPECT_EQ(series(a.history, "val_loss")[1], series(b.history, "val_loss")[1]);
-  EXPECT_EQ(series(a.history, "val_loss")[2], series(c.history, "val_loss")[0]);
+  EXPECT_EQ(series_or_nan(a.history, "val_loss")[1], series_or_nan(b.history, "val_loss")[1]);
+  EXPECT_EQ(series_or_nan(a.history, "val_loss")[2], series_or_nan(c.history, "val_loss")[0]);
   EXPECT_EQ(a.final_parameters, c.final_parameters);
   // And the rate mattered: epoch 3 at the unscheduled 0.1 ends elsewhere.
   second_config.learning_rate.reset();
@@ -531,7 +455,7 @@ TEST(FitTerminateOnNaN, StopsInTheFirstEpochWithAnInvalidBatchLoss) {
   };
   const proto::Job plain = diverging_job("");
   const FitResult reference = fit(world(), plain, dir, quiet_config(plain));
-  const auto reference_loss = series(reference.history, "loss");
+  const auto reference_loss = series_or_nan(reference.history, "loss");
   const auto first_bad =
       std::find_if(reference_loss.begin(), reference_loss.end(), [](double v) { return !std::isfinite(v); }) -
       reference_loss.begin();
@@ -540,7 +464,7 @@ TEST(FitTerminateOnNaN, StopsInTheFirstEpochWithAnInvalidBatchLoss) {
 
   const proto::Job job = diverging_job("callbacks { terminate_on_nan { } }");
   const Captured run = fit_capturing(job, dir);
-  const auto loss = series(run.result.history, "loss");
+  const auto loss = series_or_nan(run.result.history, "loss");
   ASSERT_EQ(static_cast<int64_t>(loss.size()), first_bad + 1);
   EXPECT_FALSE(std::isfinite(loss.back()));
   EXPECT_TRUE(run.result.history.epochs(first_bad).values().contains("val_loss")) << "the epoch was not ended";
@@ -583,7 +507,7 @@ TEST(FitModelCheckpoint, SaveBestOnlyWritesImprovingEpochs) {
       epochs, cat(R"(callbacks { model_checkpoint { filepath: ")",
                   (dir / "best" / "w.{epoch:02d}-{val_loss:.4f}.npz").string(), R"(" save_best_only: true } })"));
   const FitResult result = fit(world(), job, dir, quiet_config(job));
-  const auto val_loss = series(result.history, "val_loss");
+  const auto val_loss = series_or_nan(result.history, "val_loss");
   ASSERT_EQ(val_loss.size(), static_cast<size_t>(epochs));
   world().barrier();  // rank 0 wrote the files
 

@@ -16,82 +16,34 @@
 
 #include "dist/history_writer.h"
 #include "dist/npy_writer.h"
+#include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"
-
-#ifndef SHARDFIT_MPIEXEC
-#define SHARDFIT_MPIEXEC "mpirun"
-#endif
-#ifndef SHARDFIT_BIN
-#define SHARDFIT_BIN "shardfit"
-#endif
-#ifndef SHARDFIT_SOURCE_DIR
-#define SHARDFIT_SOURCE_DIR "."
-#endif
 
 namespace {
 
 namespace fs = std::filesystem;
 using shardfit::testing::count_of;
 using shardfit::testing::describe;
-using shardfit::testing::env_or;
+using shardfit::testing::digits_dir;
+using shardfit::testing::error_message;
+using shardfit::testing::FreshDirTest;
 using shardfit::testing::Launch;
+using shardfit::testing::mpirun_command;
+using shardfit::testing::quoted;
+using shardfit::testing::rank_statuses;
+using shardfit::testing::Ranks;
+using shardfit::testing::read_bytes;
+using shardfit::testing::replaced;
+using shardfit::testing::source_dir;
+using shardfit::testing::Watch;
+using shardfit::testing::write_text;
 
 constexpr double kLimitSeconds = 30.0;  // a failing job must be over well before this
 constexpr double kKillSeconds = 40.0;   // no launch is waited for longer than this
 
-std::string shardfit_bin() { return env_or("SHARDFIT_BIN", SHARDFIT_BIN); }
-fs::path source_dir() { return env_or("SHARDFIT_SOURCE_DIR", SHARDFIT_SOURCE_DIR); }
-fs::path digits_dir() { return source_dir() / "examples" / "digits"; }
-
-// One application context of an mpirun command line: `-np ranks --wdir wdir shardfit args...`.
-struct Ranks {
-  int count;
-  fs::path wdir;
-  std::vector<std::string> args;  // shardfit's arguments
-};
-
-// How the ranks are watched.
-//  1. kPlain: mpirun as a user runs it; its exit status is the result. Open MPI kills the rest of a job as soon as
-//     one rank exits non-zero, so this cannot tell a rank that ended by itself from one that hung and was killed.
-//  2. kEachRankReports: every rank is wrapped in a shell that prints "[rank R exit S]" to stderr, and Open MPI is
-//     told not to kill the peers of a failed rank (orte_abort_on_non_zero_status 0; mpirun then exits 0 whatever the
-//     ranks did). Every rank must end by itself: a rank left waiting shows up as a timeout, not as a quick kill.
-enum class Watch { kPlain, kEachRankReports };
-
-constexpr const char* kReportingShell =
-    R"("$0" "$@"; status=$?; echo "[rank $OMPI_COMM_WORLD_RANK exit $status]" >&2; exit $status)";
-
+// mpirun with one application context per element of contexts (see Watch), waited for at most kKillSeconds.
 Launch run_mpi(const std::vector<Ranks>& contexts, Watch watch) {
-  std::vector<std::string> args = {env_or("SHARDFIT_MPIEXEC", SHARDFIT_MPIEXEC)};
-  const std::vector<std::string> flags = shardfit::testing::open_mpi_test_flags();
-  args.insert(args.end(), flags.begin(), flags.end());
-  if (watch == Watch::kEachRankReports) args.insert(args.end(), {"--mca", "orte_abort_on_non_zero_status", "0"});
-  for (size_t i = 0; i < contexts.size(); ++i) {
-    if (i > 0) args.push_back(":");
-    args.insert(args.end(), {"-np", std::to_string(contexts[i].count), "--wdir", contexts[i].wdir.string()});
-    if (watch == Watch::kEachRankReports) args.insert(args.end(), {"/bin/sh", "-c", kReportingShell});
-    args.push_back(shardfit_bin());
-    args.insert(args.end(), contexts[i].args.begin(), contexts[i].args.end());
-  }
-  return shardfit::testing::launch_process(args, kKillSeconds);
-}
-
-// rank -> exit status, from the "[rank R exit S]" lines of Watch::kEachRankReports.
-std::map<int, int> rank_statuses(const std::string& err) {
-  static const std::regex line(R"(\[rank (\d+) exit (\d+)\])");
-  std::map<int, int> statuses;
-  for (auto it = std::sregex_iterator(err.begin(), err.end(), line); it != std::sregex_iterator(); ++it) {
-    statuses[std::stoi((*it)[1])] = std::stoi((*it)[2]);
-  }
-  return statuses;
-}
-
-// The first "error on rank" line and the hint below it (empty when there is none).
-std::string error_message(const Launch& launch) {
-  const size_t at = launch.err.find("error on rank");
-  if (at == std::string::npos) return {};
-  const size_t end = launch.err.find("\n[rank ", at);  // the reporting shells' lines follow the message
-  return launch.err.substr(at, end == std::string::npos ? std::string::npos : end - at);
+  return shardfit::testing::launch_process(mpirun_command(contexts, watch), kKillSeconds);
 }
 
 // The failure contract (ARCHITECTURE.md): every rank ends by itself, non-zero, well within the limit, and the
@@ -114,28 +66,6 @@ std::string expect_failure_on_every_rank(const Launch& launch, int ranks, const 
 // `word` occurs in text as a whole number or identifier, not as part of a longer one ("10" is not in "100").
 bool mentions(const std::string& text, const std::string& word) {
   return std::regex_search(text, std::regex("(^|[^0-9A-Za-z_])" + word + "($|[^0-9A-Za-z_])"));
-}
-
-std::string replaced(std::string text, const std::string& from, const std::string& to) {
-  const size_t at = text.find(from);
-  if (at == std::string::npos) {
-    ADD_FAILURE() << "'" << from << "' not in the job text";
-    return text;
-  }
-  return text.replace(at, from.size(), to);
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  ASSERT_TRUE(out.good()) << path;
-}
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
 }
 
 // A tiny job on synthetic data, for the failures: 24 samples of 64 features, class ids 0..9 (x.npy, y.npy).
@@ -166,35 +96,20 @@ void write_small_data(const fs::path& dir) {
 std::string digits_job() {
   const std::string text = read_bytes(digits_dir() / "mlp.pbtxt");
   EXPECT_FALSE(text.empty()) << digits_dir() / "mlp.pbtxt";
-  // A path streams as a quoted string: "x.npy" becomes "/.../examples/digits/x.npy".
-  std::ostringstream x_path, y_path;
-  x_path << digits_dir() / "x.npy";
-  y_path << digits_dir() / "y.npy";
-  return replaced(replaced(text, "\"x.npy\"", x_path.str()), "\"y.npy\"", y_path.str());
+  // "x.npy" becomes "/.../examples/digits/x.npy".
+  return replaced(replaced(text, "\"x.npy\"", quoted(digits_dir() / "x.npy")), "\"y.npy\"",
+                  quoted(digits_dir() / "y.npy"));
 }
 
 // Each test works in a fresh folder, which is also every rank's working directory; kept when the test failed.
-class CliTest : public ::testing::Test {
+class CliTest : public FreshDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "shardfit_cli_XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    if (HasFailure()) {
-      std::printf("[cli] files kept in %s\n", dir_.c_str());
-    } else {
-      fs::remove_all(dir_);
-    }
-  }
+  CliTest() : FreshDirTest("cli") {}
 
   // shardfit with `args` on `ranks` ranks, all working in dir_.
   Launch run(int ranks, const std::vector<std::string>& args, Watch watch) const {
     return run_mpi({{ranks, dir_, args}}, watch);
   }
-
-  fs::path dir_;
 };
 
 // --- success: the digits job end to end --------------------------------------------------------------------------

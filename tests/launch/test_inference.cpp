@@ -18,25 +18,25 @@
 #include "dist/dataset.h"
 #include "dist/history_writer.h"
 #include "dist/npy_writer.h"
+#include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"
-
-#ifndef SHARDFIT_MPIEXEC
-#define SHARDFIT_MPIEXEC "mpirun"
-#endif
-#ifndef SHARDFIT_BIN
-#define SHARDFIT_BIN "shardfit"
-#endif
-#ifndef SHARDFIT_SOURCE_DIR
-#define SHARDFIT_SOURCE_DIR "."
-#endif
 
 namespace {
 
 namespace fs = std::filesystem;
 using shardfit::testing::count_of;
 using shardfit::testing::describe;
-using shardfit::testing::env_or;
+using shardfit::testing::digits_dir;
+using shardfit::testing::error_message;
+using shardfit::testing::FreshDirTest;
 using shardfit::testing::Launch;
+using shardfit::testing::make_temp_dir;
+using shardfit::testing::mpirun_command;
+using shardfit::testing::quoted;
+using shardfit::testing::read_bytes;
+using shardfit::testing::replaced;
+using shardfit::testing::Watch;
+using shardfit::testing::write_text;
 
 constexpr double kLimitSeconds = 30.0;  // a failing job must be over well before this
 constexpr double kKillSeconds = 60.0;   // no launch is waited for longer than this
@@ -44,26 +44,11 @@ constexpr int64_t kDigitsRows = 1797;
 constexpr int64_t kDigitsFeatures = 64;
 constexpr int64_t kTrainRows = 1437;  // floor(1797 * 0.8): validation_split 0.2 holds out the last 360 rows
 
-std::string shardfit_bin() { return env_or("SHARDFIT_BIN", SHARDFIT_BIN); }
-fs::path source_dir() { return env_or("SHARDFIT_SOURCE_DIR", SHARDFIT_SOURCE_DIR); }
-fs::path digits_dir() { return source_dir() / "examples" / "digits"; }
-
 // `shardfit args...` on `ranks` ranks working in wdir. With each_rank_reports, every rank is wrapped in a shell that
 // prints "[rank R exit S]" and Open MPI lets each rank end by itself, so a failure must be agreed by all of them.
 Launch shardfit(int ranks, const fs::path& wdir, const std::vector<std::string>& args, bool each_rank_reports = false) {
-  std::vector<std::string> argv = {env_or("SHARDFIT_MPIEXEC", SHARDFIT_MPIEXEC)};
-  const std::vector<std::string> flags = shardfit::testing::open_mpi_test_flags();
-  argv.insert(argv.end(), flags.begin(), flags.end());
-  if (each_rank_reports) argv.insert(argv.end(), {"--mca", "orte_abort_on_non_zero_status", "0"});
-  argv.insert(argv.end(), {"-np", std::to_string(ranks), "--wdir", wdir.string()});
-  if (each_rank_reports) {
-    argv.insert(argv.end(),
-                {"/bin/sh", "-c",
-                 R"("$0" "$@"; status=$?; echo "[rank $OMPI_COMM_WORLD_RANK exit $status]" >&2; exit $status)"});
-  }
-  argv.push_back(shardfit_bin());
-  argv.insert(argv.end(), args.begin(), args.end());
-  return shardfit::testing::launch_process(argv, kKillSeconds);
+  return shardfit::testing::launch_process(
+      mpirun_command(ranks, wdir, args, each_rank_reports ? Watch::kEachRankReports : Watch::kPlain), kKillSeconds);
 }
 
 // Python reads what a user's script would read: np.load and xml.etree, not this project's own readers.
@@ -71,35 +56,6 @@ Launch python(const std::string& script, const std::vector<std::string>& args) {
   std::vector<std::string> argv = {"/usr/bin/python3", "-c", script};
   argv.insert(argv.end(), args.begin(), args.end());
   return shardfit::testing::launch_process(argv, kKillSeconds);
-}
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  ASSERT_TRUE(out.good()) << path;
-}
-
-// A path as a pbtxt string literal (quoted, escaped).
-std::string quoted(const fs::path& path) {
-  std::ostringstream text;
-  text << path;
-  return text.str();
-}
-
-std::string replaced(std::string text, const std::string& from, const std::string& to) {
-  const size_t at = text.find(from);
-  if (at == std::string::npos) {
-    ADD_FAILURE() << "'" << from << "' not in the job text";
-    return text;
-  }
-  return text.replace(at, from.size(), to);
 }
 
 // The bundled digits job with absolute data paths and the given outputs block.
@@ -178,22 +134,15 @@ std::string expect_failure_on_every_rank(const Launch& launch, int ranks) {
   }
   EXPECT_EQ(reported, ranks) << "every rank reports its exit status\n" << describe(launch);
   EXPECT_EQ(count_of(launch.out + launch.err, "error on rank"), 1) << describe(launch);
-  const size_t at = launch.err.find("error on rank");
-  if (at == std::string::npos) return {};
-  const size_t end = launch.err.find("\n[rank ", at);
-  return launch.err.substr(at, end == std::string::npos ? std::string::npos : end - at);
-}
-
-fs::path make_temp_dir(const std::string& tag) {
-  std::string pattern = (fs::temp_directory_path() / ("shardfit_" + tag + "_XXXXXX")).string();
-  if (mkdtemp(pattern.data()) == nullptr) return {};
-  return pattern;
+  return error_message(launch);
 }
 
 // One short digits fit (3 epochs, 2 ranks) shared by the suite: its history and its exported w.npz. Trained on the
 // first test that needs it, since CTest runs each test in a process of its own.
-class InferenceTest : public ::testing::Test {
+class InferenceTest : public FreshDirTest {
  protected:
+  InferenceTest() : FreshDirTest("inference") {}
+
   static void TearDownTestSuite() {
     if (model_dir_.empty()) return;
     if (::testing::UnitTest::GetInstance()->failed_test_count() == 0) {
@@ -203,18 +152,6 @@ class InferenceTest : public ::testing::Test {
     }
     model_dir_.clear();
     fit_.reset();
-  }
-
-  void SetUp() override {
-    dir_ = make_temp_dir("inference");
-    ASSERT_FALSE(dir_.empty());
-  }
-  void TearDown() override {
-    if (HasFailure()) {
-      std::printf("[inference] files kept in %s\n", dir_.c_str());
-    } else {
-      fs::remove_all(dir_);
-    }
   }
 
   // Trains the shared model unless done; fails the calling test (not the suite) when that fit failed.
@@ -237,7 +174,6 @@ class InferenceTest : public ::testing::Test {
 
   static fs::path model_dir_;
   static std::unique_ptr<Launch> fit_;
-  fs::path dir_;
 };
 
 fs::path InferenceTest::model_dir_;

@@ -35,45 +35,25 @@
 #include <vector>
 
 #include "proto/shardfit.pb.h"
+#include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"
-
-#ifndef SHARDFIT_MPIEXEC
-#define SHARDFIT_MPIEXEC "mpirun"
-#endif
-#ifndef SHARDFIT_BIN
-#define SHARDFIT_BIN "shardfit"
-#endif
-#ifndef SHARDFIT_SOURCE_DIR
-#define SHARDFIT_SOURCE_DIR "."
-#endif
 
 namespace {
 
 namespace fs = std::filesystem;
 using shardfit::testing::count_of;
 using shardfit::testing::describe;
-using shardfit::testing::env_or;
+using shardfit::testing::FreshDirTest;
 using shardfit::testing::Launch;
+using shardfit::testing::make_temp_dir;
+using shardfit::testing::mpirun_command;
+using shardfit::testing::read_bytes;
+using shardfit::testing::source_dir;
+using shardfit::testing::write_text;
 using Clock = std::chrono::steady_clock;
 
 constexpr double kKillSeconds = 60.0;  // no launch is waited for longer than this
 constexpr double kWaitSeconds = 30.0;  // for a checkpoint to appear; far beyond what a loaded 2-core machine needs
-
-std::string shardfit_bin() { return env_or("SHARDFIT_BIN", SHARDFIT_BIN); }
-fs::path source_dir() { return env_or("SHARDFIT_SOURCE_DIR", SHARDFIT_SOURCE_DIR); }
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  ASSERT_TRUE(out.good()) << path;
-}
 
 // --- the jobs ------------------------------------------------------------------------------------------------------
 
@@ -120,15 +100,6 @@ constexpr JobShape kTornJob{1000, 64, 1};
 constexpr JobShape kSmallJob{2, 64, 0};
 
 // --- processes -----------------------------------------------------------------------------------------------------
-
-std::vector<std::string> mpirun_command(int ranks, const fs::path& wdir, const std::vector<std::string>& args) {
-  std::vector<std::string> command = {env_or("SHARDFIT_MPIEXEC", SHARDFIT_MPIEXEC)};
-  const std::vector<std::string> flags = shardfit::testing::open_mpi_test_flags();
-  command.insert(command.end(), flags.begin(), flags.end());
-  command.insert(command.end(), {"-np", std::to_string(ranks), "--wdir", wdir.string(), shardfit_bin()});
-  command.insert(command.end(), args.begin(), args.end());
-  return command;
-}
 
 // A run waited for to its end.
 Launch run_to_end(int ranks, const fs::path& wdir, const std::vector<std::string>& args) {
@@ -430,8 +401,10 @@ void expect_same_result(const fs::path& want_dir, const fs::path& got_dir) {
 
 // Each test works in a fresh folder (kept when the test failed). The uninterrupted reference runs are made once
 // per process and rank count and shared by the tests.
-class ResumeTest : public ::testing::Test {
+class ResumeTest : public FreshDirTest {
  protected:
+  ResumeTest() : FreshDirTest("resume") {}
+
   static void SetUpTestSuite() {
 #ifdef __linux__
     // Killed ranks outlive a killed mpirun for a moment; as their subreaper this process can reap them, so no
@@ -455,20 +428,9 @@ class ResumeTest : public ::testing::Test {
     references_.clear();
   }
 
-  void SetUp() override { dir_ = make_dir("shardfit_resume_XXXXXX"); }
   void TearDown() override {
-    if (HasFailure()) {
-      keep_references_ = true;  // to compare with what the failed test left
-      std::printf("[resume] files kept in %s\n", dir_.c_str());
-    } else {
-      fs::remove_all(dir_);
-    }
-  }
-
-  static fs::path make_dir(const char* pattern) {
-    std::string path = (fs::temp_directory_path() / pattern).string();
-    if (mkdtemp(path.data()) == nullptr) return {};
-    return path;
+    if (HasFailure()) keep_references_ = true;  // to compare with what the failed test left
+    FreshDirTest::TearDown();
   }
 
   // A folder of its own under the test's, holding the job file.
@@ -482,7 +444,7 @@ class ResumeTest : public ::testing::Test {
   // The uninterrupted run of kResumeJob on `ranks` ranks: its folder.
   static fs::path reference(int ranks) {
     if (references_.count(ranks) != 0) return references_[ranks];
-    const fs::path dir = make_dir("shardfit_resume_reference_XXXXXX");
+    const fs::path dir = make_temp_dir("resume_reference");
     write_text(dir / "job.pbtxt", job_text(kResumeJob));
     const Launch launch = run_to_end(ranks, dir, {"fit", "job.pbtxt"});
     EXPECT_EQ(launch.exit_code, 0) << describe(launch);
@@ -497,7 +459,6 @@ class ResumeTest : public ::testing::Test {
     return std::chrono::microseconds(std::uniform_int_distribution<int>(0, max_ms * 1000)(random_));
   }
 
-  fs::path dir_;
   static inline std::map<int, fs::path> references_;
   static inline bool keep_references_ = false;
   static inline std::mt19937 random_;

@@ -1,0 +1,163 @@
+// What the end-to-end tests of the shardfit executable share (test_cli, test_inference, test_resume): where the
+// binary, mpirun and the source tree are, the `mpirun ... shardfit ...` command line, small file helpers, and a
+// fixture giving each test a fresh folder. They run from outside MPI; see launch_process.h. Header-only.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tests/support/launch_process.h"
+
+// Set by shardfit_cli_test (tests/CMakeLists.txt); the environment variables of the same names override them.
+#ifndef SHARDFIT_MPIEXEC
+#define SHARDFIT_MPIEXEC "mpirun"
+#endif
+#ifndef SHARDFIT_BIN
+#define SHARDFIT_BIN "shardfit"
+#endif
+#ifndef SHARDFIT_SOURCE_DIR
+#define SHARDFIT_SOURCE_DIR "."
+#endif
+
+namespace shardfit::testing {
+
+inline std::string shardfit_bin() { return env_or("SHARDFIT_BIN", SHARDFIT_BIN); }
+inline std::filesystem::path source_dir() { return env_or("SHARDFIT_SOURCE_DIR", SHARDFIT_SOURCE_DIR); }
+inline std::filesystem::path digits_dir() { return source_dir() / "examples" / "digits"; }
+
+// --- files ---------------------------------------------------------------------------------------------------------
+
+inline std::string read_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
+}
+
+inline void write_text(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+// A path as a pbtxt string literal (quoted, escaped): a path streams as a quoted string.
+inline std::string quoted(const std::filesystem::path& path) {
+  std::ostringstream text;
+  text << path;
+  return text.str();
+}
+
+// text with the first `from` replaced by `to`; a failure of the calling test when `from` is not there.
+inline std::string replaced(std::string text, const std::string& from, const std::string& to) {
+  const size_t at = text.find(from);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "'" << from << "' not in the job text";
+    return text;
+  }
+  return text.replace(at, from.size(), to);
+}
+
+// A fresh folder /tmp/shardfit_<tag>_XXXXXX; empty when it could not be made.
+inline std::filesystem::path make_temp_dir(const std::string& tag) {
+  std::string pattern = (std::filesystem::temp_directory_path() / ("shardfit_" + tag + "_XXXXXX")).string();
+  if (mkdtemp(pattern.data()) == nullptr) return {};
+  return pattern;
+}
+
+// --- mpirun --------------------------------------------------------------------------------------------------------
+
+// One application context of an mpirun command line: `-np count --wdir wdir shardfit args...`.
+struct Ranks {
+  int count;
+  std::filesystem::path wdir;
+  std::vector<std::string> args;  // shardfit's arguments
+};
+
+// How the ranks are watched.
+//  1. kPlain: mpirun as a user runs it; its exit status is the result. Open MPI kills the rest of a job as soon as
+//     one rank exits non-zero, so this cannot tell a rank that ended by itself from one that hung and was killed.
+//  2. kEachRankReports: every rank is wrapped in a shell that prints "[rank R exit S]" to stderr, and Open MPI is
+//     told not to kill the peers of a failed rank (orte_abort_on_non_zero_status 0; mpirun then exits 0 whatever the
+//     ranks did). Every rank must end by itself: a rank left waiting shows up as a timeout, not as a quick kill.
+enum class Watch { kPlain, kEachRankReports };
+
+inline constexpr const char* kReportingShell =
+    R"("$0" "$@"; status=$?; echo "[rank $OMPI_COMM_WORLD_RANK exit $status]" >&2; exit $status)";
+
+// `mpirun <test flags> -np P --wdir D shardfit args... [: -np ...]`, one application context per element.
+inline std::vector<std::string> mpirun_command(const std::vector<Ranks>& contexts, Watch watch) {
+  std::vector<std::string> args = {env_or("SHARDFIT_MPIEXEC", SHARDFIT_MPIEXEC)};
+  const std::vector<std::string> flags = open_mpi_test_flags();
+  args.insert(args.end(), flags.begin(), flags.end());
+  if (watch == Watch::kEachRankReports) args.insert(args.end(), {"--mca", "orte_abort_on_non_zero_status", "0"});
+  for (size_t i = 0; i < contexts.size(); ++i) {
+    if (i > 0) args.push_back(":");
+    args.insert(args.end(), {"-np", std::to_string(contexts[i].count), "--wdir", contexts[i].wdir.string()});
+    if (watch == Watch::kEachRankReports) args.insert(args.end(), {"/bin/sh", "-c", kReportingShell});
+    args.push_back(shardfit_bin());
+    args.insert(args.end(), contexts[i].args.begin(), contexts[i].args.end());
+  }
+  return args;
+}
+
+// `shardfit args...` on `ranks` ranks, all working in wdir.
+inline std::vector<std::string> mpirun_command(int ranks, const std::filesystem::path& wdir,
+                                               const std::vector<std::string>& args, Watch watch = Watch::kPlain) {
+  return mpirun_command(std::vector<Ranks>{{ranks, wdir, args}}, watch);
+}
+
+// rank -> exit status, from the "[rank R exit S]" lines of Watch::kEachRankReports.
+inline std::map<int, int> rank_statuses(const std::string& err) {
+  static const std::regex line(R"(\[rank (\d+) exit (\d+)\])");
+  std::map<int, int> statuses;
+  for (auto it = std::sregex_iterator(err.begin(), err.end(), line); it != std::sregex_iterator(); ++it) {
+    statuses[std::stoi((*it)[1])] = std::stoi((*it)[2]);
+  }
+  return statuses;
+}
+
+// The first "error on rank" line of stderr and the hint below it (empty when there is none).
+inline std::string error_message(const Launch& launch) {
+  const size_t at = launch.err.find("error on rank");
+  if (at == std::string::npos) return {};
+  const size_t end = launch.err.find("\n[rank ", at);  // the reporting shells' lines follow the message
+  return launch.err.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+// --- the fixture ---------------------------------------------------------------------------------------------------
+
+// Each test works in a fresh folder dir_ (/tmp/shardfit_<tag>_XXXXXX), also every rank's working directory when
+// the test says so; removed after the test, kept and named on stdout when the test failed.
+class FreshDirTest : public ::testing::Test {
+ protected:
+  explicit FreshDirTest(std::string tag) : tag_(std::move(tag)) {}
+
+  void SetUp() override {
+    dir_ = make_temp_dir(tag_);
+    ASSERT_FALSE(dir_.empty()) << "cannot make a folder for " << tag_;
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      std::printf("[%s] files kept in %s\n", tag_.c_str(), dir_.c_str());
+    } else {
+      std::filesystem::remove_all(dir_);
+    }
+  }
+
+  std::filesystem::path dir_;
+
+ private:
+  std::string tag_;
+};
+
+}  // namespace shardfit::testing

@@ -1,0 +1,128 @@
+// Helpers shared by the MPI tests of the distributed fit (test_fit, test_fit_callbacks): the bundled digits written
+// into a folder every rank sees, a quiet FitConfig, and History series compared across runs. Header-only; every
+// rank calls the collective ones (SharedDir, write_digits) together.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "dist/dataset.h"
+#include "dist/fit.h"
+#include "dist/npy_writer.h"
+#include "proto/shardfit.pb.h"
+#include "tests/support/mpi_test_env.h"
+
+namespace shardfit::testing {
+
+// The source tree: SHARDFIT_SOURCE_DIR under CTest, else the first folder up from here that holds the digits
+// (so the tests also run by hand from build/).
+inline std::filesystem::path source_dir() {
+  namespace fs = std::filesystem;
+  if (const char* dir = std::getenv("SHARDFIT_SOURCE_DIR"); dir != nullptr) return dir;
+  for (fs::path at = fs::current_path(); !at.empty(); at = at.parent_path()) {
+    if (fs::exists(at / "examples/digits/x.npy")) return at;
+    if (at == at.parent_path()) break;
+  }
+  return fs::current_path();
+}
+
+// A folder every rank sees: rank 0 makes it and broadcasts its name; removed when every rank is done with it,
+// also when an ASSERT ended the test early.
+class SharedDir {
+ public:
+  explicit SharedDir(const std::string& tag) {
+    std::string path;
+    if (world().is_root()) {
+      std::string pattern = (std::filesystem::temp_directory_path() / ("shardfit_" + tag + "_XXXXXX")).string();
+      path = mkdtemp(pattern.data());
+    }
+    world().broadcast(path, 0);
+    path_ = path;
+  }
+  SharedDir(const SharedDir&) = delete;
+  SharedDir& operator=(const SharedDir&) = delete;
+  ~SharedDir() {
+    world().barrier();
+    if (world().is_root()) std::filesystem::remove_all(path_);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// begin, begin + 1, ..., end - 1.
+inline std::vector<int64_t> range(int64_t begin, int64_t end) {
+  std::vector<int64_t> rows;
+  for (int64_t i = begin; i < end; ++i) rows.push_back(i);
+  return rows;
+}
+
+// The bundled digits, rows in the order given, as <stem>_x.npy / <stem>_y.npy in dir (rank 0), then a barrier.
+inline void write_digits(const std::filesystem::path& dir, const std::string& stem, const std::vector<int64_t>& rows) {
+  if (world().is_root()) {
+    proto::Dataset cfg;
+    cfg.mutable_x()->set_path("x.npy");
+    cfg.mutable_y()->set_path("y.npy");
+    const Dataset digits = Dataset::open(cfg, source_dir() / "examples/digits", "train");
+    std::vector<float> x(rows.size() * digits.feature_dim());
+    std::vector<float> y(rows.size());
+    digits.gather(rows, x.data(), y.data(), LabelLayout::kAsIs, 1);
+    std::vector<int64_t> ids(y.begin(), y.end());
+    write_npy(dir / (stem + "_x.npy"), x, {static_cast<int64_t>(rows.size()), digits.feature_dim()});
+    write_npy(dir / (stem + "_y.npy"), std::span<const int64_t>(ids), {static_cast<int64_t>(rows.size())});
+  }
+  world().barrier();
+}
+
+// No console, no history files, no checkpoints: a test run leaves nothing behind but what its callbacks write.
+inline FitConfig quiet_config(const proto::Job& job) {
+  FitConfig config = resolve_fit_config(job, false);
+  config.verbose = 0;
+  config.write_history = false;
+  config.checkpoint_every_epochs = 0;
+  return config;
+}
+
+// The values History holds for key, epoch by epoch; epochs without it are skipped.
+inline std::vector<double> series(const proto::History& history, const std::string& key) {
+  std::vector<double> values;
+  for (const auto& epoch : history.epochs()) {
+    if (auto it = epoch.values().find(key); it != epoch.values().end()) values.push_back(it->second);
+  }
+  return values;
+}
+
+// One value per epoch of History: key's, or NaN where the epoch lacks it.
+inline std::vector<double> series_or_nan(const proto::History& history, const std::string& key) {
+  std::vector<double> values;
+  for (const auto& epoch : history.epochs()) {
+    const auto it = epoch.values().find(key);
+    values.push_back(it != epoch.values().end() ? it->second : std::numeric_limits<double>::quiet_NaN());
+  }
+  return values;
+}
+
+// max |a - b| / max |b|: the relative difference of two runs' values (a and b must be as long).
+inline double relative_difference(const std::vector<double>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0;
+  double scale = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    diff = std::max(diff, std::abs(a[i] - b[i]));
+    scale = std::max(scale, std::abs(b[i]));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+}  // namespace shardfit::testing
