@@ -276,6 +276,24 @@ TEST_F(CliTest, CallbacksFromFlags) {
   EXPECT_NE((bad.err + bad.out).find("--callback:1:"), std::string::npos) << describe(bad);
 }
 
+TEST_F(CliTest, ReportRanksPrintsOneLinePerRankInOrder) {
+  write_text(dir_ / "mlp.pbtxt", digits_job());
+  const Launch launch = run(3,
+                            {"fit", (dir_ / "mlp.pbtxt").string(), "--epochs", "1", "--history",
+                             (dir_ / "report").string(), "--report-ranks"},
+                            Watch::kPlain);
+  ASSERT_EQ(launch.exit_code, 0) << describe(launch);
+  // 1437 training rows, batch 32, 3 ranks: slices of 10-11 (ranks 0 and 1) and 9-10 (rank 2); 360 / 3 validation rows.
+  const size_t first = launch.out.find("[rank 0/3]");
+  const size_t second = launch.out.find("[rank 1/3]");
+  const size_t third = launch.out.find("[rank 2/3]");
+  ASSERT_NE(first, std::string::npos) << describe(launch);
+  EXPECT_LT(first, second) << describe(launch);
+  EXPECT_LT(second, third) << describe(launch);
+  EXPECT_EQ(count_of(launch.out, "[rank "), 3) << describe(launch);
+  EXPECT_NE(launch.out.find("9-10 samples per step, 120 validation rows"), std::string::npos) << describe(launch);
+}
+
 TEST_F(CliTest, HelpPrintsEveryFlagOnce) {
   const Launch launch = run(2, {"--help"}, Watch::kPlain);
   EXPECT_EQ(launch.exit_code, 0) << describe(launch);
@@ -284,7 +302,7 @@ TEST_F(CliTest, HelpPrintsEveryFlagOnce) {
   const std::string fit_flags = launch.out.substr(launch.out.find("flags for fit"));
   for (const char* flag :
        {"--epochs N", "--batch-size N", "--validation-split F", "--learning-rate F", "--shuffle true|false", "--seed N",
-        "--history DIR", "--verbose 0|1|2", "--resume  ", "--early-stopping N", "--callback TEXT"}) {
+        "--history DIR", "--verbose 0|1|2", "--resume  ", "--early-stopping N", "--callback TEXT", "--report-ranks"}) {
     EXPECT_EQ(count_of(fit_flags, flag), 1) << flag << "\n" << describe(launch);
   }
   EXPECT_EQ(launch.err, "") << describe(launch);
