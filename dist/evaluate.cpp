@@ -94,22 +94,17 @@ Loaded load_everywhere(Comm& comm, const proto::Job& job, const std::filesystem:
 
 }  // namespace
 
-std::map<std::string, double> evaluate(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir,
-                                       const InferenceOptions& options) {
-  Loaded loaded = load_everywhere(comm, job, job_dir, options, true);
-  SF_CHECK(loaded.data->label_cols() > 0, "evaluate needs labels: expected --y FILE (or a label column)");
-  Model& model = *loaded.model;
-  const Slice slice = slice_of(loaded.data->rows(), comm.rank(), comm.size());
-  model.reserve(std::max<int64_t>(1, std::min(slice.count, options.batch_size)));
+std::map<std::string, double> evaluate_rows(Comm& comm, Model& model, const Dataset& data, LabelLayout layout,
+                                            int64_t first_row, int64_t row_count) {
+  const Slice slice = slice_of(row_count, comm.rank(), comm.size());
   const size_t metrics = model.metric_names().size();
-  std::vector<double> sums(metrics + 2, 0.0);  // loss, metrics..., count
+  std::vector<double> sums(metrics + 2, 0.0);  // loss, metrics..., count: one reduction
   std::vector<double> batch_metrics(metrics);
   std::vector<int64_t> rows(static_cast<size_t>(model.capacity()));
   for (int64_t done = 0; done < slice.count;) {
     const int64_t count = std::min(model.capacity(), slice.count - done);
-    for (int64_t i = 0; i < count; ++i) rows[i] = slice.offset + done + i;
-    loaded.data->gather({rows.data(), static_cast<size_t>(count)}, model.input(), model.labels(), loaded.layout,
-                        model.label_dim());
+    for (int64_t i = 0; i < count; ++i) rows[i] = first_row + slice.offset + done + i;
+    data.gather({rows.data(), static_cast<size_t>(count)}, model.input(), model.labels(), layout, model.label_dim());
     sums[0] += model.evaluate_batch(count, batch_metrics);
     for (size_t m = 0; m < metrics; ++m) sums[1 + m] += batch_metrics[m];
     sums.back() += static_cast<double>(count);
@@ -119,6 +114,16 @@ std::map<std::string, double> evaluate(Comm& comm, const proto::Job& job, const 
   std::map<std::string, double> values{{"loss", sums[0] / sums.back()}, {"samples", sums.back()}};
   for (size_t m = 0; m < metrics; ++m) values[model.metric_names()[m]] = sums[1 + m] / sums.back();
   return values;
+}
+
+std::map<std::string, double> evaluate(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir,
+                                       const InferenceOptions& options) {
+  Loaded loaded = load_everywhere(comm, job, job_dir, options, true);
+  SF_CHECK(loaded.data->label_cols() > 0, "evaluate needs labels: expected --y FILE (or a label column)");
+  Model& model = *loaded.model;
+  const int64_t rows = loaded.data->rows();
+  model.reserve(std::max<int64_t>(1, std::min(slice_of(rows, comm.rank(), comm.size()).count, options.batch_size)));
+  return evaluate_rows(comm, model, *loaded.data, loaded.layout, 0, rows);
 }
 
 int64_t predict(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir,

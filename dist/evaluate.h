@@ -18,6 +18,16 @@ struct InferenceOptions {
   int64_t batch_size = 256;       // rows per forward pass on a rank
 };
 
+class Dataset;
+class Model;
+enum class LabelLayout;
+
+// Collective: the loss and metric means over rows [first_row, first_row + row_count) of `data`, each rank taking
+// its contiguous slice in chunks of at most model.capacity() rows, every row counted once:
+// {"loss": ..., "<metric>": ..., "samples": row_count}. Shared by fit's validation and `shardfit evaluate`.
+std::map<std::string, double> evaluate_rows(Comm& comm, Model& model, const Dataset& data, LabelLayout layout,
+                                            int64_t first_row, int64_t row_count);
+
 // Loss and metrics over the data set, reduced over ranks: {"loss": ..., "accuracy": ..., "samples": N}.
 std::map<std::string, double> evaluate(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir,
                                        const InferenceOptions& options);

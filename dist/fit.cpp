@@ -27,6 +27,7 @@
 #include "dist/callbacks.h"
 #include "dist/dataset.h"
 #include "dist/diagnosis.h"
+#include "dist/evaluate.h"
 #include "dist/gradient_reducer.h"
 #include "dist/history_writer.h"
 #include "dist/plot_svg.h"
@@ -418,24 +419,13 @@ bool Trainer::train_epoch(int64_t epoch, int64_t first_step) {
 }
 
 void Trainer::validate(EpochLogs& logs) {
-  Model& model = *model_;
-  const auto& metric_names = model.metric_names();
+  // Validation rows follow the training rows in the training file, or are all of data.validation.
   const Dataset& data = validation_ ? *validation_ : *train_;
-  const int64_t offset = validation_ ? 0 : split_.train;  // validation rows follow the training rows
-  Sums sums(metric_names.size());
-  // Each rank its contiguous slice, in chunks of at most the model's capacity; each sample counted once.
-  for (int64_t done = 0; done < validation_slice_.count;) {
-    const int64_t count = std::min(model.capacity(), validation_slice_.count - done);
-    for (int64_t i = 0; i < count; ++i) rows_[i] = offset + validation_slice_.offset + done + i;
-    load(data, validation_layout_, count);
-    sums.loss() += model.evaluate_batch(count, batch_metrics_);
-    for (size_t m = 0; m < batch_metrics_.size(); ++m) sums.metrics()[m] += batch_metrics_[m];
-    sums.count() += static_cast<double>(count);
-    done += count;
+  const int64_t first_row = validation_ ? 0 : split_.train;
+  for (const auto& [key, value] :
+       evaluate_rows(comm_, *model_, data, validation_layout_, first_row, split_.validation)) {
+    if (key != "samples") logs["val_" + key] = value;
   }
-  comm_.allreduce_sum(std::span<double>(sums.values));
-  logs["val_loss"] = sums.loss() / sums.count();
-  for (size_t m = 0; m < metric_names.size(); ++m) logs["val_" + metric_names[m]] = sums.metrics()[m] / sums.count();
 }
 
 void Trainer::finish_epoch(int64_t epoch, Clock::time_point start, double train_seconds) {

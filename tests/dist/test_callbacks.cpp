@@ -18,6 +18,7 @@
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
+#include "tests/support/temp_dir.h"
 
 namespace shardfit {
 namespace {
@@ -102,23 +103,6 @@ std::vector<EpochLogs> series(const std::string& key, const std::vector<double>&
   for (double v : values) out.push_back({{key, v}});
   return out;
 }
-
-// A fresh folder per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            (std::string("shardfit_callbacks_") + info->name() + "_" + std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -409,7 +393,7 @@ TEST(LearningRateScheduler, CosineAfterWarmupDecaysOverTheRest) {
 // --- ModelCheckpoint -------------------------------------------------------------------------------------------
 
 TEST(ModelCheckpoint, NamesFilesFromEpochAndLogs) {
-  TempDir dir;
+  const shardfit::testing::TempDir dir("callbacks");
   Trainer t;
   const fs::path pattern = dir.path() / "new" / "sub" / "w.{epoch:02d}-{val_loss:.2f}.npz";
   auto callbacks = callbacks_from("callbacks { model_checkpoint { filepath: '" + pattern.string() + "' } }");
@@ -425,7 +409,7 @@ TEST(ModelCheckpoint, NamesFilesFromEpochAndLogs) {
 }
 
 TEST(ModelCheckpoint, FormatsFieldsAsPythonDoes) {
-  TempDir dir;
+  const shardfit::testing::TempDir dir("callbacks");
   Trainer t;
   const std::string pattern =
       (dir.path() / "{{x}}{epoch}_{epoch:3d}_{epoch:03}_{loss}_{loss:.3e}_{loss:08.3f}_{val_loss:g}_{acc:.1f}.npz")
@@ -438,7 +422,7 @@ TEST(ModelCheckpoint, FormatsFieldsAsPythonDoes) {
 }
 
 TEST(ModelCheckpoint, SaveBestOnlyWritesOnlyOnImprovement) {
-  TempDir dir;
+  const shardfit::testing::TempDir dir("callbacks");
   Trainer t;
   const std::string pattern = (dir.path() / "best.{epoch}.npz").string();
   auto callbacks =
@@ -451,7 +435,7 @@ TEST(ModelCheckpoint, SaveBestOnlyWritesOnlyOnImprovement) {
 }
 
 TEST(ModelCheckpoint, SaveBestOnlyInMaxModeOverwritesOneFile) {
-  TempDir dir;
+  const shardfit::testing::TempDir dir("callbacks");
   Trainer t;
   const fs::path path = dir.path() / "best.npz";
   auto callbacks = callbacks_from("callbacks { model_checkpoint { filepath: '" + path.string() +
@@ -463,7 +447,7 @@ TEST(ModelCheckpoint, SaveBestOnlyInMaxModeOverwritesOneFile) {
 }
 
 TEST(ModelCheckpoint, OnlyRankZeroWrites) {
-  TempDir dir;
+  const shardfit::testing::TempDir dir("callbacks");
   Trainer t;
   t.control.is_root = false;
   auto callbacks =
@@ -517,7 +501,7 @@ TEST(Callbacks, OnlyTerminateOnNaNWantsBatchLosses) {
 // --- CSVLogger -------------------------------------------------------------------------------------------------
 
 TEST(CsvLogger, WritesKerasRows) {
-  TempDir dir;
+  const shardfit::testing::TempDir dir("callbacks");
   Trainer t;
   const fs::path path = dir.path() / "logs" / "training.csv";
   auto callbacks = callbacks_from("callbacks { csv_logger { filename: '" + path.string() + "' } }");
@@ -540,7 +524,7 @@ TEST(CsvLogger, WritesKerasRows) {
 }
 
 TEST(CsvLogger, SeesTheLearningRateAddedByAnEarlierCallback) {
-  TempDir dir;
+  const shardfit::testing::TempDir dir("callbacks");
   Trainer t(0.5F);
   const fs::path path = dir.path() / "training.tsv";
   auto callbacks = callbacks_from(
@@ -552,7 +536,7 @@ TEST(CsvLogger, SeesTheLearningRateAddedByAnEarlierCallback) {
 }
 
 TEST(CsvLogger, OverwritesUnlessAppending) {
-  TempDir dir;
+  const shardfit::testing::TempDir dir("callbacks");
   const fs::path path = dir.path() / "log.csv";
   {
     std::ofstream(path, std::ios::binary) << "old\r\n";
@@ -577,7 +561,7 @@ TEST(CsvLogger, OverwritesUnlessAppending) {
 }
 
 TEST(CsvLogger, OnlyRankZeroWrites) {
-  TempDir dir;
+  const shardfit::testing::TempDir dir("callbacks");
   Trainer t;
   t.control.is_root = false;
   auto callbacks = callbacks_from("callbacks { csv_logger { filename: '" + (dir.path() / "a.csv").string() + "' } }");
@@ -672,7 +656,7 @@ std::map<std::string, std::string> files_under(const fs::path& dir) {
 // interrupted after epoch resume_at - 1 (its state saved, as the checkpoint does), epoch resume_at is run and
 // lost (a kill before the next checkpoint), and a new process (fresh callbacks, state loaded) continues.
 Outcome run_job(std::string job, const std::vector<EpochLogs>& logs, int64_t resume_at, bool load_before_begin) {
-  TempDir dir;
+  const shardfit::testing::TempDir dir("callbacks");
   for (size_t at; (at = job.find("@DIR@")) != std::string::npos;) job.replace(at, 5, dir.path().string());
   const auto epochs = static_cast<int64_t>(logs.size());
   Outcome out;
@@ -745,7 +729,8 @@ TEST(CallbacksState, ResumeDecidesAsAnUninterruptedRun) {
   }
   for (int64_t at : {1, 3, 4, 5, 6}) {
     for (bool load_before_begin : {true, false}) {
-      SCOPED_TRACE(testing::Message() << "resume at " << at << (load_before_begin ? ", load first" : ", begin first"));
+      SCOPED_TRACE(::testing::Message() << "resume at " << at
+                                        << (load_before_begin ? ", load first" : ", begin first"));
       expect_same(run_job(job, logs, at, load_before_begin), whole);
     }
   }
@@ -762,7 +747,7 @@ TEST(CallbacksState, ResumeOnAPlateauKeepsWaitAndCooldown) {
   EXPECT_EQ(whole.trace.rates, (std::vector<float>{0.5F, 0.5F, 0.5F, 0.25F, 0.25F, 0.25F, 0.125F, 0.125F, 0.125F,
                                                    0.0625F, 0.0625F, 0.0625F}));
   for (int64_t at : {1, 2, 3, 5, 6, 10}) {
-    SCOPED_TRACE(testing::Message() << "resume at " << at);
+    SCOPED_TRACE(::testing::Message() << "resume at " << at);
     expect_same(run_job(job, logs, at, true), whole);
   }
 }

@@ -28,6 +28,7 @@
 
 #include "dist/history_writer.h"
 #include "kernels/error.h"
+#include "tests/support/temp_dir.h"
 
 namespace shardfit {
 namespace {
@@ -279,23 +280,6 @@ bool same_double(double a, double b) {
   return ::testing::AssertionSuccess();
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "shardfit_history_XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
 proto::EpochRecord& add_epoch(proto::History& history, int64_t epoch, const std::map<std::string, double>& values,
                               double seconds, double samples_per_second) {
   proto::EpochRecord& record = *history.add_epochs();
@@ -382,7 +366,7 @@ TEST(JsonNumber, ShortestTextReadsBackExactly) {
 }
 
 TEST(HistoryWriter, WritesThreeFilesThatRoundTrip) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("history");
   const proto::History history = sample_history();
   const HistoryWriter writer(tmp.path() / "nested" / "out");  // created with its parent
   writer.write(history);
@@ -458,7 +442,7 @@ TEST(HistoryWriter, WritesThreeFilesThatRoundTrip) {
 }
 
 TEST(HistoryWriter, NoDiagnosisAndNoEpochsStillValid) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("history");
   const HistoryWriter writer(tmp.path());
   proto::History history;
   history.mutable_params()->set_epochs(5);
@@ -485,7 +469,7 @@ TEST(HistoryWriter, RejectsValueKeysThatShadowFixedKeys) {
 }
 
 TEST(HistoryWriter, NamesTheFolderItCannotCreate) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("history");
   const fs::path file = tmp.path() / "a_file";
   std::ofstream(file) << "x";
   try {
@@ -503,7 +487,7 @@ TEST(HistoryWriter, NamesTheFolderItCannotCreate) {
 }
 
 TEST(ReadHistoryPb, NamesTheFileOnErrors) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("history");
   const fs::path missing = tmp.path() / "missing.pb";
   try {
     read_history_pb(missing);
@@ -530,7 +514,7 @@ TEST(HistoryWriter, PythonReadsTheSameHistory) {
   const fs::path script = fs::path(source_env != nullptr ? source_env : ".") / "tests/python/read_history.py";
   ASSERT_TRUE(fs::exists(script)) << script << " (set SHARDFIT_SOURCE_DIR to the source tree)";
 
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("history");
   const proto::History history = sample_history();
   HistoryWriter(tmp.path()).write(history);
   const std::string command = "'" + python + "' '" + script.string() + "' '" + tmp.path().string() + "' 2>&1";
@@ -682,7 +666,7 @@ int64_t check_csv(const fs::path& path) {
 }
 
 TEST(HistoryWriter, SigkillAtAnyMomentLeavesValidFiles) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("history");
   proto::History first;
   first.mutable_params()->set_epochs(1000000);
   HistoryWriter(tmp.path()).write(first);  // the files of "no epoch done yet"

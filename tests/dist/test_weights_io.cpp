@@ -24,28 +24,12 @@
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
+#include "tests/support/temp_dir.h"
 
 namespace shardfit {
 namespace {
 
 namespace fs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "shardfit_weights_XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // Four tensors: dense_0/kernel (4, 5), dense_0/bias (5,), dense_2/kernel (5, 3), dense_2/bias (3,); the dropout
 // layer in between has none, so names are not simply numbered by tensor.
@@ -258,7 +242,7 @@ TEST(Zip, MemberCountStopsBeforeZip64) {
 // ---- shardfit -> shardfit ----
 
 TEST(WeightsIo, RoundTripIsExact) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   const fs::path path = tmp.path() / "w.npz";
   const auto saved = small_model(7);
   save_weights(path, *saved);
@@ -276,7 +260,7 @@ TEST(WeightsIo, RoundTripIsExact) {
 
 TEST(WeightsIo, ArchiveHoldsTheWeightListInOrder) {
   const auto model = small_model(3);
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   const fs::path path = tmp.path() / "w.npz";
   save_weights(path, *model);
   const std::vector<NpzArray> arrays = read_npz(path);
@@ -295,7 +279,7 @@ TEST(WeightsIo, ArchiveHoldsTheWeightListInOrder) {
 // ---- shardfit -> NumPy ----
 
 TEST(WeightsIo, NumpyReadsKeysShapesAndValues) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   REQUIRE_NUMPY(tmp.path());
   const auto model = small_model(11);
   const fs::path path = tmp.path() / "w.npz";
@@ -348,7 +332,7 @@ void expect_arange_weights(const Model& model) {
 }
 
 TEST(WeightsIo, LoadsWhatNpSavezWrites) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   REQUIRE_NUMPY(tmp.path());
   auto model = small_model(5);
   const fs::path path = tmp.path() / "from_numpy.npz";
@@ -367,7 +351,7 @@ TEST(WeightsIo, LoadsWhatNpSavezWrites) {
 }
 
 TEST(WeightsIo, LoadsAnArchiveWrittenWithDataDescriptors) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   REQUIRE_NUMPY(tmp.path());
   auto model = small_model(5);
   const fs::path path = tmp.path() / "streamed.npz";
@@ -383,7 +367,7 @@ TEST(WeightsIo, LoadsAnArchiveWrittenWithDataDescriptors) {
 }
 
 TEST(Npz, ReadsScalarsEmptyAndFortranOrderArrays) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   REQUIRE_NUMPY(tmp.path());
   const fs::path path = tmp.path() / "misc.npz";
   const PythonRun run = run_python(tmp.path(), kSavezScript, {path.string(), "misc"});
@@ -406,7 +390,7 @@ TEST(Npz, ReadsScalarsEmptyAndFortranOrderArrays) {
 }
 
 TEST(WeightsIo, RefusesSavezCompressedWithAHint) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   REQUIRE_NUMPY(tmp.path());
   auto model = small_model(5);
   const std::vector<float> before = parameters_of(*model);
@@ -425,7 +409,7 @@ TEST(WeightsIo, RefusesSavezCompressedWithAHint) {
 }
 
 TEST(WeightsIo, RefusesIntegerArrays) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   REQUIRE_NUMPY(tmp.path());
   const fs::path path = tmp.path() / "ints.npz";
   const PythonRun run = run_python(tmp.path(), kSavezScript, {path.string(), "ints"});
@@ -439,7 +423,7 @@ TEST(WeightsIo, RefusesIntegerArrays) {
 // ---- names and shapes ----
 
 TEST(WeightsIo, WrongShapeNamesKeyExpectedAndFound) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   auto model = small_model(5);
   const std::vector<float> before = parameters_of(*model);
   std::vector<WeightTensor> weights = model->get_weights();
@@ -457,7 +441,7 @@ TEST(WeightsIo, WrongShapeNamesKeyExpectedAndFound) {
 }
 
 TEST(WeightsIo, MissingAndUnexpectedKeysAreListed) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   auto model = small_model(5);
   const std::vector<float> before = parameters_of(*model);
   const std::vector<WeightTensor> weights = model->get_weights();
@@ -489,7 +473,7 @@ TEST(WeightsIo, MissingAndUnexpectedKeysAreListed) {
 }
 
 TEST(WeightsIo, ArchiveOrderDoesNotMatter) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   const auto source = small_model(21);
   std::vector<WeightTensor> weights = source->get_weights();
   std::swap(weights[0], weights[3]);
@@ -504,7 +488,7 @@ TEST(WeightsIo, ArchiveOrderDoesNotMatter) {
 // ---- damaged files ----
 
 TEST(Npz, EveryTruncationFailsCleanly) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   const fs::path path = tmp.path() / "w.npz";
   save_weights(path, *small_model(1));
   const std::string bytes = read_bytes(path);
@@ -522,7 +506,7 @@ TEST(Npz, EveryTruncationFailsCleanly) {
 // Every single-byte corruption is either caught (CRC, signatures, bounds) or lands in a field that does not change
 // what is read (timestamps, version, attributes); never a crash or different values.
 TEST(Npz, CorruptBytesFailOrReadTheSame) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   const fs::path path = tmp.path() / "w.npz";
   save_weights(path, *small_model(1));
   const std::string bytes = read_bytes(path);
@@ -550,7 +534,7 @@ TEST(Npz, CorruptBytesFailOrReadTheSame) {
 }
 
 TEST(Npz, OtherFilesAreNamedForWhatTheyAre) {
-  TempDir tmp;
+  const shardfit::testing::TempDir tmp("weights");
   auto model = small_model(1);
 
   const fs::path npy = tmp.path() / "kernel.npy";

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "tests/support/launch_process.h"
+#include "tests/support/temp_dir.h"
 
 // Set by shardfit_cli_test (tests/CMakeLists.txt); the environment variables of the same names override them.
 #ifndef SHARDFIT_MPIEXEC
@@ -68,11 +69,6 @@ inline std::string replaced(std::string text, const std::string& from, const std
 }
 
 // A fresh folder /tmp/shardfit_<tag>_XXXXXX; empty when it could not be made.
-inline std::filesystem::path make_temp_dir(const std::string& tag) {
-  std::string pattern = (std::filesystem::temp_directory_path() / ("shardfit_" + tag + "_XXXXXX")).string();
-  if (mkdtemp(pattern.data()) == nullptr) return {};
-  return pattern;
-}
 
 // --- mpirun --------------------------------------------------------------------------------------------------------
 
