@@ -1079,11 +1079,12 @@ void Dataset::gather(std::span<const int64_t> rows, float* x, float* y, LabelLay
   }
 }
 
-void Dataset::check_class_ids(int64_t num_classes) const {
+void Dataset::check_class_ids(int64_t num_classes, int64_t first_row, int64_t row_count) const {
   if (label_cols() != 1) {
     SF_FAIL(cat(role_, " y ", y_.describe(), " has ", label_cols(), " values per row: expected one class id per row"));
   }
-  for (int64_t r = 0; r < rows(); ++r) class_id(r, num_classes);
+  const int64_t end = row_count < 0 ? rows() : std::min(rows(), first_row + row_count);
+  for (int64_t r = first_row; r < end; ++r) class_id(r, num_classes);
 }
 
 }  // namespace shardfit

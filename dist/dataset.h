@@ -102,9 +102,10 @@ class Dataset {
   // Allocates nothing for npy and idx files.
   void gather(std::span<const int64_t> rows, float* x, float* y, LabelLayout layout, int64_t label_dim) const;
 
-  // Reads every label once and fails on the first that is not a class id in [0, num_classes): lets the trainer
-  // reject bad labels before the first step rather than mid-epoch. Reads (and for CSV parses) the whole label column.
-  void check_class_ids(int64_t num_classes) const;
+  // Reads the labels of rows [first_row, first_row + row_count) once and fails on the first that is not a class id
+  // in [0, num_classes): lets the trainer reject bad labels before the first step rather than mid-epoch. Each rank
+  // checks its own share, so together they read (and for CSV parse) the label column once. Default: every row.
+  void check_class_ids(int64_t num_classes, int64_t first_row = 0, int64_t row_count = -1) const;
 
  private:
   Dataset(std::string role, ArrayFile x, ArrayFile y, float x_scale, bool labels_are_ids)

@@ -86,7 +86,8 @@ Loaded load_everywhere(Comm& comm, const proto::Job& job, const std::filesystem:
       explain_width_mismatch(options.weights, *loaded.model, *loaded.x);
       throw;
     }
-    if (need_labels) loaded.layout = prepare_labels(*loaded.data, *loaded.model, job.loss(), "test");
+    if (need_labels)
+      loaded.layout = prepare_labels(*loaded.data, *loaded.model, job.loss(), "test", comm.rank(), comm.size());
   });
   comm.check_same_everywhere("loaded weights", loaded.model->parameters());
   return loaded;

@@ -144,9 +144,9 @@ void Trainer::setup() {
                cat("data.validation has ", validation_->feature_dim(), " features per sample but data.train has ",
                    train_->feature_dim()));
     }
-    train_layout_ = prepare_labels(*train_, *model_, job_.loss(), "train");
+    train_layout_ = prepare_labels(*train_, *model_, job_.loss(), "train", rank, world);
     if (validation_) {
-      validation_layout_ = prepare_labels(*validation_, *model_, job_.loss(), "validation");
+      validation_layout_ = prepare_labels(*validation_, *model_, job_.loss(), "validation", rank, world);
     } else {
       validation_layout_ = train_layout_;
     }
@@ -519,7 +519,8 @@ FitResult Trainer::run() {
 
 }  // namespace
 
-LabelLayout prepare_labels(const Dataset& data, const Model& model, const std::string& loss, const std::string& role) {
+LabelLayout prepare_labels(const Dataset& data, const Model& model, const std::string& loss, const std::string& role,
+                           int rank, int world) {
   const int64_t out = model.output_dim();
   LabelLayout layout = LabelLayout::kAsIs;
   if (trains_on_class_ids(loss)) {
@@ -543,7 +544,8 @@ LabelLayout prepare_labels(const Dataset& data, const Model& model, const std::s
   }
   // Class ids are range-checked once, before the first step, rather than failing mid-epoch.
   if (layout == LabelLayout::kIdsToOneHot || (layout == LabelLayout::kAsIs && trains_on_class_ids(loss))) {
-    data.check_class_ids(out);
+    const Slice share = slice_of(data.rows(), rank, world);
+    data.check_class_ids(out, share.offset, share.count);
   }
   return layout;
 }

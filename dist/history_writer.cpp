@@ -2,10 +2,9 @@
 // replacement under them. Not a general JSON library: it writes exactly the shapes documented in the header.
 #include "dist/history_writer.h"
 
+#include <fcntl.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
-
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <array>

@@ -49,14 +49,18 @@ void parse_text_message(const std::string& text, const std::string& source, goog
   }
 }
 
-proto::Job read_job_file(const std::filesystem::path& path) {
+std::string read_text_file(const std::filesystem::path& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    SF_FAIL(cat("cannot open job file '", path.string(), "': ", std::strerror(errno)));
+    SF_FAIL(cat("cannot open ", what, " '", path.string(), "': ", std::strerror(errno)));
   }
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_job_text(text.str(), path.string());
+  return text.str();
+}
+
+proto::Job read_job_file(const std::filesystem::path& path) {
+  return parse_job_text(read_text_file(path, "job file"), path.string());
 }
 
 }  // namespace shardfit

@@ -76,10 +76,19 @@ int run_plot(Comm& comm, const Command& command) {
 int run(Comm& comm, int argc, char** argv) {
   Command command;
   proto::Job job;
+  // Rank 0 reads the job file and sends its text: one read however many ranks, and the job need only be visible
+  // where rank 0 runs. Every rank parses the same text, so a syntax error is found (and agreed on) everywhere.
+  std::string job_text;
   run_agreed(comm, [&] {
     command = parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
+    if (comm.is_root() && command.name != "help" && command.name != "version" && command.name != "plot") {
+      job_text = read_text_file(command.job_path, "job file");
+    }
+  });
+  comm.broadcast(job_text, 0);
+  run_agreed(comm, [&] {
     if (command.name == "fit" || command.name == "evaluate" || command.name == "predict") {
-      job = read_job_file(command.job_path);
+      job = parse_job_text(job_text, command.job_path);
       apply_overrides(command.overrides, job);
     }
   });

@@ -336,6 +336,22 @@ TEST_P(CliFailureTest, MalformedJobFile) {
   EXPECT_NE(message.find("sixteen"), std::string::npos) << message;
 }
 
+TEST_P(CliFailureTest, ClassIdOutOfRangeInTheLastRow) {
+  // Each rank checks the class ids of its share of the rows before the first step; the bad id is in the last row,
+  // so the last rank finds it and every rank stops with its message.
+  const int ranks = GetParam();
+  write_small_data(dir_);
+  std::vector<int64_t> y(kSmallRows);
+  for (int64_t i = 0; i < kSmallRows; ++i) y[i] = i % 10;
+  y.back() = 12;
+  shardfit::write_npy(dir_ / "y.npy", y, {kSmallRows});
+  write_text(dir_ / "job.pbtxt", kSmallJob);
+  const Launch launch = run(ranks, {"fit", "job.pbtxt"}, Watch::kEachRankReports);
+  const std::string message = expect_failure_on_every_rank(launch, ranks, "class id out of range");
+  EXPECT_NE(message.find("error on rank " + std::to_string(ranks - 1)), std::string::npos) << message;
+  EXPECT_NE(message.find("12"), std::string::npos) << message;
+}
+
 INSTANTIATE_TEST_SUITE_P(Ranks, CliFailureTest, ::testing::Values(2, 4));
 
 TEST_F(CliTest, InputDimDisagreesWithTheData) {
