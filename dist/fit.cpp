@@ -316,19 +316,21 @@ void Trainer::report_rank() {
     smallest = std::min(smallest, plan_->slice(step).count);
     largest = std::max(largest, plan_->slice(step).count);
   }
-  // Barriers in turn keep the lines in rank order on a shared console; this runs once, at start.
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "[rank %d/%d] host %s, local rank %d of %d, %d OpenMP thread(s), %lld-%lld samples per step, "
+                "%lld validation rows",
+                comm_.rank(), comm_.size(), host, comm_.local_rank(), comm_.local_size(), omp_get_max_threads(),
+                static_cast<long long>(smallest), static_cast<long long>(largest),
+                static_cast<long long>(validation_slice_.count));
+  // Rank 0 prints every rank's line: output forwarded from separate processes arrives in no particular order,
+  // so the lines travel to rank 0 (one small broadcast per rank, once, at start) and are printed in rank order.
   for (int r = 0; r < comm_.size(); ++r) {
-    if (r == comm_.rank()) {
-      std::printf(
-          "[rank %d/%d] host %s, local rank %d of %d, %d OpenMP thread(s), %lld-%lld samples per step, "
-          "%lld validation rows\n",
-          comm_.rank(), comm_.size(), host, comm_.local_rank(), comm_.local_size(), omp_get_max_threads(),
-          static_cast<long long>(smallest), static_cast<long long>(largest),
-          static_cast<long long>(validation_slice_.count));
-      std::fflush(stdout);
-    }
-    comm_.barrier();
+    std::string text = r == comm_.rank() ? std::string(line) : std::string();
+    comm_.broadcast(text, r);
+    if (comm_.is_root()) std::printf("%s\n", text.c_str());
   }
+  if (comm_.is_root()) std::fflush(stdout);
 }
 
 void Trainer::say(const std::string& line) {

@@ -33,7 +33,7 @@ struct FitConfig {
   int64_t checkpoint_every_epochs = 1;    // 0: none at epoch ends
   int64_t checkpoint_every_steps = 0;     // 0: none inside epochs
   bool resume = false;                    // continue from checkpoint_dir's checkpoint when there is one
-  bool report_ranks = false;              // every rank prints one line about itself at start (host, slice, threads)
+  bool report_ranks = false;              // rank 0 prints one line per rank at start (host, slice, threads)
   std::filesystem::path initial_weights;  // .npz loaded before training (relative to the job file's folder)
   std::filesystem::path export_weights;   // .npz written after training
 };

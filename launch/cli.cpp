@@ -119,8 +119,8 @@ flags for fit (each overrides the job file's field of the same name):
   --verbose 0|1|2          0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)
   --resume                 continue from the last checkpoint in outputs.checkpoint_dir (default
                            HISTORY/checkpoints) if there is one; start afresh otherwise
-  --report-ranks           every rank prints one line at start: host, local rank, threads, samples per step
-                           (otherwise only rank 0 prints)
+  --report-ranks           one line per rank at start, in rank order: host, local rank, threads, samples per step
+                           (otherwise rank 0 prints only its own lines)
   --early-stopping N       add EarlyStopping(monitor val_loss, patience N)
   --callback TEXT          add one callback written as in the job file (repeatable), e.g.
                            --callback 'reduce_lr_on_plateau { factor: 0.5 patience: 2 }'
