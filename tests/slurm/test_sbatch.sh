@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# launch/slurm_fit.sbatch under a real SLURM (tests/slurm/cluster.sh brings one up on this machine), 2 tasks:
+#   1. a plain job trains to the end: COMPLETED, exit 0, history, plot and weights written;
+#   2. the same job stopped with SIGUSR1 (what `#SBATCH --signal=USR1@60` sends before the time limit): the ranks
+#      write a checkpoint and exit 75, the script requeues the job, the requeued job resumes and ends with the same
+#      history.csv and weights, byte for byte, as job 1;
+#   3. a job with a missing data file: FAILED with exit code 1 and one error naming the file, in seconds.
+#   usage: tests/slurm/test_sbatch.sh SOURCE_DIR SHARDFIT_BIN      (exit 77: skipped, the cluster needs root)
+set -euo pipefail
+src=$(cd "${1:?usage: test_sbatch.sh SOURCE_DIR SHARDFIT_BIN}" && pwd)
+SHARDFIT_BIN=$(realpath "${2:?usage: test_sbatch.sh SOURCE_DIR SHARDFIT_BIN}")
+export SHARDFIT_BIN
+cluster=${TMPDIR:-/tmp}/shardfit_slurm_cluster
+work=$(mktemp -d "${TMPDIR:-/tmp}/shardfit_slurm_XXXXXX")
+
+up_status=0
+bash "$src/tests/slurm/cluster.sh" up "$cluster" || up_status=$?
+if [ "$up_status" -ne 0 ]; then
+  rm -rf "$work"
+  exit "$up_status"  # 77: skipped (not root)
+fi
+trap 'bash "$src/tests/slurm/cluster.sh" down "$cluster"; rm -rf "$work"' EXIT
+export SLURM_CONF=$cluster/slurm.conf
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+now() { date +%s.%N; }
+since() { awk -v start="$1" -v end="$(now)" 'BEGIN { printf "%.1f", end - start }'; }
+field() { scontrol show job "$1" | grep -o " $2=[^ ]*" | head -n 1 | cut -d= -f2; }
+
+# wait_until JOB SECONDS STATE...: polls (faster than sbatch --wait) until the job is in one of the states.
+wait_until() {
+  local job=$1 seconds=$2 state
+  shift 2
+  for _ in $(seq 1 $((seconds * 20))); do
+    state=$(field "$job" JobState)
+    for want in "$@"; do [ "$state" = "$want" ] && return 0; done
+    sleep 0.05
+  done
+  fail "job $job is $state after $seconds s, expected one of: $*"
+  scontrol show job "$job"
+  return 1
+}
+
+# job NAME DATA_X: a folder with a job file; 40 epochs of 90 steps on the bundled digits, a checkpoint every 10 steps.
+job() {
+  mkdir -p "$work/$1"
+  cat >"$work/$1/job.pbtxt" <<JOB
+model {
+  layers { dense { units: 256 activation: "relu" } }
+  layers { dense { units: 10 activation: "softmax" } }
+}
+loss: "sparse_categorical_crossentropy"
+metrics: "accuracy"
+optimizer { adam { learning_rate: 0.001 } }
+fit { epochs: 40 batch_size: 16 validation_split: 0.2 seed: 7 }
+data { train { x { path: "$2" } y { path: "$src/examples/digits/y.npy" } } }
+outputs {
+  history_dir: "$work/$1/out"
+  checkpoint_every_steps: 10
+  export_weights: "$work/$1/out/weights.npz"
+}
+JOB
+}
+submit() {
+  sbatch --parsable --ntasks=2 --cpus-per-task=1 --chdir="$work/$1" --output="$work/$1/slurm.out" \
+    "$src/launch/slurm_fit.sbatch" "$work/$1/job.pbtxt"
+}
+show_output() {
+  echo "---- $1/slurm.out"
+  cat "$work/$1/slurm.out" 2>/dev/null | grep -v '━' || true
+  echo "----"
+}
+
+echo "== 1. a plain job"
+start=$(now)
+job plain "$src/examples/digits/x.npy"
+id=$(submit plain)
+if wait_until "$id" 120 COMPLETED FAILED CANCELLED TIMEOUT; then
+  out=$work/plain/slurm.out
+  [ "$(field "$id" JobState)" = COMPLETED ] || fail "job $id is $(field "$id" JobState)"
+  [ "$(field "$id" ExitCode)" = 0:0 ] || fail "job $id exit code $(field "$id" ExitCode), expected 0:0"
+  grep -q "^shardfit: 2 rank(s) x 1 thread(s)" "$out" || fail "not 2 ranks x 1 thread"
+  grep -q "^Epoch 40/40" "$out" || fail "no epoch 40 in the output"
+  [ "$(cat "$work/plain/out/history.csv" 2>/dev/null | wc -l)" -eq 41 ] || fail "history.csv does not hold 40 epochs"
+  for f in history.json history.pb loss.svg weights.npz; do
+    [ -s "$work/plain/out/$f" ] || fail "$f missing"
+  done
+  echo "job $id: $(field "$id" JobState), exit $(field "$id" ExitCode), $(since "$start") s"
+fi
+[ "$failures" -eq 0 ] || show_output plain
+
+echo "== 2. the same job stopped by SIGUSR1, requeued, resumed"
+start=$(now)
+job stopped "$src/examples/digits/x.npy"
+id=$(submit stopped)
+checkpoint=$work/stopped/out/checkpoints/checkpoint.pb
+for _ in $(seq 1 1200); do
+  [ -e "$checkpoint" ] && break
+  [ "$(field "$id" JobState)" = PENDING ] || [ "$(field "$id" JobState)" = RUNNING ] || break
+  sleep 0.05
+done
+if [ -e "$checkpoint" ]; then
+  # What --signal=USR1@60 does a minute before the time limit: SIGUSR1 to every task of the job's steps.
+  scancel --signal=USR1 "$id"
+  # A requeued job waits about 2 minutes (BeginTime) before it may start again; the test does not.
+  for _ in $(seq 1 1200); do
+    [ "$(field "$id" Restarts)" = 1 ] && [ "$(field "$id" JobState)" = PENDING ] && break
+    sleep 0.05
+  done
+  echo "job $id: stopped and requeued after $(since "$start") s: $(field "$id" JobState), $(field "$id" Reason)"
+  # Released early only once its first run is wholly gone (no slurmstepd of the job left, the node idle): a run
+  # started while the old one is still being cleaned up fails to launch its step.
+  for _ in $(seq 1 600); do
+    ! pgrep -f "slurmstepd: \[$id\." >/dev/null && [ "$(sinfo -h -o %T)" = idle ] && break
+    sleep 0.05
+  done
+  scontrol update JobId="$id" StartTime=now
+  if wait_until "$id" 120 COMPLETED FAILED CANCELLED TIMEOUT; then
+    out=$work/stopped/slurm.out
+    [ "$(field "$id" JobState)" = COMPLETED ] || fail "job $id is $(field "$id" JobState)"
+    [ "$(field "$id" ExitCode)" = 0:0 ] || fail "job $id exit code $(field "$id" ExitCode), expected 0:0"
+    [ "$(field "$id" Restarts)" = 1 ] || fail "job $id restarted $(field "$id" Restarts) times, expected 1"
+    grep -q "^stopped by signal after epoch .*: checkpoint written" "$out" || fail "no checkpoint at the stop"
+    grep -q "^shardfit: checkpoint written before the time limit; requeueing job $id" "$out" ||
+      fail "the script did not requeue"
+    grep -q "^resuming from .*checkpoint.pb: epoch " "$out" || fail "the requeued job did not resume"
+    grep -q "^Epoch 40/40" "$out" || fail "no epoch 40 in the output"
+    for f in history.csv weights.npz; do
+      cmp "$work/plain/out/$f" "$work/stopped/out/$f" || fail "$f differs from the uninterrupted job's"
+    done
+    echo "job $id: $(field "$id" JobState) after 1 requeue, $(since "$start") s; $(grep -o '^stopped by signal after epoch [0-9]* step [0-9]*' "$out");" \
+      "history.csv and weights.npz identical to job 1's"
+  fi
+else
+  fail "job $id wrote no checkpoint (state $(field "$id" JobState))"
+fi
+[ "$failures" -eq 0 ] || show_output stopped
+
+echo "== 3. a job with a missing data file"
+start=$(now)
+job missing "$work/missing/no_such_x.npy"
+id=$(submit missing)
+if wait_until "$id" 60 COMPLETED FAILED CANCELLED TIMEOUT; then
+  out=$work/missing/slurm.out
+  [ "$(field "$id" JobState)" = FAILED ] || fail "job $id is $(field "$id" JobState), expected FAILED"
+  [ "$(field "$id" ExitCode)" = 1:0 ] || fail "job $id exit code $(field "$id" ExitCode), expected 1:0"
+  [ "$(grep -c "cannot open data file '$work/missing/no_such_x.npy'" "$out")" -eq 1 ] ||
+    fail "the error naming the file is not printed exactly once"
+  echo "job $id: $(field "$id" JobState), exit $(field "$id" ExitCode), $(since "$start") s:" \
+    "$(grep -m 1 "^error on rank" "$out")"
+fi
+[ "$failures" -eq 0 ] || show_output missing
+
+if [ "$failures" -ne 0 ]; then
+  echo "$failures check(s) failed; the controller's log:"
+  tail -n 30 "$cluster/log/slurmctld.log"
+  exit 1
+fi
+echo "all SLURM checks passed"
