@@ -245,6 +245,19 @@ std::vector<T> Comm::gather_to_root_as(std::span<const T> local, MPI_Datatype ty
 std::vector<float> Comm::gather_to_root(std::span<const float> local) { return gather_to_root_as(local, MPI_FLOAT); }
 std::vector<double> Comm::gather_to_root(std::span<const double> local) { return gather_to_root_as(local, MPI_DOUBLE); }
 
+std::vector<std::string> Comm::gather_text_to_root(const std::string& text) {
+  const std::vector<char> bytes = gather_to_root_as(std::span<const char>(text.data(), text.size()), MPI_CHAR);
+  const std::vector<int64_t> lengths = allgather(static_cast<int64_t>(text.size()));
+  std::vector<std::string> texts;
+  if (!is_root()) return texts;
+  size_t offset = 0;
+  for (const int64_t length : lengths) {
+    texts.emplace_back(bytes.data() + offset, static_cast<size_t>(length));
+    offset += static_cast<size_t>(length);
+  }
+  return texts;
+}
+
 void Comm::check_same_everywhere(std::string_view what, std::span<const float> values) {
   // One allgather of (count, checksum) per rank: every rank sees the whole table and so builds the same message
   // without a second round.

@@ -122,6 +122,8 @@ class Comm {
   // Collective: rank 0 receives every rank's values concatenated in rank order (others get an empty vector).
   std::vector<float> gather_to_root(std::span<const float> local);
   std::vector<double> gather_to_root(std::span<const double> local);
+  // Collective: rank 0 receives every rank's text, element r from rank r (others get an empty vector).
+  std::vector<std::string> gather_text_to_root(const std::string& text);
 
   // Collective: every rank passes its own copy of something that must be bit-identical everywhere (initial
   // weights, a loaded checkpoint). Count and a 64-bit checksum of the float bits are gathered; on a mismatch every

@@ -30,6 +30,7 @@
 #include "dist/evaluate.h"
 #include "dist/gradient_reducer.h"
 #include "dist/history_writer.h"
+#include "dist/placement.h"
 #include "dist/plot_svg.h"
 #include "dist/progress.h"
 #include "dist/sharding.h"
@@ -308,8 +309,7 @@ void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
 }
 
 void Trainer::report_rank() {
-  char host[256] = "?";
-  gethostname(host, sizeof host - 1);
+  const RankPlacement placement = this_rank_placement();
   int64_t smallest = plan_->slice(0).count;
   int64_t largest = smallest;
   for (int64_t step = 0; step < plan_->steps(); ++step) {
@@ -318,9 +318,10 @@ void Trainer::report_rank() {
   }
   char line[512];
   std::snprintf(line, sizeof line,
-                "[rank %d/%d] host %s, local rank %d of %d, %d OpenMP thread(s), %lld-%lld samples per step, "
-                "%lld validation rows",
-                comm_.rank(), comm_.size(), host, comm_.local_rank(), comm_.local_size(), omp_get_max_threads(),
+                "[rank %d/%d] host %s, local rank %d of %d, %d OpenMP thread(s) on cpus %s, %lld-%lld samples "
+                "per step, %lld validation rows",
+                comm_.rank(), comm_.size(), placement.host.c_str(), comm_.local_rank(), comm_.local_size(),
+                static_cast<int>(placement.thread_cpus.size()), cpu_list_text(placement.cpus()).c_str(),
                 static_cast<long long>(smallest), static_cast<long long>(largest),
                 static_cast<long long>(validation_slice_.count));
   // Rank 0 prints every rank's line: output forwarded from separate processes arrives in no particular order,

@@ -13,6 +13,7 @@
 #include "dist/evaluate.h"
 #include "dist/fit.h"
 #include "dist/history_writer.h"
+#include "dist/placement.h"
 #include "dist/plot_svg.h"
 #include "dist/progress.h"
 #include "dist/stop_signal.h"
@@ -130,6 +131,7 @@ int run(Comm& comm, int argc, char** argv) {
     config.resume = command.resume;
     config.report_ranks = command.report_ranks;
   });
+  warn_about_placement(comm);
   const FitResult result = fit(comm, job, job_dir, config);
   return result.stopped_by_signal != 0 ? kExitCheckpointed : 0;
 }

@@ -294,6 +294,30 @@ TEST_F(CliTest, ReportRanksPrintsOneLinePerRankInOrder) {
   EXPECT_NE(launch.out.find("9-10 samples per step, 120 validation rows"), std::string::npos) << describe(launch);
 }
 
+// Ranks that share cores are named at start. OMP_PROC_BIND without a binding from mpirun pins both ranks' only
+// thread to the first core (2 threads, 1 CPU): one warning. Each rank bound to its own core: none.
+TEST_F(CliTest, RanksSharingOneCoreAreWarnedAbout) {
+  write_text(dir_ / "mlp.pbtxt", digits_job());
+  const auto launch_with = [&](const std::vector<std::string>& placement) {
+    std::vector<std::string> command =
+        mpirun_command(2, dir_, {"fit", "mlp.pbtxt", "--epochs", "1", "--verbose", "0", "--report-ranks"});
+    command.insert(command.begin() + 1, placement.begin(), placement.end());
+    return shardfit::testing::launch_process(command, kKillSeconds);
+  };
+  const Launch shared = launch_with({"--bind-to", "none", "-x", "OMP_PROC_BIND=close", "-x", "OMP_PLACES=cores"});
+  ASSERT_EQ(shared.exit_code, 0) << describe(shared);
+  EXPECT_EQ(count_of(shared.err, "shardfit: warning: on host "), 1) << describe(shared);
+  EXPECT_EQ(count_of(shared.err, "ranks 0-1 run 2 OpenMP threads on 1 CPU (0)"), 1) << describe(shared);
+  EXPECT_EQ(count_of(shared.out, "1 OpenMP thread(s) on cpus 0, "), 2) << describe(shared);
+
+  const Launch bound = launch_with(
+      {"--map-by", "slot:PE=1", "--bind-to", "core", "-x", "OMP_PROC_BIND=close", "-x", "OMP_PLACES=cores"});
+  ASSERT_EQ(bound.exit_code, 0) << describe(bound);
+  EXPECT_EQ(count_of(bound.err, "warning"), 0) << describe(bound);
+  EXPECT_EQ(count_of(bound.out, "1 OpenMP thread(s) on cpus 0, "), 1) << describe(bound);
+  EXPECT_EQ(count_of(bound.out, "1 OpenMP thread(s) on cpus 1, "), 1) << describe(bound);
+}
+
 TEST_F(CliTest, HelpPrintsEveryFlagOnce) {
   const Launch launch = run(2, {"--help"}, Watch::kPlain);
   EXPECT_EQ(launch.exit_code, 0) << describe(launch);
