@@ -325,12 +325,8 @@ void Trainer::report_rank() {
                 static_cast<long long>(smallest), static_cast<long long>(largest),
                 static_cast<long long>(validation_slice_.count));
   // Rank 0 prints every rank's line: output forwarded from separate processes arrives in no particular order,
-  // so the lines travel to rank 0 (one small broadcast per rank, once, at start) and are printed in rank order.
-  for (int r = 0; r < comm_.size(); ++r) {
-    std::string text = r == comm_.rank() ? std::string(line) : std::string();
-    comm_.broadcast(text, r);
-    if (comm_.is_root()) std::printf("%s\n", text.c_str());
-  }
+  // so the lines travel to rank 0 (one gather, once, at start) and are printed in rank order.
+  for (const std::string& text : comm_.gather_text_to_root(line)) std::printf("%s\n", text.c_str());
   if (comm_.is_root()) std::fflush(stdout);
 }
 

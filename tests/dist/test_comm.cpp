@@ -216,6 +216,23 @@ TEST(CommTest, BroadcastFromEveryRoot) {
   EXPECT_THROW(comm.broadcast(static_cast<int64_t>(1), -1), Error);
 }
 
+TEST(CommTest, GatherTextToRootKeepsRankOrderAndLengths) {
+  Comm& comm = world();
+  // Rank r sends r copies of a rank-specific letter (rank 0 an empty text), plus a '|' and a NUL byte inside.
+  const auto text_of = [](int r) {
+    std::string text(static_cast<size_t>(r), static_cast<char>('a' + r));
+    if (r % 2 == 1) text += std::string("|\0z", 3);
+    return text;
+  };
+  const std::vector<std::string> texts = comm.gather_text_to_root(text_of(comm.rank()));
+  if (!comm.is_root()) {
+    EXPECT_TRUE(texts.empty());
+    return;
+  }
+  ASSERT_EQ(static_cast<int>(texts.size()), comm.size());
+  for (int r = 0; r < comm.size(); ++r) EXPECT_EQ(texts[static_cast<size_t>(r)], text_of(r)) << "rank " << r;
+}
+
 TEST(CommTest, MpiErrorsBecomeErrorsNamingTheCall) {
   // Every rank passes the same invalid root, so each gets the error locally and none waits for another.
   int value = 0;
