@@ -217,9 +217,10 @@ std::vector<int64_t> Comm::allgather(int64_t value) {
 void Comm::barrier() { MPI_CHECK(MPI_Barrier(world_)); }
 
 template <typename T>
-std::vector<T> Comm::gather_to_root_as(std::span<const T> local, MPI_Datatype type) {
+std::vector<T> Comm::gather_to_root_as(std::span<const T> local, MPI_Datatype type, std::vector<int64_t>* counts_out) {
   // Counts first, so the root can place each rank's block: rank order = row order for contiguous slices.
   const std::vector<int64_t> counts = allgather(static_cast<int64_t>(local.size()));
+  if (counts_out != nullptr) *counts_out = counts;
   int64_t total = 0;
   for (int64_t c : counts) total += c;
   SF_CHECK(total <= max_chunk_count_,
@@ -246,8 +247,9 @@ std::vector<float> Comm::gather_to_root(std::span<const float> local) { return g
 std::vector<double> Comm::gather_to_root(std::span<const double> local) { return gather_to_root_as(local, MPI_DOUBLE); }
 
 std::vector<std::string> Comm::gather_text_to_root(const std::string& text) {
-  const std::vector<char> bytes = gather_to_root_as(std::span<const char>(text.data(), text.size()), MPI_CHAR);
-  const std::vector<int64_t> lengths = allgather(static_cast<int64_t>(text.size()));
+  std::vector<int64_t> lengths;
+  const std::vector<char> bytes =
+      gather_to_root_as(std::span<const char>(text.data(), text.size()), MPI_CHAR, &lengths);
   std::vector<std::string> texts;
   if (!is_root()) return texts;
   size_t offset = 0;

@@ -145,8 +145,9 @@ class Comm {
  private:
   template <typename T>
   void allreduce_in_place(std::span<T> values, MPI_Datatype type, MPI_Op op);
+  // counts, when given, receives every rank's element count (on every rank).
   template <typename T>
-  std::vector<T> gather_to_root_as(std::span<const T> local, MPI_Datatype type);
+  std::vector<T> gather_to_root_as(std::span<const T> local, MPI_Datatype type, std::vector<int64_t>* counts = nullptr);
   template <typename T>
   void broadcast_chunked(std::span<T> values, MPI_Datatype type, int root);
 
