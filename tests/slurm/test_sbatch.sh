@@ -117,7 +117,7 @@ if [ -e "$checkpoint" ]; then
     ! pgrep -f "slurmstepd: \[$id\." >/dev/null && [ "$(sinfo -h -o %T)" = idle ] && break
     sleep 0.05
   done
-  scontrol update JobId="$id" StartTime=now
+  scontrol update JobId="$id" StartTime=now || fail "job $id could not be released: not requeued (it is $(field "$id" JobState), $(field "$id" Restarts) restarts)"
   if wait_until "$id" 120 COMPLETED FAILED CANCELLED TIMEOUT; then
     out=$work/stopped/slurm.out
     [ "$(field "$id" JobState)" = COMPLETED ] || fail "job $id is $(field "$id" JobState)"
