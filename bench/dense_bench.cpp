@@ -39,8 +39,6 @@ namespace shardfit {
 namespace {
 
 using dnnl::memory;
-using Dims = memory::dims;
-using dt = memory::data_type;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Command line
@@ -199,10 +197,6 @@ void fill_uniform(FloatBuffer& buffer, uint64_t seed, double limit) {
 }
 double glorot_limit(int64_t in, int64_t out) { return std::sqrt(6.0 / static_cast<double>(in + out)); }
 
-memory::desc row_major(int64_t rows, int64_t cols) { return {Dims{rows, cols}, dt::f32, Dims{cols, 1}}; }
-// The (rows, cols) matrix stored as the transpose of a row-major (cols, rows) buffer, as in kernels/dense.cpp.
-memory::desc transposed(int64_t rows, int64_t cols) { return {Dims{rows, cols}, dt::f32, Dims{1, rows}}; }
-
 memory wrap(const memory::desc& desc, float* data) { return {desc, cpu_engine(), data}; }
 
 // The activations and gradients of one batch: act[0] is the input, act[l + 1] layer l's output; grad[l] is
@@ -354,21 +348,6 @@ class ReferenceMatmuls {
 // ---------------------------------------------------------------------------------------------------------------
 // The mirror of kernels/dense.cpp (same descriptors, same loops), taken apart into timed steps. With `fused`
 // set (--prototype), relu layers use relu_backward_with_bias_sums instead: a candidate change to Dense.
-
-// Same loop as kernels/dense.cpp: threads take blocks of columns, double accumulators.
-void column_sums(const float* m, int64_t n, int64_t out, float* sums) {
-  constexpr int64_t kBlock = 64;
-#pragma omp parallel for schedule(static) if (n * out > 32768)
-  for (int64_t begin = 0; begin < out; begin += kBlock) {
-    const int64_t width = std::min(kBlock, out - begin);
-    double acc[kBlock] = {};
-    for (int64_t i = 0; i < n; ++i) {
-      const float* row = m + i * out + begin;
-      for (int64_t j = 0; j < width; ++j) acc[j] += row[j];
-    }
-    for (int64_t j = 0; j < width; ++j) sums[begin + j] = static_cast<float>(acc[j]);
-  }
-}
 
 // Candidate change (--prototype): relu backward and the bias sums in one pass over (n, out), so the layer has
 // one parallel region where it has two and dz is not streamed back from memory. Measured on the 2-vCPU machine

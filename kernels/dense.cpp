@@ -15,12 +15,6 @@ namespace shardfit {
 namespace {
 
 using dnnl::memory;
-using Dims = memory::dims;
-using dt = memory::data_type;
-
-memory::desc row_major(int64_t rows, int64_t cols) { return {Dims{rows, cols}, dt::f32, Dims{cols, 1}}; }
-// The (rows, cols) matrix stored as the transpose of a row-major (cols, rows) buffer.
-memory::desc transposed(int64_t rows, int64_t cols) { return {Dims{rows, cols}, dt::f32, Dims{1, rows}}; }
 
 // Fused post-op algorithm, and the backward algorithm that reads the activation's OUTPUT.
 dnnl::algorithm forward_algorithm(ActivationKind kind) {
@@ -49,8 +43,9 @@ dnnl::algorithm backward_from_output_algorithm(ActivationKind kind) {
   }
 }
 
-// sums (out) = column sums of m (n, out). Threads take blocks of columns and walk the rows, so every load is
-// a contiguous run of the row; accumulation in double keeps batch sums exact enough for any n.
+}  // namespace
+
+// Threads take blocks of columns and walk the rows, so every load is a contiguous run of the row.
 void column_sums(const float* m, int64_t n, int64_t out, float* sums) {
   constexpr int64_t kBlock = 64;
 #pragma omp parallel for schedule(static) if (n * out > 32768)
@@ -68,8 +63,6 @@ void column_sums(const float* m, int64_t n, int64_t out, float* sums) {
 memory wrap(const memory::desc& desc, const float* data) {
   return {desc, cpu_engine(), const_cast<float*>(data)};  // oneDNN takes void*; inputs are only read
 }
-
-}  // namespace
 
 Dense::Dense(std::string name, int64_t input_dim, int64_t units, const Options& options)
     : Layer(std::move(name), input_dim, units), options_(options) {

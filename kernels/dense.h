@@ -58,4 +58,8 @@ class Dense final : public Layer {
   std::unordered_map<int64_t, Plan> plans_;
 };
 
+// sums (out) = column sums of m (n, out), accumulated in double so batch sums stay exact enough for any n: Dense's
+// bias gradient.
+void column_sums(const float* m, int64_t n, int64_t out, float* sums);
+
 }  // namespace shardfit

@@ -3,6 +3,16 @@
 
 namespace shardfit {
 
+dnnl::memory::desc row_major(int64_t rows, int64_t cols) {
+  using dnnl::memory;
+  return {memory::dims{rows, cols}, memory::data_type::f32, memory::dims{cols, 1}};
+}
+
+dnnl::memory::desc transposed(int64_t rows, int64_t cols) {
+  using dnnl::memory;
+  return {memory::dims{rows, cols}, memory::data_type::f32, memory::dims{1, rows}};
+}
+
 dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;

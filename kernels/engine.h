@@ -2,6 +2,7 @@
 // executed through oneDNN's C API so that the step builds no argument containers of its own.
 #pragma once
 
+#include <cstdint>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <utility>
 #include <vector>
@@ -10,6 +11,12 @@ namespace shardfit {
 
 dnnl::engine& cpu_engine();
 dnnl::stream& cpu_stream();
+
+// An f32 (rows, cols) matrix stored row-major.
+dnnl::memory::desc row_major(int64_t rows, int64_t cols);
+// The f32 (rows, cols) matrix stored as the transpose of a row-major (cols, rows) buffer: matmuls read a transposed
+// operand through these strides, without a copy.
+dnnl::memory::desc transposed(int64_t rows, int64_t cols);
 
 class PrimitiveCall {
  public:
