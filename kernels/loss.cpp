@@ -123,6 +123,21 @@ class SampleLoss : public Loss {
   std::string name_;
 };
 
+// The mean over a sample's outputs of term(output - label); term returns the term's value and its derivative.
+template <typename Term>
+double mean_of_output_terms(const LossArgs& args, int64_t i, double scale, float* grad_row, Term term) {
+  const float* out = args.outputs + i * args.dim;
+  const float* label = args.labels + i * args.label_dim;
+  const double inv_dim = 1.0 / static_cast<double>(args.dim);
+  double sum = 0.0;
+  for (int64_t k = 0; k < args.dim; ++k) {
+    const auto [value, derivative] = term(static_cast<double>(out[k]) - static_cast<double>(label[k]));
+    sum += value;
+    if (grad_row != nullptr) grad_row[k] = static_cast<float>(derivative * inv_dim * scale);
+  }
+  return sum * inv_dim;
+}
+
 class MeanSquaredError final : public SampleLoss {
  public:
   using SampleLoss::SampleLoss;
@@ -131,16 +146,9 @@ class MeanSquaredError final : public SampleLoss {
  protected:
   double sample_loss(const LossArgs& args, LabelLayout /*layout*/, bool /*fused*/, int64_t i, double scale,
                      float* grad_row) const override {
-    const float* out = args.outputs + i * args.dim;
-    const float* label = args.labels + i * args.label_dim;
-    const double inv_dim = 1.0 / static_cast<double>(args.dim);
-    double sum = 0.0;
-    for (int64_t k = 0; k < args.dim; ++k) {
-      const double diff = static_cast<double>(out[k]) - static_cast<double>(label[k]);
-      sum += diff * diff;
-      if (grad_row != nullptr) grad_row[k] = static_cast<float>(2.0 * diff * inv_dim * scale);
-    }
-    return sum * inv_dim;
+    return mean_of_output_terms(args, i, scale, grad_row, [](double diff) {
+      return std::pair{diff * diff, 2.0 * diff};
+    });
   }
 };
 
@@ -152,18 +160,10 @@ class MeanAbsoluteError final : public SampleLoss {
  protected:
   double sample_loss(const LossArgs& args, LabelLayout /*layout*/, bool /*fused*/, int64_t i, double scale,
                      float* grad_row) const override {
-    const float* out = args.outputs + i * args.dim;
-    const float* label = args.labels + i * args.label_dim;
-    const double inv_dim = 1.0 / static_cast<double>(args.dim);
-    double sum = 0.0;
-    for (int64_t k = 0; k < args.dim; ++k) {
-      const double diff = static_cast<double>(out[k]) - static_cast<double>(label[k]);
-      sum += std::abs(diff);
-      // The subgradient 0 at a tie, as the backends' sign() gives.
-      const double sign = diff > 0 ? 1.0 : (diff < 0 ? -1.0 : 0.0);
-      if (grad_row != nullptr) grad_row[k] = static_cast<float>(sign * inv_dim * scale);
-    }
-    return sum * inv_dim;
+    // The subgradient 0 at a tie, as the backends' sign() gives.
+    return mean_of_output_terms(args, i, scale, grad_row, [](double diff) {
+      return std::pair{std::abs(diff), diff > 0 ? 1.0 : (diff < 0 ? -1.0 : 0.0)};
+    });
   }
 };
 
