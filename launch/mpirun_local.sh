@@ -15,12 +15,15 @@ cores=${SHARDFIT_CORES:-$(nproc)}
 threads=$((cores / ranks))
 [ "$threads" -ge 1 ] || threads=1
 
-flags=(-np "$ranks" -x OMP_NUM_THREADS="$threads" -x OMP_PROC_BIND=close -x OMP_PLACES=cores)
+flags=(-np "$ranks" -x OMP_NUM_THREADS="$threads")
 if [ "$ranks" -le "$cores" ]; then
-  flags+=(--map-by "slot:PE=$threads" --bind-to core --report-bindings)
+  # Each rank owns $threads cores; OpenMP pins its threads to them, one per core.
+  flags+=(-x OMP_PROC_BIND=close -x OMP_PLACES=cores --map-by "slot:PE=$threads" --bind-to core --report-bindings)
 else
   # More ranks than cores: binding would stack ranks on one core; let the OS schedule and make idle ranks yield.
-  flags+=(--oversubscribe --bind-to none --mca mpi_yield_when_idle 1)
+  # OpenMP must not bind either: an unbound process sees every core as its places, and OMP_PROC_BIND would pin
+  # each rank's thread to the first of them, CPU 0 on every rank. OMP_PROC_BIND=false leaves threads to the OS.
+  flags+=(-x OMP_PROC_BIND=false --oversubscribe --bind-to none --mca mpi_yield_when_idle 1)
   echo "shardfit: $ranks ranks on $cores cores: oversubscribed, ranks not bound" >&2
 fi
 [ "$(id -u)" -ne 0 ] || flags+=(--allow-run-as-root)
