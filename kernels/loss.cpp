@@ -246,23 +246,39 @@ class CategoricalCrossentropy final : public SampleLoss {
       }
       return target_sum * lse - target_dot_z;
     }
+    // Outputs that are not a softmax (sigmoid, linear, ...) are made a distribution first, as Keras does: divided by
+    // their row sum s, then clipped. With q = o / s and g_k = dL/dq_k, the chain rule through the division gives
+    // dL/do_j = (g_j - sum_k g_k q_k) / s, so every output gets a gradient, not only the labelled ones.
     const float* out = args.outputs + i * dim;
+    double row_sum = 0.0;
+    for (int64_t k = 0; k < dim; ++k) row_sum += static_cast<double>(out[k]);
     if (ids) {
-      const double raw = out[id];
-      const double p = clip_probability(raw);
+      const double q = static_cast<double>(out[id]) / row_sum;
+      const double p = clip_probability(q);
       if (grad_row != nullptr) {
-        std::fill(grad_row, grad_row + dim, 0.0F);
-        grad_row[id] = is_clipped(raw) ? 0.0F : static_cast<float>(-scale / p);
+        const double g = is_clipped(q) ? 0.0 : -1.0 / p;
+        for (int64_t k = 0; k < dim; ++k) {
+          grad_row[k] = static_cast<float>(((k == id ? g : 0.0) - g * q) / row_sum * scale);
+        }
       }
       return -std::log(p);
     }
+    // dL/dq_k: -y_k / p_k, and 0 where the clip is flat.
+    const auto grad_q = [&](int64_t k, double q) {
+      return is_clipped(q) ? 0.0 : -static_cast<double>(label[k]) / clip_probability(q);
+    };
     double sum = 0.0;
+    double g_dot_q = 0.0;
     for (int64_t k = 0; k < dim; ++k) {
-      const double raw = out[k];
-      const double p = clip_probability(raw);
-      const double y = label[k];
-      sum -= y * std::log(p);
-      if (grad_row != nullptr) grad_row[k] = is_clipped(raw) ? 0.0F : static_cast<float>(-y / p * scale);
+      const double q = static_cast<double>(out[k]) / row_sum;
+      sum -= static_cast<double>(label[k]) * std::log(clip_probability(q));
+      g_dot_q += grad_q(k, q) * q;
+    }
+    if (grad_row != nullptr) {
+      for (int64_t k = 0; k < dim; ++k) {
+        const double q = static_cast<double>(out[k]) / row_sum;
+        grad_row[k] = static_cast<float>((grad_q(k, q) - g_dot_q) / row_sum * scale);
+      }
     }
     return sum;
   }

@@ -91,6 +91,11 @@ double reference_loss(const std::string& loss, Input input, const Problem& p, co
       double sum = 0.0;
       for (double v : q) sum += std::exp(v);
       for (double& v : q) v = std::exp(v) / sum;
+    } else if (loss == "categorical_crossentropy" || loss == "sparse_categorical_crossentropy") {
+      // Keras 3 on probabilities: divided by the row sum, then clipped (outputs need not be a softmax).
+      double sum = 0.0;
+      for (double v : q) sum += v;
+      for (double& v : q) v /= sum;
     }
     double sample = 0.0;
     for (int64_t k = 0; k < p.dim; ++k) {
@@ -343,6 +348,34 @@ TEST(Loss, ClippedProbabilitiesGiveFiniteLossAndZeroGradient) {
     LossArgs args{outputs.data(), nullptr, id.data(), nullptr, 1, 2, 1, grad.data()};
     EXPECT_TRUE(loss_close(make_loss("sparse_categorical_crossentropy")->compute(args), -log_eps));
     EXPECT_TRUE(all_close(grad, std::vector<double>{0, 0}, 1));
+  }
+}
+
+// A sigmoid output trained with categorical_crossentropy: Keras divides the outputs by their sum before clipping,
+// so the loss is that of the normalised row, not -log of the raw output, and every unit gets a gradient.
+TEST(Loss, CategoricalOnOutputsThatAreNotASoftmaxIsNormalisedByTheRowSum) {
+  const std::vector<float> outputs = {0.9F, 0.6F, 0.3F, 0.2F, 0.2F, 0.1F};  // (2, 3), rows sum to 1.8 and 0.5
+  const std::vector<float> one_hot = {0, 0, 1, 1, 0, 0};
+  const std::vector<float> ids = {2, 0};
+  const double row0 = 0.9 + 0.6 + 0.3;
+  const double row1 = 0.2 + 0.2 + 0.1;
+  const double expected = -std::log(0.3 / row0) - std::log(0.2 / row1);  // ln 6 + ln 2.5
+  const double unnormalised = -std::log(0.3) - std::log(0.2);
+  for (const char* name : {"categorical_crossentropy", "sparse_categorical_crossentropy"}) {
+    for (bool use_ids : {true, false}) {
+      if (!use_ids && std::string(name) == "sparse_categorical_crossentropy") continue;
+      SCOPED_TRACE(std::string(name) + (use_ids ? ", class ids" : ", one-hot"));
+      std::vector<float> grad(6, NAN);
+      LossArgs args{outputs.data(),  nullptr,    use_ids ? ids.data() : one_hot.data(), nullptr, 2, 3,
+                    use_ids ? 1 : 3, grad.data()};
+      const double value = make_loss(name)->compute(args);
+      EXPECT_TRUE(loss_close(value, expected));
+      EXPECT_GT(std::abs(value - unnormalised), 0.1);
+      // d/do_j of -log(o_c / s) = 1/s - [j == c] / o_c.
+      EXPECT_TRUE(all_close(
+          grad, std::vector<double>{1 / row0, 1 / row0, 1 / row0 - 1 / 0.3, 1 / row1 - 1 / 0.2, 1 / row1, 1 / row1},
+          8));
+    }
   }
 }
 
