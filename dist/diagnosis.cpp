@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "dist/progress.h"
+
 namespace shardfit {
 
 namespace {
@@ -40,6 +42,9 @@ constexpr double kStillImprovingFall = 0.05;
 constexpr double kPlateauBand = 0.05;
 // With a chance level (cross-entropy): a loss at 80% of chance or more has learned little beyond guessing.
 constexpr double kNearChance = 0.8;
+// A best val_loss at or above the chance level is no better than guessing on the validation data. When the training
+// loss is meanwhile well below chance (not underfitting), what the model learned does not carry over at all.
+constexpr double kWorseThanChance = 1.0;
 // Without one: a loss that fell less than 30% from its first epoch barely moved. The first epoch's loss is already
 // an average over a moving model, so a model that learns at all is usually far below it by the end.
 constexpr double kBarelyMoved = 0.3;
@@ -48,13 +53,6 @@ struct Point {
   std::int64_t epoch;  // 0-based
   double value;
 };
-
-// The console's number format (KERAS_CONTRACT.md): %.4f when |v| > 1e-3, else %.4e.
-std::string number(double value) {
-  char text[64];
-  std::snprintf(text, sizeof text, std::fabs(value) > 1e-3 ? "%.4f" : "%.4e", value);
-  return text;
-}
 
 // A relative change as a percentage with one decimal: 0.3691 -> "36.9%".
 std::string percent(double fraction) {
@@ -122,6 +120,7 @@ double chance_level(const proto::HistoryParams& params) {
 }
 
 proto::Diagnosis diagnose(const proto::History& history) {
+  if (history.epochs_size() == 0) return undetermined("no epochs were trained");
   std::vector<Point> train;
   std::vector<Point> val;
   for (const proto::EpochRecord& record : history.epochs()) {
@@ -130,7 +129,7 @@ proto::Diagnosis diagnose(const proto::History& history) {
       if (found == record.values().end()) continue;
       // A diverged run has no curve to read; say where it broke instead of judging what came before.
       if (!std::isfinite(found->second)) {
-        return undetermined(std::string(key) + " is " + number(found->second) + " at epoch " +
+        return undetermined(std::string(key) + " is " + format_value(found->second) + " at epoch " +
                             epoch_text(record.epoch()));
       }
       (key[0] == 'l' ? train : val).push_back({record.epoch(), found->second});
@@ -234,10 +233,10 @@ proto::Diagnosis diagnose(const proto::History& history) {
 
   const std::string last_epoch = epoch_text(history.epochs(history.epochs_size() - 1).epoch());
   const std::string best_text =
-      "best val_loss " + number(best_val) + " at epoch " + epoch_text(best_epoch) + " of " + last_epoch;
+      "best val_loss " + format_value(best_val) + " at epoch " + epoch_text(best_epoch) + " of " + last_epoch;
   // "0.3226 (mean of last 3, 3.5% above the best)": where val_loss ended, and how it was measured.
   const std::string end_text =
-      number(val_end) + " (" +
+      format_value(val_end) + " (" +
       (end_window == 1 ? std::string("last epoch") : "mean of last " + std::to_string(end_window)) + ", " +
       percent(val_rise) + " above the best)";
   // The end of both curves, by least-squares lines over the same epochs: "since epoch 6 val_loss fell 19.6% and loss
@@ -245,7 +244,7 @@ proto::Diagnosis diagnose(const proto::History& history) {
   const std::string tail_text = "since epoch " + epoch_text(tail_first_epoch) + " val_loss " +
                                 change_text(val_tail_change) + " and loss " + change_text(train_tail_change);
 
-  // ---- underfitting: both curves stay high ----
+  // ---- underfitting: both curves stay high; not generalizing: only val_loss does, above guessing ----
   bool underfitting = false;
   std::string underfitting_text;
   if (chance > 0) {
@@ -257,10 +256,24 @@ proto::Diagnosis diagnose(const proto::History& history) {
     numbers["loss_end_over_chance"] = train_over_chance;
     numbers["best_val_over_chance"] = val_over_chance;
     numbers["threshold_near_chance"] = kNearChance;
+    numbers["threshold_worse_than_chance"] = kWorseThanChance;
     underfitting = train_over_chance >= kNearChance && val_over_chance >= kNearChance;
-    underfitting_text = "loss " + number(train_end) + " and best val_loss " + number(best_val) +
-                        " stay near the chance level " + number(chance) + " (" + percent(train_over_chance) + " and " +
-                        percent(val_over_chance) + " of it)";
+    underfitting_text = "loss " + format_value(train_end) + " and best val_loss " + format_value(best_val) +
+                        " stay near or above the chance level " + format_value(chance) + " (" +
+                        percent(train_over_chance) + " and " + percent(val_over_chance) + " of it)";
+    // The training set was learned, yet no epoch did better than guessing on the validation set: no curve shape
+    // (a rise, a stall, a late best) makes that a good fit. The usual cause is validation data unlike the training
+    // data, e.g. validation_split holding out the tail of a file sorted by class.
+    if (!underfitting && val_over_chance >= kWorseThanChance) {
+      diagnosis.set_verdict("not_generalizing");
+      diagnosis.set_summary("not generalizing: " + best_text + " is " + percent(val_over_chance) +
+                            " of the chance level " + format_value(chance) +
+                            " (worse than guessing) while loss ended at " + format_value(train_end) + " (" +
+                            percent(train_over_chance) +
+                            " of it); check that the validation data come from the same distribution as the training "
+                            "data (validation_split holds out the last rows of the file, unshuffled)");
+      return diagnosis;
+    }
   } else {
     const double train_total = relative_change(train_first, train_end);
     const double val_total = relative_change(val_first, best_val);
@@ -268,9 +281,9 @@ proto::Diagnosis diagnose(const proto::History& history) {
     numbers["best_val_change_total"] = val_total;
     numbers["threshold_barely_moved"] = kBarelyMoved;
     underfitting = train_total > -kBarelyMoved && val_total > -kBarelyMoved;
-    underfitting_text = "loss " + change_text(train_total) + " only (" + number(train_first) + " -> " +
-                        number(train_end) + ") and val_loss " + change_text(val_total) + " (" + number(val_first) +
-                        " -> best " + number(best_val) + "); both stay high";
+    underfitting_text = "loss " + change_text(train_total) + " only (" + format_value(train_first) + " -> " +
+                        format_value(train_end) + ") and val_loss " + change_text(val_total) + " (" +
+                        format_value(val_first) + " -> best " + format_value(best_val) + "); both stay high";
   }
 
   if (underfitting) {
@@ -284,7 +297,11 @@ proto::Diagnosis diagnose(const proto::History& history) {
   // Rising: val_loss climbed above its best. Stalled: val_loss sat at its floor (within kPlateauBand of the best)
   // from an epoch that is not late while the training loss kept falling.
   const bool rose = !late && val_rise > kOverfitRise;
-  const bool stalled = !rose && !plateau_late && train_change_plateau < -kTrainStillFalling;
+  // A stall needs val_loss to have stopped improving: when the last validated epoch holds the best val_loss, no
+  // earlier epoch's weights were better, so "overfitting from epoch N" would point the user at worse weights (and
+  // there is no epoch after the best to measure a stall on).
+  const bool best_is_last = best == n - 1;
+  const bool stalled = !rose && !plateau_late && !best_is_last && train_change_plateau < -kTrainStillFalling;
   if (rose || stalled) {
     const std::int64_t from = (rose ? best_epoch : plateau_epoch) + 1;
     diagnosis.set_verdict("overfitting");
@@ -293,12 +310,12 @@ proto::Diagnosis diagnose(const proto::History& history) {
     if (rose) {
       diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": " + best_text +
                             ", then val_loss rose to " + end_text + " while loss " + change_text(train_change) + " (" +
-                            number(train_at_best) + " -> " + number(train_end) + ")");
+                            format_value(train_at_best) + " -> " + format_value(train_end) + ")");
     } else {
       diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": val_loss reached its floor at epoch " +
                             epoch_text(plateau_epoch) + " (within " + percent(kPlateauBand) + " of the " + best_text +
                             ") and stalled at " + end_text + " while loss " + change_text(train_change_plateau) + " (" +
-                            number(train_at_plateau) + " -> " + number(train_end) + ")");
+                            format_value(train_at_plateau) + " -> " + format_value(train_end) + ")");
     }
     return diagnosis;
   }
@@ -315,7 +332,7 @@ proto::Diagnosis diagnose(const proto::History& history) {
   std::string summary = "good fit: " + best_text;
   if (end_window > 0) {
     summary += "; after it val_loss stayed at " + end_text + " while loss " + change_text(train_change) + " (" +
-               number(train_at_best) + " -> " + number(train_end) + ")";
+               format_value(train_at_best) + " -> " + format_value(train_end) + ")";
   } else {
     summary += "; " + tail_text;  // the best is the last epoch: the trends up to it say it has levelled off
   }

@@ -9,13 +9,16 @@
 namespace shardfit {
 
 // The rule, its thresholds and why each is what it is: docs/verdict.md. In short, on the epochs that have val_loss:
-//   undetermined     no val_loss, fewer than 3 epochs of it, or a NaN/inf loss;
-//   underfitting     train loss and best val_loss both stay high: near the chance level of cross-entropy, or less
-//                    than 30% below where they started;
-//   overfitting      the best val_loss is not in the last 20% of the validated epochs and afterwards val_loss rose
-//                    10% above it, or stalled while the training loss fell 20% more;
-//   still_improving  the best val_loss is in the last 20% and val_loss still falls 0.5% of it per epoch;
-//   good_fit         otherwise.
+//   undetermined      no epochs, no val_loss, fewer than 3 epochs of it, or a NaN/inf loss;
+//   underfitting      train loss and best val_loss both stay high: near the chance level of cross-entropy, or less
+//                     than 30% below where they started;
+//   not_generalizing  cross-entropy only: the training loss fell below 80% of the chance level but no val_loss did
+//                     better than guessing (best val_loss >= the chance level);
+//   overfitting       the best val_loss is not in the last 20% of the validated epochs and afterwards val_loss rose
+//                     10% above it, or val_loss stalled at its floor while the training loss fell 20% more (not
+//                     when the last validated epoch holds the best val_loss);
+//   still_improving   the best val_loss is in the last 20% and over that stretch val_loss and loss both fell 5%;
+//   good_fit          otherwise.
 // Epochs are 0-based in the fields (best_epoch, overfitting_from_epoch = best_epoch + 1; -1 when there is none) and
 // 1-based in the summary, like the console's "Epoch N/M". `numbers` holds every value the rule compared.
 proto::Diagnosis diagnose(const proto::History& history);

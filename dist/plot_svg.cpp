@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "dist/history_writer.h"
+#include "dist/progress.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -81,13 +82,6 @@ std::string xml_escape(std::string_view text) {
 std::string coord(double value) {
   char text[32];
   std::snprintf(text, sizeof text, "%.2f", value);
-  return text;
-}
-
-// The console's number format (KERAS_CONTRACT.md): %.4f when |v| > 1e-3, else %.4e.
-std::string number(double value) {
-  char text[64];
-  std::snprintf(text, sizeof text, std::fabs(value) > 1e-3 ? "%.4f" : "%.4e", value);
   return text;
 }
 
@@ -416,7 +410,7 @@ std::string render_history_svg(const proto::History& history, const std::string&
   if (best) {
     const double bx = px(best->first);
     const std::string label =
-        "best: epoch " + tick_label(best->first, 0) + ", val_" + metric + " " + number(best->second);
+        "best: epoch " + tick_label(best->first, 0) + ", val_" + metric + " " + format_value(best->second);
     // Six places for the label (top, bottom or middle, right or left of the line); the first with the fewest curve
     // points under it wins, preferring the side the best value leaves free (the top for a minimum).
     const double label_width = text_width(label, kFontSize);

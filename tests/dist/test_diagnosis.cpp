@@ -256,6 +256,72 @@ TEST(Diagnosis, RealDigitsRunOverfitsFromWhereValLossStalled) {
   EXPECT_EQ(d25.overfitting_from_epoch(), 17);
 }
 
+TEST(Diagnosis, ShortRunWhoseLastEpochIsTheBestIsNotOverfitting) {
+  // Issue 7 point 17a: 4 epochs, val_loss within 5% of its best from the first epoch and setting a new low in the
+  // last one, the training loss falling from its first-epoch average. It was "overfitting from epoch 2: ... stalled at
+  // 0.3850 (mean of last 0, 0.0% above the best)"; the last epoch holds the best weights, so nothing earlier was
+  // better to stop at, and the curves read as levelled off.
+  const proto::Diagnosis d = diagnose(make_history({0.90, 0.50, 0.40, 0.33}, {0.400, 0.390, 0.395, 0.385}));
+  EXPECT_EQ(d.verdict(), "good_fit") << d.summary();
+  EXPECT_EQ(d.best_epoch(), 3);
+  EXPECT_EQ(d.overfitting_from_epoch(), -1);
+  EXPECT_EQ(d.summary().find("mean of last 0"), std::string::npos) << d.summary();
+  EXPECT_NE(d.summary().find("at epoch 4 of 4"), std::string::npos) << d.summary();
+  expect_summary_numbers_in_map(d);
+
+  // The same stall with one epoch after the best is still a stall: only a best in the very last epoch is excluded.
+  const proto::Diagnosis after =
+      diagnose(make_history({0.90, 0.50, 0.40, 0.33, 0.28}, {0.400, 0.390, 0.395, 0.385, 0.392}));
+  EXPECT_EQ(after.verdict(), "overfitting") << after.summary();
+  EXPECT_EQ(after.overfitting_from_epoch(), 1);
+  EXPECT_NE(after.summary().find("(last epoch, "), std::string::npos) << after.summary();
+  expect_summary_numbers_in_map(after);
+}
+
+TEST(Diagnosis, ValLossAboveChanceWhileTrainingLearnsIsNotGeneralizing) {
+  // Issue 7 point 17b: raw, unscaled wine data (3 classes) with Adam and validation_split holding out the tail of a
+  // file sorted by class: val_accuracy 0.0, val_loss 2.6x the chance level ln 3, the training loss well below it.
+  // Both curves flatten, so the shape alone read as a "good fit".
+  proto::History history = make_history(decay(20, 0.35, 0.8, 4), decay(20, 2.85, 0.4, 4));
+  history.mutable_params()->set_loss("sparse_categorical_crossentropy");
+  history.mutable_params()->set_output_units(3);
+  const proto::Diagnosis d = diagnose(history);
+  EXPECT_EQ(d.verdict(), "not_generalizing") << d.summary();
+  EXPECT_EQ(d.overfitting_from_epoch(), -1);
+  EXPECT_GE(d.numbers().at("best_val_over_chance"), 2.5);
+  EXPECT_LT(d.numbers().at("loss_end_over_chance"), 0.8);
+  EXPECT_EQ(d.summary().rfind("not generalizing: ", 0), 0u) << d.summary();
+  EXPECT_NE(d.summary().find("chance level 1.0986"), std::string::npos) << d.summary();
+  EXPECT_NE(d.summary().find("worse than guessing"), std::string::npos) << d.summary();
+  EXPECT_NE(d.summary().find("validation_split"), std::string::npos) << d.summary();
+  expect_summary_numbers_in_map(d);
+
+  // Both curves near or above chance is underfitting (it learned nothing), not this.
+  proto::History both = make_history(decay(20, 1.05, 0.2, 4), decay(20, 2.85, 0.4, 4));
+  *both.mutable_params() = history.params();
+  EXPECT_EQ(diagnose(both).verdict(), "underfitting");
+  // A best val_loss a little below chance is judged by the shape of the curves as before.
+  proto::History below = make_history(decay(20, 0.35, 0.8, 4), decay(20, 1.05, 0.4, 4));
+  *below.mutable_params() = history.params();
+  EXPECT_NE(diagnose(below).verdict(), "not_generalizing");
+}
+
+TEST(Diagnosis, NonFiniteValuesReadAsPythonPrintsThem) {
+  // glibc prints a NaN with its sign bit set as "-nan"; the console and the verdict both say "nan".
+  const proto::Diagnosis d = diagnose(make_history({1.0, 0.5, -kNaN, 0.3}, {1.1, 0.6, 0.5, 0.5}));
+  EXPECT_EQ(d.verdict(), "undetermined");
+  EXPECT_NE(d.summary().find("loss is nan at epoch 3"), std::string::npos) << d.summary();
+  EXPECT_EQ(d.summary().find("-nan"), std::string::npos) << d.summary();
+}
+
+TEST(Diagnosis, UndeterminedWithoutEpochs) {
+  proto::History history;
+  history.mutable_params()->set_epochs(0);
+  const proto::Diagnosis d = diagnose(history);
+  EXPECT_EQ(d.verdict(), "undetermined");
+  EXPECT_NE(d.summary().find("no epochs were trained"), std::string::npos) << d.summary();
+}
+
 TEST(Diagnosis, UndeterminedWithoutValidation) {
   const proto::Diagnosis d = diagnose(make_history({1.0, 0.5, 0.25, 0.2}, {}));
   EXPECT_EQ(d.verdict(), "undetermined");
