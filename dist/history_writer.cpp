@@ -257,7 +257,7 @@ void write_all(int fd, std::string_view bytes, const fs::path& path) {
     if (written < 0) {
       if (errno == EINTR) continue;
       SF_FAIL(cat("cannot write ", path.string(), ": ", errno_text(errno)),
-              "hint: check free space and quota where the history is written");
+              "check free space and quota where the history is written");
     }
     bytes.remove_prefix(static_cast<size_t>(written));
   }
@@ -337,7 +337,7 @@ std::string history_to_json(const proto::History& history) {
   for (const auto& [key, values] : lists) {
     for (std::string_view fixed : kFixedJsonKeys) {
       SF_CHECK(key != fixed, cat("history value \"", key, "\" has the name of a fixed history.json key"),
-               "hint: rename the metric");
+               "rename the metric");
     }
     fields[key] = json_list(values);
   }
@@ -411,9 +411,9 @@ HistoryWriter::HistoryWriter(fs::path dir) : dir_(dir.empty() ? fs::path(".") : 
   std::error_code error;
   fs::create_directories(dir_, error);
   SF_CHECK(!error, cat("cannot create the history folder ", dir_.string(), ": ", error.message()),
-           "hint: set outputs.history_dir to a folder this job may write");
+           "set outputs.history_dir to a folder this job may write");
   SF_CHECK(fs::is_directory(dir_, error), cat("the history folder ", dir_.string(), " is not a folder"),
-           "hint: set outputs.history_dir to a folder this job may write");
+           "set outputs.history_dir to a folder this job may write");
 }
 
 void HistoryWriter::write(const proto::History& history) const {
@@ -447,7 +447,7 @@ proto::History read_history_pb(const fs::path& path) {
   SF_CHECK(!in.bad(), cat("cannot read ", path.string(), ": ", errno_text(errno)));
   proto::History history;
   SF_CHECK(history.ParseFromString(bytes), cat(path.string(), " is not a binary shardfit History"),
-           "hint: history.pb is written by shardfit; history.json is the text form");
+           "history.pb is written by shardfit; history.json is the text form");
   return history;
 }
 

@@ -450,6 +450,19 @@ TEST_F(CliTest, BadConfigValuesNameTheField) {
   }
 }
 
+TEST_F(CliTest, HintIsPrintedOnceOnItsOwnLine) {
+  // The error path adds "hint: " before an Error's hint; a hint written with its own "hint: " printed it twice.
+  write_small_data(dir_);
+  write_text(dir_ / "job.pbtxt", kSmallJob);
+  write_text(dir_ / "history", "a regular file where the history folder should be\n");
+  const Launch launch = run(2, {"fit", "job.pbtxt"}, Watch::kEachRankReports);
+  const std::string message = expect_failure_on_every_rank(launch, 2, "history folder is a file");
+  EXPECT_NE(message.find("history"), std::string::npos) << message;
+  EXPECT_NE(message.find("\nhint: "), std::string::npos) << "the message carries a hint\n" << message;
+  EXPECT_EQ(count_of(launch.out + launch.err, "hint:"), 1) << describe(launch);
+  EXPECT_EQ(count_of(launch.out + launch.err, "hint: hint"), 0) << describe(launch);
+}
+
 TEST_F(CliTest, PlainMpirunExitsNonZero) {
   // What a user sees without the reporting shells: mpirun's own exit status, and still one message.
   write_small_data(dir_);
