@@ -467,7 +467,7 @@ void Trainer::finish_epoch(int64_t epoch, Clock::time_point start, double train_
 void Trainer::write_outputs(bool final) {
   if (!comm_.is_root() || !writer_) return;
   writer_->write(result_.history);
-  if (config_.plot) {
+  if (config_.plot && result_.history.epochs_size() > 0) {  // no curve to draw after --epochs 0
     write_history_svg(config_.history_dir / "loss.svg", result_.history, "loss",
                       final && result_.history.has_diagnosis() ? &result_.history.diagnosis() : nullptr);
   }
@@ -571,13 +571,14 @@ FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal) {
   if (o.has_initial_weights()) c.initial_weights = o.initial_weights();
   if (o.has_export_weights()) c.export_weights = o.export_weights();
 
-  SF_CHECK(c.epochs >= 1, cat("fit.epochs = ", c.epochs, ": expected a positive integer"));
+  // epochs 0 trains nothing, as in Keras: an empty history and the seeded initial weights (export_weights).
+  SF_CHECK(c.epochs >= 0, cat("fit.epochs = ", c.epochs, ": expected 0 or more"));
   SF_CHECK(c.batch_size >= 1, cat("fit.batch_size = ", c.batch_size, ": expected a positive integer"));
   SF_CHECK(c.validation_split >= 0.0 && c.validation_split < 1.0,
            cat("fit.validation_split = ", c.validation_split, ": expected a fraction in [0, 1)"));
   SF_CHECK(!c.learning_rate || (*c.learning_rate > 0.0F && std::isfinite(*c.learning_rate)),
            cat("fit.learning_rate = ", c.learning_rate.value_or(0), ": expected a positive number"));
-  SF_CHECK(c.initial_epoch >= 0 && c.initial_epoch < c.epochs,
+  SF_CHECK(c.initial_epoch >= 0 && (c.initial_epoch < c.epochs || c.initial_epoch == 0),
            cat("fit.initial_epoch = ", c.initial_epoch, ": expected 0 <= initial_epoch < epochs (", c.epochs, ")"));
   SF_CHECK(c.validation_freq >= 1, cat("fit.validation_freq = ", c.validation_freq, ": expected a positive integer"));
   SF_CHECK(c.verbose >= 0 && c.verbose <= 2, cat("fit.verbose = ", c.verbose, ": expected 0, 1 or 2"));

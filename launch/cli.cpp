@@ -57,7 +57,7 @@ const std::set<std::string>& flags_of(const std::string& command) {
 void apply_fit_flag(Command& command, const std::string& flag, const std::string& value) {
   auto* fit = command.overrides.mutable_fit();
   if (flag == "--epochs") {
-    fit->set_epochs(parse_int(flag, value, 1));
+    fit->set_epochs(parse_int(flag, value, 0));  // 0: train nothing, as Keras's fit(epochs=0)
   } else if (flag == "--batch-size") {
     fit->set_batch_size(parse_int(flag, value, 1));
   } else if (flag == "--validation-split") {
@@ -109,7 +109,8 @@ std::string usage() {
        shardfit --help | --version
 
 flags for fit (each overrides the job file's field of the same name):
-  --epochs N               final epoch number (fit.epochs, default 1)
+  --epochs N               final epoch number (fit.epochs, default 1; 0 trains nothing: the seeded initial weights
+                           go to outputs.export_weights)
   --batch-size N           GLOBAL mini-batch, summed over all ranks (fit.batch_size, default 32)
   --validation-split F     fraction held out from the END of the data, before shuffling (default 0)
   --learning-rate F        the optimizer's learning rate (default: the optimizer's)

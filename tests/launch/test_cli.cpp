@@ -16,6 +16,9 @@
 
 #include "dist/history_writer.h"
 #include "dist/npy_writer.h"
+#include "dist/weights_io.h"
+#include "kernels/job_file.h"
+#include "kernels/model_factory.h"
 #include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"
 
@@ -224,6 +227,64 @@ TEST_F(CliTest, DigitsEndToEndOnTwoRanks) {
   EXPECT_EQ(count_of(launch.out, "shardfit: 2 rank(s)"), 1) << describe(launch);
   EXPECT_EQ(count_of(launch.out, "\r"), 0) << "no progress bar under mpirun\n" << describe(launch);
   EXPECT_EQ(count_of(launch.err, "error"), 0) << describe(launch);
+}
+
+TEST_F(CliTest, ZeroEpochsExportsTheSeededInitialWeights) {
+  // Keras's fit(epochs=0) trains nothing; here that exports the seeded initial weights, with an empty history.
+  write_small_data(dir_);
+  const auto job_with_export = [&](const std::string& weights) {
+    return replaced(kSmallJob, "outputs { history_dir: \"history\" }",
+                    "outputs { history_dir: \"history\" export_weights: " + quoted(dir_ / weights) + " }");
+  };
+  write_text(dir_ / "two.pbtxt", job_with_export("two.npz"));
+  write_text(dir_ / "one.pbtxt", job_with_export("one.npz"));
+  write_text(dir_ / "other_seed.pbtxt", job_with_export("other_seed.npz"));
+  const fs::path history_dir = dir_ / "history";
+  const Launch two =
+      run(2, {"fit", "two.pbtxt", "--epochs", "0", "--seed", "7", "--verbose", "2", "--history", history_dir.string()},
+          Watch::kPlain);
+  ASSERT_EQ(two.exit_code, 0) << describe(two);
+  EXPECT_EQ(count_of(two.out + two.err, "error"), 0) << describe(two);
+  EXPECT_EQ(count_of(two.out, "Epoch "), 0) << describe(two);
+
+  // An empty but valid history: no epochs, the params say 0, the verdict is undetermined; history.json loads and
+  // its per-epoch lists are empty (Keras's history.history after fit(epochs=0) is {}).
+  shardfit::proto::History history;
+  try {
+    history = shardfit::read_history_pb(history_dir / "history.pb");
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what() << "\n" << describe(two);
+  }
+  EXPECT_EQ(history.epochs_size(), 0);
+  EXPECT_EQ(history.params().epochs(), 0);
+  EXPECT_EQ(history.diagnosis().verdict(), "undetermined") << history.diagnosis().summary();
+  EXPECT_EQ(count_of(two.out, history.diagnosis().summary()), 1) << describe(two);
+  const Launch json = shardfit::testing::launch_process(
+      {"/usr/bin/python3", "-c",
+       "import json, sys; h = json.load(open(sys.argv[1])); print(sum(len(v) for v in h.values() if isinstance(v, "
+       "list)))",
+       (history_dir / "history.json").string()},
+      kKillSeconds);
+  EXPECT_EQ(json.exit_code, 0) << describe(json);
+  EXPECT_EQ(json.out, "0\n") << describe(json);
+
+  // The exported weights are the model initialised with the seed, whatever the rank count; another seed differs.
+  const shardfit::proto::Job job = shardfit::read_job_file(dir_ / "two.pbtxt");
+  const auto exported = shardfit::build_model(job, kFeatures);
+  ASSERT_NO_THROW(shardfit::load_weights(dir_ / "two.npz", *exported));
+  const std::vector<float> weights(exported->parameters().begin(), exported->parameters().end());
+  const auto seeded = shardfit::build_model(job, kFeatures);
+  seeded->initialize(7);
+  EXPECT_EQ(weights, std::vector<float>(seeded->parameters().begin(), seeded->parameters().end()));
+
+  const Launch one =
+      run(1, {"fit", "one.pbtxt", "--epochs", "0", "--seed", "7", "--history", history_dir.string()}, Watch::kPlain);
+  ASSERT_EQ(one.exit_code, 0) << describe(one);
+  EXPECT_EQ(read_bytes(dir_ / "one.npz"), read_bytes(dir_ / "two.npz")) << "1 rank and 2 ranks export the same file";
+  const Launch other = run(
+      2, {"fit", "other_seed.pbtxt", "--epochs", "0", "--seed", "8", "--history", history_dir.string()}, Watch::kPlain);
+  ASSERT_EQ(other.exit_code, 0) << describe(other);
+  EXPECT_NE(read_bytes(dir_ / "other_seed.npz"), read_bytes(dir_ / "two.npz")) << "another seed, other weights";
 }
 
 TEST_F(CliTest, FlagsOverrideTheJobFile) {
