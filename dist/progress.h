@@ -10,7 +10,8 @@
 namespace shardfit {
 
 // Keras's number format: "%.4f" when |v| > 1e-3, else "%.4e" (0.1327, 1.2346e-04, 0.0000e+00); NaN and the
-// infinities as Python prints them ("nan", "inf", "-inf"), so a diverged loss reads as in Keras.
+// infinities as Python prints them ("nan", "inf", "-inf"), so a diverged loss reads as in Keras. The one number
+// format for display: the console, the verdict (diagnosis.cpp) and the plot (plot_svg.cpp) all print through it.
 std::string format_value(double value);
 
 // Time per step, Keras's units: "2s/step" (>= 1 s, or exactly 0), "20ms/step", "350us/step"; rounded to a whole.
