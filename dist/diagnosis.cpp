@@ -186,9 +186,17 @@ proto::Diagnosis diagnose(const proto::History& history) {
   while (plateau < best && (val[plateau].value - best_val) / scale > kPlateauBand) ++plateau;
   const std::int64_t plateau_epoch = val[plateau].epoch;
   const bool plateau_late = plateau >= n - late_count;
+  // The training loss is read from the first epoch trained from the floor's weights, not from the plateau epoch
+  // itself: an epoch's loss is the mean over that epoch's batches, so the plateau epoch's own loss still holds the
+  // learning that reached the floor. Most of all the first epoch's, which averages over a model fresh from its
+  // initialisation: in a short run whose val_loss was near its floor after one epoch, the fall from there would read
+  // as a stall however well the curves levelled off.
   double train_at_plateau = train.front().value;
+  std::int64_t train_from_epoch = train.front().epoch;
   for (const Point& point : train) {
-    if (point.epoch <= plateau_epoch) train_at_plateau = point.value;
+    train_at_plateau = point.value;
+    train_from_epoch = point.epoch;
+    if (point.epoch > plateau_epoch) break;
   }
   const double train_change_plateau = relative_change(train_at_plateau, train_end);
   // The training loss over the same epochs as the val tail.
@@ -225,6 +233,7 @@ proto::Diagnosis diagnose(const proto::History& history) {
   numbers["val_first"] = val_first;
   numbers["plateau_epoch"] = static_cast<double>(plateau_epoch);
   numbers["loss_at_plateau"] = train_at_plateau;
+  numbers["loss_from_epoch"] = static_cast<double>(train_from_epoch);
   numbers["loss_change_after_plateau"] = train_change_plateau;
   numbers["threshold_plateau_band"] = kPlateauBand;
   numbers["threshold_overfit_rise"] = kOverfitRise;
@@ -314,8 +323,9 @@ proto::Diagnosis diagnose(const proto::History& history) {
     } else {
       diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": val_loss reached its floor at epoch " +
                             epoch_text(plateau_epoch) + " (within " + percent(kPlateauBand) + " of the " + best_text +
-                            ") and stalled at " + end_text + " while loss " + change_text(train_change_plateau) + " (" +
-                            format_value(train_at_plateau) + " -> " + format_value(train_end) + ")");
+                            ") and stalled at " + end_text + " while loss " + change_text(train_change_plateau) +
+                            " from epoch " + epoch_text(train_from_epoch) + " (" + format_value(train_at_plateau) +
+                            " -> " + format_value(train_end) + ")");
     }
     return diagnosis;
   }

@@ -278,6 +278,22 @@ TEST(Diagnosis, ShortRunWhoseLastEpochIsTheBestIsNotOverfitting) {
   expect_summary_numbers_in_map(after);
 }
 
+TEST(Diagnosis, FastConvergenceIsNotAStallAgainstTheFirstEpochsAverage) {
+  // val_loss is at its floor after one epoch and both curves stay level; only the first epoch's training loss, a
+  // mean over a model fresh from its initialisation, is high. Measured from that epoch the training loss "fell 65%"
+  // and the run read as overfitting from epoch 2; measured from the first epoch trained from the floor's weights it
+  // fell 12%.
+  const std::vector<double> loss = {0.90, 0.36, 0.345, 0.335, 0.33, 0.325, 0.32, 0.318};
+  const std::vector<double> val = {0.362, 0.350, 0.352, 0.347, 0.351, 0.349, 0.346, 0.348};
+  const proto::Diagnosis d = diagnose(make_history(loss, val));
+  EXPECT_EQ(d.verdict(), "good_fit") << d.summary();
+  EXPECT_EQ(d.numbers().at("plateau_epoch"), 0);
+  EXPECT_EQ(d.numbers().at("loss_from_epoch"), 1);
+  EXPECT_DOUBLE_EQ(d.numbers().at("loss_at_plateau"), 0.36);
+  EXPECT_GT(d.numbers().at("loss_change_after_plateau"), -0.20);
+  expect_summary_numbers_in_map(d);
+}
+
 TEST(Diagnosis, ValLossAboveChanceWhileTrainingLearnsIsNotGeneralizing) {
   // Issue 7 point 17b: raw, unscaled wine data (3 classes) with Adam and validation_split holding out the tail of a
   // file sorted by class: val_accuracy 0.0, val_loss 2.6x the chance level ln 3, the training loss well below it.
