@@ -324,9 +324,9 @@ TEST_F(CliTest, HelpPrintsEveryFlagOnce) {
   EXPECT_EQ(count_of(launch.out, "usage: shardfit fit JOB.pbtxt"), 1) << "rank 0 only\n" << describe(launch);
   // Each fit flag is described once, in the "flags for fit" block (evaluate / predict reuse --batch-size).
   const std::string fit_flags = launch.out.substr(launch.out.find("flags for fit"));
-  for (const char* flag :
-       {"--epochs N", "--batch-size N", "--validation-split F", "--learning-rate F", "--shuffle true|false", "--seed N",
-        "--history DIR", "--verbose 0|1|2", "--resume  ", "--early-stopping N", "--callback TEXT", "--report-ranks"}) {
+  for (const char* flag : {"--epochs N", "--batch-size N", "--validation-split F", "--learning-rate F",
+                           "--shuffle true|false", "--seed N", "--history DIR", "--verbose 0|1|2", "--resume  ",
+                           "--overwrite  ", "--early-stopping N", "--callback TEXT", "--report-ranks"}) {
     EXPECT_EQ(count_of(fit_flags, flag), 1) << flag << "\n" << describe(launch);
   }
   EXPECT_EQ(launch.err, "") << describe(launch);
