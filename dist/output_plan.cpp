@@ -173,8 +173,13 @@ void check_outputs(const FitConfig& config, const proto::Job& job, const fs::pat
   const NamedPath checkpoint = named("outputs.checkpoint_dir's checkpoint.pb", config.checkpoint_dir / "checkpoint.pb");
   files.push_back(checkpoint);
   if (!config.export_weights.empty()) {
-    files.push_back(named("outputs.export_weights", config.export_weights));
-    folders.emplace_back("outputs.export_weights's folder", config.export_weights.parent_path());
+    // The default is a file the user never typed: say where it comes from.
+    const std::string field =
+        job.outputs().has_export_weights()
+            ? "outputs.export_weights"
+            : "the final weights file (outputs.export_weights, default <history_dir>/weights.npz)";
+    files.push_back(named(field, config.export_weights));
+    folders.emplace_back(field + "'s folder", config.export_weights.parent_path());
   }
   for (int i = 0; i < job.callbacks_size(); ++i) {
     const proto::Callback& c = job.callbacks(i);
@@ -246,9 +251,11 @@ void check_outputs(const FitConfig& config, const proto::Job& job, const fs::pat
   // 3.: every folder can be written now, not after the first epoch.
   for (const auto& [what, folder] : folders) check_writable_folder(folder.empty() ? fs::path(".") : folder, what);
 
-  // 4.: a fresh run does not destroy another run's checkpoint.
+  // 4.: a fresh run that writes checkpoints does not destroy another run's. (A run with periodic checkpoints off,
+  // such as a benchmark, writes one only when a stop signal arrives.)
+  const bool writes_checkpoints = config.checkpoint_every_epochs > 0 || config.checkpoint_every_steps > 0;
   std::error_code error;
-  if (!config.resume && !config.overwrite && fs::exists(checkpoint.path, error)) {
+  if (writes_checkpoints && !config.resume && !config.overwrite && fs::exists(checkpoint.path, error)) {
     SF_FAIL(cat("outputs.checkpoint_dir '", config.checkpoint_dir.string(),
                 "' holds the checkpoint of an earlier run (checkpoint.pb): this fresh fit would replace it"),
             "pass --resume to continue that run, or --overwrite to start afresh and replace it");

@@ -28,7 +28,8 @@ void resolve_job_paths(const std::filesystem::path& job_dir, FitConfig& config, 
 // 3. is a folder where a file goes, or its folder lies under a regular file or cannot be written (probed by
 //    creating and removing a file in the folder, or in its nearest existing ancestor when it does not exist yet:
 //    nothing is created here);
-// 4. is the checkpoint of an earlier run and this fit is fresh (neither config.resume nor config.overwrite).
+// 4. is the checkpoint of an earlier run, and this fit is fresh (neither config.resume nor config.overwrite) and
+//    writes periodic checkpoints.
 // Expects resolve_job_paths to have run. Data paths resolve against job_dir.
 void check_outputs(const FitConfig& config, const proto::Job& job, const std::filesystem::path& job_dir);
 

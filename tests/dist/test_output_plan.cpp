@@ -155,6 +155,17 @@ TEST_F(OutputPlanTest, AnEarlierCheckpointNeedsResumeOrOverwrite) {
   EXPECT_NE(message.find("outputs.checkpoint_dir"), std::string::npos) << message;
   EXPECT_EQ(check(R"(outputs { history_dir: "out" })", [](FitConfig& c) { c.resume = true; }), "");
   EXPECT_EQ(check(R"(outputs { history_dir: "out" })", [](FitConfig& c) { c.overwrite = true; }), "");
+  EXPECT_EQ(check(R"(outputs { history_dir: "out" checkpoint_every_epochs: 0 })"), "")
+      << "a run without periodic checkpoints (a benchmark) leaves the checkpoint alone";
+}
+
+TEST_F(OutputPlanTest, TheDefaultWeightsFileIsNamedAsADefault) {
+  touch(dir() / "weights.npz");
+  const std::string message = check(R"(outputs { initial_weights: "weights.npz" })");
+  EXPECT_NE(message.find("the final weights file (outputs.export_weights, default <history_dir>/weights.npz)"),
+            std::string::npos)
+      << message;
+  EXPECT_EQ(check(R"(outputs { initial_weights: "weights.npz" export_weights: "tuned.npz" })"), "");
 }
 
 }  // namespace

@@ -300,7 +300,9 @@ TEST_F(CliTest, RanksSharingOneCoreAreWarnedAbout) {
   write_text(dir_ / "mlp.pbtxt", digits_job());
   const auto launch_with = [&](const std::vector<std::string>& placement) {
     std::vector<std::string> command =
-        mpirun_command(2, dir_, {"fit", "mlp.pbtxt", "--epochs", "1", "--verbose", "0", "--report-ranks"});
+        mpirun_command(2, dir_,
+                       {"fit", "mlp.pbtxt", "--epochs", "1", "--verbose", "0", "--report-ranks",
+                        "--overwrite"});  // two fresh runs in one folder
     command.insert(command.begin() + 1, placement.begin(), placement.end());
     return shardfit::testing::launch_process(command, kKillSeconds);
   };
