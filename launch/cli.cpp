@@ -146,10 +146,10 @@ flags for fit (each overrides the job file's field of the same name):
 Flags take their value as the next argument or after '=' (--epochs=10).
 
 paths: every relative path inside a job file (data, outputs, callbacks' files) is relative to the job file's
-folder; every path on the command line (--history, --callback files, --weights, --x, --output) is relative to the
-working directory. fit writes the final weights to HISTORY/weights.npz unless outputs.export_weights names another
-file ("" for none), and refuses at setup any output that would replace an input or another output, or that lies in
-a folder it cannot write.
+folder; every path on the command line (--history, --callback files, --weights, --x, --y, --output) is relative
+to the working directory. fit writes the final weights to HISTORY/weights.npz unless outputs.export_weights
+names another file ("" for none), and refuses at setup any output that would replace an input or another
+output, or that lies in a folder it cannot write.
 
 exit status: 0 done; 1 an error (printed once, naming the rank); 75 stopped by SIGTERM / SIGUSR1 after writing a
 checkpoint (run again with --resume to continue).
