@@ -30,6 +30,7 @@
 #include "dist/evaluate.h"
 #include "dist/gradient_reducer.h"
 #include "dist/history_writer.h"
+#include "dist/output_plan.h"
 #include "dist/placement.h"
 #include "dist/plot_svg.h"
 #include "dist/progress.h"
@@ -67,7 +68,9 @@ struct Sums {
 class Trainer {
  public:
   Trainer(Comm& comm, const proto::Job& job, const fs::path& job_dir, const FitConfig& config)
-      : comm_(comm), job_(job), job_dir_(job_dir), config_(config) {}
+      : comm_(comm), job_(job), job_dir_(job_dir), config_(config) {
+    resolve_job_paths(job_dir_, config_, job_);
+  }
 
   FitResult run();
 
@@ -86,7 +89,7 @@ class Trainer {
   void report_rank();                 // one line per rank, in rank order (--report-ranks)
 
   Comm& comm_;
-  const proto::Job& job_;
+  proto::Job job_;  // with its output paths resolved against job_dir_
   fs::path job_dir_;
   FitConfig config_;
 
@@ -124,6 +127,11 @@ void Trainer::setup() {
   const int rank = comm_.rank();
   const int world = comm_.size();
 
+  // 0. Outputs: rank 0 writes them all, so it checks them all, before anything is read or written.
+  run_agreed(comm_, [&] {
+    if (comm_.is_root()) check_outputs(config_, job_, job_dir_);
+  });
+
   // 1. Data: every rank maps the files and checks them; a file one rank cannot read fails the job here.
   run_agreed(comm_, [&] {
     SF_CHECK(job_.data().has_train(), "data.train is not set: expected data { train { x { path: ... } y { ... } } }");
@@ -156,7 +164,7 @@ void Trainer::setup() {
     if (job_.optimizer().has_global_clipnorm()) clipnorm_ = job_.optimizer().global_clipnorm();
     callbacks_ = make_callbacks(job_, config_.epochs);
     model_->initialize(config_.seed);
-    if (!config_.initial_weights.empty()) load_weights(job_dir_ / config_.initial_weights, *model_);
+    if (!config_.initial_weights.empty()) load_weights(config_.initial_weights, *model_);
     if (!job_.fit().class_weight().empty()) {
       class_weights_.assign(static_cast<size_t>(model_->output_dim() == 1 ? 2 : model_->output_dim()), 1.0F);
       for (const auto& [cls, weight] : job_.fit().class_weight()) {
@@ -509,7 +517,11 @@ FitResult Trainer::run() {
       progress_->print_line(result_.history.diagnosis().summary());
     }
     write_outputs(true);
-    if (!config_.export_weights.empty() && comm_.is_root()) save_weights(config_.export_weights, *model_);
+    if (!config_.export_weights.empty() && comm_.is_root()) {
+      std::error_code error;  // a missing folder was checked to be creatable at setup
+      fs::create_directories(config_.export_weights.parent_path(), error);
+      save_weights(config_.export_weights, *model_);
+    }
   }
   result_.timings.allreduce_seconds = reducer_->seconds();
   result_.final_parameters.assign(model_->parameters().begin(), model_->parameters().end());
@@ -569,7 +581,8 @@ FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal) {
   if (o.has_checkpoint_every_steps()) c.checkpoint_every_steps = o.checkpoint_every_steps();
   if (o.has_plot()) c.plot = o.plot();
   if (o.has_initial_weights()) c.initial_weights = o.initial_weights();
-  if (o.has_export_weights()) c.export_weights = o.export_weights();
+  // As model.save after fit: the final weights by default, beside the history.
+  c.export_weights = o.has_export_weights() ? fs::path(o.export_weights()) : c.history_dir / "weights.npz";
 
   // epochs 0 trains nothing, as in Keras: an empty history and the seeded initial weights (export_weights).
   SF_CHECK(c.epochs >= 0, cat("fit.epochs = ", c.epochs, ": expected 0 or more"));

@@ -29,13 +29,17 @@ struct FitConfig {
   bool write_history = true;  // history.json / .pb / .csv (and loss.svg when plot) on rank 0
   bool plot = true;           // loss.svg next to the history
   // Checkpoints (rank 0, atomic): <checkpoint_dir>/checkpoint.pb every N epochs and/or every N steps.
-  std::filesystem::path checkpoint_dir;   // default <history_dir>/checkpoints
-  int64_t checkpoint_every_epochs = 1;    // 0: none at epoch ends
-  int64_t checkpoint_every_steps = 0;     // 0: none inside epochs
-  bool resume = false;                    // continue from checkpoint_dir's checkpoint when there is one
-  bool report_ranks = false;              // rank 0 prints one line per rank at start (host, slice, threads)
-  std::filesystem::path initial_weights;  // .npz loaded before training (relative to the job file's folder)
-  std::filesystem::path export_weights;   // .npz written after training
+  std::filesystem::path checkpoint_dir;  // default <history_dir>/checkpoints
+  int64_t checkpoint_every_epochs = 1;   // 0: none at epoch ends
+  int64_t checkpoint_every_steps = 0;    // 0: none inside epochs
+  bool resume = false;                   // continue from checkpoint_dir's checkpoint when there is one
+  bool overwrite = false;                // a fresh fit may replace an earlier run's checkpoint (--overwrite)
+  bool report_ranks = false;             // rank 0 prints one line per rank at start (host, slice, threads)
+  // Paths relative to the job file's folder, like every path of a job (fit resolves them; output_plan.h).
+  std::filesystem::path initial_weights;  // .npz loaded before training
+  std::filesystem::path export_weights;   // .npz written after training; default <history_dir>/weights.npz, none
+                                          // when the job sets outputs.export_weights to ""
+  std::filesystem::path job_file;         // the job file itself, when known: an input no output may replace
 };
 
 class Dataset;
@@ -69,9 +73,10 @@ struct FitResult {
   int64_t resumed_from_step = -1;       // global step the run resumed from, or -1
 };
 
-// Collective. job_dir resolves relative input paths (data, initial weights); outputs are relative to the
-// working directory. Errors in setup are agreed (every rank throws the same
-// AgreedFailure); errors inside a step propagate and end the job through run_ranks.
+// Collective. job_dir resolves every relative path of the job and of config (data, weights, history, checkpoints,
+// callbacks' files; output_plan.h); rank 0 checks every output location before anything is written. Errors in
+// setup are agreed (every rank throws the same AgreedFailure); errors inside a step propagate and end the job
+// through run_ranks.
 FitResult fit(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir, const FitConfig& config);
 
 }  // namespace shardfit

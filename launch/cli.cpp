@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <set>
 
 #include "kernels/error.h"
@@ -40,11 +41,18 @@ bool parse_bool(const std::string& flag, const std::string& value) {
   SF_FAIL(cat(flag, " ", value, ": expected true or false"), kHint);
 }
 
-// The flags each command accepts; --resume and --report-ranks take no value.
+// A path from the command line, relative to the working directory, as an absolute path for a job field (whose
+// relative paths would otherwise resolve against the job file's folder).
+std::string from_working_directory(const std::string& path) {
+  return std::filesystem::absolute(path).lexically_normal().string();
+}
+
+// The flags each command accepts; --resume, --overwrite and --report-ranks take no value.
 const std::set<std::string>& flags_of(const std::string& command) {
-  static const std::set<std::string> fit{"--epochs",  "--batch-size", "--validation-split", "--learning-rate",
-                                         "--shuffle", "--seed",       "--history",          "--verbose",
-                                         "--resume",  "--callback",   "--early-stopping",   "--report-ranks"};
+  static const std::set<std::string> fit{"--epochs",   "--batch-size", "--validation-split", "--learning-rate",
+                                         "--shuffle",  "--seed",       "--history",          "--verbose",
+                                         "--resume",   "--callback",   "--early-stopping",   "--report-ranks",
+                                         "--overwrite"};
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
@@ -78,7 +86,7 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
     fit->set_verbose(static_cast<int32_t>(v));
   } else if (flag == "--history") {
     SF_CHECK(!value.empty(), "--history needs a folder", kHint);
-    command.overrides.mutable_outputs()->set_history_dir(value);
+    command.overrides.mutable_outputs()->set_history_dir(from_working_directory(value));
   } else if (flag == "--callback") {
     // The job file's own syntax for one callback, so every option of every callback is reachable from the flag.
     proto::Callback callback;
@@ -88,6 +96,14 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
                  "': expected one callback in job-file syntax, e.g. --callback "
                  "'early_stopping { patience: 3 restore_best_weights: true }'"),
              "the callbacks and their fields are in proto/shardfit.proto (message Callback)");
+    if (callback.has_model_checkpoint() && !callback.model_checkpoint().filepath().empty()) {
+      auto* c = callback.mutable_model_checkpoint();
+      c->set_filepath(from_working_directory(c->filepath()));
+    }
+    if (callback.has_csv_logger() && !callback.csv_logger().filename().empty()) {
+      auto* c = callback.mutable_csv_logger();
+      c->set_filename(from_working_directory(c->filename()));
+    }
     *command.overrides.add_callbacks() = callback;
   } else if (flag == "--early-stopping") {
     command.overrides.add_callbacks()->mutable_early_stopping()->set_patience(parse_int(flag, value, 0));
@@ -116,16 +132,25 @@ flags for fit (each overrides the job file's field of the same name):
   --learning-rate F        the optimizer's learning rate (default: the optimizer's)
   --shuffle true|false     reshuffle the training samples every epoch (default true)
   --seed N                 weight init, shuffling and dropout (default 1337)
-  --history DIR            where history.json / .pb / .csv and loss.svg go (outputs.history_dir, default .)
+  --history DIR            where history.json / .pb / .csv, loss.svg and weights.npz go (outputs.history_dir,
+                           default: the job file's folder)
   --verbose 0|1|2          0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)
   --resume                 continue from the last checkpoint in outputs.checkpoint_dir (default
                            HISTORY/checkpoints) if there is one; start afresh otherwise
+  --overwrite              start afresh even where an earlier run's checkpoint is, replacing it (without
+                           --resume or --overwrite, fit refuses to destroy that checkpoint)
   --report-ranks           one line per rank at start, in rank order: host, local rank, threads, samples per step
                            (otherwise rank 0 prints only its own lines)
   --early-stopping N       add EarlyStopping(monitor val_loss, patience N)
   --callback TEXT          add one callback written as in the job file (repeatable), e.g.
                            --callback 'reduce_lr_on_plateau { factor: 0.5 patience: 2 }'
 Flags take their value as the next argument or after '=' (--epochs=10).
+
+paths: every relative path inside a job file (data, outputs, callbacks' files) is relative to the job file's
+folder; every path on the command line (--history, --callback files, --weights, --x, --y, --output) is relative
+to the working directory. fit writes the final weights to HISTORY/weights.npz unless outputs.export_weights
+names another file ("" for none), and refuses at setup any output that would replace an input or another
+output, or that lies in a folder it cannot write.
 
 exit status: 0 done; 1 an error (printed once, naming the rank); 75 stopped by SIGTERM / SIGUSR1 after writing a
 checkpoint (run again with --resume to continue).
@@ -169,9 +194,9 @@ Command parse_command_line(const std::vector<std::string>& args) {
       flag = flag.substr(0, eq);
     }
     SF_CHECK(accepted.count(flag) != 0, cat("unknown flag '", flag, "' for ", command.name), kHint);
-    if (flag == "--resume" || flag == "--report-ranks") {
+    if (flag == "--resume" || flag == "--overwrite" || flag == "--report-ranks") {
       SF_CHECK(eq == std::string::npos, cat(flag, " takes no value"), kHint);
-      (flag == "--resume" ? command.resume : command.report_ranks) = true;
+      (flag == "--resume" ? command.resume : flag == "--overwrite" ? command.overwrite : command.report_ranks) = true;
       continue;
     }
     if (eq == std::string::npos) {
@@ -200,6 +225,10 @@ Command parse_command_line(const std::vector<std::string>& args) {
   }
   SF_CHECK(!command.job_path.empty(),
            cat(command.name, " needs a job file: expected `shardfit ", command.name, " JOB.pbtxt [flags]`"), kHint);
+  SF_CHECK(!(command.resume && command.overwrite),
+           "--resume and --overwrite contradict each other: --resume continues the checkpoint, --overwrite replaces "
+           "it",
+           kHint);
   if (command.name == "predict") {
     SF_CHECK(!command.output.empty(), "predict needs --output FILE.npy", kHint);
   }

@@ -1,5 +1,7 @@
 // The command line of the shardfit executable. Parsing only, no arithmetic: flags become fields of the job
-// message (which the job file's values yield to) or options of the command.
+// message (which the job file's values yield to) or options of the command. Paths given as flags are relative to
+// the working directory; those that become job fields are made absolute here, since a job's own relative paths
+// resolve against the job file's folder.
 #pragma once
 
 #include <string>
@@ -14,6 +16,7 @@ struct Command {
   std::string job_path;              // fit / evaluate / predict: the job file; plot: the history (folder or file)
   proto::Job overrides;              // fit: the fields the flags set (merged over the job file)
   bool resume = false;               // fit --resume
+  bool overwrite = false;            // fit --overwrite
   bool report_ranks = false;         // fit --report-ranks
   std::string weights;               // evaluate / predict --weights
   std::string x;                     // evaluate / predict --x (default: the job's data.test)

@@ -129,6 +129,8 @@ int run(Comm& comm, int argc, char** argv) {
   run_agreed(comm, [&] {
     config = resolve_fit_config(job, stdout_is_terminal());
     config.resume = command.resume;
+    config.overwrite = command.overwrite;
+    config.job_file = fs::absolute(command.job_path);
     config.report_ranks = command.report_ranks;
   });
   warn_about_placement(comm);

@@ -361,7 +361,9 @@ TEST_F(CliTest, RanksSharingOneCoreAreWarnedAbout) {
   write_text(dir_ / "mlp.pbtxt", digits_job());
   const auto launch_with = [&](const std::vector<std::string>& placement) {
     std::vector<std::string> command =
-        mpirun_command(2, dir_, {"fit", "mlp.pbtxt", "--epochs", "1", "--verbose", "0", "--report-ranks"});
+        mpirun_command(2, dir_,
+                       {"fit", "mlp.pbtxt", "--epochs", "1", "--verbose", "0", "--report-ranks",
+                        "--overwrite"});  // two fresh runs in one folder
     command.insert(command.begin() + 1, placement.begin(), placement.end());
     return shardfit::testing::launch_process(command, kKillSeconds);
   };
@@ -385,9 +387,9 @@ TEST_F(CliTest, HelpPrintsEveryFlagOnce) {
   EXPECT_EQ(count_of(launch.out, "usage: shardfit fit JOB.pbtxt"), 1) << "rank 0 only\n" << describe(launch);
   // Each fit flag is described once, in the "flags for fit" block (evaluate / predict reuse --batch-size).
   const std::string fit_flags = launch.out.substr(launch.out.find("flags for fit"));
-  for (const char* flag :
-       {"--epochs N", "--batch-size N", "--validation-split F", "--learning-rate F", "--shuffle true|false", "--seed N",
-        "--history DIR", "--verbose 0|1|2", "--resume  ", "--early-stopping N", "--callback TEXT", "--report-ranks"}) {
+  for (const char* flag : {"--epochs N", "--batch-size N", "--validation-split F", "--learning-rate F",
+                           "--shuffle true|false", "--seed N", "--history DIR", "--verbose 0|1|2", "--resume  ",
+                           "--overwrite  ", "--early-stopping N", "--callback TEXT", "--report-ranks"}) {
     EXPECT_EQ(count_of(fit_flags, flag), 1) << flag << "\n" << describe(launch);
   }
   EXPECT_EQ(launch.err, "") << describe(launch);

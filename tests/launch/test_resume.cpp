@@ -790,7 +790,10 @@ TEST_F(ResumeTest, ResumeWithoutACheckpointStartsAfreshAndSaysSo) {
   const fs::path plain = job_dir("plain", kSmallJob);
   const Launch resumed = run_to_end(2, fresh, {"fit", "job.pbtxt", "--resume"});
   ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
-  EXPECT_EQ(count_of(resumed.out, "no checkpoint in history/checkpoints: starting from epoch 1\n"), 1)
+  // The job's relative checkpoint folder, resolved against the job file's folder.
+  EXPECT_EQ(count_of(resumed.out,
+                     "no checkpoint in " + (fresh / "history" / "checkpoints").string() + ": starting from epoch 1\n"),
+            1)
       << describe(resumed);
   EXPECT_EQ(count_of(resumed.out, "resuming from"), 0) << describe(resumed);
   const Launch first = run_to_end(2, plain, {"fit", "job.pbtxt"});

@@ -85,12 +85,14 @@ inline void write_digits(const std::filesystem::path& dir, const std::string& st
   world().barrier();
 }
 
-// No console, no history files, no checkpoints: a test run leaves nothing behind but what its callbacks write.
+// No console, no history files, no checkpoints, no weights file: a test run leaves nothing behind but what its
+// callbacks write.
 inline FitConfig quiet_config(const proto::Job& job) {
   FitConfig config = resolve_fit_config(job, false);
   config.verbose = 0;
   config.write_history = false;
   config.checkpoint_every_epochs = 0;
+  config.export_weights.clear();
   return config;
 }
 
