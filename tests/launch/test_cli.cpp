@@ -148,10 +148,10 @@ PythonView read_with_python(const fs::path& history_dir) {
   return view;
 }
 
-// The three files are there, history.pb holds `epochs` records with the Keras keys, and history.json (read by
+// The four files are there, history.pb holds `epochs` records with the Keras keys, and history.json (read by
 // Python) holds exactly the same doubles.
 shardfit::proto::History expect_complete_history(const fs::path& history_dir, int64_t epochs) {
-  for (const char* name : {"history.json", "history.pb", "history.csv"}) {
+  for (const char* name : {"history.json", "run.json", "history.pb", "history.csv"}) {
     EXPECT_TRUE(fs::is_regular_file(history_dir / name)) << history_dir / name;
   }
   shardfit::proto::History history;

@@ -615,11 +615,10 @@ for index, folder in enumerate(sys.argv[1:]):
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             history = json.load(f)
-        epochs = history["epoch"]
-        for key, values in history.items():
-            if key not in ("params", "diagnosis"):
-                assert isinstance(values, list) and len(values) <= len(epochs), (path, key)
-        counts.append(len(epochs))
+        # Keras's history.history: every value a list, one entry per epoch.
+        lengths = {len(values) for values in history.values() if isinstance(values, list)}
+        assert len(lengths) <= 1 and len(lengths) == len(history), (path, lengths)
+        counts.append(lengths.pop() if lengths else 0)
     else:
         counts.append(-1)
     path = os.path.join(folder, "history.csv")
