@@ -559,6 +559,7 @@ TEST(HistoryWriter, PythonReadsTheSameHistory) {
   std::map<std::string, std::string> params;
   std::string epochs;
   std::string pb_line;
+  std::string pandas_line;
   std::istringstream lines(output);
   for (std::string line; std::getline(lines, line);) {
     std::istringstream words(line);
@@ -577,6 +578,8 @@ TEST(HistoryWriter, PythonReadsTheSameHistory) {
       std::getline(words >> std::ws, epochs);
     } else if (kind == "pb") {
       pb_line = line;
+    } else if (kind == "pandas") {
+      pandas_line = line;
     }
   }
   EXPECT_EQ(epochs, "0 1 2");
@@ -591,6 +594,9 @@ TEST(HistoryWriter, PythonReadsTheSameHistory) {
   // Reading history.pb from Python needs python3-protobuf and protoc; say which happened.
   std::printf("read_history.py: %s\n", pb_line.c_str());
   EXPECT_FALSE(pb_line.empty()) << output;
+  // pd.DataFrame(json.load(open("history.json"))): one row per epoch (python3-pandas, installed by setup.sh).
+  std::printf("read_history.py: %s\n", pandas_line.c_str());
+  EXPECT_TRUE(pandas_line == "pandas 3 rows" || pandas_line.rfind("pandas skipped", 0) == 0) << output;
 }
 
 // ---- atomicity under SIGKILL ----
