@@ -12,6 +12,7 @@
 #include "dist/comm.h"
 #include "dist/evaluate.h"
 #include "dist/fit.h"
+#include "dist/history_reader.h"
 #include "dist/history_writer.h"
 #include "dist/placement.h"
 #include "dist/plot_svg.h"
@@ -59,15 +60,18 @@ std::string metrics_json(const std::map<std::string, double>& values) {
 int run_plot(Comm& comm, const Command& command) {
   run_agreed(comm, [&] {
     if (!comm.is_root()) return;
-    fs::path source = command.job_path;
-    if (fs::is_directory(source)) source /= "history.pb";
-    SF_CHECK(source.extension() == ".pb",
-             cat("plot reads history.pb (or the folder holding it), got '", command.job_path, "'"),
-             "history.json and history.csv carry the same values; pass the history folder");
-    const proto::History history = read_history_pb(source);
+    const fs::path source = command.job_path;
+    const proto::History history = read_history_any(source);
+    const proto::Diagnosis* diagnosis = history.has_diagnosis() ? &history.diagnosis() : nullptr;
+    if (!command.output.empty()) {  // one file; several metrics become panels of it
+      write_history_panels_svg(command.output, history, command.metrics, diagnosis);
+      std::printf("%s\n", command.output.c_str());
+      return;
+    }
+    const fs::path folder = fs::is_directory(source) ? source : source.parent_path();
     for (const auto& metric : command.metrics) {
-      const fs::path out = command.output.empty() ? source.parent_path() / (metric + ".svg") : fs::path(command.output);
-      write_history_svg(out, history, metric, history.has_diagnosis() ? &history.diagnosis() : nullptr);
+      const fs::path out = folder / (metric + ".svg");
+      write_history_svg(out, history, metric, diagnosis);
       std::printf("%s\n", out.string().c_str());
     }
   });
