@@ -119,7 +119,8 @@ flags for fit (each overrides the job file's field of the same name):
   --seed N                 weight init, shuffling and dropout (default 1337)
   --history DIR            where history.json, run.json, history.pb / .csv and loss.svg go (outputs.history_dir,
                            default .)
-  --verbose 0|1|2          0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)
+  --verbose 0|1|2          0 silent, 1 progress bar, 2 one line per epoch (default: 1 for one process run by hand
+                           on a terminal; 2 into a file and under mpirun / srun, where 1 asks for the bar)
   --resume                 continue from the last checkpoint in outputs.checkpoint_dir (default
                            HISTORY/checkpoints) if there is one; start afresh otherwise
   --report-ranks           one line per rank at start, in rank order: host, local rank, threads, samples per step

@@ -1,7 +1,5 @@
 // The shardfit executable: parses the command line, reads the job, runs the command on every rank. All
 // failures go through run_ranks: printed once, naming the rank, and every rank exits non-zero.
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -21,21 +19,12 @@
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "launch/cli.h"
+#include "launch/console_kind.h"
 
 namespace shardfit {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A progress bar only for a person watching one process: mpirun and srun hand ranks a pseudo-terminal even when
-// their own output goes to a log, so under a launcher the default is one line per epoch (--verbose 1 still asks
-// for the bar).
-bool stdout_is_terminal() {
-  for (const char* launcher_variable : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID"}) {
-    if (std::getenv(launcher_variable) != nullptr) return false;
-  }
-  return isatty(STDOUT_FILENO) != 0;
-}
 
 proto::Dataset inference_data(const Command& command, const proto::Job& job) {
   if (command.x.empty()) return job.data().test();
@@ -78,7 +67,7 @@ int run_plot(Comm& comm, const Command& command) {
   return 0;
 }
 
-int run(Comm& comm, int argc, char** argv) {
+int run(Comm& comm, int argc, char** argv, const ConsoleKind& console) {
   Command command;
   proto::Job job;
   // Rank 0 reads the job file and sends its text: one read however many ranks, and the job need only be visible
@@ -131,7 +120,8 @@ int run(Comm& comm, int argc, char** argv) {
 
   FitConfig config;
   run_agreed(comm, [&] {
-    config = resolve_fit_config(job, stdout_is_terminal());
+    config = resolve_fit_config(job, console.person_watching());
+    config.terminal = console.stdout_is_terminal;  // so that --verbose 1 draws the bar under a launcher too
     config.resume = command.resume;
     config.report_ranks = command.report_ranks;
   });
@@ -144,5 +134,7 @@ int run(Comm& comm, int argc, char** argv) {
 }  // namespace shardfit
 
 int main(int argc, char** argv) {
-  return shardfit::run_ranks(argc, argv, [&](shardfit::Comm& comm) { return shardfit::run(comm, argc, argv); });
+  const shardfit::ConsoleKind console = shardfit::detect_console_kind();  // before MPI_Init changes the environment
+  return shardfit::run_ranks(argc, argv,
+                             [&](shardfit::Comm& comm) { return shardfit::run(comm, argc, argv, console); });
 }
