@@ -616,8 +616,9 @@ for index, folder in enumerate(sys.argv[1:]):
         with open(path, encoding="utf-8") as f:
             history = json.load(f)
         # Keras's history.history: every value a list, one entry per epoch.
-        lengths = {len(values) for values in history.values() if isinstance(values, list)}
-        assert len(lengths) <= 1 and len(lengths) == len(history), (path, lengths)
+        assert all(isinstance(values, list) for values in history.values()), path
+        lengths = {len(values) for values in history.values()}
+        assert len(lengths) <= 1, (path, lengths)
         counts.append(lengths.pop() if lengths else 0)
     else:
         counts.append(-1)
