@@ -130,8 +130,11 @@ flags for fit (each overrides the job file's field of the same name):
                            --callback 'reduce_lr_on_plateau { factor: 0.5 patience: 2 }'
 Flags take their value as the next argument or after '=' (--epochs=10).
 
-exit status: 0 done; 1 an error (printed once, naming the rank); 75 stopped by SIGTERM / SIGUSR1 after writing a
-checkpoint (run again with --resume to continue).
+exit status: 0 done; 1 an error (printed once, naming the rank); 75 stopped by SIGINT (Ctrl-C), SIGTERM or SIGUSR1
+after writing a checkpoint (run again with --resume to continue; a second Ctrl-C ends the process at once). Open
+MPI's mpirun passes on SIGUSR1 only: Ctrl-C or SIGTERM to mpirun aborts the job with status 1, so stop an mpirun
+job with `kill -USR1 <mpirun pid>`, or start it with launch/mpirun_local.sh, which does that on Ctrl-C. srun ends
+the step on SIGTERM; SIGUSR1 to srun, or scancel --signal=INT|TERM|USR1, reaches every rank.
 )";
 }
 
