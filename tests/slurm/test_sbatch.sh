@@ -164,23 +164,30 @@ echo "== 4. srun itself signalled: SIGUSR1, Ctrl-C with srun -X, a single Ctrl-C
 srun_stop() {
   local name=$1 signal=$2 flag=${3:-} pid status
   job "$name" "$src/examples/digits/x.npy"
-  # As in case 2: a step started while the previous job is still being cleaned up fails to launch. Wait until no
-  # job is left at all, no slurmstepd and the node idle.
-  for _ in $(seq 1 600); do
-    [ -z "$(squeue -h 2>/dev/null)" ] && ! pgrep -f "slurmstepd: \[" >/dev/null && [ "$(sinfo -h -o %T)" = idle ] &&
-      break
-    sleep 0.05
-  done
-  # Job control on: a background command of a script otherwise starts with SIGINT ignored.
-  set -m
-  OMP_NUM_THREADS=1 srun --ntasks=2 --cpus-per-task=1 --mpi=pmix --chdir="$work/$name" $flag \
-    "$SHARDFIT_BIN" fit "$work/$name/job.pbtxt" >"$work/$name/srun.out" 2>&1 </dev/null &
-  pid=$!
-  set +m
-  for _ in $(seq 1 1200); do
+  # As in case 2: a step started while the previous job is still being cleaned up can fail to launch ("task launch
+  # failed"), even once no job is left and the node is idle. Such a start is tried again, up to 3 times.
+  for attempt in 1 2 3; do
+    for _ in $(seq 1 600); do
+      [ -z "$(squeue -h 2>/dev/null)" ] && ! pgrep -f "slurmstepd: \[" >/dev/null && [ "$(sinfo -h -o %T)" = idle ] &&
+        break
+      sleep 0.05
+    done
+    # Job control on: a background command of a script otherwise starts with SIGINT ignored.
+    set -m
+    OMP_NUM_THREADS=1 srun --ntasks=2 --cpus-per-task=1 --mpi=pmix --chdir="$work/$name" $flag \
+      "$SHARDFIT_BIN" fit "$work/$name/job.pbtxt" >"$work/$name/srun.out" 2>&1 </dev/null &
+    pid=$!
+    set +m
+    for _ in $(seq 1 1200); do
+      [ -e "$work/$name/out/checkpoints/checkpoint.pb" ] && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
     [ -e "$work/$name/out/checkpoints/checkpoint.pb" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
+    wait "$pid" || true
+    grep -q "launch failed" "$work/$name/srun.out" || break
+    echo "srun $flag: the step failed to launch (attempt $attempt); trying again in 1 s" >&2
+    sleep 1
   done
   kill "-$signal" "$pid" 2>/dev/null || true
   if [ "$signal" = INT ] && [ -z "$flag" ]; then
