@@ -440,7 +440,7 @@ std::string small_digits_job(const std::string& layers, const std::string& optim
          "outputs { history_dir: \"history\" checkpoint_every_epochs: 0 }\n";
 }
 
-// Runs the job on 2 ranks and returns history.pb, after checking that history.json says the same and that the
+// Runs the job on 2 ranks and returns history.pb, after checking that run.json says the same and that the
 // verdict line was printed exactly once (by rank 0).
 shardfit::proto::History fit_and_read_verdict(const fs::path& dir, const std::string& job_text) {
   write_digits_rows(dir / "x150.npy", dir / "y150.npy", row_range(0, 150));
@@ -463,7 +463,7 @@ import json, sys
 d = json.load(open(sys.argv[1]))["diagnosis"]
 print(d["verdict"], d["overfitting_from_epoch"], d["best_epoch"])
 )",
-                             {(dir / "history" / "history.json").string()});
+                             {(dir / "history" / "run.json").string()});
   EXPECT_EQ(json.exit_code, 0) << describe(json);
   const auto& d = history.diagnosis();
   EXPECT_EQ(json.out, d.verdict() + " " + std::to_string(d.overfitting_from_epoch()) + " " +

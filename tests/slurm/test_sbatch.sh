@@ -89,7 +89,7 @@ if wait_until "$id" 120 COMPLETED FAILED CANCELLED TIMEOUT; then
   grep -q "^shardfit: 2 rank(s) x 1 thread(s)" "$out" || fail "not 2 ranks x 1 thread"
   grep -q "^Epoch 40/40" "$out" || fail "no epoch 40 in the output"
   [ "$(cat "$work/plain/out/history.csv" 2>/dev/null | wc -l)" -eq 41 ] || fail "history.csv does not hold 40 epochs"
-  for f in history.json history.pb loss.svg weights.npz; do
+  for f in history.json run.json history.pb loss.svg weights.npz; do
     [ -s "$work/plain/out/$f" ] || fail "$f missing"
   done
   echo "job $id: $(field "$id" JobState), exit $(field "$id" ExitCode), $(since "$start") s"
