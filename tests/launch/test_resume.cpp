@@ -216,6 +216,7 @@ class BackgroundRun {
   // What a terminal does on Ctrl-C: the signal to every process of the foreground process group (the one started
   // here and the processes it started in that group; Open MPI's ranks are in groups of their own).
   void signal_group(int signal_number) const { kill(-pid_, signal_number); }
+  pid_t pid() const { return pid_; }
 
   // What a crashed node looks like: every process of the job gone at once, no handler run, nothing flushed.
   // Returns only when they are all gone, so nothing the killed job does can overlap the next run.
@@ -720,6 +721,35 @@ TEST_F(ResumeTest, CtrlCAtMpirunAbortsButTheLaunchScriptStopsWithACheckpointAndE
                 stopped.seconds, static_cast<long long>(saved->epoch() + 1),
                 static_cast<long long>(saved->step_in_epoch()));
   }
+}
+
+// A person who will not wait presses Ctrl-C again: the process ends at once with Ctrl-C's own status (130), and the
+// checkpoint on disk is a whole one (the last written, or the stop's own if it was done in time).
+TEST_F(ResumeTest, SecondCtrlCEndsAtOnceAndLeavesAWholeCheckpoint) {
+  const fs::path dir = job_dir("twice", kLongJob);
+  const fs::path checkpoint = checkpoint_path(dir);
+  BackgroundRun run(alone_command(dir, {"fit", "job.pbtxt"}));
+  ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, {}, false)) << describe(run.wait());
+  std::this_thread::sleep_for(random_delay(40));
+  run.signal_group(SIGINT);
+  // Two signals sent back to back merge into one while the first is pending, as no person types them: the second
+  // goes once the first has been handled, which shows in /proc as SIGINT no longer caught (the handler is reset).
+  const std::string status_path = "/proc/" + std::to_string(run.pid()) + "/status";
+  const auto sigint_caught = [&] {
+    std::istringstream lines(read_bytes(status_path));
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("SigCgt:", 0) == 0) return ((std::stoull(line.substr(7), nullptr, 16) >> (SIGINT - 1)) & 1) != 0;
+    }
+    return false;  // the process is gone
+  };
+  while (sigint_caught() && !run.exited() && run.seconds() < kWaitSeconds) std::this_thread::yield();
+  run.signal_group(SIGINT);
+  const Launch stopped = run.wait();
+  EXPECT_EQ(stopped.exit_code, 130) << describe(stopped);
+  const auto saved = read_checkpoint(checkpoint);
+  ASSERT_TRUE(saved);
+  expect_whole_checkpoint(*saved, 1, 180);
+  std::printf("[resume] Ctrl-C twice, alone: exit %d after %.2f s\n", stopped.exit_code, stopped.seconds);
 }
 
 // --- 3. a kill at any moment leaves whole files ---------------------------------------------------------------------
