@@ -40,7 +40,7 @@ requests=0
 stop() {
   requests=$((requests + 1))
   if [ "$requests" -eq 1 ]; then
-    echo "shardfit: $1: stopping after this step with a checkpoint (exit 75); again to abort at once" >&2
+    printf '\nshardfit: SIG%s: stopping after this step with a checkpoint (exit 75); again to abort at once\n' "$1" >&2
     kill -USR1 "$mpirun_pid" 2>/dev/null || true
   else
     kill "-$1" "$mpirun_pid" 2>/dev/null || true
