@@ -9,7 +9,7 @@
 #   1x2  shardfit 1 rank x 2 OpenMP threads      vs torch 1 process, torch.set_num_threads(2)
 #   2x1  shardfit mpirun -np 2 x 1 thread        vs torch DDP (gloo) 2 processes x 1 thread, B/2 each
 # samples/s is training samples / training time of an epoch, median of the epochs after the first (the first
-# builds primitives / warms up), for both: shardfit's from history.json, torch's from bench/peer_torch.py.
+# builds primitives / warms up), for both: shardfit's from run.json, torch's from bench/peer_torch.py.
 # Per (config, batch) the runs interleave: shardfit, torch fp32, torch bf16, shardfit, ... REPEATS times; the table
 # shows the median over repeats. Then bench/fit_bench (shardfit::fit called directly) runs once for the allreduce
 # share of shardfit's step time and a per-phase step breakdown.
@@ -130,7 +130,7 @@ run_once() {
         "${wrap[@]}" "${MPIRUN[@]}" "$SHARDFIT" fit "$JOB" --epochs "$EPOCHS" --batch-size "$batch" --verbose 0 \
           --history "$history"
       fi
-      median_of_epochs_after_first "$history/history.json"
+      median_of_epochs_after_first "$history/run.json"
       ;;
     torch)
       rows="$TORCH_BF16_ROWS"

@@ -405,9 +405,13 @@ bool Trainer::train_epoch(int64_t epoch, int64_t first_step) {
       // Every rank saw the same sum, so every rank stops here; the checkpoint continues at the next step.
       write_checkpoint(epoch, step + 1);
       if (comm_.is_root()) {
-        std::printf("\nstopped by signal after epoch %lld step %lld: checkpoint written to %s\n",
-                    static_cast<long long>(epoch) + 1, static_cast<long long>(step) + 1,
-                    (config_.checkpoint_dir / "checkpoint.pb").string().c_str());
+        // Rank 0 names the signal it received; a signal sent to other ranks only is "a signal".
+        std::printf(
+            "\nstopped by signal after epoch %lld step %lld: checkpoint written to %s (%s; exit %d, "
+            "continue with --resume)\n",
+            static_cast<long long>(epoch) + 1, static_cast<long long>(step) + 1,
+            (config_.checkpoint_dir / "checkpoint.pb").string().c_str(), stop_signal_name(stop_signal_received()),
+            kExitCheckpointed);
         std::fflush(stdout);
       }
       result_.stopped_by_signal = stop_signal_received() != 0 ? stop_signal_received() : 15;

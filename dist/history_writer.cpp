@@ -31,10 +31,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The keys history.json holds besides the per-epoch values; a value of the same name would be silently lost.
-constexpr std::array<std::string_view, 5> kFixedJsonKeys = {"diagnosis", "epoch", "params", "samples_per_second",
-                                                            "seconds"};
-
 std::string errno_text(int error) { return std::strerror(error); }
 
 // Length of the valid UTF-8 sequence at s[i], or 0 when the bytes there are not valid UTF-8 (overlong forms,
@@ -284,6 +280,22 @@ void fsync_folder(const fs::path& dir) {
   SF_CHECK(error == 0, cat("cannot fsync folder ", dir.string(), ": ", errno_text(error)));
 }
 
+// One key per line and each list on its line: readable, and `diff` between runs shows which key moved.
+std::string json_document(const std::map<std::string, std::string>& fields) {
+  std::string out = "{\n";
+  bool first = true;
+  for (const auto& [key, value] : fields) {
+    if (!first) out += ",\n";
+    first = false;
+    out += "  ";
+    append_json_string(out, key);
+    out += ": ";
+    out += value;
+  }
+  out += "\n}\n";
+  return out;
+}
+
 }  // namespace
 
 std::string json_number(double value) {
@@ -319,47 +331,44 @@ std::string json_number(double value) {
 }
 
 std::string history_to_json(const proto::History& history) {
+  // Every key any epoch holds gets one entry per epoch: NaN where that epoch lacks it (validation_freq > 1, a
+  // metric added on resume), so every list is as long as the run and pandas can make a table of the dict.
   std::map<std::string, std::vector<double>> lists;
+  for (const proto::EpochRecord& record : history.epochs()) {
+    for (const auto& entry : record.values()) lists.try_emplace(entry.first);
+  }
+  for (auto& [key, values] : lists) {
+    values.reserve(static_cast<size_t>(history.epochs_size()));
+    for (const proto::EpochRecord& record : history.epochs()) {
+      const auto found = record.values().find(key);
+      values.push_back(found != record.values().end() ? found->second : std::nan(""));
+    }
+  }
+  std::map<std::string, std::string> fields;
+  for (const auto& [key, values] : lists) fields[key] = json_list(values);
+  return json_document(fields);
+}
+
+std::string run_to_json(const proto::History& history) {
   std::vector<double> seconds;
   std::vector<double> samples_per_second;
   std::string epochs = "[";
   for (int i = 0; i < history.epochs_size(); ++i) {
     const proto::EpochRecord& record = history.epochs(i);
-    for (const auto& [key, value] : record.values()) lists[key].push_back(value);
     seconds.push_back(record.seconds());
     samples_per_second.push_back(record.samples_per_second());
     if (i > 0) epochs += ", ";
     epochs += std::to_string(record.epoch());
   }
   epochs += "]";
-
-  std::map<std::string, std::string> fields;
-  for (const auto& [key, values] : lists) {
-    for (std::string_view fixed : kFixedJsonKeys) {
-      SF_CHECK(key != fixed, cat("history value \"", key, "\" has the name of a fixed history.json key"),
-               "rename the metric");
-    }
-    fields[key] = json_list(values);
-  }
-  fields["epoch"] = epochs;
-  fields["params"] = json_params(history.params());
-  fields["seconds"] = json_list(seconds);
-  fields["samples_per_second"] = json_list(samples_per_second);
+  std::map<std::string, std::string> fields = {
+      {"epoch", epochs},
+      {"params", json_params(history.params())},
+      {"seconds", json_list(seconds)},
+      {"samples_per_second", json_list(samples_per_second)},
+  };
   if (history.has_diagnosis()) fields["diagnosis"] = json_diagnosis(history.diagnosis());
-
-  // One key per line and each list on its line: readable, and `diff` between runs shows which key moved.
-  std::string out = "{\n";
-  bool first = true;
-  for (const auto& [key, value] : fields) {
-    if (!first) out += ",\n";
-    first = false;
-    out += "  ";
-    append_json_string(out, key);
-    out += ": ";
-    out += value;
-  }
-  out += "\n}\n";
-  return out;
+  return json_document(fields);
 }
 
 std::string history_to_csv(const proto::History& history, char separator) {
@@ -422,9 +431,11 @@ void HistoryWriter::write(const proto::History& history) const {
   const proto::History fixed = already_utf8 ? proto::History() : history_in_utf8(history);
   const proto::History& utf8 = already_utf8 ? history : fixed;
   const std::string json = history_to_json(utf8);
+  const std::string run = run_to_json(utf8);
   const std::string pb = serialize_deterministic(utf8);
   const std::string csv = history_to_csv(utf8);
   write_file_atomically(json_path(), json);
+  write_file_atomically(run_json_path(), run);
   write_file_atomically(pb_path(), pb);
   write_file_atomically(csv_path(), csv);
 }

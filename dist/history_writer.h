@@ -1,5 +1,6 @@
-// Writes the history of a fit (history.json, history.pb, history.csv) after every epoch, each file atomically, so a
-// job killed at any moment leaves valid files for the epochs done. Rank 0 calls it; it only serialises, no MPI here.
+// Writes the history of a fit (history.json, run.json, history.pb, history.csv) after every epoch, each file
+// atomically, so a job killed at any moment leaves valid files for the epochs done. Rank 0 calls it; it only
+// serialises, no MPI here.
 #pragma once
 
 #include <filesystem>
@@ -10,7 +11,8 @@
 
 namespace shardfit {
 
-// One history folder. write() replaces all three files whole, one after the other (json, pb, csv), each through
+// One history folder. write() replaces all four files whole, one after the other (history.json, run.json, pb, csv),
+// each through
 // `<name>.tmp.<pid>` + fsync + rename + fsync of the folder. A kill between two renames leaves files that are each
 // valid but may lag one another (json newest, csv oldest). A kill inside one leaves a stray .tmp file, never a torn
 // target.
@@ -25,6 +27,7 @@ class HistoryWriter {
 
   const std::filesystem::path& dir() const { return dir_; }
   std::filesystem::path json_path() const { return dir_ / "history.json"; }
+  std::filesystem::path run_json_path() const { return dir_ / "run.json"; }
   std::filesystem::path pb_path() const { return dir_ / "history.pb"; }
   std::filesystem::path csv_path() const { return dir_ / "history.csv"; }
 
@@ -32,13 +35,18 @@ class HistoryWriter {
   std::filesystem::path dir_;
 };
 
-// history.json: Keras's `history.history` dict ({"loss": [...], "val_loss": [...], ...}; each list holds only the
-// epochs that have the key, so with validation_freq > 1 the val_ lists are shorter) plus "epoch", "params",
-// "seconds", "samples_per_second" and, when set, "diagnosis". Keys sorted at every level. Doubles are written as
-// the shortest text that reads back to the same double (json_number); NaN and infinities as NaN / Infinity / -Infinity
-// — not strict JSON, but what Python's json module writes and reads back (JavaScript's JSON.parse rejects them). Throws
-// Error when a value key collides with one of the fixed keys.
+// history.json: exactly Keras's `history.history` dict, {"loss": [...], "val_loss": [...], ...}, and nothing else,
+// so that `pandas.DataFrame(json.load(f))` is a table with one row per epoch. Every list holds one entry per epoch:
+// where an epoch lacks a key (validation_freq > 1: Keras's val_ lists are shorter) the entry is NaN. Keys sorted.
+// Doubles are written as the shortest text that reads back to the same double (json_number); NaN and infinities as
+// NaN / Infinity / -Infinity — not strict JSON, but what Python's json module writes and reads back (JavaScript's
+// JSON.parse rejects them).
 std::string history_to_json(const proto::History& history);
+
+// run.json: what describes the run rather than the epochs' values: "params" (ranks, batch, steps, job ...),
+// "epoch" (the 0-based indices), "seconds" and "samples_per_second" per epoch and, once fit has ended, "diagnosis"
+// (the verdict). Keys sorted at every level; numbers as in history.json. history.pb holds all of both files.
+std::string run_to_json(const proto::History& history);
 
 // history.csv, Keras CSVLogger style: header `epoch` + the sorted union of the value keys; one row per epoch with
 // its 0-based index; a value the epoch lacks is an empty field; NaN / inf / -inf written as Python's str() does.

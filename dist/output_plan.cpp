@@ -163,7 +163,7 @@ void check_outputs(const FitConfig& config, const proto::Job& job, const fs::pat
   std::vector<FilePattern> patterns;
   if (config.write_history) {
     folders.emplace_back("outputs.history_dir", config.history_dir);
-    for (const char* name : {"history.json", "history.pb", "history.csv"}) {
+    for (const char* name : {"history.json", "run.json", "history.pb", "history.csv"}) {
       files.push_back(named(cat("outputs.history_dir's ", name), config.history_dir / name));
     }
     if (config.plot) files.push_back(named("outputs.history_dir's loss.svg", config.history_dir / "loss.svg"));

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -176,8 +177,23 @@ std::vector<std::string> plottable_metrics(const proto::History& history) {
   return out;
 }
 
-std::string render_history_svg(const proto::History& history, const std::string& metric,
+namespace {
+
+// "Training and validation accuracy", as a person would title the figure: the metric's name in words.
+std::string plot_title(const std::string& metric, bool has_train, bool has_val) {
+  std::string name = metric;
+  std::replace(name.begin(), name.end(), '_', ' ');
+  if (!has_val && metric == "learning_rate") return "Learning rate";  // a schedule, not something trained
+  if (!has_val) return "Training " + name;
+  return (has_train ? "Training and validation " : "Validation ") + name;
+}
+
+}  // namespace
+
+std::string render_history_svg(const proto::History& history, const std::string& requested,
                                const proto::Diagnosis* diagnosis) {
+  // "val_accuracy" asks for the accuracy plot: both curves, titled by the metric's own name.
+  const std::string metric = requested.rfind("val_", 0) == 0 ? requested.substr(4) : requested;
   const Series train = collect(history, metric);
   const Series val = collect(history, "val_" + metric);
   if (train.points.empty() && val.points.empty()) {
@@ -248,9 +264,7 @@ std::string render_history_svg(const proto::History& history, const std::string&
 
   // The legend sits in the header row, right-aligned, outside the plot so that it never covers a curve; when a long
   // title leaves no room beside it, it gets a row of its own and the plot moves down.
-  const std::string title = val.points.empty()
-                                ? "Training " + metric
-                                : (train.points.empty() ? "Validation " : "Training and validation ") + metric;
+  const std::string title = plot_title(metric, !train.points.empty(), !val.points.empty());
   std::vector<std::pair<std::string, std::string>> entries;  // (label, color)
   if (!train.points.empty()) entries.emplace_back(metric, kTrainColor);
   if (!val.points.empty()) entries.emplace_back("val_" + metric, kValColor);
@@ -508,6 +522,49 @@ std::string render_history_svg(const proto::History& history, const std::string&
 void write_history_svg(const std::filesystem::path& path, const proto::History& history, const std::string& metric,
                        const proto::Diagnosis* diagnosis) {
   write_file_atomically(path, render_history_svg(history, metric, diagnosis));
+}
+
+std::string render_history_panels_svg(const proto::History& history, const std::vector<std::string>& metrics,
+                                      const proto::Diagnosis* diagnosis) {
+  SF_CHECK(!metrics.empty(), "no metric to plot");
+  if (metrics.size() == 1) return render_history_svg(history, metrics[0], diagnosis);
+  // The verdict is read from the loss curves: its caption goes under the loss panel (the first when none is loss).
+  size_t caption_panel = 0;
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    if (metrics[i] == "loss" || metrics[i] == "val_loss") {
+      caption_panel = i;
+      break;
+    }
+  }
+  // Each panel is the single plot as it stands, nested as an <svg> element placed below the previous one.
+  constexpr std::string_view kRootOpen = R"(<svg xmlns="http://www.w3.org/2000/svg" version="1.1" )";
+  std::string panels;
+  double top = 0;
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    const std::string panel = render_history_svg(history, metrics[i], i == caption_panel ? diagnosis : nullptr);
+    const size_t root = panel.find(kRootOpen);
+    const size_t height_at = panel.find("height=\"", root);
+    SF_CHECK(root != std::string::npos && height_at != std::string::npos, "cannot nest a rendered plot");
+    const double height = std::strtod(panel.c_str() + height_at + 8, nullptr);
+    panels += cat(R"(<svg class="panel" data-metric=")", xml_escape(metrics[i]), R"(" x="0" y=")", coord(top), "\" ",
+                  panel.substr(root + kRootOpen.size()));
+    top += height;
+  }
+  std::ostringstream svg;
+  svg << R"(<?xml version="1.0" encoding="UTF-8"?>)"
+      << "\n"
+      << R"(<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width=")" << kWidth << R"(" height=")" << coord(top)
+      << R"(" viewBox="0 0 )" << kWidth << " " << coord(top) << R"(">)"
+      << "\n";
+  std::string names;
+  for (const std::string& metric : metrics) names += (names.empty() ? "" : ", ") + metric;
+  svg << "<title>" << xml_escape("Training history: " + names) << "</title>\n" << panels << "</svg>\n";
+  return svg.str();
+}
+
+void write_history_panels_svg(const std::filesystem::path& path, const proto::History& history,
+                              const std::vector<std::string>& metrics, const proto::Diagnosis* diagnosis) {
+  write_file_atomically(path, render_history_panels_svg(history, metrics, diagnosis));
 }
 
 }  // namespace shardfit

@@ -11,6 +11,8 @@
 namespace shardfit {
 
 // The plot of `metric` (training) and `val_<metric>` over the epochs, x axis 1-based like the console's "Epoch N/M".
+// "val_accuracy" plots the same as "accuracy". The title reads "Training and validation accuracy" ("Training
+// loss" / "Validation loss" when one curve is missing).
 // Values are matched to epochs by the record they sit in, so val lists thinned by validation_freq line up; a NaN or
 // infinite value leaves a gap in its curve. The best epoch (lowest val value, highest for accuracy-like metrics:
 // accuracy, auc, precision, recall, f1) is marked when there is a val curve; `diagnosis`, when given, adds its
@@ -24,6 +26,16 @@ std::string render_history_svg(const proto::History& history, const std::string&
 // render_history_svg written to `path` atomically (a reader sees the old file or the new one, never a mix).
 void write_history_svg(const std::filesystem::path& path, const proto::History& history,
                        const std::string& metric = "loss", const proto::Diagnosis* diagnosis = nullptr);
+
+// Several metrics in one SVG: the plot of each (as render_history_svg draws it), stacked top to bottom in the order
+// given, each nested as <svg class="panel" data-metric="NAME">. The caption goes under the loss panel only (the first
+// panel when none is loss). One metric gives exactly render_history_svg's text.
+std::string render_history_panels_svg(const proto::History& history, const std::vector<std::string>& metrics,
+                                      const proto::Diagnosis* diagnosis = nullptr);
+
+// render_history_panels_svg written to `path` atomically.
+void write_history_panels_svg(const std::filesystem::path& path, const proto::History& history,
+                              const std::vector<std::string>& metrics, const proto::Diagnosis* diagnosis = nullptr);
 
 // The keys render_history_svg accepts: every value key of the history without the val_ prefix (plus the bare name
 // of a val_ key whose training twin is missing), "loss" first, the rest sorted.

@@ -119,9 +119,11 @@ std::string usage() {
                                                  --output also writes them at full precision as JSON
        shardfit predict JOB.pbtxt --weights W.npz [--x X] --output P.npy [--batch-size N]
                                                  the model's outputs, one row per input row, in input order
-       shardfit plot HISTORY [--metric NAME]... [--output FILE.svg]
-                                                 training and validation curves as SVG (HISTORY: a folder or
-                                                 history.pb; default metric loss, written next to the history)
+       shardfit plot HISTORY [--metric NAME]... [-o|--output FILE.svg]
+                                                 training and validation curves as SVG. HISTORY: the history
+                                                 folder, history.json, history.csv or history.pb. Default metric
+                                                 loss; each metric goes to METRIC.svg next to the history, or with
+                                                 -o all into FILE.svg, one panel per metric
        shardfit --help | --version
 
 flags for fit (each overrides the job file's field of the same name):
@@ -132,9 +134,10 @@ flags for fit (each overrides the job file's field of the same name):
   --learning-rate F        the optimizer's learning rate (default: the optimizer's)
   --shuffle true|false     reshuffle the training samples every epoch (default true)
   --seed N                 weight init, shuffling and dropout (default 1337)
-  --history DIR            where history.json / .pb / .csv, loss.svg and weights.npz go (outputs.history_dir,
-                           default: the job file's folder)
-  --verbose 0|1|2          0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)
+  --history DIR            where history.json, run.json, history.pb / .csv, loss.svg and weights.npz go
+                           (outputs.history_dir, default: the job file's folder)
+  --verbose 0|1|2          0 silent, 1 progress bar, 2 one line per epoch (default: 1 for one process run by hand
+                           on a terminal; 2 into a file and under mpirun / srun, where 1 asks for the bar)
   --resume                 continue from the last checkpoint in outputs.checkpoint_dir (default
                            HISTORY/checkpoints) if there is one; start afresh otherwise
   --overwrite              start afresh even where an earlier run's checkpoint is, replacing it (without
@@ -152,8 +155,11 @@ to the working directory. fit writes the final weights to HISTORY/weights.npz un
 names another file ("" for none), and refuses at setup any output that would replace an input or another
 output, or that lies in a folder it cannot write.
 
-exit status: 0 done; 1 an error (printed once, naming the rank); 75 stopped by SIGTERM / SIGUSR1 after writing a
-checkpoint (run again with --resume to continue).
+exit status: 0 done; 1 an error (printed once, naming the rank); 75 stopped by SIGINT (Ctrl-C), SIGTERM or SIGUSR1
+after writing a checkpoint (run again with --resume to continue; a second Ctrl-C ends the process at once). Open
+MPI's mpirun passes on SIGUSR1 only: Ctrl-C or SIGTERM to mpirun aborts the job with status 1, so stop an mpirun
+job with `kill -USR1 <mpirun pid>`, or start it with launch/mpirun_local.sh, which does that on Ctrl-C. srun ends
+the step on SIGTERM; SIGUSR1 to srun, or scancel --signal=INT|TERM|USR1, reaches every rank.
 )";
 }
 
@@ -175,10 +181,13 @@ Command parse_command_line(const std::vector<std::string>& args) {
 
   for (size_t i = 1; i < args.size(); ++i) {
     std::string flag = args[i];
+    if (flag == "-o" && accepted.count("--output") != 0) flag = "--output";  // the short form of --output
     if (flag == "--help" || flag == "-h") {
       command.name = "help";
       return command;
     }
+    SF_CHECK(flag.size() < 2 || flag[0] != '-' || flag[1] == '-', cat("unknown flag '", flag, "' for ", command.name),
+             kHint);
     if (flag.rfind("--", 0) != 0) {
       SF_CHECK(command.job_path.empty(),
                cat("unexpected argument '", flag, "': the ", command.name == "plot" ? "history" : "job file",
@@ -219,8 +228,6 @@ Command parse_command_line(const std::vector<std::string>& args) {
   if (command.name == "plot") {
     SF_CHECK(!command.job_path.empty(), "plot needs a history: expected `shardfit plot HISTORY_DIR_OR_FILE`", kHint);
     if (command.metrics.empty()) command.metrics.push_back("loss");
-    SF_CHECK(command.output.empty() || command.metrics.size() == 1,
-             "--output names one file: with several --metric, leave it out (each goes to METRIC.svg)", kHint);
     return command;
   }
   SF_CHECK(!command.job_path.empty(),

@@ -1,7 +1,5 @@
 // The shardfit executable: parses the command line, reads the job, runs the command on every rank. All
 // failures go through run_ranks: printed once, naming the rank, and every rank exits non-zero.
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +10,7 @@
 #include "dist/comm.h"
 #include "dist/evaluate.h"
 #include "dist/fit.h"
+#include "dist/history_reader.h"
 #include "dist/history_writer.h"
 #include "dist/placement.h"
 #include "dist/plot_svg.h"
@@ -20,21 +19,12 @@
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "launch/cli.h"
+#include "launch/console_kind.h"
 
 namespace shardfit {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A progress bar only for a person watching one process: mpirun and srun hand ranks a pseudo-terminal even when
-// their own output goes to a log, so under a launcher the default is one line per epoch (--verbose 1 still asks
-// for the bar).
-bool stdout_is_terminal() {
-  for (const char* launcher_variable : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID"}) {
-    if (std::getenv(launcher_variable) != nullptr) return false;
-  }
-  return isatty(STDOUT_FILENO) != 0;
-}
 
 proto::Dataset inference_data(const Command& command, const proto::Job& job) {
   if (command.x.empty()) return job.data().test();
@@ -59,22 +49,25 @@ std::string metrics_json(const std::map<std::string, double>& values) {
 int run_plot(Comm& comm, const Command& command) {
   run_agreed(comm, [&] {
     if (!comm.is_root()) return;
-    fs::path source = command.job_path;
-    if (fs::is_directory(source)) source /= "history.pb";
-    SF_CHECK(source.extension() == ".pb",
-             cat("plot reads history.pb (or the folder holding it), got '", command.job_path, "'"),
-             "history.json and history.csv carry the same values; pass the history folder");
-    const proto::History history = read_history_pb(source);
+    const fs::path source = command.job_path;
+    const proto::History history = read_history_any(source);
+    const proto::Diagnosis* diagnosis = history.has_diagnosis() ? &history.diagnosis() : nullptr;
+    if (!command.output.empty()) {  // one file; several metrics become panels of it
+      write_history_panels_svg(command.output, history, command.metrics, diagnosis);
+      std::printf("%s\n", command.output.c_str());
+      return;
+    }
+    const fs::path folder = fs::is_directory(source) ? source : source.parent_path();
     for (const auto& metric : command.metrics) {
-      const fs::path out = command.output.empty() ? source.parent_path() / (metric + ".svg") : fs::path(command.output);
-      write_history_svg(out, history, metric, history.has_diagnosis() ? &history.diagnosis() : nullptr);
+      const fs::path out = folder / (metric + ".svg");
+      write_history_svg(out, history, metric, diagnosis);
       std::printf("%s\n", out.string().c_str());
     }
   });
   return 0;
 }
 
-int run(Comm& comm, int argc, char** argv) {
+int run(Comm& comm, int argc, char** argv, const ConsoleKind& console) {
   Command command;
   proto::Job job;
   // Rank 0 reads the job file and sends its text: one read however many ranks, and the job need only be visible
@@ -127,7 +120,8 @@ int run(Comm& comm, int argc, char** argv) {
 
   FitConfig config;
   run_agreed(comm, [&] {
-    config = resolve_fit_config(job, stdout_is_terminal());
+    config = resolve_fit_config(job, console.person_watching());
+    config.terminal = console.stdout_is_terminal;  // so that --verbose 1 draws the bar under a launcher too
     config.resume = command.resume;
     config.overwrite = command.overwrite;
     config.job_file = fs::absolute(command.job_path);
@@ -142,5 +136,7 @@ int run(Comm& comm, int argc, char** argv) {
 }  // namespace shardfit
 
 int main(int argc, char** argv) {
-  return shardfit::run_ranks(argc, argv, [&](shardfit::Comm& comm) { return shardfit::run(comm, argc, argv); });
+  const shardfit::ConsoleKind console = shardfit::detect_console_kind();  // before MPI_Init changes the environment
+  return shardfit::run_ranks(argc, argv,
+                             [&](shardfit::Comm& comm) { return shardfit::run(comm, argc, argv, console); });
 }

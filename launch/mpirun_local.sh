@@ -28,4 +28,34 @@ else
 fi
 [ "$(id -u)" -ne 0 ] || flags+=(--allow-run-as-root)
 echo "+ OMP_NUM_THREADS=$threads mpirun ${flags[*]} $bin $*" >&2
-exec mpirun "${flags[@]}" "$bin" "$@"
+
+# Stopping: Open MPI's mpirun takes SIGINT (Ctrl-C) and SIGTERM as "abort the job": it sends the ranks SIGTERM,
+# kills them a second later and exits 1 whatever they did. It forwards SIGUSR1, on which every rank finishes its
+# step, rank 0 writes a checkpoint and the job exits 75. So mpirun runs in a process group of its own (set -m: the
+# terminal's Ctrl-C reaches this script alone) with stdin from /dev/null (a background group reading the terminal
+# would be stopped), and the first SIGINT / SIGTERM here becomes SIGUSR1 to mpirun; a second one is passed on as it
+# is, so Ctrl-C twice aborts at once. SIGUSR1 is passed on as it is; SIGHUP (the terminal closed) too, which aborts.
+set -m
+mpirun "${flags[@]}" "$bin" "$@" </dev/null &
+mpirun_pid=$!
+set +m
+requests=0
+stop() {
+  requests=$((requests + 1))
+  if [ "$requests" -eq 1 ]; then
+    printf '\nshardfit: SIG%s: stopping after this step with a checkpoint (exit 75); again to abort at once\n' "$1" >&2
+    kill -USR1 "$mpirun_pid" 2>/dev/null || true
+  else
+    kill "-$1" "$mpirun_pid" 2>/dev/null || true
+  fi
+}
+trap 'stop INT' INT
+trap 'stop TERM' TERM
+trap 'kill -USR1 "$mpirun_pid" 2>/dev/null || true' USR1
+trap 'kill -HUP "$mpirun_pid" 2>/dev/null || true' HUP
+status=0
+while :; do
+  wait "$mpirun_pid" && status=0 || status=$?
+  kill -0 "$mpirun_pid" 2>/dev/null || break  # wait also returns when a trapped signal arrives
+done
+exit "$status"

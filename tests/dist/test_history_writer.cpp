@@ -1,4 +1,4 @@
-// HistoryWriter: the three files hold the history exactly (json through a small strict parser here and through
+// HistoryWriter: the four files hold the history exactly (json through a small strict parser here and through
 // Python's json module, pb through the generated classes, csv by text), and SIGKILL at random moments never
 // leaves a torn file.
 #include <gtest/gtest.h>
@@ -331,6 +331,16 @@ std::vector<double> values_of(const proto::History& history, const std::string& 
   return out;
 }
 
+// history.json's list for `key`: one entry per epoch, NaN where the epoch lacks the key.
+std::vector<double> padded_values_of(const proto::History& history, const std::string& key) {
+  std::vector<double> out;
+  for (const proto::EpochRecord& record : history.epochs()) {
+    const auto found = record.values().find(key);
+    out.push_back(found != record.values().end() ? found->second : kNaN);
+  }
+  return out;
+}
+
 // ---- tests ----
 
 TEST(JsonNumber, ShortestTextReadsBackExactly) {
@@ -365,7 +375,7 @@ TEST(JsonNumber, ShortestTextReadsBackExactly) {
   EXPECT_EQ(json_number(-kInf), "-Infinity");
 }
 
-TEST(HistoryWriter, WritesThreeFilesThatRoundTrip) {
+TEST(HistoryWriter, WritesFourFilesThatRoundTrip) {
   const shardfit::testing::TempDir tmp("history");
   const proto::History history = sample_history();
   const HistoryWriter writer(tmp.path() / "nested" / "out");  // created with its parent
@@ -384,28 +394,39 @@ TEST(HistoryWriter, WritesThreeFilesThatRoundTrip) {
   EXPECT_EQ(read.diagnosis().summary(), summary);
   EXPECT_TRUE(std::signbit(read.diagnosis().numbers().at("gap")));
 
-  // history.json.
+  // history.json: Keras's history.history and nothing else, every list one entry per epoch.
   const Json json = JsonReader(read_text(writer.json_path())).parse();
   ASSERT_EQ(json.kind, Json::Kind::kObject);
   std::vector<std::string> keys;
   for (const auto& member : json.members) keys.push_back(member.first);
-  EXPECT_EQ(keys, (std::vector<std::string>{"accuracy", "diagnosis", "epoch", "learning_rate", "loss", "params",
-                                            "samples_per_second", "seconds", "val_accuracy", "val_loss"}));
+  EXPECT_EQ(keys, (std::vector<std::string>{"accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"}));
+  for (const auto& [key, value] : json.members) {
+    EXPECT_EQ(value.kind, Json::Kind::kArray) << key;
+    EXPECT_EQ(value.items.size(), 3u) << key << ": one entry per epoch";
+  }
   EXPECT_TRUE(same_doubles(json.at("loss").numbers(), {0.5, 1.0 / 3.0, kNaN}));
   EXPECT_TRUE(same_doubles(json.at("accuracy").numbers(), {0.75, 2.0, -kInf}));
   EXPECT_TRUE(same_doubles(json.at("learning_rate").numbers(), {0.001, 0.001, 1e-4}));
-  EXPECT_TRUE(same_doubles(json.at("val_loss").numbers(), {0.1 + 0.2}));  // shorter than loss: validation_freq 2
-  EXPECT_TRUE(same_doubles(json.at("val_accuracy").numbers(), {5e-324}));
-  EXPECT_TRUE(same_doubles(json.at("seconds").numbers(), {1.25, 0.1, 2.0}));
-  EXPECT_TRUE(same_doubles(json.at("samples_per_second").numbers(), {1437.6, 1e300, kInf}));
+  // validation_freq 2: validation ran in epoch 1 only; the other epochs hold NaN, as pandas shows a missing value.
+  EXPECT_TRUE(same_doubles(json.at("val_loss").numbers(), {kNaN, 0.1 + 0.2, kNaN}));
+  EXPECT_TRUE(same_doubles(json.at("val_accuracy").numbers(), {kNaN, 5e-324, kNaN}));
   for (const Json& item : json.at("loss").items) EXPECT_FALSE(item.integral) << "a loss must load as a float";
-  const Json& epoch = json.at("epoch");
+
+  // run.json: the run's parameters, timings and verdict.
+  const Json run = JsonReader(read_text(writer.run_json_path())).parse();
+  ASSERT_EQ(run.kind, Json::Kind::kObject);
+  std::vector<std::string> run_keys;
+  for (const auto& member : run.members) run_keys.push_back(member.first);
+  EXPECT_EQ(run_keys, (std::vector<std::string>{"diagnosis", "epoch", "params", "samples_per_second", "seconds"}));
+  EXPECT_TRUE(same_doubles(run.at("seconds").numbers(), {1.25, 0.1, 2.0}));
+  EXPECT_TRUE(same_doubles(run.at("samples_per_second").numbers(), {1437.6, 1e300, kInf}));
+  const Json& epoch = run.at("epoch");
   ASSERT_EQ(epoch.items.size(), 3u);
   for (size_t i = 0; i < 3; ++i) {
     EXPECT_TRUE(epoch.items[i].integral);
     EXPECT_EQ(epoch.items[i].number, static_cast<double>(i));
   }
-  const Json& params = json.at("params");
+  const Json& params = run.at("params");
   std::vector<std::string> param_keys;
   for (const auto& member : params.members) param_keys.push_back(member.first);
   EXPECT_EQ(param_keys, (std::vector<std::string>{"epochs", "global_batch", "job", "steps", "threads_per_rank",
@@ -419,7 +440,7 @@ TEST(HistoryWriter, WritesThreeFilesThatRoundTrip) {
   EXPECT_EQ(params.at("threads_per_rank").number, 2);
   EXPECT_EQ(params.at("verbose").number, 2);
   EXPECT_EQ(params.at("job").text, history.params().job());
-  const Json& diagnosis = json.at("diagnosis");
+  const Json& diagnosis = run.at("diagnosis");
   EXPECT_EQ(diagnosis.at("verdict").text, "undetermined");
   EXPECT_EQ(diagnosis.at("best_epoch").number, 1);
   EXPECT_TRUE(same_double(diagnosis.at("best_val_loss").number, 0.1 + 0.2));
@@ -438,7 +459,7 @@ TEST(HistoryWriter, WritesThreeFilesThatRoundTrip) {
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(writer.dir())) names.push_back(entry.path().filename().string());
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{"history.csv", "history.json", "history.pb"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"history.csv", "history.json", "history.pb", "run.json"}));
 }
 
 TEST(HistoryWriter, NoDiagnosisAndNoEpochsStillValid) {
@@ -448,9 +469,12 @@ TEST(HistoryWriter, NoDiagnosisAndNoEpochsStillValid) {
   history.mutable_params()->set_epochs(5);
   writer.write(history);
   const Json json = JsonReader(read_text(writer.json_path())).parse();
-  EXPECT_FALSE(json.has("diagnosis"));
-  EXPECT_FALSE(json.at("params").has("job"));  // only written when set
-  EXPECT_TRUE(json.at("epoch").items.empty());
+  EXPECT_EQ(json.kind, Json::Kind::kObject);
+  EXPECT_TRUE(json.members.empty());  // Keras's history.history before the first epoch: {}
+  const Json run = JsonReader(read_text(writer.run_json_path())).parse();
+  EXPECT_FALSE(run.has("diagnosis"));
+  EXPECT_FALSE(run.at("params").has("job"));  // only written when set
+  EXPECT_TRUE(run.at("epoch").items.empty());
   EXPECT_EQ(read_text(writer.csv_path()), "epoch\n");
   EXPECT_EQ(read_history_pb(writer.pb_path()).params().epochs(), 5);
 }
@@ -462,10 +486,14 @@ TEST(HistoryWriter, CsvQuotesOddKeys) {
   EXPECT_EQ(history_to_csv(history, ';'), "epoch;a,b;\"q\"\"\"\n0;1.5;2.5\n");
 }
 
-TEST(HistoryWriter, RejectsValueKeysThatShadowFixedKeys) {
+// history.json holds the values alone, so a metric may be called anything, "seconds" or "params" included.
+TEST(HistoryWriter, ValueKeysNamedLikeRunFieldsStayInHistoryJson) {
   proto::History history;
-  add_epoch(history, 0, {{"seconds", 1.0}}, 0, 0);
-  EXPECT_THROW(history_to_json(history), Error);
+  add_epoch(history, 0, {{"seconds", 1.0}, {"params", 2.0}}, 7.0, 0);
+  const Json json = JsonReader(history_to_json(history)).parse();
+  EXPECT_TRUE(same_doubles(json.at("seconds").numbers(), {1.0}));
+  EXPECT_TRUE(same_doubles(json.at("params").numbers(), {2.0}));
+  EXPECT_TRUE(same_doubles(JsonReader(run_to_json(history)).parse().at("seconds").numbers(), {7.0}));
 }
 
 TEST(HistoryWriter, NamesTheFolderItCannotCreate) {
@@ -505,7 +533,8 @@ TEST(ReadHistoryPb, NamesTheFileOnErrors) {
   }
 }
 
-// Python's json module reads NaN / Infinity as shardfit writes them, and the script finds the three files agree.
+// Python's json module reads NaN / Infinity as shardfit writes them, and the script finds the four files agree
+// (and, where pandas is installed, that history.json makes a DataFrame with one row per epoch).
 TEST(HistoryWriter, PythonReadsTheSameHistory) {
   const char* python_env = std::getenv("SHARDFIT_PYTHON");
   const std::string python = python_env != nullptr ? python_env : "/usr/bin/python3";
@@ -530,6 +559,7 @@ TEST(HistoryWriter, PythonReadsTheSameHistory) {
   std::map<std::string, std::string> params;
   std::string epochs;
   std::string pb_line;
+  std::string pandas_line;
   std::istringstream lines(output);
   for (std::string line; std::getline(lines, line);) {
     std::istringstream words(line);
@@ -548,11 +578,13 @@ TEST(HistoryWriter, PythonReadsTheSameHistory) {
       std::getline(words >> std::ws, epochs);
     } else if (kind == "pb") {
       pb_line = line;
+    } else if (kind == "pandas") {
+      pandas_line = line;
     }
   }
   EXPECT_EQ(epochs, "0 1 2");
   for (const std::string key : {"loss", "accuracy", "learning_rate", "val_loss", "val_accuracy"}) {
-    EXPECT_TRUE(same_doubles(lists[key], values_of(history, key))) << key;
+    EXPECT_TRUE(same_doubles(lists[key], padded_values_of(history, key))) << key;
   }
   EXPECT_EQ(lists.size(), 7u) << output;
   EXPECT_TRUE(same_doubles(lists["seconds"], {1.25, 0.1, 2.0}));
@@ -562,6 +594,9 @@ TEST(HistoryWriter, PythonReadsTheSameHistory) {
   // Reading history.pb from Python needs python3-protobuf and protoc; say which happened.
   std::printf("read_history.py: %s\n", pb_line.c_str());
   EXPECT_FALSE(pb_line.empty()) << output;
+  // pd.DataFrame(json.load(open("history.json"))): one row per epoch (python3-pandas, installed by setup.sh).
+  std::printf("read_history.py: %s\n", pandas_line.c_str());
+  EXPECT_TRUE(pandas_line == "pandas 3 rows" || pandas_line.rfind("pandas skipped", 0) == 0) << output;
 }
 
 // ---- atomicity under SIGKILL ----
@@ -595,21 +630,39 @@ bool has_key(int64_t epoch, int key) { return key % 2 == 0 || epoch % 2 == 1; }
   }
 }
 
-// Each file on its own must be whole; returns its epoch count.
+// Each file on its own must be whole; returns its epoch count (the length of its lists: one entry per epoch).
 int64_t check_json(const fs::path& path) {
   const Json json = JsonReader(read_text(path)).parse();
-  const std::vector<double> epochs = json.at("epoch").numbers();
-  const auto count = static_cast<int64_t>(epochs.size());
-  for (int64_t e = 0; e < count; ++e) EXPECT_EQ(epochs[e], static_cast<double>(e));
+  EXPECT_EQ(json.kind, Json::Kind::kObject) << path;
+  int64_t count = 0;
+  if (!json.members.empty()) count = static_cast<int64_t>(json.members.front().second.items.size());
   for (int key = 0; key < kKeysPerEpoch; ++key) {
+    // A key appears once any epoch has it; from then on its list holds every epoch, NaN where it is missing.
+    bool present = false;
     std::vector<double> expected;
     for (int64_t e = 0; e < count; ++e) {
-      if (has_key(e, key)) expected.push_back(expected_value(e, key));
+      present = present || has_key(e, key);
+      expected.push_back(has_key(e, key) ? expected_value(e, key) : kNaN);
     }
+    if (!present) expected.clear();
     const std::vector<double> actual =
         json.has(key_name(key)) ? json.at(key_name(key)).numbers() : std::vector<double>{};
     EXPECT_TRUE(same_doubles(actual, expected)) << path << " " << key_name(key);
   }
+  return count;
+}
+
+// run.json of the same writes: its epoch indices and seconds; returns its epoch count.
+int64_t check_run_json(const fs::path& path) {
+  const Json run = JsonReader(read_text(path)).parse();
+  const std::vector<double> epochs = run.at("epoch").numbers();
+  const auto count = static_cast<int64_t>(epochs.size());
+  std::vector<double> seconds;
+  for (int64_t e = 0; e < count; ++e) {
+    EXPECT_EQ(epochs[e], static_cast<double>(e));
+    seconds.push_back(expected_value(e, 100));
+  }
+  EXPECT_TRUE(same_doubles(run.at("seconds").numbers(), seconds)) << path;
   return count;
 }
 
@@ -650,7 +703,8 @@ int64_t check_csv(const fs::path& path) {
     for (int64_t e = 0; e < count; ++e) present = present || has_key(e, key);
     if (!present) continue;
     column_keys.push_back(key);
-    expected_header += "," + key_name(key);
+    expected_header += ',';  // not "," + name: GCC 12 warns a false -Wrestrict on that once inlined
+    expected_header += key_name(key);
   }
   EXPECT_EQ(header, expected_header) << "with " << count << " rows";
   for (int64_t row = 0; row < count; ++row) {
@@ -684,6 +738,7 @@ TEST(HistoryWriter, EveryEpochCountLeavesValidFiles) {
   for (int64_t epoch = 0; epoch <= 4; ++epoch) {
     writer.write(history);
     EXPECT_EQ(check_json(tmp.path() / "history.json"), epoch);
+    EXPECT_EQ(check_run_json(tmp.path() / "run.json"), epoch);
     EXPECT_EQ(check_pb(tmp.path() / "history.pb"), epoch);
     EXPECT_EQ(check_csv(tmp.path() / "history.csv"), epoch);
     std::map<std::string, double> values;
@@ -715,12 +770,14 @@ TEST(HistoryWriter, SigkillAtAnyMomentLeavesValidFiles) {
 
     const fs::path dir = tmp.path();
     const int64_t json_count = check_json(dir / "history.json");
+    const int64_t run_count = check_run_json(dir / "run.json");
     const int64_t pb_count = check_pb(dir / "history.pb");
     const int64_t csv_count = check_csv(dir / "history.csv");
-    // The files are renamed json, pb, csv, and each writer continues from history.pb: json is at most one epoch
-    // ahead of pb; csv may lag pb by more when several writers in a row die between the pb and the csv rename.
-    EXPECT_TRUE(json_count >= pb_count && pb_count >= csv_count && json_count - pb_count <= 1)
-        << "json " << json_count << ", pb " << pb_count << ", csv " << csv_count;
+    // The files are renamed history.json, run.json, pb, csv, and each writer continues from history.pb: each file
+    // is at most one epoch ahead of the next; csv may lag pb by more when several writers in a row die between
+    // the pb and the csv rename.
+    EXPECT_TRUE(json_count >= run_count && run_count >= pb_count && pb_count >= csv_count && json_count - pb_count <= 1)
+        << "json " << json_count << ", run " << run_count << ", pb " << pb_count << ", csv " << csv_count;
     EXPECT_GE(pb_count, last_count) << "epochs already written were lost";
     last_count = pb_count;
     if (::testing::Test::HasFailure()) break;
@@ -729,7 +786,7 @@ TEST(HistoryWriter, SigkillAtAnyMomentLeavesValidFiles) {
   int leftovers = 0;
   for (const auto& entry : fs::directory_iterator(tmp.path())) {
     const std::string name = entry.path().filename().string();
-    if (name == "history.json" || name == "history.pb" || name == "history.csv") continue;
+    if (name == "history.json" || name == "run.json" || name == "history.pb" || name == "history.csv") continue;
     EXPECT_NE(name.find(".tmp."), std::string::npos) << name;
     ++leftovers;
   }

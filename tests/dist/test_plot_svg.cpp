@@ -519,6 +519,73 @@ TEST(PlotSvg, LongCaptionWrapsWithinTheWidth) {
   EXPECT_LT(last_line_y, height);
 }
 
+// The title a person would give the figure, whether the metric is asked for by its name or by its val_ twin.
+TEST(PlotSvg, TitlesReadAsWords) {
+  const proto::History history = make_history({{"accuracy", {0.5, 0.7}},
+                                               {"val_accuracy", {0.4, 0.6}},
+                                               {"val_top_k", {0.7, 0.8}},
+                                               {"learning_rate", {0.01, 0.005}},
+                                               {"mean_absolute_error", {2, 1}}},
+                                              2);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"accuracy", "Training and validation accuracy"},
+      {"val_accuracy", "Training and validation accuracy"},
+      {"top_k", "Validation top k"},
+      {"val_top_k", "Validation top k"},
+      {"learning_rate", "Learning rate"},
+      {"mean_absolute_error", "Training mean absolute error"},
+  };
+  for (const auto& [metric, title] : cases) {
+    SCOPED_TRACE(metric);
+    const auto root = parse(render_history_svg(history, metric));
+    const Element* text = find_class(*root, "text", "title");
+    ASSERT_NE(text, nullptr);
+    EXPECT_EQ(text->text, title);
+    ASSERT_EQ(find_all(*root, "title").size(), 1u);
+    EXPECT_EQ(find_all(*root, "title")[0]->text, title);
+  }
+  // val_accuracy draws both curves, as accuracy does.
+  const auto val = parse(render_history_svg(history, "val_accuracy"));
+  EXPECT_NE(curve(*val, "accuracy"), nullptr);
+  EXPECT_NE(curve(*val, "val_accuracy"), nullptr);
+}
+
+// Several metrics in one file: one panel each, stacked in the order asked, the verdict under the loss panel only.
+TEST(PlotSvg, PanelsStackOnePlotPerMetric) {
+  proto::History history = loss_history(6);
+  for (int e = 0; e < 6; ++e) {
+    (*history.mutable_epochs(e)->mutable_values())["accuracy"] = 0.5 + 0.05 * e;
+    (*history.mutable_epochs(e)->mutable_values())["val_accuracy"] = 0.45 + 0.05 * e;
+  }
+  proto::Diagnosis diagnosis;
+  diagnosis.set_verdict("good_fit");
+  diagnosis.set_summary("good fit: the verdict line");
+  const std::string svg = render_history_panels_svg(history, {"accuracy", "loss"}, &diagnosis);
+  const auto root = parse(svg);
+  EXPECT_EQ(root->name, "svg");
+  EXPECT_EQ(root->attribute("xmlns"), "http://www.w3.org/2000/svg");
+  std::vector<const Element*> panels;
+  for (const Element* element : find_all(*root, "svg")) {
+    if (element->attribute("class") == "panel") panels.push_back(element);
+  }
+  ASSERT_EQ(panels.size(), 2u);
+  EXPECT_EQ(panels[0]->attribute("data-metric"), "accuracy");
+  EXPECT_EQ(panels[1]->attribute("data-metric"), "loss");
+  const double first_height = std::stod(panels[0]->attribute("height"));
+  EXPECT_EQ(std::stod(panels[0]->attribute("y")), 0.0);
+  EXPECT_EQ(std::stod(panels[1]->attribute("y")), first_height) << "the loss panel sits right below the first";
+  EXPECT_EQ(std::stod(root->attribute("height")), first_height + std::stod(panels[1]->attribute("height")));
+  EXPECT_TRUE(has_text(*panels[0], "Training and validation accuracy"));
+  EXPECT_TRUE(has_text(*panels[1], "Training and validation loss"));
+  EXPECT_EQ(svg.find("the verdict line"), svg.rfind("the verdict line")) << "one caption";
+  EXPECT_NE(svg.find("the verdict line", svg.find("data-metric=\"loss\"")), std::string::npos)
+      << "the caption sits in the loss panel";
+  // One metric: the single plot, unchanged.
+  EXPECT_EQ(render_history_panels_svg(history, {"loss"}, &diagnosis), render_history_svg(history, "loss", &diagnosis));
+  // A metric the history lacks fails the whole figure, naming it.
+  EXPECT_THROW(render_history_panels_svg(history, {"loss", "auc"}), Error);
+}
+
 TEST(PlotSvg, UnknownMetricNamesThePlottableOnes) {
   try {
     render_history_svg(loss_history(3), "accuracy");
@@ -568,6 +635,7 @@ TEST(PlotSvg, PythonElementTreeParsesIt) {
       {"caption.svg", render_history_svg(loss_history(25), "loss", &diagnosis)},
       {"nan.svg", render_history_svg(make_history({{"loss", {1, kNaN, kInf}}, {"val_loss", {kNaN, 1, 2}}}, 3))},
       {"single.svg", render_history_svg(make_history({{"loss", {1}}}, 1))},
+      {"panels.svg", render_history_panels_svg(loss_history(25), {"loss", "val_loss"}, &diagnosis)},
   };
   std::string files;
   for (const auto& [name, svg] : cases) {

@@ -1,6 +1,7 @@
 // End-to-end tests of the shardfit executable, run from outside MPI: starts `mpirun -np P shardfit ...` (P <= 4) and
 // checks exit statuses, wall time, the console and the history files a user gets. Not an MPI test itself.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
@@ -37,6 +38,7 @@ using shardfit::testing::rank_statuses;
 using shardfit::testing::Ranks;
 using shardfit::testing::read_bytes;
 using shardfit::testing::replaced;
+using shardfit::testing::shardfit_bin;
 using shardfit::testing::source_dir;
 using shardfit::testing::Watch;
 using shardfit::testing::write_text;
@@ -151,10 +153,10 @@ PythonView read_with_python(const fs::path& history_dir) {
   return view;
 }
 
-// The three files are there, history.pb holds `epochs` records with the Keras keys, and history.json (read by
+// The four files are there, history.pb holds `epochs` records with the Keras keys, and history.json (read by
 // Python) holds exactly the same doubles.
 shardfit::proto::History expect_complete_history(const fs::path& history_dir, int64_t epochs) {
-  for (const char* name : {"history.json", "history.pb", "history.csv"}) {
+  for (const char* name : {"history.json", "run.json", "history.pb", "history.csv"}) {
     EXPECT_TRUE(fs::is_regular_file(history_dir / name)) << history_dir / name;
   }
   shardfit::proto::History history;
@@ -285,6 +287,70 @@ TEST_F(CliTest, ZeroEpochsExportsTheSeededInitialWeights) {
       2, {"fit", "other_seed.pbtxt", "--epochs", "0", "--seed", "8", "--history", history_dir.string()}, Watch::kPlain);
   ASSERT_EQ(other.exit_code, 0) << describe(other);
   EXPECT_NE(read_bytes(dir_ / "other_seed.npz"), read_bytes(dir_ / "two.npz")) << "another seed, other weights";
+}
+
+// Carriage returns that redraw a line in place; a pseudo-terminal turns every "\n" into "\r\n", which is not one.
+int count_redraws(const std::string& out) {
+  int count = 0;
+  for (size_t i = 0; i + 1 < out.size(); ++i) count += out[i] == '\r' && out[i + 1] != '\n' ? 1 : 0;
+  return count;
+}
+
+// A command line for `sh -c`: each argument in single quotes.
+std::string shell_words(const std::vector<std::string>& args) {
+  std::string line;
+  for (const std::string& arg : args) {
+    std::string quoted_arg = "'";
+    for (const char c : arg) quoted_arg += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    line += (line.empty() ? "" : " ") + quoted_arg + "'";
+  }
+  return line;
+}
+
+// A person runs one process at a terminal: Keras's live bar, redrawn in place. The same run into a file (a log),
+// or any run under mpirun, prints one line per epoch; under mpirun --verbose 1 asks for the bar. The terminal is a
+// real pseudo-terminal (util-linux's `script`), so MPI_Init's singleton start runs exactly as at a prompt.
+TEST_F(CliTest, ProgressBarRedrawsOnATerminalAndOneLinePerEpochInALog) {
+  if (::access("/usr/bin/script", X_OK) != 0) GTEST_SKIP() << "/usr/bin/script (util-linux) not found";
+  write_text(dir_ / "mlp.pbtxt", digits_job());
+  const std::vector<std::string> fit = {shardfit_bin(), "fit", (dir_ / "mlp.pbtxt").string(), "--epochs", "2"};
+  const auto with = [&](std::vector<std::string> args, const std::vector<std::string>& more) {
+    args.insert(args.end(), more.begin(), more.end());
+    return args;
+  };
+
+  // 1. One process at a terminal: the bar is drawn at the first step and at least once more when the epoch ends.
+  const Launch terminal = shardfit::testing::launch_process(
+      {"/usr/bin/script", "-qfec", shell_words(with(fit, {"--history", (dir_ / "h1").string()})), "/dev/null"},
+      kKillSeconds);
+  ASSERT_EQ(terminal.exit_code, 0) << describe(terminal);
+  EXPECT_GE(count_redraws(terminal.out), 4) << "two epochs, each drawn at its first step and its end\n"
+                                            << describe(terminal);
+  EXPECT_EQ(count_of(terminal.out, "Epoch "), 2) << describe(terminal);
+  EXPECT_EQ(shardfit::read_history_pb(dir_ / "h1" / "history.pb").params().verbose(), 1);
+
+  // 2. The same process writing to a pipe (a log): one line per epoch, no carriage return at all.
+  const Launch log = shardfit::testing::launch_process(with(fit, {"--history", (dir_ / "h2").string()}), kKillSeconds);
+  ASSERT_EQ(log.exit_code, 0) << describe(log);
+  EXPECT_EQ(count_of(log.out, "\r"), 0) << describe(log);
+  EXPECT_EQ(count_of(log.out, "45/45 "), 2) << describe(log);
+  EXPECT_EQ(shardfit::read_history_pb(dir_ / "h2" / "history.pb").params().verbose(), 2);
+
+  // 3. mpirun at a terminal: Open MPI gives rank 0 a pseudo-terminal whatever mpirun's own output is, so the
+  //    default stays one line per epoch ...
+  std::vector<std::string> mpirun = mpirun_command(2, dir_, {"fit", (dir_ / "mlp.pbtxt").string(), "--epochs", "2"});
+  const Launch launched = shardfit::testing::launch_process(
+      {"/usr/bin/script", "-qfec", shell_words(with(mpirun, {"--history", (dir_ / "h3").string()})), "/dev/null"},
+      kKillSeconds);
+  ASSERT_EQ(launched.exit_code, 0) << describe(launched);
+  EXPECT_EQ(count_redraws(launched.out), 0) << describe(launched);
+  EXPECT_EQ(count_of(launched.out, "45/45 "), 2) << describe(launched);
+
+  // 4. ... and --verbose 1 asks for the bar.
+  const Launch asked = shardfit::testing::launch_process(
+      with(mpirun, {"--history", (dir_ / "h4").string(), "--verbose", "1"}), kKillSeconds);
+  ASSERT_EQ(asked.exit_code, 0) << describe(asked);
+  EXPECT_GE(count_redraws(asked.out), 4) << describe(asked);
 }
 
 TEST_F(CliTest, FlagsOverrideTheJobFile) {

@@ -387,6 +387,46 @@ TEST_F(InferenceTest, PlotWritesBothCurvesWithLegendAndAxisLabels) {
   EXPECT_EQ(facts.out, expected);
 }
 
+// What a user types first: the history.json fit wrote (or its csv) and -o / --output; several metrics in one file
+// become one panel each; titles read as words.
+TEST_F(InferenceTest, PlotReadsJsonOrCsvAndTakesDashO) {
+  expect_trained();
+  const fs::path history = history_dir();
+  const Launch from_json = shardfit(1, dir_, {"plot", (history / "history.json").string(), "-o", "loss.svg"});
+  ASSERT_EQ(from_json.exit_code, 0) << describe(from_json);
+  EXPECT_EQ(from_json.out, "loss.svg\n");
+  const Launch from_csv = shardfit(
+      2, dir_, {"plot", (history / "history.csv").string(), "--metric", "val_accuracy", "--output", "accuracy.svg"});
+  ASSERT_EQ(from_csv.exit_code, 0) << describe(from_csv);
+  const Launch panels = shardfit(
+      1, dir_,
+      {"plot", (history / "history.json").string(), "--metric", "loss", "--metric", "accuracy", "-o", "both.svg"});
+  ASSERT_EQ(panels.exit_code, 0) << describe(panels);
+
+  const Launch facts =
+      python(kSvgFacts, {(dir_ / "loss.svg").string(), (dir_ / "accuracy.svg").string(), (dir_ / "both.svg").string()});
+  ASSERT_EQ(facts.exit_code, 0) << describe(facts);
+  EXPECT_EQ(facts.out, expected_svg_facts("loss") +  // the verdict's caption comes from run.json
+                           "svg=True curves=accuracy:3:3,val_accuracy:3:3 legend=accuracy,val_accuracy "
+                           "axes=Epoch,accuracy captions=0\n" +  // history.csv holds no verdict
+                           "svg=True curves=loss:3:3,val_loss:3:3,accuracy:3:3,val_accuracy:3:3 "
+                           "legend=loss,val_loss,accuracy,val_accuracy axes=Epoch,loss,Epoch,accuracy captions=1\n");
+  EXPECT_NE(read_bytes(dir_ / "accuracy.svg").find("<title>Training and validation accuracy</title>"),
+            std::string::npos);
+  const std::string both = read_bytes(dir_ / "both.svg");
+  EXPECT_NE(both.find("<title>Training and validation loss</title>"), std::string::npos);
+  EXPECT_NE(both.find("<title>Training and validation accuracy</title>"), std::string::npos);
+
+  // A file that is no history is refused, naming it and what plot reads.
+  write_text(dir_ / "notes.txt", "x");
+  const Launch refused = shardfit(1, dir_, {"plot", "notes.txt", "-o", "x.svg"});
+  EXPECT_EQ(refused.exit_code, 1) << describe(refused);
+  EXPECT_NE(refused.err.find("cannot plot 'notes.txt': expected a history folder, history.pb, history.json"),
+            std::string::npos)
+      << describe(refused);
+  EXPECT_FALSE(fs::exists(dir_ / "x.svg"));
+}
+
 // --- the verdict on real runs --------------------------------------------------------------------------------------
 
 // A job on the first 150 digits (x150.npy / y150.npy in the working directory), 30% held out, batches of 16.
@@ -400,7 +440,7 @@ std::string small_digits_job(const std::string& layers, const std::string& optim
          "outputs { history_dir: \"history\" checkpoint_every_epochs: 0 }\n";
 }
 
-// Runs the job on 2 ranks and returns history.pb, after checking that history.json says the same and that the
+// Runs the job on 2 ranks and returns history.pb, after checking that run.json says the same and that the
 // verdict line was printed exactly once (by rank 0).
 shardfit::proto::History fit_and_read_verdict(const fs::path& dir, const std::string& job_text) {
   write_digits_rows(dir / "x150.npy", dir / "y150.npy", row_range(0, 150));
@@ -423,7 +463,7 @@ import json, sys
 d = json.load(open(sys.argv[1]))["diagnosis"]
 print(d["verdict"], d["overfitting_from_epoch"], d["best_epoch"])
 )",
-                             {(dir / "history" / "history.json").string()});
+                             {(dir / "history" / "run.json").string()});
   EXPECT_EQ(json.exit_code, 0) << describe(json);
   const auto& d = history.diagnosis();
   EXPECT_EQ(json.out, d.verdict() + " " + std::to_string(d.overfitting_from_epoch()) + " " +

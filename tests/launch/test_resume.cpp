@@ -213,6 +213,10 @@ class BackgroundRun {
   }
 
   void signal_mpirun(int signal_number) const { kill(pid_, signal_number); }
+  // What a terminal does on Ctrl-C: the signal to every process of the foreground process group (the one started
+  // here and the processes it started in that group; Open MPI's ranks are in groups of their own).
+  void signal_group(int signal_number) const { kill(-pid_, signal_number); }
+  pid_t pid() const { return pid_; }
 
   // What a crashed node looks like: every process of the job gone at once, no handler run, nothing flushed.
   // Returns only when they are all gone, so nothing the killed job does can overlap the next run.
@@ -527,22 +531,52 @@ TEST_P(ResumeOnRanks, KilledMidEpochAndResumedEndsBitForBitLikeTheUninterruptedR
   expect_same_result(want, dir);
 }
 
-// --- 2. SIGTERM to the ranks, SIGUSR1 to mpirun: checkpoint, exit 75, resumed bit for bit ----------------------------
+// --- 2. SIGINT, SIGTERM, SIGUSR1: alone, to the ranks, to mpirun: checkpoint, exit 75, resumed bit for bit --------
 
 // What reaches the ranks, and what mpirun does:
-//  1. SLURM (a time limit, scancel) sends SIGTERM to every task of the step itself; so does a test here, to the
+//  1. shardfit takes SIGINT (Ctrl-C), SIGTERM and SIGUSR1 alike: every rank finishes its step, rank 0 writes a
+//     checkpoint and prints one line naming the signal, every rank exits 75. Run alone (no mpirun), that is the
+//     whole story, for Ctrl-C at the terminal (SIGINT to the foreground process group) too.
+//  2. SLURM (a time limit, scancel) sends its signal to every task of the step itself; so does a test here, to the
 //     rank processes, never through mpirun.
-//  2. Open MPI 4.1's mpirun does not forward SIGTERM: it forwards SIGUSR1, SIGUSR2, SIGTSTP, SIGCONT, SIGABRT and
-//     SIGALRM (ess_base_forward_signals), and refuses SIGTERM even when that parameter names it. It takes SIGTERM
-//     (like SIGINT and SIGHUP) as "abort the job": SIGCONT to the ranks at once, SIGTERM after
+//  3. Open MPI 4.1's mpirun does not forward SIGTERM or SIGINT: it forwards SIGUSR1, SIGUSR2, SIGTSTP, SIGCONT,
+//     SIGABRT and SIGALRM (ess_base_forward_signals), and refuses SIGTERM and SIGINT even when that parameter names
+//     them. It takes SIGTERM and SIGINT (Ctrl-C) as "abort the job": SIGCONT to the ranks at once, SIGTERM after
 //     odls_base_sigkill_timeout (1 s), SIGKILL a second later, and exit status 1 whatever the ranks did (measured
 //     with Open MPI 4.1.4). So `kill <mpirun>` may still leave a checkpoint, if the ranks write it within that
-//     second, but never reports 75; a job script that wants a requeue signals the ranks, or sends mpirun SIGUSR1.
-//  3. SIGUSR1 sent to mpirun is forwarded to every rank as SIGUSR1.
-//  4. After a rank exits non-zero (75 included) mpirun takes its abort path and returns about 2 s later, even
+//     second, but never reports 75; launch/mpirun_local.sh turns the first SIGINT / SIGTERM into SIGUSR1 for
+//     mpirun (test 2b), and a job script signals the ranks or sends mpirun SIGUSR1.
+//  4. SIGUSR1 sent to mpirun is forwarded to every rank as SIGUSR1.
+//  5. After a rank exits non-zero (75 included) mpirun takes its abort path and returns about 2 s later, even
 //     when every rank has already exited: most of these tests' time.
 // A signal that reaches one rank only is agreed at the next step (fit.cpp, design note 2): one case sends it so.
-enum class StopBy { kSigtermToEveryRank, kSigtermToLastRank, kSigusr1ToMpirun };
+enum class StopBy {
+  kCtrlCAlone,  // no mpirun: SIGINT to the process group, as a terminal sends it
+  kSigtermAlone,
+  kSigusr1Alone,
+  kSigtermToEveryRank,
+  kSigtermToLastRank,
+  kSigintToEveryRank,
+  kSigusr1ToMpirun
+};
+
+struct Stop {
+  StopBy how;
+  const char* name;
+  const char* signal_named;  // what the stop line says in its parentheses
+};
+
+bool runs_alone(StopBy how) {
+  return how == StopBy::kCtrlCAlone || how == StopBy::kSigtermAlone || how == StopBy::kSigusr1Alone;
+}
+
+// shardfit without mpirun, working in `dir`, with the thread count the mpirun runs get (so results are identical).
+std::vector<std::string> alone_command(const fs::path& dir, const std::vector<std::string>& args) {
+  std::vector<std::string> command = {"/bin/sh", "-c",         R"(cd "$1" && shift && OMP_NUM_THREADS=1 exec "$@")",
+                                      "sh",      dir.string(), shardfit::testing::shardfit_bin()};
+  command.insert(command.end(), args.begin(), args.end());
+  return command;
+}
 
 TEST_P(ResumeOnRanks, StoppedBySignalWritesACheckpointExits75AndResumesBitForBit) {
   const int ranks = GetParam();
@@ -551,32 +585,50 @@ TEST_P(ResumeOnRanks, StoppedBySignalWritesACheckpointExits75AndResumesBitForBit
   const fs::path checkpoint = checkpoint_path(dir);
   const auto start = Clock::now();
 
-  std::vector<std::pair<StopBy, const char*>> stops = {{StopBy::kSigtermToEveryRank, "SIGTERM to every rank"},
-                                                       {StopBy::kSigusr1ToMpirun, "SIGUSR1 to mpirun"}};
-  if (ranks > 1) stops.insert(stops.begin() + 1, {StopBy::kSigtermToLastRank, "SIGTERM to the last rank only"});
+  std::vector<Stop> stops;
+  if (ranks == 1) {
+    stops = {{StopBy::kCtrlCAlone, "Ctrl-C, alone", "SIGINT"},
+             {StopBy::kSigtermAlone, "SIGTERM, alone", "SIGTERM"},
+             {StopBy::kSigusr1Alone, "SIGUSR1, alone", "SIGUSR1"},
+             {StopBy::kSigtermToEveryRank, "SIGTERM to every rank", "SIGTERM"},
+             {StopBy::kSigusr1ToMpirun, "SIGUSR1 to mpirun", "SIGUSR1"}};
+  } else {
+    stops = {{StopBy::kSigtermToEveryRank, "SIGTERM to every rank", "SIGTERM"},
+             {StopBy::kSigtermToLastRank, "SIGTERM to the last rank only", "a signal"},
+             {StopBy::kSigintToEveryRank, "SIGINT to every rank", "SIGINT"},
+             {StopBy::kSigusr1ToMpirun, "SIGUSR1 to mpirun", "SIGUSR1"}};
+  }
   bool first = true;
-  for (const auto& [stop, name] : stops) {
+  for (const auto& [stop, name, signal_named] : stops) {
     SCOPED_TRACE(name);
     const FileStamp before = stamp_of(checkpoint);
     std::vector<std::string> args = {"fit", "job.pbtxt"};
     if (!first) args.push_back("--resume");
     first = false;
-    BackgroundRun run(mpirun_command(ranks, dir, args));
+    BackgroundRun run(runs_alone(stop) ? alone_command(dir, args) : mpirun_command(ranks, dir, args));
     // Handlers are installed before training starts; a new checkpoint proves this run is training.
     ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, before, false)) << describe(run.wait());
     std::this_thread::sleep_for(random_delay(40));
-    const std::map<int, pid_t> rank_pids = run.ranks();
-    ASSERT_EQ(static_cast<int>(rank_pids.size()), ranks);
-    if (stop == StopBy::kSigusr1ToMpirun) {
+    if (stop == StopBy::kCtrlCAlone) {
+      run.signal_group(SIGINT);
+    } else if (stop == StopBy::kSigtermAlone || stop == StopBy::kSigusr1Alone) {
+      run.signal_mpirun(stop == StopBy::kSigtermAlone ? SIGTERM : SIGUSR1);  // the process started is shardfit
+    } else if (stop == StopBy::kSigusr1ToMpirun) {
       run.signal_mpirun(SIGUSR1);
     } else {
+      const std::map<int, pid_t> rank_pids = run.ranks();
+      ASSERT_EQ(static_cast<int>(rank_pids.size()), ranks);
       for (const auto& [rank, pid] : rank_pids) {
-        if (stop == StopBy::kSigtermToEveryRank || rank == ranks - 1) kill(pid, SIGTERM);
+        if (stop != StopBy::kSigtermToLastRank || rank == ranks - 1) {
+          kill(pid, stop == StopBy::kSigintToEveryRank ? SIGINT : SIGTERM);
+        }
       }
     }
     const Launch stopped = run.wait();
     EXPECT_EQ(stopped.exit_code, 75) << "mpirun reports the ranks' status\n" << describe(stopped);
     EXPECT_EQ(count_of(stopped.out, "checkpoint written"), 1) << describe(stopped);
+    EXPECT_EQ(count_of(stopped.out, std::string("(") + signal_named + "; exit 75, continue with --resume)\n"), 1)
+        << describe(stopped);
     EXPECT_EQ(count_of(stopped.out + stopped.err, "error"), 0) << describe(stopped);
     const auto saved = read_checkpoint(checkpoint);
     ASSERT_TRUE(saved);
@@ -603,6 +655,103 @@ TEST_P(ResumeOnRanks, StoppedBySignalWritesACheckpointExits75AndResumesBitForBit
 INSTANTIATE_TEST_SUITE_P(Ranks, ResumeOnRanks, ::testing::Values(1, 2),
                          [](const auto& info) { return std::to_string(info.param) + "_ranks"; });
 
+// --- 2b. Ctrl-C and SIGTERM at mpirun: Open MPI aborts the job; launch/mpirun_local.sh stops it with exit 75 -------
+
+// A job long enough never to end by itself during the test: 100 epochs, a checkpoint every 20 steps.
+constexpr JobShape kLongJob{100, 8, 20};
+
+// launch/mpirun_local.sh RANKS fit job.pbtxt, working in `dir`, with the binary under test.
+std::vector<std::string> launch_script_command(const fs::path& dir, int ranks) {
+  return {"/bin/sh",
+          "-c",
+          R"(cd "$1" && SHARDFIT_BIN="$2" exec bash "$3" "$4" fit job.pbtxt)",
+          "sh",
+          dir.string(),
+          shardfit::testing::shardfit_bin(),
+          (source_dir() / "launch" / "mpirun_local.sh").string(),
+          std::to_string(ranks)};
+}
+
+TEST_F(ResumeTest, CtrlCAtMpirunAbortsButTheLaunchScriptStopsWithACheckpointAndExit75) {
+  constexpr int kRanks = 2;
+  struct Case {
+    const char* name;
+    bool script;        // through launch/mpirun_local.sh, else mpirun itself
+    int signal_number;  // Ctrl-C: to the process group started; otherwise to the process started alone
+    int exit_code;
+  };
+  const std::vector<Case> cases = {
+      // Open MPI's abort: the ranks get SIGTERM a second later (and may still write a checkpoint), mpirun says 1.
+      {"Ctrl-C at plain mpirun", false, SIGINT, 1},
+      {"SIGTERM to plain mpirun", false, SIGTERM, 1},
+      {"Ctrl-C at launch/mpirun_local.sh", true, SIGINT, 75},
+      {"SIGTERM to launch/mpirun_local.sh", true, SIGTERM, 75},
+      {"SIGUSR1 to launch/mpirun_local.sh", true, SIGUSR1, 75},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const fs::path dir =
+        job_dir(std::string(c.script ? "script_" : "mpirun_") + std::to_string(c.signal_number), kLongJob);
+    const fs::path checkpoint = checkpoint_path(dir);
+    BackgroundRun run(c.script ? launch_script_command(dir, kRanks)
+                               : mpirun_command(kRanks, dir, {"fit", "job.pbtxt"}));
+    ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, {}, false)) << describe(run.wait());
+    std::this_thread::sleep_for(random_delay(40));
+    if (c.signal_number == SIGINT) {
+      run.signal_group(SIGINT);
+    } else {
+      run.signal_mpirun(c.signal_number);  // the script's own process
+    }
+    const Launch stopped = run.wait();
+    EXPECT_FALSE(stopped.timed_out) << describe(stopped);
+    EXPECT_EQ(stopped.exit_code, c.exit_code) << describe(stopped);
+    const auto saved = read_checkpoint(checkpoint);  // whatever happened, the checkpoint on disk is whole
+    ASSERT_TRUE(saved);
+    expect_whole_checkpoint(*saved, kRanks, 180);
+    if (c.script) {
+      // The script asked mpirun to forward SIGUSR1: one stop line, at the checkpoint on disk.
+      EXPECT_EQ(count_of(stopped.out, "(SIGUSR1; exit 75, continue with --resume)\n"), 1) << describe(stopped);
+      EXPECT_EQ(printed_position(stopped.out, kStoppedAt), std::make_pair(saved->epoch() + 1, saved->step_in_epoch()))
+          << describe(stopped);
+      EXPECT_EQ(count_of(stopped.err, "stopping after this step with a checkpoint (exit 75)"),
+                c.signal_number == SIGUSR1 ? 0 : 1)  // SIGUSR1 is passed on without a word
+          << describe(stopped);
+    }
+    std::printf("[resume] %s: exit %d after %.2f s, checkpoint at epoch %lld step %lld\n", c.name, stopped.exit_code,
+                stopped.seconds, static_cast<long long>(saved->epoch() + 1),
+                static_cast<long long>(saved->step_in_epoch()));
+  }
+}
+
+// A person who will not wait presses Ctrl-C again: the process ends at once with Ctrl-C's own status (130), and the
+// checkpoint on disk is a whole one (the last written, or the stop's own if it was done in time).
+TEST_F(ResumeTest, SecondCtrlCEndsAtOnceAndLeavesAWholeCheckpoint) {
+  const fs::path dir = job_dir("twice", kLongJob);
+  const fs::path checkpoint = checkpoint_path(dir);
+  BackgroundRun run(alone_command(dir, {"fit", "job.pbtxt"}));
+  ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, {}, false)) << describe(run.wait());
+  std::this_thread::sleep_for(random_delay(40));
+  run.signal_group(SIGINT);
+  // Two signals sent back to back merge into one while the first is pending, as no person types them: the second
+  // goes once the first has been handled, which shows in /proc as SIGINT no longer caught (the handler is reset).
+  const std::string status_path = "/proc/" + std::to_string(run.pid()) + "/status";
+  const auto sigint_caught = [&] {
+    std::istringstream lines(read_bytes(status_path));
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("SigCgt:", 0) == 0) return ((std::stoull(line.substr(7), nullptr, 16) >> (SIGINT - 1)) & 1) != 0;
+    }
+    return false;  // the process is gone
+  };
+  while (sigint_caught() && !run.exited() && run.seconds() < kWaitSeconds) std::this_thread::yield();
+  run.signal_group(SIGINT);
+  const Launch stopped = run.wait();
+  EXPECT_EQ(stopped.exit_code, 130) << describe(stopped);
+  const auto saved = read_checkpoint(checkpoint);
+  ASSERT_TRUE(saved);
+  expect_whole_checkpoint(*saved, 1, 180);
+  std::printf("[resume] Ctrl-C twice, alone: exit %d after %.2f s\n", stopped.exit_code, stopped.seconds);
+}
+
 // --- 3. a kill at any moment leaves whole files ---------------------------------------------------------------------
 
 // Reads every snapshot folder's history.json and history.csv as a Python user would, and prints per folder the
@@ -615,11 +764,11 @@ for index, folder in enumerate(sys.argv[1:]):
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             history = json.load(f)
-        epochs = history["epoch"]
-        for key, values in history.items():
-            if key not in ("params", "diagnosis"):
-                assert isinstance(values, list) and len(values) <= len(epochs), (path, key)
-        counts.append(len(epochs))
+        # Keras's history.history: every value a list, one entry per epoch.
+        assert all(isinstance(values, list) for values in history.values()), path
+        lengths = {len(values) for values in history.values()}
+        assert len(lengths) <= 1, (path, lengths)
+        counts.append(lengths.pop() if lengths else 0)
     else:
         counts.append(-1)
     path = os.path.join(folder, "history.csv")

@@ -5,6 +5,10 @@
 #      write a checkpoint and exit 75, the script requeues the job, the requeued job resumes and ends with the same
 #      history.csv and weights, byte for byte, as job 1;
 #   3. a job with a missing data file: FAILED with exit code 1 and one error naming the file, in seconds.
+#   4. srun as a person runs it: SIGUSR1 to srun, and Ctrl-C (SIGINT) to `srun -X`, reach every task, which write a
+#      checkpoint and exit 75, and srun exits 75; a single Ctrl-C to a plain srun only makes srun print the tasks'
+#      state (SLURM's rule), the training goes on; SIGTERM to srun is SLURM's "forcing job termination": the tasks
+#      are killed, no stop line.
 #   usage: tests/slurm/test_sbatch.sh SOURCE_DIR SHARDFIT_BIN      (exit 77: skipped, the cluster needs root)
 set -euo pipefail
 src=$(cd "${1:?usage: test_sbatch.sh SOURCE_DIR SHARDFIT_BIN}" && pwd)
@@ -68,9 +72,9 @@ submit() {
   sbatch --parsable --ntasks=2 --cpus-per-task=1 --chdir="$work/$1" --output="$work/$1/slurm.out" \
     "$src/launch/slurm_fit.sbatch" "$work/$1/job.pbtxt"
 }
-show_output() {
-  echo "---- $1/slurm.out"
-  cat "$work/$1/slurm.out" 2>/dev/null | grep -v '━' || true
+show_output() {  # slurm.out of an sbatch job, srun.out of an srun started here
+  echo "---- $1"
+  cat "$work/$1/slurm.out" "$work/$1/srun.out" 2>/dev/null | grep -v '━' || true
   echo "----"
 }
 
@@ -85,7 +89,7 @@ if wait_until "$id" 120 COMPLETED FAILED CANCELLED TIMEOUT; then
   grep -q "^shardfit: 2 rank(s) x 1 thread(s)" "$out" || fail "not 2 ranks x 1 thread"
   grep -q "^Epoch 40/40" "$out" || fail "no epoch 40 in the output"
   [ "$(cat "$work/plain/out/history.csv" 2>/dev/null | wc -l)" -eq 41 ] || fail "history.csv does not hold 40 epochs"
-  for f in history.json history.pb loss.svg weights.npz; do
+  for f in history.json run.json history.pb loss.svg weights.npz; do
     [ -s "$work/plain/out/$f" ] || fail "$f missing"
   done
   echo "job $id: $(field "$id" JobState), exit $(field "$id" ExitCode), $(since "$start") s"
@@ -153,6 +157,70 @@ if wait_until "$id" 60 COMPLETED FAILED CANCELLED TIMEOUT; then
     "$(grep -m 1 "^error on rank" "$out")"
 fi
 [ "$failures" -eq 0 ] || show_output missing
+
+echo "== 4. srun itself signalled: SIGUSR1, Ctrl-C with srun -X, a single Ctrl-C to a plain srun, SIGTERM"
+# srun_stop NAME SIGNAL [SRUN_FLAG]: starts the job with srun, signals srun once the first checkpoint is written;
+# prints srun's exit status. A SIGINT to a plain srun is followed 2 s later by SIGUSR1, which stops the tasks.
+srun_stop() {
+  local name=$1 signal=$2 flag=${3:-} pid status
+  job "$name" "$src/examples/digits/x.npy"
+  # As in case 2: a step started while the previous job is still being cleaned up can fail to launch ("task launch
+  # failed"), even once no job is left and the node is idle. Such a start is tried again, up to 3 times.
+  for attempt in 1 2 3; do
+    for _ in $(seq 1 600); do
+      [ -z "$(squeue -h 2>/dev/null)" ] && ! pgrep -f "slurmstepd: \[" >/dev/null && [ "$(sinfo -h -o %T)" = idle ] &&
+        break
+      sleep 0.05
+    done
+    # Job control on: a background command of a script otherwise starts with SIGINT ignored.
+    set -m
+    OMP_NUM_THREADS=1 srun --ntasks=2 --cpus-per-task=1 --mpi=pmix --chdir="$work/$name" $flag \
+      "$SHARDFIT_BIN" fit "$work/$name/job.pbtxt" >"$work/$name/srun.out" 2>&1 </dev/null &
+    pid=$!
+    set +m
+    for _ in $(seq 1 1200); do
+      [ -e "$work/$name/out/checkpoints/checkpoint.pb" ] && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    [ -e "$work/$name/out/checkpoints/checkpoint.pb" ] && break
+    wait "$pid" || true
+    grep -q "launch failed" "$work/$name/srun.out" || break
+    echo "srun $flag: the step failed to launch (attempt $attempt); trying again in 1 s" >&2
+    sleep 1
+  done
+  kill "-$signal" "$pid" 2>/dev/null || true
+  if [ "$signal" = INT ] && [ -z "$flag" ]; then
+    sleep 2
+    kill -0 "$pid" 2>/dev/null && touch "$work/$name/still_running_after_ctrl_c"
+    kill -USR1 "$pid" 2>/dev/null || true
+  fi
+  status=0
+  wait "$pid" || status=$?
+  echo "$status"
+}
+for case in "USR1 srun_usr1" "INT srun_int -X" "INT srun_int_once" "TERM srun_term"; do
+  read -r signal name flag <<<"$case"
+  start=$(now)
+  status=$(srun_stop "$name" "$signal" "${flag:-}")
+  out=$work/$name/srun.out
+  named=$signal
+  [ "$name" = srun_int_once ] && named=USR1  # srun kept the Ctrl-C; the SIGUSR1 after it stopped the tasks
+  if [ "$name" = srun_term ]; then
+    [ "$status" != 0 ] && [ "$status" != 75 ] || fail "srun after SIGTERM: exit $status, expected the step killed"
+    grep -q "forcing job termination" "$out" || fail "srun after SIGTERM: no 'forcing job termination'"
+  else
+    [ "$status" = 75 ] || fail "srun ${flag:-} after SIG$signal: exit $status, expected 75"
+    [ "$(grep -c "^stopped by signal after epoch .*: checkpoint written to .* (SIG$named; exit 75" "$out")" -eq 1 ] ||
+      fail "srun ${flag:-} after SIG$signal: not one stop line naming SIG$named"
+  fi
+  if [ "$name" = srun_int_once ]; then
+    [ -e "$work/$name/still_running_after_ctrl_c" ] || fail "a single Ctrl-C to srun stopped the training"
+  fi
+  echo "srun ${flag:-}, SIG$signal: exit $status after $(since "$start") s;" \
+    "$(grep -o '^stopped by signal after epoch [0-9]* step [0-9]*.*' "$out" | cut -d'(' -f2)"
+  [ "$failures" -eq 0 ] || show_output "$name"
+done
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures check(s) failed; the controller's log:"
