@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "dist/callbacks.h"
+#include "dist/data_checks.h"
 #include "dist/dataset.h"
 #include "dist/diagnosis.h"
 #include "dist/evaluate.h"
@@ -92,6 +93,7 @@ class Trainer {
 
   std::unique_ptr<Dataset> train_;
   std::unique_ptr<Dataset> validation_;  // null when validation rows come from the training file
+  std::vector<DataFile> data_files_;     // every file above, for the agreed checks of dist/data_checks.h
   SplitCounts split_{0, 0};
   std::unique_ptr<Model> model_;
   std::unique_ptr<Optimizer> optimizer_;
@@ -136,6 +138,11 @@ void Trainer::setup() {
     }
     SF_CHECK(split_.train > 0, cat("data.train has no samples: expected at least one row in ", train_->describe()));
   });
+  // 1b. Every rank reads the same files, and no value in them is NaN, infinite or an unreadable CSV cell.
+  add_data_files(data_files_, *train_, "train");
+  if (validation_) add_data_files(data_files_, *validation_, "validation");
+  agree_on_data_files(comm_, data_files_);
+  check_data_values(comm_, data_files_);
 
   // 2. Model, optimizer, callbacks and label layout, identical on every rank.
   run_agreed(comm_, [&] {
@@ -281,6 +288,7 @@ void Trainer::restore_from_checkpoint() {
 }
 
 void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
+  check_data_unchanged(comm_, data_files_);  // no checkpoint of a state computed from changed data
   // Collective: rank 0 needs every rank's partial sums of the epoch in progress.
   const std::vector<double> sums = comm_.gather_to_root(std::span<const double>(train_sums_->values));
   if (!comm_.is_root()) return;
@@ -428,6 +436,7 @@ void Trainer::validate(EpochLogs& logs) {
 }
 
 void Trainer::finish_epoch(int64_t epoch, Clock::time_point start, double train_seconds) {
+  check_data_unchanged(comm_, data_files_);  // before anything computed from changed data is recorded
   const auto& metric_names = model_->metric_names();
   // Training loss: sample-weighted mean of the batch losses over the epoch = global sum / global count.
   comm_.allreduce_sum(std::span<double>(train_sums_->values));
