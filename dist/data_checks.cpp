@@ -125,4 +125,10 @@ void check_data_unchanged(Comm& comm, const std::vector<DataFile>& files) {
   });
 }
 
+void fail_for_row(const Dataset& data, std::span<const int64_t> rows, const SampleError& error) {
+  const auto sample = static_cast<size_t>(error.sample());
+  if (sample >= rows.size()) throw error;  // not a sample of this batch: nothing better to say
+  throw Error(error.where(), cat(data.y().path(), ": row ", rows[sample], ": ", error.about_value()), error.hint());
+}
+
 }  // namespace shardfit

@@ -12,11 +12,13 @@
 //     checks class ids): together one pass over the data, split P ways.
 #pragma once
 
+#include <span>
 #include <string>
 #include <vector>
 
 #include "dist/comm.h"
 #include "dist/dataset.h"
+#include "kernels/error.h"
 
 namespace shardfit {
 
@@ -39,5 +41,20 @@ void check_data_values(Comm& comm, const std::vector<DataFile>& files);
 
 // Collective: fails on every rank when a file was written to since it was opened (see dist/mapped_file.h).
 void check_data_unchanged(Comm& comm, const std::vector<DataFile>& files);
+
+// Rethrows a kernel's error about one sample as one about its row of data's label file.
+[[noreturn]] void fail_for_row(const Dataset& data, std::span<const int64_t> rows, const SampleError& error);
+
+// Not collective. Runs step() (a model call on the batch gathered from data's `rows`, in that order); a kernel
+// error about one sample of the batch is rethrown naming data's label file and that sample's global row
+// ("y.npy: row 1234: ...") instead of its position in this rank's batch.
+template <typename Step>
+auto naming_rows(const Dataset& data, std::span<const int64_t> rows, Step&& step) -> decltype(step()) {
+  try {
+    return step();
+  } catch (const SampleError& e) {
+    fail_for_row(data, rows, e);
+  }
+}
 
 }  // namespace shardfit

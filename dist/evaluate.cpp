@@ -115,7 +115,8 @@ std::map<std::string, double> evaluate_rows(Comm& comm, Model& model, const Data
     const int64_t count = std::min(model.capacity(), slice.count - done);
     for (int64_t i = 0; i < count; ++i) rows[i] = first_row + slice.offset + done + i;
     data.gather({rows.data(), static_cast<size_t>(count)}, model.input(), model.labels(), layout, model.label_dim());
-    sums[0] += model.evaluate_batch(count, batch_metrics);
+    sums[0] += naming_rows(data, {rows.data(), static_cast<size_t>(count)},
+                           [&] { return model.evaluate_batch(count, batch_metrics); });
     for (size_t m = 0; m < metrics; ++m) sums[1 + m] += batch_metrics[m];
     sums.back() += static_cast<double>(count);
     done += count;

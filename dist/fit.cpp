@@ -373,7 +373,9 @@ bool Trainer::train_epoch(int64_t epoch, int64_t first_step) {
     load(*train_, train_layout_, slice.count);
 
     const BatchContext ctx{true, config_.seed, global_step_, first};
-    const double batch_loss = model.train_batch(slice.count, ctx, !class_weights_.empty(), batch_metrics_);
+    const double batch_loss = naming_rows(*train_, {rows_.data(), static_cast<size_t>(slice.count)}, [&] {
+      return model.train_batch(slice.count, ctx, !class_weights_.empty(), batch_metrics_);
+    });
     train_sums_->loss() += batch_loss;
     for (size_t m = 0; m < batch_metrics_.size(); ++m) train_sums_->metrics()[m] += batch_metrics_[m];
     train_sums_->count() += static_cast<double>(slice.count);
