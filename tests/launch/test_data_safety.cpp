@@ -160,6 +160,27 @@ TEST_F(DataSafetyTest, InfinityInTheFeaturesIsRefused) {
   EXPECT_NE(message.find("inf"), std::string::npos) << message;
 }
 
+TEST_F(DataSafetyTest, PredictAndEvaluateCheckTheirDataToo) {
+  write_small_data(dir_);
+  write_text(dir_ / "job.pbtxt",
+             replaced(kSmallJob, "history_dir: \"history\"", "history_dir: \"history\" export_weights: \"w.npz\""));
+  const Launch fit = run_mpi({{2, dir_, {"fit", "job.pbtxt"}}}, Watch::kEachRankReports);
+  ASSERT_TRUE(fs::exists(dir_ / "w.npz")) << describe(fit);
+  std::vector<float> x = small_x(24);
+  x[17 * kFeatures + 3] = std::numeric_limits<float>::infinity();
+  shardfit::write_npy(dir_ / "bad_x.npy", x, {24, kFeatures});
+  const Launch predict =
+      run_mpi({{2, dir_, {"predict", "job.pbtxt", "--weights", "w.npz", "--x", "bad_x.npy", "--output", "p.npy"}}},
+              Watch::kEachRankReports);
+  const std::string message = expect_agreed_failure(predict, 2);
+  EXPECT_NE(message.find("bad_x.npy: row 17, column 3 is inf"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(dir_ / "p.npy")) << "no predictions from bad data";
+  const Launch evaluate =
+      run_mpi({{2, dir_, {"evaluate", "job.pbtxt", "--weights", "w.npz", "--x", "bad_x.npy", "--y", "y.npy"}}},
+              Watch::kEachRankReports);
+  EXPECT_NE(expect_agreed_failure(evaluate, 2).find("bad_x.npy: row 17"), std::string::npos);
+}
+
 // 24 rows: 4 features and a label column, with `cell` replacing row `bad_row`'s second feature.
 std::string csv_text(int bad_row, const std::string& cell) {
   std::string text = "a,b,c,d,label\n";
