@@ -956,20 +956,29 @@ bool ArrayFile::integer_dtype() const { return impl_->integer; }
 const std::string& ArrayFile::path() const { return impl_->path; }
 std::string ArrayFile::describe() const { return impl_->describe(); }
 
+// Every read of the mapped bytes runs guarded: a file cut short under the job raises an Error naming it.
 void ArrayFile::read_rows(std::span<const int64_t> rows, float* out, float scale) const {
-  impl_->read_rows(rows, out, scale);
+  guard_data_faults([&] { impl_->read_rows(rows, out, scale); });
 }
 
-double ArrayFile::value(int64_t row, int64_t col) const { return impl_->value(row, col); }
+double ArrayFile::value(int64_t row, int64_t col) const {
+  double v = 0.0;
+  guard_data_faults([&] { v = impl_->value(row, col); });
+  return v;
+}
 
 void ArrayFile::check_values(int64_t first_row, int64_t row_count) const {
   const int64_t first = std::clamp<int64_t>(first_row, 0, impl_->rows);
   const int64_t end = row_count < 0 ? impl_->rows : std::min(impl_->rows, first + row_count);
-  impl_->check_values(first, end);
+  guard_data_faults([&] { impl_->check_values(first, end); });
 }
 
 int64_t ArrayFile::file_bytes() const { return impl_->file().bytes(); }
-uint64_t ArrayFile::sampled_fingerprint() const { return impl_->file().sampled_fingerprint(); }
+uint64_t ArrayFile::sampled_fingerprint() const {
+  uint64_t fingerprint = 0;
+  guard_data_faults([&] { fingerprint = impl_->file().sampled_fingerprint(); });
+  return fingerprint;
+}
 std::string ArrayFile::changed_on_disk() const { return impl_->file().changed_on_disk(); }
 
 // ------------------------------------------------------------------------------------------------------------------

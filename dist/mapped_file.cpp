@@ -2,6 +2,7 @@
 #include "dist/mapped_file.h"
 
 #include <fcntl.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -47,6 +48,10 @@ constexpr int kSlots = 256;  // mapped files alive at once; beyond that a fault 
 std::array<FaultSlot, kSlots> g_slots;
 std::mutex g_slots_mutex;  // writers only
 std::atomic<int> g_rank{-1};
+// Set by run_guarded on the thread that reads: where a fault in a mapping jumps back to, and what it hit.
+thread_local sigjmp_buf* t_guard = nullptr;
+thread_local int t_fault_slot = -1;
+thread_local int64_t t_fault_offset = 0;
 struct sigaction g_previous {};
 std::once_flag g_installed;
 
@@ -82,9 +87,17 @@ void put_number(int fd, int64_t value) {
 
 void on_bus_error(int signal_number, siginfo_t* info, void* context) {
   const auto address = reinterpret_cast<uintptr_t>(info->si_addr);
-  for (FaultSlot& slot : g_slots) {
+  for (int index = 0; index < kSlots; ++index) {
+    const FaultSlot& slot = g_slots[static_cast<size_t>(index)];
     const uintptr_t begin = slot.begin.load(std::memory_order_acquire);
     if (begin == 0 || address < begin || address >= slot.end.load(std::memory_order_relaxed)) continue;
+    if (t_guard != nullptr) {
+      // A read inside run_guarded: the fault was raised by that read's own access (SIGBUS from a mapping is
+      // synchronous), in code that holds no lock, so jumping back out of it is safe.
+      t_fault_slot = index;
+      t_fault_offset = static_cast<int64_t>(address - begin);
+      siglongjmp(*t_guard, 1);
+    }
     // The same shape as format_error: "error on rank R (where): message" and a hint line.
     const int rank = g_rank.load(std::memory_order_relaxed);
     put(STDERR_FILENO, "error");
@@ -96,7 +109,7 @@ void on_bus_error(int signal_number, siginfo_t* info, void* context) {
     put(STDERR_FILENO, slot.path.data());
     put(STDERR_FILENO, "' changed on disk while this job was reading it: it is shorter than the ");
     put_number(STDERR_FILENO, slot.bytes);
-    put(STDERR_FILENO, " bytes it had when training started (reading byte ");
+    put(STDERR_FILENO, " bytes it had when the job opened it (reading byte ");
     put_number(STDERR_FILENO, static_cast<int64_t>(address - begin));
     put(STDERR_FILENO,
         " failed with SIGBUS): expected the data files to stay unchanged until the job ends\n"
@@ -114,7 +127,9 @@ void on_bus_error(int signal_number, siginfo_t* info, void* context) {
 void install_handler() {
   struct sigaction action {};
   action.sa_sigaction = &on_bus_error;
-  action.sa_flags = SA_SIGINFO;
+  // SA_NODEFER: a jump out of the handler leaves SIGBUS unblocked without saving the signal mask at every guarded
+  // read (sigsetjmp(env, 0) is a few instructions, not a system call).
+  action.sa_flags = SA_SIGINFO | SA_NODEFER;
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGBUS, &action, &g_previous);
 }
@@ -145,6 +160,29 @@ void unregister_mapping(int index) {
 }  // namespace
 
 void set_rank_for_data_faults(int rank) { g_rank.store(rank, std::memory_order_relaxed); }
+
+void run_guarded(void (*body)(void*), void* context) {
+  sigjmp_buf here;
+  sigjmp_buf* const outer = t_guard;
+  if (sigsetjmp(here, 0) != 0) {
+    t_guard = outer;
+    const FaultSlot& slot = g_slots[static_cast<size_t>(t_fault_slot)];
+    SF_FAIL(
+        cat("data file '", slot.path.data(), "' changed on disk while this job was reading it: it is shorter than the ",
+            slot.bytes, " bytes it had when the job opened it (reading byte ", t_fault_offset,
+            " failed with SIGBUS): expected the data files to stay unchanged until the job ends"),
+        "write new data under another name, or to a copy that you rename over the old file (the job keeps "
+        "reading the version it opened)");
+  }
+  t_guard = &here;
+  try {
+    body(context);
+  } catch (...) {
+    t_guard = outer;
+    throw;
+  }
+  t_guard = outer;
+}
 
 // MAP_PRIVATE + PROT_READ: pages come from the page cache on demand, so a rank reads only what it gathers, and
 // ranks on one node share the cached pages.

@@ -4,11 +4,12 @@
 // Design notes:
 //  1. Rows are read straight from the page cache through the mapping, so a rank touches only the rows it gathers.
 //     The price: when the file is truncated while mapped (a copy, np.save or a `>` redirect rewriting it in place),
-//     the next read of a page past the new end raises SIGBUS. A handler maps the faulting address back to the file,
-//     writes "error on rank R: data file ... changed" with async-signal-safe calls only, and ends the process with
-//     _exit(1); mpirun then ends the other ranks. Nothing collective can run at that moment (the peers may sit in an
-//     allreduce), so this is the one data error that is not agreed. A fault at any other address goes to the
-//     handler that was there before (Open MPI's, or the default).
+//     the next read of a page past the new end raises SIGBUS. A handler maps the faulting address back to the file.
+//     Reads made through run_guarded (every ArrayFile read: rows, values, checks) jump back there and become an
+//     ordinary shardfit::Error naming the file, so the usual failure path ends every rank (agreed at setup,
+//     Comm::abort inside a step). A fault in any other read of a mapping (the CSV line index at open) writes the
+//     same message with async-signal-safe calls and ends the process with _exit(1); the launcher ends the other
+//     ranks. A fault at any other address goes to the handler that was there before (Open MPI's, or the default).
 //  2. A same-size rewrite raises no fault: the pages simply hold the new bytes. changed_on_disk() compares the open
 //     file's size and modification time with those seen when it was mapped; the trainer asks at every epoch end and
 //     before every checkpoint, in an agreed phase, so such a change stops the job before it records anything
@@ -22,6 +23,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace shardfit {
 
@@ -58,6 +60,16 @@ class MappedFile {
   int64_t mtime_ns_ = 0;
   int slot_ = -1;  // this mapping's entry in the SIGBUS handler's table, or -1
 };
+
+// Runs body(context); a SIGBUS raised by its reads of a registered mapping becomes a shardfit::Error naming the file
+// (thrown from here). body must own nothing that needs destroying at the faulting read: the jump skips its frames.
+// Nests; costs a few instructions (no system call), so it may wrap every read of a row.
+void run_guarded(void (*body)(void*), void* context);
+
+template <typename Body>
+void guard_data_faults(Body&& body) {
+  run_guarded([](void* context) { (*static_cast<std::remove_reference_t<Body>*>(context))(); }, &body);
+}
 
 // The rank the SIGBUS message names (the handler cannot ask MPI); -1, the default, prints no rank.
 void set_rank_for_data_faults(int rank);
