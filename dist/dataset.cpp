@@ -233,7 +233,7 @@ std::string non_finite_text(double v) {
   return v > 0 ? "inf" : "-inf";
 }
 
-const char* kNonFiniteHint =
+constexpr const char* kNonFiniteHint =
     "NaN and infinity make every weight NaN: clean the data first, e.g. keep the rows where "
     "np.isfinite(x).all(axis=1), or replace the values with np.nan_to_num";
 
