@@ -2,11 +2,6 @@
 // Not a general NumPy/CSV library: only what a training job needs (C-order numeric arrays, numeric CSV cells).
 #include "dist/dataset.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
 #include <cctype>
@@ -17,6 +12,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "dist/mapped_file.h"
 #include "kernels/error.h"
 #include "proto/shardfit.pb.h"
 
@@ -31,6 +27,9 @@ class ArrayFile::Impl {
   virtual void read_rows(std::span<const int64_t> rows, float* out, float scale) const = 0;
   virtual double value(int64_t row, int64_t col) const = 0;
   virtual std::string describe() const = 0;
+  // Fails on the first value of rows [first, end) that is no finite number (or, for CSV, no number at all).
+  virtual void check_values(int64_t first, int64_t end) const = 0;
+  virtual const MappedFile& file() const = 0;
 
   void check_row(int64_t row) const {
     if (row < 0 || row >= rows) {
@@ -57,62 +56,6 @@ namespace {
 // ------------------------------------------------------------------------------------------------------------------
 // Opening and mapping
 // ------------------------------------------------------------------------------------------------------------------
-
-// "'data/x.npy' (resolved to /jobs/mnist/data/x.npy)", or just the quoted path when the two agree.
-std::string quoted_with_resolution(const std::string& shown, const fs::path& resolved) {
-  if (fs::path(shown) == resolved) return cat("'", shown, "'");
-  return cat("'", shown, "' (resolved to ", resolved.string(), ")");
-}
-
-// A whole file mapped read-only. MAP_PRIVATE + PROT_READ: pages come from the page cache on demand, so a rank
-// reads only what it gathers, and ranks on one node share the cached pages.
-class MappedFile {
- public:
-  MappedFile(const fs::path& resolved, const std::string& shown, const std::string& hint) {
-    const int fd = ::open(resolved.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      const int err = errno;
-      SF_FAIL(cat("cannot open data file ", quoted_with_resolution(shown, resolved), ": ", std::strerror(err)), hint);
-    }
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      const int err = errno;
-      ::close(fd);
-      SF_FAIL(cat("cannot stat data file ", quoted_with_resolution(shown, resolved), ": ", std::strerror(err)));
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      SF_FAIL(cat("data file ", quoted_with_resolution(shown, resolved), " is ",
-                  S_ISDIR(st.st_mode) ? "a directory" : "not a regular file", ": expected a .npy, IDX or CSV file"),
-              hint);
-    }
-    bytes_ = static_cast<int64_t>(st.st_size);
-    if (bytes_ > 0) {
-      void* p = ::mmap(nullptr, static_cast<size_t>(bytes_), PROT_READ, MAP_PRIVATE, fd, 0);
-      const int err = errno;
-      ::close(fd);  // the mapping keeps the file referenced
-      if (p == MAP_FAILED) {
-        SF_FAIL(cat("cannot memory-map data file ", quoted_with_resolution(shown, resolved), ": ", std::strerror(err)));
-      }
-      data_ = static_cast<const std::byte*>(p);
-    } else {
-      ::close(fd);  // mmap rejects length 0; an empty file is reported by the format parser
-    }
-  }
-  ~MappedFile() {
-    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), static_cast<size_t>(bytes_));
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-
-  const std::byte* data() const { return data_; }
-  int64_t bytes() const { return bytes_; }
-  std::string_view text() const { return {reinterpret_cast<const char*>(data_), static_cast<size_t>(bytes_)}; }
-
- private:
-  const std::byte* data_ = nullptr;
-  int64_t bytes_ = 0;
-};
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -243,19 +186,56 @@ double load_double(const std::byte* p) {
   return static_cast<double>(load<T, kSwap>(p));
 }
 
+// Index of the first NaN or infinity among count values, or -1. The scan has no early exit (so the compiler can
+// vectorise it); only a row that holds a bad value is scanned again to find it.
+template <typename T, bool kSwap>
+int64_t first_non_finite(const std::byte* src, int64_t count) {
+  if constexpr (std::is_integral_v<T>) {
+    return -1;
+  } else {
+    using U = Bits<T>;
+    // A NaN or infinity has every exponent bit set, in either byte order once swapped.
+    constexpr U kExponent = static_cast<U>(sizeof(T) == 4 ? 0x7F800000ULL : 0x7FF0000000000000ULL);
+    bool any = false;
+    for (int64_t i = 0; i < count; ++i) {
+      U bits;
+      std::memcpy(&bits, src + i * static_cast<int64_t>(sizeof(U)), sizeof(U));
+      if constexpr (kSwap) bits = byteswap(bits);
+      any |= (bits & kExponent) == kExponent;
+    }
+    if (!any) return -1;
+    for (int64_t i = 0; i < count; ++i) {
+      if (!std::isfinite(load<T, kSwap>(src + i * static_cast<int64_t>(sizeof(T))))) return i;
+    }
+    return -1;
+  }
+}
+
 using ConvertRowFn = void (*)(const std::byte*, int64_t, float*, float);
 using LoadDoubleFn = double (*)(const std::byte*);
+using FirstNonFiniteFn = int64_t (*)(const std::byte*, int64_t);
 
 struct Codec {
   ConvertRowFn convert;
   LoadDoubleFn load;
+  FirstNonFiniteFn first_non_finite;
 };
 
 template <typename T>
 Codec codec_of(bool swap) {
-  return swap ? Codec{&convert_row<T, true>, &load_double<T, true>}
-              : Codec{&convert_row<T, false>, &load_double<T, false>};
+  return swap ? Codec{&convert_row<T, true>, &load_double<T, true>, &first_non_finite<T, true>}
+              : Codec{&convert_row<T, false>, &load_double<T, false>, &first_non_finite<T, false>};
 }
+
+// "nan", "inf" or "-inf": what NumPy prints, and the same on every platform.
+std::string non_finite_text(double v) {
+  if (std::isnan(v)) return "nan";
+  return v > 0 ? "inf" : "-inf";
+}
+
+constexpr const char* kNonFiniteHint =
+    "NaN and infinity make every weight NaN: clean the data first, e.g. keep the rows where "
+    "np.isfinite(x).all(axis=1), or replace the values with np.nan_to_num";
 
 // Chosen once per file, so the per-row loop has no switch on the type.
 Codec codec_for(DType t, bool swap) {
@@ -351,6 +331,20 @@ class BinaryArray final : public ArrayFile::Impl {
   std::string describe() const override {
     return cat(path, " (", format, ", ", dtype, ", shape ", shape_text(shape), ")");
   }
+
+  void check_values(int64_t first, int64_t end) const override {
+    if (integer) return;  // every integer is a finite number
+    for (int64_t r = first; r < end; ++r) {
+      const std::byte* src = data_ + r * row_bytes_;
+      const int64_t c = codec_.first_non_finite(src, cols);
+      if (c < 0) continue;
+      SF_FAIL(cat(path, ": row ", r, ", column ", c, " is ", non_finite_text(codec_.load(src + c * elem_bytes_)),
+                  ": expected finite numbers (rows count from 0)"),
+              kNonFiniteHint);
+    }
+  }
+
+  const MappedFile& file() const override { return *map_; }
 
  private:
   std::shared_ptr<const MappedFile> map_;
@@ -739,6 +733,20 @@ class CsvTable {
             has_header_ ? "" : "if the first line holds column names, set csv.header: true");
   }
 
+  // The number in a data cell; a cell that is no number, or is nan / inf (which parse), fails naming line and column.
+  double number(int64_t row, int64_t col, std::string_view cell) const {
+    double v = 0.0;
+    if (!parse_number(cell, v)) bad_cell(row, col, cell);
+    if (!std::isfinite(v)) {
+      SF_FAIL(cat(path_, ": line ", line_number(row), ", column ", column_name(col), ": '", trim(cell),
+                  "' is not a finite number: expected finite numbers"),
+              kNonFiniteHint);
+    }
+    return v;
+  }
+
+  const MappedFile& file() const { return *map_; }
+
  private:
   bool first_line_is_header(std::string_view line, const proto::CsvOptions* options) const {
     if (options != nullptr && options->has_header()) return options->header();
@@ -785,9 +793,7 @@ class CsvColumns final : public ArrayFile::Impl {
       for_each_cell(table_->line(r), table_->delimiter(), [&](int64_t c, std::string_view cell) {
         if (!selected(c)) return true;
         if (written == cols) return false;
-        double v;
-        if (!parse_number(cell, v)) table_->bad_cell(r, c, cell);
-        dst[written++] = static_cast<float>(v) * scale;
+        dst[written++] = static_cast<float>(table_->number(r, c, cell)) * scale;
         return true;
       });
       if (written != cols) short_line(r);
@@ -802,13 +808,29 @@ class CsvColumns final : public ArrayFile::Impl {
     bool found = false;
     for_each_cell(table_->line(row), table_->delimiter(), [&](int64_t c, std::string_view cell) {
       if (c < file_col) return true;
-      if (!parse_number(cell, v)) table_->bad_cell(row, c, cell);
+      v = table_->number(row, c, cell);
       found = true;
       return false;
     });
     if (!found) short_line(row);
     return v;
   }
+
+  // Parses every selected cell: the whole CSV is validated at setup, each rank its share of the rows, rather than
+  // when a step first gathers a row (possibly hours in, on one rank only).
+  void check_values(int64_t first, int64_t end) const override {
+    for (int64_t r = first; r < end; ++r) {
+      int64_t seen = 0;
+      for_each_cell(table_->line(r), table_->delimiter(), [&](int64_t c, std::string_view cell) {
+        if (!selected(c)) return true;
+        table_->number(r, c, cell);
+        return ++seen < cols;
+      });
+      if (seen != cols) short_line(r);
+    }
+  }
+
+  const MappedFile& file() const override { return table_->file(); }
 
   std::string describe() const override {
     switch (pick_) {
@@ -934,11 +956,30 @@ bool ArrayFile::integer_dtype() const { return impl_->integer; }
 const std::string& ArrayFile::path() const { return impl_->path; }
 std::string ArrayFile::describe() const { return impl_->describe(); }
 
+// Every read of the mapped bytes runs guarded: a file cut short under the job raises an Error naming it.
 void ArrayFile::read_rows(std::span<const int64_t> rows, float* out, float scale) const {
-  impl_->read_rows(rows, out, scale);
+  guard_data_faults([&] { impl_->read_rows(rows, out, scale); });
 }
 
-double ArrayFile::value(int64_t row, int64_t col) const { return impl_->value(row, col); }
+double ArrayFile::value(int64_t row, int64_t col) const {
+  double v = 0.0;
+  guard_data_faults([&] { v = impl_->value(row, col); });
+  return v;
+}
+
+void ArrayFile::check_values(int64_t first_row, int64_t row_count) const {
+  const int64_t first = std::clamp<int64_t>(first_row, 0, impl_->rows);
+  const int64_t end = row_count < 0 ? impl_->rows : std::min(impl_->rows, first + row_count);
+  guard_data_faults([&] { impl_->check_values(first, end); });
+}
+
+int64_t ArrayFile::file_bytes() const { return impl_->file().bytes(); }
+uint64_t ArrayFile::sampled_fingerprint() const {
+  uint64_t fingerprint = 0;
+  guard_data_faults([&] { fingerprint = impl_->file().sampled_fingerprint(); });
+  return fingerprint;
+}
+std::string ArrayFile::changed_on_disk() const { return impl_->file().changed_on_disk(); }
 
 // ------------------------------------------------------------------------------------------------------------------
 // Dataset
@@ -1085,6 +1126,11 @@ void Dataset::check_class_ids(int64_t num_classes, int64_t first_row, int64_t ro
   }
   const int64_t end = row_count < 0 ? rows() : std::min(rows(), first_row + row_count);
   for (int64_t r = first_row; r < end; ++r) class_id(r, num_classes);
+}
+
+void Dataset::check_values(int64_t first_row, int64_t row_count) const {
+  x_.check_values(first_row, row_count);
+  y_.check_values(first_row, row_count);
 }
 
 }  // namespace shardfit

@@ -47,6 +47,17 @@ class ArrayFile {
   // One element as double (exact for every integer a class id can be).
   double value(int64_t row, int64_t col) const;
 
+  // Reads rows [first_row, first_row + row_count) once (default: every row) and fails on the first value that is
+  // NaN or infinite, or, in a CSV file, on the first cell that is no number, naming the file, row and column.
+  // Integer arrays hold nothing to check. Lets a job refuse bad data at setup, each rank checking its share.
+  void check_values(int64_t first_row = 0, int64_t row_count = -1) const;
+  // The size of the file on disk, header included.
+  int64_t file_bytes() const;
+  // See MappedFile::sampled_fingerprint: a cheap hash that tells most differing copies of a file apart.
+  uint64_t sampled_fingerprint() const;
+  // Empty while the file has the size and modification time it had when opened; else what changed.
+  std::string changed_on_disk() const;
+
   class Impl;  // the format-specific reader, defined in dataset.cpp
 
  private:
@@ -106,6 +117,9 @@ class Dataset {
   // in [0, num_classes): lets the trainer reject bad labels before the first step rather than mid-epoch. Each rank
   // checks its own share, so together they read (and for CSV parse) the label column once. Default: every row.
   void check_class_ids(int64_t num_classes, int64_t first_row = 0, int64_t row_count = -1) const;
+
+  // ArrayFile::check_values on x and y (for a CSV with a label column: every cell of those rows).
+  void check_values(int64_t first_row = 0, int64_t row_count = -1) const;
 
  private:
   Dataset(std::string role, ArrayFile x, ArrayFile y, float x_scale, bool labels_are_ids)

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 
+#include "dist/data_checks.h"
 #include "dist/dataset.h"
 #include "dist/fit.h"
 #include "dist/npy_writer.h"
@@ -25,6 +26,7 @@ struct Loaded {
   float x_scale = 1.0F;
   std::unique_ptr<Model> model;
   LabelLayout layout = LabelLayout::kAsIs;
+  std::vector<DataFile> files;  // for the agreed checks of dist/data_checks.h
 };
 
 // Labels are there: a y file, or a CSV x with a label column (which must then not be read as a feature).
@@ -90,6 +92,13 @@ Loaded load_everywhere(Comm& comm, const proto::Job& job, const std::filesystem:
       loaded.layout = prepare_labels(*loaded.data, *loaded.model, job.loss(), "test", comm.rank(), comm.size());
   });
   comm.check_same_everywhere("loaded weights", loaded.model->parameters());
+  if (loaded.data) {
+    add_data_files(loaded.files, *loaded.data, "test");
+  } else {
+    loaded.files.push_back({"test x", *loaded.x});
+  }
+  agree_on_data_files(comm, loaded.files);
+  check_data_values(comm, loaded.files);
   return loaded;
 }
 
@@ -106,7 +115,8 @@ std::map<std::string, double> evaluate_rows(Comm& comm, Model& model, const Data
     const int64_t count = std::min(model.capacity(), slice.count - done);
     for (int64_t i = 0; i < count; ++i) rows[i] = first_row + slice.offset + done + i;
     data.gather({rows.data(), static_cast<size_t>(count)}, model.input(), model.labels(), layout, model.label_dim());
-    sums[0] += model.evaluate_batch(count, batch_metrics);
+    sums[0] += naming_rows(data, {rows.data(), static_cast<size_t>(count)},
+                           [&] { return model.evaluate_batch(count, batch_metrics); });
     for (size_t m = 0; m < metrics; ++m) sums[1 + m] += batch_metrics[m];
     sums.back() += static_cast<double>(count);
     done += count;
@@ -124,7 +134,9 @@ std::map<std::string, double> evaluate(Comm& comm, const proto::Job& job, const 
   Model& model = *loaded.model;
   const int64_t rows = loaded.data->rows();
   model.reserve(std::max<int64_t>(1, std::min(slice_of(rows, comm.rank(), comm.size()).count, options.batch_size)));
-  return evaluate_rows(comm, model, *loaded.data, loaded.layout, 0, rows);
+  std::map<std::string, double> values = evaluate_rows(comm, model, *loaded.data, loaded.layout, 0, rows);
+  check_data_unchanged(comm, loaded.files);
+  return values;
 }
 
 int64_t predict(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir,
@@ -148,6 +160,7 @@ int64_t predict(Comm& comm, const proto::Job& job, const std::filesystem::path& 
   }
   // Contiguous slices in rank order: gathering in rank order restores the input order.
   const std::vector<float> all = comm.gather_to_root(std::span<const float>(local));
+  check_data_unchanged(comm, loaded.files);  // no predictions written from changed data
   run_agreed(comm, [&] {
     if (comm.is_root()) write_npy(output, all, {rows_total, out});
   });

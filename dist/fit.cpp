@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "dist/callbacks.h"
+#include "dist/data_checks.h"
 #include "dist/dataset.h"
 #include "dist/diagnosis.h"
 #include "dist/evaluate.h"
@@ -95,6 +96,7 @@ class Trainer {
 
   std::unique_ptr<Dataset> train_;
   std::unique_ptr<Dataset> validation_;  // null when validation rows come from the training file
+  std::vector<DataFile> data_files_;     // every file above, for the agreed checks of dist/data_checks.h
   SplitCounts split_{0, 0};
   std::unique_ptr<Model> model_;
   std::unique_ptr<Optimizer> optimizer_;
@@ -144,6 +146,11 @@ void Trainer::setup() {
     }
     SF_CHECK(split_.train > 0, cat("data.train has no samples: expected at least one row in ", train_->describe()));
   });
+  // 1b. Every rank reads the same files, and no value in them is NaN, infinite or an unreadable CSV cell.
+  add_data_files(data_files_, *train_, "train");
+  if (validation_) add_data_files(data_files_, *validation_, "validation");
+  agree_on_data_files(comm_, data_files_);
+  check_data_values(comm_, data_files_);
 
   // 2. Model, optimizer, callbacks and label layout, identical on every rank.
   run_agreed(comm_, [&] {
@@ -289,6 +296,7 @@ void Trainer::restore_from_checkpoint() {
 }
 
 void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
+  check_data_unchanged(comm_, data_files_);  // no checkpoint of a state computed from changed data
   // Collective: rank 0 needs every rank's partial sums of the epoch in progress.
   const std::vector<double> sums = comm_.gather_to_root(std::span<const double>(train_sums_->values));
   if (!comm_.is_root()) return;
@@ -373,7 +381,9 @@ bool Trainer::train_epoch(int64_t epoch, int64_t first_step) {
     load(*train_, train_layout_, slice.count);
 
     const BatchContext ctx{true, config_.seed, global_step_, first};
-    const double batch_loss = model.train_batch(slice.count, ctx, !class_weights_.empty(), batch_metrics_);
+    const double batch_loss = naming_rows(*train_, {rows_.data(), static_cast<size_t>(slice.count)}, [&] {
+      return model.train_batch(slice.count, ctx, !class_weights_.empty(), batch_metrics_);
+    });
     train_sums_->loss() += batch_loss;
     for (size_t m = 0; m < batch_metrics_.size(); ++m) train_sums_->metrics()[m] += batch_metrics_[m];
     train_sums_->count() += static_cast<double>(slice.count);
@@ -440,6 +450,7 @@ void Trainer::validate(EpochLogs& logs) {
 }
 
 void Trainer::finish_epoch(int64_t epoch, Clock::time_point start, double train_seconds) {
+  check_data_unchanged(comm_, data_files_);  // before anything computed from changed data is recorded
   const auto& metric_names = model_->metric_names();
   // Training loss: sample-weighted mean of the batch losses over the epoch = global sum / global count.
   comm_.allreduce_sum(std::span<double>(train_sums_->values));

@@ -2,6 +2,7 @@
 // dist/ adds the rank when it turns an Error into an agreed shutdown; kernels/ never knows about ranks.
 #pragma once
 
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -21,6 +22,22 @@ class Error : public std::runtime_error {
  private:
   std::string where_;
   std::string hint_;
+};
+
+// An error about one sample of a batch (a label that is no class id). kernels/ knows only the sample's position in
+// the batch; dist/ knows which file row it came from and reports that instead (dist/data_checks.h).
+class SampleError : public Error {
+ public:
+  // what names the position ("label of sample 15 is 12; ..."); about_value says the same without it.
+  SampleError(std::string where, const std::string& what, std::string hint, int64_t sample, std::string about_value)
+      : Error(std::move(where), what, std::move(hint)), sample_(sample), about_value_(std::move(about_value)) {}
+
+  int64_t sample() const { return sample_; }
+  const std::string& about_value() const { return about_value_; }
+
+ private:
+  int64_t sample_;
+  std::string about_value_;
 };
 
 // Concatenates anything streamable: cat("expected ", n, " rows").

@@ -53,8 +53,11 @@ void check_class_ids(std::string_view loss, const float* labels, int64_t n, int6
     const float id = labels[i];
     const bool integral = std::isfinite(id) && std::floor(id) == id;
     if (!integral || id < 0 || id >= static_cast<float>(dim)) {
-      SF_FAIL(cat(loss, ": label of sample ", i, " is ", id, "; expected an integer class id in [0, ", dim, ")"),
-              cat("labels hold class ids for a ", dim, "-unit output; check the label file and the output width"));
+      throw SampleError(
+          cat(__FILE__, ":", __LINE__),
+          cat(loss, ": label of sample ", i, " is ", id, "; expected an integer class id in [0, ", dim, ")"),
+          cat("labels hold class ids for a ", dim, "-unit output; check the label file and the output width"), i,
+          cat(loss, ": label ", id, " is not a class id: expected an integer in [0, ", dim, ")"));
     }
   }
 }

@@ -78,8 +78,12 @@ class ShapedMetric final : public Metric {
       const float id = args.labels[i];
       const bool integral = std::isfinite(id) && std::floor(id) == id;
       if (!integral || id < 0 || id >= static_cast<float>(args.dim)) {
-        SF_FAIL(cat("metric ", name_, ": label of sample ", i, " is ", id, "; expected an integer class id in [0, ",
-                    args.dim, ")"));
+        throw SampleError(
+            cat(__FILE__, ":", __LINE__),
+            cat("metric ", name_, ": label of sample ", i, " is ", id, "; expected an integer class id in [0, ",
+                args.dim, ")"),
+            {}, i,
+            cat("metric ", name_, ": label ", id, " is not a class id: expected an integer in [0, ", args.dim, ")"));
       }
     }
   }

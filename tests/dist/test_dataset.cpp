@@ -9,14 +9,17 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <new>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "dist/dataset.h"
+#include "dist/mapped_file.h"
 #include "kernels/error.h"
 #include "proto/shardfit.pb.h"
 
@@ -653,6 +656,130 @@ TEST_F(DatasetTest, ConfigErrors) {
   d.gather(std::vector<int64_t>{1, 0}, x.data(), y.data(), LabelLayout::kAsIs, 1);
   EXPECT_EQ(x, (std::vector<float>{1, 0.75}));
   EXPECT_EQ(y, (std::vector<float>{1, 0}));
+}
+
+}  // namespace
+}  // namespace shardfit
+
+// ------------------------------------------------------------------------------------------------------------------
+// Values, fingerprints and files changed on disk (the checks of dist/data_checks.h rest on these)
+// ------------------------------------------------------------------------------------------------------------------
+
+namespace shardfit {
+namespace {
+
+TEST_F(DatasetTest, NonFiniteValuesNameFileRowAndColumn) {
+  const double nan = std::nan("");
+  const double inf = std::numeric_limits<double>::infinity();
+  // float32, float64 and a big-endian float64: the bad value is in row 2 (0-based), column 1.
+  write("f4.npy", npy("<f4", "(3, 2)", le_bytes<float>({1, 2, 3, 4, 5, nan})));
+  write("f8.npy", npy("<f8", "(3, 2)", le_bytes<double>({1, 2, 3, 4, 5, inf})));
+  write("be.npy", npy(">f8", "(3, 2)", be_bytes<double>({1, 2, 3, 4, 5, -inf})));
+  expect_error([&] { ArrayFile::open(dir_ / "f4.npy").check_values(); }, {"f4.npy: row 2, column 1 is nan"});
+  expect_error([&] { ArrayFile::open(dir_ / "f8.npy").check_values(); }, {"f8.npy: row 2, column 1 is inf"});
+  expect_error([&] { ArrayFile::open(dir_ / "be.npy").check_values(); }, {"be.npy: row 2, column 1 is -inf"});
+  // A share that stops before the bad row passes; one that starts at it fails.
+  ArrayFile::open(dir_ / "f4.npy").check_values(0, 2);
+  expect_error([&] { ArrayFile::open(dir_ / "f4.npy").check_values(2, 1); }, {"row 2"});
+  // Integers are always finite; finite floats pass.
+  write("i8.npy", npy("<i8", "(3,)", le_bytes<int64_t>({1, 2, 3})));
+  ArrayFile::open(dir_ / "i8.npy").check_values();
+  write("ok.npy", npy("<f4", "(2, 2)", le_bytes<float>({0, -1e30, 1e-40, 3})));
+  ArrayFile::open(dir_ / "ok.npy").check_values();
+}
+
+TEST_F(DatasetTest, CsvNonFiniteCellsAreRefusedWhereverRead) {
+  // from_chars reads "nan" and "inf" as numbers: they parse, and must still be refused.
+  write("nan.csv", "a,b,label\n1,2,0\n3,nan,1\n4,-Infinity,1\n");
+  proto::Dataset cfg = config("nan.csv");
+  cfg.mutable_x()->mutable_csv()->set_label_name("label");
+  const Dataset d = Dataset::open(cfg, dir_, "train");
+  d.check_values(0, 1);
+  expect_error([&] { d.check_values(); }, {"nan.csv: line 3, column 1 ('b'): 'nan' is not a finite number"});
+  expect_error([&] { d.check_values(2, 1); }, {"line 4, column 1 ('b'): '-Infinity' is not a finite number"});
+  std::vector<float> x(2), y(1);
+  expect_error([&] { d.gather(std::vector<int64_t>{1}, x.data(), y.data(), LabelLayout::kAsIs, 1); },
+               {"nan.csv: line 3", "'nan'"});
+  // A bad cell in the label column is found by the same check.
+  write("bad_label.csv", "a,label\n1,0\n2,one\n");
+  proto::Dataset labels = config("bad_label.csv");
+  labels.mutable_x()->mutable_csv()->set_label_name("label");
+  expect_error([&] { Dataset::open(labels, dir_, "train").check_values(); },
+               {"bad_label.csv: line 3, column 1 ('label'): cannot read 'one'"});
+}
+
+TEST_F(DatasetTest, SampledFingerprintTellsCopiesApart) {
+  // Small files are hashed whole; a big one (1 MiB of data) at 66 places, its first 64 KiB included.
+  std::vector<double> values(262144);
+  std::iota(values.begin(), values.end(), 0.0);
+  write("a.npy", npy("<f4", "(262144,)", le_bytes<float>(values)));
+  write("same.npy", npy("<f4", "(262144,)", le_bytes<float>(values)));
+  std::vector<double> first_row_changed = values;
+  first_row_changed[0] = -1;
+  write("first.npy", npy("<f4", "(262144,)", le_bytes<float>(first_row_changed)));
+  std::vector<double> last_row_changed = values;
+  last_row_changed.back() = -1;
+  write("last.npy", npy("<f4", "(262144,)", le_bytes<float>(last_row_changed)));
+  const uint64_t a = ArrayFile::open(dir_ / "a.npy").sampled_fingerprint();
+  EXPECT_EQ(a, ArrayFile::open(dir_ / "same.npy").sampled_fingerprint());
+  EXPECT_NE(a, ArrayFile::open(dir_ / "first.npy").sampled_fingerprint());
+  EXPECT_NE(a, ArrayFile::open(dir_ / "last.npy").sampled_fingerprint());
+  EXPECT_EQ(ArrayFile::open(dir_ / "a.npy").file_bytes(), static_cast<int64_t>(fs::file_size(dir_ / "a.npy")));
+}
+
+TEST_F(DatasetTest, ChangedOnDiskSeesInPlaceWritesNotRenames) {
+  const fs::path path = write("x.npy", npy("<f4", "(2, 2)", le_bytes<float>({1, 2, 3, 4})));
+  const ArrayFile x = ArrayFile::open(path);
+  EXPECT_EQ(x.changed_on_disk(), "");
+  // Replaced by rename: the job keeps reading the file it opened, which did not change.
+  write("new.npy", npy("<f4", "(2, 2)", le_bytes<float>({5, 6, 7, 8})));
+  fs::rename(dir_ / "new.npy", path);
+  EXPECT_EQ(x.changed_on_disk(), "");
+  EXPECT_EQ(read(x, {1}), (std::vector<float>{3, 4}));
+  // Written in place with the same size: the mapping sees the new bytes, and the check sees the write.
+  const ArrayFile y = ArrayFile::open(path);
+  const struct timespec pause = {0, 20000000};  // past the file system's timestamp granularity
+  nanosleep(&pause, nullptr);
+  {
+    std::fstream out(path, std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(-4, std::ios::end);
+    const float nine = 9.0F;
+    out.write(reinterpret_cast<const char*>(&nine), sizeof nine);
+  }
+  EXPECT_NE(y.changed_on_disk().find("written to"), std::string::npos) << y.changed_on_disk();
+  fs::resize_file(path, 10);
+  EXPECT_NE(y.changed_on_disk().find("size went from"), std::string::npos) << y.changed_on_disk();
+}
+
+TEST_F(DatasetTest, TruncatedWhileMappedIsAnErrorNamingTheFile) {
+  // A read past the new end of a mapped file raises SIGBUS; every ArrayFile read turns it into an Error.
+  std::vector<double> values(8192, 1.0);  // 32 KiB of data: several pages
+  const fs::path path = write("big.npy", npy("<f4", "(1024, 8)", le_bytes<float>(values)));
+  const ArrayFile x = ArrayFile::open(path);
+  std::vector<float> row(8);
+  x.read_rows(std::vector<int64_t>{1000}, row.data());
+  fs::resize_file(path, 100);
+  expect_error([&] { x.read_rows(std::vector<int64_t>{1000}, row.data()); },
+               {"data file '" + path.string() + "' changed on disk", "SIGBUS"});
+  expect_error([&] { x.value(1023, 7); }, {"big.npy' changed on disk"});
+  expect_error([&] { x.check_values(); }, {"big.npy' changed on disk"});
+  // The page that still exists reads (zeros past the new end, as the kernel fills a partial page).
+  x.read_rows(std::vector<int64_t>{0}, row.data());
+}
+
+TEST_F(DatasetTest, UnguardedReadOfATruncatedMappingEndsTheProcessNamingTheFile) {
+  // A read outside ArrayFile (none is left in the readers but the CSV line index at open) cannot throw from the
+  // signal handler: it prints the message and exits 1.
+  const fs::path path = write("raw.bin", std::string(32768, 'a'));
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        const MappedFile map(path, "raw.bin", "");
+        fs::resize_file(path, 100);
+        volatile char c = static_cast<char>(map.data()[20000]);
+        (void)c;
+      },
+      ::testing::ExitedWithCode(1), "data file 'raw.bin' changed on disk .*SIGBUS");
 }
 
 }  // namespace
