@@ -34,6 +34,8 @@
 #include <thread>
 #include <vector>
 
+#include "dist/checkpoint_io.h"
+#include "kernels/error.h"
 #include "proto/shardfit.pb.h"
 #include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"
@@ -291,15 +293,16 @@ FileStamp stamp_of(const fs::path& path) {
           info.st_size};
 }
 
-// Parses checkpoint.pb; a failure to parse is a test failure (a torn or foreign file where a checkpoint should be).
+// Parses checkpoint.pb and verifies its checksum; a failure is a test failure (a torn or foreign file where a
+// checkpoint should be).
 std::optional<shardfit::proto::Checkpoint> read_checkpoint(const fs::path& path) {
   const std::string bytes = read_bytes(path);
-  shardfit::proto::Checkpoint checkpoint;
-  if (bytes.empty() || !checkpoint.ParseFromString(bytes)) {
-    ADD_FAILURE() << path << " (" << bytes.size() << " bytes) is not a valid Checkpoint";
+  try {
+    return shardfit::decode_checkpoint(bytes, path);
+  } catch (const shardfit::Error& e) {
+    ADD_FAILURE() << path << " (" << bytes.size() << " bytes) is not a valid checkpoint: " << e.what();
     return std::nullopt;
   }
-  return checkpoint;
 }
 
 fs::path checkpoint_path(const fs::path& dir) { return dir / "history" / "checkpoints" / "checkpoint.pb"; }
