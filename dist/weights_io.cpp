@@ -81,8 +81,9 @@ void load_weights(const std::filesystem::path& path, Model& model) {
     load_checkpoint_weights(read_checkpoint_bytes(path), path, model);
     return;
   }
-  SF_CHECK(head.empty() || head.starts_with("PK"),
-           cat(shown, " is neither an .npz archive nor a shardfit checkpoint (it starts with ", printable(head),
+  // Neither ZIP nor .npy (whose own error read_npz gives): say both formats --weights takes.
+  SF_CHECK(head.empty() || head.starts_with("PK") || head.starts_with("\x93NUMPY"),
+           cat(shown, ": not a ZIP archive (.npz) nor a shardfit checkpoint (it starts with ", printable(head),
                "): expected weights written by fit (export_weights, ModelCheckpoint, checkpoint.pb) or np.savez"));
   std::vector<NpzArray> arrays = read_npz(path);
   std::vector<WeightTensor> weights = model.get_weights();

@@ -208,7 +208,7 @@ TEST_F(ModelStateTest, EvaluateAndPredictTakeACheckpointAsTheNpz) {
   write_text(dir_ / "notes.txt", "these are not weights\n");
   const Launch launch = run({"evaluate", "job.pbtxt", "--weights", "notes.txt", "--x", "x.npy", "--y", "y.npy"});
   const std::string message = expect_refused_on_every_rank(launch, "weights neither npz nor checkpoint");
-  EXPECT_TRUE(contains(message, "notes.txt is neither an .npz archive nor a shardfit checkpoint")) << message;
+  EXPECT_TRUE(contains(message, "notes.txt: not a ZIP archive (.npz) nor a shardfit checkpoint")) << message;
 }
 
 }  // namespace
