@@ -100,6 +100,7 @@ class StateReader {
   }
   void raw(void* p, size_t bytes) {
     SF_CHECK(bytes <= bytes_.size() - at_, corrupt());
+    if (bytes == 0) return;  // an empty vector's data() may be null, and memcpy(null, ..., 0) is undefined
     std::memcpy(p, bytes_.data() + at_, bytes);
     at_ += bytes;
   }

@@ -52,7 +52,13 @@ void explain_width_mismatch(const std::filesystem::path& weights, const Model& m
   const std::vector<WeightTensor> expected = model.get_weights();
   if (expected.empty() || expected.front().shape.size() != 2) return;
   const WeightTensor& first = expected.front();
-  for (const NpzArray& array : read_npz(weights)) {
+  std::vector<NpzArray> arrays;
+  try {
+    arrays = read_npz(weights);
+  } catch (const Error&) {
+    return;  // not an .npz (a checkpoint): the load's own error says what differs
+  }
+  for (const NpzArray& array : arrays) {
     if (array.key != first.name || array.shape.size() != 2 || array.shape[1] != first.shape[1] ||
         array.shape[0] == first.shape[0]) {
       continue;

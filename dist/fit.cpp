@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "dist/callbacks.h"
+#include "dist/checkpoint_io.h"
 #include "dist/data_checks.h"
 #include "dist/dataset.h"
 #include "dist/diagnosis.h"
@@ -77,6 +78,7 @@ class Trainer {
 
  private:
   void setup();
+  MemoryBudget memory_budget() const;
   std::string fingerprint() const;
   void restore_from_checkpoint();
   void load(const Dataset& data, LabelLayout layout, int64_t count);
@@ -154,7 +156,7 @@ void Trainer::setup() {
 
   // 2. Model, optimizer, callbacks and label layout, identical on every rank.
   run_agreed(comm_, [&] {
-    model_ = build_model(job_, train_->feature_dim());
+    model_ = build_model(job_, train_->feature_dim(), memory_budget());
     if (validation_) {
       SF_CHECK(validation_->feature_dim() == train_->feature_dim(),
                cat("data.validation has ", validation_->feature_dim(), " features per sample but data.train has ",
@@ -219,6 +221,16 @@ void Trainer::setup() {
   global_step_ = static_cast<uint64_t>(config_.initial_epoch * plan_->steps());
 }
 
+// What one rank may spend on the model: the machine's memory shared by the ranks on it, for batches of at most
+// batch_size rows (validation passes take up to that many too, see the reserve in setup).
+MemoryBudget Trainer::memory_budget() const {
+  MemoryBudget budget;
+  budget.rows = std::max<int64_t>(1, std::min<int64_t>(config_.batch_size, std::max(split_.train, split_.validation)));
+  budget.optimizer_slots = optimizer_slot_count(job_.optimizer());
+  budget.ranks_sharing = comm_.local_size();
+  return budget;
+}
+
 std::string Trainer::fingerprint() const {
   std::ostringstream out;
   out << model_->summary() << "loss " << job_.loss() << "; optimizer " << optimizer_->kind() << "; train "
@@ -232,13 +244,7 @@ void Trainer::restore_from_checkpoint() {
   // Rank 0 reads and broadcasts: the checkpoint directory need not be visible to every node.
   std::string bytes;
   run_agreed(comm_, [&] {
-    if (!comm_.is_root() || !fs::exists(path)) return;
-    std::ifstream in(path, std::ios::binary);
-    SF_CHECK(in.good(), cat("cannot read checkpoint '", path.string(), "'"));
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    bytes = buffer.str();
-    SF_CHECK(!bytes.empty(), cat("checkpoint '", path.string(), "' is empty"));
+    if (comm_.is_root() && fs::exists(path)) bytes = read_checkpoint_bytes(path);
   });
   comm_.broadcast(bytes, 0);
   if (bytes.empty()) {
@@ -249,39 +255,33 @@ void Trainer::restore_from_checkpoint() {
   }
   proto::Checkpoint checkpoint;
   run_agreed(comm_, [&] {
-    SF_CHECK(checkpoint.ParseFromString(bytes), cat("checkpoint '", path.string(), "' is not a valid Checkpoint"));
-    SF_CHECK(checkpoint.world_size() == comm_.size(),
-             cat("checkpoint '", path.string(), "' was written by ", checkpoint.world_size(), " ranks, this run has ",
-                 comm_.size()),
-             "resume with the same rank count (the continuation is exact only then)");
-    SF_CHECK(checkpoint.job_fingerprint() == fingerprint(),
-             cat("checkpoint '", path.string(),
-                 "' belongs to a different job (model, loss, optimizer, data, batch size or seed changed)"),
-             "delete the checkpoint directory to start afresh, or resume with the original job");
-    SF_CHECK(static_cast<int64_t>(checkpoint.parameters_size()) == model_->param_count(),
-             "checkpoint parameter count does not match the model");
-    std::copy(checkpoint.parameters().begin(), checkpoint.parameters().end(), model_->parameters().begin());
-    const auto& state = checkpoint.optimizer();
-    SF_CHECK(state.kind() == optimizer_->kind(),
-             cat("checkpoint optimizer is ", state.kind(), ", the job's is ", optimizer_->kind()));
-    optimizer_->set_iterations(state.iterations());
-    optimizer_->set_learning_rate(state.learning_rate());
-    auto slots = optimizer_->slots();
-    SF_CHECK(static_cast<int>(slots.size()) == state.slots_size(), "checkpoint optimizer slots do not match");
-    for (size_t i = 0; i < slots.size(); ++i) {
-      const auto& saved = state.slots(static_cast<int>(i));
-      SF_CHECK(saved.name() == slots[i].name && saved.values_size() == slots[i].values->count(),
-               cat("checkpoint optimizer slot '", saved.name(), "' does not match"));
-      std::copy(saved.values().begin(), saved.values().end(), slots[i].values->data());
-    }
+    checkpoint = decode_checkpoint(bytes, path);
+    CheckpointExpectations expected;
+    expected.epochs = config_.epochs;
+    expected.steps_per_epoch = plan_->steps();
+    expected.world_size = comm_.size();
+    expected.fingerprint = fingerprint();
+    expected.param_count = model_->param_count();
+    expected.optimizer_kind = optimizer_->kind();
+    for (const auto& slot : optimizer_->slots()) expected.slots.emplace_back(slot.name, slot.values->count());
+    expected.sums_per_rank = train_sums_->values.size();
+    check_checkpoint(checkpoint, expected, path);
     load_callbacks_state(callbacks_, checkpoint.callbacks_state());
-    const size_t sums = train_sums_->values.size();
-    SF_CHECK(static_cast<size_t>(checkpoint.rank_epoch_sums_size()) == sums * static_cast<size_t>(comm_.size()),
-             "checkpoint epoch sums do not match the ranks and metrics");
-    for (size_t i = 0; i < sums; ++i) {
-      train_sums_->values[i] = checkpoint.rank_epoch_sums(static_cast<int>(comm_.rank() * sums + i));
-    }
   });
+  // Everything checked: now the state is replaced.
+  std::copy(checkpoint.parameters().begin(), checkpoint.parameters().end(), model_->parameters().begin());
+  const auto& state = checkpoint.optimizer();
+  optimizer_->set_iterations(state.iterations());
+  optimizer_->set_learning_rate(state.learning_rate());
+  auto slots = optimizer_->slots();
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const auto& saved = state.slots(static_cast<int>(i)).values();
+    std::copy(saved.begin(), saved.end(), slots[i].values->data());
+  }
+  const size_t sums = train_sums_->values.size();
+  for (size_t i = 0; i < sums; ++i) {
+    train_sums_->values[i] = checkpoint.rank_epoch_sums(static_cast<int>(comm_.rank() * sums + i));
+  }
   *result_.history.mutable_epochs() = checkpoint.history().epochs();
   start_epoch_ = checkpoint.epoch();
   start_step_ = checkpoint.step_in_epoch();
@@ -320,8 +320,7 @@ void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
   checkpoint.mutable_rank_epoch_sums()->Assign(sums.begin(), sums.end());
   checkpoint.set_world_size(comm_.size());
   checkpoint.set_job_fingerprint(fingerprint());
-  fs::create_directories(config_.checkpoint_dir);
-  write_file_atomically(config_.checkpoint_dir / "checkpoint.pb", serialize_deterministic(checkpoint));
+  write_checkpoint_file(config_.checkpoint_dir / "checkpoint.pb", checkpoint);
 }
 
 void Trainer::report_rank() {

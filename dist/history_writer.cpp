@@ -252,8 +252,9 @@ void write_all(int fd, std::string_view bytes, const fs::path& path) {
     const ssize_t written = ::write(fd, bytes.data(), bytes.size());
     if (written < 0) {
       if (errno == EINTR) continue;
+      const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
       SF_FAIL(cat("cannot write ", path.string(), ": ", errno_text(errno)),
-              "check free space and quota where the history is written");
+              cat("check free space and quota in ", dir.string()));
     }
     bytes.remove_prefix(static_cast<size_t>(written));
   }

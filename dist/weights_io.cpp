@@ -2,9 +2,13 @@
 // work is dist/npz.h's and dist/npy_writer.h's; this file matches names and shapes and says what differs.
 #include "dist/weights_io.h"
 
+#include <algorithm>
+#include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 
+#include "dist/checkpoint_io.h"
 #include "dist/history_writer.h"
 #include "dist/npy_writer.h"
 #include "dist/npz.h"
@@ -35,6 +39,25 @@ std::string array_list(const std::vector<NpzArray>& arrays) {
   return s.empty() ? "none" : s;
 }
 
+// Up to `count` bytes from the start of the file; empty when it cannot be read.
+std::string first_bytes(const std::filesystem::path& path, size_t count) {
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes(count, '\0');
+  in.read(bytes.data(), static_cast<std::streamsize>(count));
+  bytes.resize(in.bad() ? 0 : static_cast<size_t>(in.gcount()));
+  return bytes;
+}
+
+// The first bytes as text a terminal shows: "'{\"epochs'" or "bytes 0x89 0x48".
+std::string printable(std::string_view bytes) {
+  const bool text = std::all_of(bytes.begin(), bytes.end(), [](char c) { return c >= 0x20 && c < 0x7F; });
+  if (text) return cat("'", bytes, "'");
+  std::ostringstream out;
+  out << "bytes" << std::hex;
+  for (const char c : bytes.substr(0, 4)) out << " 0x" << static_cast<int>(static_cast<unsigned char>(c));
+  return out.str();
+}
+
 bool transposed(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
   return a.size() == 2 && b.size() == 2 && a[0] == b[1] && a[1] == b[0];
 }
@@ -51,6 +74,17 @@ void save_weights(const std::filesystem::path& path, const Model& model) {
 
 void load_weights(const std::filesystem::path& path, Model& model) {
   const std::string shown = path.string();
+  // By content, not by name: a checkpoint is often called checkpoint.pb, but nothing stops a .npz from being
+  // renamed. A file that cannot be opened falls through to read_npz, which says why.
+  const std::string head = first_bytes(path, 9);
+  if (looks_like_checkpoint(head)) {
+    load_checkpoint_weights(read_checkpoint_bytes(path), path, model);
+    return;
+  }
+  // Neither ZIP nor .npy (whose own error read_npz gives): say both formats --weights takes.
+  SF_CHECK(head.empty() || head.starts_with("PK") || head.starts_with("\x93NUMPY"),
+           cat(shown, ": not a ZIP archive (.npz) nor a shardfit checkpoint (it starts with ", printable(head),
+               "): expected weights written by fit (export_weights, ModelCheckpoint, checkpoint.pb) or np.savez"));
   std::vector<NpzArray> arrays = read_npz(path);
   std::vector<WeightTensor> weights = model.get_weights();
 

@@ -1,11 +1,14 @@
 // A 64-byte aligned float array: the flat parameter / gradient buffers and activation buffers live in these.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <span>
+
+#include "kernels/error.h"
 
 namespace shardfit {
 
@@ -14,12 +17,20 @@ class FloatBuffer {
   FloatBuffer() = default;
   explicit FloatBuffer(int64_t count) { resize(count); }
 
-  // Discards the contents; the new elements are zero.
+  // Discards the contents; the new elements are zero. A failed allocation is an Error (the model's sizes are
+  // checked against the machine's memory before, in build_model; this is the last line, not the message users see).
   void resize(int64_t count) {
+    SF_CHECK(count >= 0 && static_cast<uint64_t>(count) <= (SIZE_MAX - 63) / sizeof(float),
+             cat("cannot allocate a buffer of ", count, " floats: expected 0 to ", (SIZE_MAX - 63) / sizeof(float)));
     const size_t bytes = ((static_cast<size_t>(count) * sizeof(float) + 63) / 64) * 64;
-    data_.reset(bytes == 0 ? nullptr : static_cast<float*>(std::aligned_alloc(64, bytes)));
+    data_.reset();
+    count_ = 0;
+    if (bytes == 0) return;
+    data_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    SF_CHECK(data_ != nullptr, cat("cannot allocate ", bytes, " bytes (", count, " floats): out of memory"),
+             "make the model or the batch smaller, or run fewer ranks per machine");
     count_ = count;
-    if (bytes != 0) std::memset(data_.get(), 0, bytes);
+    std::memset(data_.get(), 0, bytes);
   }
 
   float* data() { return data_.get(); }

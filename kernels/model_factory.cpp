@@ -5,6 +5,7 @@
 #include "kernels/dense.h"
 #include "kernels/dropout.h"
 #include "kernels/error.h"
+#include "kernels/memory_budget.h"
 #include "proto/shardfit.pb.h"
 
 namespace shardfit {
@@ -26,13 +27,60 @@ auto parse_field(const std::string& field, const std::string& value, Parse parse
   }
 }
 
+// One layer's share of the model's memory, for the up-front check.
+struct LayerSize {
+  std::string label;  // "dense_0 (units 1000000000)"
+  std::string field;  // "model.layers[0].dense.units"
+  int64_t params = 0;
+  int64_t floats_per_row = 0;  // its output, output gradient and scratch: 3 x width
+};
+
+// Counts every buffer Model and Optimizer will allocate before any of them is, so a model too large for this
+// machine fails here, naming the layer that takes the most, instead of in (or after) the allocator.
+void check_memory(const std::vector<LayerSize>& layers, int64_t extra_floats_per_row, const MemoryBudget& budget) {
+  int64_t params = 0;
+  int64_t per_row = extra_floats_per_row;
+  const LayerSize* largest = nullptr;
+  double largest_bytes = -1.0;
+  for (const LayerSize& layer : layers) {
+    const auto bytes = model_bytes(layer.params, layer.floats_per_row, budget);
+    const auto total_params = checked_add(params, layer.params);
+    const auto total_per_row = checked_add(per_row, layer.floats_per_row);
+    SF_CHECK(bytes && total_params && total_per_row,
+             cat(layer.label, " needs more memory than a 64-bit byte count holds (", layer.params, " parameters and ",
+                 layer.floats_per_row, " activations per row): expected a layer that fits ", "in memory"),
+             cat("make ", layer.field, " smaller"));
+    params = *total_params;
+    per_row = *total_per_row;
+    if (static_cast<double>(*bytes) > largest_bytes) {
+      largest_bytes = static_cast<double>(*bytes);
+      largest = &layer;
+    }
+  }
+  const uint64_t allowed = allowed_bytes(budget);
+  const auto total = model_bytes(params, per_row, budget);
+  if (largest == nullptr || allowed == 0 || (total && static_cast<uint64_t>(*total) <= allowed)) return;
+  const std::string where = budget.available_bytes != 0 ? "the memory allowed"
+                            : budget.ranks_sharing > 1
+                                ? cat("this machine's memory shared by ", budget.ranks_sharing, " ranks")
+                                : "this machine's memory";
+  const double param_bytes =
+      static_cast<double>(largest->params) * static_cast<double>(2 + budget.optimizer_slots) * sizeof(float);
+  SF_FAIL(
+      cat(largest->label, " needs ", bytes_text(param_bytes), " of parameters, gradients and optimizer state (",
+          largest->params, " parameters), and the model ",
+          total ? bytes_text(static_cast<double>(*total)) : std::string("more than 8 EiB"), " in all for ", budget.rows,
+          " rows per step on each rank: expected at most ", bytes_text(static_cast<double>(allowed)), " (", where, ")"),
+      cat("make ", largest->field, " smaller, or the batch, or run fewer ranks per machine"));
+}
+
 }  // namespace
 
 int64_t label_dim_for(const proto::Job& job, int64_t output_dim) {
   return job.loss() == "sparse_categorical_crossentropy" ? 1 : output_dim;
 }
 
-std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
+std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim, const MemoryBudget& budget) {
   const auto& config = job.model();
   if (config.has_input_dim()) {
     SF_CHECK(
@@ -49,6 +97,7 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
   std::unique_ptr<Loss> loss = parse_field("loss", job.loss(), [](const std::string& v) { return make_loss(v); });
 
   std::vector<std::unique_ptr<Layer>> layers;
+  std::vector<LayerSize> sizes;
   int64_t width = input_dim;
   const int count = config.layers_size();
   for (int i = 0; i < count; ++i) {
@@ -74,6 +123,15 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
         const bool separate =
             !fusable_in_dense(act) || (last && act != ActivationKind::kLinear && loss->fuses_with(act));
         options.activation = separate ? ActivationKind::kLinear : act;
+        const std::string label = cat(name, " (units ", d.units(), ")");
+        const auto kernel = checked_mul(width, d.units());
+        const auto params = kernel ? checked_add(*kernel, options.use_bias ? d.units() : 0) : std::nullopt;
+        const auto per_row = checked_mul(d.units(), separate ? 6 : 3);
+        SF_CHECK(params && per_row,
+                 cat(label, " would have ", width, " x ", d.units(),
+                     " parameters, more than a 64-bit count holds: expected a layer that fits in memory"),
+                 cat("make ", field, ".dense.units smaller"));
+        sizes.push_back({label, cat(field, ".dense.units"), *params, *per_row});
         layers.push_back(std::make_unique<Dense>(name, width, d.units(), options));
         width = d.units();
         if (separate) layers.push_back(std::make_unique<Activation>(name + "_" + activation_name(act), width, act));
@@ -84,6 +142,7 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
             parse_field(cat(field, ".activation.activation"), spec.activation().activation(), parse_activation);
         layers.push_back(
             std::make_unique<Activation>(spec.has_name() ? spec.name() : cat("activation_", i), width, act));
+        sizes.push_back({layers.back()->name(), field, 0, 3 * width});  // width * 6 was checked by its Dense
         break;
       }
       case proto::Layer::kDropout: {
@@ -91,6 +150,7 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
         SF_CHECK(rate >= 0.0F && rate < 1.0F, cat(field, ".dropout.rate = ", rate, ": expected 0 <= rate < 1"));
         layers.push_back(std::make_unique<Dropout>(spec.has_name() ? spec.name() : cat("dropout_", i), width, rate,
                                                    static_cast<uint64_t>(i)));
+        sizes.push_back({layers.back()->name(), field, 0, 3 * width});
         break;
       }
       case proto::Layer::KIND_NOT_SET:
@@ -98,9 +158,12 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim) {
     }
   }
 
+  const int64_t label_dim = label_dim_for(job, width);
+  // Beyond the layers' own: the input rows, the labels and the sample weights.
+  check_memory(sizes, input_dim + label_dim + 1, budget);
+
   std::vector<std::unique_ptr<Metric>> metrics;
   metrics.reserve(static_cast<size_t>(job.metrics_size()));
-  const int64_t label_dim = label_dim_for(job, width);
   for (int i = 0; i < job.metrics_size(); ++i) {
     metrics.push_back(parse_field(cat("metrics[", i, "]"), job.metrics(i),
                                   [&](const std::string& v) { return make_metric(v, width, label_dim); }));

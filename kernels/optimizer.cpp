@@ -259,6 +259,19 @@ std::unique_ptr<Optimizer> make_rmsprop(const RmsPropOptions& options, int64_t p
   return build_rmsprop(options, param_count, "rmsprop");
 }
 
+int64_t optimizer_slot_count(const proto::Optimizer& config) {
+  switch (config.kind_case()) {
+    case proto::Optimizer::kSgd:
+      return config.sgd().momentum() != 0.0F ? 1 : 0;
+    case proto::Optimizer::kRmsprop:
+      return config.rmsprop().momentum() > 0.0F ? 2 : 1;
+    case proto::Optimizer::kAdam:
+    case proto::Optimizer::KIND_NOT_SET:
+      break;
+  }
+  return 2;  // Adam: m and v
+}
+
 std::unique_ptr<Optimizer> make_optimizer(const proto::Optimizer& config, int64_t param_count) {
   // Validated here although applied by the caller, so a bad job fails when it is read, not at the first step.
   if (config.has_global_clipnorm()) check_positive(config.global_clipnorm(), "optimizer", "global_clipnorm");

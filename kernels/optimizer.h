@@ -62,6 +62,8 @@ struct RmsPropOptions {
 std::unique_ptr<Optimizer> make_sgd(const SgdOptions& options, int64_t param_count);
 std::unique_ptr<Optimizer> make_adam(const AdamOptions& options, int64_t param_count);
 std::unique_ptr<Optimizer> make_rmsprop(const RmsPropOptions& options, int64_t param_count);
+// How many per-parameter arrays make_optimizer(config, n) will allocate (Adam: m and v), for the memory check.
+int64_t optimizer_slot_count(const proto::Optimizer& config);
 // From the job's message (unset fields take Keras defaults; no kind set means Adam). Validates ranges.
 std::unique_ptr<Optimizer> make_optimizer(const proto::Optimizer& config, int64_t param_count);
 

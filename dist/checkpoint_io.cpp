@@ -1,0 +1,221 @@
+// Checkpoint files: encode / decode with the CRC-32C beside the payload, and the range checks of a resume.
+//
+// Why both: the checksum catches what the disk or a copy did (a flipped bit, a truncated transfer); the range
+// checks catch what no checksum can, a file that was written wrong or edited and re-summed. Either way the
+// loop would otherwise index past its buffers or train on NaN without a word.
+#include "dist/checkpoint_io.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "dist/crc32c.h"
+#include "dist/history_writer.h"
+#include "kernels/error.h"
+#include "kernels/model.h"
+
+namespace shardfit {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr char kFieldOneFixed64Tag = 0x09;  // field 1, wire type 1 (64-bit)
+
+std::string quoted(const fs::path& path) { return cat("checkpoint '", path.string(), "'"); }
+
+// "checkpoint 'P': field F = V: expected E"
+template <typename Value>
+[[noreturn]] void fail_field(const fs::path& path, const std::string& field, const Value& value,
+                             const std::string& expected, const std::string& hint = {}) {
+  SF_FAIL(cat(quoted(path), ": field ", field, " = ", value, ": expected ", expected), hint);
+}
+
+// The first non-finite value, or -1.
+template <typename Values>
+int64_t first_non_finite(const Values& values) {
+  int64_t i = 0;
+  for (const auto v : values) {
+    if (!std::isfinite(v)) return i;
+    ++i;
+  }
+  return -1;
+}
+
+template <typename Values>
+void check_finite(const Values& values, const std::string& field, const fs::path& path) {
+  const int64_t bad = first_non_finite(values);
+  if (bad >= 0) {
+    fail_field(path, cat(field, "[", bad, "]"), values[static_cast<int>(bad)], "finite values",
+               "the run had diverged when this checkpoint was written: resume from an earlier one, or start afresh");
+  }
+}
+
+}  // namespace
+
+std::string encode_checkpoint(const proto::Checkpoint& checkpoint) {
+  proto::CheckpointFile file;
+  file.set_magic(kCheckpointMagic);
+  file.set_checkpoint(serialize_deterministic(checkpoint));
+  file.set_crc32c(crc32c(file.checkpoint()));
+  return serialize_deterministic(file);
+}
+
+bool looks_like_checkpoint(std::string_view bytes) {
+  if (bytes.size() < 9 || bytes[0] != kFieldOneFixed64Tag) return false;
+  uint64_t magic = 0;
+  std::memcpy(&magic, bytes.data() + 1, sizeof magic);  // fixed64 is little-endian on the wire, as on x86-64
+  return magic == kCheckpointMagic;
+}
+
+proto::Checkpoint decode_checkpoint(std::string_view bytes, const fs::path& path) {
+  proto::CheckpointFile file;
+  if (!looks_like_checkpoint(bytes) || !file.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    proto::Checkpoint legacy;
+    const bool old_format = !looks_like_checkpoint(bytes) &&
+                            legacy.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) &&
+                            legacy.world_size() > 0 && !legacy.job_fingerprint().empty();
+    SF_CHECK(!old_format,
+             cat(quoted(path),
+                 " was written by an earlier shardfit, without an integrity checksum: expected a "
+                 "checkpoint with one (it cannot be told from a damaged file)"),
+             "move it away or delete it, and start the fit afresh");
+    SF_FAIL(cat(quoted(path), " is not a shardfit checkpoint (", bytes.size(),
+                " bytes that do not start with the checkpoint header): expected a checkpoint.pb written by "
+                "shardfit fit"));
+  }
+  const uint32_t actual = crc32c(file.checkpoint());
+  if (actual != file.crc32c()) {
+    std::ostringstream detail;
+    detail << std::hex << "stored CRC-32C 0x" << file.crc32c() << ", contents give 0x" << actual;
+    SF_FAIL(cat(quoted(path), " is damaged (", detail.str(), "): expected the file as fit wrote it"),
+            "restore it from a copy, or move it away to start afresh");
+  }
+  proto::Checkpoint checkpoint;
+  SF_CHECK(checkpoint.ParseFromString(file.checkpoint()),
+           cat(quoted(path),
+               ": its checksum matches but the contents are not a Checkpoint: expected one written by "
+               "shardfit fit"));
+  return checkpoint;
+}
+
+std::string read_checkpoint_bytes(const fs::path& path) {
+  std::error_code error;
+  SF_CHECK(!fs::is_directory(path, error), cat(quoted(path), " is a folder: expected the file written by shardfit fit"),
+           "remove or rename the folder; checkpoints are written as <checkpoint_dir>/checkpoint.pb");
+  std::ifstream in(path, std::ios::binary);
+  SF_CHECK(in.is_open(), cat("cannot read ", quoted(path), ": ", std::strerror(errno)));
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  SF_CHECK(!in.bad(), cat("cannot read ", quoted(path), ": ", std::strerror(errno)));
+  std::string bytes = buffer.str();
+  SF_CHECK(!bytes.empty(), cat(quoted(path), " is empty: expected a checkpoint written by shardfit fit"),
+           "move it away or delete it to start afresh");
+  return bytes;
+}
+
+void write_checkpoint_file(const fs::path& path, const proto::Checkpoint& checkpoint) {
+  const std::string bytes = encode_checkpoint(checkpoint);
+  if (path.has_parent_path()) {
+    std::error_code error;
+    fs::create_directories(path.parent_path(), error);
+    SF_CHECK(!error, cat("cannot create the checkpoint folder ", path.parent_path().string(), ": ", error.message()),
+             "set outputs.checkpoint_dir to a folder this job may write");
+  }
+  write_file_atomically(path, bytes);
+}
+
+void check_checkpoint(const proto::Checkpoint& c, const CheckpointExpectations& e, const fs::path& path) {
+  SF_CHECK(c.world_size() == e.world_size,
+           cat(quoted(path), " was written by ", c.world_size(), " ranks, this run has ", e.world_size),
+           "resume with the same rank count (the continuation is exact only then)");
+  SF_CHECK(c.job_fingerprint() == e.fingerprint,
+           cat(quoted(path), " belongs to a different job (model, loss, optimizer, data, batch size or seed changed)"),
+           "delete the checkpoint directory to start afresh, or resume with the original job");
+
+  // Where the loop continues.
+  if (c.epoch() < 0 || c.epoch() > e.epochs) {
+    fail_field(path, "epoch", c.epoch(), cat("epochs completed, 0 to ", e.epochs, " (the run's epochs)"),
+               c.epoch() > e.epochs ? "raise --epochs to continue past the epochs already trained" : "");
+  }
+  const int64_t last_step = c.epoch() == e.epochs ? 0 : e.steps_per_epoch;
+  if (c.step_in_epoch() < 0 || c.step_in_epoch() > last_step) {
+    fail_field(path, "step_in_epoch", c.step_in_epoch(),
+               cat("steps of epoch ", c.epoch() + 1, " completed, 0 to ", last_step, " (", e.steps_per_epoch,
+                   " steps per epoch)"));
+  }
+  // epoch <= epochs and step <= steps: the product fits, as the run itself counts its steps in int64.
+  const int64_t global_step = c.epoch() * e.steps_per_epoch + c.step_in_epoch();
+  if (c.global_step() != global_step) {
+    fail_field(path, "global_step", c.global_step(),
+               cat(global_step, " (epoch ", c.epoch(), " x ", e.steps_per_epoch, " steps + step_in_epoch ",
+                   c.step_in_epoch(), ")"));
+  }
+  if (c.history().epochs_size() > c.epoch()) {
+    fail_field(path, "history.epochs (records)", c.history().epochs_size(),
+               cat("at most one per completed epoch (", c.epoch(), ")"));
+  }
+
+  // The model's state.
+  if (static_cast<int64_t>(c.parameters_size()) != e.param_count) {
+    fail_field(path, "parameters (count)", c.parameters_size(), cat(e.param_count, ", the model's parameter count"));
+  }
+  check_finite(c.parameters(), "parameters", path);
+  const proto::OptimizerState& o = c.optimizer();
+  if (o.kind() != e.optimizer_kind) fail_field(path, "optimizer.kind", o.kind(), cat("'", e.optimizer_kind, "'"));
+  if (o.iterations() < 0 || o.iterations() > c.global_step()) {
+    fail_field(path, "optimizer.iterations", o.iterations(),
+               cat("0 to ", c.global_step(), " (the steps trained, global_step)"));
+  }
+  if (!std::isfinite(o.learning_rate()) || o.learning_rate() < 0.0F) {
+    fail_field(path, "optimizer.learning_rate", o.learning_rate(), "a finite number >= 0");
+  }
+  if (o.slots_size() != static_cast<int>(e.slots.size())) {
+    fail_field(path, "optimizer.slots (count)", o.slots_size(), cat(e.slots.size(), " for ", e.optimizer_kind));
+  }
+  for (int i = 0; i < o.slots_size(); ++i) {
+    const proto::Slot& slot = o.slots(i);
+    const auto& [name, count] = e.slots[static_cast<size_t>(i)];
+    if (slot.name() != name) fail_field(path, cat("optimizer.slots[", i, "].name"), slot.name(), cat("'", name, "'"));
+    if (slot.values_size() != count) {
+      fail_field(path, cat("optimizer.slots[", i, "].values (count)"), slot.values_size(), cat(count));
+    }
+    check_finite(slot.values(), cat("optimizer.slots[", i, "].values"), path);
+  }
+
+  // Each rank's partial sums of the epoch in progress: loss, metrics..., count.
+  const size_t sums = e.sums_per_rank * static_cast<size_t>(e.world_size);
+  if (static_cast<size_t>(c.rank_epoch_sums_size()) != sums) {
+    fail_field(path, "rank_epoch_sums (count)", c.rank_epoch_sums_size(),
+               cat(sums, " (", e.world_size, " ranks x ", e.sums_per_rank, " sums: loss, metrics, count)"));
+  }
+  check_finite(c.rank_epoch_sums(), "rank_epoch_sums", path);
+  for (size_t r = 0; r < static_cast<size_t>(e.world_size) && e.sums_per_rank > 0; ++r) {
+    const int at = static_cast<int>((r + 1) * e.sums_per_rank - 1);
+    const double count = c.rank_epoch_sums(at);
+    if (count < 0.0 || count != std::floor(count)) {
+      fail_field(path, cat("rank_epoch_sums[", at, "]"), count,
+                 cat("rank ", r, "'s sample count, a whole number >= 0"));
+    }
+  }
+}
+
+void load_checkpoint_weights(std::string_view bytes, const fs::path& path, Model& model) {
+  const proto::Checkpoint checkpoint = decode_checkpoint(bytes, path);
+  // The fingerprint opens with the model's summary (layers, widths, parameter counts): compare that part only,
+  // since data, batch and seed need not match for inference.
+  const std::string summary = model.summary();
+  SF_CHECK(checkpoint.job_fingerprint().starts_with(summary),
+           cat(quoted(path), " holds the weights of a different model (", checkpoint.parameters_size(),
+               " parameters): expected one written for this job's model (", model.param_count(), " parameters)"),
+           "use the job file the checkpoint was trained with");
+  SF_CHECK(static_cast<int64_t>(checkpoint.parameters_size()) == model.param_count(),
+           cat(quoted(path), ": field parameters (count) = ", checkpoint.parameters_size(), ": expected ",
+               model.param_count(), ", the model's parameter count"));
+  check_finite(checkpoint.parameters(), "parameters", path);
+  std::copy(checkpoint.parameters().begin(), checkpoint.parameters().end(), model.parameters().begin());
+}
+
+}  // namespace shardfit

@@ -1,0 +1,57 @@
+// checkpoint.pb on disk: a Checkpoint inside a CheckpointFile (magic + CRC-32C), and the checks that decide
+// whether a resume, evaluate or predict may believe it. What goes into a checkpoint is the fit loop's business
+// (dist/fit.cpp); this file only writes, reads, verifies and range-checks.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "proto/shardfit.pb.h"
+
+namespace shardfit {
+
+class Model;
+
+// "SFCKPT01" read as a little-endian 64-bit number: the first field of every checkpoint file.
+inline constexpr uint64_t kCheckpointMagic = 0x313054504B434653ULL;
+
+// The bytes of checkpoint.pb for `checkpoint` (deterministic, so equal checkpoints give equal files).
+std::string encode_checkpoint(const proto::Checkpoint& checkpoint);
+// True when `bytes` start as encode_checkpoint's output does (field 1's tag, then the magic).
+bool looks_like_checkpoint(std::string_view bytes);
+// Verifies the magic and the checksum, then parses. Refuses, naming `path`: another kind of file, a checkpoint
+// of an earlier version (no checksum), a damaged one (checksum mismatch). Nothing is range-checked here.
+proto::Checkpoint decode_checkpoint(std::string_view bytes, const std::filesystem::path& path);
+
+// The whole file. Errors name the path: a folder, a file that cannot be read, an empty file.
+std::string read_checkpoint_bytes(const std::filesystem::path& path);
+// Creates the folder and writes `path` atomically (write_file_atomically: a crash leaves the old file or the new).
+void write_checkpoint_file(const std::filesystem::path& path, const proto::Checkpoint& checkpoint);
+
+// What the run that resumes expects of a checkpoint; everything the loop would index or divide with.
+struct CheckpointExpectations {
+  int64_t epochs = 0;           // the run's fit.epochs
+  int64_t steps_per_epoch = 0;  // optimizer steps per epoch for this data, batch size and rank count
+  int world_size = 0;
+  std::string fingerprint;  // model + optimizer + data shape summary (fit.cpp's)
+  int64_t param_count = 0;
+  std::string optimizer_kind;
+  std::vector<std::pair<std::string, int64_t>> slots;  // the optimizer's slots: name, value count
+  size_t sums_per_rank = 0;                            // loss, metrics..., count
+};
+
+// Range checks on every field that drives the loop, after decode_checkpoint's integrity check (a checksum proves
+// the file is what was written, not that what was written, or hand-edited and re-summed, makes sense). Errors read
+// "checkpoint 'PATH': field F = V: expected ...".
+void check_checkpoint(const proto::Checkpoint& checkpoint, const CheckpointExpectations& expected,
+                      const std::filesystem::path& path);
+
+// For evaluate / predict / initial weights: the model's flat parameter buffer from a checkpoint written by fit
+// (`bytes` is the file, `path` names it in errors). The model must be the one the checkpoint was written for.
+void load_checkpoint_weights(std::string_view bytes, const std::filesystem::path& path, Model& model);
+
+}  // namespace shardfit
