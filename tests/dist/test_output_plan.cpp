@@ -135,7 +135,8 @@ TEST_F(OutputPlanTest, FoldersUnderARegularFileAndFilesThatAreFoldersAreRefused)
   for (const char* extra : {R"(outputs { history_dir: "plain/h" })", R"(outputs { checkpoint_dir: "plain/c/d" })",
                             R"(outputs { export_weights: "plain/w.npz" })", R"(outputs { history_dir: "plain" })"}) {
     const std::string message = check(extra);
-    EXPECT_NE(message.find("'" + (dir() / "plain").string() + "' is a file"), std::string::npos) << message;
+    EXPECT_NE(message.find(shardfit::cat("'", (dir() / "plain").string(), "' is a file")), std::string::npos)
+        << message;
   }
   fs::create_directories(dir() / "folder.npz");
   const std::string folder = check(R"(outputs { export_weights: "folder.npz" })");

@@ -107,7 +107,7 @@ const std::string kShown = "checkpoints/checkpoint.pb'";
 
 TEST_F(ModelStateTest, ALayerTooLargeForMemoryIsNamedNotASegfault) {
   const std::string digits = read_bytes(digits_dir() / "mlp.pbtxt");
-  for (const std::string units : std::vector<std::string>{"1000000000", "4611686018427387904"}) {
+  for (const std::string& units : std::vector<std::string>{"1000000000", "4611686018427387904"}) {
     std::string job = replaced(digits, "units: 128", "units: " + units);
     job = replaced(replaced(job, "\"x.npy\"", quoted(digits_dir() / "x.npy")), "\"y.npy\"",
                    quoted(digits_dir() / "y.npy"));
