@@ -160,7 +160,9 @@ fi
 
 echo "== 4. srun itself signalled: SIGUSR1, Ctrl-C with srun -X, a single Ctrl-C to a plain srun, SIGTERM"
 # srun_stop NAME SIGNAL [SRUN_FLAG]: starts the job with srun, signals srun once the first checkpoint is written;
-# prints srun's exit status. A SIGINT to a plain srun is followed 2 s later by SIGUSR1, which stops the tasks.
+# prints srun's exit status. A SIGINT to a plain srun is followed 2 s later by SIGUSR1, which stops the tasks. The
+# jobs run 1000 epochs (about 35 s on an idle 2-core machine, 40 epochs take 1.3 s): long enough that every signal
+# lands while they train, however fast the machine; each is stopped or killed within seconds.
 srun_stop() {
   local name=$1 signal=$2 flag=${3:-} pid status
   job "$name" "$src/examples/digits/x.npy"
@@ -175,7 +177,7 @@ srun_stop() {
     # Job control on: a background command of a script otherwise starts with SIGINT ignored.
     set -m
     OMP_NUM_THREADS=1 srun --ntasks=2 --cpus-per-task=1 --mpi=pmix --chdir="$work/$name" $flag \
-      "$SHARDFIT_BIN" fit "$work/$name/job.pbtxt" >"$work/$name/srun.out" 2>&1 </dev/null &
+      "$SHARDFIT_BIN" fit "$work/$name/job.pbtxt" --epochs 1000 >"$work/$name/srun.out" 2>&1 </dev/null &
     pid=$!
     set +m
     for _ in $(seq 1 1200); do
