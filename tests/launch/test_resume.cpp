@@ -755,6 +755,33 @@ TEST_F(ResumeTest, SecondCtrlCEndsAtOnceAndLeavesAWholeCheckpoint) {
   std::printf("[resume] Ctrl-C twice, alone: exit %d after %.2f s\n", stopped.exit_code, stopped.seconds);
 }
 
+// Ctrl-C twice at launch/mpirun_local.sh, the second one a person's moment later (0, 0.3 or 0.8 s: before, while and
+// after the ranks stop). The script never passes the second one to mpirun, which Open MPI 4.1 answers with a
+// segfault when it is already ending the job (exit 139 and a backtrace): it kills the ranks and exits 130, or keeps
+// the job's 75 when the ranks had stopped already. Either way the checkpoint on disk is whole.
+TEST_F(ResumeTest, SecondCtrlCAtTheLaunchScriptAbortsWithoutCrashingMpirun) {
+  constexpr int kRanks = 2;
+  for (const int gap_ms : {0, 300, 800}) {
+    SCOPED_TRACE("second Ctrl-C after " + std::to_string(gap_ms) + " ms");
+    const fs::path dir = job_dir("script_twice_" + std::to_string(gap_ms), kLongJob);
+    const fs::path checkpoint = checkpoint_path(dir);
+    BackgroundRun run(launch_script_command(dir, kRanks));
+    ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, {}, false)) << describe(run.wait());
+    run.signal_group(SIGINT);
+    std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms));
+    run.signal_group(SIGINT);
+    const Launch stopped = run.wait();
+    EXPECT_FALSE(stopped.timed_out) << describe(stopped);
+    EXPECT_TRUE(stopped.exit_code == 130 || stopped.exit_code == 75) << describe(stopped);
+    EXPECT_EQ(count_of(stopped.out + stopped.err, "Segmentation fault"), 0) << describe(stopped);
+    const auto saved = read_checkpoint(checkpoint);
+    ASSERT_TRUE(saved);
+    expect_whole_checkpoint(*saved, kRanks, 180);
+    std::printf("[resume] Ctrl-C twice at the launch script, %d ms apart: exit %d after %.2f s\n", gap_ms,
+                stopped.exit_code, stopped.seconds);
+  }
+}
+
 // --- 3. a kill at any moment leaves whole files ---------------------------------------------------------------------
 
 // Reads every snapshot folder's history.json and history.csv as a Python user would, and prints per folder the
