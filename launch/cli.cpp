@@ -181,7 +181,8 @@ Command parse_command_line(const std::vector<std::string>& args) {
 
   for (size_t i = 1; i < args.size(); ++i) {
     std::string flag = args[i];
-    if (flag == "-o" && accepted.count("--output") != 0) flag = "--output";  // the short form of --output
+    const bool short_output = flag == "-o" && accepted.count("--output") != 0;  // the short form of --output
+    if (short_output) flag = "--output";
     if (flag == "--help" || flag == "-h") {
       command.name = "help";
       return command;
@@ -221,7 +222,10 @@ Command parse_command_line(const std::vector<std::string>& args) {
       if (flag == "--weights") command.weights = value;
       if (flag == "--x") command.x = value;
       if (flag == "--y") command.y = value;
-      if (flag == "--output") command.output = value;
+      if (flag == "--output") {
+        command.output = value;
+        command.output_flag = short_output ? "-o" : "--output";  // as typed, for the messages about it
+      }
       if (flag == "--metric") command.metrics.push_back(value);
     }
   }
@@ -239,7 +243,10 @@ Command parse_command_line(const std::vector<std::string>& args) {
   if (command.name == "predict") {
     SF_CHECK(!command.output.empty(), "predict needs --output FILE.npy", kHint);
   }
-  if (command.name != "fit") SF_CHECK(!command.weights.empty(), cat(command.name, " needs --weights FILE.npz"), kHint);
+  if (command.name != "fit") {
+    SF_CHECK(!command.weights.empty(),
+             cat(command.name, " needs --weights FILE: the .npz fit exports, or a checkpoint.pb it wrote"), kHint);
+  }
   return command;
 }
 
