@@ -2,7 +2,9 @@
 // computed: the data (--x, --y, the job's data.test), the --weights file, the job file and the history files are
 // byte-for-byte unchanged, every rank exits 1 with one message naming the flag and the path, and nothing is written.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -23,6 +25,7 @@ using shardfit::testing::FreshDirTest;
 using shardfit::testing::Launch;
 using shardfit::testing::make_temp_dir;
 using shardfit::testing::mpirun_command;
+using shardfit::testing::quoted;
 using shardfit::testing::rank_statuses;
 using shardfit::testing::read_bytes;
 using shardfit::testing::Watch;
@@ -81,6 +84,26 @@ class InferenceOutputTest : public FreshDirTest {
     }
   }
 
+  void TearDown() override {
+    if (!immutable_.empty()) std::system(("chattr -i " + quoted(immutable_) + " 2>/dev/null").c_str());
+    if (fs::exists(dir_ / "ro")) fs::permissions(dir_ / "ro", fs::perms::owner_all);
+    FreshDirTest::TearDown();
+  }
+
+  // dir_/ro, a folder no process can write, root included (root ignores permission bits): chattr +i for root,
+  // chmod for others. Empty when this file system cannot make one.
+  fs::path read_only_folder() {
+    const fs::path folder = dir_ / "ro";
+    fs::create_directories(folder);
+    if (::geteuid() != 0) {
+      fs::permissions(folder, fs::perms::owner_read | fs::perms::owner_exec);
+      return folder;
+    }
+    if (std::system(("chattr +i " + quoted(folder) + " 2>/dev/null").c_str()) != 0) return {};
+    immutable_ = folder;
+    return folder;
+  }
+
   // Every regular file under dir_ (relative path -> bytes).
   std::map<std::string, std::string> snapshot() const {
     std::map<std::string, std::string> files;
@@ -117,6 +140,7 @@ class InferenceOutputTest : public FreshDirTest {
     return message;
   }
 
+  fs::path immutable_;
   static fs::path model_dir_;
   static std::unique_ptr<Launch> fit_;
 };
@@ -179,6 +203,13 @@ TEST_F(InferenceOutputTest, OutputInAMissingFolderIsRefusedBeforeComputing) {
                  {"--output 'w.npz/p.npy'", "not a folder"});
   expect_refused({"predict", "job.pbtxt", "--weights", "w.npz", "--output", "history"},
                  {"--output 'history'", "is a folder"});
+}
+
+TEST_F(InferenceOutputTest, OutputInAnUnwritableFolderIsRefusedBeforeComputing) {
+  if (read_only_folder().empty()) GTEST_SKIP() << "cannot make a read-only folder here (chattr +i failed)";
+  expect_refused({"plot", "history", "-o", "ro/loss.svg"}, {"-o 'ro/loss.svg'", "cannot write in"});
+  expect_refused({"predict", "job.pbtxt", "--weights", "w.npz", "--output", "ro/p.npy"},
+                 {"--output 'ro/p.npy'", "cannot write in"});
 }
 
 TEST_F(InferenceOutputTest, PlotWritesSvgOnly) {
