@@ -3,6 +3,7 @@
 #include "launch/command_output.h"
 
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "dist/output_plan.h"
@@ -41,7 +42,7 @@ void check_plot_output(const Command& command) {
     inputs.push_back({cat("the history's ", name), folder / name});
   }
   check_command_output(command.output_flag, command.output, inputs);
-  // The plot is SVG whatever the name says: a .png holding SVG opens nowhere.
+  // The plot is SVG whatever the name says: SVG in a .png file would not open as an image.
   SF_CHECK(fs::path(command.output).extension() == ".svg",
            cat(command.output_flag, " '", command.output, "': expected a file name ending in .svg"),
            "plot writes SVG only: name the file .svg (a browser opens it; an SVG converter makes a PNG of it)");
