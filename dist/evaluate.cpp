@@ -76,8 +76,8 @@ Loaded load_everywhere(Comm& comm, const proto::Job& job, const std::filesystem:
   Loaded loaded;
   run_agreed(comm, [&] {
     SF_CHECK(!options.weights.empty(),
-             "no weights given: expected --weights FILE.npz (written by fit's "
-             "outputs.export_weights or ModelCheckpoint)");
+             "no weights given: expected --weights FILE: an .npz (fit's outputs.export_weights or "
+             "ModelCheckpoint) or a checkpoint.pb");
     SF_CHECK(options.data.has_x(), "no input data: expected --x FILE (or data.test in the job file)");
     SF_CHECK(options.batch_size >= 1, cat("batch size ", options.batch_size, ": expected a positive integer"));
     if (need_labels || has_labels(options.data)) {

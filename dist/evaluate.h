@@ -13,7 +13,7 @@
 namespace shardfit {
 
 struct InferenceOptions {
-  std::filesystem::path weights;  // .npz (required), relative to the working directory
+  std::filesystem::path weights;  // .npz or checkpoint.pb (required), relative to the working directory
   proto::Dataset data;            // what to read: --x/--y, else the job's data.test
   int64_t batch_size = 256;       // rows per forward pass on a rank
 };

@@ -73,6 +73,17 @@ std::regex pattern_regex(const std::string& name) {
   return std::regex(text);
 }
 
+// 0 when a new file can be made in the existing folder `folder` (one is made and removed: design note 2), else
+// the errno of the attempt.
+int write_probe_error(const fs::path& folder) {
+  const fs::path probe = folder / cat(".shardfit-write-probe.", ::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return errno;
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return 0;
+}
+
 // The folder `dir` can receive new files (see design note 2). what names the job field for the message.
 void check_writable_folder(const fs::path& dir, const std::string& what) {
   std::error_code error;
@@ -90,15 +101,11 @@ void check_writable_folder(const fs::path& dir, const std::string& what) {
     SF_FAIL(cat(what, " '", dir.string(), "' cannot be made: '", at.string(), "' is a file, not a folder"),
             "choose a folder that is not under a regular file");
   }
-  const fs::path probe = at / cat(".shardfit-write-probe.", ::getpid());
-  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    const int err = errno;
+  const int err = write_probe_error(at);
+  if (err != 0) {
     SF_FAIL(cat(what, " '", dir.string(), "': cannot write in '", at.string(), "': ", std::strerror(err)),
             "fit writes there after every epoch: choose a folder this user can write, or fix its permissions");
   }
-  ::close(fd);
-  ::unlink(probe.c_str());
 }
 
 // The inputs a run must never replace, resolved as the readers resolve them.
@@ -260,6 +267,31 @@ void check_outputs(const FitConfig& config, const proto::Job& job, const fs::pat
                 "' holds the checkpoint of an earlier run (checkpoint.pb): this fresh fit would replace it"),
             "pass --resume to continue that run, or --overwrite to start afresh and replace it");
   }
+}
+
+void check_command_output(const std::string& flag, const fs::path& output, const std::vector<InputFile>& inputs) {
+  const NamedPath out = named(flag, fs::absolute(output));
+  const std::string shown_output = cat(flag, " '", output.string(), "'");
+  for (const InputFile& input : inputs) {
+    if (input.path.empty()) continue;
+    const NamedPath in = named(input.name, fs::absolute(input.path));
+    SF_CHECK(!same_file(out, in),
+             cat(shown_output, " is ", input.name, " '", input.path.string(),
+                 "': an output may not replace a file the command reads"),
+             "choose another path for the output");
+  }
+  std::error_code error;
+  SF_CHECK(!fs::is_directory(out.path, error), cat(shown_output, " is a folder: expected a file path"));
+  // The writers make no folders: a missing one would otherwise be found only after the computing, by the
+  // temporary file beside the output.
+  const fs::path folder = out.path.parent_path();
+  SF_CHECK(fs::exists(folder, error), cat(shown_output, ": the folder '", folder.string(), "' does not exist"),
+           "create it first, or choose an existing folder");
+  SF_CHECK(fs::is_directory(folder, error), cat(shown_output, ": '", folder.string(), "' is a file, not a folder"),
+           "choose a path in an existing folder");
+  const int err = write_probe_error(folder);
+  SF_CHECK(err == 0, cat(shown_output, ": cannot write in '", folder.string(), "': ", std::strerror(err)),
+           "choose a folder this user can write, or fix its permissions");
 }
 
 }  // namespace shardfit

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "dist/fit.h"
 #include "proto/shardfit.pb.h"
@@ -32,5 +34,18 @@ void resolve_job_paths(const std::filesystem::path& job_dir, FitConfig& config, 
 //    writes periodic checkpoints.
 // Expects resolve_job_paths to have run. Data paths resolve against job_dir.
 void check_outputs(const FitConfig& config, const proto::Job& job, const std::filesystem::path& job_dir);
+
+// A file a command reads, named as the user knows it ("the --weights file", "the job's data.test.x.path").
+struct InputFile {
+  std::string name;
+  std::filesystem::path path;  // as the reader opens it (relative paths: against the working directory)
+};
+
+// The one file evaluate --output, predict --output or plot -o writes (`flag` as the user typed it), checked by
+// rank 0 before anything is computed, by the same rules as check_outputs: refused (Error naming the flag and the
+// path) when it resolves to one of `inputs`, is a folder, or its folder does not exist (these commands make no
+// folders), is not a folder or cannot be written. Nothing is created.
+void check_command_output(const std::string& flag, const std::filesystem::path& output,
+                          const std::vector<InputFile>& inputs);
 
 }  // namespace shardfit

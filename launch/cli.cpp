@@ -114,11 +114,12 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
 
 std::string usage() {
   return R"(usage: shardfit fit JOB.pbtxt [flags]          train the job's model (under mpirun / srun for several ranks)
-       shardfit evaluate JOB.pbtxt --weights W.npz [--x X --y Y] [--batch-size N] [--output M.json]
+       shardfit evaluate JOB.pbtxt --weights W [--x X --y Y] [--batch-size N] [--output M.json]
                                                  loss and metrics on a test set (default: the job's data.test);
                                                  --output also writes them at full precision as JSON
-       shardfit predict JOB.pbtxt --weights W.npz [--x X] --output P.npy [--batch-size N]
-                                                 the model's outputs, one row per input row, in input order
+       shardfit predict JOB.pbtxt --weights W [--x X] --output P.npy [--batch-size N]
+                                                 the model's outputs, one row per input row, in input order.
+                                                 W: the weights .npz fit writes, or a checkpoint.pb
        shardfit plot HISTORY [--metric NAME]... [-o|--output FILE.svg]
                                                  training and validation curves as SVG. HISTORY: the history
                                                  folder, history.json, history.csv or history.pb. Default metric
@@ -153,7 +154,9 @@ paths: every relative path inside a job file (data, outputs, callbacks' files) i
 folder; every path on the command line (--history, --callback files, --weights, --x, --y, --output) is relative
 to the working directory. fit writes the final weights to HISTORY/weights.npz unless outputs.export_weights
 names another file ("" for none), and refuses at setup any output that would replace an input or another
-output, or that lies in a folder it cannot write.
+output, or that lies in a folder it cannot write. evaluate / predict --output and plot -o are refused the same
+way before anything is computed: an output that is a file the command reads (data, weights, job file, history
+files), or whose folder does not exist or cannot be written; plot -o must end in .svg.
 
 exit status: 0 done; 1 an error (printed once, naming the rank); 75 stopped by SIGINT (Ctrl-C), SIGTERM or SIGUSR1
 after writing a checkpoint (run again with --resume to continue; a second Ctrl-C ends the process at once). Open
@@ -181,7 +184,8 @@ Command parse_command_line(const std::vector<std::string>& args) {
 
   for (size_t i = 1; i < args.size(); ++i) {
     std::string flag = args[i];
-    if (flag == "-o" && accepted.count("--output") != 0) flag = "--output";  // the short form of --output
+    const bool short_output = flag == "-o" && accepted.count("--output") != 0;  // the short form of --output
+    if (short_output) flag = "--output";
     if (flag == "--help" || flag == "-h") {
       command.name = "help";
       return command;
@@ -221,7 +225,10 @@ Command parse_command_line(const std::vector<std::string>& args) {
       if (flag == "--weights") command.weights = value;
       if (flag == "--x") command.x = value;
       if (flag == "--y") command.y = value;
-      if (flag == "--output") command.output = value;
+      if (flag == "--output") {
+        command.output = value;
+        command.output_flag = short_output ? "-o" : "--output";  // as typed, for the messages about it
+      }
       if (flag == "--metric") command.metrics.push_back(value);
     }
   }
@@ -239,7 +246,10 @@ Command parse_command_line(const std::vector<std::string>& args) {
   if (command.name == "predict") {
     SF_CHECK(!command.output.empty(), "predict needs --output FILE.npy", kHint);
   }
-  if (command.name != "fit") SF_CHECK(!command.weights.empty(), cat(command.name, " needs --weights FILE.npz"), kHint);
+  if (command.name != "fit") {
+    SF_CHECK(!command.weights.empty(),
+             cat(command.name, " needs --weights FILE: the .npz fit exports, or a checkpoint.pb it wrote"), kHint);
+  }
   return command;
 }
 

@@ -12,18 +12,19 @@
 namespace shardfit {
 
 struct Command {
-  std::string name;                  // "fit", "evaluate", "predict", "plot", "help", "version"
-  std::string job_path;              // fit / evaluate / predict: the job file; plot: the history (folder or file)
-  proto::Job overrides;              // fit: the fields the flags set (merged over the job file)
-  bool resume = false;               // fit --resume
-  bool overwrite = false;            // fit --overwrite
-  bool report_ranks = false;         // fit --report-ranks
-  std::string weights;               // evaluate / predict --weights
-  std::string x;                     // evaluate / predict --x (default: the job's data.test)
-  std::string y;                     // evaluate --y
-  std::string output;                // predict --output (.npy); plot --output (.svg)
-  int64_t batch_size = 256;          // evaluate / predict --batch-size (rows per forward pass per rank)
-  std::vector<std::string> metrics;  // plot --metric (repeatable); default loss
+  std::string name;                      // "fit", "evaluate", "predict", "plot", "help", "version"
+  std::string job_path;                  // fit / evaluate / predict: the job file; plot: the history (folder or file)
+  proto::Job overrides;                  // fit: the fields the flags set (merged over the job file)
+  bool resume = false;                   // fit --resume
+  bool overwrite = false;                // fit --overwrite
+  bool report_ranks = false;             // fit --report-ranks
+  std::string weights;                   // evaluate / predict --weights
+  std::string x;                         // evaluate / predict --x (default: the job's data.test)
+  std::string y;                         // evaluate --y
+  std::string output;                    // evaluate --output (.json); predict --output (.npy); plot --output (.svg)
+  std::string output_flag = "--output";  // as typed (-o or --output), for the messages about the output
+  int64_t batch_size = 256;              // evaluate / predict --batch-size (rows per forward pass per rank)
+  std::vector<std::string> metrics;      // plot --metric (repeatable); default loss
 };
 
 // Throws Error with a usage message for unknown commands / flags and bad values.

@@ -19,6 +19,7 @@
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "launch/cli.h"
+#include "launch/command_output.h"
 #include "launch/console_kind.h"
 
 namespace shardfit {
@@ -49,6 +50,7 @@ std::string metrics_json(const std::map<std::string, double>& values) {
 int run_plot(Comm& comm, const Command& command) {
   run_agreed(comm, [&] {
     if (!comm.is_root()) return;
+    check_plot_output(command);  // before reading: a refused -o costs no work
     const fs::path source = command.job_path;
     const proto::History history = read_history_any(source);
     const proto::Diagnosis* diagnosis = history.has_diagnosis() ? &history.diagnosis() : nullptr;
@@ -98,6 +100,9 @@ int run(Comm& comm, int argc, char** argv, const ConsoleKind& console) {
     options.weights = command.weights;
     options.batch_size = command.batch_size;
     options.data = inference_data(command, job);
+    run_agreed(comm, [&] {
+      if (comm.is_root()) check_inference_output(command, options, job_dir);  // before any weights or data load
+    });
     if (command.name == "predict") {
       const int64_t rows = predict(comm, job, job_dir, options, command.output);
       if (comm.is_root())

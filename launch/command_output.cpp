@@ -1,0 +1,51 @@
+// The output checks of evaluate, predict and plot (see command_output.h). The path comparison itself is
+// output_plan's, shared with fit, so every command means the same by "the same file".
+#include "launch/command_output.h"
+
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "dist/output_plan.h"
+#include "kernels/error.h"
+
+namespace shardfit {
+
+namespace fs = std::filesystem;
+
+void check_inference_output(const Command& command, const InferenceOptions& options, const fs::path& job_dir) {
+  if (command.output.empty()) return;  // evaluate without --output writes nothing
+  std::vector<InputFile> inputs;
+  // inference_data makes --x / --y absolute and drops data.test's files they replace; what is relative here is
+  // the job's data.test, which the readers resolve against the job file's folder.
+  const auto add_data = [&](const char* axis, bool from_flag, bool present, const proto::DataFile& file) {
+    if (!present || file.path().empty()) return;
+    inputs.push_back({from_flag ? cat("the --", axis, " file") : cat("the job's data.test.", axis, ".path"),
+                      job_relative(job_dir, file.path())});
+  };
+  add_data("x", !command.x.empty(), options.data.has_x(), options.data.x());
+  add_data("y", !command.y.empty(), options.data.has_y(), options.data.y());
+  inputs.push_back({"the --weights file", options.weights});
+  inputs.push_back({"the job file", command.job_path});
+  check_command_output(command.output_flag, command.output, inputs);
+}
+
+void check_plot_output(const Command& command) {
+  if (command.output.empty()) return;  // each metric goes to METRIC.svg beside the history
+  const fs::path source = command.job_path;
+  std::vector<InputFile> inputs = {{"the history", source}};
+  std::error_code error;
+  const fs::path folder = fs::is_directory(source, error) ? source : source.parent_path();
+  // A history file is read with its companions (history.json takes run.json's verdict), and a folder by whichever
+  // file it holds: none of them may be replaced.
+  for (const char* name : {"history.json", "run.json", "history.csv", "history.pb"}) {
+    inputs.push_back({cat("the history's ", name), folder / name});
+  }
+  check_command_output(command.output_flag, command.output, inputs);
+  // The plot is SVG whatever the name says: SVG in a .png file would not open as an image.
+  SF_CHECK(fs::path(command.output).extension() == ".svg",
+           cat(command.output_flag, " '", command.output, "': expected a file name ending in .svg"),
+           "plot writes SVG only: name the file .svg (a browser opens it; an SVG converter makes a PNG of it)");
+}
+
+}  // namespace shardfit
