@@ -5,6 +5,7 @@
 // loop would otherwise index past its buffers or train on NaN without a word.
 #include "dist/checkpoint_io.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -13,6 +14,7 @@
 
 #include "dist/crc32c.h"
 #include "dist/history_writer.h"
+#include "dist/sharding.h"
 #include "kernels/error.h"
 #include "kernels/model.h"
 
@@ -50,6 +52,48 @@ void check_finite(const Values& values, const std::string& field, const fs::path
   if (bad >= 0) {
     fail_field(path, cat(field, "[", bad, "]"), values[static_cast<int>(bad)], "finite values",
                "the run had diverged when this checkpoint was written: resume from an earlier one, or start afresh");
+  }
+}
+
+// Rank `rank`'s samples in the first `steps_done` steps of an epoch: every step but the last holds a full global
+// batch, split alike each time; the last holds the remainder (ShardPlan's rule, without a loop over the steps).
+int64_t rank_share(const CheckpointExpectations& e, int rank, int64_t steps_done) {
+  const ShardPlan plan(e.train_count, e.global_batch, e.world_size, rank);
+  if (steps_done <= 0) return 0;
+  const int64_t full_steps = std::min(steps_done, plan.steps() - 1);
+  int64_t samples = full_steps > 0 ? full_steps * plan.slice(0).count : 0;
+  if (steps_done == plan.steps()) samples += plan.slice(plan.steps() - 1).count;
+  return samples;
+}
+
+// The epoch's loss and metrics are the saved sums divided by the saved counts: counts that do not match the steps
+// already trained (zeroed by hand, say) would give a NaN or a wrong epoch average with exit 0. step_in_epoch is
+// already known to be in range here, and every count a whole number >= 0.
+void check_sample_counts(const proto::Checkpoint& c, const CheckpointExpectations& e, const fs::path& path) {
+  if (e.sums_per_rank == 0) return;
+  const int64_t steps_done = c.step_in_epoch();
+  const std::string steps_text = steps_done == 0
+                                     ? cat("no step of epoch ", c.epoch() + 1, " trained yet")
+                                     : cat("steps 1 to ", steps_done, " of epoch ", c.epoch() + 1, " trained (",
+                                           e.train_count, " samples per epoch, batch_size ", e.global_batch, ")");
+  const char* hint = "the file was edited or written wrong: restore it from a copy, or move it away to start afresh";
+  const auto count_at = [&](int rank) {
+    return c.rank_epoch_sums(static_cast<int>((static_cast<size_t>(rank) + 1) * e.sums_per_rank - 1));
+  };
+  double total = 0.0;
+  for (int r = 0; r < e.world_size; ++r) total += count_at(r);
+  // steps_done <= steps, so steps_done * global_batch < train_count + global_batch: no overflow.
+  const int64_t expected_total = std::min(steps_done * e.global_batch, e.train_count);
+  if (total != static_cast<double>(expected_total)) {
+    fail_field(path, cat("rank_epoch_sums (sample counts of ranks 0 to ", e.world_size - 1, ", summed)"), total,
+               cat(expected_total, ", the samples of ", steps_text), hint);
+  }
+  for (int r = 0; r < e.world_size; ++r) {
+    const int64_t expected = rank_share(e, r, steps_done);
+    if (count_at(r) != static_cast<double>(expected)) {
+      fail_field(path, cat("rank_epoch_sums[", (static_cast<size_t>(r) + 1) * e.sums_per_rank - 1, "]"), count_at(r),
+                 cat(expected, ", rank ", r, "'s share of the samples of ", steps_text), hint);
+    }
   }
 }
 
@@ -140,17 +184,18 @@ void check_checkpoint(const proto::Checkpoint& c, const CheckpointExpectations& 
     fail_field(path, "epoch", c.epoch(), cat("epochs completed, 0 to ", e.epochs, " (the run's epochs)"),
                c.epoch() > e.epochs ? "raise --epochs to continue past the epochs already trained" : "");
   }
-  const int64_t last_step = c.epoch() == e.epochs ? 0 : e.steps_per_epoch;
+  const int64_t steps_per_epoch = ShardPlan(e.train_count, e.global_batch, e.world_size, 0).steps();
+  const int64_t last_step = c.epoch() == e.epochs ? 0 : steps_per_epoch;
   if (c.step_in_epoch() < 0 || c.step_in_epoch() > last_step) {
     fail_field(path, "step_in_epoch", c.step_in_epoch(),
-               cat("steps of epoch ", c.epoch() + 1, " completed, 0 to ", last_step, " (", e.steps_per_epoch,
+               cat("steps of epoch ", c.epoch() + 1, " completed, 0 to ", last_step, " (", steps_per_epoch,
                    " steps per epoch)"));
   }
   // epoch <= epochs and step <= steps: the product fits, as the run itself counts its steps in int64.
-  const int64_t global_step = c.epoch() * e.steps_per_epoch + c.step_in_epoch();
+  const int64_t global_step = c.epoch() * steps_per_epoch + c.step_in_epoch();
   if (c.global_step() != global_step) {
     fail_field(path, "global_step", c.global_step(),
-               cat(global_step, " (epoch ", c.epoch(), " x ", e.steps_per_epoch, " steps + step_in_epoch ",
+               cat(global_step, " (epoch ", c.epoch(), " x ", steps_per_epoch, " steps + step_in_epoch ",
                    c.step_in_epoch(), ")"));
   }
   if (c.history().epochs_size() > c.epoch()) {
@@ -200,6 +245,7 @@ void check_checkpoint(const proto::Checkpoint& c, const CheckpointExpectations& 
                  cat("rank ", r, "'s sample count, a whole number >= 0"));
     }
   }
+  check_sample_counts(c, e, path);
 }
 
 void load_checkpoint_weights(std::string_view bytes, const fs::path& path, Model& model) {
