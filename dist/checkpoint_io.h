@@ -21,10 +21,13 @@ inline constexpr uint64_t kCheckpointMagic = 0x313054504B434653ULL;
 
 // The bytes of checkpoint.pb for `checkpoint` (deterministic, so equal checkpoints give equal files).
 std::string encode_checkpoint(const proto::Checkpoint& checkpoint);
-// True when `bytes` start as encode_checkpoint's output does (field 1's tag, then the magic).
+// True when `bytes` start as a checkpoint file of any format version does (field 1's tag, then "SFCKPT"), so that
+// decode_checkpoint can say which version a file of another one is.
 bool looks_like_checkpoint(std::string_view bytes);
-// Verifies the magic and the checksum, then parses. Refuses, naming `path`: another kind of file, a checkpoint
-// of an earlier version (no checksum), a damaged one (checksum mismatch). Nothing is range-checked here.
+// Verifies the header, the length and the checksum, then parses. Refuses, naming `path` and telling apart: another
+// kind of file; a bare checkpoint of an earlier shardfit (no checksum); a checkpoint of another format version
+// (naming the version found and the one expected); a truncated one (the header or fewer bytes than the header
+// announces); a damaged one (checksum mismatch, or bytes past the announced end). Nothing is range-checked here.
 proto::Checkpoint decode_checkpoint(std::string_view bytes, const std::filesystem::path& path);
 
 // The whole file. Errors name the path: a folder, a file that cannot be read, an empty file.

@@ -137,6 +137,41 @@ TEST(CheckpointFile, TruncatedForeignAndOldFilesAreRefused) {
   EXPECT_TRUE(contains(zip, "is not a shardfit checkpoint")) << zip;
 }
 
+TEST(CheckpointFile, AnotherVersionATruncatedAndADamagedFileAreToldApart) {
+  const std::string bytes = encode_checkpoint(valid_checkpoint());
+  ASSERT_EQ(bytes.substr(7, 2), "01") << "the format version this shardfit writes";
+
+  // Another format version: named with the one expected (the checksum covers the contents only, so it still fits).
+  std::string v2 = bytes;
+  v2[8] = '2';
+  const std::string version = decode_error(v2);
+  EXPECT_TRUE(contains(version,
+                       "checkpoint 'ckpt/checkpoint.pb' is a checkpoint of format version '02': "
+                       "expected version '01'"))
+      << version;
+
+  // Cut anywhere after its first bytes, a checkpoint is called truncated, never "not a checkpoint".
+  for (size_t keep = 2; keep < bytes.size(); ++keep) {
+    const std::string message = decode_error(bytes.substr(0, keep));
+    ASSERT_TRUE(contains(message, "checkpoint 'ckpt/checkpoint.pb' is truncated (" + std::to_string(keep) + " bytes"))
+        << keep << ": " << message;
+  }
+  const std::string half = decode_error(bytes.substr(0, bytes.size() / 2));
+  EXPECT_TRUE(contains(half, "its header announces")) << half;
+
+  // Damaged: a payload byte changed (checksum mismatch), or bytes after the end the header announces.
+  std::string flipped = bytes;
+  flipped[bytes.size() - 20] ^= 0x01;
+  EXPECT_TRUE(contains(decode_error(flipped), "is damaged (stored CRC-32C 0x")) << decode_error(flipped);
+  const std::string longer = decode_error(bytes + "tail");
+  EXPECT_TRUE(contains(longer, "is damaged (4 bytes follow the end its header announces")) << longer;
+
+  // Not a checkpoint at all.
+  const std::string text = decode_error("these are notes, not a checkpoint");
+  EXPECT_TRUE(contains(text, "is not a shardfit checkpoint")) << text;
+  EXPECT_FALSE(contains(text, "truncated")) << text;
+}
+
 TEST(CheckpointFile, FolderAndEmptyFileAreNamedForWhatTheyAre) {
   testing::TempDir dir("ckpt_io");
   const fs::path folder = dir.path() / "checkpoint.pb";
