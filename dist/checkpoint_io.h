@@ -21,10 +21,13 @@ inline constexpr uint64_t kCheckpointMagic = 0x313054504B434653ULL;
 
 // The bytes of checkpoint.pb for `checkpoint` (deterministic, so equal checkpoints give equal files).
 std::string encode_checkpoint(const proto::Checkpoint& checkpoint);
-// True when `bytes` start as encode_checkpoint's output does (field 1's tag, then the magic).
+// True when `bytes` start as a checkpoint file of any format version does (field 1's tag, then "SFCKPT"), so that
+// decode_checkpoint can say which version a file of another one is.
 bool looks_like_checkpoint(std::string_view bytes);
-// Verifies the magic and the checksum, then parses. Refuses, naming `path`: another kind of file, a checkpoint
-// of an earlier version (no checksum), a damaged one (checksum mismatch). Nothing is range-checked here.
+// Verifies the header, the length and the checksum, then parses. Refuses, naming `path` and telling apart: another
+// kind of file; a bare checkpoint of an earlier shardfit (no checksum); a checkpoint of another format version
+// (naming the version found and the one expected); a truncated one (the header or fewer bytes than the header
+// announces); a damaged one (checksum mismatch, or bytes past the announced end). Nothing is range-checked here.
 proto::Checkpoint decode_checkpoint(std::string_view bytes, const std::filesystem::path& path);
 
 // The whole file. Errors name the path: a folder, a file that cannot be read, an empty file.
@@ -34,8 +37,9 @@ void write_checkpoint_file(const std::filesystem::path& path, const proto::Check
 
 // What the run that resumes expects of a checkpoint; everything the loop would index or divide with.
 struct CheckpointExpectations {
-  int64_t epochs = 0;           // the run's fit.epochs
-  int64_t steps_per_epoch = 0;  // optimizer steps per epoch for this data, batch size and rank count
+  int64_t epochs = 0;        // the run's fit.epochs
+  int64_t train_count = 0;   // training samples per epoch
+  int64_t global_batch = 0;  // fit.batch_size, all ranks together: with the two above, the ShardPlan of the run
   int world_size = 0;
   std::string fingerprint;  // model + optimizer + data shape summary (fit.cpp's)
   int64_t param_count = 0;
@@ -45,8 +49,9 @@ struct CheckpointExpectations {
 };
 
 // Range checks on every field that drives the loop, after decode_checkpoint's integrity check (a checksum proves
-// the file is what was written, not that what was written, or hand-edited and re-summed, makes sense). Errors read
-// "checkpoint 'PATH': field F = V: expected ...".
+// the file is what was written, not that what was written, or hand-edited and re-summed, makes sense). Each rank's
+// saved sample count must be that rank's share of the steps already trained in the epoch (the epoch's loss and
+// metrics are divided by them). Errors read "checkpoint 'PATH': field F = V: expected ...".
 void check_checkpoint(const proto::Checkpoint& checkpoint, const CheckpointExpectations& expected,
                       const std::filesystem::path& path);
 

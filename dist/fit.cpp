@@ -258,7 +258,8 @@ void Trainer::restore_from_checkpoint() {
     checkpoint = decode_checkpoint(bytes, path);
     CheckpointExpectations expected;
     expected.epochs = config_.epochs;
-    expected.steps_per_epoch = plan_->steps();
+    expected.train_count = plan_->train_count();
+    expected.global_batch = plan_->global_batch();
     expected.world_size = comm_.size();
     expected.fingerprint = fingerprint();
     expected.param_count = model_->param_count();

@@ -84,8 +84,27 @@ int write_probe_error(const fs::path& folder) {
   return 0;
 }
 
-// The folder `dir` can receive new files (see design note 2). what names the job field for the message.
-void check_writable_folder(const fs::path& dir, const std::string& what) {
+// A folder fit writes in: the job field that names it and when the run writes there (for the hint, so a user
+// knows how soon an unwritable folder would have failed).
+struct OutputFolder {
+  std::string field;
+  fs::path path;
+  std::string when;
+};
+
+// True when `inner` is `outer` or lies under it, comparing whole path components ("h7x" is not under "h7").
+bool is_within(const fs::path& inner, const fs::path& outer) {
+  auto in = inner.begin();
+  for (auto out = outer.begin(); out != outer.end(); ++out, ++in) {
+    if (out->empty()) continue;  // a trailing separator
+    if (in == inner.end() || *in != *out) return false;
+  }
+  return true;
+}
+
+// The folder `dir` can receive new files (see design note 2). what names the job field for the message, when says
+// when the run writes there.
+void check_writable_folder(const fs::path& dir, const std::string& what, const std::string& when) {
   std::error_code error;
   fs::path at = dir;
   while (!fs::exists(at, error)) {
@@ -104,7 +123,7 @@ void check_writable_folder(const fs::path& dir, const std::string& what) {
   const int err = write_probe_error(at);
   if (err != 0) {
     SF_FAIL(cat(what, " '", dir.string(), "': cannot write in '", at.string(), "': ", std::strerror(err)),
-            "fit writes there after every epoch: choose a folder this user can write, or fix its permissions");
+            cat(when, ": choose a folder this user can write, or fix its permissions"));
   }
 }
 
@@ -166,17 +185,18 @@ void check_outputs(const FitConfig& config, const proto::Job& job, const fs::pat
 
   // Outputs with a fixed name, and the folders they go to (each checked once, under the first field naming it).
   std::vector<NamedPath> files;
-  std::vector<std::pair<std::string, fs::path>> folders;
+  std::vector<OutputFolder> folders;
   std::vector<FilePattern> patterns;
   if (config.write_history) {
-    folders.emplace_back("outputs.history_dir", config.history_dir);
+    folders.push_back({"outputs.history_dir", config.history_dir, "fit writes the history there after every epoch"});
     for (const char* name : {"history.json", "run.json", "history.pb", "history.csv"}) {
       files.push_back(named(cat("outputs.history_dir's ", name), config.history_dir / name));
     }
     if (config.plot) files.push_back(named("outputs.history_dir's loss.svg", config.history_dir / "loss.svg"));
   }
   // Checked even when no periodic checkpoint is asked for: a stop signal writes one.
-  folders.emplace_back("outputs.checkpoint_dir", config.checkpoint_dir);
+  folders.push_back({"outputs.checkpoint_dir", config.checkpoint_dir,
+                     "fit writes checkpoint.pb there at each periodic checkpoint and when a stop signal arrives"});
   const NamedPath checkpoint = named("outputs.checkpoint_dir's checkpoint.pb", config.checkpoint_dir / "checkpoint.pb");
   files.push_back(checkpoint);
   if (!config.export_weights.empty()) {
@@ -186,18 +206,22 @@ void check_outputs(const FitConfig& config, const proto::Job& job, const fs::pat
             ? "outputs.export_weights"
             : "the final weights file (outputs.export_weights, default <history_dir>/weights.npz)";
     files.push_back(named(field, config.export_weights));
-    folders.emplace_back(field + "'s folder", config.export_weights.parent_path());
+    folders.push_back({field + "'s folder", config.export_weights.parent_path(),
+                       "fit writes the final weights there once, after the last epoch"});
   }
   for (int i = 0; i < job.callbacks_size(); ++i) {
     const proto::Callback& c = job.callbacks(i);
     std::string field;
     fs::path path;
+    std::string when;
     if (c.has_model_checkpoint() && !c.model_checkpoint().filepath().empty()) {
       field = cat("callbacks[", i, "].model_checkpoint.filepath");
       path = c.model_checkpoint().filepath();
+      when = "ModelCheckpoint saves the weights there at the end of an epoch";
     } else if (c.has_csv_logger() && !c.csv_logger().filename().empty()) {
       field = cat("callbacks[", i, "].csv_logger.filename");
       path = c.csv_logger().filename();
+      when = "CSVLogger appends a row there after every epoch";
     } else {
       continue;
     }
@@ -205,12 +229,12 @@ void check_outputs(const FitConfig& config, const proto::Job& job, const fs::pat
     const size_t brace = text.find('{');
     if (brace == std::string::npos) {
       files.push_back(named(field, path));
-      folders.emplace_back(field + "'s folder", path.parent_path());
+      folders.push_back({field + "'s folder", path.parent_path(), when});
     } else {
       // The folder is the part before the first field; a field inside a folder name is checked from there on.
       const fs::path prefix(text.substr(0, brace));
       const fs::path folder = text.find('/', brace) == std::string::npos ? path.parent_path() : prefix.parent_path();
-      folders.emplace_back(field + "'s folder", folder);
+      folders.push_back({field + "'s folder", folder, when});
       if (text.find('/', brace) == std::string::npos) {
         patterns.push_back({field, named(field, folder).canonical, path.filename().string()});
       }
@@ -231,9 +255,21 @@ void check_outputs(const FitConfig& config, const proto::Job& job, const fs::pat
                    ": two outputs would overwrite each other"),
                "give each output a path of its own");
     }
+    // A file where another output needs a folder: the folder's writer would create it (or the file would land
+    // on it) only after training, too late to say so.
+    for (const OutputFolder& folder : folders) {
+      if (folder.path.empty()) continue;
+      const NamedPath dir = named(folder.field, folder.path);
+      SF_CHECK(!is_within(dir.canonical, files[i].canonical),
+               cat(files[i].name, " ", shown(files[i]),
+                   dir.canonical == files[i].canonical ? " is also the folder " : " would have to be a folder for ",
+                   folder.field, " ", shown(dir), ": one path cannot be both a file and a folder"),
+               "give each output a path of its own");
+    }
     std::error_code error;
     SF_CHECK(!fs::is_directory(files[i].path, error),
-             cat(files[i].name, " ", shown(files[i]), " is a folder: expected a file path"));
+             cat(files[i].name, " ", shown(files[i]), " is a folder: expected a file path"),
+             "name a file, inside that folder if that is where it belongs");
   }
   for (const FilePattern& pattern : patterns) {
     const std::regex re = pattern_regex(pattern.file_name);
@@ -256,7 +292,9 @@ void check_outputs(const FitConfig& config, const proto::Job& job, const fs::pat
   }
 
   // 3.: every folder can be written now, not after the first epoch.
-  for (const auto& [what, folder] : folders) check_writable_folder(folder.empty() ? fs::path(".") : folder, what);
+  for (const OutputFolder& folder : folders) {
+    check_writable_folder(folder.path.empty() ? fs::path(".") : folder.path, folder.field, folder.when);
+  }
 
   // 4.: a fresh run that writes checkpoints does not destroy another run's. (A run with periodic checkpoints off,
   // such as a benchmark, writes one only when a stop signal arrives.)

@@ -31,7 +31,8 @@ constexpr int64_t kParams = 6;
 CheckpointExpectations expectations() {
   CheckpointExpectations e;
   e.epochs = 5;
-  e.steps_per_epoch = 10;
+  e.train_count = 75;  // batch 8: 10 steps per epoch, the last of 3 samples (2 on rank 0, 1 on rank 1)
+  e.global_batch = 8;
   e.world_size = 2;
   e.fingerprint = "the job";
   e.param_count = kParams;
@@ -136,6 +137,41 @@ TEST(CheckpointFile, TruncatedForeignAndOldFilesAreRefused) {
   EXPECT_TRUE(contains(zip, "is not a shardfit checkpoint")) << zip;
 }
 
+TEST(CheckpointFile, AnotherVersionATruncatedAndADamagedFileAreToldApart) {
+  const std::string bytes = encode_checkpoint(valid_checkpoint());
+  ASSERT_EQ(bytes.substr(7, 2), "01") << "the format version this shardfit writes";
+
+  // Another format version: named with the one expected (the checksum covers the contents only, so it still fits).
+  std::string v2 = bytes;
+  v2[8] = '2';
+  const std::string version = decode_error(v2);
+  EXPECT_TRUE(contains(version,
+                       "checkpoint 'ckpt/checkpoint.pb' is a checkpoint of format version '02': "
+                       "expected version '01'"))
+      << version;
+
+  // Cut anywhere after its first bytes, a checkpoint is called truncated, never "not a checkpoint".
+  for (size_t keep = 2; keep < bytes.size(); ++keep) {
+    const std::string message = decode_error(bytes.substr(0, keep));
+    ASSERT_TRUE(contains(message, "checkpoint 'ckpt/checkpoint.pb' is truncated (" + std::to_string(keep) + " bytes"))
+        << keep << ": " << message;
+  }
+  const std::string half = decode_error(bytes.substr(0, bytes.size() / 2));
+  EXPECT_TRUE(contains(half, "its header announces")) << half;
+
+  // Damaged: a payload byte changed (checksum mismatch), or bytes after the end the header announces.
+  std::string flipped = bytes;
+  flipped[bytes.size() - 20] ^= 0x01;
+  EXPECT_TRUE(contains(decode_error(flipped), "is damaged (stored CRC-32C 0x")) << decode_error(flipped);
+  const std::string longer = decode_error(bytes + "tail");
+  EXPECT_TRUE(contains(longer, "is damaged (4 bytes follow the end its header announces")) << longer;
+
+  // Not a checkpoint at all.
+  const std::string text = decode_error("these are notes, not a checkpoint");
+  EXPECT_TRUE(contains(text, "is not a shardfit checkpoint")) << text;
+  EXPECT_FALSE(contains(text, "truncated")) << text;
+}
+
 TEST(CheckpointFile, FolderAndEmptyFileAreNamedForWhatTheyAre) {
   testing::TempDir dir("ckpt_io");
   const fs::path folder = dir.path() / "checkpoint.pb";
@@ -197,10 +233,13 @@ TEST(CheckpointRanges, AValidCheckpointPasses) {
   end.set_epoch(5);
   end.set_step_in_epoch(0);
   end.set_global_step(50);
+  for (int i = 0; i < end.rank_epoch_sums_size(); ++i) end.set_rank_epoch_sums(i, 0.0);  // a new epoch: no sums yet
   EXPECT_EQ(range_error(end), "no error");
   proto::Checkpoint signal = valid_checkpoint();  // a signal at the last step: the whole epoch trained
   signal.set_step_in_epoch(10);
   signal.set_global_step(30);
+  signal.set_rank_epoch_sums(2, 9 * 4 + 2);  // 9 full batches of 4 per rank, then 2 of the last 3 samples
+  signal.set_rank_epoch_sums(5, 9 * 4 + 1);
   EXPECT_EQ(range_error(signal), "no error");
   proto::Checkpoint zero_rate = valid_checkpoint();  // a cosine schedule ends at 0
   zero_rate.mutable_optimizer()->set_learning_rate(0.0F);
@@ -258,6 +297,32 @@ TEST(CheckpointRanges, EachFieldThatDrivesTheLoopIsChecked) {
       {"negative sample count", [](auto& c) { c.set_rank_epoch_sums(5, -16.0); },
        "field rank_epoch_sums[5] = -16: expected rank 1's sample count"},
       {"fractional sample count", [](auto& c) { c.set_rank_epoch_sums(2, 15.5); }, "field rank_epoch_sums[2] = 15.5"},
+      {"zeroed sample counts",
+       [](auto& c) {
+         c.set_rank_epoch_sums(2, 0.0);
+         c.set_rank_epoch_sums(5, 0.0);
+       },
+       "field rank_epoch_sums (sample counts of ranks 0 to 1, summed) = 0: expected 32, the samples of steps 1 to 4 "
+       "of epoch 3 trained (75 samples per epoch, batch_size 8)"},
+      {"the last step with a full epoch's counts missing",
+       [](auto& c) {
+         c.set_step_in_epoch(10);
+         c.set_global_step(30);
+       },
+       "field rank_epoch_sums (sample counts of ranks 0 to 1, summed) = 32: expected 75"},
+      {"counts moved between ranks",
+       [](auto& c) {
+         c.set_rank_epoch_sums(2, 20.0);
+         c.set_rank_epoch_sums(5, 12.0);
+       },
+       "field rank_epoch_sums[2] = 20: expected 16, rank 0's share of the samples of steps 1 to 4 of epoch 3"},
+      {"counts at an epoch boundary",
+       [](auto& c) {
+         c.set_step_in_epoch(0);
+         c.set_global_step(20);
+         c.mutable_optimizer()->set_iterations(20);
+       },
+       "expected 0, the samples of no step of epoch 3 trained yet"},
       {"rank count", [](auto& c) { c.set_world_size(4); }, "was written by 4 ranks, this run has 2"},
       {"another job", [](auto& c) { c.set_job_fingerprint("other"); }, "belongs to a different job"},
   };

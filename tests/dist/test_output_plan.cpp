@@ -32,6 +32,14 @@ class OutputPlanTest : public ::testing::Test {
   // The job (data x.npy / y.npy plus `extra`) resolved against dir(), as fit sees it; the message of the Error
   // check_outputs throws, or "" when it accepts the plan.
   std::string check(const std::string& extra, void (*adjust)(FitConfig&) = nullptr) {
+    return check_error(extra, adjust).what;
+  }
+
+  struct Refusal {
+    std::string what;  // "" when the plan is accepted
+    std::string hint;
+  };
+  Refusal check_error(const std::string& extra, void (*adjust)(FitConfig&) = nullptr) {
     proto::Job job = parse_job_text(
         R"(model { layers { dense { units: 2 } } } loss: "mse" data { train { x { path: "x.npy" } y { path: "y.npy" } } } )" +
             extra,
@@ -43,9 +51,9 @@ class OutputPlanTest : public ::testing::Test {
     try {
       check_outputs(config, job, dir());
     } catch (const Error& e) {
-      return e.what();
+      return {e.what(), e.hint()};
     }
-    return "";
+    return {};
   }
 
  private:
@@ -141,6 +149,58 @@ TEST_F(OutputPlanTest, FoldersUnderARegularFileAndFilesThatAreFoldersAreRefused)
   fs::create_directories(dir() / "folder.npz");
   const std::string folder = check(R"(outputs { export_weights: "folder.npz" })");
   EXPECT_NE(folder.find("is a folder: expected a file path"), std::string::npos) << folder;
+}
+
+TEST_F(OutputPlanTest, AFileWhereAnotherOutputNeedsAFolderIsRefused) {
+  // Neither exists yet: without this check the whole fit trains, then the weights cannot be renamed onto the
+  // history folder.
+  const std::string same = check(R"(outputs { history_dir: "h7" export_weights: "h7" })");
+  EXPECT_NE(same.find(shardfit::cat("outputs.export_weights '", (dir() / "h7").string(),
+                                    "' is also the folder outputs.history_dir")),
+            std::string::npos)
+      << same;
+  // The file is a folder above another output's folder.
+  const std::string above = check(R"(outputs { checkpoint_dir: "out/ck" }
+                                     callbacks { csv_logger { filename: "out" } })");
+  EXPECT_NE(above.find("callbacks[0].csv_logger.filename"), std::string::npos) << above;
+  EXPECT_NE(above.find("would have to be a folder for outputs.checkpoint_dir"), std::string::npos) << above;
+  const std::string checkpoint = check(R"(outputs { checkpoint_dir: "ck/run1" export_weights: "ck" })");
+  EXPECT_NE(checkpoint.find("outputs.export_weights"), std::string::npos) << checkpoint;
+  EXPECT_NE(checkpoint.find("outputs.checkpoint_dir"), std::string::npos) << checkpoint;
+  const std::string patterned = check(R"(outputs { export_weights: "ck" }
+                                         callbacks { model_checkpoint { filepath: "ck/w.{epoch:02d}.npz" } })");
+  EXPECT_NE(patterned.find("callbacks[0].model_checkpoint.filepath's folder"), std::string::npos) << patterned;
+  // A name that merely starts like the folder is another path.
+  EXPECT_EQ(check(R"(outputs { history_dir: "h7" export_weights: "h7x" })"), "");
+  EXPECT_FALSE(fs::exists(dir() / "h7"));
+}
+
+TEST_F(OutputPlanTest, EachUnwritableFolderHintSaysWhenThatOutputIsWritten) {
+  // /proc takes no new files, whoever runs the test (root included).
+  const std::string unwritable = "/proc/shardfit-output-plan-test";
+  const struct {
+    std::string extra;
+    std::string field;
+    std::string when;
+  } cases[] = {
+      {cat(R"(outputs { history_dir: ")", unwritable, R"(" export_weights: "w.npz" })"), "outputs.history_dir",
+       "after every epoch"},
+      {cat(R"(outputs { checkpoint_dir: ")", unwritable, R"(" })"), "outputs.checkpoint_dir",
+       "when a stop signal arrives"},
+      {cat(R"(outputs { export_weights: ")", unwritable, R"(/w.npz" })"), "outputs.export_weights's folder",
+       "once, after the last epoch"},
+      {cat(R"(callbacks { model_checkpoint { filepath: ")", unwritable, R"(/w.npz" } })"),
+       "callbacks[0].model_checkpoint.filepath's folder", "at the end of an epoch"},
+      {cat(R"(callbacks { csv_logger { filename: ")", unwritable, R"(/log.csv" } })"),
+       "callbacks[0].csv_logger.filename's folder", "after every epoch"},
+  };
+  for (const auto& c : cases) {
+    const Refusal refusal = check_error(c.extra);
+    EXPECT_NE(refusal.what.find(c.field + " '" + unwritable), std::string::npos) << c.extra << "\n" << refusal.what;
+    EXPECT_NE(refusal.hint.find(c.when), std::string::npos) << c.extra << "\n" << refusal.hint;
+  }
+  const Refusal weights = check_error(cat(R"(outputs { export_weights: ")", unwritable, R"(/w.npz" })"));
+  EXPECT_EQ(weights.hint.find("every epoch"), std::string::npos) << "export_weights is written once\n" << weights.hint;
 }
 
 TEST_F(OutputPlanTest, HistoryFilesAreNotCheckedWhenNotWritten) {

@@ -170,6 +170,46 @@ TEST_F(ModelStateTest, HandEditedFieldsAreRefusedNamingTheField) {
   EXPECT_EQ(resumed.exit_code, 0) << describe(resumed);
 }
 
+TEST_F(ModelStateTest, SampleCountsThatDoNotMatchTheStepAreRefused) {
+  // The checkpoint of the end of epoch 2, edited into "epoch 2, all 3 steps trained" with its (zero) per-rank sums
+  // kept: the epoch's loss would be 0 / 0. Re-summed, so only the count check can catch it.
+  const fs::path checkpoint = trained();
+  shardfit::proto::Checkpoint edited = shardfit::decode_checkpoint(read_bytes(checkpoint), checkpoint);
+  ASSERT_EQ(edited.epoch(), 2);
+  ASSERT_EQ(edited.step_in_epoch(), 0);
+  const int sums_per_rank = edited.rank_epoch_sums_size() / kRanks;  // loss, accuracy, count
+  ASSERT_EQ(sums_per_rank, 3);
+  const int64_t steps = edited.global_step() / 2;
+  edited.set_epoch(1);
+  edited.set_step_in_epoch(steps);
+  edited.set_global_step(2 * steps);
+  edited.mutable_history()->mutable_epochs()->RemoveLast();
+  write_text(checkpoint, shardfit::encode_checkpoint(edited));
+  const Launch launch = run({"fit", "job.pbtxt", "--resume", "--epochs", "2"});
+  const std::string message = expect_refused_on_every_rank(launch, "zeroed sample counts at the last step");
+  EXPECT_TRUE(contains(message, kShown +
+                                    ": field rank_epoch_sums (sample counts of ranks 0 to 1, summed) = 0: "
+                                    "expected " +
+                                    std::to_string(kRows)))
+      << message;
+  EXPECT_FALSE(fs::exists(dir_ / "history" / "history.json") &&
+               contains(read_bytes(dir_ / "history" / "history.json"), "NaN"))
+      << "no NaN history was written";
+
+  // The same step with each rank's true share (half the rows each) and some loss resumes and finishes epoch 2.
+  for (int r = 0; r < kRanks; ++r) {
+    edited.set_rank_epoch_sums(r * sums_per_rank, 2.5 * kRows / kRanks);       // loss sum
+    edited.set_rank_epoch_sums(r * sums_per_rank + 1, 0.25 * kRows / kRanks);  // accuracy sum
+    edited.set_rank_epoch_sums(r * sums_per_rank + 2, static_cast<double>(kRows / kRanks));
+  }
+  write_text(checkpoint, shardfit::encode_checkpoint(edited));
+  const Launch resumed = run({"fit", "job.pbtxt", "--resume", "--epochs", "2"}, Watch::kPlain);
+  EXPECT_EQ(resumed.exit_code, 0) << describe(resumed);
+  const std::string history = read_bytes(dir_ / "history" / "history.json");
+  EXPECT_TRUE(contains(history, "2.5")) << "epoch 2's loss is the saved sums' mean\n" << history;
+  EXPECT_FALSE(contains(history, "NaN") || contains(history, "nan")) << history;
+}
+
 TEST_F(ModelStateTest, ACheckpointThatIsAFolderIsCalledOne) {
   const fs::path checkpoint = trained();
   fs::remove(checkpoint);
