@@ -94,7 +94,10 @@ std::string share_of(double ratio) {
 
 // "fell 36.9% (0.5000 -> 0.3155)": a change and the two values it is the change between.
 std::string change_between(double from, double to) {
-  return change_text(relative_change(from, to)) + " (" + format_value(from) + " -> " + format_value(to) + ")";
+  const double change = relative_change(from, to);
+  const std::string values = "(" + format_value(from) + " -> " + format_value(to) + ")";
+  if (std::fabs(change) < 0.0005) return "was flat " + values;
+  return (change < 0 ? "fell " : "rose ") + percent(std::fabs(change)) + " " + values;
 }
 
 // A verdict without curves to read: no best epoch, no numbers.
