@@ -52,9 +52,11 @@ constexpr double kWorseThanChance = 1.0;
 // A training loss that ends this far above the chance level is worse than any guess: the weights blew up (too large a
 // learning rate, unscaled inputs), which is no under- or overfitting.
 constexpr double kDivergedOverChance = 10.0;
-// A training loss that ends more than this much above its value at the best val_loss's epoch has stopped fitting the
-// training set: unstable or diverging training, not overfitting (which needs the training loss to keep falling).
-// Well above the epoch-to-epoch noise of an epoch's mean loss.
+// A training loss that ends more than this much above its value at the best val_loss's epoch, and has climbed back by
+// more than this share of what it had fallen up to that epoch, has stopped fitting the training set: unstable or
+// diverging training, not overfitting (which needs the training loss to stay down while val_loss turns). The first
+// is well above the noise of an epoch's mean loss; the second keeps a loss near zero that wobbles from 0.0010 to
+// 0.0013 after falling from 2.0 (a relative rise of 30%, an absolute one of nothing) from being read as one.
 constexpr double kTrainRose = 0.10;
 // Without one: a loss that fell less than 30% from its first epoch barely moved. The first epoch's loss is already
 // an average over a moving model, so a model that learns at all is usually far below it by the end.
@@ -283,7 +285,13 @@ proto::Diagnosis diagnose(const proto::History& history) {
                           " (worse than any guess); lower the learning rate (or scale the inputs)");
     return diagnosis;
   }
-  if (train_change > kTrainRose) {
+  // How much of its fall up to the best epoch the training loss gave back by the end (<= 0: none).
+  const double train_fall_to_best = train_first - train_at_best;
+  const double train_given_back = train_fall_to_best > 0 ? (train_end - train_at_best) / train_fall_to_best
+                                                         : (train_end > train_at_best ? 1.0 : 0.0);
+  numbers["loss_change_to_best"] = relative_change(train_first, train_at_best);
+  numbers["loss_rise_over_fall"] = train_given_back;
+  if (train_change > kTrainRose && train_given_back > kTrainRose) {
     diagnosis.set_verdict("diverging");
     diagnosis.set_summary("diverging: the training loss rose " + percent(train_change) + " (" +
                           format_value(train_at_best) + " -> " + format_value(train_end) + ") after the " + best_text +
@@ -340,9 +348,9 @@ proto::Diagnosis diagnose(const proto::History& history) {
 
   // Rising: val_loss climbed above its best. Stalled: val_loss sat at its floor (within kPlateauBand of the best)
   // from an epoch that is not late while the training loss kept falling.
-  // Overfitting is the training loss still falling while val_loss turns: a rise with a training loss that did not
-  // fall is not it (one that rose more than kTrainRose is diverging, above).
-  const bool rose = !late && val_rise > kOverfitRise && train_change < 0;
+  // Overfitting is the training loss staying down (falling, or level at its low) while val_loss turns; one that
+  // climbed back up is diverging, above.
+  const bool rose = !late && val_rise > kOverfitRise;
   // A stall needs val_loss to have stopped improving: when the last validated epoch holds the best val_loss, no
   // earlier epoch's weights were better, so "overfitting from epoch N" would point the user at worse weights (and
   // there is no epoch after the best to measure a stall on).
@@ -354,9 +362,16 @@ proto::Diagnosis diagnose(const proto::History& history) {
     diagnosis.set_overfitting_from_epoch(from);
     numbers["overfitting_from_epoch"] = static_cast<double>(from);
     if (rose) {
+      // "while loss fell 92.6% (0.1753 -> 0.0130)"; a training loss that did not fall further is level at the low it
+      // had reached (a rise beyond noise is diverging, above): say that, and how far it had come down.
+      const std::string train_text = train_change < 0
+                                         ? "loss " + change_between(train_at_best, train_end)
+                                         : "loss stayed near its low (" + format_value(train_at_best) + " -> " +
+                                               format_value(train_end) + ") after falling " +
+                                               percent(-relative_change(train_first, train_at_best)) + " (" +
+                                               format_value(train_first) + " -> " + format_value(train_at_best) + ")";
       diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": " + best_text +
-                            ", then val_loss rose to " + end_text + " while loss " + change_text(train_change) + " (" +
-                            format_value(train_at_best) + " -> " + format_value(train_end) + ")");
+                            ", then val_loss rose to " + end_text + " while " + train_text);
     } else {
       diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": val_loss reached its floor at epoch " +
                             epoch_text(plateau_epoch) + " (within " + percent(kPlateauBand) + " of the " + best_text +
@@ -378,11 +393,10 @@ proto::Diagnosis diagnose(const proto::History& history) {
   diagnosis.set_verdict("good_fit");
   std::string summary = "good fit: " + best_text;
   if (end_window > 0) {
-    // "stayed at" unless it rose by more than noise (possible only with a training loss that did not fall, which
-    // is not overfitting).
+    // "stayed at" unless it rose by more than noise, which is possible here only after a late best (too few epochs
+    // after it to call the turn).
     summary += std::string("; after it val_loss ") + (val_rise > kOverfitRise ? "rose to " : "stayed at ") + end_text +
-               " while loss " + change_text(train_change) + " (" + format_value(train_at_best) + " -> " +
-               format_value(train_end) + ")";
+               " while loss " + change_between(train_at_best, train_end);
   } else {
     summary += "; " + tail_text;  // the best is the last epoch: the trends up to it say it has levelled off
   }
