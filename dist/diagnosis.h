@@ -10,7 +10,7 @@
 namespace shardfit {
 
 // The rule, its thresholds and why each is what it is: docs/verdict.md. In short, on the epochs that have val_loss:
-//   diverging         a NaN/inf loss or val_loss; or the training loss ended above 10x the chance level, or more than
+//   diverging         a NaN/inf loss or val_loss; or the training loss ended above 3x the chance level, or more than
 //                     10% above its value at the best val_loss's epoch (it did not come down: lower the learning rate);
 //   undetermined      no epochs, no val_loss, or fewer than 3 epochs of it;
 //   underfitting      train loss and best val_loss both stay high: near the chance level of cross-entropy, or less

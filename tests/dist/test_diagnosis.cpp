@@ -403,7 +403,7 @@ TEST(Diagnosis, TrainingLossRisingIsDivergingNotOverfitting) {
 
 TEST(Diagnosis, FarAboveTheChanceLevelIsDivergingNotUnderfitting) {
   // A run whose loss blew up to 5.5e8 within its first epoch and stayed there, with 10 classes (chance ln 10): it was
-  // "underfitting: ... (23977505555.3% and ... of it)". A loss ten times the chance level is worse than any guess.
+  // "underfitting: ... (23977505555.3% and ... of it)". A training loss 3x the chance level is worse than any guess.
   proto::History history =
       make_history({6.0e8, 5.6e8, 5.5e8, 5.5e8, 5.5e8, 5.5e8}, {6.1e8, 5.7e8, 5.6e8, 5.6e8, 5.6e8, 5.6e8});
   history.mutable_params()->set_loss("sparse_categorical_crossentropy");
@@ -415,6 +415,19 @@ TEST(Diagnosis, FarAboveTheChanceLevelIsDivergingNotUnderfitting) {
   EXPECT_NE(d.summary().find("learning rate"), std::string::npos) << d.summary();
   EXPECT_EQ(std::regex_search(d.summary(), std::regex("[0-9]{4,}\\.[0-9]%")), false) << d.summary();
   expect_summary_numbers_in_map(d);
+
+  // The digits MLP (examples/digits/mlp.pbtxt) with SGD at learning rate 50, 8 epochs on 2 ranks: a first epoch at
+  // 57000x the chance level, then about 9x. It was "underfitting: ... (927.3% of it and 748.5% of it); ... more epochs
+  // may help".
+  proto::History lr50 = make_history({132267.0457, 30.5782, 22.5719, 25.6054, 18.7128, 22.5845, 20.3578, 21.3517},
+                                     {38.4954, 23.5074, 31.1105, 21.1003, 19.8921, 22.9892, 27.7583, 17.2341});
+  *lr50.mutable_params() = history.params();
+  const proto::Diagnosis blown = diagnose(lr50);
+  EXPECT_EQ(blown.verdict(), "diverging") << blown.summary();
+  EXPECT_NE(blown.summary().find("loss ended at 21.3517, 927.3% of the chance level 2.3026"), std::string::npos)
+      << blown.summary();
+  EXPECT_EQ(blown.summary().find("more epochs"), std::string::npos) << blown.summary();
+  expect_summary_numbers_in_map(blown);
 
   // Near chance, with a val_loss far above it, is underfitting as before; the val_loss is then given as a ratio.
   proto::History high_val = make_history(decay(10, 2.1, 0.3, 2), decay(10, 60.0, 5.0, 2));
