@@ -22,7 +22,8 @@ constexpr int kMinValEpochs = 3;
 // "Late" = the last 20% of the validated epochs (at least the last one): a best there means the curve had no time to
 // turn, so it cannot be called overfitting, and if it is still falling more epochs would help.
 constexpr double kLateFraction = 0.2;
-// The end slope of val_loss is fitted over the late epochs but at least this many: fewer and one noisy epoch decides.
+// "The end of the run" for still improving is the late epochs but at least this many, so that the change read between
+// its first and last epoch spans more than one epoch's noise.
 constexpr int kMinTailEpochs = 5;
 // val_loss after the best is averaged over at most this many of the last validated epochs, so one noisy epoch at
 // the end neither makes nor hides a rise.
@@ -33,9 +34,12 @@ constexpr double kOverfitRise = 0.10;
 // The training loss falling this much more (relative to its value at the best epoch) while val_loss stalls is the
 // other half of the textbook picture: the model keeps fitting the training set and the validation set does not follow.
 constexpr double kTrainStillFalling = 0.20;
-// val_loss and loss both falling this much over the last 20% of the validated epochs, by least-squares lines, =
-// still improving: at that rate a run 25% longer buys another 5%. Measured over a share of the run rather than per
-// epoch, so the threshold means the same for 10 epochs and for 1000.
+// val_loss and loss both falling this much over the last 20% of the validated epochs (from the first of them to the
+// last, the values plotted) = still improving: at that rate a run 25% longer buys another 5%. Measured over a share of
+// the run rather than per epoch, so the threshold means the same for 10 epochs and for 1000. Two plotted values rather
+// than a fitted line, so that the printed change is one a user can redo from the plot (a line through a curve that
+// drops steeply and levels off ends below zero: "fell 125%"); requiring the nearly noise-free training loss to fall
+// too keeps one noisy val_loss from deciding.
 constexpr double kStillImprovingFall = 0.05;
 // val_loss within this much (relative) of its best counts as having reached its floor. On a flat stretch the
 // position of the single lowest point is noise; the stall is measured from where the floor was first reached.
@@ -45,6 +49,18 @@ constexpr double kNearChance = 0.8;
 // A best val_loss at or above the chance level is no better than guessing on the validation data. When the training
 // loss is meanwhile well below chance (not underfitting), what the model learned does not carry over at all.
 constexpr double kWorseThanChance = 1.0;
+// A training loss that ends this far above the chance level is confidently wrong on the very data it trains on: the
+// weights blew up (too large a learning rate, unscaled inputs), which is no under- or overfitting. Predicting the
+// class frequencies scores at most the chance level and a freshly initialised model sits near it (1.1x on digits), so
+// a model that merely learned nothing stays well below 3x; the digits MLP at learning rate 50 ends at 9.3x after a
+// first epoch at 57000x, and was read as "underfitting ... more epochs may help" with a threshold of 10x.
+constexpr double kDivergedOverChance = 3.0;
+// A training loss that ends more than this much above its value at the best val_loss's epoch, and has climbed back by
+// more than this share of what it had fallen up to that epoch, has stopped fitting the training set: unstable or
+// diverging training, not overfitting (which needs the training loss to stay down while val_loss turns). The first
+// is well above the noise of an epoch's mean loss; the second keeps a loss near zero that wobbles from 0.0010 to
+// 0.0013 after falling from 2.0 (a relative rise of 30%, an absolute one of nothing) from being read as one.
+constexpr double kTrainRose = 0.10;
 // Without one: a loss that fell less than 30% from its first epoch barely moved. The first epoch's loss is already
 // an average over a moving model, so a model that learns at all is usually far below it by the end.
 constexpr double kBarelyMoved = 0.3;
@@ -53,6 +69,9 @@ struct Point {
   std::int64_t epoch;  // 0-based
   double value;
 };
+
+// (to - from) / |from|; 0 when `from` is 0 (no scale to be relative to).
+double relative_change(double from, double to) { return from != 0 ? (to - from) / std::fabs(from) : 0.0; }
 
 // A relative change as a percentage with one decimal: 0.3691 -> "36.9%".
 std::string percent(double fraction) {
@@ -69,44 +88,35 @@ std::string change_text(double change) {
 
 std::string epoch_text(std::int64_t epoch) { return std::to_string(epoch + 1); }
 
-// The least-squares line through points [begin, end) as a relative change: (line at the last epoch - line at the
-// first) / |line at the first|. A fitted line rather than the two end points, so that one noisy epoch does not decide.
-double fitted_change(const std::vector<Point>& points, std::size_t begin, std::size_t end) {
-  const double count = static_cast<double>(end - begin);
-  double mean_x = 0;
-  double mean_y = 0;
-  for (std::size_t i = begin; i < end; ++i) {
-    mean_x += static_cast<double>(points[i].epoch);
-    mean_y += points[i].value;
-  }
-  mean_x /= count;
-  mean_y /= count;
-  double sxy = 0;
-  double sxx = 0;
-  for (std::size_t i = begin; i < end; ++i) {
-    const double dx = static_cast<double>(points[i].epoch) - mean_x;
-    sxy += dx * (points[i].value - mean_y);
-    sxx += dx * dx;
-  }
-  if (sxx <= 0) return 0.0;
-  const double slope = sxy / sxx;
-  const double first = mean_y + slope * (static_cast<double>(points[begin].epoch) - mean_x);
-  const double last = mean_y + slope * (static_cast<double>(points[end - 1].epoch) - mean_x);
-  return first != 0 ? (last - first) / std::fabs(first) : 0.0;
+// A value relative to the chance level, followed by "it" / "the chance level": "91.2% of" below 10x; beyond that a
+// percentage reads badly ("23977505555.3% of it"), so a ratio: "26.1 x", "2.4e+08 x".
+std::string share_of(double ratio) {
+  if (std::fabs(ratio) < 10) return percent(ratio) + " of";
+  char text[64];
+  std::snprintf(text, sizeof text, std::fabs(ratio) < 1000 ? "%.1f x" : "%.1e x", ratio);
+  return text;
 }
 
-// (to - from) / |from|; 0 when `from` is 0 (no scale to be relative to).
-double relative_change(double from, double to) { return from != 0 ? (to - from) / std::fabs(from) : 0.0; }
+// "fell 36.9% (0.5000 -> 0.3155)": a change and the two values it is the change between.
+std::string change_between(double from, double to) {
+  const double change = relative_change(from, to);
+  const std::string values = "(" + format_value(from) + " -> " + format_value(to) + ")";
+  if (std::fabs(change) < 0.0005) return "was flat " + values;
+  return (change < 0 ? "fell " : "rose ") + percent(std::fabs(change)) + " " + values;
+}
 
-proto::Diagnosis undetermined(const std::string& why) {
+// A verdict without curves to read: no best epoch, no numbers.
+proto::Diagnosis without_curves(const std::string& verdict, const std::string& summary) {
   proto::Diagnosis diagnosis;
-  diagnosis.set_verdict("undetermined");
+  diagnosis.set_verdict(verdict);
   diagnosis.set_best_epoch(-1);
   diagnosis.set_best_val_loss(std::numeric_limits<double>::quiet_NaN());
   diagnosis.set_overfitting_from_epoch(-1);
-  diagnosis.set_summary("undetermined: " + why);
+  diagnosis.set_summary(summary);
   return diagnosis;
 }
+
+proto::Diagnosis undetermined(const std::string& why) { return without_curves("undetermined", "undetermined: " + why); }
 
 }  // namespace
 
@@ -127,10 +137,12 @@ proto::Diagnosis diagnose(const proto::History& history) {
     for (const char* key : {"loss", "val_loss"}) {
       const auto found = record.values().find(key);
       if (found == record.values().end()) continue;
-      // A diverged run has no curve to read; say where it broke instead of judging what came before.
+      // A NaN / infinite loss is the end of a diverged run: say so and where it broke rather than judge the curve
+      // before it.
       if (!std::isfinite(found->second)) {
-        return undetermined(std::string(key) + " is " + format_value(found->second) + " at epoch " +
-                            epoch_text(record.epoch()));
+        return without_curves("diverging", "diverging: " + std::string(key) + " is " + format_value(found->second) +
+                                               " at epoch " + epoch_text(record.epoch()) +
+                                               "; lower the learning rate (or scale the inputs)");
       }
       (key[0] == 'l' ? train : val).push_back({record.epoch(), found->second});
     }
@@ -172,7 +184,9 @@ proto::Diagnosis diagnose(const proto::History& history) {
 
   const std::size_t tail_window = std::min(n, std::max<std::size_t>(kMinTailEpochs, late_count));
   const std::int64_t tail_first_epoch = val[n - tail_window].epoch;
-  const double val_tail_change = fitted_change(val, n - tail_window, n);
+  const double val_at_tail_first = val[n - tail_window].value;
+  const double val_last = val.back().value;
+  const double val_tail_change = relative_change(val_at_tail_first, val_last);
 
   // The training loss of the best epoch: the same record in a well-formed history; otherwise the last one before it.
   double train_at_best = train.front().value;
@@ -202,10 +216,10 @@ proto::Diagnosis diagnose(const proto::History& history) {
   // The training loss over the same epochs as the val tail.
   std::size_t train_tail_begin = 0;
   while (train_tail_begin < train.size() && train[train_tail_begin].epoch < tail_first_epoch) ++train_tail_begin;
-  const double train_tail_change =
-      train.size() - train_tail_begin >= 2 ? fitted_change(train, train_tail_begin, train.size()) : 0.0;
+  const double train_at_tail_first =
+      train_tail_begin < train.size() ? train[train_tail_begin].value : train.back().value;
+  const double train_tail_change = relative_change(train_at_tail_first, train_end);
 
-  const double chance = chance_level(history.params());
   const double train_first = train.front().value;
   const double val_first = val.front().value;
 
@@ -225,6 +239,9 @@ proto::Diagnosis diagnose(const proto::History& history) {
   numbers["val_tail_change"] = val_tail_change;
   numbers["tail_window"] = static_cast<double>(tail_window);
   numbers["tail_first_epoch"] = static_cast<double>(tail_first_epoch);
+  numbers["val_at_tail_first"] = val_at_tail_first;
+  numbers["val_last"] = val_last;
+  numbers["loss_at_tail_first"] = train_at_tail_first;
   numbers["loss_at_best"] = train_at_best;
   numbers["loss_end"] = train_end;
   numbers["loss_change_after_best"] = train_change;
@@ -239,6 +256,7 @@ proto::Diagnosis diagnose(const proto::History& history) {
   numbers["threshold_overfit_rise"] = kOverfitRise;
   numbers["threshold_loss_still_falling"] = kTrainStillFalling;
   numbers["threshold_still_improving_fall"] = kStillImprovingFall;
+  numbers["threshold_loss_rose"] = kTrainRose;
 
   const std::string last_epoch = epoch_text(history.epochs(history.epochs_size() - 1).epoch());
   const std::string best_text =
@@ -248,10 +266,41 @@ proto::Diagnosis diagnose(const proto::History& history) {
       format_value(val_end) + " (" +
       (end_window == 1 ? std::string("last epoch") : "mean of last " + std::to_string(end_window)) + ", " +
       percent(val_rise) + " above the best)";
-  // The end of both curves, by least-squares lines over the same epochs: "since epoch 6 val_loss fell 19.6% and loss
-  // fell 30.1%" (an epoch, not a count: with validation_freq the window spans more epochs than it has val points).
+  // The end of both curves, between the values plotted at the first tail epoch and at the last: "since epoch 6
+  // val_loss fell 16.1% (0.4438 -> 0.3725) and loss fell 48.5% (0.2584 -> 0.1331)" (an epoch, not a count: with
+  // validation_freq the window spans more epochs than it has val points).
   const std::string tail_text = "since epoch " + epoch_text(tail_first_epoch) + " val_loss " +
-                                change_text(val_tail_change) + " and loss " + change_text(train_tail_change);
+                                change_between(val_at_tail_first, val_last) + " and loss " +
+                                change_between(train_at_tail_first, train_end);
+
+  // ---- diverging: the training loss blew up or climbed; nothing else about the curves means anything then ----
+  const double chance = chance_level(history.params());
+  if (chance > 0) {
+    numbers["chance_level"] = chance;
+    numbers["loss_end_over_chance"] = train_end / chance;
+    numbers["best_val_over_chance"] = best_val / chance;
+    numbers["threshold_diverged_over_chance"] = kDivergedOverChance;
+  }
+  if (chance > 0 && train_end / chance > kDivergedOverChance) {
+    diagnosis.set_verdict("diverging");
+    diagnosis.set_summary("diverging: loss ended at " + format_value(train_end) + ", " + share_of(train_end / chance) +
+                          " the chance level " + format_value(chance) +
+                          " (worse than any guess); lower the learning rate (or scale the inputs)");
+    return diagnosis;
+  }
+  // How much of its fall up to the best epoch the training loss gave back by the end (<= 0: none).
+  const double train_fall_to_best = train_first - train_at_best;
+  const double train_given_back = train_fall_to_best > 0 ? (train_end - train_at_best) / train_fall_to_best
+                                                         : (train_end > train_at_best ? 1.0 : 0.0);
+  numbers["loss_change_to_best"] = relative_change(train_first, train_at_best);
+  numbers["loss_rise_over_fall"] = train_given_back;
+  if (train_change > kTrainRose && train_given_back > kTrainRose) {
+    diagnosis.set_verdict("diverging");
+    diagnosis.set_summary("diverging: the training loss rose " + percent(train_change) + " (" +
+                          format_value(train_at_best) + " -> " + format_value(train_end) + ") after the " + best_text +
+                          " instead of falling; lower the learning rate");
+    return diagnosis;
+  }
 
   // ---- underfitting: both curves stay high; not generalizing: only val_loss does, above guessing ----
   bool underfitting = false;
@@ -261,25 +310,22 @@ proto::Diagnosis diagnose(const proto::History& history) {
     // moved (it may have learned within the first epoch).
     const double train_over_chance = train_end / chance;
     const double val_over_chance = best_val / chance;
-    numbers["chance_level"] = chance;
-    numbers["loss_end_over_chance"] = train_over_chance;
-    numbers["best_val_over_chance"] = val_over_chance;
     numbers["threshold_near_chance"] = kNearChance;
     numbers["threshold_worse_than_chance"] = kWorseThanChance;
     underfitting = train_over_chance >= kNearChance && val_over_chance >= kNearChance;
     underfitting_text = "loss " + format_value(train_end) + " and best val_loss " + format_value(best_val) +
                         " stay near or above the chance level " + format_value(chance) + " (" +
-                        percent(train_over_chance) + " and " + percent(val_over_chance) + " of it)";
+                        share_of(train_over_chance) + " it and " + share_of(val_over_chance) + " it)";
     // The training set was learned, yet no epoch did better than guessing on the validation set: no curve shape
     // (a rise, a stall, a late best) makes that a good fit. The usual cause is validation data unlike the training
     // data, e.g. validation_split holding out the tail of a file sorted by class.
     if (!underfitting && val_over_chance >= kWorseThanChance) {
       diagnosis.set_verdict("not_generalizing");
-      diagnosis.set_summary("not generalizing: " + best_text + " is " + percent(val_over_chance) +
-                            " of the chance level " + format_value(chance) +
+      diagnosis.set_summary("not generalizing: " + best_text + " is " + share_of(val_over_chance) +
+                            " the chance level " + format_value(chance) +
                             " (worse than guessing) while loss ended at " + format_value(train_end) + " (" +
-                            percent(train_over_chance) +
-                            " of it); check that the validation data come from the same distribution as the training "
+                            share_of(train_over_chance) +
+                            " it); check that the validation data come from the same distribution as the training "
                             "data (validation_split holds out the last rows of the file, unshuffled)");
       return diagnosis;
     }
@@ -305,6 +351,8 @@ proto::Diagnosis diagnose(const proto::History& history) {
 
   // Rising: val_loss climbed above its best. Stalled: val_loss sat at its floor (within kPlateauBand of the best)
   // from an epoch that is not late while the training loss kept falling.
+  // Overfitting is the training loss staying down (falling, or level at its low) while val_loss turns; one that
+  // climbed back up is diverging, above.
   const bool rose = !late && val_rise > kOverfitRise;
   // A stall needs val_loss to have stopped improving: when the last validated epoch holds the best val_loss, no
   // earlier epoch's weights were better, so "overfitting from epoch N" would point the user at worse weights (and
@@ -317,9 +365,16 @@ proto::Diagnosis diagnose(const proto::History& history) {
     diagnosis.set_overfitting_from_epoch(from);
     numbers["overfitting_from_epoch"] = static_cast<double>(from);
     if (rose) {
+      // "while loss fell 92.6% (0.1753 -> 0.0130)"; a training loss that did not fall further is level at the low it
+      // had reached (a rise beyond noise is diverging, above): say that, and how far it had come down.
+      const std::string train_text = train_change < 0
+                                         ? "loss " + change_between(train_at_best, train_end)
+                                         : "loss stayed near its low (" + format_value(train_at_best) + " -> " +
+                                               format_value(train_end) + ") after falling " +
+                                               percent(-relative_change(train_first, train_at_best)) + " (" +
+                                               format_value(train_first) + " -> " + format_value(train_at_best) + ")";
       diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": " + best_text +
-                            ", then val_loss rose to " + end_text + " while loss " + change_text(train_change) + " (" +
-                            format_value(train_at_best) + " -> " + format_value(train_end) + ")");
+                            ", then val_loss rose to " + end_text + " while " + train_text);
     } else {
       diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": val_loss reached its floor at epoch " +
                             epoch_text(plateau_epoch) + " (within " + percent(kPlateauBand) + " of the " + best_text +
@@ -341,8 +396,10 @@ proto::Diagnosis diagnose(const proto::History& history) {
   diagnosis.set_verdict("good_fit");
   std::string summary = "good fit: " + best_text;
   if (end_window > 0) {
-    summary += "; after it val_loss stayed at " + end_text + " while loss " + change_text(train_change) + " (" +
-               format_value(train_at_best) + " -> " + format_value(train_end) + ")";
+    // "stayed at" unless it rose by more than noise, which is possible here only after a late best (too few epochs
+    // after it to call the turn).
+    summary += std::string("; after it val_loss ") + (val_rise > kOverfitRise ? "rose to " : "stayed at ") + end_text +
+               " while loss " + change_between(train_at_best, train_end);
   } else {
     summary += "; " + tail_text;  // the best is the last epoch: the trends up to it say it has levelled off
   }

@@ -1,5 +1,6 @@
-// The end-of-fit verdict: reads the loss and val_loss curves of a History the way the textbook teaches (overfitting,
-// underfitting, still improving, good fit) and says which, with the numbers behind it. Pure function, no MPI, no I/O.
+// The end-of-fit verdict: reads the loss and val_loss curves of a History the way the textbook teaches (diverging,
+// overfitting, underfitting, still improving, good fit) and says which, with the numbers behind it. Pure function, no
+// MPI, no I/O.
 #pragma once
 
 #include <string>
@@ -9,15 +10,18 @@
 namespace shardfit {
 
 // The rule, its thresholds and why each is what it is: docs/verdict.md. In short, on the epochs that have val_loss:
-//   undetermined      no epochs, no val_loss, fewer than 3 epochs of it, or a NaN/inf loss;
+//   diverging         a NaN/inf loss or val_loss; or the training loss ended above 3x the chance level, or more than
+//                     10% above its value at the best val_loss's epoch (it did not come down: lower the learning rate);
+//   undetermined      no epochs, no val_loss, or fewer than 3 epochs of it;
 //   underfitting      train loss and best val_loss both stay high: near the chance level of cross-entropy, or less
 //                     than 30% below where they started;
 //   not_generalizing  cross-entropy only: the training loss fell below 80% of the chance level but no val_loss did
 //                     better than guessing (best val_loss >= the chance level);
 //   overfitting       the best val_loss is not in the last 20% of the validated epochs and afterwards val_loss rose
-//                     10% above it, or val_loss stalled at its floor while the training loss fell 20% more (not
-//                     when the last validated epoch holds the best val_loss);
-//   still_improving   the best val_loss is in the last 20% and over that stretch val_loss and loss both fell 5%;
+//                     10% above it while the training loss fell, or val_loss stalled at its floor while the training
+//                     loss fell 20% more (not when the last validated epoch holds the best val_loss);
+//   still_improving   the best val_loss is in the last 20% and over that stretch val_loss and loss both fell 5%
+//                     (between the plotted values at its ends);
 //   good_fit          otherwise.
 // Epochs are 0-based in the fields (best_epoch, overfitting_from_epoch = best_epoch + 1; -1 when there is none) and
 // 1-based in the summary, like the console's "Epoch N/M". `numbers` holds every value the rule compared.
