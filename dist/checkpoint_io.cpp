@@ -132,9 +132,10 @@ std::string shown_version(std::string_view version) {
   if (printable) return cat("'", version, "'");
   std::ostringstream hex;
   hex << "0x" << std::hex;
-  for (const char ch : version)
+  for (const char ch : version) {
     hex << (static_cast<unsigned>(static_cast<unsigned char>(ch)) >> 4U)
         << (static_cast<unsigned>(static_cast<unsigned char>(ch)) & 15U);
+  }
   return hex.str();
 }
 

@@ -250,9 +250,10 @@ proto::History read_history_json(const fs::path& path) {
   proto::History history;
   for (const auto& [key, list] : json.members) {
     bool numbers = list.kind == JsonValue::Kind::kArray;
-    for (const JsonValue& item : list.items)
+    for (const JsonValue& item : list.items) {
       numbers = numbers && item.kind != JsonValue::Kind::kObject && item.kind != JsonValue::Kind::kArray &&
                 item.kind != JsonValue::Kind::kString;
+    }
     SF_CHECK(numbers, cat(path.string(), ": \"", key, "\" is not a list of numbers"),
              "history.json holds one list of numbers per key (Keras's history.history); a history.json written "
              "before run.json existed also holds params: plot the history.pb beside it");

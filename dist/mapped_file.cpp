@@ -242,7 +242,7 @@ uint64_t mix_bytes(uint64_t hash, const std::byte* data, int64_t bytes) {
 }  // namespace
 
 uint64_t MappedFile::sampled_fingerprint() const {
-  constexpr int64_t kHead = 64 * 1024, kBlock = 4096, kBlocks = 64;
+  constexpr int64_t kHead = int64_t{64} * 1024, kBlock = 4096, kBlocks = 64;
   uint64_t hash = mix_bytes(0xCBF29CE484222325ULL, reinterpret_cast<const std::byte*>(&bytes_), sizeof bytes_);
   if (bytes_ <= kHead + kBlock * (kBlocks + 1)) return mix_bytes(hash, data_, bytes_);  // small: every byte
   hash = mix_bytes(hash, data_, kHead);
