@@ -923,9 +923,19 @@ Located locate(const std::string& path, const fs::path& base_dir, const std::str
   return where;
 }
 
+// The format of a located file. A file that does not exist is reported as missing first: a typo such as "x.npz"
+// for "x.npy" would otherwise read as "npz archives are not read", which sends the user the wrong way.
+std::string format_of(const Located& where, std::string_view format) {
+  std::error_code ec;
+  if (!fs::exists(where.resolved, ec)) {
+    const MappedFile missing(where.resolved, where.shown, where.hint);  // throws "cannot open data file ..."
+  }
+  return decide_format(where.shown, format);
+}
+
 std::shared_ptr<const ArrayFile::Impl> open_array(const Located& where, std::string_view format,
                                                   const proto::CsvOptions* csv) {
-  const std::string fmt = decide_format(where.shown, format);
+  const std::string fmt = format_of(where, format);
   auto map = std::make_shared<const MappedFile>(where.resolved, where.shown, where.hint);
   if (fmt == "npy") return open_npy(std::move(map), where.shown);
   if (fmt == "idx") return open_idx(std::move(map), where.shown);
@@ -995,7 +1005,7 @@ Dataset Dataset::open(const proto::Dataset& cfg, const fs::path& base_dir, std::
   const bool y_given = cfg.has_y() && !cfg.y().path().empty();
 
   const Located x_where = locate(cfg.x().path(), base_dir, field + ".x.path");
-  const std::string x_format = decide_format(x_where.shown, cfg.x().format());
+  const std::string x_format = format_of(x_where, cfg.x().format());
   std::shared_ptr<const ArrayFile::Impl> x, y;
   if (x_format == "csv") {
     auto map = std::make_shared<const MappedFile>(x_where.resolved, x_where.shown, x_where.hint);
@@ -1022,7 +1032,7 @@ Dataset Dataset::open(const proto::Dataset& cfg, const fs::path& base_dir, std::
                   "csv.label_index"));
     }
     const Located y_where = locate(cfg.y().path(), base_dir, field + ".y.path");
-    const std::string y_format = decide_format(y_where.shown, cfg.y().format());
+    const std::string y_format = format_of(y_where, cfg.y().format());
     if (y_format == "csv") {
       auto map = std::make_shared<const MappedFile>(y_where.resolved, y_where.shown, y_where.hint);
       auto table = std::make_shared<const CsvTable>(std::move(map), y_where.shown, &cfg.y().csv());

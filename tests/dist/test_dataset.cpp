@@ -295,9 +295,15 @@ TEST_F(DatasetTest, MissingFileNamesPathResolutionAndHint) {
   expect_error([&] { ArrayFile::open(dir_); }, {"cannot tell the format"});
   fs::create_directories(dir_ / "folder.npy");
   expect_error([&] { ArrayFile::open(dir_ / "folder.npy"); }, {"folder.npy", "is a directory"});
-  expect_error([&] { ArrayFile::open(dir_ / "x.npy.gz"); }, {"x.npy.gz", "compressed"});
-  expect_error([&] { ArrayFile::open(dir_ / "w.npz"); }, {"w.npz", ".npz"});
-  expect_error([&] { ArrayFile::open(dir_ / "w.bin", "hdf5"); }, {"w.bin", "format 'hdf5'", "npy, csv or idx"});
+  // Files that exist but are of a kind not read: the message says which kind.
+  expect_error([&] { ArrayFile::open(write("x.npy.gz", "\x1f\x8b")); }, {"x.npy.gz", "compressed"});
+  expect_error([&] { ArrayFile::open(write("w.npz", "PK")); }, {"w.npz", ".npz"});
+  expect_error([&] { ArrayFile::open(write("w.bin", "?"), "hdf5"); }, {"w.bin", "format 'hdf5'", "npy, csv or idx"});
+  // A file that does not exist is missing, whatever its name says: "x.npz" is most often a typo for "x.npy".
+  const Error typo = expect_error([&] { Dataset::open(config("typo.npz", "y.npy"), dir_, "train"); },
+                                  {"cannot open data file 'typo.npz'", "No such file or directory"});
+  EXPECT_EQ(std::string(typo.what()).find("archives are not read"), std::string::npos) << typo.what();
+  expect_error([&] { ArrayFile::open(dir_ / "missing.gz"); }, {"cannot open data file", "No such file or directory"});
 }
 
 // ------------------------------------------------------------------------------------------------------------------
