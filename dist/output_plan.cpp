@@ -315,7 +315,7 @@ void check_command_output(const std::string& flag, const fs::path& output, const
     const NamedPath in = named(input.name, fs::absolute(input.path));
     SF_CHECK(!same_file(out, in),
              cat(shown_output, " is ", input.name, " '", input.path.string(),
-                 "': an output may not replace a file the command reads"),
+                 "': an output may not replace a file the command reads or the job names"),
              "choose another path for the output");
   }
   std::error_code error;
