@@ -180,7 +180,7 @@ TEST_F(InferenceOutputTest, EvaluateNeverReplacesAnInput) {
 // Beyond the files the command reads: every file the job names and every file its fit writes. dir_ gets the digits
 // job as mlp.pbtxt (data.train = x.npy / y.npy, history in out/digits) and jt.pbtxt, the same job with a test set
 // xt.npy / yt.npy; out/digits holds a run's history files, checkpoint and final weights.
-class JobFilesTest : public InferenceOutputTest {
+class InferenceOutputJobFilesTest : public InferenceOutputTest {
  protected:
   void SetUp() override {
     InferenceOutputTest::SetUp();
@@ -203,7 +203,7 @@ class JobFilesTest : public InferenceOutputTest {
   }
 };
 
-TEST_F(JobFilesTest, PredictNeverReplacesAFileTheJobNames) {
+TEST_F(InferenceOutputJobFilesTest, PredictNeverReplacesAFileTheJobNames) {
   expect_refused({"predict", "mlp.pbtxt", "--weights", "w.npz", "--x", "x.npy", "--output", "y.npy"},
                  {"--output 'y.npy'", "is the job's data.train.y"});
   expect_refused({"predict", "jt.pbtxt", "--weights", "w.npz", "--x", "xother.npy", "--output", "xt.npy"},
@@ -217,7 +217,7 @@ TEST_F(JobFilesTest, PredictNeverReplacesAFileTheJobNames) {
                  {"--output 'w.npz'", "is the job's outputs.initial_weights"});
 }
 
-TEST_F(JobFilesTest, EvaluateNeverReplacesAFileTheJobNames) {
+TEST_F(InferenceOutputJobFilesTest, EvaluateNeverReplacesAFileTheJobNames) {
   expect_refused({"evaluate", "jt.pbtxt", "--weights", "w.npz", "--output", "x.npy"},
                  {"--output 'x.npy'", "is the job's data.train.x"});
   expect_refused({"evaluate", "jt.pbtxt", "--weights", "w.npz", "--output", "out/digits/history.json"},
@@ -226,7 +226,7 @@ TEST_F(JobFilesTest, EvaluateNeverReplacesAFileTheJobNames) {
                  {"--output 'out/digits/run.json'", "is the job's history file run.json"});
 }
 
-TEST_F(JobFilesTest, InferenceNeverReplacesTheRunsFiles) {
+TEST_F(InferenceOutputJobFilesTest, InferenceNeverReplacesTheRunsFiles) {
   expect_refused({"predict", "jt.pbtxt", "--weights", "w.npz", "--output", "out/digits/checkpoints/checkpoint.pb"},
                  {"--output 'out/digits/checkpoints/checkpoint.pb'", "is the job's checkpoint"});
   expect_refused({"predict", "jt.pbtxt", "--weights", "w.npz", "--output", "out/digits/weights.npz"},
@@ -235,7 +235,7 @@ TEST_F(JobFilesTest, InferenceNeverReplacesTheRunsFiles) {
                  {"--output 'out/digits/history.csv'", "is the job's history file history.csv"});
 }
 
-TEST_F(JobFilesTest, OutputNamesTheFormatWritten) {
+TEST_F(InferenceOutputJobFilesTest, OutputNamesTheFormatWritten) {
   expect_refused({"predict", "jt.pbtxt", "--weights", "w.npz", "--output", "p.csv"}, {"--output 'p.csv'", ".npy"});
   expect_refused({"predict", "jt.pbtxt", "--weights", "w.npz", "--output", "p.json"}, {"--output 'p.json'", ".npy"});
   expect_refused({"evaluate", "jt.pbtxt", "--weights", "w.npz", "--output", "m.npy"}, {"--output 'm.npy'", ".json"});
