@@ -315,7 +315,7 @@ void check_command_output(const std::string& flag, const fs::path& output, const
     const NamedPath in = named(input.name, fs::absolute(input.path));
     SF_CHECK(!same_file(out, in),
              cat(shown_output, " is ", input.name, " '", input.path.string(),
-                 "': an output may not replace a file the command reads"),
+                 "': an output may not replace a file the command reads or the job names"),
              "choose another path for the output");
   }
   std::error_code error;
@@ -330,6 +330,50 @@ void check_command_output(const std::string& flag, const fs::path& output, const
   const int err = write_probe_error(folder);
   SF_CHECK(err == 0, cat(shown_output, ": cannot write in '", folder.string(), "': ", std::strerror(err)),
            "choose a folder this user can write, or fix its permissions");
+}
+
+std::vector<InputFile> job_files(const proto::Job& job, const fs::path& job_dir) {
+  // Only the outputs section decides fit's paths. A copy without the fit options and the checkpoint periods keeps
+  // resolve_fit_config's range checks out of the way: a job whose fit options are wrong can still be evaluated,
+  // and its run's files are protected all the same.
+  proto::Job paths_only;
+  *paths_only.mutable_outputs() = job.outputs();
+  paths_only.mutable_outputs()->clear_checkpoint_every_epochs();
+  paths_only.mutable_outputs()->clear_checkpoint_every_steps();
+  *paths_only.mutable_callbacks() = job.callbacks();
+  FitConfig config = resolve_fit_config(paths_only, false);
+  resolve_job_paths(job_dir, config, paths_only);
+
+  std::vector<InputFile> files;
+  for (NamedPath& input : inputs_of(config, job, job_dir)) {
+    if (input.name == "the job file") continue;  // config.job_file is unset here; the commands add their own
+    files.push_back({cat("the job's ", input.name), input.path});
+  }
+  for (const char* name : {"history.json", "run.json", "history.pb", "history.csv", "loss.svg"}) {
+    files.push_back({cat("the job's history file ", name, " (outputs.history_dir)"), config.history_dir / name});
+  }
+  files.push_back(
+      {"the job's checkpoint checkpoint.pb (outputs.checkpoint_dir)", config.checkpoint_dir / "checkpoint.pb"});
+  if (!config.export_weights.empty()) {
+    files.push_back({job.outputs().has_export_weights()
+                         ? "the job's final weights file (outputs.export_weights)"
+                         : "the job's final weights file (outputs.export_weights, default <history_dir>/weights.npz)",
+                     config.export_weights});
+  }
+  for (int i = 0; i < paths_only.callbacks_size(); ++i) {
+    const proto::Callback& c = paths_only.callbacks(i);
+    if (c.has_csv_logger() && !c.csv_logger().filename().empty()) {
+      files.push_back(
+          {cat("the job's CSVLogger file (callbacks[", i, "].csv_logger.filename)"), c.csv_logger().filename()});
+    }
+    // A name with {epoch}-like fields is a pattern, not one file; fit's own check covers those.
+    if (c.has_model_checkpoint() && !c.model_checkpoint().filepath().empty() &&
+        c.model_checkpoint().filepath().find('{') == std::string::npos) {
+      files.push_back({cat("the job's ModelCheckpoint file (callbacks[", i, "].model_checkpoint.filepath)"),
+                       c.model_checkpoint().filepath()});
+    }
+  }
+  return files;
 }
 
 }  // namespace shardfit

@@ -48,4 +48,12 @@ struct InputFile {
 void check_command_output(const std::string& flag, const std::filesystem::path& output,
                           const std::vector<InputFile>& inputs);
 
+// Every file the job names or its fit writes, which an evaluate / predict output must never replace: the data
+// files of data.train / validation / test (resolved against job_dir, as Dataset::open resolves them),
+// outputs.initial_weights, and what `fit` of this job writes (history.json, run.json, history.pb, history.csv,
+// loss.svg, <checkpoint_dir>/checkpoint.pb, the final weights file, CSVLogger's file, ModelCheckpoint's file when its
+// name has no {fields}). Each is named as the user knows it ("the job's data.train.y.path", "the job's history file
+// history.json (outputs.history_dir)"). Only the job's paths are read: its fit options are not validated here.
+std::vector<InputFile> job_files(const proto::Job& job, const std::filesystem::path& job_dir);
+
 }  // namespace shardfit

@@ -156,7 +156,9 @@ to the working directory. fit writes the final weights to HISTORY/weights.npz un
 names another file ("" for none), and refuses at setup any output that would replace an input or another
 output, or that lies in a folder it cannot write. evaluate / predict --output and plot -o are refused the same
 way before anything is computed: an output that is a file the command reads (data, weights, job file, history
-files), or whose folder does not exist or cannot be written; plot -o must end in .svg.
+files) or any other file the job names or its fit writes (data.train / validation / test, initial_weights, the
+run's history files, checkpoint and final weights), or whose folder does not exist or cannot be written;
+predict --output must end in .npy, evaluate --output in .json, plot -o in .svg.
 
 exit status: 0 done; 1 an error (printed once, naming the rank); 75 stopped by SIGINT (Ctrl-C), SIGTERM or SIGUSR1
 after writing a checkpoint (run again with --resume to continue; a second Ctrl-C ends the process at once). Open

@@ -4,6 +4,7 @@
 
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "dist/output_plan.h"
@@ -13,7 +14,8 @@ namespace shardfit {
 
 namespace fs = std::filesystem;
 
-void check_inference_output(const Command& command, const InferenceOptions& options, const fs::path& job_dir) {
+void check_inference_output(const Command& command, const InferenceOptions& options, const proto::Job& job,
+                            const fs::path& job_dir) {
   if (command.output.empty()) return;  // evaluate without --output writes nothing
   std::vector<InputFile> inputs;
   // inference_data makes --x / --y absolute and drops data.test's files they replace; what is relative here is
@@ -27,7 +29,18 @@ void check_inference_output(const Command& command, const InferenceOptions& opti
   add_data("y", !command.y.empty(), options.data.has_y(), options.data.y());
   inputs.push_back({"the --weights file", options.weights});
   inputs.push_back({"the job file", command.job_path});
+  // Every other file the job names, and every file its fit writes: predict into the training labels or evaluate
+  // over a run's history or checkpoint would destroy them as surely as overwriting the file being read.
+  for (InputFile& file : job_files(job, job_dir)) inputs.push_back(std::move(file));
   check_command_output(command.output_flag, command.output, inputs);
+  // The writers write one format whatever the name says: .npy bytes in p.csv, or JSON in x.npy, would fool
+  // whatever opens the file next.
+  const bool is_predict = command.name == "predict";
+  const char* expected = is_predict ? ".npy" : ".json";
+  SF_CHECK(fs::path(command.output).extension() == expected,
+           cat(command.output_flag, " '", command.output, "': expected a file name ending in ", expected),
+           is_predict ? "predict writes the outputs as one .npy array (numpy.load reads it): name the file .npy"
+                      : "evaluate writes the metrics as JSON: name the file .json");
 }
 
 void check_plot_output(const Command& command) {

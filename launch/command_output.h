@@ -11,8 +11,10 @@
 namespace shardfit {
 
 // evaluate / predict: the output (when given) against the data files options.data reads (--x / --y, else the job's
-// data.test, relative to job_dir), the --weights file and the job file. Throws Error naming the flag and the path.
-void check_inference_output(const Command& command, const InferenceOptions& options,
+// data.test, relative to job_dir), the --weights file, the job file, every other file the job names and every file
+// its fit writes (output_plan.h's job_files); then its extension: .npy for predict, .json for evaluate. Throws
+// Error naming the flag, the path and what it is.
+void check_inference_output(const Command& command, const InferenceOptions& options, const proto::Job& job,
                             const std::filesystem::path& job_dir);
 
 // plot -o: a .svg file that is none of the history files plot may read (the history given, and history.json,

@@ -101,7 +101,7 @@ int run(Comm& comm, int argc, char** argv, const ConsoleKind& console) {
     options.batch_size = command.batch_size;
     options.data = inference_data(command, job);
     run_agreed(comm, [&] {
-      if (comm.is_root()) check_inference_output(command, options, job_dir);  // before any weights or data load
+      if (comm.is_root()) check_inference_output(command, options, job, job_dir);  // before any weights or data load
     });
     if (command.name == "predict") {
       const int64_t rows = predict(comm, job, job_dir, options, command.output);

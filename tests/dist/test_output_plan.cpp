@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "dist/output_plan.h"
@@ -227,6 +228,42 @@ TEST_F(OutputPlanTest, TheDefaultWeightsFileIsNamedAsADefault) {
             std::string::npos)
       << message;
   EXPECT_EQ(check(R"(outputs { initial_weights: "weights.npz" export_weights: "tuned.npz" })"), "");
+}
+
+// job_files: what evaluate / predict --output must never replace, each path resolved against the job file's folder
+// and named as the job names it. Fit options out of range do not hide the files (they are not fit's to check here).
+TEST(JobFilesTest, NamesEveryFileTheJobNamesOrItsFitWrites) {
+  const proto::Job job = parse_job_text(
+      R"(model { layers { dense { units: 2 } } } loss: "mse" fit { epochs: -3 }
+         data { train { x { path: "x.npy" } y { path: "y.npy" } } validation { x { path: "/v/vx.npy" } }
+                test { x { path: "t/tx.npy" } } }
+         outputs { history_dir: "h" checkpoint_dir: "/ck" initial_weights: "init.npz" checkpoint_every_epochs: -1 }
+         callbacks { csv_logger { filename: "log.csv" } }
+         callbacks { model_checkpoint { filepath: "best.npz" } }
+         callbacks { model_checkpoint { filepath: "w{epoch:02d}.npz" } })",
+      "jobs/job.pbtxt");
+  std::map<std::string, fs::path> files;
+  for (const InputFile& file : job_files(job, "/jobs")) {
+    EXPECT_TRUE(files.emplace(file.name, file.path).second) << "named twice: " << file.name;
+  }
+  const std::map<std::string, fs::path> expected = {
+      {"the job's data.train.x.path", "/jobs/x.npy"},
+      {"the job's data.train.y.path", "/jobs/y.npy"},
+      {"the job's data.validation.x.path", "/v/vx.npy"},
+      {"the job's data.test.x.path", "/jobs/t/tx.npy"},
+      {"the job's outputs.initial_weights", "/jobs/init.npz"},
+      {"the job's history file history.json (outputs.history_dir)", "/jobs/h/history.json"},
+      {"the job's history file run.json (outputs.history_dir)", "/jobs/h/run.json"},
+      {"the job's history file history.pb (outputs.history_dir)", "/jobs/h/history.pb"},
+      {"the job's history file history.csv (outputs.history_dir)", "/jobs/h/history.csv"},
+      {"the job's history file loss.svg (outputs.history_dir)", "/jobs/h/loss.svg"},
+      {"the job's checkpoint checkpoint.pb (outputs.checkpoint_dir)", "/ck/checkpoint.pb"},
+      {"the job's final weights file (outputs.export_weights, default <history_dir>/weights.npz)",
+       "/jobs/h/weights.npz"},
+      {"the job's CSVLogger file (callbacks[0].csv_logger.filename)", "/jobs/log.csv"},
+      {"the job's ModelCheckpoint file (callbacks[1].model_checkpoint.filepath)", "/jobs/best.npz"},
+  };
+  EXPECT_EQ(files, expected);
 }
 
 }  // namespace

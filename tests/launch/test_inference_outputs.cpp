@@ -177,6 +177,81 @@ TEST_F(InferenceOutputTest, EvaluateNeverReplacesAnInput) {
   expect_refused(with({"--output", "w.npz"}), {"--output 'w.npz'", "--weights"});
 }
 
+// Beyond the files the command reads: every file the job names and every file its fit writes. dir_ gets the digits
+// job as mlp.pbtxt (data.train = x.npy / y.npy, history in out/digits) and jt.pbtxt, the same job with a test set
+// xt.npy / yt.npy; out/digits holds a run's history files, checkpoint and final weights.
+class InferenceOutputJobFilesTest : public InferenceOutputTest {
+ protected:
+  void SetUp() override {
+    InferenceOutputTest::SetUp();
+    if (HasFatalFailure()) return;
+    const std::string mlp = read_bytes(digits_dir() / "mlp.pbtxt");
+    write_text(dir_ / "mlp.pbtxt", mlp);
+    write_text(dir_ / "jt.pbtxt",
+               shardfit::testing::replaced(mlp, "data {\n",
+                                           "data {\n  test { x { path: \"xt.npy\" } y { path: \"yt.npy\" } }\n"));
+    for (const char* name : {"xt.npy", "xother.npy"}) fs::copy_file(dir_ / "x.npy", dir_ / name);
+    fs::copy_file(dir_ / "y.npy", dir_ / "yt.npy");
+    const fs::path run = dir_ / "out" / "digits";
+    fs::create_directories(run / "checkpoints");
+    for (const char* name : {"history.json", "run.json", "history.csv", "history.pb", "weights.npz"}) {
+      ASSERT_TRUE(fs::is_regular_file(model_dir_ / "history" / name)) << name;
+      fs::copy_file(model_dir_ / "history" / name, run / name);
+    }
+    ASSERT_TRUE(fs::is_regular_file(model_dir_ / "history" / "checkpoints" / "checkpoint.pb"));
+    fs::copy_file(model_dir_ / "history" / "checkpoints" / "checkpoint.pb", run / "checkpoints" / "checkpoint.pb");
+  }
+};
+
+TEST_F(InferenceOutputJobFilesTest, PredictNeverReplacesAFileTheJobNames) {
+  expect_refused({"predict", "mlp.pbtxt", "--weights", "w.npz", "--x", "x.npy", "--output", "y.npy"},
+                 {"--output 'y.npy'", "is the job's data.train.y"});
+  expect_refused({"predict", "jt.pbtxt", "--weights", "w.npz", "--x", "xother.npy", "--output", "xt.npy"},
+                 {"--output 'xt.npy'", "is the job's data.test.x"});
+  // outputs.initial_weights, resolved against the job file's folder like the data.
+  fs::create_directory(dir_ / "jobs");
+  write_text(dir_ / "jobs" / "init.pbtxt", shardfit::testing::replaced(read_bytes(dir_ / "mlp.pbtxt"), "outputs {",
+                                                                       "outputs { initial_weights: \"../w.npz\" "));
+  fs::copy_file(dir_ / "w.npz", dir_ / "w2.npz");
+  expect_refused({"predict", "jobs/init.pbtxt", "--weights", "w2.npz", "--x", "x.npy", "--output", "w.npz"},
+                 {"--output 'w.npz'", "is the job's outputs.initial_weights"});
+}
+
+TEST_F(InferenceOutputJobFilesTest, EvaluateNeverReplacesAFileTheJobNames) {
+  expect_refused({"evaluate", "jt.pbtxt", "--weights", "w.npz", "--output", "x.npy"},
+                 {"--output 'x.npy'", "is the job's data.train.x"});
+  expect_refused({"evaluate", "jt.pbtxt", "--weights", "w.npz", "--output", "out/digits/history.json"},
+                 {"--output 'out/digits/history.json'", "is the job's history file history.json"});
+  expect_refused({"evaluate", "jt.pbtxt", "--weights", "w.npz", "--output", "out/digits/run.json"},
+                 {"--output 'out/digits/run.json'", "is the job's history file run.json"});
+}
+
+TEST_F(InferenceOutputJobFilesTest, InferenceNeverReplacesTheRunsFiles) {
+  expect_refused({"predict", "jt.pbtxt", "--weights", "w.npz", "--output", "out/digits/checkpoints/checkpoint.pb"},
+                 {"--output 'out/digits/checkpoints/checkpoint.pb'", "is the job's checkpoint"});
+  expect_refused({"predict", "jt.pbtxt", "--weights", "w.npz", "--output", "out/digits/weights.npz"},
+                 {"--output 'out/digits/weights.npz'", "is the job's final weights file"});
+  expect_refused({"evaluate", "jt.pbtxt", "--weights", "w.npz", "--output", "out/digits/history.csv"},
+                 {"--output 'out/digits/history.csv'", "is the job's history file history.csv"});
+}
+
+TEST_F(InferenceOutputJobFilesTest, OutputNamesTheFormatWritten) {
+  expect_refused({"predict", "jt.pbtxt", "--weights", "w.npz", "--output", "p.csv"}, {"--output 'p.csv'", ".npy"});
+  expect_refused({"predict", "jt.pbtxt", "--weights", "w.npz", "--output", "p.json"}, {"--output 'p.json'", ".npy"});
+  expect_refused({"evaluate", "jt.pbtxt", "--weights", "w.npz", "--output", "m.npy"}, {"--output 'm.npy'", ".json"});
+  expect_refused({"evaluate", "jt.pbtxt", "--weights", "w.npz", "--output", "metrics"},
+                 {"--output 'metrics'", ".json"});
+  // The names the formats ask for still work, and write what they say.
+  const Launch predicted =
+      shardfit(kRanks, dir_, {"predict", "jt.pbtxt", "--weights", "w.npz", "--output", "p.npy"}, Watch::kPlain);
+  EXPECT_EQ(predicted.exit_code, 0) << describe(predicted);
+  EXPECT_EQ(read_bytes(dir_ / "p.npy").substr(0, 6), "\x93NUMPY");
+  const Launch evaluated =
+      shardfit(kRanks, dir_, {"evaluate", "jt.pbtxt", "--weights", "w.npz", "--output", "m.json"}, Watch::kPlain);
+  EXPECT_EQ(evaluated.exit_code, 0) << describe(evaluated);
+  EXPECT_NE(read_bytes(dir_ / "m.json").find("\"loss\""), std::string::npos);
+}
+
 TEST_F(InferenceOutputTest, PlotNeverReplacesAHistoryFile) {
   for (const char* name : {"history.json", "run.json", "history.csv", "history.pb"}) {
     expect_refused({"plot", "history/history.json", "-o", std::string("history/") + name},
