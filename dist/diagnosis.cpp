@@ -61,6 +61,12 @@ constexpr double kDivergedOverChance = 3.0;
 // is well above the noise of an epoch's mean loss; the second keeps a loss near zero that wobbles from 0.0010 to
 // 0.0013 after falling from 2.0 (a relative rise of 30%, an absolute one of nothing) from being read as one.
 constexpr double kTrainRose = 0.10;
+// A training loss that ends below this share of its scale has been learned down to about nothing, and a relative rise
+// of it (0.0010 -> 0.0013: 30%) is no sign of unstable training. The scale is the chance level for cross-entropy, or
+// else the lower of the first epoch's loss and val_loss (the first epoch's loss alone averages over a model that may
+// have blown up within it). 2% of ln 10 is 0.046 on digits: above the 0.032 a memorised training set ends at after 30
+// epochs, below the 0.10 and 0.26 that the digits MLP at learning rates 0.05 and 0.1 climbs back to from 0.005 / 0.097.
+constexpr double kNearZeroLoss = 0.02;
 // Without one: a loss that fell less than 30% from its first epoch barely moved. The first epoch's loss is already
 // an average over a moving model, so a model that learns at all is usually far below it by the end.
 constexpr double kBarelyMoved = 0.3;
@@ -288,17 +294,52 @@ proto::Diagnosis diagnose(const proto::History& history) {
                           " (worse than any guess); lower the learning rate (or scale the inputs)");
     return diagnosis;
   }
-  // How much of its fall up to the best epoch the training loss gave back by the end (<= 0: none).
-  const double train_fall_to_best = train_first - train_at_best;
-  const double train_given_back = train_fall_to_best > 0 ? (train_end - train_at_best) / train_fall_to_best
-                                                         : (train_end > train_at_best ? 1.0 : 0.0);
-  numbers["loss_change_to_best"] = relative_change(train_first, train_at_best);
-  numbers["loss_rise_over_fall"] = train_given_back;
-  if (train_change > kTrainRose && train_given_back > kTrainRose) {
+  // The highest training loss: one far above chance means the weights blew up at some point. Ending near or above
+  // the chance level after that is no underfitting ("more epochs may help") but a run that never recovered.
+  std::size_t peak = 0;
+  for (std::size_t i = 1; i < train.size(); ++i) {
+    if (train[i].value > train[peak].value) peak = i;
+  }
+  if (chance > 0) {
+    numbers["loss_peak"] = train[peak].value;
+    numbers["loss_peak_epoch"] = static_cast<double>(train[peak].epoch);
+    numbers["loss_peak_over_chance"] = train[peak].value / chance;
+    numbers["threshold_near_chance"] = kNearChance;
+  }
+  if (chance > 0 && train[peak].value / chance > kDivergedOverChance && train_end / chance >= kNearChance) {
     diagnosis.set_verdict("diverging");
-    diagnosis.set_summary("diverging: the training loss rose " + percent(train_change) + " (" +
-                          format_value(train_at_best) + " -> " + format_value(train_end) + ") after the " + best_text +
-                          " instead of falling; lower the learning rate");
+    diagnosis.set_summary("diverging: loss reached " + format_value(train[peak].value) + " at epoch " +
+                          epoch_text(train[peak].epoch) + " (" + share_of(train[peak].value / chance) +
+                          " the chance level " + format_value(chance) + ") and ended at " + format_value(train_end) +
+                          " (" + share_of(train_end / chance) +
+                          " it): it blew up and never learned; lower the learning rate (or scale the inputs)");
+    return diagnosis;
+  }
+
+  // The training loss's own low from the best epoch on: a rise is measured from there, not from its value at the best
+  // epoch, which may sit above a later low (digits at learning rate 0.1: 0.2275 at the best epoch, 0.0972 later).
+  std::size_t low = 0;
+  while (low + 1 < train.size() && train[low].epoch < best_epoch) ++low;
+  for (std::size_t i = low + 1; i < train.size(); ++i) {
+    if (train[i].value < train[low].value) low = i;
+  }
+  const double train_low = train[low].value;
+  const double train_rise_from_low = relative_change(train_low, train_end);
+  const double near_zero_scale = chance > 0 ? chance : std::min(std::fabs(train_first), std::fabs(val_first));
+  const bool train_near_zero = std::fabs(train_end) < kNearZeroLoss * near_zero_scale;
+  numbers["loss_change_to_best"] = relative_change(train_first, train_at_best);
+  numbers["loss_low"] = train_low;
+  numbers["loss_low_epoch"] = static_cast<double>(train[low].epoch);
+  numbers["loss_change_from_low"] = train_rise_from_low;
+  numbers["loss_change_to_low"] = relative_change(train_first, train_low);
+  numbers["near_zero_scale"] = near_zero_scale;
+  numbers["threshold_near_zero_loss"] = kNearZeroLoss;
+  if (train_rise_from_low > kTrainRose && !train_near_zero) {
+    diagnosis.set_verdict("diverging");
+    diagnosis.set_summary("diverging: the training loss rose " + percent(train_rise_from_low) + " (" +
+                          format_value(train_low) + " -> " + format_value(train_end) + ") from its low at epoch " +
+                          epoch_text(train[low].epoch) + ", after the " + best_text +
+                          ", instead of falling; lower the learning rate");
     return diagnosis;
   }
 
@@ -310,7 +351,6 @@ proto::Diagnosis diagnose(const proto::History& history) {
     // moved (it may have learned within the first epoch).
     const double train_over_chance = train_end / chance;
     const double val_over_chance = best_val / chance;
-    numbers["threshold_near_chance"] = kNearChance;
     numbers["threshold_worse_than_chance"] = kWorseThanChance;
     underfitting = train_over_chance >= kNearChance && val_over_chance >= kNearChance;
     underfitting_text = "loss " + format_value(train_end) + " and best val_loss " + format_value(best_val) +
@@ -344,7 +384,11 @@ proto::Diagnosis diagnose(const proto::History& history) {
   if (underfitting) {
     diagnosis.set_verdict("underfitting");
     std::string summary = "underfitting: " + underfitting_text;
-    if (val_tail_change <= -kStillImprovingFall) summary += "; " + tail_text + ", more epochs may help";
+    // Both curves, as for still improving: val_loss alone read between two single epochs can start on a spike
+    // (digits at learning rate 5: "val_loss fell 13.6% (2.8853 -> 2.4937)" while the training loss rose).
+    if (val_tail_change <= -kStillImprovingFall && train_tail_change <= -kStillImprovingFall) {
+      summary += "; " + tail_text + ", more epochs may help";
+    }
     diagnosis.set_summary(summary);
     return diagnosis;
   }
@@ -365,14 +409,25 @@ proto::Diagnosis diagnose(const proto::History& history) {
     diagnosis.set_overfitting_from_epoch(from);
     numbers["overfitting_from_epoch"] = static_cast<double>(from);
     if (rose) {
-      // "while loss fell 92.6% (0.1753 -> 0.0130)"; a training loss that did not fall further is level at the low it
-      // had reached (a rise beyond noise is diverging, above): say that, and how far it had come down.
-      const std::string train_text = train_change < 0
-                                         ? "loss " + change_between(train_at_best, train_end)
-                                         : "loss stayed near its low (" + format_value(train_at_best) + " -> " +
-                                               format_value(train_end) + ") after falling " +
-                                               percent(-relative_change(train_first, train_at_best)) + " (" +
-                                               format_value(train_first) + " -> " + format_value(train_at_best) + ")";
+      // "while loss fell 92.6% (0.1753 -> 0.0130)". A training loss that did not fall further is at the low it had
+      // reached, within noise, or near zero (any other rise is diverging, above): say which, where the low was, and
+      // how far it had come down to it.
+      const std::string fall_to_low = " after falling " + percent(-relative_change(train_first, train_low)) + " (" +
+                                      format_value(train_first) + " -> " + format_value(train_low) + ")";
+      std::string train_text;
+      if (train_change < 0) {
+        train_text = "loss " + change_between(train_at_best, train_end);
+      } else if (train_rise_from_low <= kTrainRose) {
+        train_text = "loss stayed near its low " + format_value(train_low) + " at epoch " +
+                     epoch_text(train[low].epoch) + " (ended at " + format_value(train_end) + ")" + fall_to_low;
+      } else {
+        numbers["loss_end_over_near_zero_scale"] = train_end / near_zero_scale;
+        train_text = "loss stayed near zero (its low " + format_value(train_low) + " at epoch " +
+                     epoch_text(train[low].epoch) + ", " + format_value(train_end) + " at the end, " +
+                     share_of(train_end / near_zero_scale) +
+                     (chance > 0 ? " the chance level " : " the first epoch's loss or val_loss, the lower, ") +
+                     format_value(near_zero_scale) + ")" + fall_to_low;
+      }
       diagnosis.set_summary("overfitting from epoch " + epoch_text(from) + ": " + best_text +
                             ", then val_loss rose to " + end_text + " while " + train_text);
     } else {

@@ -10,8 +10,10 @@
 namespace shardfit {
 
 // The rule, its thresholds and why each is what it is: docs/verdict.md. In short, on the epochs that have val_loss:
-//   diverging         a NaN/inf loss or val_loss; or the training loss ended above 3x the chance level, or more than
-//                     10% above its value at the best val_loss's epoch (it did not come down: lower the learning rate);
+//   diverging         a NaN/inf loss or val_loss; or the training loss ended above 3x the chance level, or passed 3x
+//                     it at some epoch and ended at 80% of it or more (blew up and never recovered), or ended more
+//                     than 10% above its own low after the best val_loss's epoch without being near zero (2% of the
+//                     chance level; lower the learning rate);
 //   undetermined      no epochs, no val_loss, or fewer than 3 epochs of it;
 //   underfitting      train loss and best val_loss both stay high: near the chance level of cross-entropy, or less
 //                     than 30% below where they started;

@@ -401,6 +401,127 @@ TEST(Diagnosis, TrainingLossRisingIsDivergingNotOverfitting) {
   expect_summary_numbers_in_map(near_zero);
 }
 
+TEST(Diagnosis, TrainingLossRisingFromItsLowIsDivergingWhenTheLowIsNotNearZero) {
+  // The digits MLP (examples/digits/mlp.pbtxt, 2 ranks) with Adam at learning rate 0.3, 30 epochs: the training loss
+  // wanders between 1.27 and 1.96 (chance ln 10 = 2.30) and ends 33% above its low. Read against its fall from a
+  // first epoch at 6.44 it was "overfitting from epoch 4: ... while loss stayed near its low (1.3394 -> 1.6944)".
+  const std::vector<double> lr03_loss = {6.4401, 1.4806, 1.3394, 1.4803, 1.4414, 1.4928, 1.3687, 1.3255,
+                                         1.2952, 1.2736, 1.4324, 1.3993, 1.6843, 1.5335, 1.5448, 1.4233,
+                                         1.3696, 1.4313, 1.3527, 1.2818, 1.4483, 1.3650, 1.5075, 1.8717,
+                                         1.9647, 1.7187, 1.7033, 1.4909, 1.4479, 1.6944};
+  const std::vector<double> lr03_val = {1.4618, 1.9354, 1.4304, 1.7410, 2.2164, 1.5876, 1.8701, 1.7209, 1.5128, 1.7377,
+                                        1.7467, 1.7161, 1.7460, 1.6367, 1.7522, 1.8470, 1.7377, 1.8943, 1.4589, 1.5052,
+                                        1.5404, 1.7042, 1.6164, 2.3399, 1.6877, 1.8971, 1.6558, 1.5157, 1.5246, 2.2703};
+  proto::History lr03 = make_history(lr03_loss, lr03_val);
+  lr03.mutable_params()->set_loss("sparse_categorical_crossentropy");
+  lr03.mutable_params()->set_output_units(10);
+  const proto::Diagnosis d = diagnose(lr03);
+  EXPECT_EQ(d.verdict(), "diverging") << d.summary();
+  EXPECT_EQ(d.overfitting_from_epoch(), -1);
+  // The rise is read from the low after the best epoch (1.2736 at epoch 10), not from the best epoch's 1.3394.
+  EXPECT_NE(d.summary().find("loss rose 33.0% (1.2736 -> 1.6944) from its low at epoch 10"), std::string::npos)
+      << d.summary();
+  EXPECT_NE(d.summary().find("learning rate"), std::string::npos) << d.summary();
+  expect_summary_numbers_in_map(d);
+
+  // Learning rate 0.1, 20 epochs: best val_loss at epoch 3, the training loss's low 0.0972 at epoch 13, then back up
+  // to 0.2613. It was "loss stayed near its low (0.2275 -> 0.2613)".
+  const std::vector<double> lr01_loss = {1.2298, 0.2395, 0.2275, 0.1567, 0.1494, 0.1538, 0.1224,
+                                         0.1489, 0.1808, 0.1775, 0.1026, 0.2088, 0.0972, 0.1724,
+                                         0.1362, 0.1976, 0.2141, 0.2225, 0.1500, 0.2613};
+  const std::vector<double> lr01_val = {0.5931, 0.8189, 0.5494, 0.7752, 0.7163, 0.9278, 0.7686, 0.7876, 1.2839, 1.0926,
+                                        1.3301, 1.2321, 1.3551, 1.6573, 1.4402, 1.6455, 1.3354, 1.2530, 1.3161, 1.2629};
+  proto::History lr01 = make_history(lr01_loss, lr01_val);
+  *lr01.mutable_params() = lr03.params();
+  const proto::Diagnosis d01 = diagnose(lr01);
+  EXPECT_EQ(d01.verdict(), "diverging") << d01.summary();
+  EXPECT_NE(d01.summary().find("(0.0972 -> 0.2613) from its low at epoch 13"), std::string::npos) << d01.summary();
+  expect_summary_numbers_in_map(d01);
+
+  // A memorised training set wobbling near zero (0.0010 -> 0.0013, 0.06% of the chance level) while val_loss climbs
+  // stays overfitting, with or without a chance level, and the line names the low it stayed near.
+  std::vector<double> memorised = decay(30, 0.0, 2.0, 1.3);
+  for (int e = 9; e < 30; ++e) memorised[e] = 0.0010 * (1 + 0.3 * (e - 9) / 20.0);
+  proto::History near_zero = make_history(memorised, u_shape(30));
+  for (bool with_chance : {false, true}) {
+    if (with_chance) *near_zero.mutable_params() = lr03.params();
+    const proto::Diagnosis o = diagnose(near_zero);
+    EXPECT_EQ(o.verdict(), "overfitting") << o.summary();
+    EXPECT_EQ(o.overfitting_from_epoch(), 10);
+    EXPECT_NE(o.summary().find("loss stayed near zero (its low 1.0000e-03 at epoch 10, 0.0013 at the end"),
+              std::string::npos)
+        << o.summary();
+    expect_summary_numbers_in_map(o);
+  }
+  // A low loss that ends 20x above its low (0.0050 -> 0.1004 of ln 10, as digits at learning rate 0.05 does) has not
+  // stayed near zero: 4.4% of the chance level is above the 2% that counts as learned down to nothing.
+  std::vector<double> spiky = memorised;
+  spiky[29] = 0.1004;
+  proto::History spiky_history = make_history(spiky, u_shape(30));
+  *spiky_history.mutable_params() = lr03.params();
+  EXPECT_EQ(diagnose(spiky_history).verdict(), "diverging") << diagnose(spiky_history).summary();
+  // The same 30% wobble at a loss that is not near zero (0.5 -> 0.65 of ln 10) is unstable training.
+  std::vector<double> high = memorised;
+  for (int e = 9; e < 30; ++e) high[e] = 500 * memorised[e];
+  proto::History high_history = make_history(high, u_shape(30));
+  *high_history.mutable_params() = lr03.params();
+  high_history.mutable_epochs(0)->mutable_values()->at("loss") = 2.2;
+  EXPECT_EQ(diagnose(high_history).verdict(), "diverging") << diagnose(high_history).summary();
+}
+
+TEST(Diagnosis, BlownUpThenNearChanceIsDivergingNotUnderfitting) {
+  // The digits MLP at learning rate 5 and 1, 30 epochs: the first epoch's loss at 1276.8 (555x chance) and 55.0, then
+  // the loss sits at 1.2x and 1.04x chance. Both were "underfitting ... more epochs may help"; the weights blew up
+  // and never recovered, and the advice is to lower the learning rate.
+  const std::vector<double> lr5_loss = {1276.7922, 2.7055, 2.4963, 2.6787, 2.6860, 2.6493, 2.6006, 2.8255,
+                                        2.6780,    2.7531, 2.7166, 2.8054, 2.8192, 2.5989, 2.6733, 2.6868,
+                                        2.7537,    2.8314, 2.6396, 2.6505, 2.6153, 2.6634, 2.7228, 2.6707,
+                                        2.6660,    2.6600, 2.6878, 2.6536, 2.7572, 2.7473};
+  const std::vector<double> lr5_val = {2.8400, 2.5839, 2.4202, 2.6119, 2.6954, 2.4113, 2.8181, 2.6566, 2.6261, 2.5316,
+                                       2.7286, 2.9053, 2.7247, 2.6446, 2.6698, 2.8193, 2.7570, 2.7168, 2.5558, 2.7298,
+                                       2.6018, 2.9240, 2.7622, 2.6368, 2.8853, 2.6713, 2.6846, 2.6555, 2.7372, 2.4937};
+  proto::History lr5 = make_history(lr5_loss, lr5_val);
+  lr5.mutable_params()->set_loss("sparse_categorical_crossentropy");
+  lr5.mutable_params()->set_output_units(10);
+  const proto::Diagnosis d = diagnose(lr5);
+  EXPECT_EQ(d.verdict(), "diverging") << d.summary();
+  EXPECT_NE(d.summary().find("loss reached 1276.7922 at epoch 1"), std::string::npos) << d.summary();
+  EXPECT_NE(d.summary().find("ended at 2.7473"), std::string::npos) << d.summary();
+  EXPECT_NE(d.summary().find("lower the learning rate"), std::string::npos) << d.summary();
+  EXPECT_EQ(d.summary().find("more epochs"), std::string::npos) << d.summary();
+  expect_summary_numbers_in_map(d);
+
+  // A bad initialisation that starts at 5x chance but ends well below it is judged on its curves as before.
+  std::vector<double> bad_init = decay(20, 0.2, 11.0, 1.0);
+  proto::History recovered = make_history(bad_init, decay(20, 0.3, 2.0, 2.0));
+  *recovered.mutable_params() = lr5.params();
+  EXPECT_NE(diagnose(recovered).verdict(), "diverging") << diagnose(recovered).summary();
+  // Near chance without a blow-up stays underfitting.
+  proto::History near = make_history(decay(15, 2.1, 2.9, 1.5), decay(15, 2.15, 1.0, 1.5));
+  *near.mutable_params() = lr5.params();
+  EXPECT_EQ(diagnose(near).verdict(), "underfitting") << diagnose(near).summary();
+}
+
+TEST(Diagnosis, UnderfittingSaysMoreEpochsMayHelpOnlyWhenBothCurvesFell) {
+  // val_loss read between two single epochs can start on a spike: here the last five val_loss values are 2.885 (a
+  // spike) ... 2.494 while the training loss rose 3%. "since epoch 5 val_loss fell 13.6%, more epochs may help" was
+  // misleading; with no blow-up before it this is underfitting, without that advice.
+  proto::History spike = make_history({2.60, 2.58, 2.57, 2.56, 2.55, 2.66, 2.69, 2.65, 2.70, 2.7473},
+                                      {2.50, 2.49, 2.48, 2.47, 2.46, 2.8853, 2.67, 2.68, 2.66, 2.4937});
+  spike.mutable_params()->set_loss("sparse_categorical_crossentropy");
+  spike.mutable_params()->set_output_units(10);
+  const proto::Diagnosis d = diagnose(spike);
+  EXPECT_EQ(d.verdict(), "underfitting") << d.summary();
+  EXPECT_EQ(d.summary().find("more epochs"), std::string::npos) << d.summary();
+  // Both curves falling at the end still adds it.
+  proto::History falling = make_history(decay(10, 1.9, 1.2, 4), decay(10, 2.0, 1.2, 4));
+  *falling.mutable_params() = spike.params();
+  const proto::Diagnosis f = diagnose(falling);
+  EXPECT_EQ(f.verdict(), "underfitting") << f.summary();
+  EXPECT_NE(f.summary().find("more epochs may help"), std::string::npos) << f.summary();
+  expect_summary_numbers_in_map(f);
+}
+
 TEST(Diagnosis, FarAboveTheChanceLevelIsDivergingNotUnderfitting) {
   // A run whose loss blew up to 5.5e8 within its first epoch and stayed there, with 10 classes (chance ln 10): it was
   // "underfitting: ... (23977505555.3% and ... of it)". A training loss 3x the chance level is worse than any guess.
