@@ -22,94 +22,14 @@
 namespace shardfit {
 namespace {
 
-// ---------------------------------------------------------------------------------------------------------------
-// State blobs: fixed-width fields in the host's byte order (a checkpoint is resumed on the kind of machine that
-// wrote it), each string and vector prefixed by its count. The reader refuses a blob it does not consume exactly.
-// ---------------------------------------------------------------------------------------------------------------
-class StateWriter {
- public:
-  void i64(int64_t v) { raw(&v, sizeof v); }
-  void f64(double v) { raw(&v, sizeof v); }
-  void flag(bool v) {
-    const uint8_t byte = v ? 1 : 0;
-    raw(&byte, 1);
-  }
-  void optional_f64(const std::optional<double>& v) {
-    flag(v.has_value());
-    f64(v.value_or(0.0));
-  }
-  void text(const std::string& s) {
-    i64(static_cast<int64_t>(s.size()));
-    bytes_.append(s);
-  }
-  void floats(const std::vector<float>& v) {
-    i64(static_cast<int64_t>(v.size()));
-    raw(v.data(), v.size() * sizeof(float));
-  }
-  std::string take() { return std::move(bytes_); }
-
- private:
-  void raw(const void* p, size_t bytes) { bytes_.append(static_cast<const char*>(p), bytes); }
-  std::string bytes_;
-};
-
-class StateReader {
- public:
-  StateReader(const std::string& bytes, std::string what) : bytes_(bytes), what_(std::move(what)) {}
-
-  int64_t i64() {
-    int64_t v = 0;
-    raw(&v, sizeof v);
-    return v;
-  }
-  double f64() {
-    double v = 0;
-    raw(&v, sizeof v);
-    return v;
-  }
-  bool flag() {
-    uint8_t byte = 0;
-    raw(&byte, 1);
-    SF_CHECK(byte <= 1, corrupt());
-    return byte == 1;
-  }
-  std::optional<double> optional_f64() {
-    const bool present = flag();
-    const double v = f64();
-    return present ? std::optional<double>(v) : std::nullopt;
-  }
-  std::string text() {
-    const size_t count = checked_count(1);
-    std::string s = bytes_.substr(at_, count);
-    at_ += count;
-    return s;
-  }
-  std::vector<float> floats() {
-    const size_t count = checked_count(sizeof(float));
-    std::vector<float> v(count);
-    raw(v.data(), count * sizeof(float));
-    return v;
-  }
-  void finish() const { SF_CHECK(at_ == bytes_.size(), corrupt()); }
-
- private:
-  size_t checked_count(size_t item_bytes) {
-    const int64_t count = i64();
-    SF_CHECK(count >= 0 && static_cast<uint64_t>(count) <= (bytes_.size() - at_) / item_bytes, corrupt());
-    return static_cast<size_t>(count);
-  }
-  void raw(void* p, size_t bytes) {
-    SF_CHECK(bytes <= bytes_.size() - at_, corrupt());
-    if (bytes == 0) return;  // an empty vector's data() may be null, and memcpy(null, ..., 0) is undefined
-    std::memcpy(p, bytes_.data() + at_, bytes);
-    at_ += bytes;
-  }
-  std::string corrupt() const { return cat(what_, " in the checkpoint is truncated or corrupt"); }
-
-  const std::string& bytes_;
-  std::string what_;
-  size_t at_ = 0;
-};
+// The optional doubles of the state messages, to and from the callbacks' members.
+template <typename Message>
+void set_optional(const std::optional<double>& value, Message& message, void (Message::*set)(double)) {
+  if (value) (message.*set)(*value);
+}
+std::optional<double> get_optional(bool present, double value) {
+  return present ? std::optional<double>(value) : std::nullopt;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Monitoring, as Keras's MonitorCallback: the first value is always an improvement (best starts unset), and
@@ -230,29 +150,28 @@ class EarlyStopping : public Callback {
     }
   }
 
-  std::string save_state() const override {
-    StateWriter w;
-    w.i64(wait_);
-    w.i64(stopped_epoch_);
-    w.i64(best_epoch_);
-    w.optional_f64(best_);
-    w.flag(warned_);
-    w.flag(best_weights_.has_value());
-    w.floats(best_weights_.value_or(std::vector<float>{}));
-    return w.take();
+  proto::CallbackState::KindCase state_kind() const override { return proto::CallbackState::kEarlyStopping; }
+
+  void save_state(proto::CallbackState& state) const override {
+    proto::EarlyStoppingState& s = *state.mutable_early_stopping();
+    s.set_wait(wait_);
+    s.set_stopped_epoch(stopped_epoch_);
+    s.set_best_epoch(best_epoch_);
+    set_optional(best_, s, &proto::EarlyStoppingState::set_best);
+    s.set_warned(warned_);
+    if (best_weights_) s.mutable_best_weights()->mutable_values()->Assign(best_weights_->begin(), best_weights_->end());
   }
 
-  void load_state(const std::string& state) override {
-    StateReader r(state, cat("the ", name(), " callback's state"));
-    wait_ = r.i64();
-    stopped_epoch_ = r.i64();
-    best_epoch_ = r.i64();
-    best_ = r.optional_f64();
-    warned_ = r.flag();
-    const bool has_weights = r.flag();
-    std::vector<float> weights = r.floats();
-    r.finish();
-    best_weights_ = has_weights ? std::optional<std::vector<float>>(std::move(weights)) : std::nullopt;
+  void load_state(const proto::CallbackState& state) override {
+    const proto::EarlyStoppingState& s = state.early_stopping();
+    wait_ = s.wait();
+    stopped_epoch_ = s.stopped_epoch();
+    best_epoch_ = s.best_epoch();
+    best_ = get_optional(s.has_best(), s.best());
+    warned_ = s.warned();
+    best_weights_ = s.has_best_weights() ? std::optional<std::vector<float>>(std::vector<float>(
+                                               s.best_weights().values().begin(), s.best_weights().values().end()))
+                                         : std::nullopt;
   }
 
  private:
@@ -323,22 +242,22 @@ class ReduceLrOnPlateau : public Callback {
     }
   }
 
-  std::string save_state() const override {
-    StateWriter w;
-    w.i64(wait_);
-    w.i64(cooldown_counter_);
-    w.optional_f64(best_);
-    w.flag(warned_);
-    return w.take();
+  proto::CallbackState::KindCase state_kind() const override { return proto::CallbackState::kReduceLrOnPlateau; }
+
+  void save_state(proto::CallbackState& state) const override {
+    proto::ReduceLROnPlateauState& s = *state.mutable_reduce_lr_on_plateau();
+    s.set_wait(wait_);
+    s.set_cooldown_counter(cooldown_counter_);
+    set_optional(best_, s, &proto::ReduceLROnPlateauState::set_best);
+    s.set_warned(warned_);
   }
 
-  void load_state(const std::string& state) override {
-    StateReader r(state, cat("the ", name(), " callback's state"));
-    wait_ = r.i64();
-    cooldown_counter_ = r.i64();
-    best_ = r.optional_f64();
-    warned_ = r.flag();
-    r.finish();
+  void load_state(const proto::CallbackState& state) override {
+    const proto::ReduceLROnPlateauState& s = state.reduce_lr_on_plateau();
+    wait_ = s.wait();
+    cooldown_counter_ = s.cooldown_counter();
+    best_ = get_optional(s.has_best(), s.best());
+    warned_ = s.warned();
   }
 
  private:
@@ -415,16 +334,15 @@ class LearningRateScheduler : public Callback {
     logs["learning_rate"] = static_cast<double>(control.optimizer->learning_rate());
   }
 
-  std::string save_state() const override {
-    StateWriter w;
-    w.optional_f64(base_);
-    return w.take();
+  proto::CallbackState::KindCase state_kind() const override { return proto::CallbackState::kLearningRateScheduler; }
+
+  void save_state(proto::CallbackState& state) const override {
+    set_optional(base_, *state.mutable_learning_rate_scheduler(), &proto::LearningRateSchedulerState::set_base);
   }
 
-  void load_state(const std::string& state) override {
-    StateReader r(state, cat("the ", name(), " callback's state"));
-    base_ = r.optional_f64();
-    r.finish();
+  void load_state(const proto::CallbackState& state) override {
+    const proto::LearningRateSchedulerState& s = state.learning_rate_scheduler();
+    base_ = get_optional(s.has_base(), s.base());
   }
 
  private:
@@ -587,18 +505,18 @@ class ModelCheckpoint : public Callback {
     }
   }
 
-  std::string save_state() const override {
-    StateWriter w;
-    w.optional_f64(best_);
-    w.flag(warned_);
-    return w.take();
+  proto::CallbackState::KindCase state_kind() const override { return proto::CallbackState::kModelCheckpoint; }
+
+  void save_state(proto::CallbackState& state) const override {
+    proto::ModelCheckpointState& s = *state.mutable_model_checkpoint();
+    set_optional(best_, s, &proto::ModelCheckpointState::set_best);
+    s.set_warned(warned_);
   }
 
-  void load_state(const std::string& state) override {
-    StateReader r(state, cat("the ", name(), " callback's state"));
-    best_ = r.optional_f64();
-    warned_ = r.flag();
-    r.finish();
+  void load_state(const proto::CallbackState& state) override {
+    const proto::ModelCheckpointState& s = state.model_checkpoint();
+    best_ = get_optional(s.has_best(), s.best());
+    warned_ = s.warned();
   }
 
  private:
@@ -642,6 +560,11 @@ class TerminateOnNaN : public Callback {
     print_line(control, cat("Batch ", step, ": Invalid loss, terminating training"));
     control.stop_training = true;
   }
+
+  // Nothing to keep, but a message of its own, so that the job's callbacks are matched by kind on resume.
+  proto::CallbackState::KindCase state_kind() const override { return proto::CallbackState::kTerminateOnNan; }
+  void save_state(proto::CallbackState& state) const override { state.mutable_terminate_on_nan(); }
+  void load_state(const proto::CallbackState& /*state*/) override {}
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -700,29 +623,20 @@ class CsvLogger : public Callback {
     file_bytes_ = std::filesystem::file_size(filename_);
   }
 
-  std::string save_state() const override {
-    StateWriter w;
-    w.flag(keys_.has_value());
-    w.i64(keys_ ? static_cast<int64_t>(keys_->size()) : 0);
-    if (keys_) {
-      for (const std::string& key : *keys_) w.text(key);
-    }
-    w.i64(static_cast<int64_t>(file_bytes_));
-    return w.take();
+  proto::CallbackState::KindCase state_kind() const override { return proto::CallbackState::kCsvLogger; }
+
+  void save_state(proto::CallbackState& state) const override {
+    proto::CSVLoggerState& s = *state.mutable_csv_logger();
+    if (keys_) s.mutable_keys()->mutable_keys()->Assign(keys_->begin(), keys_->end());
+    s.set_file_bytes(static_cast<uint64_t>(file_bytes_));
   }
 
-  void load_state(const std::string& state) override {
-    StateReader r(state, cat("the ", name(), " callback's state"));
-    const bool has_keys = r.flag();
-    const int64_t count = r.i64();
-    std::vector<std::string> keys;
-    for (int64_t i = 0; i < count; ++i) keys.push_back(r.text());
-    const int64_t bytes = r.i64();
-    r.finish();
-    SF_CHECK(bytes >= 0 && (has_keys || count == 0),
-             cat("the ", name(), " callback's state in the checkpoint is corrupt"));
-    keys_ = has_keys ? std::optional<std::vector<std::string>>(std::move(keys)) : std::nullopt;
-    file_bytes_ = static_cast<uintmax_t>(bytes);
+  void load_state(const proto::CallbackState& state) override {
+    const proto::CSVLoggerState& s = state.csv_logger();
+    keys_ = s.has_keys() ? std::optional<std::vector<std::string>>(
+                               std::vector<std::string>(s.keys().keys().begin(), s.keys().keys().end()))
+                         : std::nullopt;
+    file_bytes_ = static_cast<uintmax_t>(s.file_bytes());
     opened_ = false;
   }
 
@@ -849,7 +763,11 @@ std::unique_ptr<Callback> make_csv_logger(const proto::CsvLogger& c, const std::
   return std::make_unique<CsvLogger>(c.filename(), separator[0], c.has_append() && c.append());
 }
 
-constexpr char kStateMagic[] = "shardfit-callbacks-1";
+// A callback state's kind as the job file spells it, for messages.
+std::string kind_name(proto::CallbackState::KindCase kind) {
+  if (kind == proto::CallbackState::KIND_NOT_SET) return "no kind";
+  return std::string(proto::CallbackState::descriptor()->FindFieldByNumber(static_cast<int>(kind))->name());
+}
 
 }  // namespace
 
@@ -886,55 +804,31 @@ std::vector<std::unique_ptr<Callback>> make_callbacks(const proto::Job& job, int
   return callbacks;
 }
 
-// The blob: a magic string, the callback count, then per callback its name and its state. Names are checked in
-// order, so a job whose callbacks were added, removed or reordered since the checkpoint is refused.
-std::string save_callbacks_state(const std::vector<std::unique_ptr<Callback>>& callbacks) {
-  StateWriter w;
-  w.text(kStateMagic);
-  w.i64(static_cast<int64_t>(callbacks.size()));
-  for (const auto& callback : callbacks) {
-    w.text(callback->name());
-    w.text(callback->save_state());
-  }
-  return w.take();
+// One CallbackState per callback, in the job's order. Kinds are checked in order, so a job whose callbacks were
+// added, removed or reordered since the checkpoint is refused.
+CallbackStates save_callbacks_state(const std::vector<std::unique_ptr<Callback>>& callbacks) {
+  CallbackStates states;
+  for (const auto& callback : callbacks) callback->save_state(*states.Add());
+  return states;
 }
 
-void load_callbacks_state(const std::vector<std::unique_ptr<Callback>>& callbacks, const std::string& blob) {
-  auto names_of_job = [&] {
-    std::string out;
-    for (const auto& callback : callbacks) out += (out.empty() ? "" : ", ") + callback->name();
-    return out.empty() ? std::string("none") : out;
-  };
-  if (blob.empty()) {
-    // A checkpoint written without callback state: fine only when the job has no callbacks either.
-    SF_CHECK(callbacks.empty(), cat("the checkpoint holds no callback state but the job has callbacks (",
-                                    names_of_job(), "): the job's callbacks changed since the checkpoint"));
-    return;
-  }
-  StateWriter magic;
-  magic.text(kStateMagic);
-  SF_CHECK(blob.starts_with(magic.take()), "the checkpoint's callback state is not in shardfit's format");
-  StateReader r(blob, "the callbacks' state");
-  r.text();
-  const int64_t count = r.i64();
-  SF_CHECK(count >= 0 && count < (int64_t{1} << 20), "the callbacks' state in the checkpoint is corrupt");
-  std::vector<std::pair<std::string, std::string>> saved;
-  for (int64_t i = 0; i < count; ++i) {
-    std::string name = r.text();
-    std::string state = r.text();
-    saved.emplace_back(std::move(name), std::move(state));
-  }
-  r.finish();
+void load_callbacks_state(const std::vector<std::unique_ptr<Callback>>& callbacks, const CallbackStates& states) {
+  auto listed = [](std::string out) { return out.empty() ? std::string("none") : out; };
+  std::string names_of_job;
+  for (const auto& callback : callbacks) names_of_job += (names_of_job.empty() ? "" : ", ") + callback->name();
   std::string names_saved;
-  for (const auto& [name, state] : saved) names_saved += (names_saved.empty() ? "" : ", ") + name;
-  bool same = saved.size() == callbacks.size();
-  for (size_t i = 0; same && i < saved.size(); ++i) same = saved[i].first == callbacks[i]->name();
+  for (const proto::CallbackState& state : states) {
+    names_saved += (names_saved.empty() ? "" : ", ") + kind_name(state.kind_case());
+  }
+  bool same = static_cast<size_t>(states.size()) == callbacks.size();
+  for (size_t i = 0; same && i < callbacks.size(); ++i) {
+    same = states[static_cast<int>(i)].kind_case() == callbacks[i]->state_kind();
+  }
   SF_CHECK(same,
-           cat("the job's callbacks (", names_of_job(), ") differ from the checkpoint's (",
-               names_saved.empty() ? std::string("none") : names_saved,
+           cat("the job's callbacks (", listed(names_of_job), ") differ from the checkpoint's (", listed(names_saved),
                "): the job's callbacks changed since the checkpoint"),
            "resume with the job file the checkpoint was written with, or start a new fit");
-  for (size_t i = 0; i < saved.size(); ++i) callbacks[i]->load_state(saved[i].second);
+  for (size_t i = 0; i < callbacks.size(); ++i) callbacks[i]->load_state(states[static_cast<int>(i)]);
 }
 
 }  // namespace shardfit

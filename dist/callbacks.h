@@ -42,9 +42,12 @@ class Callback {
   // logs: the epoch's globally reduced values (loss, metrics, val_*); a callback may add keys (learning_rate).
   virtual void on_epoch_end(int64_t /*epoch*/, EpochLogs& /*logs*/, TrainingControl& /*control*/) {}
   virtual void on_train_end(TrainingControl& /*control*/) {}
-  // Everything needed to continue bit for bit after a resume (wait counters, best values, best weights, ...).
-  virtual std::string save_state() const { return {}; }
-  virtual void load_state(const std::string& /*state*/) {}
+  // Everything needed to continue bit for bit after a resume (wait counters, best values, best weights, ...), in
+  // this callback's own message of CallbackState: a field added later reads as its default from an older checkpoint.
+  // state_kind() is the oneof case written and read; load_state is only called with a state of that case.
+  virtual proto::CallbackState::KindCase state_kind() const = 0;
+  virtual void save_state(proto::CallbackState& state) const = 0;
+  virtual void load_state(const proto::CallbackState& state) = 0;
 };
 
 // The job's callbacks, in the order written. base_dir resolves relative file names (the job file's folder for
@@ -52,8 +55,10 @@ class Callback {
 // Keras). Errors name the field ("callbacks[1].early_stopping.mode = 'up': expected auto, min or max").
 std::vector<std::unique_ptr<Callback>> make_callbacks(const proto::Job& job, int64_t epochs);
 
-// All callbacks' states in one blob for the checkpoint, and back.
-std::string save_callbacks_state(const std::vector<std::unique_ptr<Callback>>& callbacks);
-void load_callbacks_state(const std::vector<std::unique_ptr<Callback>>& callbacks, const std::string& blob);
+// All callbacks' states for the checkpoint (Checkpoint.callbacks_state), and back. Loading matches them to the
+// job's callbacks by position and kind; a job whose callbacks changed since the checkpoint is refused by name.
+using CallbackStates = google::protobuf::RepeatedPtrField<proto::CallbackState>;
+CallbackStates save_callbacks_state(const std::vector<std::unique_ptr<Callback>>& callbacks);
+void load_callbacks_state(const std::vector<std::unique_ptr<Callback>>& callbacks, const CallbackStates& states);
 
 }  // namespace shardfit

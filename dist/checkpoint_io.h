@@ -16,8 +16,10 @@ namespace shardfit {
 
 class Model;
 
-// "SFCKPT01" read as a little-endian 64-bit number: the first field of every checkpoint file.
-inline constexpr uint64_t kCheckpointMagic = 0x313054504B434653ULL;
+// "SFCKPT02" read as a little-endian 64-bit number: the first field of every checkpoint file. Version 02 keeps the
+// callbacks' state as typed messages (Checkpoint.callbacks_state = 13); 01 kept it as a positional byte blob, which
+// this shardfit does not read, so such a file is refused as another format version.
+inline constexpr uint64_t kCheckpointMagic = 0x323054504B434653ULL;
 
 // The bytes of checkpoint.pb for `checkpoint` (deterministic, so equal checkpoints give equal files).
 std::string encode_checkpoint(const proto::Checkpoint& checkpoint);

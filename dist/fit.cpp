@@ -316,7 +316,7 @@ void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
   }
   checkpoint.set_seed(config_.seed);
   checkpoint.set_global_step(static_cast<int64_t>(global_step_));
-  checkpoint.set_callbacks_state(save_callbacks_state(callbacks_));
+  *checkpoint.mutable_callbacks_state() = save_callbacks_state(callbacks_);
   *checkpoint.mutable_history() = result_.history;
   checkpoint.mutable_rank_epoch_sums()->Assign(sums.begin(), sums.end());
   checkpoint.set_world_size(comm_.size());

@@ -139,15 +139,16 @@ TEST(CheckpointFile, TruncatedForeignAndOldFilesAreRefused) {
 
 TEST(CheckpointFile, AnotherVersionATruncatedAndADamagedFileAreToldApart) {
   const std::string bytes = encode_checkpoint(valid_checkpoint());
-  ASSERT_EQ(bytes.substr(7, 2), "01") << "the format version this shardfit writes";
+  ASSERT_EQ(bytes.substr(7, 2), "02") << "the format version this shardfit writes";
 
   // Another format version: named with the one expected (the checksum covers the contents only, so it still fits).
-  std::string v2 = bytes;
-  v2[8] = '2';
-  const std::string version = decode_error(v2);
+  // Version 01 is the one before the callbacks' state became typed messages.
+  std::string v1 = bytes;
+  v1[8] = '1';
+  const std::string version = decode_error(v1);
   EXPECT_TRUE(contains(version,
-                       "checkpoint 'ckpt/checkpoint.pb' is a checkpoint of format version '02': "
-                       "expected version '01'"))
+                       "checkpoint 'ckpt/checkpoint.pb' is a checkpoint of format version '01': "
+                       "expected version '02'"))
       << version;
 
   // Cut anywhere after its first bytes, a checkpoint is called truncated, never "not a checkpoint".
