@@ -297,7 +297,6 @@ void Trainer::restore_from_checkpoint() {
 }
 
 void Trainer::write_checkpoint(int64_t epoch, int64_t step_in_epoch) {
-  check_data_unchanged(comm_, data_files_);  // no checkpoint of a state computed from changed data
   // Collective: rank 0 needs every rank's partial sums of the epoch in progress.
   const std::vector<double> sums = comm_.gather_to_root(std::span<const double>(train_sums_->values));
   if (!comm_.is_root()) return;
@@ -413,6 +412,7 @@ bool Trainer::train_epoch(int64_t epoch, int64_t first_step) {
 
     if (control[1] != 0.0) {
       // Every rank saw the same sum, so every rank stops here; the checkpoint continues at the next step.
+      check_data_unchanged(comm_, data_files_);  // no checkpoint of a state computed from changed data
       write_checkpoint(epoch, step + 1);
       if (comm_.is_root()) {
         // Rank 0 names the signal it received; a signal sent to other ranks only is "a signal".
@@ -430,6 +430,7 @@ bool Trainer::train_epoch(int64_t epoch, int64_t first_step) {
     if (control_.stop_training) break;  // TerminateOnNaN: Keras still ends the epoch (validation, callbacks)
     if (config_.checkpoint_every_steps > 0 &&
         global_step_ % static_cast<uint64_t>(config_.checkpoint_every_steps) == 0 && step + 1 < plan_->steps()) {
+      check_data_unchanged(comm_, data_files_);  // no checkpoint of a state computed from changed data
       write_checkpoint(epoch, step + 1);
     }
   }

@@ -18,6 +18,7 @@
 
 #include "dist/history_writer.h"
 #include "kernels/error.h"
+#include "kernels/job_file.h"
 
 namespace shardfit {
 
@@ -27,14 +28,6 @@ namespace {
 
 constexpr const char* kWhatPlotReads =
     "a history folder, history.pb, history.json (with run.json beside it for the verdict) or history.csv";
-
-std::string read_whole_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  SF_CHECK(in.is_open(), cat("cannot open ", path.string(), ": ", std::strerror(errno)));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  SF_CHECK(!in.bad(), cat("cannot read ", path.string(), ": ", std::strerror(errno)));
-  return text;
-}
 
 // ---- JSON ----
 
@@ -213,7 +206,7 @@ class JsonReader {
 };
 
 JsonValue read_json(const fs::path& path) {
-  const std::string text = read_whole_file(path);
+  const std::string text = read_text_file(path, "history file");
   return JsonReader(text, path).document();
 }
 
@@ -301,7 +294,7 @@ std::vector<std::string> csv_fields(std::string_view line) {
 }
 
 proto::History read_history_csv(const fs::path& path) {
-  const std::string text = read_whole_file(path);
+  const std::string text = read_text_file(path, "history file");
   std::vector<std::string_view> lines;
   for (size_t start = 0; start < text.size();) {
     size_t end = text.find('\n', start);

@@ -31,7 +31,6 @@ using shardfit::testing::describe;
 using shardfit::testing::error_message;
 using shardfit::testing::FreshDirTest;
 using shardfit::testing::Launch;
-using shardfit::testing::mpirun_command;
 using shardfit::testing::rank_statuses;
 using shardfit::testing::Ranks;
 using shardfit::testing::replaced;
@@ -42,7 +41,7 @@ constexpr double kLimitSeconds = 30.0;  // a failing job must be over well befor
 constexpr double kKillSeconds = 40.0;   // no launch is waited for longer than this
 
 Launch run_mpi(const std::vector<Ranks>& contexts, Watch watch) {
-  return shardfit::testing::launch_process(mpirun_command(contexts, watch), kKillSeconds);
+  return shardfit::testing::run_mpirun(contexts, watch, kKillSeconds);
 }
 
 // Every rank ends by itself, non-zero, within the limit; one message, agreed (no MPI_Abort). Returns the message.
@@ -232,9 +231,7 @@ Launch change_data_while_training(const fs::path& dir, Watch watch, const std::f
   write_small_data(dir);
   write_text(dir / "job.pbtxt", replaced(kSmallJob, "epochs: 1", "epochs: 1000000"));
   Launch launch;
-  std::thread job([&] {
-    launch = shardfit::testing::launch_process(mpirun_command({{2, dir, {"fit", "job.pbtxt"}}}, watch), kKillSeconds);
-  });
+  std::thread job([&] { launch = run_mpi({{2, dir, {"fit", "job.pbtxt"}}}, watch); });
   const auto start = std::chrono::steady_clock::now();
   while (!fs::exists(dir / "history" / "history.json") &&
          std::chrono::steady_clock::now() - start < std::chrono::seconds(20)) {

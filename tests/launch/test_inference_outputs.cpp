@@ -24,7 +24,6 @@ using shardfit::testing::error_message;
 using shardfit::testing::FreshDirTest;
 using shardfit::testing::Launch;
 using shardfit::testing::make_temp_dir;
-using shardfit::testing::mpirun_command;
 using shardfit::testing::quoted;
 using shardfit::testing::rank_statuses;
 using shardfit::testing::read_bytes;
@@ -36,7 +35,7 @@ constexpr double kKillSeconds = 60.0;
 constexpr int kRanks = 2;
 
 Launch shardfit(int ranks, const fs::path& wdir, const std::vector<std::string>& args, Watch watch) {
-  return shardfit::testing::launch_process(mpirun_command(ranks, wdir, args, watch), kKillSeconds);
+  return shardfit::testing::run_mpirun(ranks, wdir, args, watch, kKillSeconds);
 }
 
 // The digits job reading its test set from x.npy / y.npy beside the job file (relative paths).

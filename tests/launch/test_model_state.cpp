@@ -30,7 +30,6 @@ using shardfit::testing::digits_dir;
 using shardfit::testing::error_message;
 using shardfit::testing::FreshDirTest;
 using shardfit::testing::Launch;
-using shardfit::testing::mpirun_command;
 using shardfit::testing::quoted;
 using shardfit::testing::rank_statuses;
 using shardfit::testing::read_bytes;
@@ -70,7 +69,7 @@ class ModelStateTest : public FreshDirTest {
   ModelStateTest() : FreshDirTest("state") {}
 
   Launch run(const std::vector<std::string>& args, Watch watch = Watch::kEachRankReports) const {
-    return shardfit::testing::launch_process(mpirun_command(kRanks, dir_, args, watch), kKillSeconds);
+    return shardfit::testing::run_mpirun(kRanks, dir_, args, watch, kKillSeconds);
   }
 
   // Trains the job (2 epochs) and returns the checkpoint it left.

@@ -24,7 +24,6 @@ using shardfit::testing::describe;
 using shardfit::testing::error_message;
 using shardfit::testing::FreshDirTest;
 using shardfit::testing::Launch;
-using shardfit::testing::mpirun_command;
 using shardfit::testing::quoted;
 using shardfit::testing::rank_statuses;
 using shardfit::testing::read_bytes;
@@ -72,7 +71,7 @@ class OutputsTest : public FreshDirTest {
   }
 
   Launch run(const fs::path& wdir, const std::vector<std::string>& args, Watch watch = Watch::kEachRankReports) const {
-    return shardfit::testing::launch_process(mpirun_command(kRanks, wdir, args, watch), kKillSeconds);
+    return shardfit::testing::run_mpirun(kRanks, wdir, args, watch, kKillSeconds);
   }
 
   // The failure happened at setup on every rank: all exit non-zero, one message, no epoch began, the data intact.

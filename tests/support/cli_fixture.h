@@ -112,6 +112,16 @@ inline std::vector<std::string> mpirun_command(int ranks, const std::filesystem:
   return mpirun_command(std::vector<Ranks>{{ranks, wdir, args}}, watch);
 }
 
+// The command above, started and waited for at most kill_seconds (then killed: a hang shows up as a timeout).
+inline Launch run_mpirun(const std::vector<Ranks>& contexts, Watch watch, double kill_seconds) {
+  return launch_process(mpirun_command(contexts, watch), kill_seconds);
+}
+
+inline Launch run_mpirun(int ranks, const std::filesystem::path& wdir, const std::vector<std::string>& args,
+                         Watch watch, double kill_seconds) {
+  return launch_process(mpirun_command(ranks, wdir, args, watch), kill_seconds);
+}
+
 // rank -> exit status, from the "[rank R exit S]" lines of Watch::kEachRankReports.
 inline std::map<int, int> rank_statuses(const std::string& err) {
   static const std::regex line(R"(\[rank (\d+) exit (\d+)\])");
