@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "dist/dataset.h"
+#include "dist/io/dataset.h"
 #include "dist/sharding.h"
 
 int main(int argc, char** argv) {

@@ -1,4 +1,4 @@
-// fit_bench: runs shardfit::fit (dist/fit.h) on a job under mpirun and prints what the CLI does not: the share of
+// fit_bench: runs shardfit::fit (dist/train/fit.h) on a job under mpirun and prints what the CLI does not: the share of
 // step time spent in the gradient allreduce, per-rank, and a per-phase step breakdown. Not a trainer (no history,
 // no checkpoints) and not a test.
 //
@@ -30,8 +30,8 @@
 #include <vector>
 
 #include "dist/comm.h"
-#include "dist/dataset.h"
-#include "dist/fit.h"
+#include "dist/io/dataset.h"
+#include "dist/train/fit.h"
 #include "dist/gradient_reducer.h"
 #include "dist/sharding.h"
 #include "kernels/error.h"

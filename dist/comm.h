@@ -54,7 +54,7 @@ class AgreedFailure : public Error {
   int failed_count_;
 };
 
-// "error on rank 3 (dist/dataset.cpp:88): cannot open x.npy" plus "\nhint: ..." when the Error carries one.
+// "error on rank 3 (dist/io/dataset.cpp:88): cannot open x.npy" plus "\nhint: ..." when the Error carries one.
 // An AgreedFailure is already formatted and comes back unchanged; a rank < 0 means "rank unknown" (before MPI).
 std::string format_error(const std::exception& error, int rank);
 

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <map>
 
-#include "dist/mapped_file.h"
+#include "dist/io/mapped_file.h"
 #include "dist/sharding.h"
 #include "kernels/error.h"
 

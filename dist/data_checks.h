@@ -1,5 +1,5 @@
 // The agreed checks every rank runs on the data before the first step and at epoch boundaries: the same files on
-// every rank, no unusable value in them, no file changed under the job. Not the readers (dist/dataset.h).
+// every rank, no unusable value in them, no file changed under the job. Not the readers (dist/io/dataset.h).
 //
 // Design notes:
 //  1. Each rank opens the data through its own path, so a stale copy on one node is possible (MPMD --wdir, a
@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "dist/comm.h"
-#include "dist/dataset.h"
+#include "dist/io/dataset.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -39,7 +39,7 @@ void agree_on_data_files(Comm& comm, const std::vector<DataFile>& files);
 // a bad value stops every rank with its message.
 void check_data_values(Comm& comm, const std::vector<DataFile>& files);
 
-// Collective: fails on every rank when a file was written to since it was opened (see dist/mapped_file.h).
+// Collective: fails on every rank when a file was written to since it was opened (see dist/io/mapped_file.h).
 void check_data_unchanged(Comm& comm, const std::vector<DataFile>& files);
 
 // Rethrows a kernel's error about one sample as one about its row of data's label file.

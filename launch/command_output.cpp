@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "dist/output_plan.h"
+#include "dist/train/output_plan.h"
 #include "kernels/error.h"
 
 namespace shardfit {

@@ -5,7 +5,7 @@
 
 #include <filesystem>
 
-#include "dist/evaluate.h"
+#include "dist/train/evaluate.h"
 #include "launch/cli.h"
 
 namespace shardfit {

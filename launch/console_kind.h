@@ -1,5 +1,5 @@
 // Who reads rank 0's console: a person at a terminal or a log. Decided before MPI starts, because MPI_Init
-// changes what the process can see about itself. Not the console's formatting (dist/progress.h).
+// changes what the process can see about itself. Not the console's formatting (dist/train/progress.h).
 #pragma once
 
 namespace shardfit {

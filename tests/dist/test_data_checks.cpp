@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "dist/data_checks.h"
-#include "dist/dataset.h"
-#include "dist/evaluate.h"
-#include "dist/npy_writer.h"
+#include "dist/io/dataset.h"
+#include "dist/train/evaluate.h"
+#include "dist/io/npy_writer.h"
 #include "dist/sharding.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"

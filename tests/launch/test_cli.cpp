@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "dist/history_writer.h"
-#include "dist/npy_writer.h"
-#include "dist/weights_io.h"
+#include "dist/io/history_writer.h"
+#include "dist/io/npy_writer.h"
+#include "dist/io/weights_io.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
 #include "tests/support/cli_fixture.h"

@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "dist/npy_writer.h"
+#include "dist/io/npy_writer.h"
 #include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"
 

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "dist/dataset.h"
-#include "dist/history_writer.h"
-#include "dist/npy_writer.h"
+#include "dist/io/dataset.h"
+#include "dist/io/history_writer.h"
+#include "dist/io/npy_writer.h"
 #include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"
 

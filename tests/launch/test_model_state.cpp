@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "dist/checkpoint_io.h"
-#include "dist/npy_writer.h"
+#include "dist/io/checkpoint_file.h"
+#include "dist/io/npy_writer.h"
 #include "kernels/error.h"
 #include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"

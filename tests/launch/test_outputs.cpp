@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/npy_writer.h"
+#include "dist/io/npy_writer.h"
 #include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"
 

@@ -34,7 +34,7 @@
 #include <thread>
 #include <vector>
 
-#include "dist/checkpoint_io.h"
+#include "dist/io/checkpoint_file.h"
 #include "kernels/error.h"
 #include "proto/shardfit.pb.h"
 #include "tests/support/cli_fixture.h"

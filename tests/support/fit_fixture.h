@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "dist/dataset.h"
-#include "dist/fit.h"
-#include "dist/npy_writer.h"
+#include "dist/io/dataset.h"
+#include "dist/train/fit.h"
+#include "dist/io/npy_writer.h"
 #include "proto/shardfit.pb.h"
 #include "tests/support/mpi_test_env.h"
 

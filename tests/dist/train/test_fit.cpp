@@ -1,0 +1,179 @@
+// The distributed fit, run at 1, 2 and 4 ranks: P ranks give the same per-epoch loss, val_loss and final weights
+// as one rank for the same global batch (with shuffle and dropout on, a batch not divisible by P and a last batch
+// smaller than P); History's `loss` is the sample-weighted mean of the batch losses; a 64-128-10 MLP learns the
+// bundled digits with Adam.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "dist/io/dataset.h"
+#include "dist/train/fit.h"
+#include "dist/io/npy_writer.h"
+#include "kernels/job_file.h"
+#include "kernels/model_factory.h"
+#include "kernels/optimizer.h"
+#include "kernels/random.h"
+#include "tests/support/fit_fixture.h"
+#include "tests/support/mpi_test_env.h"
+
+namespace shardfit {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::quiet_config;
+using testing::range;
+using testing::relative_difference;
+using testing::series;
+using testing::SharedDir;
+using testing::world;
+using testing::write_digits;
+
+// Runs the job on all ranks and on this process alone (comm.self()), and compares what History and the weights say.
+void expect_same_as_one_rank(const std::string& job_text, const fs::path& dir) {
+  const proto::Job job = parse_job_text(job_text, "equivalence.pbtxt");
+  const FitConfig config = quiet_config(job);
+  const FitResult distributed = fit(world(), job, dir, config);
+  const FitResult single = fit(*world().self(), job, dir, config);
+
+  ASSERT_EQ(distributed.history.epochs_size(), config.epochs);
+  for (const std::string key : {"loss", "accuracy", "val_loss", "val_accuracy"}) {
+    const auto a = series(distributed.history, key);
+    const auto b = series(single.history, key);
+    ASSERT_EQ(a.size(), static_cast<size_t>(config.epochs)) << key;
+    EXPECT_LE(relative_difference(a, b), 1e-5) << key << " differs between " << world().size() << " ranks and 1";
+  }
+  const std::vector<double> wa(distributed.final_parameters.begin(), distributed.final_parameters.end());
+  const std::vector<double> wb(single.final_parameters.begin(), single.final_parameters.end());
+  const double weights_difference = relative_difference(wa, wb);
+  EXPECT_LE(weights_difference, 1e-5) << "final weights differ between " << world().size() << " ranks and 1";
+  if (world().is_root()) {
+    std::printf("%d ranks vs 1: relative difference of loss %.2e, val_loss %.2e, final weights %.2e\n", world().size(),
+                relative_difference(series(distributed.history, "loss"), series(single.history, "loss")),
+                relative_difference(series(distributed.history, "val_loss"), series(single.history, "val_loss")),
+                weights_difference);
+  }
+  // The weights moved: a run that did nothing would also agree.
+  auto model = build_model(job, 64);
+  model->initialize(config.seed);
+  const std::vector<double> w0(model->parameters().begin(), model->parameters().end());
+  EXPECT_GT(relative_difference(wb, w0), 1e-2);
+  // Every rank ends with the same weights.
+  world().check_same_everywhere("final weights", distributed.final_parameters);
+}
+
+TEST(Fit, SameAsOneRankWithShuffleDropoutAndUnevenBatches) {
+  const SharedDir shared("equivalence");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits150", range(0, 150));
+  // 150 rows, validation_split 0.2 -> 120 training rows; batch 7 is not divisible by 2 or 4, and the last batch
+  // holds 120 % 7 = 1 sample, fewer than the ranks: ranks with no sample still join the reduction.
+  expect_same_as_one_rank(R"(
+      model { layers { dense { units: 32 activation: "relu" } }
+              layers { dropout { rate: 0.25 } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
+      optimizer { adam { } }
+      fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
+      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
+                          dir);
+}
+
+TEST(Fit, SameAsOneRankWithNesterovOneHotAndClassWeights) {
+  const SharedDir shared("equivalence2");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits90", range(300, 390));
+  // Class ids turned into one-hot rows for categorical_crossentropy; class weights on the training loss;
+  // batch 16 of 72 training rows leaves a last batch of 8.
+  expect_same_as_one_rank(R"(
+      model { layers { dense { units: 24 activation: "tanh" } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "categorical_crossentropy" metrics: "accuracy"
+      optimizer { sgd { learning_rate: 0.05 momentum: 0.9 nesterov: true } global_clipnorm: 5.0 }
+      fit { epochs: 2 batch_size: 16 validation_split: 0.2 seed: 9 class_weight { key: 3 value: 2.5 } }
+      data { train { x { path: "digits90_x.npy" } y { path: "digits90_y.npy" } } })",
+                          dir);
+}
+
+// History's loss is sum over batches of (batch mean loss x batch samples) / epoch samples, measured before each
+// update. The reference replays one epoch with the kernels directly, one batch at a time, on one model.
+TEST(Fit, LossIsTheSampleWeightedMeanOfTheBatchLosses) {
+  const SharedDir shared("loss_mean");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits41", range(0, 41));
+  const std::string text = R"(
+      model { layers { dense { units: 16 activation: "relu" } } layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy"
+      optimizer { sgd { learning_rate: 0.5 } }
+      fit { epochs: 1 batch_size: 20 shuffle: false seed: 3 }
+      data { train { x { path: "digits41_x.npy" } y { path: "digits41_y.npy" } } })";
+  const proto::Job job = parse_job_text(text, "loss_mean.pbtxt");
+  const FitResult result = fit(world(), job, dir, quiet_config(job));
+
+  // Reference: batches of 20, 20 and 1 samples (shuffle off, file order).
+  proto::Dataset cfg;
+  cfg.mutable_x()->set_path("digits41_x.npy");
+  cfg.mutable_y()->set_path("digits41_y.npy");
+  const Dataset data = Dataset::open(cfg, dir, "train");
+  auto model = build_model(job, data.feature_dim());
+  model->initialize(3);
+  model->reserve(20);
+  auto sgd = make_sgd(SgdOptions{0.5F, 0.0F, false}, model->param_count());
+  double weighted_sum = 0;
+  double mean_of_means = 0;
+  std::vector<double> no_metrics;
+  for (int64_t start = 0; start < 41; start += 20) {
+    const int64_t n = std::min<int64_t>(20, 41 - start);
+    const auto rows = range(start, start + n);
+    data.gather(rows, model->input(), model->labels(), LabelLayout::kAsIs, 1);
+    const double batch_sum = model->train_batch(n, BatchContext{true, 3, 0, 0}, false, no_metrics);
+    for (float& g : model->gradients()) g /= static_cast<float>(n);
+    sgd->update(model->parameters(), model->gradients());
+    weighted_sum += batch_sum;
+    mean_of_means += batch_sum / static_cast<double>(n) / 3.0;
+  }
+  const double expected = weighted_sum / 41.0;
+  const double loss = series(result.history, "loss").at(0);
+  EXPECT_NEAR(loss, expected, 1e-5 * expected);
+  // The unweighted mean of the three batch means is measurably different here (the last batch has one sample).
+  EXPECT_GT(std::abs(mean_of_means - expected), 1e-3 * expected);
+}
+
+// The acceptance run of the compute core: 64-128-10 MLP, Adam, validation accuracy >= 0.95 within 30 epochs.
+// The digits file is in the original order, whose last rows come from writers unlike the rest, so the held-out
+// set is a fixed random 20% of the rows (validation_data) rather than the file's tail.
+TEST(Fit, DigitsMlpWithAdamReachesValidationAccuracy95) {
+  const SharedDir shared("digits");
+  const fs::path& dir = shared.path();
+  std::vector<int64_t> order = range(0, 1797);
+  Rng rng(2024);
+  for (int64_t i = 1796; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
+  write_digits(dir, "train", {order.begin(), order.begin() + 1437});
+  write_digits(dir, "val", {order.begin() + 1437, order.end()});
+  const proto::Job job = parse_job_text(R"(
+      model { layers { dense { units: 128 activation: "relu" } } layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
+      optimizer { adam { learning_rate: 0.001 } }
+      fit { epochs: 30 batch_size: 32 seed: 1337 }
+      data { train { x { path: "train_x.npy" } y { path: "train_y.npy" } }
+             validation { x { path: "val_x.npy" } y { path: "val_y.npy" } } })",
+                                        "digits.pbtxt");
+  const FitResult result = fit(world(), job, dir, quiet_config(job));
+  const auto accuracy = series(result.history, "val_accuracy");
+  ASSERT_EQ(accuracy.size(), 30U);
+  EXPECT_GE(*std::max_element(accuracy.begin(), accuracy.end()), 0.95);
+  EXPECT_GE(accuracy.back(), 0.95);
+  const auto loss = series(result.history, "loss");
+  EXPECT_LT(loss.back(), loss.front() / 4);
+  if (world().is_root()) {
+    std::printf("digits: val_accuracy epoch 1 %.4f, epoch 30 %.4f; loss %.4f -> %.4f\n", accuracy.front(),
+                accuracy.back(), loss.front(), loss.back());
+  }
+}
+
+}  // namespace
+}  // namespace shardfit
