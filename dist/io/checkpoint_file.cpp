@@ -65,7 +65,8 @@ std::string shown_version(std::string_view version) {
 }
 
 [[noreturn]] void fail_truncated(const fs::path& path, size_t size, const std::string& missing) {
-  SF_FAIL(cat(checkpoint_name(path), " is truncated (", size, " bytes: ", missing, "): expected the whole file as fit wrote it"),
+  SF_FAIL(cat(checkpoint_name(path), " is truncated (", size, " bytes: ", missing,
+              "): expected the whole file as fit wrote it"),
           "the write or a copy was cut short: restore it from a copy, or move it away to start afresh");
 }
 
@@ -109,8 +110,8 @@ proto::Checkpoint decode_checkpoint(std::string_view bytes, const fs::path& path
   const std::string_view version = bytes.substr(1 + kMagicName.size(), 2);
   const std::string_view expected_version = std::string_view(header).substr(1 + kMagicName.size(), 2);
   SF_CHECK(version == expected_version,
-           cat(checkpoint_name(path), " is a checkpoint of format version ", shown_version(version), ": expected version ",
-               shown_version(expected_version), ", the one this shardfit reads and writes"),
+           cat(checkpoint_name(path), " is a checkpoint of format version ", shown_version(version),
+               ": expected version ", shown_version(expected_version), ", the one this shardfit reads and writes"),
            "resume it with the shardfit that wrote it, or move it away to start afresh");
 
   // 2. The checksum and the payload's length, as the header states them.
@@ -164,7 +165,8 @@ proto::Checkpoint decode_checkpoint(std::string_view bytes, const fs::path& path
 
 std::string read_checkpoint_bytes(const fs::path& path) {
   std::error_code error;
-  SF_CHECK(!fs::is_directory(path, error), cat(checkpoint_name(path), " is a folder: expected the file written by shardfit fit"),
+  SF_CHECK(!fs::is_directory(path, error),
+           cat(checkpoint_name(path), " is a folder: expected the file written by shardfit fit"),
            "remove or rename the folder; checkpoints are written as <checkpoint_dir>/checkpoint.pb");
   std::ifstream in(path, std::ios::binary);
   SF_CHECK(in.is_open(), cat("cannot read ", checkpoint_name(path), ": ", std::strerror(errno)));

@@ -46,9 +46,8 @@ inline std::string checkpoint_name(const std::filesystem::path& path) {
 
 // "checkpoint 'P': field F = V: expected E", the form of every error about one field of a checkpoint.
 template <typename Value>
-[[noreturn]] void fail_checkpoint_field(const std::filesystem::path& path, const std::string& field,
-                                        const Value& value, const std::string& expected,
-                                        const std::string& hint = {}) {
+[[noreturn]] void fail_checkpoint_field(const std::filesystem::path& path, const std::string& field, const Value& value,
+                                        const std::string& expected, const std::string& hint = {}) {
   SF_FAIL(cat(checkpoint_name(path), ": field ", field, " = ", value, ": expected ", expected), hint);
 }
 

@@ -13,8 +13,8 @@
 #include <string_view>
 #include <utility>
 
-#include "dist/io/history_writer.h"
 #include "dist/io/format.h"
+#include "dist/io/history_writer.h"
 #include "kernels/error.h"
 
 namespace shardfit {

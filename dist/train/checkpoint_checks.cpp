@@ -18,7 +18,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-
 // Rank `rank`'s samples in the first `steps_done` steps of an epoch: every step but the last holds a full global
 // batch, split alike each time; the last holds the remainder (ShardPlan's rule, without a loop over the steps).
 int64_t rank_share(const CheckpointExpectations& e, int rank, int64_t steps_done) {
@@ -49,14 +48,14 @@ void check_sample_counts(const proto::Checkpoint& c, const CheckpointExpectation
   // steps_done <= steps, so steps_done * global_batch < train_count + global_batch: no overflow.
   const int64_t expected_total = std::min(steps_done * e.global_batch, e.train_count);
   if (total != static_cast<double>(expected_total)) {
-    fail_checkpoint_field(path, cat("rank_epoch_sums (sample counts of ranks 0 to ", e.world_size - 1, ", summed)"), total,
-               cat(expected_total, ", the samples of ", steps_text), hint);
+    fail_checkpoint_field(path, cat("rank_epoch_sums (sample counts of ranks 0 to ", e.world_size - 1, ", summed)"),
+                          total, cat(expected_total, ", the samples of ", steps_text), hint);
   }
   for (int r = 0; r < e.world_size; ++r) {
     const int64_t expected = rank_share(e, r, steps_done);
     if (count_at(r) != static_cast<double>(expected)) {
-      fail_checkpoint_field(path, cat("rank_epoch_sums[", (static_cast<size_t>(r) + 1) * e.sums_per_rank - 1, "]"), count_at(r),
-                 cat(expected, ", rank ", r, "'s share of the samples of ", steps_text), hint);
+      fail_checkpoint_field(path, cat("rank_epoch_sums[", (static_cast<size_t>(r) + 1) * e.sums_per_rank - 1, "]"),
+                            count_at(r), cat(expected, ", rank ", r, "'s share of the samples of ", steps_text), hint);
     }
   }
 }
@@ -68,54 +67,59 @@ void check_checkpoint(const proto::Checkpoint& c, const CheckpointExpectations& 
            cat(checkpoint_name(path), " was written by ", c.world_size(), " ranks, this run has ", e.world_size),
            "resume with the same rank count (the continuation is exact only then)");
   SF_CHECK(c.job_fingerprint() == e.fingerprint,
-           cat(checkpoint_name(path), " belongs to a different job (model, loss, optimizer, data, batch size or seed changed)"),
+           cat(checkpoint_name(path),
+               " belongs to a different job (model, loss, optimizer, data, batch size or seed changed)"),
            "delete the checkpoint directory to start afresh, or resume with the original job");
 
   // Where the loop continues.
   if (c.epoch() < 0 || c.epoch() > e.epochs) {
     fail_checkpoint_field(path, "epoch", c.epoch(), cat("epochs completed, 0 to ", e.epochs, " (the run's epochs)"),
-               c.epoch() > e.epochs ? "raise --epochs to continue past the epochs already trained" : "");
+                          c.epoch() > e.epochs ? "raise --epochs to continue past the epochs already trained" : "");
   }
   const int64_t steps_per_epoch = ShardPlan(e.train_count, e.global_batch, e.world_size, 0).steps();
   const int64_t last_step = c.epoch() == e.epochs ? 0 : steps_per_epoch;
   if (c.step_in_epoch() < 0 || c.step_in_epoch() > last_step) {
     fail_checkpoint_field(path, "step_in_epoch", c.step_in_epoch(),
-               cat("steps of epoch ", c.epoch() + 1, " completed, 0 to ", last_step, " (", steps_per_epoch,
-                   " steps per epoch)"));
+                          cat("steps of epoch ", c.epoch() + 1, " completed, 0 to ", last_step, " (", steps_per_epoch,
+                              " steps per epoch)"));
   }
   // epoch <= epochs and step <= steps: the product fits, as the run itself counts its steps in int64.
   const int64_t global_step = c.epoch() * steps_per_epoch + c.step_in_epoch();
   if (c.global_step() != global_step) {
     fail_checkpoint_field(path, "global_step", c.global_step(),
-               cat(global_step, " (epoch ", c.epoch(), " x ", steps_per_epoch, " steps + step_in_epoch ",
-                   c.step_in_epoch(), ")"));
+                          cat(global_step, " (epoch ", c.epoch(), " x ", steps_per_epoch, " steps + step_in_epoch ",
+                              c.step_in_epoch(), ")"));
   }
   if (c.history().epochs_size() > c.epoch()) {
     fail_checkpoint_field(path, "history.epochs (records)", c.history().epochs_size(),
-               cat("at most one per completed epoch (", c.epoch(), ")"));
+                          cat("at most one per completed epoch (", c.epoch(), ")"));
   }
 
   // The model's state.
   if (static_cast<int64_t>(c.parameters_size()) != e.param_count) {
-    fail_checkpoint_field(path, "parameters (count)", c.parameters_size(), cat(e.param_count, ", the model's parameter count"));
+    fail_checkpoint_field(path, "parameters (count)", c.parameters_size(),
+                          cat(e.param_count, ", the model's parameter count"));
   }
   check_checkpoint_finite(c.parameters(), "parameters", path);
   const proto::OptimizerState& o = c.optimizer();
-  if (o.kind() != e.optimizer_kind) fail_checkpoint_field(path, "optimizer.kind", o.kind(), cat("'", e.optimizer_kind, "'"));
+  if (o.kind() != e.optimizer_kind)
+    fail_checkpoint_field(path, "optimizer.kind", o.kind(), cat("'", e.optimizer_kind, "'"));
   if (o.iterations() < 0 || o.iterations() > c.global_step()) {
     fail_checkpoint_field(path, "optimizer.iterations", o.iterations(),
-               cat("0 to ", c.global_step(), " (the steps trained, global_step)"));
+                          cat("0 to ", c.global_step(), " (the steps trained, global_step)"));
   }
   if (!std::isfinite(o.learning_rate()) || o.learning_rate() < 0.0F) {
     fail_checkpoint_field(path, "optimizer.learning_rate", o.learning_rate(), "a finite number >= 0");
   }
   if (o.slots_size() != static_cast<int>(e.slots.size())) {
-    fail_checkpoint_field(path, "optimizer.slots (count)", o.slots_size(), cat(e.slots.size(), " for ", e.optimizer_kind));
+    fail_checkpoint_field(path, "optimizer.slots (count)", o.slots_size(),
+                          cat(e.slots.size(), " for ", e.optimizer_kind));
   }
   for (int i = 0; i < o.slots_size(); ++i) {
     const proto::Slot& slot = o.slots(i);
     const auto& [name, count] = e.slots[static_cast<size_t>(i)];
-    if (slot.name() != name) fail_checkpoint_field(path, cat("optimizer.slots[", i, "].name"), slot.name(), cat("'", name, "'"));
+    if (slot.name() != name)
+      fail_checkpoint_field(path, cat("optimizer.slots[", i, "].name"), slot.name(), cat("'", name, "'"));
     if (slot.values_size() != count) {
       fail_checkpoint_field(path, cat("optimizer.slots[", i, "].values (count)"), slot.values_size(), cat(count));
     }
@@ -126,7 +130,7 @@ void check_checkpoint(const proto::Checkpoint& c, const CheckpointExpectations& 
   const size_t sums = e.sums_per_rank * static_cast<size_t>(e.world_size);
   if (static_cast<size_t>(c.rank_epoch_sums_size()) != sums) {
     fail_checkpoint_field(path, "rank_epoch_sums (count)", c.rank_epoch_sums_size(),
-               cat(sums, " (", e.world_size, " ranks x ", e.sums_per_rank, " sums: loss, metrics, count)"));
+                          cat(sums, " (", e.world_size, " ranks x ", e.sums_per_rank, " sums: loss, metrics, count)"));
   }
   check_checkpoint_finite(c.rank_epoch_sums(), "rank_epoch_sums", path);
   for (size_t r = 0; r < static_cast<size_t>(e.world_size) && e.sums_per_rank > 0; ++r) {
@@ -134,7 +138,7 @@ void check_checkpoint(const proto::Checkpoint& c, const CheckpointExpectations& 
     const double count = c.rank_epoch_sums(at);
     if (count < 0.0 || count != std::floor(count)) {
       fail_checkpoint_field(path, cat("rank_epoch_sums[", at, "]"), count,
-                 cat("rank ", r, "'s sample count, a whole number >= 0"));
+                            cat("rank ", r, "'s sample count, a whole number >= 0"));
     }
   }
   check_sample_counts(c, e, path);

@@ -8,11 +8,11 @@
 
 #include "dist/data_checks.h"
 #include "dist/io/dataset.h"
-#include "dist/train/fit.h"
 #include "dist/io/npy_writer.h"
 #include "dist/io/npz.h"
-#include "dist/sharding.h"
 #include "dist/io/weights_io.h"
+#include "dist/sharding.h"
+#include "dist/train/labels.h"
 #include "kernels/error.h"
 #include "kernels/model_factory.h"
 

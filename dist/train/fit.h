@@ -42,17 +42,6 @@ struct FitConfig {
   std::filesystem::path job_file;         // the job file itself, when known: an input no output may replace
 };
 
-class Dataset;
-class Model;
-enum class LabelLayout;
-
-// How the labels of `data` reach the model — as stored, class ids to one-hot (categorical_crossentropy), or
-// one-hot to ids (sparse) — checked against the model's outputs and the loss (which decides whether a 1-wide label
-// is a class id or a target); class ids are range-checked up front, each of the `world` ranks checking its
-// contiguous share of the rows (call it in an agreed phase). role names the data set in errors.
-LabelLayout prepare_labels(const Dataset& data, const Model& model, const std::string& loss, const std::string& role,
-                           int rank, int world);
-
 // Applies defaults and checks ranges; errors name the field ("fit.batch_size = 0: expected ...").
 // is_terminal decides verbose's default (1 on a terminal, else 2).
 FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal);

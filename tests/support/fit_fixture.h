@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "dist/io/dataset.h"
-#include "dist/train/fit.h"
 #include "dist/io/npy_writer.h"
+#include "dist/train/fit.h"
 #include "proto/shardfit.pb.h"
 #include "tests/support/mpi_test_env.h"
 

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "dist/train/callbacks.h"
 #include "dist/io/weights_io.h"
+#include "dist/train/callbacks.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "dist/io/dataset.h"
-#include "dist/train/fit.h"
 #include "dist/io/npy_writer.h"
+#include "dist/train/fit.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
 #include "kernels/optimizer.h"

@@ -19,9 +19,9 @@
 #include <vector>
 
 #include "dist/io/dataset.h"
-#include "dist/train/fit.h"
 #include "dist/io/npy_writer.h"
 #include "dist/io/weights_io.h"
+#include "dist/train/fit.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
