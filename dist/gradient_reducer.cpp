@@ -50,7 +50,7 @@ GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, int64_t buc
   comm_.agree(mismatch);
 }
 
-void GradientReducer::reduce(int64_t global_count) {
+void GradientReducer::start(int64_t global_count) {
   SF_CHECK(global_count > 0, cat("global sample count is ", global_count, "; cannot average the gradients"),
            "a step needs at least one sample across all ranks");
 
@@ -64,10 +64,13 @@ void GradientReducer::reduce(int64_t global_count) {
   }
   seconds_ += last_seconds_;
   ++reduce_count_;
+  global_count_ = global_count;
+}
 
+void GradientReducer::finish() {
   // Multiply by the float reciprocal instead of dividing: at most one extra rounding, far below the spread that
   // summing in another order (another rank count) gives anyway, and the loop stays a plain vector multiply.
-  const float scale = static_cast<float>(1.0 / static_cast<double>(global_count));
+  const float scale = static_cast<float>(1.0 / static_cast<double>(global_count_));
   float* const values = grads_.data();
   const auto count = static_cast<int64_t>(grads_.size());
 #pragma omp parallel for simd schedule(static) if (count >= kParallelScaleCount)

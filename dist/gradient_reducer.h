@@ -42,8 +42,16 @@ class GradientReducer {
   GradientReducer(Comm& comm, std::span<float> grads, int64_t bucket_bytes = kDefaultBucketBytes);
 
   // Collective: grads = (sum over ranks of grads) / global_count. global_count is the global mini-batch's sample
-  // count (> 0), the same on every rank. No heap allocation.
-  void reduce(int64_t global_count);
+  // count (> 0), the same on every rank. No heap allocation. reduce() is start() then finish().
+  void reduce(int64_t global_count) {
+    start(global_count);
+    finish();
+  }
+  // The two halves of reduce(), which the training step times apart (issued / waited). start() issues the bucket
+  // allreduces; today they are blocking (design note 5), so the whole exchange happens inside start(). finish()
+  // waits for whatever is still outstanding (nothing yet) and divides by the global count.
+  void start(int64_t global_count);
+  void finish();
 
   // In reduction order: bucket 0 is the end of the buffer.
   std::span<const Bucket> buckets() const { return buckets_; }
@@ -64,6 +72,7 @@ class GradientReducer {
   double last_seconds_ = 0.0;
   double seconds_ = 0.0;
   int64_t reduce_count_ = 0;
+  int64_t global_count_ = 0;  // of the reduction start() began
 };
 
 }  // namespace shardfit

@@ -118,8 +118,13 @@ double Model::loss_and_metrics(int64_t n, bool weighted, float* grad, std::span<
 }
 
 double Model::train_batch(int64_t n, const BatchContext& ctx, bool weighted, std::span<double> metric_sums) {
+  const double loss_sum = forward_train(n, ctx, weighted, metric_sums);
+  backward_train(n);
+  return loss_sum;
+}
+
+double Model::forward_train(int64_t n, const BatchContext& ctx, bool weighted, std::span<double> metric_sums) {
   if (n == 0) {
-    std::fill(gradients_.span().begin(), gradients_.span().end(), 0.0F);
     std::fill(metric_sums.begin(), metric_sums.end(), 0.0);
     return 0.0;
   }
@@ -128,10 +133,16 @@ double Model::train_batch(int64_t n, const BatchContext& ctx, bool weighted, std
   // With the fused pair the loss writes d/d logits, which is the final activation's input gradient.
   float* loss_grad = fused_ ? activation_grads_[count - 1].data() : activation_grads_[count].data();
   if (fused_ && count == 1) loss_grad = scratch_[0].data();  // a lone softmax layer has no parameters below it
-  const double loss_sum = loss_and_metrics(n, weighted, loss_grad, metric_sums);
-  const size_t first_backward = fused_ ? count - 1 : count;
+  return loss_and_metrics(n, weighted, loss_grad, metric_sums);
+}
+
+void Model::backward_train(int64_t n) {
+  if (n == 0) {  // no samples here: this rank adds zeros to the global sum
+    std::fill(gradients_.span().begin(), gradients_.span().end(), 0.0F);
+    return;
+  }
+  const size_t first_backward = fused_ ? layers_.size() - 1 : layers_.size();
   for (size_t i = first_backward; i-- > 0;) layers_[i]->backward(n);
-  return loss_sum;
 }
 
 double Model::evaluate_batch(int64_t n, std::span<double> metric_sums) {

@@ -56,6 +56,11 @@ class Model {
   // metric SUMS over the n samples (metric_sums has one slot per metric), and backward, which leaves
   // gradients() = d(sum of the samples' losses)/d(parameters). n == 0 gives zeros. weighted: use sample_weights().
   double train_batch(int64_t n, const BatchContext& ctx, bool weighted, std::span<double> metric_sums);
+  // train_batch in its two halves, for a step that times them (dist/train/step.h): forward_train is the forward
+  // pass, the loss and metric sums and the loss's gradient; backward_train the layers' backward, which leaves
+  // gradients(). Call them in that order on the same n; together they do exactly what train_batch does.
+  double forward_train(int64_t n, const BatchContext& ctx, bool weighted, std::span<double> metric_sums);
+  void backward_train(int64_t n);
   // Forward in inference mode; the loss and metric sums of the n samples.
   double evaluate_batch(int64_t n, std::span<double> metric_sums);
   // Forward in inference mode; returns the outputs (n, output_dim), valid until the next call.

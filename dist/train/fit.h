@@ -9,6 +9,7 @@
 #include <string>
 
 #include "dist/comm.h"
+#include "dist/train/step.h"
 #include "proto/shardfit.pb.h"
 
 namespace shardfit {
@@ -46,12 +47,15 @@ struct FitConfig {
 // is_terminal decides verbose's default (1 on a terminal, else 2).
 FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal);
 
-// What fit measured, beyond the history: for benchmarks.
+// What fit measured, beyond the history: for benchmarks. All from the training step's own clocks (step.h) and
+// StepControl's, on this rank.
 struct FitTimings {
-  double train_seconds = 0;      // training steps, all epochs (rank 0's clock)
-  double allreduce_seconds = 0;  // of which inside the gradient allreduce
+  double train_seconds = 0;      // the steps' phases plus the per-step control exchange, all epochs
+  double allreduce_seconds = 0;  // of which inside the gradient allreduce calls (GradientReducer::seconds)
+  double control_seconds = 0;    // of which in the per-step control exchange (StepControl)
+  StepPhases phases;             // per phase, summed over the steps run
   int64_t steps = 0;
-  int64_t train_samples = 0;  // samples processed in training, all epochs
+  int64_t train_samples = 0;  // samples of the epochs completed
 };
 
 struct FitResult {

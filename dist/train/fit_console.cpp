@@ -1,0 +1,77 @@
+#include "dist/train/fit_console.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "dist/train/fit.h"
+#include "dist/train/stop_signal.h"
+
+namespace shardfit {
+
+FitConsole::FitConsole(const Comm& comm, const FitConfig& config)
+    : is_root_(comm.is_root()),
+      verbose_(config.verbose),
+      progress_(stdout, comm.is_root() ? config.verbose : 0, config.terminal, config.epochs) {}
+
+void FitConsole::banner(const std::string& text) {
+  if (!speaks()) return;
+  std::printf("%s\n", text.c_str());
+  std::fflush(stdout);
+}
+
+void FitConsole::report_ranks(Comm& comm, const std::string& line) {
+  // Output forwarded from separate processes arrives in no particular order, so the lines travel to rank 0 (one
+  // gather, once, at start) and are printed in rank order.
+  for (const std::string& text : comm.gather_text_to_root(line)) std::printf("%s\n", text.c_str());
+  if (is_root_) std::fflush(stdout);
+}
+
+void FitConsole::step(int64_t step_done, int64_t steps, double elapsed_seconds, EpochSums& sums,
+                      const std::vector<std::string>& metric_names) {
+  if (!speaks()) return;
+  const double count = std::max(sums.count(), 1.0);
+  running_["loss"] = sums.loss() / count;
+  for (size_t m = 0; m < metric_names.size(); ++m) running_[metric_names[m]] = sums.metrics()[m] / count;
+  progress_.step(step_done, steps, elapsed_seconds, running_);
+}
+
+void FitConsole::epoch_end(int64_t steps, double seconds, const std::map<std::string, double>& logs) {
+  progress_.epoch_end(steps, seconds, logs);
+  print_said();
+}
+
+void FitConsole::say(const std::string& line) {
+  if (speaks()) said_.push_back(line);
+}
+
+void FitConsole::print_said() {
+  for (const auto& line : said_) progress_.print_line(line);
+  said_.clear();
+}
+
+void FitConsole::resuming(const std::filesystem::path& checkpoint, int64_t epoch, int64_t step) {
+  if (!speaks()) return;
+  std::printf("resuming from %s: epoch %lld, step %lld\n", checkpoint.string().c_str(),
+              static_cast<long long>(epoch) + 1, static_cast<long long>(step));
+  std::fflush(stdout);
+}
+
+void FitConsole::stopped_by_signal(int64_t epoch, int64_t step, const std::filesystem::path& checkpoint,
+                                   int signal_here) {
+  if (!is_root_) return;
+  // Rank 0 names the signal it received; a signal sent to other ranks only is "a signal".
+  std::printf(
+      "\nstopped by signal after epoch %lld step %lld: checkpoint written to %s (%s; exit %d, continue with "
+      "--resume)\n",
+      static_cast<long long>(epoch) + 1, static_cast<long long>(step) + 1, checkpoint.string().c_str(),
+      stop_signal_name(signal_here), kExitCheckpointed);
+  std::fflush(stdout);
+}
+
+void FitConsole::verdict(const std::string& summary) {
+  if (!speaks()) return;
+  print_said();
+  progress_.print_line(summary);
+}
+
+}  // namespace shardfit

@@ -1,0 +1,37 @@
+#include "dist/train/history_recorder.h"
+
+#include "dist/io/plot_svg.h"
+#include "dist/train/fit.h"
+
+namespace shardfit {
+
+HistoryRecorder::HistoryRecorder(const Comm& comm, const FitConfig& config, proto::History& history)
+    : config_(config), history_(history) {
+  if (comm.is_root() && config.write_history) writer_ = std::make_unique<HistoryWriter>(config.history_dir);
+}
+
+void HistoryRecorder::record(int64_t epoch, const std::map<std::string, double>& logs, double seconds,
+                             double samples_per_second) {
+  auto* record = history_.add_epochs();
+  record->set_epoch(epoch);
+  for (const auto& [key, value] : logs) (*record->mutable_values())[key] = value;
+  record->set_seconds(seconds);
+  record->set_samples_per_second(samples_per_second);
+  write_files(false);
+}
+
+void HistoryRecorder::finish(const proto::Diagnosis& diagnosis) {
+  *history_.mutable_diagnosis() = diagnosis;
+  write_files(true);
+}
+
+void HistoryRecorder::write_files(bool with_verdict) const {
+  if (!writer_) return;
+  writer_->write(history_);
+  if (config_.plot && history_.epochs_size() > 0) {  // no curve to draw after --epochs 0
+    write_history_svg(writer_->dir() / "loss.svg", history_, "loss",
+                      with_verdict && history_.has_diagnosis() ? &history_.diagnosis() : nullptr);
+  }
+}
+
+}  // namespace shardfit

@@ -1,0 +1,122 @@
+#include "dist/train/step.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "dist/data_checks.h"
+
+namespace shardfit {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Adds the seconds since `start` to `into` and restarts the clock: one clock read per phase.
+void lap(Clock::time_point& start, double& into) {
+  const auto now = Clock::now();
+  into += std::chrono::duration<double>(now - start).count();
+  start = now;
+}
+
+}  // namespace
+
+StepPhases& StepPhases::operator+=(const StepPhases& other) {
+  gather += other.gather;
+  forward += other.forward;
+  backward += other.backward;
+  allreduce_issued += other.allreduce_issued;
+  allreduce_waited += other.allreduce_waited;
+  optimizer += other.optimizer;
+  steps += other.steps;
+  return *this;
+}
+
+TrainStep::TrainStep(Model& model, Optimizer& optimizer, GradientReducer& reducer, const Dataset& data,
+                     LabelLayout layout, const ShardPlan& plan, StepOptions options)
+    : model_(model),
+      optimizer_(optimizer),
+      reducer_(reducer),
+      data_(data),
+      layout_(layout),
+      plan_(plan),
+      options_(std::move(options)),
+      metric_sums_(model.metric_names().size()) {
+  model_.reserve(std::max<int64_t>(plan_.max_local_count(), 1));  // a no-op when the caller reserved more
+  rows_.resize(static_cast<size_t>(model_.capacity()));
+}
+
+void TrainStep::begin_epoch(int64_t epoch) {
+  epoch_permutation(plan_.train_count(), options_.seed, epoch, options_.shuffle, permutation_);
+}
+
+void TrainStep::run(int64_t step) {
+  step_ = step;
+  load_batch();
+  forward_backward();
+  reduce_gradients();
+  update();
+}
+
+void TrainStep::add_to(EpochSums& sums) const {
+  sums.loss() += loss_sum_;
+  for (size_t m = 0; m < metric_sums_.size(); ++m) sums.metrics()[m] += metric_sums_[m];
+  sums.count() += static_cast<double>(slice_.count);
+}
+
+void TrainStep::load_batch() {
+  auto clock = Clock::now();
+  slice_ = plan_.slice(step_);
+  first_row_ = plan_.batch_start(step_) + slice_.offset;
+  std::copy_n(permutation_.begin() + first_row_, slice_.count, rows_.begin());
+  data_.gather({rows_.data(), static_cast<size_t>(slice_.count)}, model_.input(), model_.labels(), layout_,
+               model_.label_dim());
+  if (!options_.class_weights.empty()) apply_class_weights();
+  lap(clock, phases_.gather);
+}
+
+// sample_weights = class_weight[class of each label]: a class id, a 0/1 target for one sigmoid unit, or the hot
+// index of a one-hot row.
+void TrainStep::apply_class_weights() {
+  const int64_t label_dim = model_.label_dim();
+  for (int64_t i = 0; i < slice_.count; ++i) {
+    const float* label = model_.labels() + i * label_dim;
+    int64_t cls = 0;
+    if (label_dim == 1) {
+      cls = model_.output_dim() == 1 ? (label[0] > 0.5F ? 1 : 0) : static_cast<int64_t>(label[0]);
+    } else {
+      cls = std::max_element(label, label + label_dim) - label;
+    }
+    model_.sample_weights()[i] = options_.class_weights[static_cast<size_t>(cls)];
+  }
+}
+
+void TrainStep::forward_backward() {
+  const BatchContext ctx{true, options_.seed, global_step_, first_row_};
+  const std::span<const int64_t> rows{rows_.data(), static_cast<size_t>(slice_.count)};
+  const bool weighted = !options_.class_weights.empty();
+  auto clock = Clock::now();
+  // A kernel's error about one sample names its row of the label file, not its place in this rank's batch.
+  loss_sum_ = naming_rows(data_, rows, [&] { return model_.forward_train(slice_.count, ctx, weighted, metric_sums_); });
+  lap(clock, phases_.forward);
+  naming_rows(data_, rows, [&] { model_.backward_train(slice_.count); });
+  lap(clock, phases_.backward);
+}
+
+void TrainStep::reduce_gradients() {
+  auto clock = Clock::now();
+  reducer_.start(global_count());
+  lap(clock, phases_.allreduce_issued);
+  reducer_.finish();
+  lap(clock, phases_.allreduce_waited);
+}
+
+void TrainStep::update() {
+  auto clock = Clock::now();
+  if (options_.clipnorm) clip_by_global_norm(model_.gradients(), *options_.clipnorm);
+  optimizer_.update(model_.parameters(), model_.gradients());
+  ++global_step_;
+  lap(clock, phases_.optimizer);
+  ++phases_.steps;
+}
+
+}  // namespace shardfit

@@ -1,0 +1,22 @@
+#include "dist/train/step_control.h"
+
+#include <chrono>
+#include <span>
+
+#include "dist/train/stop_signal.h"
+
+namespace shardfit {
+
+StepControlValues StepControl::agree(double local_loss_sum, int64_t global_count) {
+  const auto start = std::chrono::steady_clock::now();
+  const int seen = stop_signal_received();
+  double values[2] = {local_loss_sum, static_cast<double>(seen)};
+  comm_.allreduce_sum(std::span<double>(values, 2));
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  StepControlValues agreed;
+  agreed.global_batch_loss = values[0] / static_cast<double>(global_count);
+  agreed.stop_requested = values[1] != 0.0;
+  return agreed;
+}
+
+}  // namespace shardfit
