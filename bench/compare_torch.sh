@@ -36,7 +36,6 @@ EPOCHS="${EPOCHS:-4}"
 ROWS="${ROWS:-16384}"
 TORCH_FP32_ROWS="${TORCH_FP32_ROWS:-2048}"
 TORCH_BF16_ROWS="${TORCH_BF16_ROWS:-8192}"
-BREAKDOWN_STEPS="${BREAKDOWN_STEPS:-200}"
 QUIET_PCT="${QUIET_PCT:-25}"        # before each run, wait for the machine's CPU use to drop below this ...
 QUIET_WAIT_S="${QUIET_WAIT_S:-10}"  # ... for at most this many seconds, then run anyway
 NOISY_PCT="${NOISY_PCT:-10}"        # a run during which others took more than this % of the machine ...
@@ -147,11 +146,9 @@ run_once() {
       ;;
     fit_bench)
       if [[ $config == 1x2 ]]; then
-        line=$(OMP_NUM_THREADS=2 "${wrap[@]}" "$FIT_BENCH" "$JOB" --epochs "$EPOCHS" --batch-size "$batch" \
-          --breakdown-steps "$BREAKDOWN_STEPS")
+        line=$(OMP_NUM_THREADS=2 "${wrap[@]}" "$FIT_BENCH" "$JOB" --epochs "$EPOCHS" --batch-size "$batch")
       else
-        line=$("${wrap[@]}" "${MPIRUN[@]}" "$FIT_BENCH" "$JOB" --epochs "$EPOCHS" --batch-size "$batch" \
-          --breakdown-steps "$BREAKDOWN_STEPS")
+        line=$("${wrap[@]}" "${MPIRUN[@]}" "$FIT_BENCH" "$JOB" --epochs "$EPOCHS" --batch-size "$batch")
       fi
       echo "$(field samples_per_second <<<"$line") $line"
       ;;
@@ -240,10 +237,10 @@ for key in sorted({k[:2] for k in rates}, key=lambda k: (k[0], k[1])):
         "allreduce_fraction": round(g("allreduce_fraction"), 3),
         "allreduce_fraction_min_rank": round(g("allreduce_fraction_min_rank"), 3),
         "step_ms": round(g("step_ms"), 3), "allreduce_ms": round(g("allreduce_ms"), 3),
-        "replay_gather_ms": round(g("replay_gather_ms"), 3),
-        "replay_forward_backward_ms": round(g("replay_forward_backward_ms"), 3),
-        "replay_allreduce_ms": round(g("replay_allreduce_ms"), 3), "replay_scale_ms": round(g("replay_scale_ms"), 3),
-        "replay_update_ms": round(g("replay_update_ms"), 3),
+        "gather_ms": round(g("gather_ms"), 3), "forward_ms": round(g("forward_ms"), 3),
+        "backward_ms": round(g("backward_ms"), 3), "allreduce_issued_ms": round(g("allreduce_issued_ms"), 3),
+        "allreduce_waited_ms": round(g("allreduce_waited_ms"), 3), "optimizer_ms": round(g("optimizer_ms"), 3),
+        "control_ms": round(g("control_ms"), 3),
         "fit_bench_samples_per_second": round(g("samples_per_second")),
         "shardfit_spread_pct": round(spread(key + ("shardfit", "fp32"))),
         "shardfit_best": round(max(rates[key + ("shardfit", "fp32")])),
@@ -279,12 +276,14 @@ print("shardfit repeats. others% max: the most CPU other processes took during a
 print("c2c ns: cache-line round trip between the two CPUs before each run (bench/core_to_core.cpp), min-max; ~50 ns")
 print("is close, hundreds mean the vCPUs sat far apart or were contended, and 2-rank runs slow down with it.")
 print()
-print("shardfit step breakdown (fit_bench replay, ms per step, rank 0):")
-print("config | batch | gather | fwd+bwd | allreduce | scale | update | fit step | fit allreduce (min rank %)")
+print("shardfit step breakdown (fit_bench: the measured fit's TrainStep timers, ms per step, rank 0):")
+print("config | batch | gather | forward | backward | allreduce issued | waited | optimizer | control | fit step | "
+      "fit allreduce (min rank %)")
 for r in rows:
-    print(f"{r['config']} | {r['batch']} | {r['replay_gather_ms']:.3f} | {r['replay_forward_backward_ms']:.3f} | "
-          f"{r['replay_allreduce_ms']:.3f} | {r['replay_scale_ms']:.3f} | {r['replay_update_ms']:.3f} | "
-          f"{r['step_ms']:.3f} | {r['allreduce_ms']:.3f} ({100 * r['allreduce_fraction_min_rank']:.1f}%)")
+    print(f"{r['config']} | {r['batch']} | {r['gather_ms']:.3f} | {r['forward_ms']:.3f} | {r['backward_ms']:.3f} | "
+          f"{r['allreduce_issued_ms']:.3f} | {r['allreduce_waited_ms']:.3f} | {r['optimizer_ms']:.3f} | "
+          f"{r['control_ms']:.3f} | {r['step_ms']:.3f} | {r['allreduce_ms']:.3f} "
+          f"({100 * r['allreduce_fraction_min_rank']:.1f}%)")
 print()
 print(f"wrote {sys.argv[2]} and {sys.argv[1]}")
 EOF

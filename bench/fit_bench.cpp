@@ -1,28 +1,26 @@
-// fit_bench: runs shardfit::fit (dist/train/fit.h) on a job under mpirun and prints what the CLI does not: the share of
-// step time spent in the gradient allreduce, per-rank, and a per-phase step breakdown. Not a trainer (no history,
-// no checkpoints) and not a test.
+// fit_bench: runs shardfit::fit (dist/train/fit.h) on a job under mpirun and prints what the CLI does not: the share
+// of step time spent in the gradient allreduce, per rank, and the per-phase breakdown of the step. Not a trainer
+// (no history, no checkpoints) and not a test.
 //
 //   mpirun -np 2 build/bench/fit_bench JOB.pbtxt --epochs 4 --batch-size 512 [--warmup-epochs 1]
-//          [--breakdown-steps 100]     (any other `shardfit fit` flag works too)
+//          (any other `shardfit fit` flag works too)
 //
 // Rank 0 prints one line, `fit_bench key=value ...` (see print_result for the keys), for bench/compare_torch.sh.
 //
 // How it measures:
 //  1. A warm-up fit (--warmup-epochs, default 1) runs first and is thrown away, so oneDNN's primitive cache, the
-//     page cache and MPI's shared-memory segments are warm; then the measured fit runs --epochs epochs with a fresh
-//     GradientReducer, so FitTimings covers the measured fit only.
+//     page cache and MPI's shared-memory segments are warm; then the measured fit runs --epochs epochs, and
+//     FitTimings covers the measured fit only.
 //  2. samples_per_second is the median of the measured fit's epochs after the first, as the history reports them
-//     (training samples / training time of the epoch), the same number `shardfit fit --history` writes.
+//     (training samples / training time of the epoch), the same number `shardfit fit` writes to run.json.
 //  3. allreduce_fraction = allreduce_seconds / train_seconds on rank 0's clocks. The allreduce time of a rank
 //     includes waiting for the slower rank to arrive, so the minimum over ranks is also printed: it is the closer
 //     estimate of the communication itself, and max - min is the skew between ranks.
-//  4. The breakdown (--breakdown-steps > 0) replays fit's step outside fit, with the same model, data, local batch
-//     and GradientReducer, on every rank at once, timing each phase: gather, forward+backward, allreduce, the
-//     reducer's scaling, optimizer update (replay_*_ms, means per step on rank 0; they add up to replay_step_ms).
+//  4. The breakdown is the measured fit's own: TrainStep's per-phase timers (dist/train/step.h) and StepControl's,
+//     means per step on rank 0 (*_ms keys; they add up to step_ms). No step is re-implemented here.
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -30,25 +28,15 @@
 #include <vector>
 
 #include "dist/comm.h"
-#include "dist/io/dataset.h"
 #include "dist/train/fit.h"
-#include "dist/gradient_reducer.h"
-#include "dist/sharding.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
-#include "kernels/model_factory.h"
-#include "kernels/optimizer.h"
 #include "launch/cli.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
 struct BenchOptions {
   int64_t warmup_epochs = 1;
-  int64_t breakdown_steps = 0;
   std::vector<std::string> fit_args;  // "fit", JOB, and the remaining flags for the shardfit CLI parser
 };
 
@@ -70,13 +58,10 @@ BenchOptions parse_bench_args(int argc, char** argv) {
       }
       return false;
     };
-    if (take_int("--warmup-epochs", options.warmup_epochs) || take_int("--breakdown-steps", options.breakdown_steps)) {
-      continue;
-    }
+    if (take_int("--warmup-epochs", options.warmup_epochs)) continue;
     options.fit_args.push_back(arg);
   }
-  SF_CHECK(options.warmup_epochs >= 0 && options.breakdown_steps >= 0,
-           "--warmup-epochs and --breakdown-steps take integers >= 0");
+  SF_CHECK(options.warmup_epochs >= 0, "--warmup-epochs takes an integer >= 0");
   return options;
 }
 
@@ -100,67 +85,8 @@ double median(std::vector<double> values) {
   return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
 }
 
-// Mean seconds per step of each phase, rank 0's clock. Means, not medians, so the phases add up to the step time
-// that samples/s reflects (a step preempted by another process on this shared machine counts, as it does in fit).
-struct StepBreakdown {
-  double gather = 0;
-  double forward_backward = 0;
-  double allreduce = 0;
-  double scale = 0;  // the reducer's division by the global count, after the allreduce
-  double update = 0;
-  double step = 0;
-};
-
-StepBreakdown replay_steps(shardfit::Comm& comm, const shardfit::proto::Job& job, const std::filesystem::path& job_dir,
-                           const shardfit::FitConfig& config, int64_t steps) {
-  using namespace shardfit;
-  const Dataset data = Dataset::open(job.data().train(), job_dir, "train");
-  auto model = build_model(job, data.feature_dim());
-  auto optimizer = make_optimizer(job.optimizer(), model->param_count());
-  model->initialize(config.seed);
-  const ShardPlan plan(data.rows(), config.batch_size, comm.size(), comm.rank());
-  model->reserve(plan.max_local_count());
-  GradientReducer reducer(comm, model->gradients());
-  const LabelLayout layout =
-      data.labels_are_ids() && model->label_dim() == 1 ? LabelLayout::kAsIs : LabelLayout::kOneHotToIds;
-  std::vector<int64_t> permutation;
-  std::vector<int64_t> rows(static_cast<size_t>(model->capacity()));
-  std::vector<double> metric_sums(model->metric_names().size());
-  StepBreakdown sum;
-  uint64_t global_step = 0;
-  int64_t done = 0;
-  comm.barrier();
-  for (int64_t epoch = 0; done < steps; ++epoch) {
-    epoch_permutation(data.rows(), config.seed, epoch, config.shuffle, permutation);
-    for (int64_t step = 0; step < plan.steps() && done < steps; ++step, ++done) {
-      const Slice slice = plan.slice(step);
-      const int64_t first = plan.batch_start(step) + slice.offset;
-      const auto step_start = Clock::now();
-      std::copy_n(permutation.begin() + first, slice.count, rows.begin());
-      data.gather({rows.data(), static_cast<size_t>(slice.count)}, model->input(), model->labels(), layout,
-                  model->label_dim());
-      sum.gather += seconds_since(step_start);
-      auto t = Clock::now();
-      model->train_batch(slice.count, BatchContext{true, config.seed, global_step++, first}, false, metric_sums);
-      sum.forward_backward += seconds_since(t);
-      t = Clock::now();
-      reducer.reduce(plan.batch_count(step));
-      const double reduce_seconds = seconds_since(t);
-      sum.allreduce += reducer.last_seconds();
-      sum.scale += reduce_seconds - reducer.last_seconds();
-      t = Clock::now();
-      optimizer->update(model->parameters(), model->gradients());
-      sum.update += seconds_since(t);
-      sum.step += seconds_since(step_start);
-    }
-  }
-  comm.barrier();
-  const double n = static_cast<double>(std::max<int64_t>(done, 1));
-  return {sum.gather / n, sum.forward_backward / n, sum.allreduce / n, sum.scale / n, sum.update / n, sum.step / n};
-}
-
 void print_result(const shardfit::Comm& comm, const shardfit::FitConfig& config, const shardfit::FitResult& result,
-                  const std::vector<double>& allreduce_by_rank, const StepBreakdown* breakdown) {
+                  const std::vector<double>& allreduce_by_rank) {
   const auto& timings = result.timings;
   std::vector<double> epoch_rates;
   for (int i = 1; i < result.history.epochs_size(); ++i)
@@ -177,13 +103,13 @@ void print_result(const shardfit::Comm& comm, const shardfit::FitConfig& config,
       timings.train_seconds, timings.allreduce_seconds, timings.allreduce_seconds / timings.train_seconds, *min_it,
       *max_it, *min_it / timings.train_seconds, 1e3 * timings.train_seconds / steps,
       1e3 * timings.allreduce_seconds / steps);
-  if (breakdown != nullptr) {
-    std::printf(
-        " replay_step_ms=%.4f replay_gather_ms=%.4f replay_forward_backward_ms=%.4f replay_allreduce_ms=%.4f "
-        "replay_scale_ms=%.4f replay_update_ms=%.4f",
-        1e3 * breakdown->step, 1e3 * breakdown->gather, 1e3 * breakdown->forward_backward, 1e3 * breakdown->allreduce,
-        1e3 * breakdown->scale, 1e3 * breakdown->update);
-  }
+  const shardfit::StepPhases& p = timings.phases;
+  const double ms = 1e3 / static_cast<double>(std::max<int64_t>(p.steps, 1));
+  std::printf(
+      " gather_ms=%.4f forward_ms=%.4f backward_ms=%.4f allreduce_issued_ms=%.4f allreduce_waited_ms=%.4f "
+      "optimizer_ms=%.4f control_ms=%.4f",
+      ms * p.gather, ms * p.forward, ms * p.backward, ms * p.allreduce_issued, ms * p.allreduce_waited,
+      ms * p.optimizer, ms * timings.control_seconds);
   std::printf("\n");
   std::fflush(stdout);
 }
@@ -201,8 +127,7 @@ int main(int argc, char** argv) {
       options = parse_bench_args(argc, argv);
       command = shardfit::parse_command_line(options.fit_args);
       SF_CHECK(command.name == "fit",
-               "usage: fit_bench JOB.pbtxt [shardfit fit flags] [--warmup-epochs N] "
-               "[--breakdown-steps N]");
+               "usage: fit_bench JOB.pbtxt [shardfit fit flags] [--warmup-epochs N]");
       job = shardfit::read_job_file(command.job_path);
       shardfit::apply_overrides(command.overrides, job);
       config = shardfit::resolve_fit_config(job, false);
@@ -222,10 +147,7 @@ int main(int argc, char** argv) {
     const shardfit::FitResult result = shardfit::fit(comm, job, job_dir, config);
     const std::vector<double> allreduce_by_rank = comm.allgather(result.timings.allreduce_seconds);
 
-    StepBreakdown breakdown;
-    if (options.breakdown_steps > 0) breakdown = replay_steps(comm, job, job_dir, config, options.breakdown_steps);
-    if (comm.is_root())
-      print_result(comm, config, result, allreduce_by_rank, options.breakdown_steps > 0 ? &breakdown : nullptr);
+    if (comm.is_root()) print_result(comm, config, result, allreduce_by_rank);
     return 0;
   });
 }
