@@ -12,8 +12,11 @@
 //     each call timed on its own, so a noisy shared machine slows both alike; each repeat is >= 0.2 s of calls
 //     per side and the median of the repeats decides, so one bad repeat does not. The ratio of the fastest
 //     repeats is printed too: noise only ever adds time.
-//  3. Dense keeps its primitives private, so the per-primitive breakdown times a mirror: the same descriptors
-//     and loops as kernels/dense.cpp, rebuilt here. Its step time is printed beside Dense's, so drift shows.
+//  3. The per-primitive breakdown times the MLP's own Dense layers piece by piece through Dense::pieces(): each
+//     piece runs the same primitive over the same memory (or the same loop) that Dense's forward()/backward()
+//     run, so the figures are the production code's and cannot drift from it. bench/ keeps no copy of Dense.
+//     (The --prototype option, a fused relu-backward + bias-sums loop timed on a copy of Dense that this file
+//     used to keep, went with that copy; it had measured no gain.)
 #include <omp.h>
 
 #include <algorithm>
@@ -49,14 +52,13 @@ struct Options {
   double min_seconds = 0.2;  // per repeat of one candidate
   int min_iterations = 50;   // per repeat of one candidate
   bool primitives = true;    // the per-primitive breakdown (shorter repeats: it is for diagnosis)
-  bool prototype = false;    // a candidate Dense change, timed in the same interleaved repeats
   std::string csv_path;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "dense_bench: " << problem << "\n"
             << "usage: dense_bench [--csv PATH] [--batches 32,64,...] [--repeats N] [--min-seconds S]\n"
-            << "                   [--min-iterations N] [--no-primitives] [--prototype]\n"
+            << "                   [--min-iterations N] [--no-primitives]\n"
             << "Threads come from OMP_NUM_THREADS.\n";
   std::exit(2);
 }
@@ -83,8 +85,6 @@ Options parse_options(int argc, char** argv) {
       options.min_iterations = std::stoi(value());
     } else if (arg == "--no-primitives") {
       options.primitives = false;
-    } else if (arg == "--prototype") {
-      options.prototype = true;
     } else {
       usage("unknown argument " + arg);
     }
@@ -219,6 +219,25 @@ struct MlpBuffers {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
+// One timed piece of a step: a oneDNN primitive or a loop of ours, with its matmul size when it is one.
+
+struct Step {
+  std::string name;
+  int64_t m = 0, k = 0, n = 0;  // 0 when not a matmul
+  bool backward = false;
+  std::string impl;
+  std::function<void()> run;
+  double flops() const { return 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n); }
+};
+
+Step primitive_step(std::string name, int64_t m, int64_t k, int64_t n, bool backward,
+                    const dnnl::primitive_desc_base& pd, dnnl::primitive primitive,
+                    std::vector<std::pair<int, memory>> args) {
+  auto call = std::make_shared<PrimitiveCall>(std::move(primitive), std::move(args));
+  return {std::move(name), m, k, n, backward, pd.impl_info_str(), [call] { call->execute(); }};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Side A: shardfit's own Dense layers, called through the Layer interface exactly as the model calls them.
 
 class ShardfitMlp {
@@ -257,6 +276,29 @@ class ShardfitMlp {
     for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) (*it)->backward(n_);
   }
 
+  // The layers' own pieces (Dense::pieces) in the order forward() then backward() above run them: "L1 bwd-data"
+  // executes layer 1's backward-data primitive, the very one its backward() executes.
+  std::vector<Step> pieces() {
+    std::vector<Step> all;
+    std::vector<Step> backward[kLayerCount];
+    for (int l = 0; l < kLayerCount; ++l) {
+      for (DensePiece& piece : layers_[l]->pieces(n_)) {
+        Step step{piece_name(l, piece.name.c_str()),
+                  piece.m,
+                  piece.k,
+                  piece.n,
+                  piece.backward,
+                  std::move(piece.impl),
+                  std::move(piece.run)};
+        (piece.backward ? backward[l] : all).push_back(std::move(step));
+      }
+    }
+    for (int l = kLayerCount - 1; l >= 0; --l) {  // backward runs from the last layer
+      for (Step& step : backward[l]) all.push_back(std::move(step));
+    }
+    return all;
+  }
+
  private:
   int64_t n_;
   MlpBuffers buffers_;
@@ -264,25 +306,6 @@ class ShardfitMlp {
   FloatBuffer grads_;
   std::vector<std::unique_ptr<Dense>> layers_;
 };
-
-// ---------------------------------------------------------------------------------------------------------------
-// One timed piece of a step: a oneDNN primitive or a loop of ours, with its matmul size when it is one.
-
-struct Step {
-  std::string name;
-  int64_t m = 0, k = 0, n = 0;  // 0 when not a matmul
-  bool backward = false;
-  std::string impl;
-  std::function<void()> run;
-  double flops() const { return 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n); }
-};
-
-Step primitive_step(std::string name, int64_t m, int64_t k, int64_t n, bool backward,
-                    const dnnl::primitive_desc_base& pd, dnnl::primitive primitive,
-                    std::vector<std::pair<int, memory>> args) {
-  auto call = std::make_shared<PrimitiveCall>(std::move(primitive), std::move(args));
-  return {std::move(name), m, k, n, backward, pd.impl_info_str(), [call] { call->execute(); }};
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Side B: the reference. Plain row-major (M, K) x (K, N) -> (M, N) oneDNN matmuls, no bias, no post-ops, one per
@@ -346,141 +369,12 @@ class ReferenceMatmuls {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
-// The mirror of kernels/dense.cpp (same descriptors, same loops), taken apart into timed steps. With `fused`
-// set (--prototype), relu layers use relu_backward_with_bias_sums instead: a candidate change to Dense.
-
-// Candidate change (--prototype): relu backward and the bias sums in one pass over (n, out), so the layer has
-// one parallel region where it has two and dz is not streamed back from memory. Measured on the 2-vCPU machine
-// (oneDNN 2.6.3): no gain -- oneDNN's AVX-512 eltwise is as fast as our x86-64-v2 loop saves. Kept so that
-// claim can be re-checked on other machines.
-void relu_backward_with_bias_sums(const float* y, const float* dy, int64_t n, int64_t out, float* dz, float* db) {
-  constexpr int64_t kBlock = 64;
-#pragma omp parallel for schedule(static) if (n * out > 32768)
-  for (int64_t begin = 0; begin < out; begin += kBlock) {
-    const int64_t width = std::min(kBlock, out - begin);
-    double acc[kBlock] = {};
-    for (int64_t i = 0; i < n; ++i) {
-      const float* __restrict y_row = y + i * out + begin;
-      const float* __restrict dy_row = dy + i * out + begin;
-      float* __restrict dz_row = dz + i * out + begin;
-      // The select gets a loop of its own, with dy loaded unconditionally, and the sums re-read dz from L1:
-      // otherwise GCC (-ftrapping-math) keeps the select as a branch that mispredicts on half the elements,
-      // measured 20x slower than oneDNN's eltwise backward.
-      for (int64_t j = 0; j < width; ++j) {
-        const float grad = dy_row[j];
-        dz_row[j] = y_row[j] > 0.0F ? grad : 0.0F;  // relu' from the output, as use_dst_for_bwd
-      }
-      for (int64_t j = 0; j < width; ++j) acc[j] += dz_row[j];
-    }
-    for (int64_t j = 0; j < width; ++j) db[begin + j] = static_cast<float>(acc[j]);
-  }
-}
-
-class MirrorMlp {
- public:
-  MirrorMlp(int64_t batch, bool fused) : buffers_(batch) {
-    auto& engine = cpu_engine();
-    const int64_t n = batch;
-    std::vector<Step> per_layer_backward[kLayerCount];
-    for (int l = 0; l < kLayerCount; ++l) {
-      const auto [in, out, relu] = kLayers[l];
-      float* w = new_buffer(in * out, 10 + l, glorot_limit(in, out));
-      float* b = new_buffer(out, 20 + l, 0.1);
-      float* dw = new_buffer(in * out, 0, 0);
-      float* db = new_buffer(out, 0, 0);
-      float* x = buffers_.act[l].data();
-      float* y = buffers_.act[l + 1].data();
-      float* dy = buffers_.grad[l + 1].data();
-      float* dx = buffers_.grad[l].data();
-
-      const auto x_md = row_major(n, in), w_md = row_major(in, out), y_md = row_major(n, out);
-      const auto b_md = row_major(1, out);
-      dnnl::primitive_attr attr;
-      if (relu) {
-        dnnl::post_ops ops;
-        ops.append_eltwise(1.0F, dnnl::algorithm::eltwise_relu, 0.0F, 0.0F);
-        attr.set_post_ops(ops);
-      }
-      const dnnl::matmul::primitive_desc fwd_pd(dnnl::matmul::desc(x_md, w_md, b_md, y_md), attr, engine);
-      forward_.push_back(primitive_step(piece_name(l, "fwd"), n, in, out, false, fwd_pd, dnnl::matmul(fwd_pd),
-                                        {{DNNL_ARG_SRC, wrap(x_md, x)},
-                                         {DNNL_ARG_WEIGHTS, wrap(w_md, w)},
-                                         {DNNL_ARG_DST, wrap(y_md, y)},
-                                         {DNNL_ARG_BIAS, wrap(b_md, b)}}));
-
-      std::vector<Step>& bwd = per_layer_backward[l];
-      float* dz = relu ? buffers_.scratch[l].data() : dy;
-      const bool fused_sums = relu && fused;
-      if (fused_sums) {
-        bwd.push_back({piece_name(l, "relu-bwd+sums"), 0, 0, 0, true, "OpenMP fused loop",
-                       [y, dy, dz, n, out, db] { relu_backward_with_bias_sums(y, dy, n, out, dz, db); }});
-      } else if (relu) {
-        const auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
-        const dnnl::eltwise_forward::primitive_desc hint(
-            dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, alg, y_md, 0.0F, 0.0F), engine);
-        const dnnl::eltwise_backward::primitive_desc pd(dnnl::eltwise_backward::desc(alg, y_md, y_md, 0.0F, 0.0F),
-                                                        engine, hint);
-        bwd.push_back(primitive_step(
-            piece_name(l, "relu-bwd"), 0, 0, 0, true, pd, dnnl::eltwise_backward(pd),
-            {{DNNL_ARG_DST, wrap(y_md, y)}, {DNNL_ARG_DIFF_DST, wrap(y_md, dy)}, {DNNL_ARG_DIFF_SRC, wrap(y_md, dz)}}));
-      }
-      if (l > 0) {
-        // dx (n, in) = dz (n, out) . W^T: W (in, out) read as an (out, in) matrix through swapped strides.
-        const auto wt_md = transposed(out, in);
-        const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(y_md, wt_md, x_md), engine);
-        bwd.push_back(primitive_step(
-            piece_name(l, "bwd-data"), n, out, in, true, pd, dnnl::matmul(pd),
-            {{DNNL_ARG_SRC, wrap(y_md, dz)}, {DNNL_ARG_WEIGHTS, wrap(wt_md, w)}, {DNNL_ARG_DST, wrap(x_md, dx)}}));
-      }
-      // dW (in, out) = x^T (in, n) . dz (n, out): x read through swapped strides.
-      const auto xt_md = transposed(in, n);
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(xt_md, y_md, w_md), engine);
-      bwd.push_back(primitive_step(
-          piece_name(l, "bwd-weights"), in, n, out, true, pd, dnnl::matmul(pd),
-          {{DNNL_ARG_SRC, wrap(xt_md, x)}, {DNNL_ARG_WEIGHTS, wrap(y_md, dz)}, {DNNL_ARG_DST, wrap(w_md, dw)}}));
-      if (!fused_sums) {
-        bwd.push_back({piece_name(l, "bias-sums"), 0, 0, 0, true, "OpenMP column sums",
-                       [dz, n, out, db] { column_sums(dz, n, out, db); }});
-      }
-    }
-    for (int l = kLayerCount - 1; l >= 0; --l) {
-      for (Step& s : per_layer_backward[l]) backward_.push_back(std::move(s));
-    }
-  }
-
-  std::vector<const Step*> steps() const {
-    std::vector<const Step*> all;
-    for (const Step& s : forward_) all.push_back(&s);
-    for (const Step& s : backward_) all.push_back(&s);
-    return all;
-  }
-  void forward() const {
-    for (const Step& s : forward_) s.run();
-  }
-  void backward() const {
-    for (const Step& s : backward_) s.run();
-  }
-
- private:
-  float* new_buffer(int64_t count, uint64_t seed, double limit) {
-    params_.emplace_back(count);
-    if (seed != 0) fill_uniform(params_.back(), seed, limit);
-    return params_.back().data();
-  }
-
-  MlpBuffers buffers_;
-  std::deque<FloatBuffer> params_;  // weights, biases and their gradients
-  std::vector<Step> forward_;
-  std::vector<Step> backward_;
-};
-
-// ---------------------------------------------------------------------------------------------------------------
 // Reporting
 
 struct CsvRow {
   int threads;
   int64_t batch;
-  std::string scope;  // step, mirror-step, prototype-step, primitive, prototype-primitive
+  std::string scope;  // step, primitive, primitive-in-step
   std::string name;   // fwd+bwd / fwd / bwd for steps, "L1 bwd-data" etc. for primitives
   int64_t m, k, n;    // 0 unless a matmul
   double flops;
@@ -543,7 +437,8 @@ std::string load_average() {
   return text;
 }
 
-// Each piece timed inside whole steps: mirror step and reference step alternate, every call timed on its own.
+// Each piece timed inside whole steps: Dense's step run piece by piece and the reference step alternate, every
+// call timed on its own.
 // Unlike a piece repeated alone, this sees the caches and thread placement the previous piece left behind.
 // Returns the median over repeats of the mean time per call, for every piece of `ours` then of `theirs`.
 std::vector<double> in_step_times(const std::vector<const Step*>& ours, const std::vector<const Step*>& theirs,
@@ -576,11 +471,12 @@ std::vector<double> in_step_times(const std::vector<const Step*>& ours, const st
   return medians;
 }
 
-// Per-primitive table: each mirror piece beside the reference matmul of the same name (and so the same size),
-// timed alone (a piece and its reference alternating) and inside whole steps.
-void time_primitives(const std::string& scope, int threads, int64_t batch, const MirrorMlp& mirror,
+// Per-primitive table: each of Dense's pieces beside the reference matmul of the same name (and so the same
+// size), timed alone (a piece and its reference alternating) and inside whole steps.
+void time_primitives(const std::string& scope, int threads, int64_t batch, const std::vector<Step>& ours,
                      const ReferenceMatmuls& reference, const Options& options, std::vector<CsvRow>& rows) {
-  const std::vector<const Step*> mine = mirror.steps();
+  std::vector<const Step*> mine;
+  for (const Step& s : ours) mine.push_back(&s);
   std::vector<const Step*> theirs;
   for (const Step& r : reference.steps()) theirs.push_back(&r);
   std::vector<int> partner(mine.size(), -1);  // index into theirs
@@ -652,8 +548,8 @@ struct NetCandidates {
 struct BatchResult {
   int64_t batch = 0;
   double fwd_flops = 0, bwd_flops = 0;
-  double dense[3] = {}, reference[3] = {}, prototype[3] = {};  // median seconds: step, fwd, bwd
-  double dense_fastest = 0, reference_fastest = 0, prototype_fastest = 0;
+  double dense[3] = {}, reference[3] = {};  // median seconds: step, fwd, bwd
+  double dense_fastest = 0, reference_fastest = 0;
 };
 
 void add_step_rows(std::vector<CsvRow>& rows, const std::string& scope, int threads, const BatchResult& r,
@@ -698,57 +594,28 @@ int run(const Options& options) {
     ReferenceMatmuls reference(batch);
     for (const Step& s : reference.steps()) (s.backward ? r.bwd_flops : r.fwd_flops) += s.flops();
     ShardfitMlp dense(batch);
-    MirrorMlp mirror(batch, false);
-    MirrorMlp candidate(batch, true);
     dense.forward();  // the backward-only candidates reuse these activations
-    mirror.forward();
-    candidate.forward();
 
-    NetCandidates a(dense), b(reference), c(candidate);
-    Candidate mirror_step([&mirror] {
-      mirror.forward();
-      mirror.backward();
-    });
-    Group steps = {&a.step, &b.step}, forwards = {&a.forward, &b.forward}, backwards = {&a.backward, &b.backward};
-    if (options.primitives) steps.push_back(&mirror_step);
-    if (options.prototype) {
-      steps.push_back(&c.step);
-      forwards.push_back(&c.forward);
-      backwards.push_back(&c.backward);
-    }
-    measure_interleaved({steps}, options.repeats, options.min_seconds, options.min_iterations);
-    measure_interleaved({forwards, backwards}, options.repeats, options.min_seconds, options.min_iterations);
+    NetCandidates a(dense), b(reference);
+    measure_interleaved({{&a.step, &b.step}}, options.repeats, options.min_seconds, options.min_iterations);
+    measure_interleaved({{&a.forward, &b.forward}, {&a.backward, &b.backward}}, options.repeats, options.min_seconds,
+                        options.min_iterations);
 
-    const NetCandidates* sets[3] = {&a, &b, &c};
-    double* medians[3] = {r.dense, r.reference, r.prototype};
-    for (int s = 0; s < (options.prototype ? 3 : 2); ++s) {
+    const NetCandidates* sets[2] = {&a, &b};
+    double* medians[2] = {r.dense, r.reference};
+    for (int s = 0; s < 2; ++s) {
       medians[s][0] = sets[s]->step.median();
       medians[s][1] = sets[s]->forward.median();
       medians[s][2] = sets[s]->backward.median();
     }
     r.dense_fastest = a.step.fastest();
     r.reference_fastest = b.step.fastest();
-    if (options.prototype) r.prototype_fastest = c.step.fastest();
     add_step_rows(rows, "step", threads, r, a, b);
     const double flops = r.fwd_flops + r.bwd_flops;
     std::printf("batch %lld: Dense %.3f ms/step (%.1f GFLOP/s), reference %.3f ms (%.1f GFLOP/s), ratio %.2f\n",
                 static_cast<long long>(batch), r.dense[0] * 1e3, flops / r.dense[0] * 1e-9, r.reference[0] * 1e3,
                 flops / r.reference[0] * 1e-9, r.reference[0] / r.dense[0]);
-    if (options.primitives) {
-      const double m = mirror_step.median();
-      rows.push_back({threads, batch, "mirror-step", "fwd+bwd", 0, 0, 0, flops, m, r.reference[0],
-                      mirror_step.fastest(), r.reference_fastest, "", ""});
-      std::printf("  mirror of kernels/dense.cpp: %.3f ms/step, ratio %.2f\n", m * 1e3, r.reference[0] / m);
-      time_primitives("primitive", threads, batch, mirror, reference, options, rows);
-    }
-    if (options.prototype) {
-      add_step_rows(rows, "prototype-step", threads, r, c, b);
-      std::printf("  prototype (fused relu-bwd + bias sums): %.3f ms/step, ratio %.2f, step time %+.1f%% vs Dense\n",
-                  r.prototype[0] * 1e3, r.reference[0] / r.prototype[0], 100.0 * (r.prototype[0] / r.dense[0] - 1));
-      if (options.primitives) {
-        time_primitives("prototype", threads, batch, candidate, reference, options, rows);
-      }
-    }
+    if (options.primitives) time_primitives("primitive", threads, batch, dense.pieces(), reference, options, rows);
     results.push_back(r);
     std::printf("\n");
     std::fflush(stdout);
@@ -756,14 +623,11 @@ int run(const Options& options) {
 
   std::printf(
       "Summary, %d thread(s), load average %s at the end. ratio = reference time / ours; 'fastest' is\n"
-      "the ratio of the fastest repeats. Dense = kernels/dense.cpp as built; prototype = --prototype.\n",
+      "the ratio of the fastest repeats. Dense = kernels/dense.cpp as built.\n",
       threads, load_average().c_str());
   std::printf("%6s %7s %9s %9s %8s %8s %6s %9s %9s %8s  %s\n", "batch", "threads", "ms/step", "samples/s", "GFLOP/s",
               "ref GF/s", "ratio", "fwd ratio", "bwd ratio", "fastest", "what");
   for (const BatchResult& r : results) print_summary_row(r, threads, r.dense, r.dense_fastest, "Dense");
-  if (options.prototype) {
-    for (const BatchResult& r : results) print_summary_row(r, threads, r.prototype, r.prototype_fastest, "prototype");
-  }
   if (!options.csv_path.empty()) {
     write_csv(options.csv_path, rows);
     std::printf("CSV: %s\n", options.csv_path.c_str());

@@ -3,7 +3,8 @@
 //   backward-data    dx (n, in)  = dz (n, out) . W^T        (W read through transposed strides)
 //   backward-weights dW (in, out) = x^T (in, n) . dz (n, out) (x read through transposed strides)
 //   bias             db (out)    = column sums of dz       (OpenMP)
-// with dz = dy * act'(.) from oneDNN's eltwise backward on the fused output (use_dst algorithms).
+// with dz = dy * act'(.) from oneDNN's eltwise backward on the fused output (use_dst algorithms). Each of these is
+// a Stage that Dense::run executes; pieces() hands the same stages to bench/dense_bench, which has no copy of them.
 #include "kernels/dense.h"
 
 #include <algorithm>
@@ -133,7 +134,6 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
   plan.forward = PrimitiveCall(dnnl::matmul(forward_pd), std::move(forward_args));
 
   if (buffers.dy != nullptr) {
-    plan.has_backward = true;
     const float* dz = buffers.dy;
     if (fused) {
       SF_CHECK(buffers.scratch != nullptr, cat("Dense '", name(), "': fused activation needs a scratch buffer"));
@@ -149,6 +149,7 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
                                                               {DNNL_ARG_DIFF_DST, wrap(y_md, buffers.dy)},
                                                               {DNNL_ARG_DIFF_SRC, wrap(y_md, buffers.scratch)}});
       dz = buffers.scratch;
+      plan.backward_stages[plan.backward_stage_count++] = Stage::kActivationBackward;
     }
     plan.dz = dz;
     if (buffers.dx != nullptr) {
@@ -157,34 +158,98 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
       plan.backward_data = PrimitiveCall(dnnl::matmul(pd), {{DNNL_ARG_SRC, wrap(y_md, dz)},
                                                             {DNNL_ARG_WEIGHTS, wrap(wt_md, kernel_)},
                                                             {DNNL_ARG_DST, wrap(x_md, buffers.dx)}});
+      plan.backward_stages[plan.backward_stage_count++] = Stage::kBackwardData;
     }
     const memory::desc xt_md = transposed(in, n);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(xt_md, y_md, w_md), engine);
     plan.backward_weights = PrimitiveCall(dnnl::matmul(pd), {{DNNL_ARG_SRC, wrap(xt_md, buffers.x)},
                                                              {DNNL_ARG_WEIGHTS, wrap(y_md, dz)},
                                                              {DNNL_ARG_DST, wrap(w_md, kernel_grad_)}});
+    plan.backward_stages[plan.backward_stage_count++] = Stage::kBackwardWeights;
+    if (options_.use_bias) plan.backward_stages[plan.backward_stage_count++] = Stage::kBiasSums;
   }
   plans_[n] = std::move(plan);
 }
 
-void Dense::forward(int64_t n, const BatchContext& /*ctx*/) {
+Dense::Plan& Dense::plan_for(int64_t n) {
   auto it = plans_.find(n);
   SF_CHECK(it != plans_.end(), cat("Dense '", name(), "': batch size ", n, " was not prepared"));
-  it->second.forward.execute();
+  return it->second;
 }
+
+// The one place where a piece of the step executes: forward(), backward() and pieces() all come here.
+void Dense::run(const Plan& plan, Stage stage, int64_t n) {
+  switch (stage) {
+    case Stage::kForward:
+      plan.forward.execute();
+      return;
+    case Stage::kActivationBackward:
+      plan.activation_backward.execute();
+      return;
+    case Stage::kBackwardData:
+      plan.backward_data.execute();
+      return;
+    case Stage::kBackwardWeights:
+      plan.backward_weights.execute();
+      return;
+    case Stage::kBiasSums:
+      column_sums(plan.dz, n, units(), bias_grad_);
+      return;
+  }
+}
+
+void Dense::forward(int64_t n, const BatchContext& /*ctx*/) { run(plan_for(n), Stage::kForward, n); }
 
 void Dense::backward(int64_t n) {
   auto it = plans_.find(n);
-  SF_CHECK(it != plans_.end() && it->second.has_backward,
+  SF_CHECK(it != plans_.end() && it->second.backward_stage_count > 0,
            cat("Dense '", name(), "': backward for batch size ", n, " was not prepared"));
-  Plan& plan = it->second;
-  if (plan.activation_backward) plan.activation_backward.execute();
-  if (plan.backward_data) plan.backward_data.execute();
-  plan.backward_weights.execute();
+  const Plan& plan = it->second;
+  for (int i = 0; i < plan.backward_stage_count; ++i) run(plan, plan.backward_stages[i], n);
+}
 
-  if (options_.use_bias) {
-    column_sums(plan.dz, n, units(), bias_grad_);
+DensePiece Dense::piece(const Plan& plan, Stage stage, int64_t n) {
+  DensePiece result;
+  result.backward = stage != Stage::kForward;
+  result.run = [this, &plan, stage, n] { run(plan, stage, n); };  // plans_ keeps its elements' addresses
+  auto set_matmul = [&result](int64_t m, int64_t k, int64_t cols) {
+    result.m = m;
+    result.k = k;
+    result.n = cols;
+  };
+  switch (stage) {
+    case Stage::kForward:
+      result.name = "fwd";
+      set_matmul(n, input_dim(), units());  // (n, in) x (in, out)
+      result.impl = plan.forward.impl_info();
+      break;
+    case Stage::kActivationBackward:
+      result.name = activation_name(options_.activation) + "-bwd";
+      result.impl = plan.activation_backward.impl_info();
+      break;
+    case Stage::kBackwardData:
+      result.name = "bwd-data";
+      set_matmul(n, units(), input_dim());  // dz (n, out) x W^T (out, in)
+      result.impl = plan.backward_data.impl_info();
+      break;
+    case Stage::kBackwardWeights:
+      result.name = "bwd-weights";
+      set_matmul(input_dim(), n, units());  // x^T (in, n) x dz (n, out)
+      result.impl = plan.backward_weights.impl_info();
+      break;
+    case Stage::kBiasSums:
+      result.name = "bias-sums";
+      result.impl = "OpenMP column sums";
+      break;
   }
+  return result;
+}
+
+std::vector<DensePiece> Dense::pieces(int64_t n) {
+  const Plan& plan = plan_for(n);
+  std::vector<DensePiece> all{piece(plan, Stage::kForward, n)};
+  for (int i = 0; i < plan.backward_stage_count; ++i) all.push_back(piece(plan, plan.backward_stages[i], n));
+  return all;
 }
 
 }  // namespace shardfit

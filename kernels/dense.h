@@ -2,8 +2,12 @@
 // tanh, the activation fused as a post-op. Other activations are separate Activation layers (model_factory).
 #pragma once
 
+#include <array>
+#include <functional>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "kernels/activation_kind.h"
 #include "kernels/engine.h"
@@ -11,6 +15,16 @@
 #include "kernels/layer.h"
 
 namespace shardfit {
+
+// One piece of a Dense step, as Dense::pieces() hands it to a benchmark: running it executes exactly what
+// forward() or backward() executes for that piece (the same primitive, the same memory, the same loop).
+struct DensePiece {
+  std::string name;             // "fwd", "relu-bwd" (sigmoid-, tanh-), "bwd-data", "bwd-weights", "bias-sums"
+  int64_t m = 0, k = 0, n = 0;  // the matmul (M, K) x (K, N) when the piece is one, else 0
+  bool backward = false;
+  std::string impl;           // oneDNN's impl_info_str(), or "OpenMP column sums"
+  std::function<void()> run;  // valid until the layer's bind(), forget_plans() or destruction
+};
 
 class Dense final : public Layer {
  public:
@@ -33,7 +47,16 @@ class Dense final : public Layer {
   void backward(int64_t n) override;
   void forget_plans() override { plans_.clear(); }
 
+  // The prepared batch size n's step taken apart, in the order forward() then backward() run it: for benchmarks
+  // that time each piece of the production code rather than a copy of it. Not for the training step (each piece
+  // is a std::function).
+  std::vector<DensePiece> pieces(int64_t n);
+
  private:
+  // The pieces of a step. forward() runs kForward; backward() runs the plan's backward_stages in order, and
+  // pieces() hands out the same list, so a benchmark times what the step runs.
+  enum class Stage { kForward, kActivationBackward, kBackwardData, kBackwardWeights, kBiasSums };
+
   // Everything one batch size needs; memory objects wrap the model's buffers, so execute() allocates nothing.
   struct Plan {
     const float* x = nullptr;
@@ -45,10 +68,14 @@ class Dense final : public Layer {
     PrimitiveCall activation_backward;  // only when the activation is fused
     PrimitiveCall backward_data;        // dx (n, in) = dz (n, out) . W^T
     PrimitiveCall backward_weights;     // dW (in, out) = x^T (in, n) . dz (n, out)
-    bool has_backward = false;
+    std::array<Stage, 4> backward_stages{};
+    int backward_stage_count = 0;  // 0 when only inference was prepared
   };
 
   int64_t units() const { return output_dim(); }
+  Plan& plan_for(int64_t n);
+  void run(const Plan& plan, Stage stage, int64_t n);
+  DensePiece piece(const Plan& plan, Stage stage, int64_t n);
 
   Options options_;
   float* kernel_ = nullptr;       // (in, out), view into the flat parameters

@@ -40,4 +40,12 @@ void PrimitiveCall::execute() const {
   dnnl::error::wrap_c_api(dnnl_stream_wait(cpu_stream().get()), "could not wait on the stream");
 }
 
+std::string PrimitiveCall::impl_info() const {
+  const char* info = nullptr;
+  dnnl::error::wrap_c_api(
+      dnnl_primitive_desc_query(primitive_.get_primitive_desc(), dnnl_query_impl_info_str, 0, &info),
+      "could not query a primitive's implementation");
+  return info != nullptr ? info : "";
+}
+
 }  // namespace shardfit

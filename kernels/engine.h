@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,8 @@ class PrimitiveCall {
   // every call; this passes the array built at construction.
   void execute() const;
   explicit operator bool() const { return static_cast<bool>(primitive_); }
+  // oneDNN's name for the implementation it chose, e.g. "brg:avx512_core": for benchmarks and diagnostics.
+  std::string impl_info() const;
 
  private:
   dnnl::primitive primitive_;

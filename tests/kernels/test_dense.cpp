@@ -1,8 +1,10 @@
 // Tests of kernels/dense: every fusable activation x bias, forward and backward against a naive double reference
-// and finite differences over a sweep of shapes; plans per batch size, overwriting grads, Keras shapes and init.
+// and finite differences over a sweep of shapes; plans per batch size, overwriting grads, Keras shapes and init;
+// pieces() for benchmarks runs the step itself, bit for bit.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -509,6 +511,87 @@ TEST(Dense, RejectsUnfusableActivationsAndEmptySizes) {
   Dense unbound("d", 4, 3, Dense::Options{});
   std::vector<float> x(4), y(3);
   EXPECT_THROW(unbound.prepare(1, LayerBuffers{x.data(), y.data(), nullptr, nullptr, nullptr}), Error);
+}
+
+// Bit patterns, so that -0 vs +0 or a NaN payload would count as a difference.
+std::vector<uint32_t> bits(std::span<const float> values) {
+  std::vector<uint32_t> out;
+  for (float v : values) out.push_back(std::bit_cast<uint32_t>(v));
+  return out;
+}
+
+// pieces() is what bench/dense_bench times: run in order, they must be the step itself, bit for bit (y, dx,
+// scratch, dW, db), with the names, matmul sizes and order forward() then backward() use.
+TEST(Dense, PiecesInOrderAreForwardAndBackwardBitForBit) {
+  uint32_t seed = 900;
+  for (ActivationKind activation : kFusable) {
+    for (bool use_bias : {true, false}) {
+      for (bool with_dx : {true, false}) {
+        const Case c{activation, use_bias, 17, 33, 10};
+        SCOPED_TRACE(describe(c) + (with_dx ? ", dx" : ", no dx"));
+        const Problem p = make_problem(c, seed++);
+        BoundDense d(p);
+        BatchMemory m(p);
+        d.layer.prepare(c.n, m.buffers(with_dx));
+        d.layer.forward(c.n, BatchContext{});
+        d.layer.backward(c.n);
+        const BatchMemory by_step = m;
+        const std::vector<float> grads_by_step = d.grads;
+
+        std::fill(m.y.begin(), m.y.end(), kNaN);
+        std::fill(m.dx.begin(), m.dx.end(), kNaN);
+        std::fill(m.scratch.begin(), m.scratch.end(), kNaN);
+        std::fill(d.grads.begin(), d.grads.end(), kNaN);
+        const std::vector<DensePiece> pieces = d.layer.pieces(c.n);
+        for (const DensePiece& piece : pieces) piece.run();
+        EXPECT_EQ(bits(m.y), bits(by_step.y)) << "y";
+        EXPECT_EQ(bits(m.dx), bits(by_step.dx)) << "dx";
+        EXPECT_EQ(bits(m.scratch), bits(by_step.scratch)) << "dz scratch";
+        EXPECT_EQ(bits(d.grads), bits(grads_by_step)) << "dW, db";
+
+        std::vector<std::string> names;
+        for (const DensePiece& piece : pieces) names.push_back(piece.name);
+        std::vector<std::string> expected = {"fwd"};
+        if (activation != ActivationKind::kLinear) expected.push_back(activation_name(activation) + "-bwd");
+        if (with_dx) expected.push_back("bwd-data");
+        expected.push_back("bwd-weights");
+        if (use_bias) expected.push_back("bias-sums");
+        ASSERT_EQ(names, expected);
+        for (const DensePiece& piece : pieces) {
+          SCOPED_TRACE(piece.name);
+          EXPECT_EQ(piece.backward, piece.name != "fwd");
+          EXPECT_FALSE(piece.impl.empty());
+          std::vector<int64_t> mkn = {piece.m, piece.k, piece.n};
+          if (piece.name == "fwd") {
+            EXPECT_EQ(mkn, (std::vector<int64_t>{c.n, c.in, c.out}));
+          } else if (piece.name == "bwd-data") {
+            EXPECT_EQ(mkn, (std::vector<int64_t>{c.n, c.out, c.in}));
+          } else if (piece.name == "bwd-weights") {
+            EXPECT_EQ(mkn, (std::vector<int64_t>{c.in, c.n, c.out}));
+          } else {
+            EXPECT_EQ(mkn, (std::vector<int64_t>{0, 0, 0}));
+          }
+        }
+      }
+    }
+  }
+}
+
+// An inference-only plan has one piece; an unprepared batch size has none to give.
+TEST(Dense, PiecesOfInferencePlanAndUnpreparedSize) {
+  const Case c{ActivationKind::kRelu, true, 3, 5, 10};
+  const Problem p = make_problem(c, 7);
+  BoundDense d(p);
+  BatchMemory m(p);
+  EXPECT_THROW(d.layer.pieces(3), Error);
+  d.layer.prepare(c.n, LayerBuffers{m.x.data(), m.y.data(), nullptr, nullptr, nullptr});
+  const std::vector<DensePiece> pieces = d.layer.pieces(c.n);
+  ASSERT_EQ(pieces.size(), 1U);
+  EXPECT_EQ(pieces[0].name, "fwd");
+  EXPECT_FALSE(pieces[0].backward);
+  pieces[0].run();
+  const ReferenceForward fwd = reference_forward(p);
+  EXPECT_TRUE(all_close(m.y, fwd.y, static_cast<double>(c.in) + 4, fwd.scale));
 }
 
 // Keras's weight list: kernel (in, out) then bias (out); the flat layout matches it.
