@@ -1,7 +1,7 @@
 // The distributed fit, run at 1, 2 and 4 ranks: P ranks give the same per-epoch loss, val_loss and final weights
 // as one rank for the same global batch (with shuffle and dropout on, a batch not divisible by P and a last batch
 // smaller than P); History's `loss` is the sample-weighted mean of the batch losses; a 64-128-10 MLP learns the
-// bundled digits with Adam.
+// bundled digits with Adam; the public TrainStep driven by hand is the fit's step bit for bit.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,9 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "dist/gradient_reducer.h"
 #include "dist/io/dataset.h"
 #include "dist/io/npy_writer.h"
+#include "dist/sharding.h"
 #include "dist/train/fit.h"
+#include "dist/train/step.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
 #include "kernels/optimizer.h"
@@ -141,6 +144,50 @@ TEST(Fit, LossIsTheSampleWeightedMeanOfTheBatchLosses) {
   EXPECT_NEAR(loss, expected, 1e-5 * expected);
   // The unweighted mean of the three batch means is measurably different here (the last batch has one sample).
   EXPECT_GT(std::abs(mean_of_means - expected), 1e-3 * expected);
+}
+
+// The public step is the fit's step: TrainStep driven by hand over two epochs (shuffle, dropout, an uneven last
+// batch) ends with the very parameters fit ends with, on any rank count, and its timers saw every step.
+TEST(TrainStep, DrivenByHandEqualsFitBitForBit) {
+  const SharedDir shared("train_step");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits100", range(0, 100));
+  const proto::Job job = parse_job_text(R"(
+      model { layers { dense { units: 16 activation: "relu" } }
+              layers { dropout { rate: 0.2 } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy"
+      optimizer { adam { } }
+      fit { epochs: 2 batch_size: 9 shuffle: true seed: 11 }
+      data { train { x { path: "digits100_x.npy" } y { path: "digits100_y.npy" } } })",
+                                        "train_step.pbtxt");
+  const FitConfig config = quiet_config(job);
+  const FitResult fitted = fit(world(), job, dir, config);
+
+  const Dataset data = Dataset::open(job.data().train(), dir, "train");
+  auto model = build_model(job, data.feature_dim());
+  model->initialize(config.seed);
+  auto optimizer = make_optimizer(job.optimizer(), model->param_count());
+  const ShardPlan plan(data.rows(), config.batch_size, world().size(), world().rank());
+  GradientReducer reducer(world(), model->gradients());
+  TrainStep step(*model, *optimizer, reducer, data, LabelLayout::kAsIs, plan, StepOptions{config.seed, true, {}, {}});
+  for (int64_t epoch = 0; epoch < config.epochs; ++epoch) {
+    step.begin_epoch(epoch);
+    for (int64_t s = 0; s < plan.steps(); ++s) step.run(s);
+  }
+  const std::vector<float> by_hand(model->parameters().begin(), model->parameters().end());
+  EXPECT_EQ(by_hand, fitted.final_parameters);
+  EXPECT_EQ(step.global_step(), static_cast<uint64_t>(config.epochs * plan.steps()));
+
+  const StepPhases& phases = step.phases();
+  EXPECT_EQ(phases.steps, config.epochs * plan.steps());
+  for (const double seconds : {phases.gather, phases.forward, phases.backward, phases.allreduce_issued,
+                               phases.allreduce_waited, phases.optimizer}) {
+    EXPECT_GE(seconds, 0.0);
+  }
+  EXPECT_GT(phases.forward, 0.0);
+  EXPECT_GT(phases.backward, 0.0);
+  EXPECT_EQ(fitted.timings.phases.steps, phases.steps);
 }
 
 // The acceptance run of the compute core: 64-128-10 MLP, Adam, validation accuracy >= 0.95 within 30 epochs.
