@@ -604,8 +604,8 @@ TEST(MakeCallbacks, ErrorsNameTheField) {
       {R"(callbacks { learning_rate_scheduler { warmup_epochs: 2 warmup_from: 1.5 } })",
        "callbacks[0].learning_rate_scheduler.warmup_from = 1.5"},
       {R"(callbacks { model_checkpoint {} })", "callbacks[0].model_checkpoint.filepath is empty"},
-      {R"(callbacks { model_checkpoint { filepath: "w{epoch:>3}.npz" } })",
-       "callbacks[0].model_checkpoint.filepath = 'w{epoch:>3}.npz': format spec ':>3' of field 'epoch' is not "
+      {R"(callbacks { model_checkpoint { filepath: "w{epoch:>3q}.npz" } })",
+       "callbacks[0].model_checkpoint.filepath = 'w{epoch:>3q}.npz': format spec ':>3q' of field 'epoch' is not "
        "supported"},
       {R"(callbacks { model_checkpoint { filepath: "w{epoch.npz" } })", "'{' without a closing '}'"},
       {R"(callbacks { model_checkpoint { filepath: "w}.npz" } })", "single '}'"},
