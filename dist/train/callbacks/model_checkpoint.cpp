@@ -6,6 +6,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -19,8 +20,8 @@ namespace shardfit::callbacks {
 namespace {
 
 // A logged value, formatted as Python formats a float where fmt and Python part ways: an empty spec is str()
-// ("2.0", where fmt would write "2"), and a NaN never shows its sign bit ("nan", where fmt would write "-nan").
-// A width without a type still goes to fmt, which drops str()'s ".0" on whole numbers ({loss:6} of 2.0 is "     2").
+// ("2.0", where fmt would write "2"), a spec without a type keeps str()'s ".0" on a whole number ({loss:6} of 2.0
+// is "   2.0"), and a NaN never shows its sign bit ("nan", where fmt would write "-nan").
 struct PythonFloat {
   double value;
 };
@@ -36,15 +37,40 @@ struct PythonInt {
 
 template <>
 struct fmt::formatter<shardfit::callbacks::PythonFloat> : fmt::formatter<double> {
-  bool str_ = false;
+  bool str_ = false;      // no spec: Python's str()
+  bool untyped_ = false;  // no presentation type: shortest digits, as str() writes them
+  std::string whole_spec_;
+  fmt::formatter<double> whole_;  // the spec with '#': fmt then keeps the ".0" of a whole number, as str() does
 
   auto parse(fmt::format_parse_context& ctx) -> decltype(ctx.begin()) {
-    str_ = ctx.begin() == ctx.end() || *ctx.begin() == '}';
+    const auto* end = ctx.begin();
+    while (end != ctx.end() && *end != '}') ++end;
+    const std::string_view spec(ctx.begin(), static_cast<size_t>(end - ctx.begin()));
+    str_ = spec.empty();
+    untyped_ = !str_ && !std::isalpha(static_cast<unsigned char>(spec.back()));
+    if (untyped_) {
+      // '#' goes after [[fill]align][sign] in the spec grammar, which fmt shares with Python.
+      size_t at = 0;
+      if (spec.size() >= 2 && std::string_view("<>^").find(spec[1]) != std::string_view::npos) {
+        at = 2;
+      } else if (std::string_view("<>^").find(spec[0]) != std::string_view::npos) {
+        at = 1;
+      }
+      if (at < spec.size() && std::string_view("+- ").find(spec[at]) != std::string_view::npos) ++at;
+      whole_spec_ = std::string(spec.substr(0, at)) + (spec.substr(at).starts_with('#') ? "" : "#") +
+                    std::string(spec.substr(at)) + "}";
+      fmt::format_parse_context whole_ctx(whole_spec_);
+      whole_.parse(whole_ctx);
+    }
     return fmt::formatter<double>::parse(ctx);
   }
 
   auto format(shardfit::callbacks::PythonFloat v, fmt::format_context& ctx) const -> decltype(ctx.out()) {
     if (str_) return fmt::format_to(ctx.out(), "{}", shardfit::python_float(v.value));
+    // Below 1e16 str() writes a whole number in fixed notation ("2.0"); from there on in exponent form, as fmt does.
+    if (untyped_ && std::isfinite(v.value) && v.value == std::trunc(v.value) && std::fabs(v.value) < 1e16) {
+      return whole_.format(v.value, ctx);
+    }
     return fmt::formatter<double>::format(std::isnan(v.value) ? std::fabs(v.value) : v.value, ctx);
   }
 };

@@ -479,12 +479,13 @@ TEST(ModelCheckpoint, NamesThroughLibfmtAsPythonFormatsThem) {
   const shardfit::testing::TempDir dir("callbacks");
   Trainer t;
   const std::string pattern =
-      (dir.path() / "{epoch:02d}_{val_loss:.2f}_{epoch:>3}_{epoch:.1f}_{loss}_{loss:+.1e}_{acc:.2f}_{lr:<6g}|.npz")
+      (dir.path() /
+       "{epoch:02d}_{val_loss:.2f}_{epoch:>3}_{epoch:.1f}_{loss}_{loss:+.1e}_{acc:.2f}_{lr:<6g}|{loss:06}_{lr:5}.npz")
           .string();
   auto callbacks = callbacks_from("callbacks { model_checkpoint { filepath: '" + pattern + "' } }");
   EpochLogs logs = {{"loss", 2.0}, {"val_loss", 0.4567}, {"acc", -kNaN}, {"lr", 0.5}};
   for (auto& c : callbacks) c->on_epoch_end(2, logs, t.control);
-  const fs::path expected = dir.path() / "03_0.46_  3_3.0_2.0_+2.0e+00_nan_0.5   |.npz";
+  const fs::path expected = dir.path() / "03_0.46_  3_3.0_2.0_+2.0e+00_nan_0.5   |0002.0_  0.5.npz";
   EXPECT_TRUE(fs::exists(expected)) << expected;
 }
 
