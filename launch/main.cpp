@@ -8,12 +8,13 @@
 #include <vector>
 
 #include "dist/comm.h"
-#include "dist/train/evaluate.h"
-#include "dist/train/fit.h"
 #include "dist/io/history_reader.h"
 #include "dist/io/history_writer.h"
-#include "dist/placement.h"
+#include "dist/io/json_writer.h"
 #include "dist/io/plot_svg.h"
+#include "dist/placement.h"
+#include "dist/train/evaluate.h"
+#include "dist/train/fit.h"
 #include "dist/train/progress.h"
 #include "dist/train/stop_signal.h"
 #include "kernels/error.h"
@@ -40,11 +41,9 @@ proto::Dataset inference_data(const Command& command, const proto::Job& job) {
 // {"accuracy": 0.9199, "loss": 0.5744, "samples": 1797.0}: evaluate's values, each the shortest text that reads
 // back to the same double, keys sorted (as history.json writes them).
 std::string metrics_json(const std::map<std::string, double>& values) {
-  std::string text = "{";
-  for (const auto& [key, value] : values) {
-    text += cat(text.size() > 1 ? ", " : "", "\"", key, "\": ", json_number(value));
-  }
-  return text + "}\n";
+  JsonObject fields;
+  for (const auto& [key, value] : values) fields.number(key, value);
+  return fields.inline_text() + "\n";
 }
 
 int run_plot(Comm& comm, const Command& command) {

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake libopenmpi-dev openmpi-bin libdnnl-dev libprotobuf-dev protobuf-compiler
-          libgtest-dev python3 python3-numpy python3-protobuf python3-pandas)
+          libgtest-dev libfmt-dev python3 python3-numpy python3-protobuf python3-pandas)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

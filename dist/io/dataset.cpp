@@ -12,6 +12,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "dist/io/format.h"
 #include "dist/io/mapped_file.h"
 #include "kernels/error.h"
 #include "proto/shardfit.pb.h"
@@ -258,18 +259,13 @@ Codec codec_for(DType t, bool swap) {
   return codec_of<uint8_t>(false);
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "(";
-  for (size_t i = 0; i < shape.size(); ++i) s += cat(i == 0 ? "" : ", ", shape[i]);
-  return s + ")";
-}
-
 // Product of the non-leading dimensions, failing instead of overflowing.
 int64_t row_width(const std::vector<int64_t>& shape, const std::string& shown) {
   int64_t cols = 1;
   for (size_t i = 1; i < shape.size(); ++i) {
     if (__builtin_mul_overflow(cols, shape[i], &cols)) {
-      SF_FAIL(cat(shown, ": shape ", shape_text(shape), " is too large: expected fewer than 2^63 elements per row"));
+      SF_FAIL(cat(shown, ": shape ", shape_text(shape, ShapeStyle::kPlain),
+                  " is too large: expected fewer than 2^63 elements per row"));
     }
   }
   return cols;
@@ -297,13 +293,15 @@ class BinaryArray final : public ArrayFile::Impl {
     int64_t data_bytes = 0;
     if (__builtin_mul_overflow(cols, elem_bytes_, &row_bytes_) ||
         __builtin_mul_overflow(rows, row_bytes_, &data_bytes)) {
-      SF_FAIL(cat(path, ": shape ", shape_text(shape), " is too large: expected fewer than 2^63 bytes of data"));
+      SF_FAIL(cat(path, ": shape ", shape_text(shape, ShapeStyle::kPlain),
+                  " is too large: expected fewer than 2^63 bytes of data"));
     }
     const int64_t available = map_->bytes() - data_offset;
     if (data_bytes > available) {
-      SF_FAIL(cat(path, ": truncated: the header says ", dtype, " ", shape_text(shape), ", ", data_bytes,
-                  " bytes of data, but only ", available, " bytes follow the header: expected the whole array"),
-              "the file was probably cut short while copying or downloading; write or fetch it again");
+      SF_FAIL(
+          cat(path, ": truncated: the header says ", dtype, " ", shape_text(shape, ShapeStyle::kPlain), ", ",
+              data_bytes, " bytes of data, but only ", available, " bytes follow the header: expected the whole array"),
+          "the file was probably cut short while copying or downloading; write or fetch it again");
     }
     data_ = map_->data() + data_offset;
   }
@@ -329,7 +327,7 @@ class BinaryArray final : public ArrayFile::Impl {
   }
 
   std::string describe() const override {
-    return cat(path, " (", format, ", ", dtype, ", shape ", shape_text(shape), ")");
+    return cat(path, " (", format, ", ", dtype, ", shape ", shape_text(shape, ShapeStyle::kPlain), ")");
   }
 
   void check_values(int64_t first, int64_t end) const override {

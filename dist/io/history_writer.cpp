@@ -1,5 +1,5 @@
-// History files (history_writer.h): a small JSON and CSV emitter over proto::History and the atomic file
-// replacement under them. Not a general JSON library: it writes exactly the shapes documented in the header.
+// History files (history_writer.h): proto::History laid out as history.json, run.json and history.csv through the
+// one JSON and CSV writers (dist/io/json_writer.h, csv_writer.h), and the atomic file replacement under them.
 #include "dist/io/history_writer.h"
 
 #include <fcntl.h>
@@ -7,9 +7,7 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
-#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -23,6 +21,9 @@
 #include <utility>
 #include <vector>
 
+#include "dist/io/csv_writer.h"
+#include "dist/io/format.h"
+#include "dist/io/json_writer.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -32,113 +33,6 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string errno_text(int error) { return std::strerror(error); }
-
-// Length of the valid UTF-8 sequence at s[i], or 0 when the bytes there are not valid UTF-8 (overlong forms,
-// surrogates and code points past U+10FFFF included).
-size_t utf8_sequence_length(std::string_view s, size_t i) {
-  const auto lead = static_cast<unsigned char>(s[i]);
-  if (lead < 0x80) return 1;
-  size_t length = 0;
-  uint32_t code_point = 0;
-  if ((lead & 0xE0) == 0xC0) {
-    length = 2;
-    code_point = lead & 0x1F;
-  } else if ((lead & 0xF0) == 0xE0) {
-    length = 3;
-    code_point = lead & 0x0F;
-  } else if ((lead & 0xF8) == 0xF0) {
-    length = 4;
-    code_point = lead & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + length > s.size()) return 0;
-  for (size_t k = 1; k < length; ++k) {
-    const auto next = static_cast<unsigned char>(s[i + k]);
-    if ((next & 0xC0) != 0x80) return 0;
-    code_point = (code_point << 6) | (next & 0x3F);
-  }
-  constexpr std::array<uint32_t, 5> kSmallest = {0, 0, 0x80, 0x800, 0x10000};
-  if (code_point < kSmallest[length] || code_point > 0x10FFFF || (code_point >= 0xD800 && code_point <= 0xDFFF)) {
-    return 0;
-  }
-  return length;
-}
-
-// A JSON string literal. Bytes that are not UTF-8 (a job path in Latin-1, say) become U+FFFD, so that the file
-// stays loadable by strict readers instead of failing on one odd name.
-void append_json_string(std::string& out, std::string_view s) {
-  out += '"';
-  for (size_t i = 0; i < s.size();) {
-    const char c = s[i];
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          std::array<char, 8> escaped{};
-          std::snprintf(escaped.data(), escaped.size(), "\\u%04x", static_cast<unsigned>(c));
-          out += escaped.data();
-        } else {
-          const size_t length = utf8_sequence_length(s, i);
-          if (length == 0) {
-            out += "\\ufffd";
-            ++i;
-            continue;
-          }
-          out.append(s.substr(i, length));
-          i += length;
-          continue;
-        }
-    }
-    ++i;
-  }
-  out += '"';
-}
-
-std::string json_string(std::string_view s) {
-  std::string out;
-  append_json_string(out, s);
-  return out;
-}
-
-bool is_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const size_t length = utf8_sequence_length(s, i);
-    if (length == 0) return false;
-    i += length;
-  }
-  return true;
-}
-
-std::string to_utf8(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size();) {
-    const size_t length = utf8_sequence_length(s, i);
-    out += length == 0 ? std::string_view("\xef\xbf\xbd") : s.substr(i, length);  // U+FFFD
-    i += length == 0 ? 1 : length;
-  }
-  return out;
-}
 
 // Proto3 strings must be UTF-8: a strict reader (Python's protobuf) rejects the whole history.pb otherwise, and
 // the C++ one only logs. A job path in Latin-1 is the likely case; its odd bytes become U+FFFD, as in the json.
@@ -178,73 +72,31 @@ proto::History history_in_utf8(const proto::History& history) {
   return fixed;
 }
 
-std::string json_list(const std::vector<double>& values) {
-  std::string out = "[";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += json_number(values[i]);
-  }
-  return out + "]";
+JsonObject json_params(const proto::HistoryParams& params) {
+  JsonObject fields;
+  fields.integer("epochs", params.epochs())
+      .integer("global_batch", params.global_batch())
+      .integer("steps", params.steps())
+      .integer("threads_per_rank", params.threads_per_rank())
+      .integer("train_samples", params.train_samples())
+      .integer("validation_samples", params.validation_samples())
+      .integer("verbose", params.verbose())
+      .integer("world_size", params.world_size());
+  if (!params.job().empty()) fields.string("job", params.job());
+  return fields;
 }
 
-// {"a": 1, "b": 2} from already rendered values; std::map keeps the keys sorted.
-std::string json_object(const std::map<std::string, std::string>& fields) {
-  std::string out = "{";
-  bool first = true;
-  for (const auto& [key, value] : fields) {
-    if (!first) out += ", ";
-    first = false;
-    append_json_string(out, key);
-    out += ": ";
-    out += value;
-  }
-  return out + "}";
-}
-
-std::string json_params(const proto::HistoryParams& params) {
-  std::map<std::string, std::string> fields = {
-      {"epochs", std::to_string(params.epochs())},
-      {"global_batch", std::to_string(params.global_batch())},
-      {"steps", std::to_string(params.steps())},
-      {"threads_per_rank", std::to_string(params.threads_per_rank())},
-      {"train_samples", std::to_string(params.train_samples())},
-      {"validation_samples", std::to_string(params.validation_samples())},
-      {"verbose", std::to_string(params.verbose())},
-      {"world_size", std::to_string(params.world_size())},
-  };
-  if (!params.job().empty()) fields["job"] = json_string(params.job());
-  return json_object(fields);
-}
-
-std::string json_diagnosis(const proto::Diagnosis& diagnosis) {
-  std::map<std::string, std::string> numbers;
-  for (const auto& [key, value] : diagnosis.numbers()) numbers[key] = json_number(value);
-  return json_object({
-      {"best_epoch", std::to_string(diagnosis.best_epoch())},
-      {"best_val_loss", json_number(diagnosis.best_val_loss())},
-      {"numbers", json_object(numbers)},
-      {"overfitting_from_epoch", std::to_string(diagnosis.overfitting_from_epoch())},
-      {"summary", json_string(diagnosis.summary())},
-      {"verdict", json_string(diagnosis.verdict())},
-  });
-}
-
-// Python's str(float) spelling for the non-finite values, which is what Keras's CSVLogger writes.
-std::string csv_number(double value) {
-  if (std::isnan(value)) return "nan";
-  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
-  return json_number(value);
-}
-
-// RFC 4180: quote a field only when it holds the separator, a quote or a line break.
-std::string csv_field(std::string_view text, char separator) {
-  if (text.find_first_of(std::string{separator, '"', '\n', '\r'}) == std::string_view::npos) return std::string(text);
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
+JsonObject json_diagnosis(const proto::Diagnosis& diagnosis) {
+  JsonObject numbers;
+  for (const auto& [key, value] : diagnosis.numbers()) numbers.number(key, value);
+  JsonObject fields;
+  fields.integer("best_epoch", diagnosis.best_epoch())
+      .number("best_val_loss", diagnosis.best_val_loss())
+      .object("numbers", numbers)
+      .integer("overfitting_from_epoch", diagnosis.overfitting_from_epoch())
+      .string("summary", diagnosis.summary())
+      .string("verdict", diagnosis.verdict());
+  return fields;
 }
 
 void write_all(int fd, std::string_view bytes, const fs::path& path) {
@@ -281,55 +133,7 @@ void fsync_folder(const fs::path& dir) {
   SF_CHECK(error == 0, cat("cannot fsync folder ", dir.string(), ": ", errno_text(error)));
 }
 
-// One key per line and each list on its line: readable, and `diff` between runs shows which key moved.
-std::string json_document(const std::map<std::string, std::string>& fields) {
-  std::string out = "{\n";
-  bool first = true;
-  for (const auto& [key, value] : fields) {
-    if (!first) out += ",\n";
-    first = false;
-    out += "  ";
-    append_json_string(out, key);
-    out += ": ";
-    out += value;
-  }
-  out += "\n}\n";
-  return out;
-}
-
 }  // namespace
-
-std::string json_number(double value) {
-  if (std::isnan(value)) return "NaN";
-  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
-  // Without a precision, to_chars gives the shortest digits that read back to exactly this double.
-  std::array<char, 40> buffer{};  // zeroed: atoi below reads up to the terminator
-  const auto [end, error] =
-      std::to_chars(buffer.data(), buffer.data() + buffer.size() - 1, value, std::chars_format::scientific);
-  SF_CHECK(error == std::errc(), "cannot format a double");  // 39 chars hold any double's shortest form
-  const std::string_view scientific(buffer.data(), static_cast<size_t>(end - buffer.data()));
-  const size_t e_at = scientific.find('e');
-  const int exponent = std::atoi(buffer.data() + e_at + 1);
-  // Python's repr() switches to the exponent form outside [1e-4, 1e16); its exponent form is to_chars's.
-  if (exponent < -4 || exponent >= 16) return std::string(scientific);
-  const bool negative = scientific.front() == '-';
-  std::string digits;
-  for (char c : scientific.substr(negative ? 1 : 0, e_at - (negative ? 1 : 0))) {
-    if (c != '.') digits += c;
-  }
-  std::string out = negative ? "-" : "";
-  if (exponent >= 0) {
-    const auto integer_digits = static_cast<size_t>(exponent) + 1;
-    if (digits.size() <= integer_digits) {
-      out += digits + std::string(integer_digits - digits.size(), '0') + ".0";  // "2.0": a float, not an int
-    } else {
-      out += digits.substr(0, integer_digits) + "." + digits.substr(integer_digits);
-    }
-  } else {
-    out += "0." + std::string(static_cast<size_t>(-exponent - 1), '0') + digits;
-  }
-  return out;
-}
 
 std::string history_to_json(const proto::History& history) {
   // Every key any epoch holds gets one entry per epoch: NaN where that epoch lacks it (validation_freq > 1, a
@@ -345,31 +149,27 @@ std::string history_to_json(const proto::History& history) {
       values.push_back(found != record.values().end() ? found->second : std::nan(""));
     }
   }
-  std::map<std::string, std::string> fields;
-  for (const auto& [key, values] : lists) fields[key] = json_list(values);
-  return json_document(fields);
+  JsonObject fields;
+  for (const auto& [key, values] : lists) fields.numbers(key, values);
+  return fields.document();
 }
 
 std::string run_to_json(const proto::History& history) {
+  std::vector<int64_t> epochs;
   std::vector<double> seconds;
   std::vector<double> samples_per_second;
-  std::string epochs = "[";
-  for (int i = 0; i < history.epochs_size(); ++i) {
-    const proto::EpochRecord& record = history.epochs(i);
+  for (const proto::EpochRecord& record : history.epochs()) {
+    epochs.push_back(record.epoch());
     seconds.push_back(record.seconds());
     samples_per_second.push_back(record.samples_per_second());
-    if (i > 0) epochs += ", ";
-    epochs += std::to_string(record.epoch());
   }
-  epochs += "]";
-  std::map<std::string, std::string> fields = {
-      {"epoch", epochs},
-      {"params", json_params(history.params())},
-      {"seconds", json_list(seconds)},
-      {"samples_per_second", json_list(samples_per_second)},
-  };
-  if (history.has_diagnosis()) fields["diagnosis"] = json_diagnosis(history.diagnosis());
-  return json_document(fields);
+  JsonObject fields;
+  fields.integers("epoch", epochs)
+      .object("params", json_params(history.params()))
+      .numbers("seconds", seconds)
+      .numbers("samples_per_second", samples_per_second);
+  if (history.has_diagnosis()) fields.object("diagnosis", json_diagnosis(history.diagnosis()));
+  return fields.document();
 }
 
 std::string history_to_csv(const proto::History& history, char separator) {
@@ -377,20 +177,16 @@ std::string history_to_csv(const proto::History& history, char separator) {
   for (const proto::EpochRecord& record : history.epochs()) {
     for (const auto& entry : record.values()) keys.insert(entry.first);
   }
-  std::string out = "epoch";
-  for (const std::string& key : keys) {
-    out += separator;
-    out += csv_field(key, separator);
-  }
-  out += '\n';
+  std::vector<std::string> fields = {"epoch"};
+  fields.insert(fields.end(), keys.begin(), keys.end());
+  std::string out = csv_row(fields, separator, "\n");
   for (const proto::EpochRecord& record : history.epochs()) {
-    out += std::to_string(record.epoch());
+    fields = {std::to_string(record.epoch())};
     for (const std::string& key : keys) {
-      out += separator;
       const auto found = record.values().find(key);
-      if (found != record.values().end()) out += csv_number(found->second);
+      fields.push_back(found != record.values().end() ? python_float(found->second) : "");
     }
-    out += '\n';
+    out += csv_row(fields, separator, "\n");
   }
   return out;
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "dist/io/format.h"  // json_number, which the history files' numbers are written with
 #include "proto/shardfit.pb.h"
 
 namespace shardfit {
@@ -51,11 +52,6 @@ std::string run_to_json(const proto::History& history);
 // history.csv, Keras CSVLogger style: header `epoch` + the sorted union of the value keys; one row per epoch with
 // its 0-based index; a value the epoch lacks is an empty field; NaN / inf / -inf written as Python's str() does.
 std::string history_to_csv(const proto::History& history, char separator = ',');
-
-// The shortest decimal text that reads back to exactly `value`, spelled as Python's repr() spells it ("0.1",
-// "2.0", "0.0001", "1e-05", "1e+16"), so a float never reads back as an int. NaN -> "NaN", +-inf -> "Infinity" /
-// "-Infinity" (JSON as Python's json module writes it).
-std::string json_number(double value);
 
 // Replaces `path` with `bytes` so that a reader (or a crash) sees the old or the new file, never a mix.
 void write_file_atomically(const std::filesystem::path& path, std::string_view bytes);

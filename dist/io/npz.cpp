@@ -10,6 +10,7 @@
 #include <set>
 
 #include "dist/io/dataset.h"
+#include "dist/io/format.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -291,12 +292,6 @@ std::vector<ZipMember> read_zip(std::string_view archive, const std::string& sho
 // .npy members
 // ------------------------------------------------------------------------------------------------------------------
 
-std::string npy_shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "(";
-  for (size_t i = 0; i < shape.size(); ++i) s += cat(i == 0 ? "" : ", ", shape[i]);
-  return s + (shape.size() == 1 ? ",)" : ")");
-}
-
 namespace {
 
 template <typename T>
@@ -357,13 +352,13 @@ NpzArray read_member(const ZipMember& member, const std::string& shown) {
   int64_t count = 1;
   for (const int64_t d : array.shape) {
     if (__builtin_mul_overflow(count, d, &count)) {
-      SF_FAIL(cat(where, ": shape ", npy_shape_text(array.shape), " is too large: expected fewer than 2^63 values"));
+      SF_FAIL(cat(where, ": shape ", shape_text(array.shape), " is too large: expected fewer than 2^63 values"));
     }
   }
   const int64_t element_bytes = header.dtype == "float32" ? 4 : 8;
   const auto available = static_cast<int64_t>(member.bytes.size()) - header.data_offset;
   if (count > available / element_bytes) {
-    SF_FAIL(cat(where, " is truncated: its header says ", header.dtype, " ", npy_shape_text(array.shape), ", ", count,
+    SF_FAIL(cat(where, " is truncated: its header says ", header.dtype, " ", shape_text(array.shape), ", ", count,
                 " values, but only ", available, " bytes follow the header: expected ", element_bytes,
                 " bytes per value"));
   }

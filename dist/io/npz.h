@@ -69,7 +69,4 @@ std::vector<NpzArray> parse_npz(std::string_view archive, const std::string& sho
 // The same for the file at `path` (read whole; errors name the path).
 std::vector<NpzArray> read_npz(const std::filesystem::path& path);
 
-// A shape as NumPy prints it: "(3, 5)", "(5,)", "()".
-std::string npy_shape_text(const std::vector<int64_t>& shape);
-
 }  // namespace shardfit

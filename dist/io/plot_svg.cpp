@@ -15,6 +15,7 @@
 
 #include "dist/io/format.h"
 #include "dist/io/history_writer.h"
+#include "dist/io/metric_direction.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -88,13 +89,6 @@ std::string coord(double value) {
 
 double text_width(std::string_view text, double font_size) {
   return static_cast<double>(text.size()) * kCharWidth * font_size;
-}
-
-bool higher_is_better(const std::string& metric) {
-  for (const char* word : {"acc", "auc", "precision", "recall", "f1"}) {
-    if (metric.find(word) != std::string::npos) return true;
-  }
-  return false;
 }
 
 // Round tick values inside [lo, hi] (lo < hi): steps of 1, 2 or 5 times a power of ten, about `target` of them.

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "dist/io/checkpoint_file.h"
+#include "dist/io/format.h"
 #include "dist/io/history_writer.h"
 #include "dist/io/npy_writer.h"
 #include "dist/io/npz.h"
@@ -29,13 +30,13 @@ std::string quoted_list(const std::vector<std::string>& names) {
 // "'dense_0/kernel' (64, 10), 'dense_0/bias' (10,)"
 std::string weight_list(const std::vector<WeightTensor>& weights) {
   std::string s;
-  for (const WeightTensor& w : weights) s += cat(s.empty() ? "" : ", ", "'", w.name, "' ", npy_shape_text(w.shape));
+  for (const WeightTensor& w : weights) s += cat(s.empty() ? "" : ", ", "'", w.name, "' ", shape_text(w.shape));
   return s.empty() ? "none" : s;
 }
 
 std::string array_list(const std::vector<NpzArray>& arrays) {
   std::string s;
-  for (const NpzArray& a : arrays) s += cat(s.empty() ? "" : ", ", "'", a.key, "' ", npy_shape_text(a.shape));
+  for (const NpzArray& a : arrays) s += cat(s.empty() ? "" : ", ", "'", a.key, "' ", shape_text(a.shape));
   return s.empty() ? "none" : s;
 }
 
@@ -112,8 +113,8 @@ void load_weights(const std::filesystem::path& path, Model& model) {
   for (const WeightTensor& w : weights) {
     const NpzArray& array = *by_key.at(w.name);
     if (array.shape == w.shape) continue;
-    wrong_shapes += cat(wrong_shapes.empty() ? "" : "; ", "'", w.name, "' expected ", npy_shape_text(w.shape),
-                        ", found ", npy_shape_text(array.shape));
+    wrong_shapes += cat(wrong_shapes.empty() ? "" : "; ", "'", w.name, "' expected ", shape_text(w.shape), ", found ",
+                        shape_text(array.shape));
     any_transposed = any_transposed || transposed(w.shape, array.shape);
   }
   if (!wrong_shapes.empty()) {

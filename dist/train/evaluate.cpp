@@ -8,6 +8,7 @@
 
 #include "dist/data_checks.h"
 #include "dist/io/dataset.h"
+#include "dist/io/format.h"
 #include "dist/io/npy_writer.h"
 #include "dist/io/npz.h"
 #include "dist/io/weights_io.h"
@@ -64,7 +65,7 @@ void explain_width_mismatch(const std::filesystem::path& weights, const Model& m
       continue;
     }
     SF_FAIL(cat("x ", x.describe(), " has ", x.cols(), " features per row but the weights in ", weights.string(),
-                " take ", array.shape[0], " ('", array.key, "' is ", npy_shape_text(array.shape), "): expected x with ",
+                " take ", array.shape[0], " ('", array.key, "' is ", shape_text(array.shape), "): expected x with ",
                 array.shape[0], " columns"),
             "evaluate and predict need rows shaped like the training data's");
   }

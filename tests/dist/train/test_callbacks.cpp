@@ -474,6 +474,42 @@ TEST(ModelCheckpoint, IntegerFormatOfAFloatIsAnError) {
   EXPECT_NE(message.find("'loss' is a float"), std::string::npos) << message;
 }
 
+// libfmt formats the names; its spec language is Python's, so specs beyond the old subset work too.
+TEST(ModelCheckpoint, NamesThroughLibfmtAsPythonFormatsThem) {
+  const shardfit::testing::TempDir dir("callbacks");
+  Trainer t;
+  const std::string pattern =
+      (dir.path() /
+       "{epoch:02d}_{val_loss:.2f}_{epoch:>3}_{epoch:.1f}_{loss}_{loss:+.1e}_{acc:.2f}_{lr:<6g}|{loss:06}_{lr:5}.npz")
+          .string();
+  auto callbacks = callbacks_from("callbacks { model_checkpoint { filepath: '" + pattern + "' } }");
+  EpochLogs logs = {{"loss", 2.0}, {"val_loss", 0.4567}, {"acc", -kNaN}, {"lr", 0.5}};
+  for (auto& c : callbacks) c->on_epoch_end(2, logs, t.control);
+  const fs::path expected = dir.path() / "03_0.46_  3_3.0_2.0_+2.0e+00_nan_0.5   |0002.0_  0.5.npz";
+  EXPECT_TRUE(fs::exists(expected)) << expected;
+}
+
+TEST(ModelCheckpoint, PositionalFieldsAreRefused) {
+  for (const char* tpl : {"w{}.npz", "w{0}.npz", "w{0:02d}.npz"}) {
+    const std::string message =
+        error_of([&] { callbacks_from(cat(R"(callbacks { model_checkpoint { filepath: ")", tpl, R"(" } })")); });
+    EXPECT_NE(message.find("callbacks[0].model_checkpoint.filepath"), std::string::npos) << message;
+    EXPECT_NE(message.find("a field needs a name"), std::string::npos) << message;
+  }
+}
+
+TEST(ModelCheckpoint, UnknownNameFailsBeforeAnyFileIsWritten) {
+  const shardfit::testing::TempDir dir("callbacks");
+  Trainer t;
+  auto callbacks = callbacks_from("callbacks { model_checkpoint { filepath: '" +
+                                  (dir.path() / "w{epoch:02d}-{val_los:.2f}.npz").string() + "' } }");
+  EpochLogs logs = {{"loss", 1.0}, {"val_loss", 0.5}};
+  const std::string message = error_of([&] { callbacks[0]->on_epoch_end(2, logs, t.control); });
+  EXPECT_NE(message.find("callbacks[0].model_checkpoint.filepath"), std::string::npos) << message;
+  EXPECT_NE(message.find("no value named 'val_los' at epoch 3"), std::string::npos) << message;
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+}
+
 // --- TerminateOnNaN --------------------------------------------------------------------------------------------
 
 TEST(TerminateOnNaN, StopsOnNaNOrInfinity) {
@@ -604,8 +640,8 @@ TEST(MakeCallbacks, ErrorsNameTheField) {
       {R"(callbacks { learning_rate_scheduler { warmup_epochs: 2 warmup_from: 1.5 } })",
        "callbacks[0].learning_rate_scheduler.warmup_from = 1.5"},
       {R"(callbacks { model_checkpoint {} })", "callbacks[0].model_checkpoint.filepath is empty"},
-      {R"(callbacks { model_checkpoint { filepath: "w{epoch:>3}.npz" } })",
-       "callbacks[0].model_checkpoint.filepath = 'w{epoch:>3}.npz': format spec ':>3' of field 'epoch' is not "
+      {R"(callbacks { model_checkpoint { filepath: "w{epoch:>3q}.npz" } })",
+       "callbacks[0].model_checkpoint.filepath = 'w{epoch:>3q}.npz': format spec ':>3q' of field 'epoch' is not "
        "supported"},
       {R"(callbacks { model_checkpoint { filepath: "w{epoch.npz" } })", "'{' without a closing '}'"},
       {R"(callbacks { model_checkpoint { filepath: "w}.npz" } })", "single '}'"},
