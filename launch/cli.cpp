@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <set>
 
+#include "dist/io/paths.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 
@@ -42,10 +43,8 @@ bool parse_bool(const std::string& flag, const std::string& value) {
 }
 
 // A path from the command line, relative to the working directory, as an absolute path for a job field (whose
-// relative paths would otherwise resolve against the job file's folder).
-std::string from_working_directory(const std::string& path) {
-  return std::filesystem::absolute(path).lexically_normal().string();
-}
+// relative paths would otherwise resolve against the job file's folder). Never called with an empty path.
+std::string from_working_directory(const std::string& path) { return resolve_path({}, path).string(); }
 
 // The flags each command accepts; --resume, --overwrite and --report-ranks take no value.
 const std::set<std::string>& flags_of(const std::string& command) {

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "dist/io/paths.h"
 #include "dist/train/output_plan.h"
 #include "kernels/error.h"
 
@@ -23,7 +24,7 @@ void check_inference_output(const Command& command, const InferenceOptions& opti
   const auto add_data = [&](const char* axis, bool from_flag, bool present, const proto::DataFile& file) {
     if (!present || file.path().empty()) return;
     inputs.push_back({from_flag ? cat("the --", axis, " file") : cat("the job's data.test.", axis, ".path"),
-                      job_relative(job_dir, file.path())});
+                      resolve_path(job_dir, file.path())});
   };
   add_data("x", !command.x.empty(), options.data.has_x(), options.data.x());
   add_data("y", !command.y.empty(), options.data.has_y(), options.data.y());

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "dist/io/mapped_file.h"
+#include "dist/io/paths.h"
 #include "kernels/error.h"
 #include "proto/shardfit.pb.h"
 
@@ -907,18 +908,14 @@ struct Located {
 Located locate(const std::string& path, const fs::path& base_dir, const std::string& field) {
   Located where;
   where.shown = path;
-  const fs::path p(path);
-  std::error_code ec;
-  if (p.is_absolute()) {
-    where.resolved = p.lexically_normal();
+  where.resolved = resolve_path(base_dir, path);
+  if (fs::path(path).is_absolute()) {
     where.hint = field.empty() ? std::string() : cat("check ", field);
   } else {
-    const fs::path base = fs::absolute(base_dir.empty() ? fs::path(".") : base_dir, ec);
-    where.resolved = (base / p).lexically_normal();
-    where.hint = field.empty() ? cat("relative paths resolve against the working directory (",
-                                     base.lexically_normal().string(), ")")
-                               : cat("relative paths in ", field, " resolve against the job file's folder (",
-                                     base.lexically_normal().string(), ")");
+    const std::string base = absolute_base(base_dir).string();
+    where.hint = field.empty()
+                     ? cat("relative paths resolve against the working directory (", base, ")")
+                     : cat("relative paths in ", field, " resolve against the job file's folder (", base, ")");
   }
   return where;
 }

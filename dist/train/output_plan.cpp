@@ -24,6 +24,7 @@
 #include <system_error>
 #include <vector>
 
+#include "dist/io/paths.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -133,10 +134,10 @@ std::vector<NamedPath> inputs_of(const FitConfig& config, const proto::Job& job,
   const auto add_data = [&](const char* role, bool present, const proto::Dataset& data) {
     if (!present) return;
     if (data.has_x() && !data.x().path().empty()) {
-      inputs.push_back(named(cat("data.", role, ".x.path"), job_relative(job_dir, data.x().path())));
+      inputs.push_back(named(cat("data.", role, ".x.path"), resolve_path(job_dir, data.x().path())));
     }
     if (data.has_y() && !data.y().path().empty()) {
-      inputs.push_back(named(cat("data.", role, ".y.path"), job_relative(job_dir, data.y().path())));
+      inputs.push_back(named(cat("data.", role, ".y.path"), resolve_path(job_dir, data.y().path())));
     }
   };
   add_data("train", job.data().has_train(), job.data().train());
@@ -156,26 +157,19 @@ struct FilePattern {
 
 }  // namespace
 
-fs::path job_relative(const fs::path& job_dir, const fs::path& path) {
-  if (path.empty() || path.is_absolute()) return path.lexically_normal();
-  std::error_code error;
-  const fs::path base = fs::absolute(job_dir.empty() ? fs::path(".") : job_dir, error);
-  return (base / path).lexically_normal();
-}
-
 void resolve_job_paths(const fs::path& job_dir, FitConfig& config, proto::Job& job) {
-  config.history_dir = job_relative(job_dir, config.history_dir.empty() ? fs::path(".") : config.history_dir);
-  config.checkpoint_dir = job_relative(job_dir, config.checkpoint_dir);
-  config.export_weights = job_relative(job_dir, config.export_weights);
-  config.initial_weights = job_relative(job_dir, config.initial_weights);
+  config.history_dir = resolve_path(job_dir, config.history_dir.empty() ? fs::path(".") : config.history_dir);
+  config.checkpoint_dir = resolve_path(job_dir, config.checkpoint_dir);
+  config.export_weights = resolve_path(job_dir, config.export_weights);
+  config.initial_weights = resolve_path(job_dir, config.initial_weights);
   for (auto& callback : *job.mutable_callbacks()) {
     if (callback.has_model_checkpoint() && !callback.model_checkpoint().filepath().empty()) {
       auto* c = callback.mutable_model_checkpoint();
-      c->set_filepath(job_relative(job_dir, c->filepath()).string());
+      c->set_filepath(resolve_path(job_dir, c->filepath()).string());
     }
     if (callback.has_csv_logger() && !callback.csv_logger().filename().empty()) {
       auto* c = callback.mutable_csv_logger();
-      c->set_filename(job_relative(job_dir, c->filename()).string());
+      c->set_filename(resolve_path(job_dir, c->filename()).string());
     }
   }
 }
