@@ -162,15 +162,17 @@ void resolve_job_paths(const fs::path& job_dir, FitConfig& config, proto::Job& j
   config.checkpoint_dir = resolve_path(job_dir, config.checkpoint_dir);
   config.export_weights = resolve_path(job_dir, config.export_weights);
   config.initial_weights = resolve_path(job_dir, config.initial_weights);
-  for (auto& callback : *job.mutable_callbacks()) {
-    if (callback.has_model_checkpoint() && !callback.model_checkpoint().filepath().empty()) {
-      auto* c = callback.mutable_model_checkpoint();
-      c->set_filepath(resolve_path(job_dir, c->filepath()).string());
-    }
-    if (callback.has_csv_logger() && !callback.csv_logger().filename().empty()) {
-      auto* c = callback.mutable_csv_logger();
-      c->set_filename(resolve_path(job_dir, c->filename()).string());
-    }
+  for (auto& callback : *job.mutable_callbacks()) resolve_callback_paths(job_dir, callback);
+}
+
+void resolve_callback_paths(const fs::path& base_dir, proto::Callback& callback) {
+  if (callback.has_model_checkpoint() && !callback.model_checkpoint().filepath().empty()) {
+    auto* c = callback.mutable_model_checkpoint();
+    c->set_filepath(resolve_path(base_dir, c->filepath()).string());
+  }
+  if (callback.has_csv_logger() && !callback.csv_logger().filename().empty()) {
+    auto* c = callback.mutable_csv_logger();
+    c->set_filename(resolve_path(base_dir, c->filename()).string());
   }
 }
 

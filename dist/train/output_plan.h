@@ -20,6 +20,10 @@ namespace shardfit {
 // them as they are.
 void resolve_job_paths(const std::filesystem::path& job_dir, FitConfig& config, proto::Job& job);
 
+// Applies the same rule to the files a callback writes (model_checkpoint.filepath, csv_logger.filename), against
+// base_dir (the working directory when empty: the --callback flag); an empty name stays empty.
+void resolve_callback_paths(const std::filesystem::path& base_dir, proto::Callback& callback);
+
 // Every output of the fit described by (config, job) — history files, loss.svg, the checkpoint, the weights file,
 // ModelCheckpoint's files, CSVLogger's file — refused (Error naming the job field and the path) when it
 // 1. resolves to an input: a data file of data.train / validation / test, outputs.initial_weights, the job file;
