@@ -24,6 +24,7 @@
 #include <system_error>
 #include <vector>
 
+#include "dist/io/history_writer.h"
 #include "dist/io/paths.h"
 #include "kernels/error.h"
 
@@ -172,14 +173,15 @@ struct FitOutput {
 std::vector<FitOutput> fit_outputs(const FitConfig& config, const proto::Job& job) {
   std::vector<FitOutput> outputs;
   if (config.write_history) {
-    std::vector<const char*> names = {"history.json", "run.json", "history.pb", "history.csv"};
-    if (config.plot) names.push_back("loss.svg");
-    for (const char* name : names) {
-      outputs.push_back({cat("outputs.history_dir's ", name),
-                         cat("history file ", name, " (outputs.history_dir)"),
-                         config.history_dir / name,
-                         false,
-                         {}});
+    const HistoryFiles history = history_files(config.history_dir);
+    std::vector<fs::path> paths = {history.json, history.run_json, history.pb, history.csv};
+    if (config.plot) paths.push_back(history.loss_svg);
+    for (const fs::path& path : paths) {
+      const std::string name = path.filename().string();
+      FitOutput& output = outputs.emplace_back();
+      output.field = cat("outputs.history_dir's ", name);
+      output.description = cat("history file ", name, " (outputs.history_dir)");
+      output.path = path;
     }
     outputs.front().folder = {"outputs.history_dir", config.history_dir,
                               "fit writes the history there after every epoch"};
