@@ -187,11 +187,21 @@ void run_guarded(void (*body)(void*), void* context) {
 
 // MAP_PRIVATE + PROT_READ: pages come from the page cache on demand, so a rank reads only what it gathers, and
 // ranks on one node share the cached pages.
-MappedFile::MappedFile(const fs::path& resolved, const std::string& shown, const std::string& hint) : shown_(shown) {
+MappedFile::MappedFile(const fs::path& resolved, const std::string& shown, const std::string& hint,
+                       const std::function<void()>& on_open)
+    : shown_(shown) {
   fd_ = ::open(resolved.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) {
     const int err = errno;
     SF_FAIL(cat("cannot open data file ", quoted_with_resolution(shown, resolved), ": ", std::strerror(err)), hint);
+  }
+  if (on_open) {
+    try {
+      on_open();
+    } catch (...) {
+      ::close(fd_);
+      throw;
+    }
   }
   struct stat st {};
   if (::fstat(fd_, &st) != 0) {
