@@ -1,11 +1,21 @@
 // See model_setup.h.
 #include "dist/train/model_setup.h"
 
+#include <algorithm>
+
 #include "dist/io/weights_io.h"
 #include "kernels/error.h"
 #include "kernels/model.h"
 
 namespace shardfit {
+
+MemoryBudget rank_memory_budget(const Comm& comm, int64_t rows, int64_t optimizer_slots) {
+  MemoryBudget budget;
+  budget.rows = std::max<int64_t>(1, rows);
+  budget.optimizer_slots = optimizer_slots;
+  budget.ranks_sharing = comm.local_size();
+  return budget;
+}
 
 void load_weights_everywhere(Comm& comm, const std::filesystem::path& path, Model& model,
                              const std::function<void()>& on_error) {
