@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <map>
 
+#include "dist/io/byte_hash.h"
 #include "dist/io/mapped_file.h"
 #include "dist/sharding.h"
 #include "kernels/error.h"
@@ -19,12 +20,6 @@ std::string description(const ArrayFile& file) {
   char fingerprint[19];
   std::snprintf(fingerprint, sizeof fingerprint, "0x%016" PRIx64, file.sampled_fingerprint());
   return cat(file.describe(), ", ", file.file_bytes(), " bytes, sampled fingerprint ", fingerprint);
-}
-
-uint64_t text_hash(const std::string& text) {
-  uint64_t hash = 0xCBF29CE484222325ULL;
-  for (const char c : text) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001B3ULL;
-  return hash;
 }
 
 // Rank r's text is one line per file, "role<TAB>description".
@@ -89,7 +84,7 @@ void agree_on_data_files(Comm& comm, const std::vector<DataFile>& files) {
   run_agreed(comm, [&] {
     for (const DataFile& data : files) text += cat(text.empty() ? "" : "\n", data.role, "\t", description(data.file));
   });
-  const std::vector<int64_t> hashes = comm.allgather(static_cast<int64_t>(text_hash(text)));
+  const std::vector<int64_t> hashes = comm.allgather(static_cast<int64_t>(hash_text(text)));
   if (std::all_of(hashes.begin(), hashes.end(), [&](int64_t h) { return h == hashes.front(); })) return;
   const std::vector<std::string> texts = comm.gather_text_to_root(text);
   run_agreed(comm, [&] {

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <set>
 
+#include "dist/io/paths.h"
+#include "dist/train/output_plan.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 
@@ -39,12 +41,6 @@ bool parse_bool(const std::string& flag, const std::string& value) {
   if (value == "true" || value == "1" || value == "yes") return true;
   if (value == "false" || value == "0" || value == "no") return false;
   SF_FAIL(cat(flag, " ", value, ": expected true or false"), kHint);
-}
-
-// A path from the command line, relative to the working directory, as an absolute path for a job field (whose
-// relative paths would otherwise resolve against the job file's folder).
-std::string from_working_directory(const std::string& path) {
-  return std::filesystem::absolute(path).lexically_normal().string();
 }
 
 // The flags each command accepts; --resume, --overwrite and --report-ranks take no value.
@@ -86,7 +82,8 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
     fit->set_verbose(static_cast<int32_t>(v));
   } else if (flag == "--history") {
     SF_CHECK(!value.empty(), "--history needs a folder", kHint);
-    command.overrides.mutable_outputs()->set_history_dir(from_working_directory(value));
+    // Made absolute against the working directory: as a job field it would resolve against the job file's folder.
+    command.overrides.mutable_outputs()->set_history_dir(resolve_path({}, value).string());
   } else if (flag == "--callback") {
     // The job file's own syntax for one callback, so every option of every callback is reachable from the flag.
     proto::Callback callback;
@@ -96,14 +93,7 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
                  "': expected one callback in job-file syntax, e.g. --callback "
                  "'early_stopping { patience: 3 restore_best_weights: true }'"),
              "the callbacks and their fields are in proto/shardfit.proto (message Callback)");
-    if (callback.has_model_checkpoint() && !callback.model_checkpoint().filepath().empty()) {
-      auto* c = callback.mutable_model_checkpoint();
-      c->set_filepath(from_working_directory(c->filepath()));
-    }
-    if (callback.has_csv_logger() && !callback.csv_logger().filename().empty()) {
-      auto* c = callback.mutable_csv_logger();
-      c->set_filename(from_working_directory(c->filename()));
-    }
+    resolve_callback_paths({}, callback);  // relative to the working directory, as every path on the command line
     *command.overrides.add_callbacks() = callback;
   } else if (flag == "--early-stopping") {
     command.overrides.add_callbacks()->mutable_early_stopping()->set_patience(parse_int(flag, value, 0));

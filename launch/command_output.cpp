@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "dist/io/history_writer.h"
+#include "dist/io/paths.h"
 #include "dist/train/output_plan.h"
 #include "kernels/error.h"
 
@@ -23,7 +25,7 @@ void check_inference_output(const Command& command, const InferenceOptions& opti
   const auto add_data = [&](const char* axis, bool from_flag, bool present, const proto::DataFile& file) {
     if (!present || file.path().empty()) return;
     inputs.push_back({from_flag ? cat("the --", axis, " file") : cat("the job's data.test.", axis, ".path"),
-                      job_relative(job_dir, file.path())});
+                      resolve_path(job_dir, file.path())});
   };
   add_data("x", !command.x.empty(), options.data.has_x(), options.data.x());
   add_data("y", !command.y.empty(), options.data.has_y(), options.data.y());
@@ -51,8 +53,9 @@ void check_plot_output(const Command& command) {
   const fs::path folder = fs::is_directory(source, error) ? source : source.parent_path();
   // A history file is read with its companions (history.json takes run.json's verdict), and a folder by whichever
   // file it holds: none of them may be replaced.
-  for (const char* name : {"history.json", "run.json", "history.csv", "history.pb"}) {
-    inputs.push_back({cat("the history's ", name), folder / name});
+  const HistoryFiles files = history_files(folder);
+  for (const fs::path& file : {files.json, files.run_json, files.csv, files.pb}) {
+    inputs.push_back({cat("the history's ", file.filename().string()), file});
   }
   check_command_output(command.output_flag, command.output, inputs);
   // The plot is SVG whatever the name says: SVG in a .png file would not open as an image.

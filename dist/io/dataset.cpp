@@ -14,6 +14,7 @@
 
 #include "dist/io/format.h"
 #include "dist/io/mapped_file.h"
+#include "dist/io/paths.h"
 #include "kernels/error.h"
 #include "proto/shardfit.pb.h"
 
@@ -905,39 +906,37 @@ struct Located {
 Located locate(const std::string& path, const fs::path& base_dir, const std::string& field) {
   Located where;
   where.shown = path;
-  const fs::path p(path);
-  std::error_code ec;
-  if (p.is_absolute()) {
-    where.resolved = p.lexically_normal();
+  where.resolved = resolve_path(base_dir, path);
+  if (fs::path(path).is_absolute()) {
     where.hint = field.empty() ? std::string() : cat("check ", field);
   } else {
-    const fs::path base = fs::absolute(base_dir.empty() ? fs::path(".") : base_dir, ec);
-    where.resolved = (base / p).lexically_normal();
-    where.hint = field.empty() ? cat("relative paths resolve against the working directory (",
-                                     base.lexically_normal().string(), ")")
-                               : cat("relative paths in ", field, " resolve against the job file's folder (",
-                                     base.lexically_normal().string(), ")");
+    const std::string base = absolute_base(base_dir).string();
+    where.hint = field.empty()
+                     ? cat("relative paths resolve against the working directory (", base, ")")
+                     : cat("relative paths in ", field, " resolve against the job file's folder (", base, ")");
   }
   return where;
 }
 
-// The format of a located file. A file that does not exist is reported as missing first: a typo such as "x.npz"
-// for "x.npy" would otherwise read as "npz archives are not read", which sends the user the wrong way.
-std::string format_of(const Located& where, std::string_view format) {
-  std::error_code ec;
-  if (!fs::exists(where.resolved, ec)) {
-    const MappedFile missing(where.resolved, where.shown, where.hint);  // throws "cannot open data file ..."
-  }
-  return decide_format(where.shown, format);
+// A located file, opened and mapped once, with its format (the job's format field, else told by the name) decided
+// as soon as the open succeeds: see MappedFile's on_open for the order of the errors.
+struct OpenedFile {
+  std::shared_ptr<const MappedFile> map;
+  std::string format;
+};
+
+OpenedFile open_located(const Located& where, std::string_view format) {
+  OpenedFile file;
+  file.map = std::make_shared<const MappedFile>(where.resolved, where.shown, where.hint,
+                                                [&] { file.format = decide_format(where.shown, format); });
+  return file;
 }
 
-std::shared_ptr<const ArrayFile::Impl> open_array(const Located& where, std::string_view format,
+std::shared_ptr<const ArrayFile::Impl> open_array(OpenedFile file, const std::string& shown,
                                                   const proto::CsvOptions* csv) {
-  const std::string fmt = format_of(where, format);
-  auto map = std::make_shared<const MappedFile>(where.resolved, where.shown, where.hint);
-  if (fmt == "npy") return open_npy(std::move(map), where.shown);
-  if (fmt == "idx") return open_idx(std::move(map), where.shown);
-  auto table = std::make_shared<const CsvTable>(std::move(map), where.shown, csv);
+  if (file.format == "npy") return open_npy(std::move(file.map), shown);
+  if (file.format == "idx") return open_idx(std::move(file.map), shown);
+  auto table = std::make_shared<const CsvTable>(std::move(file.map), shown, csv);
   return std::make_shared<CsvColumns>(std::move(table), CsvColumns::Pick::kAll, -1);
 }
 
@@ -953,7 +952,8 @@ NpyHeader parse_npy_header(std::string_view bytes, const std::string& name) {
 // ------------------------------------------------------------------------------------------------------------------
 
 ArrayFile ArrayFile::open(const fs::path& path, std::string_view format, const proto::CsvOptions* csv) {
-  return ArrayFile(open_array(locate(path.string(), fs::path("."), ""), format, csv));
+  const Located where = locate(path.string(), fs::path("."), "");
+  return ArrayFile(open_array(open_located(where, format), where.shown, csv));
 }
 
 int64_t ArrayFile::rows() const { return impl_->rows; }
@@ -1003,11 +1003,10 @@ Dataset Dataset::open(const proto::Dataset& cfg, const fs::path& base_dir, std::
   const bool y_given = cfg.has_y() && !cfg.y().path().empty();
 
   const Located x_where = locate(cfg.x().path(), base_dir, field + ".x.path");
-  const std::string x_format = format_of(x_where, cfg.x().format());
+  OpenedFile x_file = open_located(x_where, cfg.x().format());
   std::shared_ptr<const ArrayFile::Impl> x, y;
-  if (x_format == "csv") {
-    auto map = std::make_shared<const MappedFile>(x_where.resolved, x_where.shown, x_where.hint);
-    auto table = std::make_shared<const CsvTable>(std::move(map), x_where.shown, &cfg.x().csv());
+  if (x_file.format == "csv") {
+    auto table = std::make_shared<const CsvTable>(std::move(x_file.map), x_where.shown, &cfg.x().csv());
     const int64_t label = label_column_of(*table, cfg.x().csv());
     if (label >= 0) {
       if (y_given) {
@@ -1021,7 +1020,7 @@ Dataset Dataset::open(const proto::Dataset& cfg, const fs::path& base_dir, std::
       x = std::make_shared<CsvColumns>(table, CsvColumns::Pick::kAll, -1);
     }
   } else {
-    x = open_array(x_where, x_format, &cfg.x().csv());
+    x = open_array(std::move(x_file), x_where.shown, &cfg.x().csv());
   }
 
   if (y == nullptr) {
@@ -1030,15 +1029,14 @@ Dataset Dataset::open(const proto::Dataset& cfg, const fs::path& base_dir, std::
                   "csv.label_index"));
     }
     const Located y_where = locate(cfg.y().path(), base_dir, field + ".y.path");
-    const std::string y_format = format_of(y_where, cfg.y().format());
-    if (y_format == "csv") {
-      auto map = std::make_shared<const MappedFile>(y_where.resolved, y_where.shown, y_where.hint);
-      auto table = std::make_shared<const CsvTable>(std::move(map), y_where.shown, &cfg.y().csv());
+    OpenedFile y_file = open_located(y_where, cfg.y().format());
+    if (y_file.format == "csv") {
+      auto table = std::make_shared<const CsvTable>(std::move(y_file.map), y_where.shown, &cfg.y().csv());
       const int64_t label = label_column_of(*table, cfg.y().csv());
       y = label >= 0 ? std::make_shared<CsvColumns>(table, CsvColumns::Pick::kOnly, label)
                      : std::make_shared<CsvColumns>(table, CsvColumns::Pick::kAll, -1);
     } else {
-      y = open_array(y_where, y_format, &cfg.y().csv());
+      y = open_array(std::move(y_file), y_where.shown, &cfg.y().csv());
     }
   }
 

@@ -259,7 +259,7 @@ proto::History read_history_json(const fs::path& path) {
       (*history.mutable_epochs(static_cast<int>(i))->mutable_values())[key] = item.number;
     }
   }
-  const fs::path run = path.parent_path() / "run.json";
+  const fs::path run = history_files(path.parent_path()).run_json;
   if (fs::exists(run)) read_run_json(run, history);
   return history;
 }
@@ -335,8 +335,9 @@ proto::History read_history_csv(const fs::path& path) {
 proto::History read_history_any(const fs::path& path) {
   std::error_code error;
   if (fs::is_directory(path, error)) {
-    for (const char* name : {"history.pb", "history.json", "history.csv"}) {
-      if (fs::exists(path / name)) return read_history_any(path / name);
+    const HistoryFiles files = history_files(path);
+    for (const fs::path& file : {files.pb, files.json, files.csv}) {  // the fullest first
+      if (fs::exists(file)) return read_history_any(file);
     }
     SF_FAIL(cat(path.string(), " holds no history.pb, history.json or history.csv"),
             "pass the folder fit wrote its history to (outputs.history_dir / --history)");

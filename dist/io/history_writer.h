@@ -12,6 +12,21 @@
 
 namespace shardfit {
 
+// The files of one history folder, named in this one place: the writer, fit's output checks, the commands' output
+// checks and the history reader take the names from here. loss_svg is fit's plot of the loss (outputs.plot), which
+// goes beside the four files HistoryWriter writes.
+struct HistoryFiles {
+  std::filesystem::path json;      // history.json
+  std::filesystem::path run_json;  // run.json
+  std::filesystem::path pb;        // history.pb
+  std::filesystem::path csv;       // history.csv
+  std::filesystem::path loss_svg;  // loss.svg
+};
+
+inline HistoryFiles history_files(const std::filesystem::path& dir) {
+  return {dir / "history.json", dir / "run.json", dir / "history.pb", dir / "history.csv", dir / "loss.svg"};
+}
+
 // One history folder. write() replaces all four files whole, one after the other (history.json, run.json, pb, csv),
 // each through
 // `<name>.tmp.<pid>` + fsync + rename + fsync of the folder. A kill between two renames leaves files that are each
@@ -27,10 +42,10 @@ class HistoryWriter {
   void write(const proto::History& history) const;
 
   const std::filesystem::path& dir() const { return dir_; }
-  std::filesystem::path json_path() const { return dir_ / "history.json"; }
-  std::filesystem::path run_json_path() const { return dir_ / "run.json"; }
-  std::filesystem::path pb_path() const { return dir_ / "history.pb"; }
-  std::filesystem::path csv_path() const { return dir_ / "history.csv"; }
+  std::filesystem::path json_path() const { return history_files(dir_).json; }
+  std::filesystem::path run_json_path() const { return history_files(dir_).run_json; }
+  std::filesystem::path pb_path() const { return history_files(dir_).pb; }
+  std::filesystem::path csv_path() const { return history_files(dir_).csv; }
 
  private:
   std::filesystem::path dir_;

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "dist/io/byte_hash.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -186,11 +187,21 @@ void run_guarded(void (*body)(void*), void* context) {
 
 // MAP_PRIVATE + PROT_READ: pages come from the page cache on demand, so a rank reads only what it gathers, and
 // ranks on one node share the cached pages.
-MappedFile::MappedFile(const fs::path& resolved, const std::string& shown, const std::string& hint) : shown_(shown) {
+MappedFile::MappedFile(const fs::path& resolved, const std::string& shown, const std::string& hint,
+                       const std::function<void()>& on_open)
+    : shown_(shown) {
   fd_ = ::open(resolved.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) {
     const int err = errno;
     SF_FAIL(cat("cannot open data file ", quoted_with_resolution(shown, resolved), ": ", std::strerror(err)), hint);
+  }
+  if (on_open) {
+    try {
+      on_open();
+    } catch (...) {
+      ::close(fd_);
+      throw;
+    }
   }
   struct stat st {};
   if (::fstat(fd_, &st) != 0) {
@@ -223,27 +234,9 @@ MappedFile::~MappedFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-namespace {
-
-// FNV-1a style, eight bytes at a time: not cryptographic, only a cheap way to tell two copies apart.
-uint64_t mix_bytes(uint64_t hash, const std::byte* data, int64_t bytes) {
-  constexpr uint64_t kPrime = 0x100000001B3ULL;
-  int64_t i = 0;
-  for (; i + 8 <= bytes; i += 8) {
-    uint64_t word;
-    std::memcpy(&word, data + i, 8);
-    hash = (hash ^ word) * kPrime;
-    hash ^= hash >> 29;
-  }
-  for (; i < bytes; ++i) hash = (hash ^ static_cast<uint64_t>(data[i])) * kPrime;
-  return hash;
-}
-
-}  // namespace
-
 uint64_t MappedFile::sampled_fingerprint() const {
   constexpr int64_t kHead = int64_t{64} * 1024, kBlock = 4096, kBlocks = 64;
-  uint64_t hash = mix_bytes(0xCBF29CE484222325ULL, reinterpret_cast<const std::byte*>(&bytes_), sizeof bytes_);
+  uint64_t hash = mix_bytes(kByteHashStart, reinterpret_cast<const std::byte*>(&bytes_), sizeof bytes_);
   if (bytes_ <= kHead + kBlock * (kBlocks + 1)) return mix_bytes(hash, data_, bytes_);  // small: every byte
   hash = mix_bytes(hash, data_, kHead);
   const int64_t span = bytes_ - kHead - kBlock;  // block starts lie in [kHead, bytes_ - kBlock]

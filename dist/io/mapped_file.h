@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -30,8 +31,12 @@ namespace shardfit {
 class MappedFile {
  public:
   // resolved: the path to open; shown: the path as the user wrote it (every message uses it); hint: the hint of the
-  // error raised when the file cannot be opened.
-  MappedFile(const std::filesystem::path& resolved, const std::string& shown, const std::string& hint);
+  // error raised when the file cannot be opened. on_open, when given, runs once the file is open and before it is
+  // examined or mapped: dataset.cpp decides the format there, so a missing file reads as missing (not as a format
+  // error for a typo such as "x.npz"), yet a folder with no data-file name gets the format error. What it throws
+  // propagates, the file closed.
+  MappedFile(const std::filesystem::path& resolved, const std::string& shown, const std::string& hint,
+             const std::function<void()>& on_open = {});
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -182,10 +182,14 @@ std::string plot_title(const std::string& metric, bool has_train, bool has_val) 
   return (has_train ? "Training and validation " : "Validation ") + name;
 }
 
-}  // namespace
+// One rendered plot and its height in SVG units: the panels stack plots by their heights.
+struct RenderedPlot {
+  std::string svg;
+  double height = 0;
+};
 
-std::string render_history_svg(const proto::History& history, const std::string& requested,
-                               const proto::Diagnosis* diagnosis) {
+RenderedPlot render_plot(const proto::History& history, const std::string& requested,
+                         const proto::Diagnosis* diagnosis) {
   // "val_accuracy" asks for the accuracy plot: both curves, titled by the metric's own name.
   const std::string metric = requested.rfind("val_", 0) == 0 ? requested.substr(4) : requested;
   const Series train = collect(history, metric);
@@ -510,7 +514,14 @@ std::string render_history_svg(const proto::History& history, const std::string&
     svg << "</text>\n";
   }
   svg << "</svg>\n";
-  return svg.str();
+  return {svg.str(), height};
+}
+
+}  // namespace
+
+std::string render_history_svg(const proto::History& history, const std::string& metric,
+                               const proto::Diagnosis* diagnosis) {
+  return render_plot(history, metric, diagnosis).svg;
 }
 
 void write_history_svg(const std::filesystem::path& path, const proto::History& history, const std::string& metric,
@@ -535,14 +546,12 @@ std::string render_history_panels_svg(const proto::History& history, const std::
   std::string panels;
   double top = 0;
   for (size_t i = 0; i < metrics.size(); ++i) {
-    const std::string panel = render_history_svg(history, metrics[i], i == caption_panel ? diagnosis : nullptr);
-    const size_t root = panel.find(kRootOpen);
-    const size_t height_at = panel.find("height=\"", root);
-    SF_CHECK(root != std::string::npos && height_at != std::string::npos, "cannot nest a rendered plot");
-    const double height = std::strtod(panel.c_str() + height_at + 8, nullptr);
+    const RenderedPlot panel = render_plot(history, metrics[i], i == caption_panel ? diagnosis : nullptr);
+    const size_t root = panel.svg.find(kRootOpen);
+    SF_CHECK(root != std::string::npos, "cannot nest a rendered plot");
     panels += cat(R"(<svg class="panel" data-metric=")", xml_escape(metrics[i]), R"(" x="0" y=")", coord(top), "\" ",
-                  panel.substr(root + kRootOpen.size()));
-    top += height;
+                  panel.svg.substr(root + kRootOpen.size()));
+    top += panel.height;
   }
   std::ostringstream svg;
   svg << R"(<?xml version="1.0" encoding="UTF-8"?>)"

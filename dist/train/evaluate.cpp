@@ -11,9 +11,9 @@
 #include "dist/io/format.h"
 #include "dist/io/npy_writer.h"
 #include "dist/io/npz.h"
-#include "dist/io/weights_io.h"
 #include "dist/sharding.h"
 #include "dist/train/labels.h"
+#include "dist/train/model_setup.h"
 #include "kernels/error.h"
 #include "kernels/model_factory.h"
 
@@ -71,7 +71,8 @@ void explain_width_mismatch(const std::filesystem::path& weights, const Model& m
   }
 }
 
-// Opens the data and builds the model with the given weights on every rank; any failure is agreed.
+// Opens the data and builds the model on every rank, with the weights read on rank 0 and broadcast; any failure is
+// agreed.
 Loaded load_everywhere(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir,
                        const InferenceOptions& options, bool need_labels) {
   Loaded loaded;
@@ -88,17 +89,17 @@ Loaded load_everywhere(Comm& comm, const proto::Job& job, const std::filesystem:
     } else {
       open_features_only(options.data, job_dir, loaded);
     }
-    loaded.model = build_model(job, loaded.x->cols());
-    try {
-      load_weights(options.weights, *loaded.model);
-    } catch (const Error&) {
-      explain_width_mismatch(options.weights, *loaded.model, *loaded.x);
-      throw;
-    }
-    if (need_labels)
-      loaded.layout = prepare_labels(*loaded.data, *loaded.model, job.loss(), "test", comm.rank(), comm.size());
+    // Built for the rows each pass takes (the reserve in evaluate / predict) and this node's share of memory.
+    const int64_t rows = slice_of(loaded.x->rows(), comm.rank(), comm.size()).count;
+    loaded.model = build_model(job, loaded.x->cols(), rank_memory_budget(comm, std::min(rows, options.batch_size), 0));
   });
-  comm.check_same_everywhere("loaded weights", loaded.model->parameters());
+  load_weights_everywhere(comm, options.weights, *loaded.model,
+                          [&] { explain_width_mismatch(options.weights, *loaded.model, *loaded.x); });
+  if (need_labels) {
+    run_agreed(comm, [&] {
+      loaded.layout = prepare_labels(*loaded.data, *loaded.model, job.loss(), "test", comm.rank(), comm.size());
+    });
+  }
   if (loaded.data) {
     add_data_files(loaded.files, *loaded.data, "test");
   } else {

@@ -24,6 +24,8 @@
 #include <system_error>
 #include <vector>
 
+#include "dist/io/history_writer.h"
+#include "dist/io/paths.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -133,10 +135,10 @@ std::vector<NamedPath> inputs_of(const FitConfig& config, const proto::Job& job,
   const auto add_data = [&](const char* role, bool present, const proto::Dataset& data) {
     if (!present) return;
     if (data.has_x() && !data.x().path().empty()) {
-      inputs.push_back(named(cat("data.", role, ".x.path"), job_relative(job_dir, data.x().path())));
+      inputs.push_back(named(cat("data.", role, ".x.path"), resolve_path(job_dir, data.x().path())));
     }
     if (data.has_y() && !data.y().path().empty()) {
-      inputs.push_back(named(cat("data.", role, ".y.path"), job_relative(job_dir, data.y().path())));
+      inputs.push_back(named(cat("data.", role, ".y.path"), resolve_path(job_dir, data.y().path())));
     }
   };
   add_data("train", job.data().has_train(), job.data().train());
@@ -154,92 +156,123 @@ struct FilePattern {
   std::string file_name;
 };
 
-}  // namespace
+// One output of a fit, named both ways: field as fit's own check names it ("outputs.history_dir's history.json"),
+// description as the commands name a file of the job, after "the job's " ("history file history.json
+// (outputs.history_dir)").
+struct FitOutput {
+  std::string field;
+  std::string description;
+  fs::path path;         // a ModelCheckpoint name with {fields} keeps them
+  bool pattern = false;  // the name has {fields}: a file per epoch, not one file
+  OutputFolder folder;   // the folder this output is the first to write in (checked once); empty field: none
+};
 
-fs::path job_relative(const fs::path& job_dir, const fs::path& path) {
-  if (path.empty() || path.is_absolute()) return path.lexically_normal();
-  std::error_code error;
-  const fs::path base = fs::absolute(job_dir.empty() ? fs::path(".") : job_dir, error);
-  return (base / path).lexically_normal();
+// Every output of the fit described by (config, job), in the order the writers meet them: the history files (when
+// written; loss.svg when plotted), the checkpoint, the final weights file, the callbacks' files. Expects
+// resolve_job_paths to have run. check_outputs and job_files both take their list from here.
+std::vector<FitOutput> fit_outputs(const FitConfig& config, const proto::Job& job) {
+  std::vector<FitOutput> outputs;
+  if (config.write_history) {
+    const HistoryFiles history = history_files(config.history_dir);
+    std::vector<fs::path> paths = {history.json, history.run_json, history.pb, history.csv};
+    if (config.plot) paths.push_back(history.loss_svg);
+    for (const fs::path& path : paths) {
+      const std::string name = path.filename().string();
+      FitOutput& output = outputs.emplace_back();
+      output.field = cat("outputs.history_dir's ", name);
+      output.description = cat("history file ", name, " (outputs.history_dir)");
+      output.path = path;
+    }
+    outputs.front().folder = {"outputs.history_dir", config.history_dir,
+                              "fit writes the history there after every epoch"};
+  }
+  // Checked even when no periodic checkpoint is asked for: a stop signal writes one.
+  outputs.push_back({"outputs.checkpoint_dir's checkpoint.pb",
+                     "checkpoint checkpoint.pb (outputs.checkpoint_dir)",
+                     config.checkpoint_dir / "checkpoint.pb",
+                     false,
+                     {"outputs.checkpoint_dir", config.checkpoint_dir,
+                      "fit writes checkpoint.pb there at each periodic checkpoint and when a stop signal arrives"}});
+  if (!config.export_weights.empty()) {
+    // The default is a file the user never typed: say where it comes from.
+    const std::string field = job.outputs().has_export_weights()
+                                  ? "outputs.export_weights"
+                                  : "outputs.export_weights, default <history_dir>/weights.npz";
+    const std::string shown = job.outputs().has_export_weights() ? field : cat("the final weights file (", field, ")");
+    outputs.push_back({shown,
+                       cat("final weights file (", field, ")"),
+                       config.export_weights,
+                       false,
+                       {shown + "'s folder", config.export_weights.parent_path(),
+                        "fit writes the final weights there once, after the last epoch"}});
+  }
+  for (int i = 0; i < job.callbacks_size(); ++i) {
+    const proto::Callback& c = job.callbacks(i);
+    FitOutput output;
+    std::string when;
+    if (c.has_model_checkpoint() && !c.model_checkpoint().filepath().empty()) {
+      output.field = cat("callbacks[", i, "].model_checkpoint.filepath");
+      output.description = cat("ModelCheckpoint file (", output.field, ")");
+      output.path = c.model_checkpoint().filepath();
+      when = "ModelCheckpoint saves the weights there at the end of an epoch";
+    } else if (c.has_csv_logger() && !c.csv_logger().filename().empty()) {
+      output.field = cat("callbacks[", i, "].csv_logger.filename");
+      output.description = cat("CSVLogger file (", output.field, ")");
+      output.path = c.csv_logger().filename();
+      when = "CSVLogger appends a row there after every epoch";
+    } else {
+      continue;
+    }
+    const std::string text = output.path.string();
+    const size_t brace = text.find('{');
+    output.pattern = brace != std::string::npos;
+    // A pattern's folder is the part before its first field; a field inside a folder name is checked from there on.
+    const bool field_in_folder = output.pattern && text.find('/', brace) != std::string::npos;
+    output.folder = {output.field + "'s folder",
+                     field_in_folder ? fs::path(text.substr(0, brace)).parent_path() : output.path.parent_path(), when};
+    outputs.push_back(std::move(output));
+  }
+  return outputs;
 }
 
+}  // namespace
+
 void resolve_job_paths(const fs::path& job_dir, FitConfig& config, proto::Job& job) {
-  config.history_dir = job_relative(job_dir, config.history_dir.empty() ? fs::path(".") : config.history_dir);
-  config.checkpoint_dir = job_relative(job_dir, config.checkpoint_dir);
-  config.export_weights = job_relative(job_dir, config.export_weights);
-  config.initial_weights = job_relative(job_dir, config.initial_weights);
-  for (auto& callback : *job.mutable_callbacks()) {
-    if (callback.has_model_checkpoint() && !callback.model_checkpoint().filepath().empty()) {
-      auto* c = callback.mutable_model_checkpoint();
-      c->set_filepath(job_relative(job_dir, c->filepath()).string());
-    }
-    if (callback.has_csv_logger() && !callback.csv_logger().filename().empty()) {
-      auto* c = callback.mutable_csv_logger();
-      c->set_filename(job_relative(job_dir, c->filename()).string());
-    }
+  config.history_dir = resolve_path(job_dir, config.history_dir.empty() ? fs::path(".") : config.history_dir);
+  config.checkpoint_dir = resolve_path(job_dir, config.checkpoint_dir);
+  config.export_weights = resolve_path(job_dir, config.export_weights);
+  config.initial_weights = resolve_path(job_dir, config.initial_weights);
+  for (auto& callback : *job.mutable_callbacks()) resolve_callback_paths(job_dir, callback);
+}
+
+void resolve_callback_paths(const fs::path& base_dir, proto::Callback& callback) {
+  if (callback.has_model_checkpoint() && !callback.model_checkpoint().filepath().empty()) {
+    auto* c = callback.mutable_model_checkpoint();
+    c->set_filepath(resolve_path(base_dir, c->filepath()).string());
+  }
+  if (callback.has_csv_logger() && !callback.csv_logger().filename().empty()) {
+    auto* c = callback.mutable_csv_logger();
+    c->set_filename(resolve_path(base_dir, c->filename()).string());
   }
 }
 
 void check_outputs(const FitConfig& config, const proto::Job& job, const fs::path& job_dir) {
   const std::vector<NamedPath> inputs = inputs_of(config, job, job_dir);
 
-  // Outputs with a fixed name, and the folders they go to (each checked once, under the first field naming it).
+  // Outputs with a fixed name, the folders they go to and the ModelCheckpoint patterns.
   std::vector<NamedPath> files;
   std::vector<OutputFolder> folders;
   std::vector<FilePattern> patterns;
-  if (config.write_history) {
-    folders.push_back({"outputs.history_dir", config.history_dir, "fit writes the history there after every epoch"});
-    for (const char* name : {"history.json", "run.json", "history.pb", "history.csv"}) {
-      files.push_back(named(cat("outputs.history_dir's ", name), config.history_dir / name));
-    }
-    if (config.plot) files.push_back(named("outputs.history_dir's loss.svg", config.history_dir / "loss.svg"));
-  }
-  // Checked even when no periodic checkpoint is asked for: a stop signal writes one.
-  folders.push_back({"outputs.checkpoint_dir", config.checkpoint_dir,
-                     "fit writes checkpoint.pb there at each periodic checkpoint and when a stop signal arrives"});
-  const NamedPath checkpoint = named("outputs.checkpoint_dir's checkpoint.pb", config.checkpoint_dir / "checkpoint.pb");
-  files.push_back(checkpoint);
-  if (!config.export_weights.empty()) {
-    // The default is a file the user never typed: say where it comes from.
-    const std::string field =
-        job.outputs().has_export_weights()
-            ? "outputs.export_weights"
-            : "the final weights file (outputs.export_weights, default <history_dir>/weights.npz)";
-    files.push_back(named(field, config.export_weights));
-    folders.push_back({field + "'s folder", config.export_weights.parent_path(),
-                       "fit writes the final weights there once, after the last epoch"});
-  }
-  for (int i = 0; i < job.callbacks_size(); ++i) {
-    const proto::Callback& c = job.callbacks(i);
-    std::string field;
-    fs::path path;
-    std::string when;
-    if (c.has_model_checkpoint() && !c.model_checkpoint().filepath().empty()) {
-      field = cat("callbacks[", i, "].model_checkpoint.filepath");
-      path = c.model_checkpoint().filepath();
-      when = "ModelCheckpoint saves the weights there at the end of an epoch";
-    } else if (c.has_csv_logger() && !c.csv_logger().filename().empty()) {
-      field = cat("callbacks[", i, "].csv_logger.filename");
-      path = c.csv_logger().filename();
-      when = "CSVLogger appends a row there after every epoch";
-    } else {
-      continue;
-    }
-    const std::string text = path.string();
-    const size_t brace = text.find('{');
-    if (brace == std::string::npos) {
-      files.push_back(named(field, path));
-      folders.push_back({field + "'s folder", path.parent_path(), when});
-    } else {
-      // The folder is the part before the first field; a field inside a folder name is checked from there on.
-      const fs::path prefix(text.substr(0, brace));
-      const fs::path folder = text.find('/', brace) == std::string::npos ? path.parent_path() : prefix.parent_path();
-      folders.push_back({field + "'s folder", folder, when});
-      if (text.find('/', brace) == std::string::npos) {
-        patterns.push_back({field, named(field, folder).canonical, path.filename().string()});
-      }
+  for (const FitOutput& output : fit_outputs(config, job)) {
+    if (!output.folder.field.empty()) folders.push_back(output.folder);
+    if (!output.pattern) {
+      files.push_back(named(output.field, output.path));
+    } else if (output.path.parent_path().string().find('{') == std::string::npos) {  // fields in the name only
+      patterns.push_back(
+          {output.field, named(output.field, output.folder.path).canonical, output.path.filename().string()});
     }
   }
+  const fs::path checkpoint = config.checkpoint_dir / "checkpoint.pb";
 
   // 1. and 2.: no output replaces an input or another output.
   for (size_t i = 0; i < files.size(); ++i) {
@@ -300,7 +333,7 @@ void check_outputs(const FitConfig& config, const proto::Job& job, const fs::pat
   // such as a benchmark, writes one only when a stop signal arrives.)
   const bool writes_checkpoints = config.checkpoint_every_epochs > 0 || config.checkpoint_every_steps > 0;
   std::error_code error;
-  if (writes_checkpoints && !config.resume && !config.overwrite && fs::exists(checkpoint.path, error)) {
+  if (writes_checkpoints && !config.resume && !config.overwrite && fs::exists(checkpoint, error)) {
     SF_FAIL(cat("outputs.checkpoint_dir '", config.checkpoint_dir.string(),
                 "' holds the checkpoint of an earlier run (checkpoint.pb): this fresh fit would replace it"),
             "pass --resume to continue that run, or --overwrite to start afresh and replace it");
@@ -349,29 +382,13 @@ std::vector<InputFile> job_files(const proto::Job& job, const fs::path& job_dir)
     if (input.name == "the job file") continue;  // config.job_file is unset here; the commands add their own
     files.push_back({cat("the job's ", input.name), input.path});
   }
-  for (const char* name : {"history.json", "run.json", "history.pb", "history.csv", "loss.svg"}) {
-    files.push_back({cat("the job's history file ", name, " (outputs.history_dir)"), config.history_dir / name});
-  }
-  files.push_back(
-      {"the job's checkpoint checkpoint.pb (outputs.checkpoint_dir)", config.checkpoint_dir / "checkpoint.pb"});
-  if (!config.export_weights.empty()) {
-    files.push_back({job.outputs().has_export_weights()
-                         ? "the job's final weights file (outputs.export_weights)"
-                         : "the job's final weights file (outputs.export_weights, default <history_dir>/weights.npz)",
-                     config.export_weights});
-  }
-  for (int i = 0; i < paths_only.callbacks_size(); ++i) {
-    const proto::Callback& c = paths_only.callbacks(i);
-    if (c.has_csv_logger() && !c.csv_logger().filename().empty()) {
-      files.push_back(
-          {cat("the job's CSVLogger file (callbacks[", i, "].csv_logger.filename)"), c.csv_logger().filename()});
-    }
+  // Every file a fit of this job could write, whatever its options say now: a history written with plot on is
+  // still there after the job turned it off.
+  config.write_history = true;
+  config.plot = true;
+  for (const FitOutput& output : fit_outputs(config, paths_only)) {
     // A name with {epoch}-like fields is a pattern, not one file; fit's own check covers those.
-    if (c.has_model_checkpoint() && !c.model_checkpoint().filepath().empty() &&
-        c.model_checkpoint().filepath().find('{') == std::string::npos) {
-      files.push_back({cat("the job's ModelCheckpoint file (callbacks[", i, "].model_checkpoint.filepath)"),
-                       c.model_checkpoint().filepath()});
-    }
+    if (!output.pattern) files.push_back({cat("the job's ", output.description), output.path});
   }
   return files;
 }

@@ -13,15 +13,16 @@
 
 namespace shardfit {
 
-// `path` as a job file means it: an absolute path as given, a relative one against job_dir (made absolute);
-// empty stays empty (an unset option).
-std::filesystem::path job_relative(const std::filesystem::path& job_dir, const std::filesystem::path& path);
-
-// Applies the path rule to everything fit writes or loads besides the data (which Dataset::open resolves the
-// same way): config's history_dir, checkpoint_dir, export_weights and initial_weights, and the job's
-// model_checkpoint.filepath and csv_logger.filename. Paths from the command line arrive absolute (launch/cli.cpp
-// resolves them against the working directory), so this leaves them as they are.
+// Applies the path rule (resolve_path of dist/io/paths.h, against job_dir) to everything fit writes or loads
+// besides the data (which Dataset::open resolves the same way): config's history_dir, checkpoint_dir,
+// export_weights and initial_weights, and the job's model_checkpoint.filepath and csv_logger.filename. Paths from
+// the command line arrive absolute (launch/cli.cpp resolves them against the working directory), so this leaves
+// them as they are.
 void resolve_job_paths(const std::filesystem::path& job_dir, FitConfig& config, proto::Job& job);
+
+// Applies the same rule to the files a callback writes (model_checkpoint.filepath, csv_logger.filename), against
+// base_dir (the working directory when empty: the --callback flag); an empty name stays empty.
+void resolve_callback_paths(const std::filesystem::path& base_dir, proto::Callback& callback);
 
 // Every output of the fit described by (config, job) — history files, loss.svg, the checkpoint, the weights file,
 // ModelCheckpoint's files, CSVLogger's file — refused (Error naming the job field and the path) when it

@@ -41,29 +41,24 @@ using shardfit::testing::replaced;
 using shardfit::testing::shardfit_bin;
 using shardfit::testing::source_dir;
 using shardfit::testing::Watch;
+using shardfit::testing::write_small_data;
 using shardfit::testing::write_text;
 
-constexpr double kLimitSeconds = 30.0;  // a failing job must be over well before this
-constexpr double kKillSeconds = 40.0;   // no launch is waited for longer than this
+constexpr double kLimitSeconds = shardfit::testing::kFailureLimitSeconds;
+constexpr double kKillSeconds = 40.0;  // no launch is waited for longer than this
 
 // mpirun with one application context per element of contexts (see Watch), waited for at most kKillSeconds.
 Launch run_mpi(const std::vector<Ranks>& contexts, Watch watch) {
   return shardfit::testing::run_mpirun(contexts, watch, kKillSeconds);
 }
 
-// The failure contract (ARCHITECTURE.md): every rank ends by itself, non-zero, well within the limit, and the
-// error is printed once, naming a rank and where it was raised. Returns the message for the case's own checks.
+// The failure contract (ARCHITECTURE.md; cli_fixture.h), agreed rather than aborted, with a message that names a
+// rank and where it was raised. Returns the message for the case's own checks.
 std::string expect_failure_on_every_rank(const Launch& launch, int ranks, const std::string& name) {
-  EXPECT_FALSE(launch.timed_out) << describe(launch);
-  EXPECT_LT(launch.seconds, kLimitSeconds) << describe(launch);
-  const std::map<int, int> statuses = rank_statuses(launch.err);
-  EXPECT_EQ(static_cast<int>(statuses.size()), ranks) << "every rank reports its exit status\n" << describe(launch);
-  for (const auto& [rank, status] : statuses) EXPECT_NE(status, 0) << "rank " << rank << "\n" << describe(launch);
-  EXPECT_EQ(count_of(launch.out + launch.err, "error on rank"), 1) << describe(launch);
+  const std::string message = shardfit::testing::expect_failure_on_every_rank(launch, ranks);
   EXPECT_EQ(count_of(launch.err, "MPI_ABORT"), 0) << "a setup error is agreed, not aborted\n" << describe(launch);
   std::printf("[cli] %-28s %d ranks: every rank exited non-zero, job over after %.3f s\n", name.c_str(), ranks,
               launch.seconds);
-  const std::string message = error_message(launch);
   EXPECT_TRUE(std::regex_search(message, std::regex(R"(^error on rank \d+ \([^)]+:\d+\): )"))) << message;
   return message;
 }
@@ -85,17 +80,8 @@ data { train { x { path: "x.npy" } y { path: "y.npy" } } }
 outputs { history_dir: "history" }
 )";
 
-constexpr int64_t kSmallRows = 24;
-constexpr int64_t kFeatures = 64;
-
-void write_small_data(const fs::path& dir) {
-  std::vector<float> x(kSmallRows * kFeatures);
-  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 17) / 16.0F;
-  std::vector<int64_t> y(kSmallRows);
-  for (int64_t i = 0; i < kSmallRows; ++i) y[i] = i % 10;
-  shardfit::write_npy(dir / "x.npy", x, {kSmallRows, kFeatures});
-  shardfit::write_npy(dir / "y.npy", y, {kSmallRows});
-}
+constexpr int64_t kSmallRows = 24;  // write_small_data's default
+constexpr int64_t kFeatures = shardfit::testing::kSmallFeatures;
 
 // The bundled digits job with its data paths made absolute, so the job file can live anywhere.
 std::string digits_job() {

@@ -35,10 +35,10 @@ using shardfit::testing::rank_statuses;
 using shardfit::testing::Ranks;
 using shardfit::testing::replaced;
 using shardfit::testing::Watch;
+using shardfit::testing::write_small_data;
 using shardfit::testing::write_text;
 
-constexpr double kLimitSeconds = 30.0;  // a failing job must be over well before this
-constexpr double kKillSeconds = 40.0;   // no launch is waited for longer than this
+constexpr double kKillSeconds = 40.0;  // no launch is waited for longer than this
 
 Launch run_mpi(const std::vector<Ranks>& contexts, Watch watch) {
   return shardfit::testing::run_mpirun(contexts, watch, kKillSeconds);
@@ -46,14 +46,8 @@ Launch run_mpi(const std::vector<Ranks>& contexts, Watch watch) {
 
 // Every rank ends by itself, non-zero, within the limit; one message, agreed (no MPI_Abort). Returns the message.
 std::string expect_agreed_failure(const Launch& launch, int ranks) {
-  EXPECT_FALSE(launch.timed_out) << describe(launch);
-  EXPECT_LT(launch.seconds, kLimitSeconds) << describe(launch);
-  const std::map<int, int> statuses = rank_statuses(launch.err);
-  EXPECT_EQ(static_cast<int>(statuses.size()), ranks) << "every rank reports its exit status\n" << describe(launch);
-  for (const auto& [rank, status] : statuses) EXPECT_NE(status, 0) << "rank " << rank << "\n" << describe(launch);
-  EXPECT_EQ(count_of(launch.out + launch.err, "error on rank"), 1) << describe(launch);
+  const std::string message = shardfit::testing::expect_failure_on_every_rank(launch, ranks);
   EXPECT_EQ(count_of(launch.err, "MPI_ABORT"), 0) << "a setup error is agreed, not aborted\n" << describe(launch);
-  const std::string message = error_message(launch);
   std::printf("[data] job over after %.3f s: %s\n", launch.seconds, message.substr(0, message.find('\n')).c_str());
   return message;
 }
@@ -70,19 +64,12 @@ data { train { x { path: "x.npy" } y { path: "y.npy" } } }
 outputs { history_dir: "history" }
 )";
 
-constexpr int64_t kFeatures = 64;
+constexpr int64_t kFeatures = shardfit::testing::kSmallFeatures;
 
 std::vector<float> small_x(int64_t rows, float offset = 0.0F) {
   std::vector<float> x(static_cast<size_t>(rows * kFeatures));
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 17) / 16.0F + offset;
   return x;
-}
-
-void write_small_data(const fs::path& dir, int64_t rows = 24, float offset = 0.0F) {
-  std::vector<int64_t> y(static_cast<size_t>(rows));
-  for (int64_t i = 0; i < rows; ++i) y[static_cast<size_t>(i)] = i % 10;
-  shardfit::write_npy(dir / "x.npy", small_x(rows, offset), {rows, kFeatures});
-  shardfit::write_npy(dir / "y.npy", y, {rows});
 }
 
 class DataSafetyTest : public FreshDirTest {

@@ -30,7 +30,7 @@ using shardfit::testing::read_bytes;
 using shardfit::testing::Watch;
 using shardfit::testing::write_text;
 
-constexpr double kLimitSeconds = 30.0;  // a refused command must be over well before this
+constexpr double kLimitSeconds = shardfit::testing::kFailureLimitSeconds;  // a refused command is over before
 constexpr double kKillSeconds = 60.0;
 constexpr int kRanks = 2;
 
@@ -84,24 +84,13 @@ class InferenceOutputTest : public FreshDirTest {
   }
 
   void TearDown() override {
-    if (!immutable_.empty()) std::system(("chattr -i " + quoted(immutable_) + " 2>/dev/null").c_str());
+    shardfit::testing::release_read_only_folder(immutable_);
     if (fs::exists(dir_ / "ro")) fs::permissions(dir_ / "ro", fs::perms::owner_all);
     FreshDirTest::TearDown();
   }
 
-  // dir_/ro, a folder no process can write, root included (root ignores permission bits): chattr +i for root,
-  // chmod for others. Empty when this file system cannot make one.
-  fs::path read_only_folder() {
-    const fs::path folder = dir_ / "ro";
-    fs::create_directories(folder);
-    if (::geteuid() != 0) {
-      fs::permissions(folder, fs::perms::owner_read | fs::perms::owner_exec);
-      return folder;
-    }
-    if (std::system(("chattr +i " + quoted(folder) + " 2>/dev/null").c_str()) != 0) return {};
-    immutable_ = folder;
-    return folder;
-  }
+  // dir_/ro, a folder no process can write (make_read_only_folder); empty when this file system cannot make one.
+  fs::path read_only_folder() { return shardfit::testing::make_read_only_folder(dir_ / "ro", immutable_); }
 
   // Every regular file under dir_ (relative path -> bytes).
   std::map<std::string, std::string> snapshot() const {
@@ -121,13 +110,7 @@ class InferenceOutputTest : public FreshDirTest {
     SCOPED_TRACE(command);
     const auto before = snapshot();
     const Launch launch = shardfit(kRanks, dir_, args, Watch::kEachRankReports);
-    EXPECT_FALSE(launch.timed_out) << describe(launch);
-    EXPECT_LT(launch.seconds, kLimitSeconds) << describe(launch);
-    const auto statuses = rank_statuses(launch.err);
-    EXPECT_EQ(statuses.size(), static_cast<size_t>(kRanks)) << describe(launch);
-    for (const auto& [rank, status] : statuses) EXPECT_EQ(status, 1) << "rank " << rank << "\n" << describe(launch);
-    EXPECT_EQ(count_of(launch.out + launch.err, "error on rank"), 1) << describe(launch);
-    const std::string message = error_message(launch);
+    const std::string message = shardfit::testing::expect_failure_on_every_rank(launch, kRanks, kLimitSeconds, 1);
     for (const auto& part : named) EXPECT_NE(message.find(part), std::string::npos) << part << "\n" << message;
     EXPECT_EQ(message.find(".tmp."), std::string::npos) << message;
     const auto after = snapshot();

@@ -20,10 +20,12 @@
 #include "kernels/error.h"
 #include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"
+#include "tests/support/text.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using shardfit::testing::contains;
 using shardfit::testing::count_of;
 using shardfit::testing::describe;
 using shardfit::testing::digits_dir;
@@ -38,8 +40,8 @@ using shardfit::testing::Watch;
 using shardfit::testing::write_text;
 
 constexpr int kRanks = 2;
-constexpr double kKillSeconds = 40.0;   // no launch is waited for longer than this
-constexpr double kLimitSeconds = 30.0;  // a refused job must be over well before this
+constexpr double kKillSeconds = 40.0;  // no launch is waited for longer than this
+constexpr double kLimitSeconds = shardfit::testing::kFailureLimitSeconds;
 
 // 24 samples of 64 features, class ids 0..9; batch 8 on 2 ranks: 3 steps per epoch.
 constexpr const char* kJob = R"(model {
@@ -86,17 +88,10 @@ class ModelStateTest : public FreshDirTest {
 
 // Every rank ends by itself with status 1, within the limit, and the one message is returned.
 std::string expect_refused_on_every_rank(const Launch& launch, const std::string& name) {
-  EXPECT_FALSE(launch.timed_out) << describe(launch);
-  EXPECT_LT(launch.seconds, kLimitSeconds) << describe(launch);
-  const std::map<int, int> statuses = rank_statuses(launch.err);
-  EXPECT_EQ(static_cast<int>(statuses.size()), kRanks) << "every rank reports its exit status\n" << describe(launch);
-  for (const auto& [rank, status] : statuses) EXPECT_EQ(status, 1) << "rank " << rank << "\n" << describe(launch);
-  EXPECT_EQ(count_of(launch.out + launch.err, "error on rank"), 1) << describe(launch);
+  const std::string message = shardfit::testing::expect_failure_on_every_rank(launch, kRanks, kLimitSeconds, 1);
   std::printf("[state] %-34s every rank exited 1 after %.3f s\n", name.c_str(), launch.seconds);
-  return error_message(launch);
+  return message;
 }
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // How errors name the checkpoint (the end of its path: outputs may resolve against the job file or the working
 // directory, both dir_ here).

@@ -44,7 +44,8 @@ data { train { x { path: ")" +
          "\n";
 }
 
-void write_small_data(const fs::path& dir) {
+// 24 samples of 8 features, class ids 0..3: the data of small_job.
+void write_eight_feature_data(const fs::path& dir) {
   constexpr int64_t kRows = 24;
   constexpr int64_t kFeatures = 8;
   std::vector<float> x(kRows * kFeatures);
@@ -61,12 +62,12 @@ class OutputsTest : public FreshDirTest {
 
   void SetUp() override {
     FreshDirTest::SetUp();
-    write_small_data(dir_);
+    write_eight_feature_data(dir_);
     data_bytes_ = read_bytes(dir_ / "x.npy") + read_bytes(dir_ / "y.npy");
   }
 
   void TearDown() override {
-    if (!immutable_.empty()) std::system(("chattr -i " + quoted(immutable_)).c_str());
+    shardfit::testing::release_read_only_folder(immutable_);
     FreshDirTest::TearDown();
   }
 
@@ -76,28 +77,16 @@ class OutputsTest : public FreshDirTest {
 
   // The failure happened at setup on every rank: all exit non-zero, one message, no epoch began, the data intact.
   std::string expect_setup_failure(const Launch& launch) const {
-    EXPECT_FALSE(launch.timed_out) << describe(launch);
-    const std::map<int, int> statuses = rank_statuses(launch.err);
-    EXPECT_EQ(static_cast<int>(statuses.size()), kRanks) << describe(launch);
-    for (const auto& [rank, status] : statuses) EXPECT_NE(status, 0) << "rank " << rank << "\n" << describe(launch);
-    EXPECT_EQ(count_of(launch.out + launch.err, "error on rank"), 1) << describe(launch);
+    // No time limit of its own beyond the launch's: kKillSeconds.
+    const std::string message = shardfit::testing::expect_failure_on_every_rank(launch, kRanks, kKillSeconds);
     EXPECT_EQ(count_of(launch.out, "Epoch 1/"), 0) << "no epoch begins\n" << describe(launch);
     EXPECT_TRUE(read_bytes(dir_ / "x.npy") + read_bytes(dir_ / "y.npy") == data_bytes_) << "the data is intact";
-    return error_message(launch);
+    return message;
   }
 
-  // A folder no process can write, root included (root ignores permission bits): chattr +i for root, chmod for
-  // others. Empty when this file system cannot make one.
+  // dir_/name, a folder no process can write (make_read_only_folder); empty when this file system cannot make one.
   fs::path read_only_folder(const std::string& name) {
-    const fs::path folder = dir_ / name;
-    fs::create_directories(folder);
-    if (::geteuid() != 0) {
-      fs::permissions(folder, fs::perms::owner_read | fs::perms::owner_exec);
-      return folder;
-    }
-    if (std::system(("chattr +i " + quoted(folder) + " 2>/dev/null").c_str()) != 0) return {};
-    immutable_ = folder;
-    return folder;
+    return shardfit::testing::make_read_only_folder(dir_ / name, immutable_);
   }
 
   std::string data_bytes_;

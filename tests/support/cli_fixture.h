@@ -5,8 +5,11 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -16,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "dist/io/npy_writer.h"
 #include "tests/support/launch_process.h"
 #include "tests/support/temp_dir.h"
 
@@ -66,6 +70,39 @@ inline std::string replaced(std::string text, const std::string& from, const std
     return text;
   }
   return text.replace(at, from.size(), to);
+}
+
+// The small synthetic data set of the failure tests: `rows` samples of kSmallFeatures features (x.npy, values
+// (i % 17) / 16 + offset) and class ids 0..9 (y.npy), written to dir.
+inline constexpr int64_t kSmallFeatures = 64;
+
+inline void write_small_data(const std::filesystem::path& dir, int64_t rows = 24, float offset = 0.0F) {
+  std::vector<float> x(static_cast<size_t>(rows * kSmallFeatures));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 17) / 16.0F + offset;
+  std::vector<int64_t> y(static_cast<size_t>(rows));
+  for (int64_t i = 0; i < rows; ++i) y[static_cast<size_t>(i)] = i % 10;
+  shardfit::write_npy(dir / "x.npy", x, {rows, kSmallFeatures});
+  shardfit::write_npy(dir / "y.npy", y, {rows});
+}
+
+// Makes `folder` a folder no process can write, root included (root ignores permission bits): chattr +i for root
+// (then recorded in `immutable`, for release_read_only_folder), chmod for others. Returns the folder, or an empty
+// path when this file system cannot make one.
+inline std::filesystem::path make_read_only_folder(const std::filesystem::path& folder,
+                                                   std::filesystem::path& immutable) {
+  std::filesystem::create_directories(folder);
+  if (::geteuid() != 0) {
+    std::filesystem::permissions(folder, std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
+    return folder;
+  }
+  if (std::system(("chattr +i " + quoted(folder) + " 2>/dev/null").c_str()) != 0) return {};
+  immutable = folder;
+  return folder;
+}
+
+// Undoes make_read_only_folder's chattr +i (nothing when `immutable` is empty), so the folder can be removed.
+inline void release_read_only_folder(const std::filesystem::path& immutable) {
+  if (!immutable.empty()) std::system(("chattr -i " + quoted(immutable) + " 2>/dev/null").c_str());
 }
 
 // A fresh folder /tmp/shardfit_<tag>_XXXXXX; empty when it could not be made.
@@ -138,6 +175,31 @@ inline std::string error_message(const Launch& launch) {
   if (at == std::string::npos) return {};
   const size_t end = launch.err.find("\n[rank ", at);  // the reporting shells' lines follow the message
   return launch.err.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+// The failure contract (ARCHITECTURE.md) for a launch watched with Watch::kEachRankReports: not killed by the
+// watchdog, over within limit_seconds, every one of `ranks` ranks reporting an exit status other than 0 (exactly
+// exit_status when that is not kAnyFailure), and the error printed once. Returns the message for the case's own
+// checks.
+inline constexpr int kAnyFailure = -1;
+inline constexpr double kFailureLimitSeconds = 30.0;  // a failing job must be over well before this
+
+inline std::string expect_failure_on_every_rank(const Launch& launch, int ranks,
+                                                double limit_seconds = kFailureLimitSeconds,
+                                                int exit_status = kAnyFailure) {
+  EXPECT_FALSE(launch.timed_out) << describe(launch);
+  EXPECT_LT(launch.seconds, limit_seconds) << describe(launch);
+  const std::map<int, int> statuses = rank_statuses(launch.err);
+  EXPECT_EQ(static_cast<int>(statuses.size()), ranks) << "every rank reports its exit status\n" << describe(launch);
+  for (const auto& [rank, status] : statuses) {
+    if (exit_status == kAnyFailure) {
+      EXPECT_NE(status, 0) << "rank " << rank << "\n" << describe(launch);
+    } else {
+      EXPECT_EQ(status, exit_status) << "rank " << rank << "\n" << describe(launch);
+    }
+  }
+  EXPECT_EQ(count_of(launch.out + launch.err, "error on rank"), 1) << describe(launch);
+  return error_message(launch);
 }
 
 // --- the fixture ---------------------------------------------------------------------------------------------------

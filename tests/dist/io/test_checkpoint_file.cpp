@@ -21,6 +21,7 @@
 #include "kernels/model_factory.h"
 #include "tests/support/checkpoint_sample.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/text.h"
 namespace shardfit {
 namespace {
 
@@ -35,7 +36,7 @@ std::string decode_error(const std::string& bytes) {
   return "no error";
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using testing::contains;
 
 TEST(Crc32c, StandardCheckValueAndIncrementalUse) {
   EXPECT_EQ(crc32c("123456789"), 0xE3069283U);

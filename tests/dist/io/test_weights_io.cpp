@@ -25,6 +25,7 @@
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/text.h"
 
 namespace shardfit {
 namespace {
@@ -72,7 +73,7 @@ std::string error_of(F&& f) {
   return {};
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using testing::contains;
 
 // The value np.arange(n) * 0.1 - 1.0 has at flat index k, computed with the same double operations NumPy uses.
 double arange_value(int64_t k) { return static_cast<double>(k) * 0.1 - 1.0; }

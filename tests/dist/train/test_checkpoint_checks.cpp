@@ -12,6 +12,7 @@
 #include "dist/train/checkpoint_checks.h"
 #include "kernels/error.h"
 #include "tests/support/checkpoint_sample.h"
+#include "tests/support/text.h"
 
 namespace shardfit {
 namespace {
@@ -40,7 +41,7 @@ std::string range_error(const proto::Checkpoint& c) {
   return "no error";
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using testing::contains;
 
 TEST(CheckpointRanges, AValidCheckpointPasses) {
   EXPECT_EQ(range_error(sample_checkpoint()), "no error");

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "dist/io/paths.h"
 #include "dist/train/output_plan.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
@@ -62,10 +63,10 @@ class OutputPlanTest : public ::testing::Test {
 };
 
 TEST(JobPaths, RelativePathsResolveAgainstTheJobFolderAndAbsoluteOnesStay) {
-  EXPECT_EQ(job_relative("/jobs/a", "out/h"), fs::path("/jobs/a/out/h"));
-  EXPECT_EQ(job_relative("/jobs/a", "../data/x.npy"), fs::path("/jobs/data/x.npy"));
-  EXPECT_EQ(job_relative("/jobs/a", "/abs/w.npz"), fs::path("/abs/w.npz"));
-  EXPECT_EQ(job_relative("/jobs/a", ""), fs::path());
+  EXPECT_EQ(resolve_path("/jobs/a", "out/h"), fs::path("/jobs/a/out/h"));
+  EXPECT_EQ(resolve_path("/jobs/a", "../data/x.npy"), fs::path("/jobs/data/x.npy"));
+  EXPECT_EQ(resolve_path("/jobs/a", "/abs/w.npz"), fs::path("/abs/w.npz"));
+  EXPECT_EQ(resolve_path("/jobs/a", ""), fs::path());
 
   proto::Job job = parse_job_text(
       R"(outputs { history_dir: "h" initial_weights: "init.npz" }
