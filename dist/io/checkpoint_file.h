@@ -23,6 +23,11 @@ class Model;
 // this shardfit does not read, so such a file is refused as another format version.
 inline constexpr uint64_t kCheckpointMagic = 0x323054504B434653ULL;
 
+// The checkpoint file a fit keeps in its checkpoint folder (outputs.checkpoint_dir).
+inline std::filesystem::path checkpoint_path(const std::filesystem::path& checkpoint_dir) {
+  return checkpoint_dir / "checkpoint.pb";
+}
+
 // The bytes of checkpoint.pb for `checkpoint` (deterministic, so equal checkpoints give equal files).
 std::string encode_checkpoint(const proto::Checkpoint& checkpoint);
 // True when `bytes` start as a checkpoint file of any format version does (field 1's tag, then "SFCKPT"), so that

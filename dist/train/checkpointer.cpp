@@ -19,7 +19,7 @@ Checkpointer::Checkpointer(Comm& comm, const FitConfig& config, const ShardPlan&
       state_(state),
       fingerprint_(std::move(fingerprint)) {}
 
-fs::path Checkpointer::path() const { return config_.checkpoint_dir / "checkpoint.pb"; }
+fs::path Checkpointer::path() const { return checkpoint_path(config_.checkpoint_dir); }
 
 std::optional<ResumePoint> Checkpointer::restore() {
   const fs::path file = path();

@@ -38,6 +38,7 @@
 #include "dist/train/fit_console.h"
 #include "dist/train/history_recorder.h"
 #include "dist/train/labels.h"
+#include "dist/train/model_setup.h"
 #include "dist/train/output_plan.h"
 #include "dist/train/step.h"
 #include "dist/train/step_control.h"
@@ -67,7 +68,6 @@ class Trainer {
  private:
   // Setup (collective; every failure agreed).
   void setup();
-  MemoryBudget memory_budget() const;
   std::string fingerprint() const;
   void describe_run();
   void report_rank();
@@ -171,7 +171,11 @@ void Trainer::setup() {
 
   // 2. Model, optimizer, callbacks and label layout, identical on every rank.
   run_agreed(comm_, [&] {
-    model_ = build_model(job_, train_->feature_dim(), memory_budget());
+    // What one rank may spend: the node's memory shared by its ranks, for batches of at most batch_size rows
+    // (validation passes take up to that many too, see the reserve below).
+    const int64_t rows = std::min<int64_t>(config_.batch_size, std::max(split_.train, split_.validation));
+    model_ = build_model(job_, train_->feature_dim(),
+                         rank_memory_budget(comm_, rows, optimizer_slot_count(job_.optimizer())));
     if (validation_) {
       SF_CHECK(validation_->feature_dim() == train_->feature_dim(),
                cat("data.validation has ", validation_->feature_dim(), " features per sample but data.train has ",
@@ -188,7 +192,6 @@ void Trainer::setup() {
     if (job_.optimizer().has_global_clipnorm()) step_options_.clipnorm = job_.optimizer().global_clipnorm();
     callbacks_ = make_callbacks(job_, config_.epochs);
     model_->initialize(config_.seed);
-    if (!config_.initial_weights.empty()) load_weights(config_.initial_weights, *model_);
     if (!job_.fit().class_weight().empty()) {
       step_options_.class_weights.assign(static_cast<size_t>(model_->output_dim() == 1 ? 2 : model_->output_dim()),
                                          1.0F);
@@ -201,6 +204,7 @@ void Trainer::setup() {
     }
     history_ = std::make_unique<HistoryRecorder>(comm_, config_, result_.history);
   });
+  if (!config_.initial_weights.empty()) load_weights_everywhere(comm_, config_.initial_weights, *model_);
   comm_.check_same_everywhere("initial weights", model_->parameters());
 
   // 3. The plan of every step, the step itself and the collaborators of the loop.
@@ -245,16 +249,6 @@ void Trainer::describe_run() {
   params->set_threads_per_rank(omp_get_max_threads());
   params->set_loss(job_.loss());
   params->set_output_units(model_->output_dim());
-}
-
-// What one rank may spend on the model: the machine's memory shared by the ranks on it, for batches of at most
-// batch_size rows (validation passes take up to that many too, see the reserve in setup).
-MemoryBudget Trainer::memory_budget() const {
-  MemoryBudget budget;
-  budget.rows = std::max<int64_t>(1, std::min<int64_t>(config_.batch_size, std::max(split_.train, split_.validation)));
-  budget.optimizer_slots = optimizer_slot_count(job_.optimizer());
-  budget.ranks_sharing = comm_.local_size();
-  return budget;
 }
 
 std::string Trainer::fingerprint() const {

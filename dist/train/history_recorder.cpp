@@ -29,7 +29,7 @@ void HistoryRecorder::write_files(bool with_verdict) const {
   if (!writer_) return;
   writer_->write(history_);
   if (config_.plot && history_.epochs_size() > 0) {  // no curve to draw after --epochs 0
-    write_history_svg(writer_->dir() / "loss.svg", history_, "loss",
+    write_history_svg(history_files(writer_->dir()).loss_svg, history_, "loss",
                       with_verdict && history_.has_diagnosis() ? &history_.diagnosis() : nullptr);
   }
 }

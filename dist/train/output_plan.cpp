@@ -24,6 +24,7 @@
 #include <system_error>
 #include <vector>
 
+#include "dist/io/checkpoint_file.h"
 #include "dist/io/history_writer.h"
 #include "dist/io/paths.h"
 #include "kernels/error.h"
@@ -189,7 +190,7 @@ std::vector<FitOutput> fit_outputs(const FitConfig& config, const proto::Job& jo
   // Checked even when no periodic checkpoint is asked for: a stop signal writes one.
   outputs.push_back({"outputs.checkpoint_dir's checkpoint.pb",
                      "checkpoint checkpoint.pb (outputs.checkpoint_dir)",
-                     config.checkpoint_dir / "checkpoint.pb",
+                     checkpoint_path(config.checkpoint_dir),
                      false,
                      {"outputs.checkpoint_dir", config.checkpoint_dir,
                       "fit writes checkpoint.pb there at each periodic checkpoint and when a stop signal arrives"}});
@@ -272,7 +273,7 @@ void check_outputs(const FitConfig& config, const proto::Job& job, const fs::pat
           {output.field, named(output.field, output.folder.path).canonical, output.path.filename().string()});
     }
   }
-  const fs::path checkpoint = config.checkpoint_dir / "checkpoint.pb";
+  const fs::path checkpoint = checkpoint_path(config.checkpoint_dir);
 
   // 1. and 2.: no output replaces an input or another output.
   for (size_t i = 0; i < files.size(); ++i) {
