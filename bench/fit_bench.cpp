@@ -126,8 +126,7 @@ int main(int argc, char** argv) {
     try {
       options = parse_bench_args(argc, argv);
       command = shardfit::parse_command_line(options.fit_args);
-      SF_CHECK(command.name == "fit",
-               "usage: fit_bench JOB.pbtxt [shardfit fit flags] [--warmup-epochs N]");
+      SF_CHECK(command.name == "fit", "usage: fit_bench JOB.pbtxt [shardfit fit flags] [--warmup-epochs N]");
       job = shardfit::read_job_file(command.job_path);
       shardfit::apply_overrides(command.overrides, job);
       config = shardfit::resolve_fit_config(job, false);

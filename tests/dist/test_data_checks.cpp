@@ -11,9 +11,9 @@
 
 #include "dist/data_checks.h"
 #include "dist/io/dataset.h"
-#include "dist/train/evaluate.h"
 #include "dist/io/npy_writer.h"
 #include "dist/sharding.h"
+#include "dist/train/evaluate.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
 #include "tests/support/fit_fixture.h"
