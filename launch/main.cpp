@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dist/comm.h"
+#include "dist/io/format.h"
 #include "dist/io/history_reader.h"
 #include "dist/io/history_writer.h"
 #include "dist/io/json_writer.h"
@@ -15,7 +16,6 @@
 #include "dist/placement.h"
 #include "dist/train/evaluate.h"
 #include "dist/train/fit.h"
-#include "dist/train/progress.h"
 #include "dist/train/stop_signal.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"

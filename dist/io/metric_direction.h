@@ -1,5 +1,6 @@
-// Whether a logged value improves upward: the one rule behind the plot's "best" marker, the callbacks' mode "auto"
-// (EarlyStopping, ReduceLROnPlateau, ModelCheckpoint) and the verdict, so they never disagree about a name.
+// Whether a logged value improves upward: the one rule behind the plot's "best" marker and the callbacks' mode
+// "auto" (EarlyStopping, ReduceLROnPlateau, ModelCheckpoint), so they never disagree about a name. (The verdict
+// reads only loss and val_loss, which improve downward.)
 #pragma once
 
 #include <string_view>

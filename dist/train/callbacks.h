@@ -50,9 +50,10 @@ class Callback {
   virtual void load_state(const proto::CallbackState& state) = 0;
 };
 
-// The job's callbacks, in the order written. base_dir resolves relative file names (the job file's folder for
-// inputs; outputs such as ModelCheckpoint files and CSVLogger files are relative to the working directory, as in
-// Keras). Errors name the field ("callbacks[1].early_stopping.mode = 'up': expected auto, min or max").
+// The job's callbacks, in the order written. Their file names (ModelCheckpoint's filepath, CSVLogger's filename)
+// arrive already resolved by resolve_callback_paths (dist/train/output_plan.h): a job file's relative to its folder,
+// a --callback flag's to the working directory. Errors name the field ("callbacks[1].early_stopping.mode = 'up':
+// expected auto, min or max").
 std::vector<std::unique_ptr<Callback>> make_callbacks(const proto::Job& job, int64_t epochs);
 
 // All callbacks' states for the checkpoint (Checkpoint.callbacks_state), and back. Loading matches them to the

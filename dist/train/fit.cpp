@@ -11,7 +11,7 @@
 //     optimizer slots, callbacks' state and each rank's partial epoch sums restored from the checkpoint it
 //     continues bit for bit (same rank and thread counts).
 //  2. One small allreduce per step (StepControl: {batch loss, stop signal}) lets every rank see the global batch
-//     loss (TerminateOnNaN) and agree on a SIGTERM / SIGUSR1 that reached only some ranks, at the same step.
+//     loss (TerminateOnNaN) and agree on a SIGTERM / SIGUSR1 / SIGINT that reached only some ranks, at the same step.
 //  3. Setup phases end in Comm::agree, so a bad file or config on any rank stops every rank with one message.
 #include "dist/train/fit.h"
 
