@@ -12,6 +12,7 @@
 #include "dist/io/history_reader.h"
 #include "dist/io/history_writer.h"
 #include "dist/io/json_writer.h"
+#include "dist/io/paths.h"
 #include "dist/io/plot_svg.h"
 #include "dist/placement.h"
 #include "dist/train/evaluate.h"
@@ -32,9 +33,9 @@ proto::Dataset inference_data(const Command& command, const proto::Job& job) {
   if (command.x.empty()) return job.data().test();
   proto::Dataset data = job.data().test();  // keeps x_scale / label options of data.test when files are overridden
   data.mutable_x()->Clear();
-  data.mutable_x()->set_path(fs::absolute(command.x).string());
+  data.mutable_x()->set_path(resolve_path({}, command.x).string());
   data.clear_y();
-  if (!command.y.empty()) data.mutable_y()->set_path(fs::absolute(command.y).string());
+  if (!command.y.empty()) data.mutable_y()->set_path(resolve_path({}, command.y).string());
   return data;
 }
 

@@ -58,7 +58,9 @@ class Checkpointer {
   void after_step(int64_t epoch, int64_t step);
   // Collective: a stop signal ended the run after `step`; the checkpoint continues at the next step.
   void on_stop_signal(int64_t epoch, int64_t step);
-  // Collective: at the end of `epoch`, every checkpoint_every_epochs epochs and at the fit's last epoch.
+  // Collective: at the end of `epoch`, every checkpoint_every_epochs epochs and at the fit's last epoch. Unlike the
+  // two above it does not check the data files itself: the loop has, before the epoch's values were computed
+  // (Trainer::epoch_logs), and nothing was read since.
   void at_epoch_end(int64_t epoch, bool last);
 
  private:

@@ -11,6 +11,7 @@
 #include "dist/io/format.h"
 #include "dist/io/npy_writer.h"
 #include "dist/io/npz.h"
+#include "dist/io/paths.h"
 #include "dist/sharding.h"
 #include "dist/train/labels.h"
 #include "dist/train/model_setup.h"
@@ -39,8 +40,8 @@ bool has_labels(const proto::Dataset& data) {
 // predict's features without labels: a Dataset insists on labels, and `predict --x X` has none to give.
 void open_features_only(const proto::Dataset& data, const std::filesystem::path& job_dir, Loaded& loaded) {
   const std::filesystem::path path(data.x().path());
-  loaded.x = ArrayFile::open(path.is_absolute() ? path : job_dir / path, data.x().has_format() ? data.x().format() : "",
-                             &data.x().csv());
+  loaded.x =
+      ArrayFile::open(resolve_path(job_dir, path), data.x().has_format() ? data.x().format() : "", &data.x().csv());
   loaded.x_scale = data.has_x_scale() ? data.x_scale() : 1.0F;
   SF_CHECK(std::isfinite(loaded.x_scale), cat("data.test.x_scale = ", loaded.x_scale, ": expected a finite number"));
   SF_CHECK(loaded.x->rows() > 0, cat("x ", loaded.x->describe(), " has no rows: expected at least one sample"));

@@ -1,9 +1,10 @@
 // The distributed fit loop, read like Keras's: for each epoch, for each step, the training step
 // (dist/train/step.h: load_batch, forward_backward, reduce_gradients, update), then the values the ranks agree on
 // after it (dist/train/step_control.h); at each epoch end the reduced sums, validation, the callbacks' decisions
-// (rank 0's, broadcast), the history and a checkpoint. The collaborators have one hook each: FitConsole prints,
-// HistoryRecorder records and writes the history, Checkpointer writes and restores checkpoints, and the job's
-// callbacks (dist/train/callbacks.h) decide. docs/design.md walks one step and one epoch through them.
+// (rank 0's, broadcast), the history and a checkpoint. Each collaborator owns one concern: FitConsole prints
+// (the loop prints nothing itself), HistoryRecorder records and writes the history, Checkpointer writes and restores
+// checkpoints, and the job's callbacks (dist/train/callbacks.h) decide. docs/design.md walks one step and one epoch
+// through them.
 //
 // Design notes:
 //  1. Everything that decides the arithmetic is a function of (seed, epoch, global step, global row): the
@@ -260,22 +261,13 @@ std::string Trainer::fingerprint() const {
 }
 
 void Trainer::report_rank() {
-  const RankPlacement placement = this_rank_placement();
   int64_t smallest = plan_->slice(0).count;
   int64_t largest = smallest;
   for (int64_t step = 0; step < plan_->steps(); ++step) {
     smallest = std::min(smallest, plan_->slice(step).count);
     largest = std::max(largest, plan_->slice(step).count);
   }
-  char line[512];
-  std::snprintf(line, sizeof line,
-                "[rank %d/%d] host %s, local rank %d of %d, %d OpenMP thread(s) on cpus %s, %lld-%lld samples "
-                "per step, %lld validation rows",
-                comm_.rank(), comm_.size(), placement.host.c_str(), comm_.local_rank(), comm_.local_size(),
-                static_cast<int>(placement.thread_cpus.size()), cpu_list_text(placement.cpus()).c_str(),
-                static_cast<long long>(smallest), static_cast<long long>(largest),
-                static_cast<long long>(validation_slice_.count));
-  console_->report_ranks(comm_, line);
+  console_->report_rank(comm_, this_rank_placement(), smallest, largest, validation_slice_.count);
 }
 
 void Trainer::begin_training() {
@@ -288,15 +280,11 @@ void Trainer::begin_training() {
       result_.resumed_from_step = point->global_step;
       console_->resuming(checkpointer_->path(), start_epoch_, start_step_);
     } else {
-      console_->say(
-          cat("no checkpoint in ", config_.checkpoint_dir.string(), ": starting from epoch ", start_epoch_ + 1));
-      console_->print_said();
+      console_->no_checkpoint(config_.checkpoint_dir, start_epoch_);
     }
   }
   if (start_epoch_ == 0 && start_step_ == 0) {
-    console_->banner(cat("shardfit: ", comm_.size(), " rank(s) x ", omp_get_max_threads(), " thread(s), ", split_.train,
-                         " training / ", split_.validation, " validation samples, global batch ", config_.batch_size,
-                         ", ", plan_->steps(), " steps per epoch, ", model_->param_count(), " parameters"));
+    console_->banner(comm_.size(), split_, config_.batch_size, plan_->steps(), model_->param_count());
   }
 }
 
@@ -333,9 +321,7 @@ EpochLogs Trainer::epoch_logs(int64_t epoch) {
   // Training loss: sample-weighted mean of the batch losses over the epoch = global sum / global count.
   comm_.allreduce_sum(std::span<double>(sums_->values));
   EpochLogs logs;
-  logs["loss"] = sums_->loss() / sums_->count();
-  const auto& metric_names = model_->metric_names();
-  for (size_t m = 0; m < metric_names.size(); ++m) logs[metric_names[m]] = sums_->metrics()[m] / sums_->count();
+  sums_->means(model_->metric_names(), logs);
   sums_->clear();
   if (split_.validation > 0 && (epoch + 1) % config_.validation_freq == 0) validate(logs);
   return logs;

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "dist/comm.h"
-#include "dist/train/step.h"
+#include "dist/train/step_phases.h"
 #include "proto/shardfit.pb.h"
 
 namespace shardfit {

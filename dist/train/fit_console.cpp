@@ -1,10 +1,13 @@
 #include "dist/train/fit_console.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cstdio>
 
 #include "dist/train/fit.h"
 #include "dist/train/stop_signal.h"
+#include "kernels/error.h"
 
 namespace shardfit {
 
@@ -13,25 +16,31 @@ FitConsole::FitConsole(const Comm& comm, const FitConfig& config)
       verbose_(config.verbose),
       progress_(stdout, comm.is_root() ? config.verbose : 0, config.terminal, config.epochs) {}
 
-void FitConsole::banner(const std::string& text) {
+void FitConsole::banner(int ranks, SplitCounts samples, int64_t global_batch, int64_t steps, int64_t parameters) {
   if (!speaks()) return;
-  std::printf("%s\n", text.c_str());
+  std::printf("%s\n", cat("shardfit: ", ranks, " rank(s) x ", omp_get_max_threads(), " thread(s), ", samples.train,
+                          " training / ", samples.validation, " validation samples, global batch ", global_batch, ", ",
+                          steps, " steps per epoch, ", parameters, " parameters")
+                          .c_str());
   std::fflush(stdout);
 }
 
-void FitConsole::report_ranks(Comm& comm, const std::string& line) {
+void FitConsole::report_rank(Comm& comm, const RankPlacement& placement, int64_t smallest_slice, int64_t largest_slice,
+                             int64_t validation_rows) {
+  const std::string line = cat("[rank ", comm.rank(), "/", comm.size(), "] host ", placement.host, ", local rank ",
+                               comm.local_rank(), " of ", comm.local_size(), ", ", placement.thread_cpus.size(),
+                               " OpenMP thread(s) on cpus ", cpu_list_text(placement.cpus()), ", ", smallest_slice, "-",
+                               largest_slice, " samples per step, ", validation_rows, " validation rows");
   // Output forwarded from separate processes arrives in no particular order, so the lines travel to rank 0 (one
   // gather, once, at start) and are printed in rank order.
   for (const std::string& text : comm.gather_text_to_root(line)) std::printf("%s\n", text.c_str());
   if (is_root_) std::fflush(stdout);
 }
 
-void FitConsole::step(int64_t step_done, int64_t steps, double elapsed_seconds, EpochSums& sums,
+void FitConsole::step(int64_t step_done, int64_t steps, double elapsed_seconds, const EpochSums& sums,
                       const std::vector<std::string>& metric_names) {
   if (!speaks()) return;
-  const double count = std::max(sums.count(), 1.0);
-  running_["loss"] = sums.loss() / count;
-  for (size_t m = 0; m < metric_names.size(); ++m) running_[metric_names[m]] = sums.metrics()[m] / count;
+  sums.means(metric_names, running_);
   progress_.step(step_done, steps, elapsed_seconds, running_);
 }
 
@@ -47,6 +56,11 @@ void FitConsole::say(const std::string& line) {
 void FitConsole::print_said() {
   for (const auto& line : said_) progress_.print_line(line);
   said_.clear();
+}
+
+void FitConsole::no_checkpoint(const std::filesystem::path& dir, int64_t epoch) {
+  say(cat("no checkpoint in ", dir.string(), ": starting from epoch ", epoch + 1));
+  print_said();
 }
 
 void FitConsole::resuming(const std::filesystem::path& checkpoint, int64_t epoch, int64_t step) {

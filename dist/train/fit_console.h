@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "dist/comm.h"
+#include "dist/placement.h"
+#include "dist/sharding.h"
 #include "dist/train/progress.h"
 #include "dist/train/step.h"
 
@@ -22,14 +24,17 @@ class FitConsole {
  public:
   FitConsole(const Comm& comm, const FitConfig& config);
 
-  // "shardfit: 2 rank(s) x 1 thread(s), ... parameters" (verbose > 0).
-  void banner(const std::string& text);
-  // --report-ranks: collective; every rank's line, printed by rank 0 in rank order.
-  void report_ranks(Comm& comm, const std::string& line);
+  // "shardfit: 2 rank(s) x 1 thread(s), 1437 training / 360 validation samples, global batch 32, 45 steps per
+  // epoch, 9610 parameters" (verbose > 0).
+  void banner(int ranks, SplitCounts samples, int64_t global_batch, int64_t steps, int64_t parameters);
+  // --report-ranks: collective; every rank's line (host, CPUs, its samples per step), printed by rank 0 in rank
+  // order.
+  void report_rank(Comm& comm, const RankPlacement& placement, int64_t smallest_slice, int64_t largest_slice,
+                   int64_t validation_rows);
 
   void epoch_begin(int64_t epoch) { progress_.epoch_begin(epoch); }
   // After each step: the bar with rank 0's running means of the epoch (display only, never recorded).
-  void step(int64_t step_done, int64_t steps, double elapsed_seconds, EpochSums& sums,
+  void step(int64_t step_done, int64_t steps, double elapsed_seconds, const EpochSums& sums,
             const std::vector<std::string>& metric_names);
   // The epoch's line, then the messages callbacks gave during the epoch.
   void epoch_end(int64_t steps, double seconds, const std::map<std::string, double>& logs);
@@ -38,6 +43,8 @@ class FitConsole {
   void say(const std::string& line);
   // Messages said so far, printed now.
   void print_said();
+  // --resume found no checkpoint in `dir`: the fit starts at `epoch` (0-based) (verbose > 0).
+  void no_checkpoint(const std::filesystem::path& dir, int64_t epoch);
   // "resuming from PATH: epoch E, step S" (verbose > 0).
   void resuming(const std::filesystem::path& checkpoint, int64_t epoch, int64_t step);
   // The stop-signal notice, at any verbosity: the run ends with kExitCheckpointed and the user must know why.

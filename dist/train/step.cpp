@@ -20,15 +20,10 @@ void lap(Clock::time_point& start, double& into) {
 
 }  // namespace
 
-StepPhases& StepPhases::operator+=(const StepPhases& other) {
-  gather += other.gather;
-  forward += other.forward;
-  backward += other.backward;
-  allreduce_issued += other.allreduce_issued;
-  allreduce_waited += other.allreduce_waited;
-  optimizer += other.optimizer;
-  steps += other.steps;
-  return *this;
+void EpochSums::means(const std::vector<std::string>& metric_names, std::map<std::string, double>& means) const {
+  const double n = values.back() > 0.0 ? values.back() : 1.0;
+  means["loss"] = values.front() / n;
+  for (size_t m = 0; m < metric_names.size(); ++m) means[metric_names[m]] = values[m + 1] / n;
 }
 
 TrainStep::TrainStep(Model& model, Optimizer& optimizer, GradientReducer& reducer, const Dataset& data,

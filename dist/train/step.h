@@ -11,37 +11,27 @@
 //     slice, the dropout masks. So a step is reproducible from those numbers alone, and a resumed run continues bit
 //     for bit once set_global_step() has put the counter back.
 //  2. The per-phase timers are always on: ten steady_clock reads a step (~20 ns each) against steps of tens of
-//     microseconds at the smallest. They are sums over the steps since reset_phases(); a reader divides by steps.
+//     microseconds at the smallest. They are sums over the steps since construction; a reader divides by steps.
 //  3. The step computes; it does not decide. Whether to stop, print or checkpoint is the loop's, and the values the
 //     ranks must agree on after a step travel through StepControl (dist/train/step_control.h).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "dist/gradient_reducer.h"
 #include "dist/io/dataset.h"
 #include "dist/sharding.h"
+#include "dist/train/step_phases.h"
 #include "kernels/model.h"
 #include "kernels/optimizer.h"
 
 namespace shardfit {
-
-// Seconds spent in each phase, summed over `steps` steps on this rank's clock.
-struct StepPhases {
-  double gather = 0;            // rows of the permutation copied, samples gathered (and class weights applied)
-  double forward = 0;           // forward pass, loss and metric sums, the loss's gradient
-  double backward = 0;          // the layers' backward: the local gradients
-  double allreduce_issued = 0;  // inside GradientReducer::start: the bucket allreduces (blocking today)
-  double allreduce_waited = 0;  // inside GradientReducer::finish: outstanding buckets, then / global count
-  double optimizer = 0;         // clipping and the optimizer's update
-  int64_t steps = 0;
-
-  double total() const { return gather + forward + backward + allreduce_issued + allreduce_waited + optimizer; }
-  StepPhases& operator+=(const StepPhases& other);
-};
 
 // How every step of a fit treats the data: fixed for the whole fit.
 struct StepOptions {
@@ -59,6 +49,9 @@ struct EpochSums {
   double& count() { return values.back(); }
   std::span<double> metrics() { return {values.data() + 1, values.size() - 2}; }
   void clear() { std::fill(values.begin(), values.end(), 0.0); }
+  // {"loss": sum / count, metric name: sum / count, ...} into `means`, whose other keys are left as they are.
+  // count 0 reads as 1, so an empty epoch gives zeros rather than NaN (the console before the first step).
+  void means(const std::vector<std::string>& metric_names, std::map<std::string, double>& means) const;
 };
 
 class TrainStep {
@@ -85,8 +78,8 @@ class TrainStep {
   uint64_t global_step() const { return global_step_; }
   void set_global_step(uint64_t step) { global_step_ = step; }
 
+  // Since construction.
   const StepPhases& phases() const { return phases_; }
-  void reset_phases() { phases_ = StepPhases{}; }
 
  private:
   void load_batch();
