@@ -229,12 +229,6 @@ Codec codec_of(bool swap) {
               : Codec{&convert_row<T, false>, &load_double<T, false>, &first_non_finite<T, false>};
 }
 
-// "nan", "inf" or "-inf": what NumPy prints, and the same on every platform.
-std::string non_finite_text(double v) {
-  if (std::isnan(v)) return "nan";
-  return v > 0 ? "inf" : "-inf";
-}
-
 constexpr const char* kNonFiniteHint =
     "NaN and infinity make every weight NaN: clean the data first, e.g. keep the rows where "
     "np.isfinite(x).all(axis=1), or replace the values with np.nan_to_num";
@@ -337,7 +331,7 @@ class BinaryArray final : public ArrayFile::Impl {
       const std::byte* src = data_ + r * row_bytes_;
       const int64_t c = codec_.first_non_finite(src, cols);
       if (c < 0) continue;
-      SF_FAIL(cat(path, ": row ", r, ", column ", c, " is ", non_finite_text(codec_.load(src + c * elem_bytes_)),
+      SF_FAIL(cat(path, ": row ", r, ", column ", c, " is ", format_value(codec_.load(src + c * elem_bytes_)),
                   ": expected finite numbers (rows count from 0)"),
               kNonFiniteHint);
     }
