@@ -152,8 +152,8 @@ struct Measured {
   int64_t parameters = 0;
   int64_t bytes_per_step = 0;  // allreduced by the step (0 at one rank)
   int64_t buckets = 0;
-  double allreduce_seconds = 0;  // per step, the fastest rank's
-  double raw_seconds = 0;        // one Comm::allreduce_sum of the same bytes, the fastest rank's mean
+  double allreduce_seconds = 0;  // per step, the least over the ranks
+  double raw_seconds = 0;        // one Comm::allreduce_sum of the same bytes, the least mean over the ranks
   int64_t raw_repetitions = 0;
 
   double rank_mean(RankValue value) const {
@@ -411,8 +411,13 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
     model->initialize(config.seed);
     data.emplace(synthetic_data(*model, job.loss(), global_batch, config.seed));
     layout = prepare_labels(*data, *model, job.loss(), "bench", rank, world);
-    id = {config.model_name, widths_text(job),      optimizer->kind(), job.loss(), "",
-          cpu_isa_name(),    mpi_library_version(), mpi_transport()};
+    id.model_name = config.model_name;
+    id.widths = widths_text(job);
+    id.optimizer = optimizer->kind();
+    id.loss = job.loss();
+    id.isa = cpu_isa_name();
+    id.mpi = mpi_library_version();
+    id.transport = mpi_transport();
     if (comm.is_root()) id.cpu = cpu_model();
   });
 

@@ -7,11 +7,11 @@
 //  1. Strong scaling keeps the global batch fixed (each rank gets batch / P samples); weak scaling keeps each rank's
 //     batch fixed (the global batch grows with P). The data is one global batch of rows, so each measured step is an
 //     epoch of one step: begin_epoch draws a fresh permutation (outside the timed step) and the ranks gather
-//     scattered rows, as in fit.
+//     scattered rows, as in fit. Every rank holds that batch's rows (in weak scaling, P x --batch-size of them).
 //  2. A barrier before the measured steps, then each step timed on its rank around TrainStep::run; the phases come
 //     from the step's own timers. Step times are gathered from every rank: the percentiles pool all ranks' steps.
-//  3. The allreduce time is the fastest rank's (issued + waited per step): a rank that arrives early waits for the
-//     last one inside the allreduce, so the fastest rank's time is the closest to the exchange itself. algbw = bytes
+//  3. The allreduce time is the least over the ranks of (issued + waited) per step: a rank that arrives early waits
+//     for the last one inside the allreduce, so the least time is the closest to the exchange itself. algbw = bytes
 //     / that time, busbw = algbw x 2(P-1)/P, the usual collective benchmarks' definition (the bytes each rank sends
 //     and receives in a ring allreduce, per unit of time). A raw Comm::allreduce_sum of the same bytes in one call
 //     is timed in the same run, after the steps, the same way.
