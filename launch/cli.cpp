@@ -158,6 +158,19 @@ std::string usage() {
                                                  rank; rank 0 prints a table and appends one JSON record to FILE
        shardfit --help | --version
 
+flags for bench (README.md, "Scaling benchmark", says what each reported field means):
+  --model mlp|wide         a preset: mlp 784-1024-1024-10, wide 4096-4096-4096-10 (relu, softmax, sgd); or give
+                           a job file instead, whose model (with model.input_dim set), loss and optimizer are used
+  --mode strong|weak       strong: --batch-size is the global batch, split over the ranks; weak: --batch-size is
+                           each rank's batch, the global batch grows with the ranks (default strong)
+  --batch-size N           see --mode (default 256)
+  --warmup-steps N         steps run first and not measured (default 5)
+  --steps N                measured steps (default 20)
+  --json FILE              append the run's record to FILE, one JSON object per line (the file is rewritten
+                           atomically with the new line)
+  --optimizer sgd|adam|rmsprop   the optimizer, with its defaults (default: the job's, else sgd)
+  --learning-rate F, --seed N    as for fit
+
 flags for fit (each overrides the job file's field of the same name):
   --epochs N               final epoch number (fit.epochs, default 1; 0 trains nothing: the seeded initial weights
                            go to outputs.export_weights)
@@ -179,19 +192,6 @@ flags for fit (each overrides the job file's field of the same name):
   --early-stopping N       add EarlyStopping(monitor val_loss, patience N)
   --callback TEXT          add one callback written as in the job file (repeatable), e.g.
                            --callback 'reduce_lr_on_plateau { factor: 0.5 patience: 2 }'
-
-flags for bench (README.md, "Scaling benchmark", says what each reported field means):
-  --model mlp|wide         a preset: mlp 784-1024-1024-10, wide 4096-4096-4096-10 (relu, softmax, sgd); or give
-                           a job file instead, whose model (with model.input_dim set), loss and optimizer are used
-  --mode strong|weak       strong: --batch-size is the global batch, split over the ranks; weak: --batch-size is
-                           each rank's batch, the global batch grows with the ranks (default strong)
-  --batch-size N           see --mode (default 256)
-  --warmup-steps N         steps run first and not measured (default 5)
-  --steps N                measured steps (default 20)
-  --json FILE              append the run's record to FILE, one JSON object per line (the file is rewritten
-                           atomically with the new line)
-  --optimizer sgd|adam|rmsprop   the optimizer, with its defaults (default: the job's, else sgd)
-  --learning-rate F, --seed N    as for fit
 Flags take their value as the next argument or after '=' (--epochs=10).
 
 paths: every relative path inside a job file (data, outputs, callbacks' files) is relative to the job file's
