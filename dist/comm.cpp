@@ -86,6 +86,16 @@ std::string format_error(const std::exception& error, int rank) {
   return text;
 }
 
+std::string mpi_library_version() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING];
+  int length = 0;
+  MPI_CHECK(MPI_Get_library_version(text, &length));
+  std::string version(text, static_cast<size_t>(std::max(length, 0)));
+  version = version.substr(0, version.find('\n'));
+  while (!version.empty() && (version.back() == '\0' || version.back() == ' ')) version.pop_back();
+  return version;
+}
+
 uint64_t float_checksum(std::span<const float> values) {
   uint64_t hash = 0x243F6A8885A308D3ULL ^ values.size();
   for (const float value : values) hash = mix64(hash ^ std::bit_cast<uint32_t>(value));

@@ -181,6 +181,10 @@ void run_agreed(Comm& comm, Body&& body) {
 // 64-bit checksum of the exact float bits, order-sensitive (-0.0 != 0.0, NaN payloads count).
 uint64_t float_checksum(std::span<const float> values);
 
+// MPI_Get_library_version's first line, e.g. "Open MPI v4.1.4, package: Debian OpenMPI, ...": which MPI (and so
+// which transports) a benchmark's numbers came from.
+std::string mpi_library_version();
+
 // Prints the message to stderr (flushed) and ends the whole job: MPI_Abort if MPI is running, else exit(1).
 [[noreturn]] void abort_job(const std::exception& error);
 

@@ -12,6 +12,9 @@ namespace shardfit {
 
 dnnl::engine& cpu_engine();
 dnnl::stream& cpu_stream();
+// The instruction set oneDNN dispatches its kernels for on this CPU (dnnl::get_effective_cpu_isa), e.g.
+// "avx512_core": a benchmark's record says which kernels produced its numbers.
+std::string cpu_isa_name();
 
 // An f32 (rows, cols) matrix stored row-major.
 dnnl::memory::desc row_major(int64_t rows, int64_t cols);

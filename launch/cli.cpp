@@ -52,7 +52,10 @@ const std::set<std::string>& flags_of(const std::string& command) {
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
+  static const std::set<std::string> bench{"--model", "--mode",      "--batch-size",    "--warmup-steps", "--steps",
+                                           "--json",  "--optimizer", "--learning-rate", "--seed"};
   if (command == "fit") return fit;
+  if (command == "bench") return bench;
   if (command == "evaluate") return evaluate;
   if (command == "predict") return predict;
   return plot;
@@ -100,6 +103,39 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
   }
 }
 
+void apply_bench_flag(Command& command, const std::string& flag, const std::string& value) {
+  if (flag == "--model") {
+    SF_CHECK(!value.empty(), "--model needs a preset name: mlp or wide", kHint);
+    command.model = value;
+  } else if (flag == "--mode") {
+    SF_CHECK(value == "strong" || value == "weak",
+             cat("--mode ", value, ": expected strong (a fixed global batch) or weak (a fixed batch per rank)"), kHint);
+    command.mode = value;
+  } else if (flag == "--batch-size") {
+    command.batch_size = parse_int(flag, value, 1);
+  } else if (flag == "--warmup-steps") {
+    command.warmup_steps = parse_int(flag, value, 0);
+  } else if (flag == "--steps") {
+    command.steps = parse_int(flag, value, 1);
+  } else if (flag == "--json") {
+    SF_CHECK(!value.empty(), "--json needs a file: the JSON Lines file each run appends its record to", kHint);
+    command.json = value;
+  } else if (flag == "--optimizer") {
+    auto* optimizer = command.overrides.mutable_optimizer();
+    if (value == "sgd") {
+      optimizer->mutable_sgd();
+    } else if (value == "adam") {
+      optimizer->mutable_adam();
+    } else if (value == "rmsprop") {
+      optimizer->mutable_rmsprop();
+    } else {
+      SF_FAIL(cat("--optimizer ", value, ": expected sgd, adam or rmsprop"), kHint);
+    }
+  } else {
+    apply_fit_flag(command, flag, value);  // --learning-rate, --seed: as fit reads them
+  }
+}
+
 }  // namespace
 
 std::string usage() {
@@ -115,7 +151,25 @@ std::string usage() {
                                                  folder, history.json, history.csv or history.pb. Default metric
                                                  loss; each metric goes to METRIC.svg next to the history, or with
                                                  -o all into FILE.svg, one panel per metric
+       shardfit bench [JOB.pbtxt | --model mlp|wide] [--mode strong|weak] [--batch-size N] [--steps N]
+                      [--warmup-steps N] [--json FILE]
+                                                 the scaling benchmark: the training step on synthetic data
+                                                 made on each rank (no file read), timed per phase on every
+                                                 rank; rank 0 prints a table and appends one JSON record to FILE
        shardfit --help | --version
+
+flags for bench (README.md, "Scaling benchmark", says what each reported field means):
+  --model mlp|wide         a preset: mlp 784-1024-1024-10, wide 4096-4096-4096-10 (relu, softmax, sgd); or give
+                           a job file instead, whose model (with model.input_dim set), loss and optimizer are used
+  --mode strong|weak       strong: --batch-size is the global batch, split over the ranks; weak: --batch-size is
+                           each rank's batch, the global batch grows with the ranks (default strong)
+  --batch-size N           see --mode (default 256)
+  --warmup-steps N         steps run first and not measured (default 5)
+  --steps N                measured steps (default 20)
+  --json FILE              append the run's record to FILE, one JSON object per line (the file is rewritten
+                           atomically with the new line)
+  --optimizer sgd|adam|rmsprop   the optimizer, with its defaults (default: the job's, else sgd)
+  --learning-rate F, --seed N    as for fit
 
 flags for fit (each overrides the job file's field of the same name):
   --epochs N               final epoch number (fit.epochs, default 1; 0 trains nothing: the seeded initial weights
@@ -169,8 +223,8 @@ Command parse_command_line(const std::vector<std::string>& args) {
     command.name = "version";
     return command;
   }
-  SF_CHECK(args[0] == "fit" || args[0] == "evaluate" || args[0] == "predict" || args[0] == "plot",
-           cat("unknown command '", args[0], "': expected fit, evaluate, predict or plot"), kHint);
+  SF_CHECK(args[0] == "fit" || args[0] == "evaluate" || args[0] == "predict" || args[0] == "plot" || args[0] == "bench",
+           cat("unknown command '", args[0], "': expected fit, evaluate, predict, plot or bench"), kHint);
   command.name = args[0];
   const auto& accepted = flags_of(command.name);
 
@@ -210,6 +264,8 @@ Command parse_command_line(const std::vector<std::string>& args) {
     }
     if (command.name == "fit") {
       apply_fit_flag(command, flag, value);
+    } else if (command.name == "bench") {
+      apply_bench_flag(command, flag, value);
     } else if (flag == "--batch-size") {
       command.batch_size = parse_int(flag, value, 1);
     } else {
@@ -227,6 +283,14 @@ Command parse_command_line(const std::vector<std::string>& args) {
   if (command.name == "plot") {
     SF_CHECK(!command.job_path.empty(), "plot needs a history: expected `shardfit plot HISTORY_DIR_OR_FILE`", kHint);
     if (command.metrics.empty()) command.metrics.push_back("loss");
+    return command;
+  }
+  if (command.name == "bench") {
+    SF_CHECK(command.job_path.empty() != command.model.empty(),
+             command.model.empty() ? "bench needs a model: expected `shardfit bench --model mlp|wide` or a job file"
+                                   : cat("bench got both a job file ('", command.job_path, "') and --model ",
+                                         command.model, ": expected one of them"),
+             kHint);
     return command;
   }
   SF_CHECK(!command.job_path.empty(),

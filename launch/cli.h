@@ -12,9 +12,10 @@
 namespace shardfit {
 
 struct Command {
-  std::string name;                      // "fit", "evaluate", "predict", "plot", "help", "version"
-  std::string job_path;                  // fit / evaluate / predict: the job file; plot: the history (folder or file)
-  proto::Job overrides;                  // fit: the fields the flags set (merged over the job file)
+  std::string name;                      // "fit", "evaluate", "predict", "plot", "bench", "help", "version"
+  std::string job_path;                  // fit / evaluate / predict (bench: optional): the job file; plot: the
+                                         // history (folder or file)
+  proto::Job overrides;                  // fit, bench: the fields the flags set (merged over the job file)
   bool resume = false;                   // fit --resume
   bool overwrite = false;                // fit --overwrite
   bool report_ranks = false;             // fit --report-ranks
@@ -23,8 +24,14 @@ struct Command {
   std::string y;                         // evaluate --y
   std::string output;                    // evaluate --output (.json); predict --output (.npy); plot --output (.svg)
   std::string output_flag = "--output";  // as typed (-o or --output), for the messages about the output
-  int64_t batch_size = 256;              // evaluate / predict --batch-size (rows per forward pass per rank)
+  int64_t batch_size = 256;              // evaluate / predict --batch-size (rows per forward pass per rank); bench
+                                         // --batch-size (strong: the global batch, weak: each rank's)
   std::vector<std::string> metrics;      // plot --metric (repeatable); default loss
+  std::string model;                     // bench --model: a preset ("mlp", "wide") instead of a job file
+  std::string mode = "strong";           // bench --mode strong|weak
+  int64_t warmup_steps = 5;              // bench --warmup-steps
+  int64_t steps = 20;                    // bench --steps (measured)
+  std::string json;                      // bench --json FILE: append the run's record
 };
 
 // Throws Error with a usage message for unknown commands / flags and bad values.

@@ -15,6 +15,7 @@
 #include "dist/io/paths.h"
 #include "dist/io/plot_svg.h"
 #include "dist/placement.h"
+#include "dist/train/bench.h"
 #include "dist/train/evaluate.h"
 #include "dist/train/fit.h"
 #include "dist/train/stop_signal.h"
@@ -69,6 +70,33 @@ int run_plot(Comm& comm, const Command& command) {
   return 0;
 }
 
+// The benchmark's model: a preset or the job file's, the flags merged over it, sgd unless an optimizer is named.
+int run_bench_command(Comm& comm, const Command& command, const proto::Job& file_job, int argc, char** argv) {
+  BenchConfig config;
+  run_agreed(comm, [&] {
+    config.job = command.model.empty() ? file_job : bench_preset(command.model);
+    if (!command.model.empty()) apply_overrides(command.overrides, config.job);
+    if (config.job.optimizer().kind_case() == proto::Optimizer::KIND_NOT_SET)
+      config.job.mutable_optimizer()->mutable_sgd();
+    config.model_name = command.model.empty() ? command.job_path : command.model;
+    config.scaling = command.mode == "weak" ? Scaling::kWeak : Scaling::kStrong;
+    config.batch_size = command.batch_size;
+    config.warmup_steps = command.warmup_steps;
+    config.steps = command.steps;
+    if (config.job.fit().has_seed()) config.seed = config.job.fit().seed();
+    config.json_path = command.json;
+    config.command = "shardfit";
+    for (int i = 1; i < argc; ++i) config.command += cat(" ", argv[i]);
+  });
+  warn_about_placement(comm);
+  const BenchReport report = run_bench(comm, config);
+  if (comm.is_root()) {
+    std::fputs(report.table.c_str(), stdout);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 int run(Comm& comm, int argc, char** argv, const ConsoleKind& console) {
   Command command;
   proto::Job job;
@@ -77,13 +105,15 @@ int run(Comm& comm, int argc, char** argv, const ConsoleKind& console) {
   std::string job_text;
   run_agreed(comm, [&] {
     command = parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
-    if (comm.is_root() && command.name != "help" && command.name != "version" && command.name != "plot") {
+    if (comm.is_root() && command.name != "help" && command.name != "version" && command.name != "plot" &&
+        !command.job_path.empty()) {
       job_text = read_text_file(command.job_path, "job file");
     }
   });
   comm.broadcast(job_text, 0);
   run_agreed(comm, [&] {
-    if (command.name == "fit" || command.name == "evaluate" || command.name == "predict") {
+    if (command.name == "fit" || command.name == "evaluate" || command.name == "predict" ||
+        (command.name == "bench" && !command.job_path.empty())) {
       job = parse_job_text(job_text, command.job_path);
       apply_overrides(command.overrides, job);
     }
@@ -93,6 +123,7 @@ int run(Comm& comm, int argc, char** argv, const ConsoleKind& console) {
     return 0;
   }
   if (command.name == "plot") return run_plot(comm, command);
+  if (command.name == "bench") return run_bench_command(comm, command, job, argc, argv);
 
   const auto job_dir = fs::absolute(command.job_path).parent_path();
   if (command.name == "evaluate" || command.name == "predict") {

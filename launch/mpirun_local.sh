@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts shardfit on this machine with mpirun: RANKS ranks, each with cores/RANKS OpenMP threads (at least 1),
 # ranks bound to their own cores when there are enough (the binding is printed), unbound and yielding when not.
-#   usage: launch/mpirun_local.sh RANKS fit JOB.pbtxt [flags]
+#   usage: launch/mpirun_local.sh RANKS fit JOB.pbtxt [flags]   (or any shardfit command: RANKS bench --model mlp)
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 RANKS fit JOB.pbtxt [flags]" >&2

@@ -12,6 +12,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "dist/io/byte_hash.h"
 #include "dist/io/format.h"
 #include "dist/io/mapped_file.h"
 #include "dist/io/paths.h"
@@ -31,7 +32,8 @@ class ArrayFile::Impl {
   virtual std::string describe() const = 0;
   // Fails on the first value of rows [first, end) that is no finite number (or, for CSV, no number at all).
   virtual void check_values(int64_t first, int64_t end) const = 0;
-  virtual const MappedFile& file() const = 0;
+  // The mapped file behind the array; nullptr for an array held in memory (ArrayFile::in_memory).
+  virtual const MappedFile* file() const = 0;
 
   void check_row(int64_t row) const {
     if (row < 0 || row >= rows) {
@@ -337,7 +339,7 @@ class BinaryArray final : public ArrayFile::Impl {
     }
   }
 
-  const MappedFile& file() const override { return *map_; }
+  const MappedFile* file() const override { return map_.get(); }
 
  private:
   std::shared_ptr<const MappedFile> map_;
@@ -823,7 +825,7 @@ class CsvColumns final : public ArrayFile::Impl {
     }
   }
 
-  const MappedFile& file() const override { return table_->file(); }
+  const MappedFile* file() const override { return &table_->file(); }
 
   std::string describe() const override {
     switch (pick_) {
@@ -934,6 +936,73 @@ std::shared_ptr<const ArrayFile::Impl> open_array(OpenedFile file, const std::st
   return std::make_shared<CsvColumns>(std::move(table), CsvColumns::Pick::kAll, -1);
 }
 
+// --- Arrays in memory ------------------------------------------------------------------------------------------
+
+// float32 rows held in a buffer rather than a file: synthetic data (`shardfit bench`) gathered by the same
+// Dataset::gather as a mapped .npy, so the step reads it exactly as it reads a file's rows.
+class MemoryArray final : public ArrayFile::Impl {
+ public:
+  MemoryArray(std::string name, std::vector<float> values, int64_t row_count, int64_t col_count)
+      : values_(std::move(values)) {
+    if (row_count < 0 || col_count < 1 || static_cast<int64_t>(values_.size()) != row_count * col_count) {
+      SF_FAIL(cat(name, ": ", values_.size(), " values for ", row_count, " rows of ", col_count,
+                  ": expected rows x cols values, cols >= 1"));
+    }
+    path = std::move(name);
+    format = "memory";
+    dtype = "float32";
+    shape = {row_count, col_count};
+    rows = row_count;
+    cols = col_count;
+  }
+
+  void read_rows(std::span<const int64_t> row_ids, float* out, float scale) const override {
+    for (size_t i = 0; i < row_ids.size(); ++i) {
+      const int64_t r = row_ids[i];
+      check_row(r);
+      const float* src = values_.data() + r * cols;
+      float* dst = out + static_cast<int64_t>(i) * cols;
+      if (scale == 1.0F) {
+        std::memcpy(dst, src, static_cast<size_t>(cols) * sizeof(float));
+      } else {
+        for (int64_t c = 0; c < cols; ++c) dst[c] = src[c] * scale;
+      }
+    }
+  }
+
+  double value(int64_t row, int64_t col) const override {
+    check_row(row);
+    check_col(col);
+    return values_[static_cast<size_t>(row * cols + col)];
+  }
+
+  std::string describe() const override {
+    return cat(path, " (memory, float32, shape ", shape_text(shape, ShapeStyle::kPlain), ")");
+  }
+
+  void check_values(int64_t first, int64_t end) const override {
+    for (int64_t i = first * cols; i < end * cols; ++i) {
+      const float v = values_[static_cast<size_t>(i)];
+      if (!std::isfinite(v)) {
+        SF_FAIL(cat(path, ": row ", i / cols, ", column ", i % cols, " is ", non_finite_text(v),
+                    ": expected finite numbers (rows count from 0)"),
+                kNonFiniteHint);
+      }
+    }
+  }
+
+  const MappedFile* file() const override { return nullptr; }
+
+  // All of the values: they are in memory already, so no sampling is needed.
+  uint64_t fingerprint() const {
+    return mix_bytes(kByteHashStart, reinterpret_cast<const std::byte*>(values_.data()),
+                     static_cast<int64_t>(values_.size() * sizeof(float)));
+  }
+
+ private:
+  std::vector<float> values_;
+};
+
 }  // namespace
 
 NpyHeader parse_npy_header(std::string_view bytes, const std::string& name) {
@@ -948,6 +1017,10 @@ NpyHeader parse_npy_header(std::string_view bytes, const std::string& name) {
 ArrayFile ArrayFile::open(const fs::path& path, std::string_view format, const proto::CsvOptions* csv) {
   const Located where = locate(path.string(), fs::path("."), "");
   return ArrayFile(open_array(open_located(where, format), where.shown, csv));
+}
+
+ArrayFile ArrayFile::in_memory(std::string name, std::vector<float> values, int64_t rows, int64_t cols) {
+  return ArrayFile(std::make_shared<const MemoryArray>(std::move(name), std::move(values), rows, cols));
 }
 
 int64_t ArrayFile::rows() const { return impl_->rows; }
@@ -975,13 +1048,21 @@ void ArrayFile::check_values(int64_t first_row, int64_t row_count) const {
   guard_data_faults([&] { impl_->check_values(first, end); });
 }
 
-int64_t ArrayFile::file_bytes() const { return impl_->file().bytes(); }
+int64_t ArrayFile::file_bytes() const {
+  const MappedFile* file = impl_->file();
+  return file != nullptr ? file->bytes() : impl_->rows * impl_->cols * static_cast<int64_t>(sizeof(float));
+}
 uint64_t ArrayFile::sampled_fingerprint() const {
+  const MappedFile* file = impl_->file();
+  if (file == nullptr) return static_cast<const MemoryArray&>(*impl_).fingerprint();  // the one Impl with no file
   uint64_t fingerprint = 0;
-  guard_data_faults([&] { fingerprint = impl_->file().sampled_fingerprint(); });
+  guard_data_faults([&] { fingerprint = file->sampled_fingerprint(); });
   return fingerprint;
 }
-std::string ArrayFile::changed_on_disk() const { return impl_->file().changed_on_disk(); }
+std::string ArrayFile::changed_on_disk() const {
+  const MappedFile* file = impl_->file();
+  return file != nullptr ? file->changed_on_disk() : std::string();
+}
 
 // ------------------------------------------------------------------------------------------------------------------
 // Dataset
@@ -1065,6 +1146,16 @@ Dataset Dataset::open(const proto::Dataset& cfg, const fs::path& base_dir, std::
       break;
   }
   return Dataset(role, ArrayFile(std::move(x)), ArrayFile(std::move(y)), x_scale, ids);
+}
+
+Dataset Dataset::in_memory(std::string_view role, ArrayFile x, ArrayFile y, bool labels_are_ids) {
+  if (x.rows() != y.rows()) {
+    SF_FAIL(cat(role, " x has ", x.rows(), " rows but y has ", y.rows(), ": expected the same number of samples"));
+  }
+  if (labels_are_ids && y.cols() != 1) {
+    SF_FAIL(cat(role, " y ", y.describe(), " holds class ids: expected one value per row"));
+  }
+  return Dataset(std::string(role), std::move(x), std::move(y), 1.0F, labels_are_ids);
 }
 
 std::string Dataset::describe() const { return cat(role_, ": x ", x_.describe(), ", y ", y_.describe()); }

@@ -27,6 +27,10 @@ class ArrayFile {
   // (header, delimiter); a CSV file opened here yields all its columns.
   static ArrayFile open(const std::filesystem::path& path, std::string_view format = "",
                         const proto::CsvOptions* csv = nullptr);
+  // rows x cols float32 values held in memory (row-major), not a file: synthetic data for benchmarks. `name`
+  // stands where a path would in messages; describe() says "memory", file_bytes() counts the values' bytes, and the
+  // data never changes on disk.
+  static ArrayFile in_memory(std::string name, std::vector<float> values, int64_t rows, int64_t cols);
 
   int64_t rows() const;
   int64_t cols() const;
@@ -93,6 +97,9 @@ class Dataset {
   // Paths in cfg resolve against base_dir (the job file's folder) unless absolute. role names the data set in
   // error messages ("train x has 1797 rows but y has 1796").
   static Dataset open(const proto::Dataset& cfg, const std::filesystem::path& base_dir, std::string_view role);
+  // Features and labels already in memory (ArrayFile::in_memory), with the same row count; x_scale 1. Labels are
+  // class ids when labels_are_ids (y then has one column), else as stored.
+  static Dataset in_memory(std::string_view role, ArrayFile x, ArrayFile y, bool labels_are_ids);
 
   int64_t rows() const { return x_.rows(); }
   int64_t feature_dim() const { return x_.cols(); }

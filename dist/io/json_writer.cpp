@@ -141,6 +141,11 @@ JsonObject& JsonObject::string(std::string_view key, std::string_view value) {
   return *this;
 }
 
+JsonObject& JsonObject::boolean(std::string_view key, bool value) {
+  fields_[std::string(key)] = value ? "true" : "false";
+  return *this;
+}
+
 JsonObject& JsonObject::object(std::string_view key, const JsonObject& value) {
   fields_[std::string(key)] = value.inline_text();
   return *this;

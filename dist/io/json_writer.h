@@ -32,6 +32,7 @@ class JsonObject {
   JsonObject& number(std::string_view key, double value);
   JsonObject& integer(std::string_view key, int64_t value);
   JsonObject& string(std::string_view key, std::string_view value);
+  JsonObject& boolean(std::string_view key, bool value);              // true / false
   JsonObject& object(std::string_view key, const JsonObject& value);  // written inline
   JsonObject& numbers(std::string_view key, std::span<const double> values);
   JsonObject& integers(std::string_view key, std::span<const int64_t> values);

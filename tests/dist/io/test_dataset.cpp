@@ -616,6 +616,49 @@ TEST_F(DatasetTest, OneHotToIdsAndAsIs) {
   d.gather({}, nullptr, nullptr, LabelLayout::kOneHotToIds, 1);
 }
 
+// Synthetic data (shardfit bench): rows held in memory, gathered exactly as a file's rows, without allocating.
+TEST(InMemoryDataset, GathersLikeAFileAndDescribesItself) {
+  std::vector<float> x_values(4 * 3);
+  std::iota(x_values.begin(), x_values.end(), 0.0F);
+  const ArrayFile x = ArrayFile::in_memory("synthetic x", x_values, 4, 3);
+  EXPECT_EQ(x.rows(), 4);
+  EXPECT_EQ(x.cols(), 3);
+  EXPECT_EQ(x.dtype(), "float32");
+  EXPECT_EQ(x.describe(), "synthetic x (memory, float32, shape (4, 3))");
+  EXPECT_EQ(x.file_bytes(), 48);
+  EXPECT_EQ(x.changed_on_disk(), "");
+  EXPECT_EQ(x.value(2, 1), 7.0);
+  EXPECT_NE(x.sampled_fingerprint(),
+            ArrayFile::in_memory("other", std::vector<float>(12, 0.0F), 4, 3).sampled_fingerprint());
+
+  const Dataset d = Dataset::in_memory("bench", x, ArrayFile::in_memory("synthetic y", {2, 0, 1, 2}, 4, 1), true);
+  EXPECT_TRUE(d.labels_are_ids());
+  EXPECT_EQ(d.rows(), 4);
+  EXPECT_EQ(d.feature_dim(), 3);
+  std::vector<float> out(2 * 3), one_hot(2 * 3);
+  const std::vector<int64_t> rows{3, 1};
+  const int64_t before = g_allocations.load();
+  d.gather(rows, out.data(), one_hot.data(), LabelLayout::kIdsToOneHot, 3);
+  EXPECT_EQ(g_allocations.load(), before) << "gather allocated";
+  EXPECT_EQ(out, (std::vector<float>{9, 10, 11, 3, 4, 5}));
+  EXPECT_EQ(one_hot, (std::vector<float>{0, 0, 1, 1, 0, 0}));
+  d.check_class_ids(3);
+  expect_error([&] { d.check_class_ids(2); }, {"synthetic y", "row 0 has class id 2"});
+
+  expect_error([&] { ArrayFile::in_memory("short", std::vector<float>(5), 2, 3); },
+               {"short", "5 values for 2 rows of 3"});
+  expect_error(
+      [&] {
+        Dataset::in_memory("bench", x, ArrayFile::in_memory("y", {0, 1}, 2, 1), true);
+      },
+      {"bench x has 4 rows but y has 2"});
+  expect_error([&] { Dataset::in_memory("bench", x, ArrayFile::in_memory("y", std::vector<float>(8), 4, 2), true); },
+               {"holds class ids: expected one value per row"});
+  const ArrayFile bad = ArrayFile::in_memory("nan x", {0, std::nanf(""), 1, 2}, 2, 2);
+  expect_error([&] { bad.check_values(); }, {"nan x", "row 0, column 1 is nan"});
+  bad.check_values(1, 1);  // row 1 alone is fine
+}
+
 TEST_F(DatasetTest, LabelFormatOverridesAuto) {
   write("x.npy", npy("<f4", "(2, 1)", le_bytes<float>({0, 1})));
   write("y1.npy", npy("<f4", "(2, 1)", le_bytes<float>({0.5, 1.5})));

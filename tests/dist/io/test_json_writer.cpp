@@ -59,6 +59,12 @@ TEST(JsonObject, KeysSortedWhateverTheOrderAdded) {
   EXPECT_NE(o.inline_text().find("\"m\": 4"), std::string::npos);
 }
 
+TEST(JsonObject, BooleansAsJsonLiterals) {
+  JsonObject o;
+  o.boolean("yes", true).boolean("no", false);
+  EXPECT_EQ(o.inline_text(), "{\"no\": false, \"yes\": true}");
+}
+
 TEST(JsonObject, KeysAreEscapedToo) {
   JsonObject o;
   o.number("a\"b\\c\n", 1.0);

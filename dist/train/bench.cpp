@@ -1,0 +1,499 @@
+// `shardfit bench`: synthetic data in memory, the model of a job or a preset, TrainStep timed on every rank, and the
+// report (a table and one JSON record). The measuring rules are in bench.h.
+#include "dist/train/bench.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <set>
+
+#include "dist/gradient_reducer.h"
+#include "dist/io/dataset.h"
+#include "dist/io/history_writer.h"
+#include "dist/io/json_writer.h"
+#include "dist/placement.h"
+#include "dist/sharding.h"
+#include "dist/train/labels.h"
+#include "dist/train/model_setup.h"
+#include "dist/train/step.h"
+#include "kernels/engine.h"
+#include "kernels/error.h"
+#include "kernels/job_file.h"
+#include "kernels/model_factory.h"
+#include "kernels/optimizer.h"
+#include "kernels/random.h"
+
+namespace shardfit {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+void add_dense(proto::Model& model, int64_t units, const char* activation) {
+  auto* dense = model.add_layers()->mutable_dense();
+  dense->set_units(units);
+  dense->set_activation(activation);
+}
+
+proto::Job classifier(int64_t input_dim, std::initializer_list<int64_t> hidden, int64_t classes) {
+  proto::Job job;
+  job.mutable_model()->set_input_dim(input_dim);
+  for (const int64_t units : hidden) add_dense(*job.mutable_model(), units, "relu");
+  add_dense(*job.mutable_model(), classes, "softmax");
+  job.set_loss("sparse_categorical_crossentropy");
+  job.mutable_optimizer()->mutable_sgd();
+  return job;
+}
+
+// "784-1024-1024-10": the input width and every Dense layer's units, as the presets are named.
+std::string widths_text(const proto::Job& job) {
+  std::string text = std::to_string(job.model().input_dim());
+  for (const auto& layer : job.model().layers()) {
+    if (layer.has_dense()) text += cat("-", layer.dense().units());
+  }
+  return text;
+}
+
+// Uniform values in [-1, 1) for the features; the labels the loss trains on: class ids for the cross-entropies
+// over several classes, 0/1 targets for binary_crossentropy, uniform targets in [-1, 1) otherwise. The same on every
+// rank (a function of the seed), as fit's data is.
+Dataset synthetic_data(const Model& model, const std::string& loss, int64_t rows, uint64_t seed) {
+  Rng rng(hash_key(seed, 0x42454E43ULL /*'BENC'*/));
+  std::vector<float> x(static_cast<size_t>(rows * model.input_dim()));
+  for (float& v : x) v = static_cast<float>(rng.uniform(-1.0, 1.0));
+  const int64_t out = model.output_dim();
+  const bool ids = out > 1 && (loss == "sparse_categorical_crossentropy" || loss == "categorical_crossentropy");
+  const int64_t label_cols = ids ? 1 : out;
+  std::vector<float> y(static_cast<size_t>(rows * label_cols));
+  for (float& v : y) {
+    if (ids) {
+      v = static_cast<float>(rng.below(static_cast<uint64_t>(out)));
+    } else if (loss == "binary_crossentropy") {
+      v = static_cast<float>(rng.below(2));
+    } else {
+      v = static_cast<float>(rng.uniform(-1.0, 1.0));
+    }
+  }
+  return Dataset::in_memory("bench", ArrayFile::in_memory("synthetic x", std::move(x), rows, model.input_dim()),
+                            ArrayFile::in_memory("synthetic y", std::move(y), rows, label_cols), ids);
+}
+
+// "model name" of /proc/cpuinfo (x86), else its "Processor" / "CPU part" line, else "unknown".
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  std::string fallback;
+  while (std::getline(in, line)) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = line.substr(0, colon);
+    while (!key.empty() && (key.back() == ' ' || key.back() == '\t')) key.pop_back();
+    const size_t start = line.find_first_not_of(' ', colon + 1);
+    const std::string value = start == std::string::npos ? "" : line.substr(start);
+    if (key == "model name") return value;
+    if (fallback.empty() && (key == "Processor" || key == "CPU part")) fallback = value;
+  }
+  return fallback.empty() ? "unknown" : fallback;
+}
+
+// Open MPI passes mpirun's --mca choices to the ranks as OMPI_MCA_* variables: the transports asked for, if any.
+std::string mpi_transport() {
+  std::string text;
+  for (const char* name : {"OMPI_MCA_pml", "OMPI_MCA_btl", "OMPI_MCA_mtl", "FI_PROVIDER", "UCX_TLS"}) {
+    const char* value = std::getenv(name);
+    if (value == nullptr || *value == '\0') continue;
+    if (!text.empty()) text += ", ";
+    text += cat(name, "=", value);
+  }
+  return text.empty() ? "the MPI library's default" : text;
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
+}
+
+double mean(std::span<const double> values) {
+  double sum = 0.0;
+  for (const double v : values) sum += v;
+  return values.empty() ? 0.0 : sum / static_cast<double>(values.size());
+}
+
+// One rank's means per measured step, in the order they are gathered.
+enum RankValue { kGather, kForward, kBackward, kIssued, kWaited, kOptimizer, kStep, kLocalCount, kRankValues };
+
+// What rank 0 has gathered, and the numbers derived from it.
+struct Measured {
+  int ranks = 1;
+  int hosts = 1;
+  std::string host_names;
+  bool oversubscribed = false;
+  int threads = 1;
+  int64_t global_batch = 0;
+  int64_t local_min = 0;
+  int64_t local_max = 0;
+  std::vector<double> step_seconds;  // every rank's measured steps
+  std::vector<double> by_rank;       // kRankValues per rank
+  int64_t parameters = 0;
+  int64_t bytes_per_step = 0;  // allreduced by the step (0 at one rank)
+  int64_t buckets = 0;
+  double allreduce_seconds = 0;  // per step, the least over the ranks
+  double raw_seconds = 0;        // one Comm::allreduce_sum of the same bytes, the least mean over the ranks
+  int64_t raw_repetitions = 0;
+
+  double rank_mean(RankValue value) const {
+    double sum = 0.0;
+    for (int r = 0; r < ranks; ++r) sum += by_rank[static_cast<size_t>(r * kRankValues + value)];
+    return sum / ranks;
+  }
+  double slowest_step() const {
+    double slowest = 0.0;
+    for (int r = 0; r < ranks; ++r) slowest = std::max(slowest, by_rank[static_cast<size_t>(r * kRankValues + kStep)]);
+    return slowest;
+  }
+  // global batch / the slowest rank's mean step: the ranks wait for each other in the allreduce every step.
+  double samples_per_second() const { return static_cast<double>(global_batch) / slowest_step(); }
+  // Each rank's own samples / its own mean step.
+  std::vector<double> rank_rates() const {
+    std::vector<double> rates;
+    for (int r = 0; r < ranks; ++r) {
+      const double* v = &by_rank[static_cast<size_t>(r * kRankValues)];
+      rates.push_back(v[kLocalCount] / v[kStep]);
+    }
+    return rates;
+  }
+};
+
+double gb_per_second(int64_t bytes, double seconds) {
+  return bytes > 0 && seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0;
+}
+
+std::string mib(int64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f MiB", static_cast<double>(bytes) / (1 << 20));
+  return text;
+}
+
+struct Identity {
+  std::string model_name;
+  std::string widths;
+  std::string optimizer;
+  std::string loss;
+  std::string cpu;
+  std::string isa;
+  std::string mpi;
+  std::string transport;
+};
+
+std::string table_text(const BenchConfig& config, const Identity& id, const Measured& m) {
+  std::string text;
+  auto line = [&](const char* format, auto... values) {
+    char buffer[512];
+    std::snprintf(buffer, sizeof buffer, format, values...);
+    text += buffer;
+    text += '\n';
+  };
+  const bool strong = config.scaling == Scaling::kStrong;
+  line("shardfit bench: %s (%s, %lld parameters, %s, %s), %s scaling", id.model_name.c_str(), id.widths.c_str(),
+       static_cast<long long>(m.parameters), id.optimizer.c_str(), id.loss.c_str(), strong ? "strong" : "weak");
+  line("  ranks            %d on %d host(s) x %d thread(s)%s", m.ranks, m.hosts, m.threads,
+       m.oversubscribed ? " (oversubscribed: more threads than CPUs on a host)" : "");
+  line("  batch            %lld global, %lld-%lld per rank; %lld warm-up + %lld measured steps",
+       static_cast<long long>(m.global_batch), static_cast<long long>(m.local_min), static_cast<long long>(m.local_max),
+       static_cast<long long>(config.warmup_steps), static_cast<long long>(config.steps));
+  const std::vector<double> rates = m.rank_rates();
+  const auto [low, high] = std::minmax_element(rates.begin(), rates.end());
+  line("  samples/s        %.1f total, %.1f per rank (ranks %.1f-%.1f)", m.samples_per_second(),
+       m.samples_per_second() / m.ranks, *low, *high);
+  line("  step time        p50 %.3f ms, p90 %.3f ms, min %.3f ms, max %.3f ms (every rank's steps)",
+       1e3 * quantile(m.step_seconds, 0.5), 1e3 * quantile(m.step_seconds, 0.9),
+       1e3 * *std::min_element(m.step_seconds.begin(), m.step_seconds.end()),
+       1e3 * *std::max_element(m.step_seconds.begin(), m.step_seconds.end()));
+  const double step = m.rank_mean(kStep);
+  line("  %-16s %10s %7s", "phase", "ms/step", "share");
+  const std::pair<const char*, double> phases[] = {
+      {"gather", m.rank_mean(kGather)},
+      {"forward", m.rank_mean(kForward)},
+      {"backward", m.rank_mean(kBackward)},
+      {"optimizer", m.rank_mean(kOptimizer)},
+      {"exposed comm", m.rank_mean(kIssued) + m.rank_mean(kWaited)},
+  };
+  double sum = 0.0;
+  for (const auto& [name, seconds] : phases) {
+    line("  %-16s %10.3f %6.1f%%", name, 1e3 * seconds, 100.0 * seconds / step);
+    sum += seconds;
+  }
+  line("  %-16s %10.3f %6.1f%%  (step, mean of the ranks: %.3f ms)", "sum", 1e3 * sum, 100.0 * sum / step, 1e3 * step);
+  if (m.bytes_per_step == 0) {
+    line("  allreduce        none: one rank has nothing to exchange");
+  } else {
+    const double algbw = gb_per_second(m.bytes_per_step, m.allreduce_seconds);
+    line("  allreduce        %s a step in %lld bucket(s), %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
+         mib(m.bytes_per_step).c_str(), static_cast<long long>(m.buckets), 1e3 * m.allreduce_seconds, algbw,
+         bus_bandwidth(algbw, m.ranks));
+    const double raw = gb_per_second(m.bytes_per_step, m.raw_seconds);
+    line("  raw allreduce    %s in one MPI_Allreduce, %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
+         mib(m.bytes_per_step).c_str(), 1e3 * m.raw_seconds, raw, bus_bandwidth(raw, m.ranks));
+  }
+  line("  machine          %s; oneDNN %s; %s; %s", id.cpu.c_str(), id.isa.c_str(), id.mpi.c_str(),
+       id.transport.c_str());
+  return text;
+}
+
+std::string record_text(const BenchConfig& config, const Identity& id, const Measured& m) {
+  JsonObject model;
+  model.string("name", id.model_name)
+      .string("layers", id.widths)
+      .integer("parameters", m.parameters)
+      .string("optimizer", id.optimizer)
+      .string("loss", id.loss);
+  JsonObject batch;
+  batch.integer("global", m.global_batch)
+      .number("per_rank", static_cast<double>(m.global_batch) / m.ranks)
+      .integer("per_rank_min", m.local_min)
+      .integer("per_rank_max", m.local_max);
+  const std::vector<double> rates = m.rank_rates();
+  JsonObject samples;
+  samples.number("total", m.samples_per_second())
+      .number("per_rank", m.samples_per_second() / m.ranks)
+      .number("per_rank_min", *std::min_element(rates.begin(), rates.end()))
+      .number("per_rank_max", *std::max_element(rates.begin(), rates.end()))
+      .numbers("by_rank", rates);
+  JsonObject steps;
+  steps.number("mean", mean(m.step_seconds))
+      .number("p50", quantile(m.step_seconds, 0.5))
+      .number("p90", quantile(m.step_seconds, 0.9))
+      .number("min", *std::min_element(m.step_seconds.begin(), m.step_seconds.end()))
+      .number("max", *std::max_element(m.step_seconds.begin(), m.step_seconds.end()));
+  const double exposed = m.rank_mean(kIssued) + m.rank_mean(kWaited);
+  JsonObject phases;
+  phases.number("gather", m.rank_mean(kGather))
+      .number("forward", m.rank_mean(kForward))
+      .number("backward", m.rank_mean(kBackward))
+      .number("optimizer", m.rank_mean(kOptimizer))
+      .number("exposed_comm", exposed)
+      .number("allreduce_issued", m.rank_mean(kIssued))
+      .number("allreduce_waited", m.rank_mean(kWaited))
+      .number("sum",
+              m.rank_mean(kGather) + m.rank_mean(kForward) + m.rank_mean(kBackward) + m.rank_mean(kOptimizer) + exposed)
+      .number("step", m.rank_mean(kStep));
+  const double algbw = gb_per_second(m.bytes_per_step, m.allreduce_seconds);
+  JsonObject allreduce;
+  allreduce.integer("bytes_per_step", m.bytes_per_step)
+      .integer("buckets", m.bytes_per_step > 0 ? m.buckets : 0)
+      .number("seconds_per_step", m.allreduce_seconds)
+      .number("algbw_gb_per_s", algbw)
+      .number("busbw_gb_per_s", bus_bandwidth(algbw, m.ranks));
+  const double raw = gb_per_second(m.bytes_per_step, m.raw_seconds);
+  JsonObject raw_allreduce;
+  raw_allreduce.integer("bytes", m.bytes_per_step)
+      .integer("repetitions", m.raw_repetitions)
+      .number("seconds", m.raw_seconds)
+      .number("algbw_gb_per_s", raw)
+      .number("busbw_gb_per_s", bus_bandwidth(raw, m.ranks));
+  JsonObject machine;
+  machine.string("cpu_model", id.cpu)
+      .string("onednn_isa", id.isa)
+      .string("mpi_library", id.mpi)
+      .string("mpi_transport", id.transport);
+
+  JsonObject record;
+  record.string("kind", "shardfit_bench")
+      .string("time_utc", utc_now())
+      .string("command", config.command)
+      .object("model", model)
+      .string("mode", config.scaling == Scaling::kStrong ? "strong" : "weak")
+      .integer("ranks", m.ranks)
+      .integer("hosts", m.hosts)
+      .string("host_names", m.host_names)
+      .integer("threads_per_rank", m.threads)
+      .boolean("oversubscribed", m.oversubscribed)
+      .object("batch", batch)
+      .integer("warmup_steps", config.warmup_steps)
+      .integer("steps", config.steps)
+      .object("samples_per_second", samples)
+      .object("step_seconds", steps)
+      .object("phase_seconds", phases)
+      .number("exposed_comm_share", exposed / m.rank_mean(kStep))
+      .object("allreduce", allreduce)
+      .object("raw_allreduce", raw_allreduce)
+      .object("machine", machine);
+  return record.inline_text();
+}
+
+// Rank 0, before any work: a record that could not be written is known before the benchmark runs, not after.
+void check_json_path(const fs::path& path) {
+  if (path.empty()) return;
+  const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  SF_CHECK(fs::is_directory(folder), cat("--json ", path.string(), ": the folder ", folder.string(),
+                                         " does not exist: expected a file in an existing folder"));
+  SF_CHECK(!fs::exists(path) || fs::is_regular_file(path),
+           cat("--json ", path.string(), ": not a regular file: expected a JSON Lines file to append the record to"));
+}
+
+// The file's records so far, then this one: one JSON object per line (JSON Lines), written atomically.
+void append_record(const fs::path& path, const std::string& record) {
+  std::string text = fs::exists(path) ? read_text_file(path, "bench records") : std::string();
+  if (!text.empty() && text.back() != '\n') text += '\n';
+  write_file_atomically(path, text + record + "\n");
+}
+
+}  // namespace
+
+const std::vector<std::string>& bench_preset_names() {
+  static const std::vector<std::string> names{"mlp", "wide"};
+  return names;
+}
+
+proto::Job bench_preset(std::string_view name) {
+  if (name == "mlp") return classifier(784, {1024, 1024}, 10);
+  if (name == "wide") return classifier(4096, {4096, 4096}, 10);
+  SF_FAIL(cat("--model ", name, ": no such preset: expected mlp (784-1024-1024-10) or wide (4096-4096-4096-10)"),
+          "or give a job file instead: `shardfit bench JOB.pbtxt` (its model needs input_dim)");
+}
+
+double bus_bandwidth(double algbw, int ranks) { return ranks > 1 ? algbw * 2.0 * (ranks - 1) / ranks : 0.0; }
+
+double quantile(std::vector<double> values, double q) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const double at = std::clamp(q, 0.0, 1.0) * static_cast<double>(values.size() - 1);
+  const auto below = static_cast<size_t>(std::floor(at));
+  const size_t above = std::min(below + 1, values.size() - 1);
+  return values[below] + (at - static_cast<double>(below)) * (values[above] - values[below]);
+}
+
+BenchReport run_bench(Comm& comm, const BenchConfig& config) {
+  const int world = comm.size();
+  const int rank = comm.rank();
+  const bool strong = config.scaling == Scaling::kStrong;
+  const int64_t global_batch = strong ? config.batch_size : config.batch_size * world;
+
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Optimizer> optimizer;
+  std::optional<Dataset> data;
+  LabelLayout layout = LabelLayout::kAsIs;
+  Identity id;
+  run_agreed(comm, [&] {
+    if (comm.is_root()) check_json_path(config.json_path);
+    SF_CHECK(config.warmup_steps >= 0 && config.steps >= 1,
+             cat("bench: ", config.warmup_steps, " warm-up and ", config.steps,
+                 " measured steps: expected --warmup-steps >= 0 and --steps >= 1"));
+    SF_CHECK(config.batch_size >= 1, cat("bench: --batch-size ", config.batch_size, ": expected an integer >= 1"));
+    SF_CHECK(global_batch >= world,
+             cat("--batch-size ", config.batch_size, " in strong scaling at ", world,
+                 " ranks leaves a rank without samples: expected a global batch >= the rank count"),
+             "raise --batch-size, or use --mode weak (--batch-size is then each rank's batch)");
+    const proto::Job& job = config.job;
+    SF_CHECK(job.model().has_input_dim() && job.model().input_dim() > 0,
+             cat(config.model_name, ": model.input_dim is not set: bench makes synthetic data and needs its width"),
+             "add e.g. `input_dim: 784` to the job's model { ... }");
+    const int64_t local_rows = (global_batch + world - 1) / world;
+    model = build_model(job, job.model().input_dim(),
+                        rank_memory_budget(comm, local_rows, optimizer_slot_count(job.optimizer())));
+    optimizer = make_optimizer(job.optimizer(), model->param_count());
+    if (job.fit().has_learning_rate()) optimizer->set_learning_rate(job.fit().learning_rate());
+    model->initialize(config.seed);
+    data.emplace(synthetic_data(*model, job.loss(), global_batch, config.seed));
+    layout = prepare_labels(*data, *model, job.loss(), "bench", rank, world);
+    id.model_name = config.model_name;
+    id.widths = widths_text(job);
+    id.optimizer = optimizer->kind();
+    id.loss = job.loss();
+    id.isa = cpu_isa_name();
+    id.mpi = mpi_library_version();
+    id.transport = mpi_transport();
+    if (comm.is_root()) id.cpu = cpu_model();
+  });
+
+  // The data is one global batch: each step is an epoch of one step (bench.h, note 1).
+  const ShardPlan plan(global_batch, global_batch, world, rank);
+  model->reserve(std::max<int64_t>(plan.max_local_count(), 1));
+  GradientReducer reducer(comm, model->gradients());
+  StepOptions options;
+  options.seed = config.seed;
+  if (config.job.optimizer().has_global_clipnorm()) options.clipnorm = config.job.optimizer().global_clipnorm();
+  TrainStep step(*model, *optimizer, reducer, *data, layout, plan, options);
+
+  for (int64_t s = 0; s < config.warmup_steps; ++s) {
+    step.begin_epoch(s);
+    step.run(0);
+  }
+  comm.barrier();
+  step.reset_phases();
+  std::vector<double> step_seconds(static_cast<size_t>(config.steps));
+  for (int64_t s = 0; s < config.steps; ++s) {
+    step.begin_epoch(config.warmup_steps + s);
+    const auto start = Clock::now();
+    step.run(0);
+    step_seconds[static_cast<size_t>(s)] = seconds_since(start);
+  }
+  const StepPhases& p = step.phases();
+  const double steps = static_cast<double>(p.steps);
+  const double allreduce_seconds = comm.allreduce_min((p.allreduce_issued + p.allreduce_waited) / steps);
+
+  // The raw allreduce of the same bytes, in one call (zeros: no value grows over the repetitions).
+  Measured m;
+  m.ranks = world;
+  m.parameters = model->param_count();
+  m.buckets = static_cast<int64_t>(reducer.buckets().size());
+  m.allreduce_seconds = world > 1 ? allreduce_seconds : 0.0;
+  if (world > 1) {
+    m.bytes_per_step = m.parameters * static_cast<int64_t>(sizeof(float));
+    m.raw_repetitions = std::max<int64_t>(config.steps, 3);
+    std::vector<float> buffer(static_cast<size_t>(m.parameters), 0.0F);
+    comm.allreduce_sum(std::span<float>(buffer));  // first touch and MPI's own warm-up
+    comm.barrier();
+    const auto start = Clock::now();
+    for (int64_t r = 0; r < m.raw_repetitions; ++r) comm.allreduce_sum(std::span<float>(buffer));
+    m.raw_seconds = comm.allreduce_min(seconds_since(start) / static_cast<double>(m.raw_repetitions));
+  }
+
+  // Every rank's steps and phase means, and where it ran, to rank 0.
+  const std::vector<double> mine = {
+      p.gather / steps,           p.forward / steps,   p.backward / steps, p.allreduce_issued / steps,
+      p.allreduce_waited / steps, p.optimizer / steps, mean(step_seconds), static_cast<double>(step.local_count())};
+  m.by_rank = comm.gather_to_root(std::span<const double>(mine));
+  m.step_seconds = comm.gather_to_root(std::span<const double>(step_seconds));
+  const std::vector<std::string> placements = comm.gather_text_to_root(this_rank_placement().encode());
+
+  BenchReport report;
+  run_agreed(comm, [&] {
+    if (!comm.is_root()) return;
+    std::vector<RankPlacement> ranks;
+    std::set<std::string> hosts;
+    for (const auto& text : placements) {
+      ranks.push_back(RankPlacement::decode(text));
+      if (hosts.insert(ranks.back().host).second) {
+        m.host_names += (m.host_names.empty() ? "" : ",") + ranks.back().host;
+      }
+    }
+    m.hosts = static_cast<int>(hosts.size());
+    m.oversubscribed = !placement_warnings(ranks).empty();
+    m.threads = omp_get_max_threads();
+    m.global_batch = global_batch;
+    m.local_min = slice_of(global_batch, world - 1, world).count;
+    m.local_max = slice_of(global_batch, 0, world).count;
+    report.table = table_text(config, id, m);
+    report.record = record_text(config, id, m);
+    if (!config.json_path.empty()) append_record(config.json_path, report.record);
+  });
+  return report;
+}
+
+}  // namespace shardfit
