@@ -984,7 +984,7 @@ class MemoryArray final : public ArrayFile::Impl {
     for (int64_t i = first * cols; i < end * cols; ++i) {
       const float v = values_[static_cast<size_t>(i)];
       if (!std::isfinite(v)) {
-        SF_FAIL(cat(path, ": row ", i / cols, ", column ", i % cols, " is ", non_finite_text(v),
+        SF_FAIL(cat(path, ": row ", i / cols, ", column ", i % cols, " is ", format_value(v),
                     ": expected finite numbers (rows count from 0)"),
                 kNonFiniteHint);
       }
