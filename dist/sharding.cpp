@@ -88,4 +88,15 @@ int64_t ShardPlan::max_local_count() const {
   return slice_of(std::min(global_batch_, train_count_), rank_, world_size_).count;
 }
 
+int64_t ShardPlan::samples_in_first_steps(int64_t steps_done) const {
+  SF_CHECK(steps_done >= 0 && steps_done <= steps_,
+           cat("steps done = ", steps_done, ": expected 0 to ", steps_, " (the steps of an epoch)"));
+  if (steps_done == 0) return 0;
+  // Every step but the last holds a full global batch, split alike each time; the last holds the remainder.
+  const int64_t full_steps = std::min(steps_done, steps_ - 1);
+  int64_t samples = full_steps * slice_of(global_batch_, rank_, world_size_).count;
+  if (steps_done == steps_) samples += slice(steps_ - 1).count;
+  return samples;
+}
+
 }  // namespace shardfit

@@ -50,6 +50,8 @@ class ShardPlan {
   Slice slice(int64_t step) const;
   // The most samples this rank ever gets in one step: the size to allocate the local batch buffers for.
   int64_t max_local_count() const;
+  // This rank's samples in the epoch's first `steps_done` steps (0 to steps()): the count its epoch sums hold then.
+  int64_t samples_in_first_steps(int64_t steps_done) const;
 
   int64_t train_count() const { return train_count_; }
   int64_t global_batch() const { return global_batch_; }

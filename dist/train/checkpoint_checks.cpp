@@ -18,22 +18,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Rank `rank`'s samples in the first `steps_done` steps of an epoch: every step but the last holds a full global
-// batch, split alike each time; the last holds the remainder (ShardPlan's rule, without a loop over the steps).
-int64_t rank_share(const CheckpointExpectations& e, int rank, int64_t steps_done) {
-  const ShardPlan plan(e.train_count, e.global_batch, e.world_size, rank);
-  if (steps_done <= 0) return 0;
-  const int64_t full_steps = std::min(steps_done, plan.steps() - 1);
-  int64_t samples = full_steps > 0 ? full_steps * plan.slice(0).count : 0;
-  if (steps_done == plan.steps()) samples += plan.slice(plan.steps() - 1).count;
-  return samples;
-}
-
 // The epoch's loss and metrics are the saved sums divided by the saved counts: counts that do not match the steps
-// already trained (zeroed by hand, say) would give a NaN or a wrong epoch average with exit 0. step_in_epoch is
-// already known to be in range here, and every count a whole number >= 0.
+// already trained (zeroed by hand, say) would give a NaN or a wrong epoch average with exit 0. Each rank's share is
+// the one of the rank count that wrote the checkpoint (a resume on another rank count redistributes the sums only
+// after these checks). step_in_epoch and world_size are already known to be in range here, and every count a whole
+// number >= 0.
 void check_sample_counts(const proto::Checkpoint& c, const CheckpointExpectations& e, const fs::path& path) {
   if (e.sums_per_rank == 0) return;
+  const int saved_world = c.world_size();
   const int64_t steps_done = c.step_in_epoch();
   const std::string steps_text = steps_done == 0
                                      ? cat("no step of epoch ", c.epoch() + 1, " trained yet")
@@ -44,15 +36,16 @@ void check_sample_counts(const proto::Checkpoint& c, const CheckpointExpectation
     return c.rank_epoch_sums(static_cast<int>((static_cast<size_t>(rank) + 1) * e.sums_per_rank - 1));
   };
   double total = 0.0;
-  for (int r = 0; r < e.world_size; ++r) total += count_at(r);
+  for (int r = 0; r < saved_world; ++r) total += count_at(r);
   // steps_done <= steps, so steps_done * global_batch < train_count + global_batch: no overflow.
   const int64_t expected_total = std::min(steps_done * e.global_batch, e.train_count);
   if (total != static_cast<double>(expected_total)) {
-    fail_checkpoint_field(path, cat("rank_epoch_sums (sample counts of ranks 0 to ", e.world_size - 1, ", summed)"),
+    fail_checkpoint_field(path, cat("rank_epoch_sums (sample counts of ranks 0 to ", saved_world - 1, ", summed)"),
                           total, cat(expected_total, ", the samples of ", steps_text), hint);
   }
-  for (int r = 0; r < e.world_size; ++r) {
-    const int64_t expected = rank_share(e, r, steps_done);
+  for (int r = 0; r < saved_world; ++r) {
+    const int64_t expected =
+        ShardPlan(e.train_count, e.global_batch, saved_world, r).samples_in_first_steps(steps_done);
     if (count_at(r) != static_cast<double>(expected)) {
       fail_checkpoint_field(path, cat("rank_epoch_sums[", (static_cast<size_t>(r) + 1) * e.sums_per_rank - 1, "]"),
                             count_at(r), cat(expected, ", rank ", r, "'s share of the samples of ", steps_text), hint);
@@ -63,9 +56,6 @@ void check_sample_counts(const proto::Checkpoint& c, const CheckpointExpectation
 }  // namespace
 
 void check_checkpoint(const proto::Checkpoint& c, const CheckpointExpectations& e, const fs::path& path) {
-  SF_CHECK(c.world_size() == e.world_size,
-           cat(checkpoint_name(path), " was written by ", c.world_size(), " ranks, this run has ", e.world_size),
-           "resume with the same rank count (the continuation is exact only then)");
   SF_CHECK(c.job_fingerprint() == e.fingerprint,
            cat(checkpoint_name(path),
                " belongs to a different job (model, loss, optimizer, data, batch size or seed changed)"),
@@ -76,7 +66,7 @@ void check_checkpoint(const proto::Checkpoint& c, const CheckpointExpectations& 
     fail_checkpoint_field(path, "epoch", c.epoch(), cat("epochs completed, 0 to ", e.epochs, " (the run's epochs)"),
                           c.epoch() > e.epochs ? "raise --epochs to continue past the epochs already trained" : "");
   }
-  const int64_t steps_per_epoch = ShardPlan(e.train_count, e.global_batch, e.world_size, 0).steps();
+  const int64_t steps_per_epoch = ShardPlan(e.train_count, e.global_batch, 1, 0).steps();  // any rank count's
   const int64_t last_step = c.epoch() == e.epochs ? 0 : steps_per_epoch;
   if (c.step_in_epoch() < 0 || c.step_in_epoch() > last_step) {
     fail_checkpoint_field(path, "step_in_epoch", c.step_in_epoch(),
@@ -126,14 +116,19 @@ void check_checkpoint(const proto::Checkpoint& c, const CheckpointExpectations& 
     check_checkpoint_finite(slot.values(), cat("optimizer.slots[", i, "].values"), path);
   }
 
-  // Each rank's partial sums of the epoch in progress: loss, metrics..., count.
-  const size_t sums = e.sums_per_rank * static_cast<size_t>(e.world_size);
+  // Each rank's partial sums of the epoch in progress, of the ranks that wrote it: loss, metrics..., count. Any
+  // rank count may resume them; the layout and the counts are checked against the writers' own.
+  if (c.world_size() < 1) {
+    fail_checkpoint_field(path, "world_size", c.world_size(), "the rank count that wrote it, 1 or more");
+  }
+  const auto saved_world = static_cast<size_t>(c.world_size());
+  const size_t sums = e.sums_per_rank * saved_world;  // a few sums x at most 2^31 ranks: fits in 64 bits
   if (static_cast<size_t>(c.rank_epoch_sums_size()) != sums) {
     fail_checkpoint_field(path, "rank_epoch_sums (count)", c.rank_epoch_sums_size(),
-                          cat(sums, " (", e.world_size, " ranks x ", e.sums_per_rank, " sums: loss, metrics, count)"));
+                          cat(sums, " (", saved_world, " ranks x ", e.sums_per_rank, " sums: loss, metrics, count)"));
   }
   check_checkpoint_finite(c.rank_epoch_sums(), "rank_epoch_sums", path);
-  for (size_t r = 0; r < static_cast<size_t>(e.world_size) && e.sums_per_rank > 0; ++r) {
+  for (size_t r = 0; r < saved_world && e.sums_per_rank > 0; ++r) {
     const int at = static_cast<int>((r + 1) * e.sums_per_rank - 1);
     const double count = c.rank_epoch_sums(at);
     if (count < 0.0 || count != std::floor(count)) {

@@ -16,9 +16,8 @@ namespace shardfit {
 struct CheckpointExpectations {
   int64_t epochs = 0;        // the run's fit.epochs
   int64_t train_count = 0;   // training samples per epoch
-  int64_t global_batch = 0;  // fit.batch_size, all ranks together: with the two above, the ShardPlan of the run
-  int world_size = 0;
-  std::string fingerprint;  // model + optimizer + data shape summary (fit.cpp's)
+  int64_t global_batch = 0;  // fit.batch_size, all ranks together: with train_count, the ShardPlan of any rank count
+  std::string fingerprint;   // model + optimizer + data shape summary (fit.cpp's)
   int64_t param_count = 0;
   std::string optimizer_kind;
   std::vector<std::pair<std::string, int64_t>> slots;  // the optimizer's slots: name, value count
@@ -26,8 +25,9 @@ struct CheckpointExpectations {
 };
 
 // Range checks on every field that drives the loop, after decode_checkpoint's integrity check (a checksum proves
-// the file is what was written, not that what was written, or hand-edited and re-summed, makes sense). Each rank's
-// saved sample count must be that rank's share of the steps already trained in the epoch (the epoch's loss and
+// the file is what was written, not that what was written, or hand-edited and re-summed, makes sense). The rank
+// count of the run that resumes may differ from the checkpoint's world_size: each saved rank's sample count must be
+// that rank's share, among the ranks that wrote it, of the steps already trained in the epoch (the epoch's loss and
 // metrics are divided by them). Errors read "checkpoint 'PATH': field F = V: expected ...".
 void check_checkpoint(const proto::Checkpoint& checkpoint, const CheckpointExpectations& expected,
                       const std::filesystem::path& path);

@@ -5,6 +5,7 @@
 #include "dist/io/checkpoint_file.h"
 #include "dist/train/checkpoint_checks.h"
 #include "dist/train/fit.h"
+#include "kernels/error.h"
 
 namespace shardfit {
 
@@ -18,6 +19,30 @@ Checkpointer::Checkpointer(Comm& comm, const FitConfig& config, const ShardPlan&
       data_files_(data_files),
       state_(state),
       fingerprint_(std::move(fingerprint)) {}
+
+std::vector<double> resumed_epoch_sums(std::span<const double> saved, int saved_world, const ShardPlan& plan,
+                                       int64_t steps_done) {
+  SF_CHECK(saved_world >= 1 && saved.size() % static_cast<size_t>(saved_world) == 0,
+           cat(saved.size(), " saved epoch sums for ", saved_world, " ranks: expected a whole number per rank"));
+  const size_t per_rank = saved.size() / static_cast<size_t>(saved_world);
+  if (per_rank == 0) return {};
+  if (saved_world == plan.world_size()) {
+    const auto mine = saved.subspan(static_cast<size_t>(plan.rank()) * per_rank, per_rank);
+    return {mine.begin(), mine.end()};
+  }
+  std::vector<double> totals(per_rank, 0.0);
+  for (size_t r = 0; r < static_cast<size_t>(saved_world); ++r) {
+    for (size_t i = 0; i < per_rank; ++i) totals[i] += saved[r * per_rank + i];
+  }
+  // The new ranks' counts add up to the saved total (check_checkpoint's count checks), so the shares do too; one
+  // rank alone gets fraction 1 and the totals exactly.
+  const auto count = static_cast<double>(plan.samples_in_first_steps(steps_done));
+  const double fraction = totals.back() > 0.0 ? count / totals.back() : 0.0;
+  std::vector<double> mine(per_rank);
+  for (size_t i = 0; i + 1 < per_rank; ++i) mine[i] = totals[i] * fraction;
+  mine.back() = count;
+  return mine;
+}
 
 fs::path Checkpointer::path() const { return checkpoint_path(config_.checkpoint_dir); }
 
@@ -41,7 +66,6 @@ std::optional<ResumePoint> Checkpointer::restore() {
     expected.epochs = config_.epochs;
     expected.train_count = plan_.train_count();
     expected.global_batch = plan_.global_batch();
-    expected.world_size = comm_.size();
     expected.fingerprint = fingerprint_;
     expected.param_count = model.param_count();
     expected.optimizer_kind = optimizer.kind();
@@ -60,13 +84,15 @@ std::optional<ResumePoint> Checkpointer::restore() {
     const auto& values = saved.slots(static_cast<int>(i)).values();
     std::copy(values.begin(), values.end(), slots[i].values->data());
   }
-  for (size_t i = 0; i < sums.size(); ++i) {
-    sums[i] = checkpoint.rank_epoch_sums(static_cast<int>(static_cast<size_t>(comm_.rank()) * sums.size() + i));
-  }
+  const std::vector<double> resumed =
+      resumed_epoch_sums(std::span<const double>(checkpoint.rank_epoch_sums().data(),
+                                                 static_cast<size_t>(checkpoint.rank_epoch_sums_size())),
+                         checkpoint.world_size(), plan_, checkpoint.step_in_epoch());
+  std::copy(resumed.begin(), resumed.end(), sums.begin());  // as many as checked
   *state_.history.mutable_epochs() = checkpoint.history().epochs();
   state_.step.set_global_step(static_cast<uint64_t>(checkpoint.global_step()));
   comm_.check_same_everywhere("resumed weights", model.parameters());
-  return ResumePoint{checkpoint.epoch(), checkpoint.step_in_epoch(), checkpoint.global_step()};
+  return ResumePoint{checkpoint.epoch(), checkpoint.step_in_epoch(), checkpoint.global_step(), checkpoint.world_size()};
 }
 
 void Checkpointer::after_step(int64_t epoch, int64_t step) {

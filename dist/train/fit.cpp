@@ -10,7 +10,9 @@
 //  1. Everything that decides the arithmetic is a function of (seed, epoch, global step, global row): the
 //     permutation, each rank's slice, dropout masks. A resumed run recomputes them, and with the parameters,
 //     optimizer slots, callbacks' state and each rank's partial epoch sums restored from the checkpoint it
-//     continues bit for bit (same rank and thread counts).
+//     continues bit for bit (same rank and thread counts). On another rank count the global batch is the same, so
+//     the arithmetic is too, up to summation order; only the partial epoch sums are per rank, and
+//     Checkpointer::restore redistributes them (dist/train/checkpointer.h, design notes).
 //  2. One small allreduce per step (StepControl: {batch loss, stop signal}) lets every rank see the global batch
 //     loss (TerminateOnNaN) and agree on a SIGTERM / SIGUSR1 / SIGINT that reached only some ranks, at the same step.
 //  3. Setup phases end in Comm::agree, so a bad file or config on any rank stops every rank with one message.
@@ -278,7 +280,7 @@ void Trainer::begin_training() {
       start_epoch_ = point->epoch;
       start_step_ = point->step_in_epoch;
       result_.resumed_from_step = point->global_step;
-      console_->resuming(checkpointer_->path(), start_epoch_, start_step_);
+      console_->resuming(checkpointer_->path(), start_epoch_, start_step_, point->world_size);
     } else {
       console_->no_checkpoint(config_.checkpoint_dir, start_epoch_);
     }

@@ -13,6 +13,8 @@ namespace shardfit {
 
 FitConsole::FitConsole(const Comm& comm, const FitConfig& config)
     : is_root_(comm.is_root()),
+      ranks_(comm.size()),
+      global_batch_(config.batch_size),
       verbose_(config.verbose),
       progress_(stdout, comm.is_root() ? config.verbose : 0, config.terminal, config.epochs) {}
 
@@ -63,10 +65,19 @@ void FitConsole::no_checkpoint(const std::filesystem::path& dir, int64_t epoch) 
   print_said();
 }
 
-void FitConsole::resuming(const std::filesystem::path& checkpoint, int64_t epoch, int64_t step) {
+void FitConsole::resuming(const std::filesystem::path& checkpoint, int64_t epoch, int64_t step, int saved_ranks) {
   if (!speaks()) return;
   std::printf("resuming from %s: epoch %lld, step %lld\n", checkpoint.string().c_str(),
               static_cast<long long>(epoch) + 1, static_cast<long long>(step));
+  if (saved_ranks != ranks_) {
+    // A resume is bit for bit on the same rank count only (dist/train/checkpointer.h, design notes): whoever compares
+    // this run with another should know it is not.
+    std::printf(
+        "resuming a %d-rank checkpoint on %d rank%s: the same global batch (%lld), so the same arithmetic up to "
+        "summation order (bit for bit only on %d rank%s)\n",
+        saved_ranks, ranks_, ranks_ == 1 ? "" : "s", static_cast<long long>(global_batch_), saved_ranks,
+        saved_ranks == 1 ? "" : "s");
+  }
   std::fflush(stdout);
 }
 

@@ -45,8 +45,9 @@ class FitConsole {
   void print_said();
   // --resume found no checkpoint in `dir`: the fit starts at `epoch` (0-based) (verbose > 0).
   void no_checkpoint(const std::filesystem::path& dir, int64_t epoch);
-  // "resuming from PATH: epoch E, step S" (verbose > 0).
-  void resuming(const std::filesystem::path& checkpoint, int64_t epoch, int64_t step);
+  // "resuming from PATH: epoch E, step S" (verbose > 0); when the checkpoint was written by `saved_ranks` ranks
+  // and this run has another count, a second line says so: "resuming a 2-rank checkpoint on 3 ranks: ...".
+  void resuming(const std::filesystem::path& checkpoint, int64_t epoch, int64_t step, int saved_ranks);
   // The stop-signal notice, at any verbosity: the run ends with kExitCheckpointed and the user must know why.
   void stopped_by_signal(int64_t epoch, int64_t step, const std::filesystem::path& checkpoint, int signal_here);
   // The end-of-fit verdict, after any message still waiting (verbose > 0).
@@ -56,6 +57,8 @@ class FitConsole {
   bool speaks() const { return is_root_ && verbose_ > 0; }
 
   bool is_root_;
+  int ranks_;
+  int64_t global_batch_;
   int verbose_;
   ProgressPrinter progress_;
   std::vector<std::string> said_;

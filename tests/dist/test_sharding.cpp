@@ -201,6 +201,32 @@ TEST(ShardPlan, SlicesTileEveryGlobalBatchOverASweep) {
   }
 }
 
+// What a rank's epoch sums count after k steps (a checkpoint's sample counts, a resume's redistribution): the sum of
+// its slices, and over the ranks every sample of those steps.
+TEST(ShardPlan, SamplesInFirstStepsSumTheSlicesOverASweep) {
+  for (int64_t n : {1, 2, 3, 5, 31, 32, 33, 100, 1437}) {
+    for (int64_t batch : {1, 2, 3, 7, 32, 64, 1000}) {
+      for (int world : {1, 2, 3, 4, 5, 8}) {
+        const int64_t steps = ShardPlan(n, batch, world, 0).steps();
+        for (int r = 0; r < world; ++r) {
+          const ShardPlan plan(n, batch, world, r);
+          int64_t sum = 0;
+          for (int64_t done = 0; done <= steps; ++done) {
+            EXPECT_EQ(plan.samples_in_first_steps(done), sum)
+                << "n=" << n << " batch=" << batch << " P=" << world << " rank " << r << " steps " << done;
+            if (done < steps) sum += plan.slice(done).count;
+          }
+        }
+        for (int64_t done = 0; done <= steps; ++done) {
+          int64_t total = 0;
+          for (int r = 0; r < world; ++r) total += ShardPlan(n, batch, world, r).samples_in_first_steps(done);
+          EXPECT_EQ(total, std::min(done * batch, n));
+        }
+      }
+    }
+  }
+}
+
 TEST(ShardPlan, LastBatchKeepsTheRemainder) {
   const ShardPlan plan(100, 32, 1, 0);
   EXPECT_EQ(plan.steps(), 4);
@@ -238,6 +264,8 @@ TEST(ShardPlan, RejectsBadArguments) {
   expect_error([] { ShardPlan(-5, 32, 2, 0); }, {"= -5"});
   const ShardPlan plan(100, 32, 2, 0);
   expect_error([&] { plan.slice(4); }, {"step = 4", "[0, 4)"});
+  expect_error([&] { plan.samples_in_first_steps(5); }, {"steps done = 5", "0 to 4"});
+  expect_error([&] { plan.samples_in_first_steps(-1); }, {"steps done = -1"});
   expect_error([&] { plan.batch_count(-1); }, {"step = -1"});
 }
 
