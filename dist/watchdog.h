@@ -99,6 +99,10 @@ class ProgressBeacon {
     moves_.store(moves_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   }
 
+  // The same phase, further on: a long phase made of many pieces (validation batches) moves the beacon at each, so
+  // only a rank that stops moving is reported, however long the phase.
+  void tick() { moves_.store(moves_.load(std::memory_order_relaxed) + 1, std::memory_order_release); }
+
   Reading read() const;
 
  private:

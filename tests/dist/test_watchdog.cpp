@@ -147,8 +147,9 @@ TEST(Watchdog, TheBeaconCountsEveryEntryAndKeepsEpochAndStep) {
   EXPECT_EQ(beacon.read().step, -1);
   beacon.enter_step(5, Phase::kGather);
   beacon.enter(Phase::kGather);
+  beacon.tick();
   const auto reading = beacon.read();
-  EXPECT_EQ(reading.moves, 4U);
+  EXPECT_EQ(reading.moves, 5U);
   EXPECT_EQ(reading.phase, Phase::kGather);
   EXPECT_EQ(reading.epoch, 2);
   EXPECT_EQ(reading.step, 5);
