@@ -213,5 +213,12 @@ TEST(Watchdog, TheDestructorReturnsAtOnceAndADisabledWatchdogStartsNoThread) {
   EXPECT_TRUE(recorder.events().empty());
 }
 
+// The default abort action, without MPI running: the message on stderr and exit status 70 at once.
+TEST(WatchdogDeathTest, EndingAStuckJobExitsWithItsOwnStatus) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(end_job_stuck("rank 0: waiting 4.0 s in the gradient allreduce"), ::testing::ExitedWithCode(kExitStuck),
+              "rank 0: waiting 4.0 s in the gradient allreduce");
+}
+
 }  // namespace
 }  // namespace shardfit
