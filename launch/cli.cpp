@@ -157,12 +157,11 @@ flags for fit (each overrides the job file's field of the same name):
   --early-stopping N       add EarlyStopping(monitor val_loss, patience N)
   --callback TEXT          add one callback written as in the job file (repeatable), e.g.
                            --callback 'reduce_lr_on_plateau { factor: 0.5 patience: 2 }'
-  --watchdog-warn-seconds S   a rank that makes no progress for S seconds (a stopped or dead peer, a dropped
-                           link) prints which rank it is and where it waits (fit.watchdog_warn_seconds, default 60;
-                           0: never)
-  --watchdog-abort-seconds S  ... and after S seconds ends the job with status 70, the last checkpoint and history
-                           intact (fit.watchdog_abort_seconds, default 600; 0: never). S must exceed the longest
-                           phase of the run (a checkpoint write, a validation pass)
+  --watchdog-warn-seconds S    a rank that makes no progress for S seconds (a stopped or dead peer, a dropped link)
+                           says which rank it is and the phase it waits in (fit.watchdog_warn_seconds, default 60)
+  --watchdog-abort-seconds S   after S seconds without progress the job ends with status 70, the last checkpoint
+                           and history intact (fit.watchdog_abort_seconds, default 600). S must exceed the longest
+                           phase of the run (a checkpoint write, an allreduce on a slow network). 0 turns either off
 Flags take their value as the next argument or after '=' (--epochs=10).
 
 paths: every relative path inside a job file (data, outputs, callbacks' files) is relative to the job file's
