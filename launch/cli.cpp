@@ -45,10 +45,21 @@ bool parse_bool(const std::string& flag, const std::string& value) {
 
 // The flags each command accepts; --resume, --overwrite and --report-ranks take no value.
 const std::set<std::string>& flags_of(const std::string& command) {
-  static const std::set<std::string> fit{"--epochs",   "--batch-size", "--validation-split", "--learning-rate",
-                                         "--shuffle",  "--seed",       "--history",          "--verbose",
-                                         "--resume",   "--callback",   "--early-stopping",   "--report-ranks",
-                                         "--overwrite"};
+  static const std::set<std::string> fit{"--epochs",
+                                         "--batch-size",
+                                         "--validation-split",
+                                         "--learning-rate",
+                                         "--shuffle",
+                                         "--seed",
+                                         "--history",
+                                         "--verbose",
+                                         "--resume",
+                                         "--callback",
+                                         "--early-stopping",
+                                         "--report-ranks",
+                                         "--overwrite",
+                                         "--watchdog-warn-seconds",
+                                         "--watchdog-abort-seconds"};
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
@@ -98,6 +109,14 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
              "the callbacks and their fields are in proto/shardfit.proto (message Callback)");
     resolve_callback_paths({}, callback);  // relative to the working directory, as every path on the command line
     *command.overrides.add_callbacks() = callback;
+  } else if (flag == "--watchdog-warn-seconds" || flag == "--watchdog-abort-seconds") {
+    const double v = parse_double(flag, value);
+    SF_CHECK(v >= 0.0, cat(flag, " ", value, ": expected seconds >= 0 (0 turns it off)"), kHint);
+    if (flag == "--watchdog-warn-seconds") {
+      fit->set_watchdog_warn_seconds(v);
+    } else {
+      fit->set_watchdog_abort_seconds(v);
+    }
   } else if (flag == "--early-stopping") {
     command.overrides.add_callbacks()->mutable_early_stopping()->set_patience(parse_int(flag, value, 0));
   }
@@ -192,6 +211,11 @@ flags for fit (each overrides the job file's field of the same name):
   --early-stopping N       add EarlyStopping(monitor val_loss, patience N)
   --callback TEXT          add one callback written as in the job file (repeatable), e.g.
                            --callback 'reduce_lr_on_plateau { factor: 0.5 patience: 2 }'
+  --watchdog-warn-seconds S    a rank that makes no progress for S seconds (a stopped or dead peer, a dropped link)
+                           says which rank it is and the phase it waits in (fit.watchdog_warn_seconds, default 60)
+  --watchdog-abort-seconds S   after S seconds without progress the job ends with status 70, the last checkpoint
+                           and history intact (fit.watchdog_abort_seconds, default 600). S must exceed the longest
+                           phase of the run (a checkpoint write, an allreduce on a slow network). 0 turns either off
 Flags take their value as the next argument or after '=' (--epochs=10).
 
 paths: every relative path inside a job file (data, outputs, callbacks' files) is relative to the job file's
@@ -204,7 +228,8 @@ files) or any other file the job names or its fit writes (data.train / validatio
 run's history files, checkpoint and final weights), or whose folder does not exist or cannot be written;
 predict --output must end in .npy, evaluate --output in .json, plot -o in .svg.
 
-exit status: 0 done; 1 an error (printed once, naming the rank); 75 stopped by SIGINT (Ctrl-C), SIGTERM or SIGUSR1
+exit status: 0 done; 1 an error (printed once, naming the rank); 70 a rank made no progress for
+--watchdog-abort-seconds (each waiting rank names its phase); 75 stopped by SIGINT (Ctrl-C), SIGTERM or SIGUSR1
 after writing a checkpoint (run again with --resume to continue; a second Ctrl-C ends the process at once). Open
 MPI's mpirun passes on SIGUSR1 only: Ctrl-C or SIGTERM to mpirun aborts the job with status 1, so stop an mpirun
 job with `kill -USR1 <mpirun pid>`, or start it with launch/mpirun_local.sh, which does that on Ctrl-C. srun ends

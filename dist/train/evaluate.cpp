@@ -15,6 +15,7 @@
 #include "dist/sharding.h"
 #include "dist/train/labels.h"
 #include "dist/train/model_setup.h"
+#include "dist/watchdog.h"
 #include "kernels/error.h"
 #include "kernels/model_factory.h"
 
@@ -121,6 +122,7 @@ std::map<std::string, double> evaluate_rows(Comm& comm, Model& model, const Data
   std::vector<double> batch_metrics(metrics);
   std::vector<int64_t> rows(static_cast<size_t>(model.capacity()));
   for (int64_t done = 0; done < slice.count;) {
+    progress_beacon().tick();  // a validation pass may be long; each batch is progress for the watchdog
     const int64_t count = std::min(model.capacity(), slice.count - done);
     for (int64_t i = 0; i < count; ++i) rows[i] = first_row + slice.offset + done + i;
     data.gather({rows.data(), static_cast<size_t>(count)}, model.input(), model.labels(), layout, model.label_dim());

@@ -16,6 +16,8 @@
 //  2. One small allreduce per step (StepControl: {batch loss, stop signal}) lets every rank see the global batch
 //     loss (TerminateOnNaN) and agree on a SIGTERM / SIGUSR1 / SIGINT that reached only some ranks, at the same step.
 //  3. Setup phases end in Comm::agree, so a bad file or config on any rank stops every rank with one message.
+//  4. Each hook moves the progress beacon (dist/watchdog.h) as it starts, and the step moves it at each phase, so a
+//     rank left waiting for a peer that never comes says where it waits and the watchdog ends the job.
 #include "dist/train/fit.h"
 
 #include <omp.h>
@@ -46,6 +48,7 @@
 #include "dist/train/step.h"
 #include "dist/train/step_control.h"
 #include "dist/train/stop_signal.h"
+#include "dist/watchdog.h"
 #include "kernels/error.h"
 #include "kernels/model_factory.h"
 #include "kernels/optimizer.h"
@@ -138,6 +141,7 @@ FitResult Trainer::run() {
       end_step(step, agreed);
       if (agreed.stop_requested) return stop_for_signal(epoch, step);
       if (control_.stop_training) break;  // TerminateOnNaN: Keras still ends the epoch (validation, callbacks)
+      progress_beacon().enter(Phase::kCheckpoint);
       checkpointer_->after_step(epoch, step);
     }
     end_epoch(epoch, epoch_logs(epoch));
@@ -150,11 +154,13 @@ void Trainer::setup() {
   const int world = comm_.size();
 
   // 0. Outputs: rank 0 writes them all, so it checks them all, before anything is read or written.
+  progress_beacon().enter(Phase::kSetupOutputs);
   run_agreed(comm_, [&] {
     if (comm_.is_root()) check_outputs(config_, job_, job_dir_);
   });
 
   // 1. Data: every rank maps the files and checks them; a file one rank cannot read fails the job here.
+  progress_beacon().enter(Phase::kSetupData);
   run_agreed(comm_, [&] {
     SF_CHECK(job_.data().has_train(), "data.train is not set: expected data { train { x { path: ... } y { ... } } }");
     train_ = std::make_unique<Dataset>(Dataset::open(job_.data().train(), job_dir_, "train"));
@@ -173,6 +179,7 @@ void Trainer::setup() {
   check_data_values(comm_, data_files_);
 
   // 2. Model, optimizer, callbacks and label layout, identical on every rank.
+  progress_beacon().enter(Phase::kSetupModel);
   run_agreed(comm_, [&] {
     // What one rank may spend: the node's memory shared by its ranks, for batches of at most batch_size rows
     // (validation passes take up to that many too, see the reserve below).
@@ -211,6 +218,7 @@ void Trainer::setup() {
   comm_.check_same_everywhere("initial weights", model_->parameters());
 
   // 3. The plan of every step, the step itself and the collaborators of the loop.
+  progress_beacon().enter(Phase::kSetupPlan);
   plan_ = std::make_unique<ShardPlan>(split_.train, config_.batch_size, world, rank);
   validation_slice_ = slice_of(split_.validation, rank, world);
   model_->reserve(
@@ -276,6 +284,7 @@ void Trainer::begin_training() {
   // Callbacks start fresh (Keras resets their counters here), then a resume overwrites them with the saved state.
   for (auto& callback : callbacks_) callback->on_train_begin(control_);
   if (config_.resume) {
+    progress_beacon().enter(Phase::kRestore);
     if (const auto point = checkpointer_->restore()) {
       start_epoch_ = point->epoch;
       start_step_ = point->step_in_epoch;
@@ -291,6 +300,7 @@ void Trainer::begin_training() {
 }
 
 void Trainer::begin_epoch(int64_t epoch, int64_t first_step) {
+  progress_beacon().enter_epoch(epoch, Phase::kEpochBegin);
   if (first_step == 0) sums_->clear();  // a resumed epoch keeps the sums its checkpoint restored
   console_->epoch_begin(epoch);
   for (auto& callback : callbacks_) callback->on_epoch_begin(epoch, control_);
@@ -308,6 +318,7 @@ void Trainer::end_step(int64_t step, const StepControlValues& agreed) {
 }
 
 FitResult Trainer::stop_for_signal(int64_t epoch, int64_t step) {
+  progress_beacon().enter(Phase::kCheckpoint);
   // Every rank saw the same sum, so every rank stops here; the checkpoint continues at the next step.
   checkpointer_->on_stop_signal(epoch, step);
   // Read now, after the checkpoint: a signal sent to every rank may reach this one a little after another.
@@ -318,6 +329,7 @@ FitResult Trainer::stop_for_signal(int64_t epoch, int64_t step) {
 }
 
 EpochLogs Trainer::epoch_logs(int64_t epoch) {
+  progress_beacon().enter(Phase::kEpochEnd);
   epoch_train_seconds_ = seconds_since(epoch_start_);
   check_data_unchanged(comm_, data_files_);  // before anything computed from changed data is recorded
   // Training loss: sample-weighted mean of the batch losses over the epoch = global sum / global count.
@@ -330,6 +342,7 @@ EpochLogs Trainer::epoch_logs(int64_t epoch) {
 }
 
 void Trainer::validate(EpochLogs& logs) {
+  progress_beacon().enter(Phase::kValidation);
   // Validation rows follow the training rows in the training file, or are all of data.validation.
   const Dataset& data = validation_ ? *validation_ : *train_;
   const int64_t first_row = validation_ ? 0 : split_.train;
@@ -340,12 +353,15 @@ void Trainer::validate(EpochLogs& logs) {
 }
 
 void Trainer::end_epoch(int64_t epoch, const EpochLogs& computed) {
+  progress_beacon().enter(Phase::kEpochDecisions);
   EpochLogs logs = computed;  // callbacks may add keys (learning_rate)
   for (auto& callback : callbacks_) callback->on_epoch_end(epoch, logs, control_);
   agree_on_decisions();
   const double seconds = seconds_since(epoch_start_);
+  progress_beacon().enter(Phase::kHistoryWrite);
   history_->record(epoch, logs, seconds, static_cast<double>(split_.train) / epoch_train_seconds_);
   console_->epoch_end(plan_->steps(), seconds, logs);
+  progress_beacon().enter(Phase::kCheckpoint);
   checkpointer_->at_epoch_end(epoch, epoch + 1 == config_.epochs || control_.stop_training);
   result_.timings.train_samples += split_.train;
 }
@@ -360,6 +376,7 @@ void Trainer::agree_on_decisions() {
 }
 
 FitResult Trainer::end_training() {
+  progress_beacon().enter(Phase::kFinishing);
   for (auto& callback : callbacks_) callback->on_train_end(control_);
   const proto::Diagnosis verdict = diagnose(result_.history);
   console_->verdict(verdict.summary());
@@ -405,6 +422,8 @@ FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal) {
   if (o.has_checkpoint_every_epochs()) c.checkpoint_every_epochs = o.checkpoint_every_epochs();
   if (o.has_checkpoint_every_steps()) c.checkpoint_every_steps = o.checkpoint_every_steps();
   if (o.has_plot()) c.plot = o.plot();
+  if (f.has_watchdog_warn_seconds()) c.watchdog.warn_seconds = f.watchdog_warn_seconds();
+  if (f.has_watchdog_abort_seconds()) c.watchdog.abort_seconds = f.watchdog_abort_seconds();
   if (o.has_initial_weights()) c.initial_weights = o.initial_weights();
   // As model.save after fit: the final weights by default, beside the history.
   c.export_weights = o.has_export_weights() ? fs::path(o.export_weights()) : c.history_dir / "weights.npz";
@@ -424,10 +443,14 @@ FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal) {
            cat("outputs.checkpoint_every_epochs = ", c.checkpoint_every_epochs, ": expected 0 (off) or more"));
   SF_CHECK(c.checkpoint_every_steps >= 0,
            cat("outputs.checkpoint_every_steps = ", c.checkpoint_every_steps, ": expected 0 (off) or more"));
+  check_watchdog_settings(c.watchdog, "fit.watchdog_warn_seconds", "fit.watchdog_abort_seconds");
   return c;
 }
 
 FitResult fit(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir, const FitConfig& config) {
+  // This rank watched from setup to the last epoch's files: silent for config.watchdog's seconds, it says where it
+  // waits, and then ends the job (dist/watchdog.h).
+  const Watchdog watchdog(comm.rank(), config.watchdog);
   Trainer trainer(comm, job, job_dir, config);
   return trainer.run();
 }

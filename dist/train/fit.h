@@ -10,6 +10,7 @@
 
 #include "dist/comm.h"
 #include "dist/train/step_phases.h"
+#include "dist/watchdog.h"
 #include "proto/shardfit.pb.h"
 
 namespace shardfit {
@@ -41,6 +42,7 @@ struct FitConfig {
   std::filesystem::path export_weights;   // .npz written after training; default <history_dir>/weights.npz, none
                                           // when the job sets outputs.export_weights to ""
   std::filesystem::path job_file;         // the job file itself, when known: an input no output may replace
+  WatchdogSettings watchdog;              // seconds without progress before a warning / the end of the job
 };
 
 // Applies defaults and checks ranges; errors name the field ("fit.batch_size = 0: expected ...").

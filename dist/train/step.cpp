@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "dist/data_checks.h"
+#include "dist/watchdog.h"
 
 namespace shardfit {
 
@@ -59,6 +60,7 @@ void TrainStep::add_to(EpochSums& sums) const {
 }
 
 void TrainStep::load_batch() {
+  progress_beacon().enter_step(step_, Phase::kGather);  // for the watchdog (dist/watchdog.h), as each phase below
   auto clock = Clock::now();
   slice_ = plan_.slice(step_);
   first_row_ = plan_.batch_start(step_) + slice_.offset;
@@ -89,23 +91,28 @@ void TrainStep::forward_backward() {
   const BatchContext ctx{true, options_.seed, global_step_, first_row_};
   const std::span<const int64_t> rows{rows_.data(), static_cast<size_t>(slice_.count)};
   const bool weighted = !options_.class_weights.empty();
+  progress_beacon().enter(Phase::kForward);
   auto clock = Clock::now();
   // A kernel's error about one sample names its row of the label file, not its place in this rank's batch.
   loss_sum_ = naming_rows(data_, rows, [&] { return model_.forward_train(slice_.count, ctx, weighted, metric_sums_); });
   lap(clock, phases_.forward);
+  progress_beacon().enter(Phase::kBackward);
   naming_rows(data_, rows, [&] { model_.backward_train(slice_.count); });
   lap(clock, phases_.backward);
 }
 
 void TrainStep::reduce_gradients() {
+  progress_beacon().enter(Phase::kAllreduce);
   auto clock = Clock::now();
   reducer_.start(global_count());
   lap(clock, phases_.allreduce_issued);
+  progress_beacon().enter(Phase::kAllreduceWait);
   reducer_.finish();
   lap(clock, phases_.allreduce_waited);
 }
 
 void TrainStep::update() {
+  progress_beacon().enter(Phase::kOptimizer);
   auto clock = Clock::now();
   if (options_.clipnorm) clip_by_global_norm(model_.gradients(), *options_.clipnorm);
   optimizer_.update(model_.parameters(), model_.gradients());

@@ -4,10 +4,12 @@
 #include <span>
 
 #include "dist/train/stop_signal.h"
+#include "dist/watchdog.h"
 
 namespace shardfit {
 
 StepControlValues StepControl::agree(double local_loss_sum, int64_t global_count) {
+  progress_beacon().enter(Phase::kStepControl);  // the watchdog names this exchange when a peer never joins it
   const auto start = std::chrono::steady_clock::now();
   const int seen = stop_signal_received();
   double values[2] = {local_loss_sum, static_cast<double>(seen)};
