@@ -56,6 +56,7 @@ $netns reap
 $netns up "$HOSTS"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $HOSTS hosts x 1 rank x 1" \
   "thread; global batch $BATCH, $EPOCHS measured epochs of $((ROWS / BATCH)) steps; load:$(cut -d' ' -f1-3 /proc/loadavg)"
+[ -z "${SHARDFIT_MPIRUN_EXTRA:-}" ] || echo "mpirun flags added (SHARDFIT_MPIRUN_EXTRA): $SHARDFIT_MPIRUN_EXTRA"
 echo "rate,repeat,load1,line" >"$csv"
 for rate in $RATES; do
   $netns shape "$rate"

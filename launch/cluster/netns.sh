@@ -10,8 +10,9 @@
 #   netns.sh pids I            the process ids running in host I (one a line)
 #   netns.sh shape RATE|off    tc tbf bandwidth limit (e.g. 1gbit) on every host's link, or none
 #   netns.sh link I down|up    cuts (or restores) host I's link: a silent partition, nothing tells its peers
-# PREFIX is $SHARDFIT_NETNS_PREFIX (default "sf<pid of the caller's shell>-"): several test runs on one machine never
-# share hosts, and a test cleans up exactly its own. Needs root, iproute2 and util-linux (unshare).
+# PREFIX is $SHARDFIT_NETNS_PREFIX, default "sf-". Tests and benchmarks set "sf<their pid>-": several runs on one
+# machine never share hosts, each cleans up exactly its own, and `reap` can tell a dead run's hosts by that pid.
+# Needs root, iproute2 and util-linux (unshare).
 #
 # Why it is done this way:
 #  1. mpirun runs inside host 1 with its own hostname (unshare --uts), so Open MPI sees host 1 as "this host" and
@@ -24,7 +25,7 @@
 #     SIGTERM: callers run mpirun under `timeout -k` and always end with `down`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-prefix=${SHARDFIT_NETNS_PREFIX:-sf$PPID-}
+prefix=${SHARDFIT_NETNS_PREFIX:-sf-}
 switch=${prefix}sw
 subnet=10.77.0
 
@@ -112,10 +113,15 @@ run_mpirun() {
 }
 
 shape() {
-  local rate=$1 ns
+  local rate=$1 ns burst
+  # tbf sends at most `burst` bytes per timer tick beyond the rate: with a fixed small burst a fast rate is never
+  # reached (10gbit with 256kb reached 5.5 Gbit/s here). 2 ms of the rate (at least 256 KiB) reached 8-9 Gbit/s.
+  burst=$(awk -v r="$rate" 'BEGIN { n = r + 0; u = tolower(substr(r, length(n "") + 1));
+    f = (u == "gbit") ? 1e9 : (u == "mbit") ? 1e6 : (u == "kbit") ? 1e3 : 1;
+    b = n * f * 0.002 / 8; if (b < 262144) b = 262144; printf "%d", b }')
   for ns in $(hosts | grep "h[0-9]"); do
     ip netns exec "$ns" tc qdisc del dev eth0 root 2>/dev/null || true
-    [ "$rate" = off ] || ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst 256kb latency 50ms
+    [ "$rate" = off ] || ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst "$burst" latency 50ms
   done
 }
 
