@@ -3,14 +3,16 @@
 # one rank a host, TCP between them) with every host's link limited by tc tbf to each RATE, against the same
 # hosts unshaped. Prints a table (samples/s, step and allreduce ms, efficiency against unshaped) and writes every
 # run to bench/results/shaped_<time>.csv. Root only. A benchmark, not a test: it checks no numbers.
-#   bench/shaped_network.sh                       (RATES="off 10gbit 1gbit" HOSTS=3 BATCH=384 EPOCHS=3 REPEATS=3)
+#   bench/shaped_network.sh        (RATES="off 10gbit 1gbit" HOSTS=3 THREADS=1 BATCH=384 EPOCHS=3 REPEATS=3)
 # The model is the MLP 784-1024-1024-10 (1.86 M parameters, 7.5 MB of fp32 gradients allreduced every step) on
-# synthetic data (bench/make_mlp_data.py); one OpenMP thread a rank.
+# synthetic data (bench/make_mlp_data.py); THREADS OpenMP threads a rank. FIT_BENCH=PATH runs a fit_bench built
+# elsewhere (no build here); SHARDFIT_MPIRUN_EXTRA adds mpirun flags (e.g. an allreduce algorithm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 RATES=${RATES:-off 10gbit 1gbit}
 HOSTS=${HOSTS:-3}
+THREADS=${THREADS:-1}
 BATCH=${BATCH:-384}
 EPOCHS=${EPOCHS:-3}
 REPEATS=${REPEATS:-3}
@@ -20,8 +22,10 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "shaped_network.sh: needs root (network namespaces)" >&2
   exit 77
 fi
-cmake --build "$BUILD_DIR" -j2 --target fit_bench >/dev/null
-FIT_BENCH=$(realpath "$BUILD_DIR/bench/fit_bench")
+if [ -z "${FIT_BENCH:-}" ]; then
+  cmake --build "$BUILD_DIR" -j2 --target fit_bench >/dev/null
+  FIT_BENCH=$(realpath "$BUILD_DIR/bench/fit_bench")
+fi
 export SHARDFIT_NETNS_PREFIX=sf$$-
 netns="bash launch/cluster/netns.sh"
 results=bench/results
@@ -54,15 +58,17 @@ JOB
 
 $netns reap
 $netns up "$HOSTS"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $HOSTS hosts x 1 rank x 1" \
-  "thread; global batch $BATCH, $EPOCHS measured epochs of $((ROWS / BATCH)) steps; load:$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $HOSTS hosts x 1 rank x" \
+  "$THREADS thread(s); global batch $BATCH, $EPOCHS measured epochs of $((ROWS / BATCH)) steps; load:$(cut -d' ' -f1-3 /proc/loadavg)"
 [ -z "${SHARDFIT_MPIRUN_EXTRA:-}" ] || echo "mpirun flags added (SHARDFIT_MPIRUN_EXTRA): $SHARDFIT_MPIRUN_EXTRA"
 echo "rate,repeat,load1,line" >"$csv"
-for rate in $RATES; do
-  $netns shape "$rate"
-  for repeat in $(seq 1 "$REPEATS"); do
+# Rates interleaved (off, 10gbit, 1gbit, off, ...), not one rate's repeats in a row: on a shared machine a busy
+# minute then slows every rate alike, and the medians stay comparable.
+for repeat in $(seq 1 "$REPEATS"); do
+  for rate in $RATES; do
+    $netns shape "$rate"
     # In the background and waited for, so that Ctrl-C reaches the cleanup at once; timeout bounds a hung run.
-    timeout -k 5 300 $netns mpirun "$HOSTS" -x OMP_NUM_THREADS=1 "$FIT_BENCH" "$data/mlp.pbtxt" \
+    timeout -k 5 300 $netns mpirun "$HOSTS" -x OMP_NUM_THREADS="$THREADS" "$FIT_BENCH" "$data/mlp.pbtxt" \
       --epochs "$EPOCHS" --batch-size "$BATCH" --verbose 0 >"$results/shaped_run.out" 2>&1 </dev/null &
     job_pid=$!
     status=0
