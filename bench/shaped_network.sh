@@ -62,6 +62,21 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
   "$THREADS thread(s); global batch $BATCH, $EPOCHS measured epochs of $((ROWS / BATCH)) steps; load:$(cut -d' ' -f1-3 /proc/loadavg)"
 [ -z "${SHARDFIT_MPIRUN_EXTRA:-}" ] || echo "mpirun flags added (SHARDFIT_MPIRUN_EXTRA): $SHARDFIT_MPIRUN_EXTRA"
 echo "rate,repeat,load1,line" >"$csv"
+# What each setting carries: one TCP stream from host 1 to host 2 (a shaped link is also limited by the CPU that
+# forwards it; unshaped, only by that CPU).
+tcp=()
+for rate in $RATES; do
+  $netns shape "$rate"
+  megabytes=300
+  [ "$rate" != 1gbit ] || megabytes=100
+  timeout -k 5 60 ip netns exec "${SHARDFIT_NETNS_PREFIX}h2" "$PYTHON" bench/tcp_throughput.py server 5001 &
+  server_pid=$!
+  gbits=$(timeout -k 5 60 ip netns exec "${SHARDFIT_NETNS_PREFIX}h1" "$PYTHON" bench/tcp_throughput.py client \
+    10.77.0.2 5001 "$megabytes" || echo "?")
+  wait "$server_pid" || true
+  echo "  $rate: one TCP stream carries $gbits Gbit/s"
+  tcp+=("$rate=$gbits")
+done
 # Rates interleaved (off, 10gbit, 1gbit, off, ...), not one rate's repeats in a row: on a shared machine a busy
 # minute then slows every rate alike, and the medians stay comparable.
 for repeat in $(seq 1 "$REPEATS"); do
@@ -86,10 +101,11 @@ for repeat in $(seq 1 "$REPEATS"); do
 done
 $netns shape off
 
-"$PYTHON" - "$csv" "$HOSTS" <<'PY'
+"$PYTHON" - "$csv" "$HOSTS" "${tcp[@]}" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 hosts = int(sys.argv[2])
+tcp = dict(arg.split("=", 1) for arg in sys.argv[3:])
 gradient_bytes = 4 * (784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10)
 by_rate = {}
 for r in rows:
@@ -99,8 +115,9 @@ def med(runs, key):
     return statistics.median(run[key] for run in runs)
 base = med(by_rate["off"], "samples_per_second") if "off" in by_rate else None
 print(f"\n{hosts} hosts, gradients {gradient_bytes / 1e6:.2f} MB a step; medians of {len(next(iter(by_rate.values())))} runs")
-print("| link | samples/s | step ms | compute ms | allreduce ms, rank 0 | allreduce ms, least rank | ring at the rate, ms | samples/s vs unshaped |")
-print("|---|---|---|---|---|---|---|---|")
+print("| link | one TCP stream, Gbit/s | samples/s | step ms | compute ms | allreduce ms, rank 0 | allreduce ms, least rank "
+      "| ring at the rate, ms | samples/s vs unshaped |")
+print("|---|---|---|---|---|---|---|---|---|")
 for rate, runs in by_rate.items():
     sps = med(runs, "samples_per_second")
     compute = statistics.median(r["gather_ms"] + r["forward_ms"] + r["backward_ms"] + r["optimizer_ms"] for r in runs)
@@ -114,7 +131,7 @@ for rate, runs in by_rate.items():
         if rate.endswith(unit):
             ideal = f"{1e3 * bits / (float(rate[:-len(unit)]) * factor):.1f}"
     ratio = f"{sps / base:.2f}" if base else "-"
-    print(f"| {rate} | {sps:.0f} | {med(runs, 'step_ms'):.1f} | {compute:.1f} | {med(runs, 'allreduce_ms'):.1f} | "
+    print(f"| {rate} | {tcp.get(rate, '-')} | {sps:.0f} | {med(runs, 'step_ms'):.1f} | {compute:.1f} | {med(runs, 'allreduce_ms'):.1f} | "
           f"{least:.1f} | {ideal} | {ratio} |")
 PY
 echo "runs: $csv; load:$(cut -d' ' -f1-3 /proc/loadavg)"
