@@ -27,14 +27,14 @@ if [ -z "${FIT_BENCH:-}" ]; then
   FIT_BENCH=$(realpath "$BUILD_DIR/bench/fit_bench")
 fi
 export SHARDFIT_NETNS_PREFIX=sf$$-
-netns="bash launch/cluster/netns.sh"
+netns=(bash launch/cluster/netns.sh)
 results=bench/results
 data=$results/shaped_data
 mkdir -p "$data"
 csv=$results/shaped_$(date -u +%Y%m%dT%H%M%SZ).csv
 job_pid=""
 cleanup() {
-  $netns down || true
+  "${netns[@]}" down || true
   [ -z "$job_pid" ] || kill -9 "$job_pid" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -56,8 +56,8 @@ data { train { x { path: "x.npy" } y { path: "y.npy" } } }
 outputs { checkpoint_every_epochs: 0 plot: false }
 JOB
 
-$netns reap
-$netns up "$HOSTS"
+"${netns[@]}" reap
+"${netns[@]}" up "$HOSTS"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $HOSTS hosts x 1 rank x" \
   "$THREADS thread(s); global batch $BATCH, $EPOCHS measured epochs of $((ROWS / BATCH)) steps; load:$(cut -d' ' -f1-3 /proc/loadavg)"
 [ -z "${SHARDFIT_MPIRUN_EXTRA:-}" ] || echo "mpirun flags added (SHARDFIT_MPIRUN_EXTRA): $SHARDFIT_MPIRUN_EXTRA"
@@ -66,7 +66,7 @@ echo "rate,repeat,load1,line" >"$csv"
 # forwards it; unshaped, only by that CPU).
 tcp=()
 for rate in $RATES; do
-  $netns shape "$rate"
+  "${netns[@]}" shape "$rate"
   megabytes=300
   [ "$rate" != 1gbit ] || megabytes=100
   timeout -k 5 60 ip netns exec "${SHARDFIT_NETNS_PREFIX}h2" "$PYTHON" bench/tcp_throughput.py server 5001 &
@@ -81,9 +81,9 @@ done
 # minute then slows every rate alike, and the medians stay comparable.
 for repeat in $(seq 1 "$REPEATS"); do
   for rate in $RATES; do
-    $netns shape "$rate"
+    "${netns[@]}" shape "$rate"
     # In the background and waited for, so that Ctrl-C reaches the cleanup at once; timeout bounds a hung run.
-    timeout -k 5 300 $netns mpirun "$HOSTS" -x OMP_NUM_THREADS="$THREADS" "$FIT_BENCH" "$data/mlp.pbtxt" \
+    timeout -k 5 300 "${netns[@]}" mpirun "$HOSTS" -x OMP_NUM_THREADS="$THREADS" "$FIT_BENCH" "$data/mlp.pbtxt" \
       --epochs "$EPOCHS" --batch-size "$BATCH" --verbose 0 >"$results/shaped_run.out" 2>&1 </dev/null &
     job_pid=$!
     status=0
@@ -99,7 +99,7 @@ for repeat in $(seq 1 "$REPEATS"); do
     echo "  $rate #$repeat: $(tr ' ' '\n' <<<"$line" | grep -E '^(samples_per_second|step_ms|allreduce_ms)=' | tr '\n' ' ')"
   done
 done
-$netns shape off
+"${netns[@]}" shape off
 
 "$PYTHON" - "$csv" "$HOSTS" "${tcp[@]}" <<'PY'
 import csv, statistics, sys

@@ -19,8 +19,8 @@
 #     starts the other hosts' daemons through the launch agent nsrsh, which "sshes" with `ip netns exec`.
 #  2. Every host sees the same files (namespaces share the filesystem): no copying of binaries or data, and one
 #     output folder is visible to all, as on a cluster with a shared home.
-#  3. btl tcp,self and the if_include flags keep MPI's data (btl) and its control (oob) on the hosts' link: with
-#     the shared-memory transport ranks of different hosts could talk through /dev/shm and no byte would cross it.
+#  3. btl tcp,self and the if_include flags keep MPI's data (btl) and its control (oob) on the hosts' links: the
+#     hosts share /dev/shm, and no shared-memory shortcut may spare a byte the trip over the network.
 #  4. A silent partition (`link I down`) hangs Open MPI's TCP transport indefinitely, and mpirun may then ignore
 #     SIGTERM: callers run mpirun under `timeout -k` and always end with `down`.
 set -euo pipefail
@@ -36,7 +36,7 @@ usage() {
 hosts() { ip netns list | awk '{print $1}' | grep -E "^${prefix}(h[0-9]+|sw)\$" || true; }
 
 up() {
-  local count=$1 i j k answer
+  local count=$1 i j answer
   ip netns add "$switch"
   ip -n "$switch" link set lo up
   ip -n "$switch" link add br0 type bridge
@@ -56,7 +56,7 @@ up() {
     for j in $(seq 1 "$count"); do
       [ "$i" != "$j" ] || continue
       answer=""
-      for k in $(seq 1 50); do
+      for _ in $(seq 1 50); do
         answer=$(ip netns exec "${prefix}h$i" bash -c "exec 3<>/dev/tcp/$subnet.$j/1" 2>&1 || true)
         [[ $answer == *refused* ]] && break
         sleep 0.1
@@ -102,7 +102,9 @@ run_mpirun() {
   local root_flag=()
   [ "$(id -u)" -ne 0 ] || root_flag=(--allow-run-as-root)
   local status=0
-  # Not exec: the hostfile is removed afterwards. mpirun gets this script's stdin and signals pass through timeout.
+  # Not exec: the hostfile is removed afterwards. The hosts share this machine's cores: no binding, and idle ranks
+  # yield, as mpirun_local.sh does when oversubscribed.
+  # shellcheck disable=SC2016,SC2086  # $0 and $@ are the inner shell's; the extra flags are words to split
   ip netns exec "${prefix}h1" unshare --uts /bin/sh -c 'hostname "$0"; export SHARDFIT_NETNS="$0"; exec "$@"' \
     "${prefix}h1" mpirun "${root_flag[@]}" -np "$count" --hostfile "$hostfile" \
     --mca plm_rsh_agent "$here/nsrsh" \
