@@ -59,7 +59,8 @@ JOB
 "${netns[@]}" reap
 "${netns[@]}" up "$HOSTS"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $HOSTS hosts x 1 rank x" \
-  "$THREADS thread(s); global batch $BATCH, $EPOCHS measured epochs of $((ROWS / BATCH)) steps; load:$(cut -d' ' -f1-3 /proc/loadavg)"
+  "$THREADS thread(s); global batch $BATCH, $EPOCHS measured epochs of $((ROWS / BATCH)) steps;" \
+  "load:$(cut -d' ' -f1-3 /proc/loadavg)"
 [ -z "${SHARDFIT_MPIRUN_EXTRA:-}" ] || echo "mpirun flags added (SHARDFIT_MPIRUN_EXTRA): $SHARDFIT_MPIRUN_EXTRA"
 echo "rate,repeat,load1,line" >"$csv"
 # What each setting carries: one TCP stream from host 1 to host 2 (a shaped link is also limited by the CPU that
@@ -96,7 +97,8 @@ for repeat in $(seq 1 "$REPEATS"); do
       exit 1
     fi
     echo "$rate,$repeat,$(cut -d' ' -f1 /proc/loadavg),\"$line\"" >>"$csv"
-    echo "  $rate #$repeat: $(tr ' ' '\n' <<<"$line" | grep -E '^(samples_per_second|step_ms|allreduce_ms)=' | tr '\n' ' ')"
+    summary=$(tr ' ' '\n' <<<"$line" | grep -E '^(samples_per_second|step_ms|allreduce_ms)=' | tr '\n' ' ')
+    echo "  $rate #$repeat: $summary"
   done
 done
 "${netns[@]}" shape off
@@ -114,9 +116,10 @@ for r in rows:
 def med(runs, key):
     return statistics.median(run[key] for run in runs)
 base = med(by_rate["off"], "samples_per_second") if "off" in by_rate else None
-print(f"\n{hosts} hosts, gradients {gradient_bytes / 1e6:.2f} MB a step; medians of {len(next(iter(by_rate.values())))} runs")
-print("| link | one TCP stream, Gbit/s | samples/s | step ms | compute ms | allreduce ms, rank 0 | allreduce ms, least rank "
-      "| ring at the rate, ms | samples/s vs unshaped |")
+repeats = len(next(iter(by_rate.values())))
+print(f"\n{hosts} hosts, gradients {gradient_bytes / 1e6:.2f} MB a step; medians of {repeats} runs")
+print("| link | one TCP stream, Gbit/s | samples/s | step ms | compute ms | allreduce ms, rank 0 "
+      "| allreduce ms, least rank | ring at the rate, ms | samples/s vs unshaped |")
 print("|---|---|---|---|---|---|---|---|---|")
 for rate, runs in by_rate.items():
     sps = med(runs, "samples_per_second")
@@ -131,7 +134,8 @@ for rate, runs in by_rate.items():
         if rate.endswith(unit):
             ideal = f"{1e3 * bits / (float(rate[:-len(unit)]) * factor):.1f}"
     ratio = f"{sps / base:.2f}" if base else "-"
-    print(f"| {rate} | {tcp.get(rate, '-')} | {sps:.0f} | {med(runs, 'step_ms'):.1f} | {compute:.1f} | {med(runs, 'allreduce_ms'):.1f} | "
+    print(f"| {rate} | {tcp.get(rate, '-')} | {sps:.0f} | {med(runs, 'step_ms'):.1f} | {compute:.1f} | "
+          f"{med(runs, 'allreduce_ms'):.1f} | "
           f"{least:.1f} | {ideal} | {ratio} |")
 PY
 echo "runs: $csv; load:$(cut -d' ' -f1-3 /proc/loadavg)"

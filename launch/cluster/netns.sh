@@ -84,7 +84,9 @@ down() {
 
 reap() {
   local owner
-  for owner in $(ip netns list | awk '{print $1}' | sed -n 's/^sf\([0-9][0-9]*\)-\(h[0-9][0-9]*\|sw\)$/\1/p' | sort -u); do
+  local owners
+  owners=$(ip netns list | awk '{print $1}' | sed -n 's/^sf\([0-9][0-9]*\)-\(h[0-9][0-9]*\|sw\)$/\1/p' | sort -u)
+  for owner in $owners; do
     kill -0 "$owner" 2>/dev/null && continue
     echo "netns.sh: removing the hosts of an earlier run (sf$owner-, its owner is gone)" >&2
     SHARDFIT_NETNS_PREFIX=sf$owner- bash "$0" down

@@ -3,12 +3,14 @@
 #   equivalence  per-epoch loss and val_loss (history.json) of the 3-host run equal a 1-host, 1-rank run of the
 #                same global batch within 1e-5 relative, the P-ranks tolerance (tests/dist/train/test_fit.cpp);
 #   kill         the rank on host 3 killed with SIGKILL mid-epoch: the whole job ends with a non-zero status within
-#                seconds, and nothing of it is left running on any host.
-#   usage: tests/cluster/test_three_hosts.sh equivalence|kill SOURCE_DIR SHARDFIT_BIN
+#                seconds, and nothing of it is left running on any host;
+#   links        the tools later cases build on: cut_link silences host 3 (a connect times out) until its link is
+#                up again, and `netns.sh shape 1gbit` holds a TCP stream to about 1 Gbit/s.
+#   usage: tests/cluster/test_three_hosts.sh equivalence|kill|links SOURCE_DIR SHARDFIT_BIN
 # Exit 77 (skipped) when not root or not allowed to make network namespaces. Whatever happens, the hosts and every
 # process in them are removed on exit.
 set -euo pipefail
-case_name=${1:?usage: test_three_hosts.sh equivalence|kill SOURCE_DIR SHARDFIT_BIN}
+case_name=${1:?usage: test_three_hosts.sh equivalence|kill|links SOURCE_DIR SHARDFIT_BIN}
 src=$(cd "${2:?source dir}" && pwd)
 bin=$(realpath "${3:?shardfit binary}")
 if [ "$(id -u)" -ne 0 ]; then
@@ -86,7 +88,8 @@ check_three_hosts() {
   hosts=$(sed -n 's/^\[rank [0-9]\/3\] host \([^,]*\),.*/\1/p' "$out" | sort -u | tr '\n' ' ')
   [ "$(echo "$hosts" | wc -w)" -eq 3 ] || fail "the ranks did not run on 3 hosts: '$hosts'"
   for i in 1 2 3; do
-    echo "$hosts" | grep -q "${SHARDFIT_NETNS_PREFIX}h$i" || fail "no rank on host ${SHARDFIT_NETNS_PREFIX}h$i: '$hosts'"
+    echo "$hosts" | grep -q "${SHARDFIT_NETNS_PREFIX}h$i" ||
+      fail "no rank on host ${SHARDFIT_NETNS_PREFIX}h$i: '$hosts'"
   done
   echo "ranks on hosts: $hosts"
 }
@@ -102,6 +105,34 @@ rank_pid() {
 # cut_link I: host I's link goes down, silently (its peers are told nothing): the link-drop case. Not used yet: Open
 # MPI hangs on such a partition until the ranks' watchdog ends the job, so a case with it waits for the watchdog.
 cut_link() { bash "$netns" link "$1" down; }
+
+if [ "$case_name" = links ]; then
+  # reach I: host 1 gets an answer from host I (a refused connect is one); a cut link answers nothing.
+  reach() {
+    local answer
+    answer=$(timeout 2 ip netns exec "${SHARDFIT_NETNS_PREFIX}h1" bash -c "exec 3<>/dev/tcp/10.77.0.$1/1" 2>&1 || true)
+    [[ $answer == *refused* ]]
+  }
+  reach 3 || fail "host 3 does not answer before its link is cut"
+  cut_link 3
+  ! reach 3 || fail "host 3 still answers after cut_link 3"
+  bash "$netns" link 3 up
+  for _ in $(seq 1 50); do reach 3 && break; sleep 0.1; done
+  reach 3 || fail "host 3 does not answer once its link is up again"
+  echo "ok: cut_link 3 silences host 3, link 3 up brings it back"
+  bash "$netns" shape 1gbit
+  timeout -k 2 30 ip netns exec "${SHARDFIT_NETNS_PREFIX}h2" /usr/bin/python3 "$src/bench/tcp_throughput.py" \
+    server 5001 &
+  job_pid=$!
+  gbits=$(timeout -k 2 30 ip netns exec "${SHARDFIT_NETNS_PREFIX}h1" /usr/bin/python3 \
+    "$src/bench/tcp_throughput.py" client 10.77.0.2 5001 100) || fail "no TCP stream from host 1 to host 2"
+  wait_job || true
+  echo "one TCP stream at shape 1gbit: $gbits Gbit/s"
+  # Unshaped, the same stream carries 6-24 Gbit/s on a 2-core machine; tbf lets a burst of 256 KiB through.
+  awk -v g="$gbits" 'BEGIN { exit !(g > 0.3 && g < 1.3) }' || fail "shape 1gbit carried $gbits Gbit/s"
+  echo "ok: shape 1gbit holds a stream to about 1 Gbit/s"
+  exit 0
+fi
 
 if [ "$case_name" = equivalence ]; then
   job 3
@@ -134,7 +165,7 @@ PY
   exit 0
 fi
 
-[ "$case_name" = kill ] || { echo "unknown case '$case_name'"; exit 2; }
+[ "$case_name" = kill ] || { echo "unknown case '$case_name' (expected equivalence, kill or links)"; exit 2; }
 # Long enough that the kill lands mid-training on any machine; ended by the kill within seconds.
 job 2000
 start_job 3 120 "$work/killed.out" fit "$work/job.pbtxt" --report-ranks --verbose 2 --history "$work/killed"
@@ -166,6 +197,7 @@ for i in 1 2 3; do
     [ -z "$left" ] && break
     sleep 0.05
   done
-  [ -z "$left" ] || fail "host $i still runs: $(for p in $left; do echo -n "$p ($(cat /proc/"$p"/comm 2>/dev/null)) "; done)"
+  [ -z "$left" ] ||
+    fail "host $i still runs: $(for p in $left; do echo -n "$p ($(cat /proc/"$p"/comm 2>/dev/null)) "; done)"
 done
 echo "ok: nothing left running on the 3 hosts"
