@@ -102,8 +102,8 @@ rank_pid() {
   done
   return 0
 }
-# cut_link I: host I's link goes down, silently (its peers are told nothing): the link-drop case. Not used yet: Open
-# MPI hangs on such a partition until the ranks' watchdog ends the job, so a case with it waits for the watchdog.
+# cut_link I: host I's link goes down, silently (its peers are told nothing). The links case checks it; a training
+# job with a cut link waits for the ranks' watchdog (Open MPI alone hangs on such a partition, run it only with one).
 cut_link() { bash "$netns" link "$1" down; }
 
 if [ "$case_name" = links ]; then
