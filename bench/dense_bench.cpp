@@ -412,23 +412,6 @@ void write_csv(const std::string& path, const std::vector<CsvRow>& rows) {
   }
 }
 
-std::string isa_name(dnnl::cpu_isa isa) {
-  switch (isa) {
-    case dnnl::cpu_isa::avx2:
-      return "avx2";
-    case dnnl::cpu_isa::avx512_core:
-      return "avx512_core";
-    case dnnl::cpu_isa::avx512_core_vnni:
-      return "avx512_core_vnni";
-    case dnnl::cpu_isa::avx512_core_bf16:
-      return "avx512_core_bf16";
-    case dnnl::cpu_isa::avx512_core_amx:
-      return "avx512_core_amx";
-    default:
-      return "other (" + std::to_string(static_cast<int>(isa)) + ")";
-  }
-}
-
 std::string load_average() {
   double load[3] = {};
   if (getloadavg(load, 3) != 3) return "unknown";
@@ -578,7 +561,7 @@ int run(const Options& options) {
   const dnnl_version_t* version = dnnl_version();
   std::printf("dense_bench: shardfit Dense fwd+bwd, MLP 784-512-512-10 (relu, relu, linear), fp32\n");
   std::printf("oneDNN %d.%d.%d, effective ISA %s; OMP_NUM_THREADS=%s (omp_get_max_threads %d); load average %s\n",
-              version->major, version->minor, version->patch, isa_name(dnnl::get_effective_cpu_isa()).c_str(),
+              version->major, version->minor, version->patch, cpu_isa_name().c_str(),
               env_threads != nullptr ? env_threads : "(unset)", threads, load_average().c_str());
   std::printf(
       "reference: plain row-major (M,K)x(K,N) oneDNN matmuls of the same sizes, no bias, no post-ops.\n"

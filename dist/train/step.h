@@ -11,7 +11,8 @@
 //     slice, the dropout masks. So a step is reproducible from those numbers alone, and a resumed run continues bit
 //     for bit once set_global_step() has put the counter back.
 //  2. The per-phase timers are always on: ten steady_clock reads a step (~20 ns each) against steps of tens of
-//     microseconds at the smallest. They are sums over the steps since construction or reset_phases(); a reader divides by steps.
+//     microseconds at the smallest. They are sums over the steps since construction or reset_phases(); a reader divides
+//     by steps.
 //  3. The step computes; it does not decide. Whether to stop, print or checkpoint is the loop's, and the values the
 //     ranks must agree on after a step travel through StepControl (dist/train/step_control.h).
 #pragma once

@@ -40,12 +40,14 @@
 #include "dist/io/checkpoint_file.h"
 #include "kernels/error.h"
 #include "proto/shardfit.pb.h"
+#include "tests/support/background_run.h"
 #include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using shardfit::testing::BackgroundRun;
 using shardfit::testing::count_of;
 using shardfit::testing::describe;
 using shardfit::testing::FreshDirTest;
@@ -114,177 +116,6 @@ constexpr JobShape kSmallJob{2, 64, 0};
 Launch run_to_end(int ranks, const fs::path& wdir, const std::vector<std::string>& args) {
   return shardfit::testing::launch_process(mpirun_command(ranks, wdir, args), kKillSeconds);
 }
-
-struct ProcStat {
-  pid_t ppid = 0;
-  char state = '?';
-  std::string comm;
-};
-
-// /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses, so it ends at the last ')'.
-std::optional<ProcStat> proc_stat(pid_t pid) {
-  const std::string text = read_bytes("/proc/" + std::to_string(pid) + "/stat");
-  const size_t open = text.find('(');
-  const size_t close = text.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close + 4 > text.size()) return std::nullopt;
-  ProcStat stat;
-  stat.comm = text.substr(open + 1, close - open - 1);
-  std::istringstream rest(text.substr(close + 2));
-  rest >> stat.state >> stat.ppid;
-  return stat;
-}
-
-bool process_gone(pid_t pid) {
-  const auto stat = proc_stat(pid);
-  return !stat || stat->state == 'Z' || stat->state == 'X';
-}
-
-int rank_of(pid_t pid) {
-  std::string environment = read_bytes("/proc/" + std::to_string(pid) + "/environ");
-  std::replace(environment.begin(), environment.end(), '\0', '\n');
-  static const std::regex rank_variable("(^|\n)OMPI_COMM_WORLD_RANK=(\\d+)");
-  std::smatch match;
-  return std::regex_search(environment, match, rank_variable) ? std::stoi(match[2]) : -1;
-}
-
-// A run started in the background, to be signalled or killed from outside while it trains. Like launch_process it
-// runs in a process group of its own, but Open MPI 4.1 starts every rank in a process group of the rank's own, so
-// reaching the ranks takes their pids: found under /proc as mpirun's descendants named shardfit.
-class BackgroundRun {
- public:
-  explicit BackgroundRun(const std::vector<std::string>& args) : out_path_(temp_path()), err_path_(temp_path()) {
-    std::vector<char*> argv;
-    for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t files;
-    posix_spawn_file_actions_init(&files);
-    posix_spawn_file_actions_addopen(&files, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&files, STDOUT_FILENO, out_path_.c_str(), O_WRONLY | O_TRUNC, 0);
-    posix_spawn_file_actions_addopen(&files, STDERR_FILENO, err_path_.c_str(), O_WRONLY | O_TRUNC, 0);
-    posix_spawnattr_t attributes;
-    posix_spawnattr_init(&attributes);
-    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attributes, 0);
-    start_ = Clock::now();
-    const int error = posix_spawnp(&pid_, argv[0], &files, &attributes, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&files);
-    posix_spawnattr_destroy(&attributes);
-    if (error != 0) {
-      ADD_FAILURE() << "cannot start " << args[0] << ": " << std::strerror(error);
-      done_ = true;
-    }
-  }
-  BackgroundRun(const BackgroundRun&) = delete;
-  BackgroundRun& operator=(const BackgroundRun&) = delete;
-  ~BackgroundRun() {
-    if (!done_) kill_everything();
-    std::remove(out_path_.c_str());
-    std::remove(err_path_.c_str());
-  }
-
-  bool exited() {
-    if (done_) return true;
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      done_ = true;
-      result_.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    return done_;
-  }
-
-  // rank -> pid of the shardfit processes running now.
-  std::map<int, pid_t> ranks() const {
-    std::map<pid_t, std::vector<pid_t>> children;
-    std::map<pid_t, std::string> names;
-    DIR* proc = opendir("/proc");
-    if (proc == nullptr) return {};
-    while (const dirent* entry = readdir(proc)) {
-      char* end = nullptr;
-      const long pid = std::strtol(entry->d_name, &end, 10);
-      if (*end != '\0' || pid <= 0) continue;
-      if (const auto stat = proc_stat(static_cast<pid_t>(pid)); stat && !process_gone(static_cast<pid_t>(pid))) {
-        children[stat->ppid].push_back(static_cast<pid_t>(pid));
-        names[static_cast<pid_t>(pid)] = stat->comm;
-      }
-    }
-    closedir(proc);
-    std::map<int, pid_t> found;
-    std::vector<pid_t> todo = {pid_};
-    while (!todo.empty()) {
-      const pid_t parent = todo.back();
-      todo.pop_back();
-      for (const pid_t child : children[parent]) {
-        if (names[child] == "shardfit") found[rank_of(child)] = child;
-        todo.push_back(child);
-      }
-    }
-    return found;
-  }
-
-  void signal_mpirun(int signal_number) const { kill(pid_, signal_number); }
-  // What a terminal does on Ctrl-C: the signal to every process of the foreground process group (the one started
-  // here and the processes it started in that group; Open MPI's ranks are in groups of their own).
-  void signal_group(int signal_number) const { kill(-pid_, signal_number); }
-  pid_t pid() const { return pid_; }
-
-  // What a crashed node looks like: every process of the job gone at once, no handler run, nothing flushed.
-  // Returns only when they are all gone, so nothing the killed job does can overlap the next run.
-  void kill_everything() {
-    const std::map<int, pid_t> rank_pids = ranks();
-    for (const auto& [rank, pid] : rank_pids) kill(pid, SIGKILL);
-    kill(-pid_, SIGKILL);
-    while (!exited()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    for (const auto& [rank, pid] : rank_pids) {
-      const auto killed = Clock::now();
-      while (!process_gone(pid)) {
-        if (Clock::now() - killed > std::chrono::seconds(10)) {
-          ADD_FAILURE() << "rank " << rank << " (pid " << pid << ") outlived SIGKILL by 10 s";
-          break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-      waitpid(pid, nullptr, WNOHANG);  // ours to reap when we are the subreaper it was handed to
-    }
-    finish_output();
-  }
-
-  // Waits for the run to end by itself (killing everything after kKillSeconds) and returns what it did.
-  Launch wait() {
-    while (!exited()) {
-      if (seconds() > kKillSeconds) {
-        result_.timed_out = true;
-        kill_everything();
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    finish_output();
-    return result_;
-  }
-
-  double seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
-  const Launch& result() const { return result_; }
-
- private:
-  static std::string temp_path() {
-    std::string path = (fs::temp_directory_path() / "shardfit_resume_io_XXXXXX").string();
-    const int fd = mkstemp(path.data());
-    if (fd >= 0) close(fd);
-    return path;
-  }
-  void finish_output() {
-    result_.seconds = seconds();
-    result_.out = read_bytes(out_path_);
-    result_.err = read_bytes(err_path_);
-  }
-
-  std::string out_path_;
-  std::string err_path_;
-  pid_t pid_ = -1;
-  bool done_ = false;
-  Clock::time_point start_;
-  Launch result_;
-};
 
 // --- checkpoints ---------------------------------------------------------------------------------------------------
 
@@ -502,7 +333,7 @@ TEST_P(ResumeOnRanks, KilledMidEpochAndResumedEndsBitForBitLikeTheUninterruptedR
       ASSERT_TRUE(saved);
       resumed_from = {saved->epoch() + 1, saved->step_in_epoch()};
     }
-    BackgroundRun run(mpirun_command(ranks, dir, args));
+    BackgroundRun run(mpirun_command(ranks, dir, args), kKillSeconds);
     // After this run's first checkpoint inside an epoch, so the resume continues from partial epoch sums.
     if (!wait_for_new_checkpoint(run, checkpoint, before, true)) break;
     std::this_thread::sleep_for(random_delay(40));
@@ -615,7 +446,7 @@ TEST_P(ResumeOnRanks, StoppedBySignalWritesACheckpointExits75AndResumesBitForBit
     std::vector<std::string> args = {"fit", "job.pbtxt"};
     if (!first) args.push_back("--resume");
     first = false;
-    BackgroundRun run(runs_alone(stop) ? alone_command(dir, args) : mpirun_command(ranks, dir, args));
+    BackgroundRun run(runs_alone(stop) ? alone_command(dir, args) : mpirun_command(ranks, dir, args), kKillSeconds);
     // Handlers are installed before training starts; a new checkpoint proves this run is training.
     ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, before, false)) << describe(run.wait());
     std::this_thread::sleep_for(random_delay(40));
@@ -703,8 +534,8 @@ TEST_F(ResumeTest, CtrlCAtMpirunAbortsButTheLaunchScriptStopsWithACheckpointAndE
     const fs::path dir =
         job_dir(std::string(c.script ? "script_" : "mpirun_") + std::to_string(c.signal_number), kLongJob);
     const fs::path checkpoint = checkpoint_path(dir);
-    BackgroundRun run(c.script ? launch_script_command(dir, kRanks)
-                               : mpirun_command(kRanks, dir, {"fit", "job.pbtxt"}));
+    BackgroundRun run(c.script ? launch_script_command(dir, kRanks) : mpirun_command(kRanks, dir, {"fit", "job.pbtxt"}),
+                      kKillSeconds);
     ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, {}, false)) << describe(run.wait());
     std::this_thread::sleep_for(random_delay(40));
     if (c.signal_number == SIGINT) {
@@ -738,7 +569,7 @@ TEST_F(ResumeTest, CtrlCAtMpirunAbortsButTheLaunchScriptStopsWithACheckpointAndE
 TEST_F(ResumeTest, SecondCtrlCEndsAtOnceAndLeavesAWholeCheckpoint) {
   const fs::path dir = job_dir("twice", kLongJob);
   const fs::path checkpoint = checkpoint_path(dir);
-  BackgroundRun run(alone_command(dir, {"fit", "job.pbtxt"}));
+  BackgroundRun run(alone_command(dir, {"fit", "job.pbtxt"}), kKillSeconds);
   ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, {}, false)) << describe(run.wait());
   std::this_thread::sleep_for(random_delay(40));
   run.signal_group(SIGINT);
@@ -772,7 +603,7 @@ TEST_F(ResumeTest, SecondCtrlCAtTheLaunchScriptAbortsWithoutCrashingMpirun) {
     SCOPED_TRACE("second Ctrl-C after " + std::to_string(gap_ms) + " ms");
     const fs::path dir = job_dir("script_twice_" + std::to_string(gap_ms), kLongJob);
     const fs::path checkpoint = checkpoint_path(dir);
-    BackgroundRun run(launch_script_command(dir, kRanks));
+    BackgroundRun run(launch_script_command(dir, kRanks), kKillSeconds);
     ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, {}, false)) << describe(run.wait());
     run.signal_group(SIGINT);
     std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms));
@@ -848,7 +679,7 @@ TEST_F(ResumeTest, KillsAtRandomMomentsLeaveOnlyWholeCheckpointAndHistoryFiles) 
     const FileStamp before = stamp_of(checkpoint);
     std::vector<std::string> args = {"fit", "job.pbtxt"};
     if (kill > 0) args.push_back("--resume");  // every checkpoint a kill left must also be one shardfit resumes from
-    BackgroundRun run(mpirun_command(kRanks, dir, args));
+    BackgroundRun run(mpirun_command(kRanks, dir, args), kKillSeconds);
     ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, before, false)) << describe(run.wait());
     const int temporary_before = count_temporary_files(history_dir);
     std::this_thread::sleep_for(random_delay(30));
@@ -1032,7 +863,7 @@ TEST_F(ResumeTest, ResumedOnAnotherRankCountEndsLikeTheUninterruptedRunUpToSumma
     const FileStamp before = stamp_of(checkpoint);
     std::vector<std::string> args = {"fit", "job.pbtxt"};
     if (previous_ranks > 0) args.push_back("--resume");
-    BackgroundRun run(mpirun_command(ranks, dir, args));
+    BackgroundRun run(mpirun_command(ranks, dir, args), kKillSeconds);
     // Stopped right after its first checkpoint inside an epoch, 5 steps or fewer after the last stop, so both stops
     // land early in the first epoch.
     ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, before, true)) << describe(run.wait());

@@ -1,7 +1,6 @@
 // A job (usually mpirun) started in the background from a plain GTest, to be signalled or stopped from outside while
 // it trains: its rank processes found by pid under /proc, its exit watched without blocking, and everything it
 // started killed by pid when the test is done with it. POSIX and Linux /proc, header-only.
-// (tests/launch/test_resume.cpp keeps an older copy of this class; it can move here.)
 #pragma once
 
 #include <dirent.h>
@@ -141,6 +140,11 @@ class BackgroundRun {
     return found;
   }
 
+  void signal_mpirun(int signal_number) const { kill(pid_, signal_number); }
+  // What a terminal does on Ctrl-C: the signal to every process of the foreground process group (the one started
+  // here and the processes it started in that group; Open MPI's ranks are in groups of their own).
+  void signal_group(int signal_number) const { kill(-pid_, signal_number); }
+
   // Every process of the job gone at once: the ranks by pid (SIGCONT first would not matter: SIGKILL ends a stopped
   // process too), then mpirun's group. Returns only when they are all gone.
   void kill_everything() {
@@ -160,6 +164,9 @@ class BackgroundRun {
       waitpid(pid, nullptr, WNOHANG);  // ours to reap when we are the subreaper it was handed to
     }
   }
+
+  // What the run did, once it has ended (after exited() returned true, or kill_everything).
+  const Launch& result() const { return result_; }
 
   // Waits for the run to end by itself (killing everything after kill_seconds) and returns what it did.
   Launch wait() {
