@@ -5,12 +5,17 @@
 #   kill         the rank on host 3 killed with SIGKILL mid-epoch: the whole job ends with a non-zero status within
 #                seconds, and nothing of it is left running on any host;
 #   links        the tools later cases build on: cut_link silences host 3 (a connect times out) until its link is
-#                up again, and `netns.sh shape 1gbit` holds a TCP stream to about 1 Gbit/s.
-#   usage: tests/cluster/test_three_hosts.sh equivalence|kill|links SOURCE_DIR SHARDFIT_BIN
+#                up again, and `netns.sh shape 1gbit` holds a TCP stream to about 1 Gbit/s;
+#   sigstop      host 3's rank stopped with SIGSTOP: the watchdog (2 s / 4 s) ends the job non-zero within its
+#                timeout plus a few seconds, a rank on hosts 1-2 naming where it waits, nothing left running;
+#   linkdrop     the same with host 3's link cut mid-epoch. Not in CTest yet: the ranks on hosts 1-2 end through
+#                the watchdog within 4 s, but mpirun on host 1 then waits for host 3's orted, which it cannot reach,
+#                until killed (and crashes in PMIx_Finalize when signalled).
+#   usage: tests/cluster/test_three_hosts.sh equivalence|kill|links|linkdrop|sigstop SOURCE_DIR SHARDFIT_BIN
 # Exit 77 (skipped) when not root or not allowed to make network namespaces. Whatever happens, the hosts and every
 # process in them are removed on exit.
 set -euo pipefail
-case_name=${1:?usage: test_three_hosts.sh equivalence|kill|links SOURCE_DIR SHARDFIT_BIN}
+case_name=${1:?usage: test_three_hosts.sh equivalence|kill|links|linkdrop|sigstop SOURCE_DIR SHARDFIT_BIN}
 src=$(cd "${2:?source dir}" && pwd)
 bin=$(realpath "${3:?shardfit binary}")
 if [ "$(id -u)" -ne 0 ]; then
@@ -165,7 +170,60 @@ PY
   exit 0
 fi
 
-[ "$case_name" = kill ] || { echo "unknown case '$case_name' (expected equivalence, kill or links)"; exit 2; }
+# nothing_left: no rank, no orted, on any host (given a moment to exit).
+nothing_left() {
+  local left
+  for i in 1 2 3; do
+    left=""
+    for _ in $(seq 1 100); do
+      left=$(bash "$netns" pids "$i" | tr '\n' ' ')
+      [ -z "$left" ] && break
+      sleep 0.05
+    done
+    [ -z "$left" ] ||
+      fail "host $i still runs: $(for p in $left; do echo -n "$p ($(cat /proc/"$p"/comm 2>/dev/null)) "; done)"
+  done
+  echo "ok: nothing left running on the 3 hosts"
+}
+
+# A host goes quiet mid-training, its link cut (linkdrop) or its rank stopped (sigstop): Open MPI alone would wait
+# forever; the ranks' watchdog (2 s warn, 4 s abort here) must end the job non-zero within its timeout plus a few
+# seconds, a rank that can still act naming the phase it waits in, and leave nothing running.
+if [ "$case_name" = linkdrop ] || [ "$case_name" = sigstop ]; then
+  job 2000
+  start_job 3 90 "$work/quiet.out" fit "$work/job.pbtxt" --report-ranks --verbose 2 --history "$work/quiet" \
+    --watchdog-warn-seconds 2 --watchdog-abort-seconds 4
+  for _ in $(seq 1 600); do
+    grep -q '^Epoch 2/' "$work/quiet.out" 2>/dev/null && break
+    kill -0 "$job_pid" 2>/dev/null || fail "the job ended before host 3 went quiet"
+    sleep 0.05
+  done
+  grep -q '^Epoch 2/' "$work/quiet.out" || fail "no epoch 2 within 30 s"
+  check_three_hosts "$work/quiet.out"
+  victim=$(rank_pid 3)
+  [ -n "$victim" ] || fail "no shardfit process on host 3"
+  start=$(now)
+  if [ "$case_name" = linkdrop ]; then cut_link 3; else kill -STOP "$victim"; fi
+  status=0
+  wait_job || status=$?
+  seconds=$(since "$start")
+  echo "$case_name: host 3 went quiet; the job exited $status after $seconds s"
+  grep -E "waiting [0-9.]+ s in " "$work/quiet.out" | head -3 || true
+  [ "$status" -ne 0 ] || fail "the job exited 0"
+  [ "$status" -ne 124 ] && [ "$status" -ne 137 ] || fail "the job did not end by itself (status $status)"
+  awk -v s="$seconds" 'BEGIN { exit !(s < 4 + 10) }' || fail "the job took $seconds s to end, expected < 14 s"
+  grep -qE "rank [01]: waiting [0-9.]+ s in .* of epoch [0-9]+" "$work/quiet.out" ||
+    fail "no rank on hosts 1-2 said where it waits"
+  [ "$case_name" = linkdrop ] && bash "$netns" link 3 up
+  [ "$case_name" = sigstop ] && kill -CONT "$victim" 2>/dev/null
+  nothing_left
+  exit 0
+fi
+
+[ "$case_name" = kill ] || {
+  echo "unknown case '$case_name' (expected equivalence, kill, links, linkdrop or sigstop)"
+  exit 2
+}
 # Long enough that the kill lands mid-training on any machine; ended by the kill within seconds.
 job 2000
 start_job 3 120 "$work/killed.out" fit "$work/job.pbtxt" --report-ranks --verbose 2 --history "$work/killed"
