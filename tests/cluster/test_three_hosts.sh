@@ -170,6 +170,16 @@ PY
   exit 0
 fi
 
+# until_epoch2 OUT WHAT: waits until the job's output shows epoch 2 (training is under way on every host).
+until_epoch2() {
+  for _ in $(seq 1 600); do
+    grep -q '^Epoch 2/' "$1" 2>/dev/null && break
+    kill -0 "$job_pid" 2>/dev/null || fail "the job ended before $2"
+    sleep 0.05
+  done
+  grep -q '^Epoch 2/' "$1" || fail "no epoch 2 within 30 s"
+}
+
 # nothing_left: no rank, no orted, on any host (given a moment to exit).
 nothing_left() {
   local left
@@ -193,12 +203,7 @@ if [ "$case_name" = linkdrop ] || [ "$case_name" = sigstop ]; then
   job 2000
   start_job 3 90 "$work/quiet.out" fit "$work/job.pbtxt" --report-ranks --verbose 2 --history "$work/quiet" \
     --watchdog-warn-seconds 2 --watchdog-abort-seconds 4
-  for _ in $(seq 1 600); do
-    grep -q '^Epoch 2/' "$work/quiet.out" 2>/dev/null && break
-    kill -0 "$job_pid" 2>/dev/null || fail "the job ended before host 3 went quiet"
-    sleep 0.05
-  done
-  grep -q '^Epoch 2/' "$work/quiet.out" || fail "no epoch 2 within 30 s"
+  until_epoch2 "$work/quiet.out" "host 3 went quiet"
   check_three_hosts "$work/quiet.out"
   victim=$(rank_pid 3)
   [ -n "$victim" ] || fail "no shardfit process on host 3"
@@ -227,12 +232,7 @@ fi
 # Long enough that the kill lands mid-training on any machine; ended by the kill within seconds.
 job 2000
 start_job 3 120 "$work/killed.out" fit "$work/job.pbtxt" --report-ranks --verbose 2 --history "$work/killed"
-for _ in $(seq 1 600); do
-  grep -q '^Epoch 2/' "$work/killed.out" 2>/dev/null && break
-  kill -0 "$job_pid" 2>/dev/null || fail "the job ended before the kill"
-  sleep 0.05
-done
-grep -q '^Epoch 2/' "$work/killed.out" || fail "no epoch 2 within 30 s"
+until_epoch2 "$work/killed.out" "the kill"
 check_three_hosts "$work/killed.out"
 victim=$(rank_pid 3)
 [ -n "$victim" ] || fail "no shardfit process on host 3"
@@ -247,15 +247,4 @@ echo "killed rank pid $victim on host 3: the job exited $status after $seconds s
 awk -v s="$seconds" 'BEGIN { exit !(s < 10) }' || fail "the job took $seconds s to end, expected < 10 s"
 grep -q "process rank 2 .* on node ${SHARDFIT_NETNS_PREFIX}h3 exited on signal 9" "$work/killed.out" ||
   fail "mpirun did not report the killed rank on host 3"
-# Nothing of the job may stay behind: no rank, no orted, on any host (given a moment to exit).
-for i in 1 2 3; do
-  left=""
-  for _ in $(seq 1 40); do
-    left=$(bash "$netns" pids "$i" | tr '\n' ' ')
-    [ -z "$left" ] && break
-    sleep 0.05
-  done
-  [ -z "$left" ] ||
-    fail "host $i still runs: $(for p in $left; do echo -n "$p ($(cat /proc/"$p"/comm 2>/dev/null)) "; done)"
-done
-echo "ok: nothing left running on the 3 hosts"
+nothing_left
