@@ -5,6 +5,7 @@
 #include "dist/io/checkpoint_file.h"
 #include "dist/train/checkpoint_checks.h"
 #include "dist/train/fit.h"
+#include "dist/watchdog.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -98,18 +99,23 @@ std::optional<ResumePoint> Checkpointer::restore() {
 void Checkpointer::after_step(int64_t epoch, int64_t step) {
   const auto every = static_cast<uint64_t>(config_.checkpoint_every_steps);
   if (every == 0 || state_.step.global_step() % every != 0 || step + 1 >= plan_.steps()) return;
-  check_data_unchanged(comm_, data_files_);  // no checkpoint of a state computed from changed data
+  progress_beacon().enter(Phase::kCheckpoint);  // the watchdog names the data check and the write below
+  check_data_unchanged(comm_, data_files_);     // no checkpoint of a state computed from changed data
   write(epoch, step + 1);
 }
 
 void Checkpointer::on_stop_signal(int64_t epoch, int64_t step) {
+  progress_beacon().enter(Phase::kCheckpoint);
   check_data_unchanged(comm_, data_files_);  // no checkpoint of a state computed from changed data
   write(epoch, step + 1);
 }
 
 void Checkpointer::at_epoch_end(int64_t epoch, bool last) {
   const int64_t every = config_.checkpoint_every_epochs;
-  if (every > 0 && ((epoch + 1) % every == 0 || last)) write(epoch + 1, 0);
+  if (every > 0 && ((epoch + 1) % every == 0 || last)) {
+    progress_beacon().enter(Phase::kCheckpoint);
+    write(epoch + 1, 0);
+  }
 }
 
 void Checkpointer::write(int64_t epoch, int64_t step_in_epoch) {

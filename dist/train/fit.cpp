@@ -141,7 +141,6 @@ FitResult Trainer::run() {
       end_step(step, agreed);
       if (agreed.stop_requested) return stop_for_signal(epoch, step);
       if (control_.stop_training) break;  // TerminateOnNaN: Keras still ends the epoch (validation, callbacks)
-      progress_beacon().enter(Phase::kCheckpoint);
       checkpointer_->after_step(epoch, step);
     }
     end_epoch(epoch, epoch_logs(epoch));
@@ -318,7 +317,6 @@ void Trainer::end_step(int64_t step, const StepControlValues& agreed) {
 }
 
 FitResult Trainer::stop_for_signal(int64_t epoch, int64_t step) {
-  progress_beacon().enter(Phase::kCheckpoint);
   // Every rank saw the same sum, so every rank stops here; the checkpoint continues at the next step.
   checkpointer_->on_stop_signal(epoch, step);
   // Read now, after the checkpoint: a signal sent to every rank may reach this one a little after another.
@@ -361,7 +359,6 @@ void Trainer::end_epoch(int64_t epoch, const EpochLogs& computed) {
   progress_beacon().enter(Phase::kHistoryWrite);
   history_->record(epoch, logs, seconds, static_cast<double>(split_.train) / epoch_train_seconds_);
   console_->epoch_end(plan_->steps(), seconds, logs);
-  progress_beacon().enter(Phase::kCheckpoint);
   checkpointer_->at_epoch_end(epoch, epoch + 1 == config_.epochs || control_.stop_training);
   result_.timings.train_samples += split_.train;
 }
