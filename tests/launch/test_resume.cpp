@@ -42,6 +42,7 @@
 #include "proto/shardfit.pb.h"
 #include "tests/support/background_run.h"
 #include "tests/support/cli_fixture.h"
+#include "tests/support/history_series.h"
 #include "tests/support/launch_process.h"
 
 namespace {
@@ -55,6 +56,8 @@ using shardfit::testing::Launch;
 using shardfit::testing::make_temp_dir;
 using shardfit::testing::mpirun_command;
 using shardfit::testing::read_bytes;
+using shardfit::testing::relative_difference;
+using shardfit::testing::series_or_nan;
 using shardfit::testing::source_dir;
 using shardfit::testing::write_text;
 using Clock = std::chrono::steady_clock;
@@ -810,29 +813,6 @@ TEST_F(ResumeTest, ResumeWithoutACheckpointStartsAfreshAndSaysSo) {
 
 // --- 5. resumed on another rank count: the same global batch, the same losses up to summation order ---------------
 
-// max |a - b| / max |b|: the measure of the P-ranks equivalence tests (tests/dist/train/test_fit.cpp), whose
-// tolerance, 1e-5, applies here too: a rank count changed mid-run differs from the uninterrupted run only in the
-// order of the sums.
-double relative_difference(const std::vector<double>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0;
-  double scale = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max(scale, std::abs(b[i]));
-  }
-  return scale > 0 ? diff / scale : diff;
-}
-
-std::vector<double> series(const shardfit::proto::History& history, const std::string& key) {
-  std::vector<double> values;
-  for (const auto& epoch : history.epochs()) {
-    const auto it = epoch.values().find(key);
-    values.push_back(it != epoch.values().end() ? it->second : std::numeric_limits<double>::quiet_NaN());
-  }
-  return values;
-}
-
 // The line a resume of kRerankedJob on another rank count prints once.
 std::string reranked_line(int saved_ranks, int ranks) {
   return "resuming a " + std::to_string(saved_ranks) + "-rank checkpoint on " + std::to_string(ranks) +
@@ -905,7 +885,7 @@ TEST_F(ResumeTest, ResumedOnAnotherRankCountEndsLikeTheUninterruptedRunUpToSumma
   ASSERT_EQ(got_history.epochs_size(), kRerankedJob.epochs);
   ASSERT_EQ(want_history.epochs_size(), kRerankedJob.epochs);
   for (const char* key : {"loss", "val_loss"}) {
-    const double difference = relative_difference(series(got_history, key), series(want_history, key));
+    const double difference = relative_difference(series_or_nan(got_history, key), series_or_nan(want_history, key));
     EXPECT_LE(difference, 1e-5) << key << " differs from the uninterrupted 2-rank run's";
     std::printf("[resume] 2 -> 3 -> 1 ranks against 2 ranks throughout: relative difference of %s %.2e\n", key,
                 difference);

@@ -20,6 +20,7 @@
 #include "dist/io/npy_writer.h"
 #include "dist/train/fit.h"
 #include "proto/shardfit.pb.h"
+#include "tests/support/history_series.h"
 #include "tests/support/mpi_test_env.h"
 
 namespace shardfit::testing {
@@ -94,37 +95,6 @@ inline FitConfig quiet_config(const proto::Job& job) {
   config.checkpoint_every_epochs = 0;
   config.export_weights.clear();
   return config;
-}
-
-// The values History holds for key, epoch by epoch; epochs without it are skipped.
-inline std::vector<double> series(const proto::History& history, const std::string& key) {
-  std::vector<double> values;
-  for (const auto& epoch : history.epochs()) {
-    if (auto it = epoch.values().find(key); it != epoch.values().end()) values.push_back(it->second);
-  }
-  return values;
-}
-
-// One value per epoch of History: key's, or NaN where the epoch lacks it.
-inline std::vector<double> series_or_nan(const proto::History& history, const std::string& key) {
-  std::vector<double> values;
-  for (const auto& epoch : history.epochs()) {
-    const auto it = epoch.values().find(key);
-    values.push_back(it != epoch.values().end() ? it->second : std::numeric_limits<double>::quiet_NaN());
-  }
-  return values;
-}
-
-// max |a - b| / max |b|: the relative difference of two runs' values (a and b must be as long).
-inline double relative_difference(const std::vector<double>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0;
-  double scale = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max(scale, std::abs(b[i]));
-  }
-  return scale > 0 ? diff / scale : diff;
 }
 
 }  // namespace shardfit::testing
