@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake libopenmpi-dev openmpi-bin libdnnl-dev libprotobuf-dev protobuf-compiler
           libgtest-dev libfmt-dev python3 python3-numpy python3-protobuf python3-pandas
-          iproute2 util-linux)  # ip netns and unshare: the namespace hosts of launch/cluster/netns.sh
+          iproute2 util-linux  # ip netns and unshare: the namespace hosts of launch/cluster/netns.sh
+          slurmd slurmctld slurm-client)  # the SLURM tests' daemons (tests/slurm, launch/cluster/slurm.sh)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

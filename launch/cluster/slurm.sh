@@ -4,7 +4,8 @@
 # way to set up a real cluster: its nodes share this machine's cores, and nothing checks who submits (auth/none).
 #   slurm.sh up DIR [CPUS]   DIR/slurm.conf for the hosts PREFIXh1..N that `netns.sh up N` made (CPUS a node,
 #                            default 1), starts the daemons, waits until every node is idle
-#   slurm.sh run DIR CMD...  a SLURM command (sbatch, srun, squeue, scontrol, ...) inside host 1, with SLURM_CONF set
+#   slurm.sh run DIR CMD...  a SLURM command (sbatch, srun, squeue, scontrol, ...) inside host 1, with SLURM_CONF and
+#                            the Open MPI settings these hosts need set
 #   slurm.sh down DIR        cancels the jobs and stops the daemons (by the pids in DIR/run); `netns.sh down` then
 #                            kills whatever the jobs left in the hosts
 # PREFIX is $SHARDFIT_NETNS_PREFIX, as for netns.sh. Needs root, slurmd, slurmctld and slurm-client (launch/setup.sh).
@@ -28,7 +29,7 @@ prefix=${SHARDFIT_NETNS_PREFIX:-sf-}
 subnet=10.77.0
 
 usage() {
-  sed -n '4,9p' "$0" >&2
+  sed -n '5,11p' "$0" >&2
   exit 2
 }
 
@@ -40,8 +41,17 @@ in_host() {
   nsenter --net="/run/netns/$host" unshare --uts /bin/sh -c 'hostname "$0"; exec "$@"' "$host" "$@"
 }
 
+# run CMD...: CMD in host 1 with this cluster's SLURM_CONF, and the Open MPI settings that `netns.sh mpirun` passes
+# (a job gets them through sbatch's and srun's --export=ALL; one set in the caller's environment wins): MPI's data
+# only over the hosts' links, since the hosts share /dev/shm; waiting ranks that yield, since the nodes share this
+# machine's cores. Without btl tcp,self (Open MPI 4.1.4 then also opens vader, ofi and openib), 4 of 28 three-node
+# jobs here failed at start, 3 of them seen as rank 0's SIGSEGV inside MPI_Init (a null callback called from
+# mca_btl_tcp.so); none of 34 with it.
 run() {
-  SLURM_CONF=$dir/slurm.conf in_host 1 "$@"
+  SLURM_CONF=$dir/slurm.conf OMPI_MCA_btl=${OMPI_MCA_btl:-tcp,self} \
+    OMPI_MCA_btl_tcp_if_include=${OMPI_MCA_btl_tcp_if_include:-$subnet.0/24} \
+    OMPI_MCA_oob_tcp_if_include=${OMPI_MCA_oob_tcp_if_include:-$subnet.0/24} \
+    OMPI_MCA_mpi_yield_when_idle=${OMPI_MCA_mpi_yield_when_idle:-1} in_host 1 "$@"
 }
 
 up() {

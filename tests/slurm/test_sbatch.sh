@@ -34,6 +34,18 @@ now() { date +%s.%N; }
 since() { awk -v start="$1" -v end="$(now)" 'BEGIN { printf "%.1f", end - start }'; }
 field() { scontrol show job "$1" | grep -o " $2=[^ ]*" | head -n 1 | cut -d= -f2; }
 
+# stepds [JOB]: the slurmstepd processes of this test's SLURM (of job JOB when given): those in this network
+# namespace. A SLURM whose nodes are namespace hosts (tests/slurm/test_three_nodes.sh) may run beside it, with job
+# ids of its own.
+stepds() {
+  local pid net
+  net=$(readlink /proc/self/ns/net)
+  for pid in $(pgrep -f "slurmstepd: \[${1:+$1\.}"); do
+    [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$net" ] && echo "$pid"
+  done
+  return 0
+}
+
 # wait_until JOB SECONDS STATE...: polls (faster than sbatch --wait) until the job is in one of the states.
 wait_until() {
   local job=$1 seconds=$2 state
@@ -118,7 +130,7 @@ if [ -e "$checkpoint" ]; then
   # Released early only once its first run is wholly gone (no slurmstepd of the job left, the node idle): a run
   # started while the old one is still being cleaned up fails to launch its step.
   for _ in $(seq 1 600); do
-    ! pgrep -f "slurmstepd: \[$id\." >/dev/null && [ "$(sinfo -h -o %T)" = idle ] && break
+    [ -z "$(stepds "$id")" ] && [ "$(sinfo -h -o %T)" = idle ] && break
     sleep 0.05
   done
   scontrol update JobId="$id" StartTime=now || fail "job $id could not be released: not requeued (it is $(field "$id" JobState), $(field "$id" Restarts) restarts)"
@@ -170,7 +182,7 @@ srun_stop() {
   # failed"), even once no job is left and the node is idle. Such a start is tried again, up to 3 times.
   for attempt in 1 2 3; do
     for _ in $(seq 1 600); do
-      [ -z "$(squeue -h 2>/dev/null)" ] && ! pgrep -f "slurmstepd: \[" >/dev/null && [ "$(sinfo -h -o %T)" = idle ] &&
+      [ -z "$(squeue -h 2>/dev/null)" ] && [ -z "$(stepds)" ] && [ "$(sinfo -h -o %T)" = idle ] &&
         break
       sleep 0.05
     done

@@ -67,12 +67,6 @@ fi
 bash "$netns" up 3
 bash "$slurm" up "$cluster" 1
 
-# What the job's ranks need on these hosts, passed on by sbatch (--export=ALL): the binary; MPI over the hosts'
-# links only (they share /dev/shm: no shared-memory shortcut); idle ranks that yield, since 3 ranks share this
-# machine's 2 cores; Open MPI's consent to run as root.
-job_env=(SHARDFIT_BIN="$bin" OMPI_MCA_btl=tcp,self OMPI_MCA_btl_tcp_if_include=10.77.0.0/24
-  OMPI_MCA_oob_tcp_if_include=10.77.0.0/24 OMPI_MCA_mpi_yield_when_idle=1
-  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1)
 cp "$src/examples/digits/x.npy" "$src/examples/digits/y.npy" "$work/"
 
 # job NAME EPOCHS: the digits MLP, global batch 100 (not a multiple of 3: the slices differ by a sample, as in the
@@ -92,9 +86,10 @@ data { train { x { path: "$work/x.npy" } y { path: "$work/y.npy" } } }
 outputs { history_dir: "$work/$1/out" }
 JOB
 }
-# submit NAME: the job script as a user submits it, one task (rank) on each of the 3 nodes.
+# submit NAME: the job script as a user submits it, one task (rank) on each of the 3 nodes; sbatch passes on the
+# binary to run (SHARDFIT_BIN) and the Open MPI settings of `slurm.sh run` (--export=ALL).
 submit() {
-  in_slurm env "${job_env[@]}" sbatch --parsable -N 3 --ntasks-per-node=1 --cpus-per-task=1 --time=2 --chdir="$work/$1" \
+  in_slurm env SHARDFIT_BIN="$bin" sbatch --parsable -N 3 --ntasks-per-node=1 --cpus-per-task=1 --time=2 --chdir="$work/$1" \
     --output="$work/$1/slurm.out" "$src/launch/slurm_fit.sbatch" "$work/$1/job.pbtxt" --report-ranks --verbose 2
 }
 
