@@ -46,7 +46,7 @@ in_host() {
 # only over the hosts' links, since the hosts share /dev/shm; waiting ranks that yield, since the nodes share this
 # machine's cores. Without btl tcp,self (Open MPI 4.1.4 then also opens vader, ofi and openib), 4 of 28 three-node
 # jobs here failed at start, 3 of them seen as rank 0's SIGSEGV inside MPI_Init (a null callback called from
-# mca_btl_tcp.so); none of 34 with it.
+# mca_btl_tcp.so); none of 80 with it.
 run() {
   SLURM_CONF=$dir/slurm.conf OMPI_MCA_btl=${OMPI_MCA_btl:-tcp,self} \
     OMPI_MCA_btl_tcp_if_include=${OMPI_MCA_btl_tcp_if_include:-$subnet.0/24} \
@@ -57,7 +57,10 @@ run() {
 up() {
   local cpus=$1 count i idle=0 missing=()
   count=$(ip netns list | awk '{print $1}' | grep -cE "^${prefix}h[0-9]+\$" || true)
-  [ "$count" -ge 1 ] || { echo "slurm.sh: no hosts ${prefix}h1..: run launch/cluster/netns.sh up N first" >&2; return 1; }
+  if [ "$count" -lt 1 ]; then
+    echo "slurm.sh: no hosts ${prefix}h1..: run launch/cluster/netns.sh up N first" >&2
+    return 1
+  fi
   for p in slurmd slurmctld slurm-client; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done

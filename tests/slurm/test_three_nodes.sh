@@ -89,8 +89,8 @@ JOB
 # submit NAME: the job script as a user submits it, one task (rank) on each of the 3 nodes; sbatch passes on the
 # binary to run (SHARDFIT_BIN) and the Open MPI settings of `slurm.sh run` (--export=ALL).
 submit() {
-  in_slurm env SHARDFIT_BIN="$bin" sbatch --parsable -N 3 --ntasks-per-node=1 --cpus-per-task=1 --time=2 --chdir="$work/$1" \
-    --output="$work/$1/slurm.out" "$src/launch/slurm_fit.sbatch" "$work/$1/job.pbtxt" --report-ranks --verbose 2
+  in_slurm env SHARDFIT_BIN="$bin" sbatch --parsable -N 3 --ntasks-per-node=1 --cpus-per-task=1 --time=2 \
+    --chdir="$work/$1" --output="$work/$1/slurm.out" "$src/launch/slurm_fit.sbatch" "$work/$1/job.pbtxt" --report-ranks --verbose 2
 }
 
 # The ranks say where they run (--report-ranks): one on each of the 3 nodes, or the test proves nothing.
@@ -99,7 +99,8 @@ check_three_nodes() {
   hosts=$(sed -n 's/^\[rank [0-9]\/3\] host \([^,]*\),.*/\1/p' "$out" | sort -u | tr '\n' ' ')
   [ "$(echo "$hosts" | wc -w)" -eq 3 ] || fail "the ranks did not run on 3 nodes: '$hosts'"
   for i in 1 2 3; do
-    echo "$hosts" | grep -q "${SHARDFIT_NETNS_PREFIX}h$i" || fail "no rank on node ${SHARDFIT_NETNS_PREFIX}h$i: '$hosts'"
+    echo "$hosts" | grep -q "${SHARDFIT_NETNS_PREFIX}h$i" ||
+      fail "no rank on node ${SHARDFIT_NETNS_PREFIX}h$i: '$hosts'"
   done
   echo "ranks on nodes: $hosts"
 }
@@ -109,7 +110,8 @@ start=$(now)
 job three 3
 id=$(submit three)
 wait_until "$id" 90 COMPLETED FAILED CANCELLED TIMEOUT NODE_FAIL OUT_OF_MEMORY
-echo "job $id: $(field "$id" JobState), exit $(field "$id" ExitCode), nodes $(field "$id" NodeList), $(since "$start") s"
+echo "job $id: $(field "$id" JobState), exit $(field "$id" ExitCode), nodes $(field "$id" NodeList)," \
+  "$(since "$start") s"
 [ "$(field "$id" JobState)" = COMPLETED ] || fail "job $id is $(field "$id" JobState)"
 [ "$(field "$id" ExitCode)" = 0:0 ] || fail "job $id exit code $(field "$id" ExitCode), expected 0:0"
 check_three_nodes "$work/three/slurm.out"
@@ -178,7 +180,8 @@ for i in 1 2 3; do
   for _ in $(seq 1 100); do
     left=""
     for pid in $(bash "$netns" pids "$i"); do
-      case $(cat "/proc/$pid/comm" 2>/dev/null) in slurmd | slurmctld | slurmscriptd | "") ;; *) left="$left $pid ($(cat "/proc/$pid/comm" 2>/dev/null))" ;; esac
+      name=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+      case $name in slurmd | slurmctld | slurmscriptd | "") ;; *) left="$left $pid ($name)" ;; esac
     done
     [ -z "$left" ] && break
     sleep 0.1
