@@ -2,7 +2,8 @@
 # One command for the AddressSanitizer + UndefinedBehaviorSanitizer run of the test suite:
 #   bash tests/sanitize.sh [ctest -R regex]
 # Configures build-asan/ (RelWithDebInfo, -fsanitize=address,undefined), builds everything, and runs ctest
-# (all tests but slurm_sbatch, which needs root and its own SLURM; or only those matching the regex given).
+# (all tests but the SLURM ones, slurm_*, which need root and a SLURM of their own; or only those matching the regex
+# given).
 # Any report fails the test that triggered it: UBSan halts on its first finding, ASan always does.
 # Leak checking is off: Open MPI and its plugins keep allocations to exit by design, which LeakSanitizer would
 # report from every rank of every MPI test; the errors that corrupt memory (overflows, use after free) are caught.
@@ -30,8 +31,8 @@ rm -rf "$reports" && mkdir -p "$reports"
 export ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:halt_on_error=1:log_path=$reports/asan
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=86
 
-selection=(-E '^slurm_sbatch$')
-if [ $# -gt 0 ]; then selection=(-R "$1" -E '^slurm_sbatch$'); fi
+selection=(-E '^slurm_')
+if [ $# -gt 0 ]; then selection=(-R "$1" -E '^slurm_'); fi
 status=0
 ctest --test-dir "$build" --output-on-failure -j "$jobs" "${selection[@]}" || status=$?
 # Only errors count: with allocator_may_return_null ASan also logs a WARNING for each refused allocation, which
