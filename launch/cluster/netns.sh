@@ -21,8 +21,11 @@
 #     output folder is visible to all, as on a cluster with a shared home.
 #  3. btl tcp,self and the if_include flags keep MPI's data (btl) and its control (oob) on the hosts' links: the
 #     hosts share /dev/shm, and no shared-memory shortcut may spare a byte the trip over the network.
-#  4. A silent partition (`link I down`) hangs Open MPI's TCP transport indefinitely, and mpirun may then ignore
-#     SIGTERM: callers run mpirun under `timeout -k` and always end with `down`.
+#  4. mpirun gets launch/cluster.tune, as a user's mpirun on a cluster does (README, "When a host goes quiet"): its
+#     TCP keepalive ends a job whose host went silent (`link I down`). $SHARDFIT_MPIRUN_TUNE names another file
+#     (tests use seconds, not the file's 45 s). Without it a silent partition hangs mpirun for minutes, and mpirun
+#     may then ignore SIGTERM: callers still run mpirun under `timeout -k` and always end with `down`.
+#  5. nsrsh, like ssh, starts each remote daemon in a session of its own: mpirun reaches it only over the network.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 prefix=${SHARDFIT_NETNS_PREFIX:-sf-}
@@ -109,7 +112,7 @@ run_mpirun() {
   # shellcheck disable=SC2016,SC2086  # $0 and $@ are the inner shell's; the extra flags are words to split
   ip netns exec "${prefix}h1" unshare --uts /bin/sh -c 'hostname "$0"; export SHARDFIT_NETNS="$0"; exec "$@"' \
     "${prefix}h1" mpirun "${root_flag[@]}" -np "$count" --hostfile "$hostfile" \
-    --mca plm_rsh_agent "$here/nsrsh" \
+    --mca plm_rsh_agent "$here/nsrsh" --tune "${SHARDFIT_MPIRUN_TUNE:-$here/../cluster.tune}" \
     --mca btl tcp,self --mca btl_tcp_if_include "$subnet.0/24" --mca oob_tcp_if_include "$subnet.0/24" \
     --mca mpi_yield_when_idle 1 --bind-to none ${SHARDFIT_MPIRUN_EXTRA:-} "$@" || status=$?
   rm -f "$hostfile"

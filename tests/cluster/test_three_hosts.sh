@@ -8,9 +8,11 @@
 #                up again, and `netns.sh shape 1gbit` holds a TCP stream to about 1 Gbit/s;
 #   sigstop      host 3's rank stopped with SIGSTOP: the watchdog (2 s / 4 s) ends the job non-zero within its
 #                timeout plus a few seconds, a rank on hosts 1-2 naming where it waits, nothing left running;
-#   linkdrop     the same with host 3's link cut mid-epoch. Not in CTest yet: the ranks on hosts 1-2 end through
-#                the watchdog within 4 s, but mpirun on host 1 then waits for host 3's orted, which it cannot reach,
-#                until killed (and crashes in PMIx_Finalize when signalled).
+#   linkdrop     host 3's link cut mid-epoch (and left cut): the job ends by itself, non-zero, within the
+#                watchdog's abort time plus a few seconds (about 7 s against 10 s), mpirun naming the lost host, and
+#                nothing is left running on any host, host 3 included: the keepalive of launch/cluster.tune (3 s
+#                here) notices the silent host before the watchdog's warning (6 s here), as that file requires, and
+#                the shipped file keeps that order for the watchdog's default warning.
 #   usage: tests/cluster/test_three_hosts.sh equivalence|kill|links|linkdrop|sigstop SOURCE_DIR SHARDFIT_BIN
 # Exit 77 (skipped) when not root or not allowed to make network namespaces. Whatever happens, the hosts and every
 # process in them are removed on exit.
@@ -108,7 +110,7 @@ rank_pid() {
   return 0
 }
 # cut_link I: host I's link goes down, silently (its peers are told nothing). The links case checks it; a training
-# job with a cut link waits for the ranks' watchdog (Open MPI alone hangs on such a partition, run it only with one).
+# job with a cut link ends through Open MPI's keepalive (launch/cluster.tune), without it mpirun hangs for minutes.
 cut_link() { bash "$netns" link "$1" down; }
 
 if [ "$case_name" = links ]; then
@@ -196,10 +198,52 @@ nothing_left() {
   echo "ok: nothing left running on the 3 hosts"
 }
 
-# A host goes quiet mid-training, its link cut (linkdrop) or its rank stopped (sigstop): Open MPI alone would wait
-# forever; the ranks' watchdog (2 s warn, 4 s abort here) must end the job non-zero within its timeout plus a few
-# seconds, a rank that can still act naming the phase it waits in, and leave nothing running.
-if [ "$case_name" = linkdrop ] || [ "$case_name" = sigstop ]; then
+# Host 3 cut off mid-training, its link left down. Nothing answers from it, so only timers can tell: Open MPI's
+# runtime learns of it through TCP keepalive on its own connections (mpirun <-> each host's daemon), which probes
+# only while a connection has nothing waiting to be sent. launch/cluster.tune declares a host lost 45 s after its
+# last packet, before the watchdog's first warning (60 s by default) puts anything on the wire; here the same
+# settings in seconds (3 s) come before a warning at 6 s. mpirun then names the lost host and ends the job, and
+# host 3's daemon, which has lost mpirun, ends its rank and itself: nothing is left anywhere with the link still
+# down, as on a cluster where nothing else reaches that host.
+if [ "$case_name" = linkdrop ]; then
+  # The shipped settings keep that order for the watchdog's default warning.
+  warn_default=$(sed -n 's/^ *double warn_seconds = \([0-9.]*\);.*/\1/p' "$src/dist/watchdog.h")
+  lost_after=$(awk '$2 ~ /^oob_tcp_keepalive_/ { v[$2] = $3 } END {
+    print v["oob_tcp_keepalive_time"] + v["oob_tcp_keepalive_intvl"] * v["oob_tcp_keepalive_probes"] }' \
+    "$src/launch/cluster.tune")
+  awk -v d="$lost_after" -v w="$warn_default" 'BEGIN { exit !(d > 0 && w > 0 && d < w) }' ||
+    fail "launch/cluster.tune declares a host lost after $lost_after s, not before the watchdog's warning ($warn_default s)"
+  echo "launch/cluster.tune: a silent host is lost after $lost_after s (the watchdog warns after $warn_default s)"
+  printf -- '--mca oob_tcp_keepalive_time 1\n--mca oob_tcp_keepalive_intvl 1\n--mca oob_tcp_keepalive_probes 2\n' \
+    >"$work/seconds.tune"
+  export SHARDFIT_MPIRUN_TUNE=$work/seconds.tune
+  job 2000
+  start_job 3 90 "$work/cut.out" fit "$work/job.pbtxt" --report-ranks --verbose 2 --history "$work/cut" \
+    --watchdog-warn-seconds 6 --watchdog-abort-seconds 10
+  until_epoch2 "$work/cut.out" "the link was cut"
+  check_three_hosts "$work/cut.out"
+  [ -n "$(rank_pid 3)" ] || fail "no shardfit process on host 3"
+  start=$(now)
+  cut_link 3
+  status=0
+  wait_job || status=$?
+  seconds=$(since "$start")
+  echo "linkdrop: host 3's link cut; the job exited $status after $seconds s"
+  grep -A3 "lost communication with a remote daemon" "$work/cut.out" || true
+  [ "$status" -ne 0 ] || fail "the job exited 0"
+  case $status in 124 | 137) fail "the job did not end by itself (status $status)" ;; esac
+  # About 3 s to declare host 3 lost, then about 4 s for mpirun to end the ranks on hosts 1-2.
+  awk -v s="$seconds" 'BEGIN { exit !(s < 10 + 4) }' || fail "the job took $seconds s to end, expected < 14 s"
+  grep -qE "Remote daemon: .* on node ${SHARDFIT_NETNS_PREFIX}h3\$" "$work/cut.out" ||
+    fail "mpirun did not name host 3 as lost"
+  nothing_left
+  exit 0
+fi
+
+# Host 3's rank stopped mid-training: its host still answers (TCP is alive, keepalive sees nothing), and Open MPI
+# alone would wait forever; the ranks' watchdog (2 s warn, 4 s abort here) must end the job non-zero within its
+# timeout plus a few seconds, a rank that can still act naming the phase it waits in, and leave nothing running.
+if [ "$case_name" = sigstop ]; then
   job 2000
   start_job 3 90 "$work/quiet.out" fit "$work/job.pbtxt" --report-ranks --verbose 2 --history "$work/quiet" \
     --watchdog-warn-seconds 2 --watchdog-abort-seconds 4
@@ -208,19 +252,18 @@ if [ "$case_name" = linkdrop ] || [ "$case_name" = sigstop ]; then
   victim=$(rank_pid 3)
   [ -n "$victim" ] || fail "no shardfit process on host 3"
   start=$(now)
-  if [ "$case_name" = linkdrop ]; then cut_link 3; else kill -STOP "$victim"; fi
+  kill -STOP "$victim"
   status=0
   wait_job || status=$?
   seconds=$(since "$start")
-  echo "$case_name: host 3 went quiet; the job exited $status after $seconds s"
+  echo "sigstop: host 3's rank stopped; the job exited $status after $seconds s"
   grep -E "waiting [0-9.]+ s in " "$work/quiet.out" | head -3 || true
   [ "$status" -ne 0 ] || fail "the job exited 0"
-  [ "$status" -ne 124 ] && [ "$status" -ne 137 ] || fail "the job did not end by itself (status $status)"
+  case $status in 124 | 137) fail "the job did not end by itself (status $status)" ;; esac
   awk -v s="$seconds" 'BEGIN { exit !(s < 4 + 10) }' || fail "the job took $seconds s to end, expected < 14 s"
   grep -qE "rank [01]: waiting [0-9.]+ s in .* of epoch [0-9]+" "$work/quiet.out" ||
     fail "no rank on hosts 1-2 said where it waits"
-  [ "$case_name" = linkdrop ] && bash "$netns" link 3 up
-  [ "$case_name" = sigstop ] && kill -CONT "$victim" 2>/dev/null
+  kill -CONT "$victim" 2>/dev/null || true
   nothing_left
   exit 0
 fi
