@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "dist/comm.h"
+#include "dist/stop_signal.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -126,7 +127,7 @@ std::string stuck_text(int rank, const ProgressBeacon::Reading& where, double se
 WatchdogMonitor::WatchdogMonitor(int rank, WatchdogSettings settings) : rank_(rank), settings_(settings) {}
 
 double WatchdogMonitor::period_seconds() const {
-  double shortest = 1.0;
+  double shortest = 0.25;  // design note 7
   if (settings_.warn_seconds > 0.0) shortest = std::min(shortest, settings_.warn_seconds / 8.0);
   if (settings_.abort_seconds > 0.0) shortest = std::min(shortest, settings_.abort_seconds / 8.0);
   return std::max(shortest, 0.005);
@@ -135,7 +136,7 @@ double WatchdogMonitor::period_seconds() const {
 // Several missed looks and at least 3 s: a loaded machine delays a thread by milliseconds, not seconds.
 double WatchdogMonitor::suspended_gap_seconds() const { return std::max(10.0 * period_seconds(), 3.0); }
 
-WatchdogMonitor::Verdict WatchdogMonitor::check(const ProgressBeacon::Reading& reading, double now) {
+WatchdogMonitor::Verdict WatchdogMonitor::check(const ProgressBeacon::Reading& reading, double now, int stop_signal) {
   const bool suspended = started_ && now - last_check_time_ > suspended_gap_seconds();
   last_check_time_ = now;
   if (!started_ || reading.moves != last_moves_ || suspended) {
@@ -152,6 +153,12 @@ WatchdogMonitor::Verdict WatchdogMonitor::check(const ProgressBeacon::Reading& r
                    "can take longer, raise fit.watchdog_abort_seconds (--watchdog-abort-seconds; 0 turns it off)");
     return Verdict::kAbort;
   }
+  if (stop_signal != 0 && !stop_reported_ && silent >= kStopReportSeconds) {
+    stop_reported_ = true;
+    message_ = cat(stuck_text(rank_, reading, silent), ": ", stop_signal_name(stop_signal),
+                   " received; the run stops at the next step boundary, which every rank must reach");
+    return Verdict::kStopWhileStuck;
+  }
   if (settings_.warn_seconds > 0.0 && !warned_ && silent >= settings_.warn_seconds) {
     warned_ = true;
     message_ = stuck_text(rank_, reading, silent) +
@@ -165,7 +172,8 @@ WatchdogMonitor::Verdict WatchdogMonitor::check(const ProgressBeacon::Reading& r
 
 Watchdog::Watchdog(int rank, WatchdogSettings settings)
     : Watchdog(rank, settings, progress_beacon(),
-               Actions{write_line, [](const std::string& message) { end_job_stuck(message); }, steady_seconds}) {}
+               Actions{write_line, [](const std::string& message) { end_job_stuck(message); }, steady_seconds,
+                       stop_signal_received}) {}
 
 Watchdog::Watchdog(int rank, WatchdogSettings settings, const ProgressBeacon& beacon, Actions actions)
     : beacon_(beacon), monitor_(rank, settings), actions_(std::move(actions)) {
@@ -187,8 +195,11 @@ void Watchdog::watch() {
   for (;;) {
     // The look happens outside the lock, so the destructor never waits for an action (a blocked write, say).
     lock.unlock();
-    const WatchdogMonitor::Verdict verdict = monitor_.check(beacon_.read(), actions_.now());
-    if (verdict == WatchdogMonitor::Verdict::kWarn) actions_.warn(monitor_.message());
+    const int stop_signal = actions_.stop_signal ? actions_.stop_signal() : 0;
+    const WatchdogMonitor::Verdict verdict = monitor_.check(beacon_.read(), actions_.now(), stop_signal);
+    if (verdict == WatchdogMonitor::Verdict::kWarn || verdict == WatchdogMonitor::Verdict::kStopWhileStuck) {
+      actions_.warn(monitor_.message());
+    }
     if (verdict == WatchdogMonitor::Verdict::kAbort) {
       actions_.abort(monitor_.message());
       return;

@@ -11,8 +11,8 @@
 //  2. "No progress" is the beacon not moving. A rank cannot tell a slow peer from a dead one, so a rank waiting in a
 //     collective for a peer that computes (or writes a checkpoint) for longer than abort_seconds is ended too: the
 //     threshold must exceed the longest phase any rank has (README, "When a host goes quiet").
-//  3. The monitor sleeps on a condition variable, waking a few times per threshold (at most once a second), so it
-//     costs nothing measurable and its destructor returns at once.
+//  3. The monitor sleeps on a condition variable, waking a few times per threshold and at least four times a second
+//     (note 7), so it costs nothing measurable and its destructor returns at once.
 //  4. A whole job suspended and resumed (SLURM's scontrol suspend, Ctrl-Z / fg, a laptop asleep) stops this thread
 //     too. When the monitor finds it has not run for far longer than its own period, the process itself was not
 //     running: the silence before is not the peers' fault, and the count starts again.
@@ -25,6 +25,12 @@
 //  6. Every rank that still runs reports for itself (stderr, flushed, one line): the ranks waiting for a stopped
 //     peer all name the collective they wait in, and whichever ends first brings the job down; mpirun kills the
 //     rest, stopped ones included.
+//  7. A stop signal (dist/stop_signal.h) that arrives while the rank has not moved for kStopReportSeconds is
+//     reported at once, with where the rank waits. The rank stops only at a step boundary, and a rank stuck in a
+//     collective never reaches one: this is what a launcher's SIGTERM finds when it ends a job whose host was cut
+//     off (mpirun lost the host's daemon; srun lost a task), and the launcher's SIGKILL that follows leaves no
+//     time for the thresholds (mpirun's comes 1 s after its SIGTERM: odls_base_sigkill_timeout), hence the looks
+//     a quarter of a second apart. The job is not ended for it: a healthy but long phase still stops as usual.
 #pragma once
 
 #include <atomic>
@@ -42,6 +48,8 @@ namespace shardfit {
 inline constexpr int kExitStuck = 70;
 // How long MPI_Abort may take before the process ends itself (design note 5).
 inline constexpr double kAbortGraceSeconds = 5.0;
+// Silence after which a stop signal is reported with where the rank waits (design note 7).
+inline constexpr double kStopReportSeconds = 1.0;
 
 // Where a rank is. Each phase names what the rank does there in the watchdog's messages (phase_text).
 enum class Phase : int32_t {
@@ -132,13 +140,15 @@ std::string stuck_text(int rank, const ProgressBeacon::Reading& where, double se
 // The decisions of the watchdog, apart from any thread or clock, so that tests can drive them with made-up times.
 class WatchdogMonitor {
  public:
-  enum class Verdict { kQuiet, kWarn, kAbort };
+  enum class Verdict { kQuiet, kWarn, kAbort, kStopWhileStuck };
 
   WatchdogMonitor(int rank, WatchdogSettings settings);
 
-  // One look at the beacon at `now` (seconds on any monotonic clock). Returns kWarn once per silence when it
-  // reaches warn_seconds, and kAbort when it reaches abort_seconds; message() then says why.
-  Verdict check(const ProgressBeacon::Reading& reading, double now);
+  // One look at the beacon at `now` (seconds on any monotonic clock), with the stop signal received so far (0:
+  // none). Returns kWarn once per silence when it reaches warn_seconds, kAbort when it reaches abort_seconds, and
+  // kStopWhileStuck once per process when a stop signal has arrived and the silence has reached kStopReportSeconds
+  // (design note 7); message() then says why.
+  Verdict check(const ProgressBeacon::Reading& reading, double now, int stop_signal = 0);
   const std::string& message() const { return message_; }
 
   // Seconds between looks (design note 3), and the gap after which the process itself was not running (note 4).
@@ -153,17 +163,20 @@ class WatchdogMonitor {
   double last_move_time_ = 0.0;  // when the monitor first saw the beacon at last_moves_
   double last_check_time_ = 0.0;
   bool warned_ = false;
+  bool stop_reported_ = false;
   std::string message_;
 };
 
 // The monitor thread (when settings enable it) over the process's beacon, for the lifetime of the object.
 class Watchdog {
  public:
-  // What the thread does with a verdict; the defaults print to stderr and end the job (design note 5).
+  // What the thread does with a verdict; the defaults print to stderr (warn also prints a stop signal's report)
+  // and end the job (design note 5).
   struct Actions {
     std::function<void(const std::string&)> warn;
     std::function<void(const std::string&)> abort;
-    std::function<double()> now;  // seconds, monotonic
+    std::function<double()> now;       // seconds, monotonic
+    std::function<int()> stop_signal;  // the stop signal received, 0 for none; empty: never any
   };
 
   Watchdog(int rank, WatchdogSettings settings);

@@ -18,7 +18,7 @@
 #include "dist/train/bench.h"
 #include "dist/train/evaluate.h"
 #include "dist/train/fit.h"
-#include "dist/train/stop_signal.h"
+#include "dist/stop_signal.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "launch/cli.h"

@@ -47,7 +47,7 @@
 #include "dist/train/output_plan.h"
 #include "dist/train/step.h"
 #include "dist/train/step_control.h"
-#include "dist/train/stop_signal.h"
+#include "dist/stop_signal.h"
 #include "dist/watchdog.h"
 #include "kernels/error.h"
 #include "kernels/model_factory.h"

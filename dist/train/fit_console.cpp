@@ -6,7 +6,7 @@
 #include <cstdio>
 
 #include "dist/train/fit.h"
-#include "dist/train/stop_signal.h"
+#include "dist/stop_signal.h"
 #include "kernels/error.h"
 
 namespace shardfit {

@@ -3,7 +3,7 @@
 #include <chrono>
 #include <span>
 
-#include "dist/train/stop_signal.h"
+#include "dist/stop_signal.h"
 #include "dist/watchdog.h"
 
 namespace shardfit {

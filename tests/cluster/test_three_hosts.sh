@@ -9,7 +9,8 @@
 #   sigstop      host 3's rank stopped with SIGSTOP: the watchdog (2 s / 4 s) ends the job non-zero within its
 #                timeout plus a few seconds, a rank on hosts 1-2 naming where it waits, nothing left running;
 #   linkdrop     host 3's link cut mid-epoch (and left cut): the job ends by itself, non-zero, within the
-#                watchdog's abort time plus a few seconds (about 7 s against 10 s), mpirun naming the lost host, and
+#                watchdog's abort time plus a few seconds (about 7 s against 10 s), mpirun naming the lost host, the
+#                ranks of hosts 1-2 saying where they wait when its SIGTERM reaches them, and
 #                nothing is left running on any host, host 3 included: the keepalive of launch/cluster.tune (3 s
 #                here) notices the silent host before the watchdog's warning (6 s here), as that file requires, and
 #                the shipped file keeps that order for the watchdog's default warning.
@@ -236,6 +237,10 @@ if [ "$case_name" = linkdrop ]; then
   awk -v s="$seconds" 'BEGIN { exit !(s < 10 + 4) }' || fail "the job took $seconds s to end, expected < 14 s"
   grep -qE "Remote daemon: .* on node ${SHARDFIT_NETNS_PREFIX}h3\$" "$work/cut.out" ||
     fail "mpirun did not name host 3 as lost"
+  # mpirun's SIGTERM finds the ranks of hosts 1-2 stuck in a collective: the watchdog says where, before the SIGKILL.
+  grep -E "rank [01]: waiting [0-9.]+ s in .*: SIGTERM received" "$work/cut.out" | head -2 || true
+  grep -qE "rank [01]: waiting [0-9.]+ s in .* of epoch [0-9]+.*: SIGTERM received" "$work/cut.out" ||
+    fail "no rank on hosts 1-2 said where it waited when mpirun ended it"
   nothing_left
   exit 0
 fi

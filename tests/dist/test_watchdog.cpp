@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -98,10 +99,38 @@ TEST(Watchdog, ASuspendedProcessStartsCountingAgainWhenItWakes) {
   EXPECT_NEAR(t, 604.0, 2 * monitor.period_seconds());
 }
 
-TEST(Watchdog, LooksOftenEnoughForItsThresholdsAndAtLeastOnceASecond) {
-  EXPECT_DOUBLE_EQ(WatchdogMonitor(0, {60.0, 600.0}).period_seconds(), 1.0);
+// A launcher's SIGTERM reaching a rank stuck in a collective (its host's peer cut off): said at once with where
+// the rank waits, once, and the thresholds still count on; a signal during progress says nothing.
+TEST(Watchdog, AStopSignalWhileStuckIsReportedOnceWithWhereTheRankWaits) {
+  WatchdogMonitor monitor(2, {60.0, 600.0});
+  const auto stuck = in_step(9, Phase::kAllreduce, 8, 2);
+  EXPECT_EQ(monitor.check(stuck, 0.0, SIGTERM), Verdict::kQuiet);
+  EXPECT_EQ(monitor.check(stuck, kStopReportSeconds - 0.1, SIGTERM), Verdict::kQuiet) << "not silent long enough";
+  EXPECT_EQ(monitor.check(stuck, 3.2, SIGTERM), Verdict::kStopWhileStuck);
+  EXPECT_EQ(monitor.message(),
+            "rank 2: waiting 3.2 s in the gradient allreduce of epoch 9, step 3: SIGTERM received; the run stops at "
+            "the next step boundary, which every rank must reach");
+  EXPECT_EQ(monitor.check(stuck, 4.0, SIGTERM), Verdict::kQuiet) << "once";
+  int warnings = 0;
+  for (double t = 5.0; t <= 66.0; t += 1.0) {  // the next step, stuck again: the warning comes as usual
+    warnings += monitor.check(in_step(10, Phase::kAllreduce, 8, 3), t, SIGTERM) == Verdict::kWarn ? 1 : 0;
+  }
+  EXPECT_EQ(warnings, 1);
+
+  WatchdogMonitor moving(0, {60.0, 600.0});
+  for (uint64_t moves = 1; moves < 20; ++moves) {
+    EXPECT_EQ(moving.check(in_step(moves, Phase::kForward, 0, 0), 0.5 * static_cast<double>(moves), SIGINT),
+              Verdict::kQuiet);
+  }
+  WatchdogMonitor no_signal(0, {60.0, 600.0});
+  for (double t = 0.0; t < 30.0; t += 0.5) EXPECT_EQ(no_signal.check(stuck, t), Verdict::kQuiet) << t;
+}
+
+TEST(Watchdog, LooksOftenEnoughForItsThresholdsAndAtLeastFourTimesASecond) {
+  EXPECT_DOUBLE_EQ(WatchdogMonitor(0, {60.0, 600.0}).period_seconds(), 0.25);
   EXPECT_DOUBLE_EQ(WatchdogMonitor(0, {2.0, 4.0}).period_seconds(), 0.25);
-  EXPECT_DOUBLE_EQ(WatchdogMonitor(0, {0.0, 4.0}).period_seconds(), 0.5);
+  EXPECT_DOUBLE_EQ(WatchdogMonitor(0, {0.8, 1.6}).period_seconds(), 0.1);
+  EXPECT_DOUBLE_EQ(WatchdogMonitor(0, {0.0, 0.8}).period_seconds(), 0.1);
 }
 
 TEST(Watchdog, MessagesNameTheRankThePhaseAndWhereInTheFit) {
@@ -161,8 +190,10 @@ class Recorder {
  public:
   Watchdog::Actions actions() {
     return {[this](const std::string& m) { add("warn", m); }, [this](const std::string& m) { add("abort", m); },
-            [] { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }};
+            [] { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); },
+            [this] { return signal_.load(); }};
   }
+  void receive(int signal_number) { signal_.store(signal_number); }
   std::vector<std::string> events() {
     const std::lock_guard<std::mutex> lock(mutex_);
     return events_;
@@ -175,6 +206,7 @@ class Recorder {
   }
   std::mutex mutex_;
   std::vector<std::string> events_;
+  std::atomic<int> signal_{0};
 };
 
 TEST(Watchdog, TheThreadReportsAStoppedBeaconAndNotAMovingOne) {
@@ -201,6 +233,28 @@ TEST(Watchdog, TheThreadReportsAStoppedBeaconAndNotAMovingOne) {
   EXPECT_NE(events[0].find(" s in the gradient allreduce of epoch 1, step "), std::string::npos) << events[0];
   EXPECT_EQ(events[1].rfind("abort: rank 4: waiting 0.1 s in the gradient allreduce of epoch 1, step ", 0), 0U)
       << events[1];
+}
+
+// The thread with the default thresholds: a stop signal reaching a rank silent in the allreduce is said within
+// about a second and a look (looks a quarter of a second apart), long before the 60 s warning.
+TEST(Watchdog, TheThreadReportsAStopSignalThatFindsTheRankStuck) {
+  ProgressBeacon beacon;
+  Recorder recorder;
+  const auto start = std::chrono::steady_clock::now();
+  {
+    const Watchdog watchdog(1, {60.0, 600.0}, beacon, recorder.actions());
+    beacon.enter_epoch(0, Phase::kEpochBegin);
+    beacon.enter_step(4, Phase::kAllreduce);
+    recorder.receive(SIGTERM);
+    while (recorder.events().empty() && std::chrono::steady_clock::now() - start < std::chrono::seconds(20)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  const auto events = recorder.events();
+  ASSERT_EQ(events.size(), 1U);
+  EXPECT_EQ(events[0].rfind("warn: rank 1: waiting ", 0), 0U) << events[0];
+  EXPECT_NE(events[0].find(" s in the gradient allreduce of epoch 1, step 5: SIGTERM received; "), std::string::npos)
+      << events[0];
 }
 
 TEST(Watchdog, TheDestructorReturnsAtOnceAndADisabledWatchdogStartsNoThread) {

@@ -1,5 +1,5 @@
 // SIGINT / SIGTERM / SIGUSR1 handlers that only record the signal; everything else happens at a step boundary.
-#include "dist/train/stop_signal.h"
+#include "dist/stop_signal.h"
 
 #include <csignal>
 
