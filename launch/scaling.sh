@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# A scaling study: `shardfit bench` at each rank count x threads per rank x mode, one mpirun a point, the records
+# collected in OUT/records.jsonl, then `shardfit plot` draws OUT/scaling.svg and writes the table OUT/scaling.md
+# (speedup and parallel efficiency against each series' smallest rank count; README.md, "Scaling benchmark").
+#   usage: launch/scaling.sh [--ranks "1 2 4"] [--threads "1"] [--modes "strong weak"] [--model mlp|wide|JOB.pbtxt]
+#                            [--batch N] [--steps N] [--warmup-steps N] [--out DIR] [--append] [--hostfile F]
+#                            [--cores N] [--mpirun "ARGS"] [--shardfit PATH] [-- extra bench flags]
+# Not a scheduler: it runs the points one after the other on the hosts mpirun is given (this one by default).
+set -euo pipefail
+
+usage() {
+  sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+  cat >&2 <<'EOF'
+  --ranks "P..."       rank counts, run in the order given (default "1 2 4")
+  --threads "T..."     OpenMP threads per rank, each its own series (default "1")
+  --modes "M..."       strong (--batch is the global batch) and / or weak (--batch per rank) (default both)
+  --model NAME|FILE    a bench preset (mlp, wide) or a job file (default mlp)
+  --batch N            the batch, see --modes (default 256)
+  --steps N            measured steps per point (default 20); --warmup-steps N (default 5)
+  --out DIR            where records.jsonl, scaling.svg, scaling.md and logs/ go (default scaling-<UTC time>)
+  --append             add to DIR/records.jsonl when it exists (without it an existing file is refused, never
+                       overwritten); the chart and table then cover every record in the file
+  --hostfile F         mpirun --hostfile F: ranks spread over its hosts
+  --cores N            CPUs per host the points may use (default: nproc here; with --hostfile, give it): a point
+                       with ranks x threads > N (one host) runs oversubscribed, unbound, and its record says so
+  --mpirun "ARGS"      more mpirun arguments, split on spaces (e.g. "--mca btl self,vader")
+  --shardfit PATH      the shardfit binary (default $SHARDFIT_BIN, else build/launch/shardfit)
+  -- FLAGS             passed to every `shardfit bench` (e.g. -- --optimizer adam)
+EOF
+}
+
+die() {
+  echo "scaling.sh: $*" >&2
+  exit 2
+}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+ranks_list="1 2 4"
+threads_list="1"
+modes="strong weak"
+model=mlp
+batch=256
+steps=20
+warmup=5
+out=""
+append=0
+hostfile=""
+cores=""
+mpirun_extra=""
+bin=${SHARDFIT_BIN:-$root/build/launch/shardfit}
+bench_extra=()
+command_line="launch/scaling.sh $*"
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ranks | --threads | --modes | --model | --batch | --steps | --warmup-steps | --out | --hostfile | --cores | \
+      --mpirun | --shardfit)
+      [ $# -ge 2 ] || die "$1 needs a value"
+      case "$1" in
+        --ranks) ranks_list=$2 ;;
+        --threads) threads_list=$2 ;;
+        --modes) modes=$2 ;;
+        --model) model=$2 ;;
+        --batch) batch=$2 ;;
+        --steps) steps=$2 ;;
+        --warmup-steps) warmup=$2 ;;
+        --out) out=$2 ;;
+        --hostfile) hostfile=$2 ;;
+        --cores) cores=$2 ;;
+        --mpirun) mpirun_extra=$2 ;;
+        --shardfit) bin=$2 ;;
+      esac
+      shift 2
+      ;;
+    --append)
+      append=1
+      shift
+      ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    --)
+      shift
+      bench_extra=("$@")
+      break
+      ;;
+    *)
+      usage
+      die "unknown argument '$1'"
+      ;;
+  esac
+done
+
+whole() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge "$2" ]; }
+for p in $ranks_list; do whole "$p" 1 || die "--ranks: '$p' is not a whole number >= 1"; done
+for t in $threads_list; do whole "$t" 1 || die "--threads: '$t' is not a whole number >= 1"; done
+for m in $modes; do [ "$m" = strong ] || [ "$m" = weak ] || die "--modes: '$m': expected strong and / or weak"; done
+[ -n "$ranks_list" ] && [ -n "$threads_list" ] && [ -n "$modes" ] || die "--ranks, --threads and --modes need values"
+whole "$batch" 1 || die "--batch: '$batch' is not a whole number >= 1"
+whole "$steps" 1 || die "--steps: '$steps' is not a whole number >= 1"
+whole "$warmup" 0 || die "--warmup-steps: '$warmup' is not a whole number >= 0"
+[ -z "$cores" ] || whole "$cores" 1 || die "--cores: '$cores' is not a whole number >= 1"
+[ -x "$bin" ] || die "no shardfit binary at '$bin': build it (cmake --build build) or give --shardfit PATH"
+[ -z "$hostfile" ] || [ -f "$hostfile" ] || die "--hostfile '$hostfile': no such file"
+if [ -z "$cores" ] && [ -z "$hostfile" ]; then cores=$(nproc); fi
+if [ -f "$model" ]; then
+  model_args=("$model")
+else
+  model_args=(--model "$model")
+fi
+
+[ -n "$out" ] || out=scaling-$(date -u +%Y%m%d-%H%M%S)
+mkdir -p "$out/logs"
+records=$out/records.jsonl
+if [ -e "$records" ] && [ "$append" -eq 0 ]; then
+  die "$records exists: --append adds this sweep's records to it; or choose another --out (it is never overwritten)"
+fi
+
+# What made these numbers, beside them: the command, the machine and the time.
+{
+  echo "command: $command_line"
+  echo "shardfit: $bin"
+  echo "cpu: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
+  echo "cores: ${cores:-from the hostfile}; hosts: ${hostfile:-this one ($(hostname))}"
+  echo "started: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+} >>"$out/sweep.txt"
+
+base=(mpirun)
+[ "$(id -u)" -ne 0 ] || base+=(--allow-run-as-root)
+[ -z "$hostfile" ] || base+=(--hostfile "$hostfile")
+# shellcheck disable=SC2206  # the user's extra mpirun arguments, split on spaces as documented
+[ -z "$mpirun_extra" ] || base+=($mpirun_extra)
+
+points=0
+for threads in $threads_list; do
+  for mode in $modes; do
+    for ranks in $ranks_list; do
+      flags=(-np "$ranks" -x OMP_NUM_THREADS="$threads")
+      if [ -n "$cores" ] && [ $((ranks * threads)) -gt "$cores" ]; then
+        # More threads than cores: binding would stack ranks on one core; let the OS share them (as
+        # launch/mpirun_local.sh does). bench sees the shared CPUs and marks the record oversubscribed.
+        flags+=(--oversubscribe --bind-to none -x OMP_PROC_BIND=false --mca mpi_yield_when_idle 1)
+        note=" (oversubscribed: $((ranks * threads)) threads on $cores cores)"
+      else
+        flags+=(--map-by "slot:PE=$threads" --bind-to core -x OMP_PROC_BIND=close -x OMP_PLACES=cores)
+        note=""
+      fi
+      log=$out/logs/${mode}_${ranks}x${threads}.log
+      echo "scaling.sh: $mode, $ranks rank(s) x $threads thread(s)$note" >&2
+      status=0
+      "${base[@]}" "${flags[@]}" "$bin" bench "${model_args[@]}" --mode "$mode" --batch-size "$batch" \
+        --steps "$steps" --warmup-steps "$warmup" --json "$records" "${bench_extra[@]}" </dev/null >"$log" 2>&1 ||
+        status=$?
+      if [ "$status" -ne 0 ]; then
+        echo "scaling.sh: the point $mode, $ranks rank(s) x $threads thread(s) failed (status $status); its log," \
+          "$log, ends:" >&2
+        tail -n 15 "$log" | sed 's/^/  /' >&2
+        echo "scaling.sh: the $points record(s) before it are in $records" >&2
+        exit 1
+      fi
+      points=$((points + 1))
+    done
+  done
+done
+
+"$bin" plot "$records" -o "$out/scaling.svg"
+echo "finished: $(date -u +%Y-%m-%dT%H:%M:%SZ), $points point(s)" >>"$out/sweep.txt"
