@@ -4,8 +4,9 @@
 # (speedup and parallel efficiency against each series' smallest rank count; README.md, "Scaling benchmark").
 #   usage: launch/scaling.sh [--ranks "1 2 4"] [--threads "1"] [--modes "strong weak"] [--model mlp|wide|JOB.pbtxt]
 #                            [--batch N] [--steps N] [--warmup-steps N] [--out DIR] [--append] [--hostfile F]
-#                            [--cores N] [--mpirun "ARGS"] [--shardfit PATH] [-- extra bench flags]
-# Not a scheduler: it runs the points one after the other on the hosts mpirun is given (this one by default).
+#                            [--cores N] [--mpirun "ARGS"] [--launcher mpirun|srun] [--shardfit PATH] [-- bench flags]
+# Not a scheduler: it runs the points one after the other on the hosts mpirun is given (this one by default), or
+# with srun inside a SLURM allocation (launch/scaling.sbatch starts it so).
 set -euo pipefail
 
 usage() {
@@ -23,7 +24,9 @@ usage() {
   --hostfile F         mpirun --hostfile F: ranks spread over its hosts
   --cores N            CPUs per host the points may use (default: nproc here; with --hostfile, give it): a point
                        with ranks x threads > N (one host) runs oversubscribed, unbound, and its record says so
-  --mpirun "ARGS"      more mpirun arguments, split on spaces (e.g. "--mca btl self,vader")
+  --mpirun "ARGS"      more launcher arguments, split on spaces (e.g. "--mca btl self,vader"; with srun "--mpi=pmix")
+  --launcher L         mpirun (default) or srun: inside a SLURM allocation, `srun -n P -c T --cpu-bind=cores` a
+                       point (ranks packed on the fewest nodes when --ntasks-per-node was given; never oversubscribed)
   --shardfit PATH      the shardfit binary (default $SHARDFIT_BIN, else build/launch/shardfit)
   -- FLAGS             passed to every `shardfit bench` (e.g. -- --optimizer adam)
 EOF
@@ -47,6 +50,7 @@ append=0
 hostfile=""
 cores=""
 mpirun_extra=""
+launcher=mpirun
 bin=${SHARDFIT_BIN:-$root/build/launch/shardfit}
 bench_extra=()
 command_line="launch/scaling.sh $*"
@@ -54,7 +58,7 @@ command_line="launch/scaling.sh $*"
 while [ $# -gt 0 ]; do
   case "$1" in
     --ranks | --threads | --modes | --model | --batch | --steps | --warmup-steps | --out | --hostfile | --cores | \
-      --mpirun | --shardfit)
+      --mpirun | --launcher | --shardfit)
       [ $# -ge 2 ] || die "$1 needs a value"
       case "$1" in
         --ranks) ranks_list=$2 ;;
@@ -68,6 +72,7 @@ while [ $# -gt 0 ]; do
         --hostfile) hostfile=$2 ;;
         --cores) cores=$2 ;;
         --mpirun) mpirun_extra=$2 ;;
+        --launcher) launcher=$2 ;;
         --shardfit) bin=$2 ;;
       esac
       shift 2
@@ -96,14 +101,23 @@ whole() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge "$2" ]; }
 for p in $ranks_list; do whole "$p" 1 || die "--ranks: '$p' is not a whole number >= 1"; done
 for t in $threads_list; do whole "$t" 1 || die "--threads: '$t' is not a whole number >= 1"; done
 for m in $modes; do [ "$m" = strong ] || [ "$m" = weak ] || die "--modes: '$m': expected strong and / or weak"; done
-[ -n "$ranks_list" ] && [ -n "$threads_list" ] && [ -n "$modes" ] || die "--ranks, --threads and --modes need values"
+if [ -z "$ranks_list" ] || [ -z "$threads_list" ] || [ -z "$modes" ]; then
+  die "--ranks, --threads and --modes need values"
+fi
 whole "$batch" 1 || die "--batch: '$batch' is not a whole number >= 1"
 whole "$steps" 1 || die "--steps: '$steps' is not a whole number >= 1"
 whole "$warmup" 0 || die "--warmup-steps: '$warmup' is not a whole number >= 0"
 [ -z "$cores" ] || whole "$cores" 1 || die "--cores: '$cores' is not a whole number >= 1"
 [ -x "$bin" ] || die "no shardfit binary at '$bin': build it (cmake --build build) or give --shardfit PATH"
 [ -z "$hostfile" ] || [ -f "$hostfile" ] || die "--hostfile '$hostfile': no such file"
-if [ -z "$cores" ] && [ -z "$hostfile" ]; then cores=$(nproc); fi
+[ "$launcher" = mpirun ] || [ "$launcher" = srun ] || die "--launcher '$launcher': expected mpirun or srun"
+if [ "$launcher" = srun ]; then
+  [ -n "${SLURM_JOB_ID:-}" ] || die "--launcher srun runs inside a SLURM allocation (sbatch, salloc): no SLURM_JOB_ID"
+  [ -z "$hostfile" ] || die "--hostfile is for mpirun: srun runs on the allocation's nodes"
+  cores=""  # SLURM gives each task its own cores and never starts more tasks than the allocation has
+elif [ -z "$cores" ] && [ -z "$hostfile" ]; then
+  cores=$(nproc)
+fi
 if [ -f "$model" ]; then
   model_args=("$model")
 else
@@ -122,12 +136,16 @@ fi
   echo "command: $command_line"
   echo "shardfit: $bin"
   echo "cpu: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
-  echo "cores: ${cores:-from the hostfile}; hosts: ${hostfile:-this one ($(hostname))}"
+  if [ "$launcher" = srun ]; then
+    echo "SLURM job ${SLURM_JOB_ID}: ${SLURM_NTASKS:-?} task(s) x ${SLURM_CPUS_PER_TASK:-1} CPU(s) on ${SLURM_JOB_NODELIST:-?}"
+  else
+    echo "cores: ${cores:-from the hostfile}; hosts: ${hostfile:-this one ($(hostname))}"
+  fi
   echo "started: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >>"$out/sweep.txt"
 
-base=(mpirun)
-[ "$(id -u)" -ne 0 ] || base+=(--allow-run-as-root)
+base=("$launcher")
+[ "$launcher" = srun ] || [ "$(id -u)" -ne 0 ] || base+=(--allow-run-as-root)
 [ -z "$hostfile" ] || base+=(--hostfile "$hostfile")
 # shellcheck disable=SC2206  # the user's extra mpirun arguments, split on spaces as documented
 [ -z "$mpirun_extra" ] || base+=($mpirun_extra)
@@ -137,14 +155,21 @@ for threads in $threads_list; do
   for mode in $modes; do
     for ranks in $ranks_list; do
       flags=(-np "$ranks" -x OMP_NUM_THREADS="$threads")
-      if [ -n "$cores" ] && [ $((ranks * threads)) -gt "$cores" ]; then
+      note=""
+      if [ "$launcher" = srun ]; then
+        # srun passes this environment on; --cpu-bind=cores keeps each task's threads on its own cores (as
+        # launch/slurm_fit.sbatch, whose note says why OMP_PROC_BIND stays unset under SLURM).
+        export OMP_NUM_THREADS=$threads
+        flags=(-n "$ranks" -c "$threads" --cpu-bind=cores --kill-on-bad-exit=1)
+        per_node=${SLURM_NTASKS_PER_NODE:-}
+        if [[ $per_node =~ ^[0-9]+$ ]]; then flags+=(-N $(((ranks + per_node - 1) / per_node))); fi
+      elif [ -n "$cores" ] && [ $((ranks * threads)) -gt "$cores" ]; then
         # More threads than cores: binding would stack ranks on one core; let the OS share them (as
         # launch/mpirun_local.sh does). bench sees the shared CPUs and marks the record oversubscribed.
         flags+=(--oversubscribe --bind-to none -x OMP_PROC_BIND=false --mca mpi_yield_when_idle 1)
         note=" (oversubscribed: $((ranks * threads)) threads on $cores cores)"
       else
         flags+=(--map-by "slot:PE=$threads" --bind-to core -x OMP_PROC_BIND=close -x OMP_PLACES=cores)
-        note=""
       fi
       log=$out/logs/${mode}_${ranks}x${threads}.log
       echo "scaling.sh: $mode, $ranks rank(s) x $threads thread(s)$note" >&2
