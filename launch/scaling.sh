@@ -53,7 +53,10 @@ mpirun_extra=""
 launcher=mpirun
 bin=${SHARDFIT_BIN:-$root/build/launch/shardfit}
 bench_extra=()
-command_line="launch/scaling.sh $*"
+command_line=launch/scaling.sh  # as typed, for sweep.txt: arguments with spaces in quotes
+for arg in "$@"; do
+  if [[ $arg =~ [[:space:]] || -z $arg ]]; then command_line+=" '$arg'"; else command_line+=" $arg"; fi
+done
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -141,7 +144,7 @@ fi
   else
     echo "cores: ${cores:-from the hostfile}; hosts: ${hostfile:-this one ($(hostname))}"
   fi
-  echo "started: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "started: $(date -u +%Y-%m-%dT%H:%M:%SZ); load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
 } >>"$out/sweep.txt"
 
 base=("$launcher")
@@ -190,4 +193,5 @@ for threads in $threads_list; do
 done
 
 "$bin" plot "$records" -o "$out/scaling.svg"
-echo "finished: $(date -u +%Y-%m-%dT%H:%M:%SZ), $points point(s)" >>"$out/sweep.txt"
+echo "finished: $(date -u +%Y-%m-%dT%H:%M:%SZ), $points point(s); load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" \
+  >>"$out/sweep.txt"

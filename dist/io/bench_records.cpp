@@ -8,7 +8,6 @@
 #include <map>
 #include <set>
 #include <string_view>
-#include <tuple>
 
 #include "dist/io/json_reader.h"
 #include "kernels/error.h"
@@ -73,10 +72,11 @@ class RecordFields {
     return value;
   }
 
-  int64_t count(const std::string& field, int64_t least) const {
+  // A whole number in [least, most]; `most` keeps a damaged value from overflowing the int it is read into.
+  int64_t count(const std::string& field, int64_t least, int64_t most = int64_t{1} << 50) const {
     const double value = need(field, JsonValue::Kind::kNumber, "a whole number").number;
-    if (!(value >= static_cast<double>(least)) || value != std::floor(value) || value > 9e15) {
-      fail(field, cat(value, ": expected a whole number >= ", least));
+    if (!(value >= static_cast<double>(least)) || value != std::floor(value) || value > static_cast<double>(most)) {
+      fail(field, cat(value, ": expected a whole number from ", least, " to ", most));
     }
     return static_cast<int64_t>(value);
   }
@@ -121,13 +121,15 @@ BenchRecord record_of(const JsonValue& json, const fs::path& path, int line) {
   BenchRecord record;
   record.line = line;
   record.mode = fields.text("mode");
-  if (record.mode != "strong" && record.mode != "weak")
+  if (record.mode != "strong" && record.mode != "weak") {
     fields.fail("mode", "'" + record.mode + "': expected strong or weak");
+  }
   record.model = fields.text("model.name");
   record.layers = fields.text("model.layers");
-  record.ranks = static_cast<int>(fields.count("ranks", 1));
-  record.hosts = static_cast<int>(fields.count("hosts", 1));
-  record.threads_per_rank = static_cast<int>(fields.count("threads_per_rank", 1));
+  constexpr int64_t kMostProcesses = int64_t{1} << 30;
+  record.ranks = static_cast<int>(fields.count("ranks", 1, kMostProcesses));
+  record.hosts = static_cast<int>(fields.count("hosts", 1, kMostProcesses));
+  record.threads_per_rank = static_cast<int>(fields.count("threads_per_rank", 1, kMostProcesses));
   record.oversubscribed = fields.flag("oversubscribed");
   record.global_batch = fields.count("batch.global", 1);
   record.per_rank_batch = fields.number("batch.per_rank");
@@ -155,8 +157,7 @@ bool looks_like_bench_records(const fs::path& path) {
     const std::string text = read_text_file(path, "bench records");
     for (const auto& [number, line] : lines_of(text)) {
       if (blank(line)) continue;
-      return line.find_first_not_of(" \t") < line.size() && line[line.find_first_not_of(" \t")] == '{' &&
-             is_bench_record(parse_json(line, path));
+      return line[line.find_first_not_of(" \t")] == '{' && is_bench_record(parse_json(line, path));
     }
   } catch (const Error&) {
   }
@@ -208,14 +209,13 @@ std::vector<ScalingSeries> scaling_series(const std::vector<BenchRecord>& record
     threads.insert(s.threads_per_rank);
     batches.insert({s.mode, s.batch});
   }
-  std::set<std::string> modes;
   std::map<std::string, int> batches_per_mode;
   for (const auto& [mode, batch] : batches) ++batches_per_mode[mode];
   for (ScalingSeries& s : series) {
     s.label = s.mode;
     if (models.size() > 1) s.label += ", " + s.model;
     if (threads.size() > 1) s.label += cat(", ", s.threads_per_rank, s.threads_per_rank == 1 ? " thread" : " threads");
-    if (batches_per_mode[s.mode] > 1 || models.size() > 1) {
+    if (batches_per_mode[s.mode] > 1) {
       s.label += s.mode == "strong" ? cat(", batch ", s.batch) : cat(", batch ", s.batch, "/rank");
     }
   }

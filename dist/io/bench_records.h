@@ -65,8 +65,9 @@ struct ScalingSeries {
   bool scales() const;
 };
 
-// The series, in the order their first record appears in the file. Labels name the mode and, of model, threads per
-// rank and batch, each that differs between series ("strong", "weak, 8 threads", "strong, wide, batch 512").
+// The series, in the order their first record appears in the file. Labels name the mode, then each of model, threads
+// per rank and batch (among series of the same mode) that differs between the series ("strong", "weak, 8 threads",
+// "strong, wide, batch 512").
 std::vector<ScalingSeries> scaling_series(const std::vector<BenchRecord>& records);
 
 // The table as Markdown, one row per run in series order: series, ranks, hosts, threads, mode, global batch,

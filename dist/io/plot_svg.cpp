@@ -585,6 +585,13 @@ constexpr double kNoteLine = 17;
 
 std::string bool_text(bool value) { return value ? "true" : "false"; }
 
+// 2^exponent as a person writes it: 0.25, 0.5, 1, 2, 16.
+std::string power_of_two_label(double exponent) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", std::exp2(exponent));
+  return text;
+}
+
 // Joined without repeats, in first-seen order.
 std::string distinct_joined(const std::vector<std::string>& values, const std::string& separator) {
   std::vector<std::string> seen;
@@ -654,7 +661,7 @@ std::string render_scaling_svg(const std::vector<ScalingSeries>& all_series) {
 
   // ---- layout ----
   double widest = 0;
-  for (double t : s_ticks) widest = std::max(widest, text_width(tick_label(std::exp2(t), t < 0 ? 2 : 0), kFontSize));
+  for (double t : s_ticks) widest = std::max(widest, text_width(power_of_two_label(t), kFontSize));
   for (int i = 0; i < e_ticks.count; ++i) {
     widest =
         std::max(widest, text_width(tick_label(e_ticks.first + i * e_ticks.step, e_ticks.decimals) + "%", kFontSize));
@@ -869,8 +876,7 @@ std::string render_scaling_svg(const std::vector<ScalingSeries>& all_series) {
   };
 
   std::vector<std::pair<double, std::string>> speedup_ticks;
-  for (double t : s_ticks)
-    speedup_ticks.emplace_back(py_speedup(std::exp2(t)), tick_label(std::exp2(t), t < 0 ? 2 : 0));
+  for (double t : s_ticks) speedup_ticks.emplace_back(py_speedup(std::exp2(t)), power_of_two_label(t));
   std::vector<std::pair<double, std::string>> efficiency_ticks;
   for (int i = 0; i < e_ticks.count; ++i) {
     const double percent = e_ticks.first + i * e_ticks.step;
