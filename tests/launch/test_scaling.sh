@@ -61,6 +61,13 @@ grep -q "the point weak, 1 rank(s) x 1 thread(s) failed" "$work/failing.txt" || 
 grep -q -- "--optimizer nonsense" "$work/failing/logs/weak_1x1.log" || fail "the point's log does not hold the error"
 [ ! -e "$work/failing/logs/weak_2x1.log" ] || fail "the sweep went on after a failed point"
 
+echo "== plot tells records by their content, whatever the file is called"
+cp "$work/sweep/records.jsonl" "$work/runs.json"
+"$bin" plot "$work/runs.json" -o "$work/runs.svg" >/dev/null || fail "plot of records named .json failed"
+"$python" -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$work/runs.svg" || fail "runs.svg"
+[ -s "$work/runs.md" ] || fail "no table beside runs.svg"
+rm -f "$work/runs.svg"
+
 echo "== plot refuses bad records, naming file, line and field"
 "$python" - "$work/sweep/records.jsonl" "$work/bad.jsonl" <<'EOF'
 import json, sys
