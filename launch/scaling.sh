@@ -9,9 +9,9 @@
 # with srun inside a SLURM allocation (launch/scaling.sbatch starts it so).
 set -euo pipefail
 
-usage() {
-  sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//' >&2
-  cat >&2 <<'EOF'
+usage() {  # on stdout: `usage >&2` where it goes with an error
+  sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//'
+  cat <<'EOF'
   --ranks "P..."       rank counts, run in the order given (default "1 2 4")
   --threads "T..."     OpenMP threads per rank, each its own series (default "1")
   --modes "M..."       strong (--batch is the global batch) and / or weak (--batch per rank) (default both)
@@ -94,7 +94,7 @@ while [ $# -gt 0 ]; do
       break
       ;;
     *)
-      usage
+      usage >&2
       die "unknown argument '$1'"
       ;;
   esac
