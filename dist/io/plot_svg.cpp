@@ -876,6 +876,7 @@ std::string render_scaling_svg(const std::vector<ScalingSeries>& all_series) {
   };
 
   std::vector<std::pair<double, std::string>> speedup_ticks;
+  speedup_ticks.reserve(s_ticks.size());
   for (double t : s_ticks) speedup_ticks.emplace_back(py_speedup(std::exp2(t)), power_of_two_label(t));
   std::vector<std::pair<double, std::string>> efficiency_ticks;
   for (int i = 0; i < e_ticks.count; ++i) {
