@@ -170,6 +170,11 @@ std::string usage() {
                                                  folder, history.json, history.csv or history.pb. Default metric
                                                  loss; each metric goes to METRIC.svg next to the history, or with
                                                  -o all into FILE.svg, one panel per metric
+       shardfit plot RECORDS.jsonl [-o|--output FILE.svg]
+                                                 the scaling chart of `bench --json` records (told by content):
+                                                 speedup and efficiency against ranks, one line per series, to
+                                                 FILE.svg (default scaling.svg beside the records) and the table
+                                                 to FILE.md beside it and to stdout
        shardfit bench [JOB.pbtxt | --model mlp|wide] [--mode strong|weak] [--batch-size N] [--steps N]
                       [--warmup-steps N] [--json FILE]
                                                  the scaling benchmark: the training step on synthetic data

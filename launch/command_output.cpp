@@ -64,4 +64,13 @@ void check_plot_output(const Command& command) {
            "plot writes SVG only: name the file .svg (a browser opens it; an SVG converter makes a PNG of it)");
 }
 
+void check_scaling_plot_output(const Command& command, const fs::path& chart, const fs::path& table) {
+  const std::vector<InputFile> inputs = {{"the bench records", command.job_path}};
+  const std::string flag = command.output.empty() ? std::string("plot") : command.output_flag;
+  check_command_output(flag, chart, inputs);
+  check_command_output(cat(flag, "'s table"), table, inputs);
+  SF_CHECK(chart.extension() == ".svg", cat(flag, " '", chart.string(), "': expected a file name ending in .svg"),
+           "plot writes SVG only: name the file .svg (a browser opens it; an SVG converter makes a PNG of it)");
+}
+
 }  // namespace shardfit

@@ -21,4 +21,9 @@ void check_inference_output(const Command& command, const InferenceOptions& opti
 // run.json, history.csv and history.pb of its folder). Throws Error naming the flag and the path.
 void check_plot_output(const Command& command);
 
+// plot of bench records: the chart (`chart`, .svg) and the table beside it (`table`, .md) are both refused when
+// either is the records file; -o must end in .svg. Throws Error naming the flag and the path.
+void check_scaling_plot_output(const Command& command, const std::filesystem::path& chart,
+                               const std::filesystem::path& table);
+
 }  // namespace shardfit

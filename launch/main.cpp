@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dist/comm.h"
+#include "dist/io/bench_records.h"
 #include "dist/io/format.h"
 #include "dist/io/history_reader.h"
 #include "dist/io/history_writer.h"
@@ -48,11 +49,34 @@ std::string metrics_json(const std::map<std::string, double>& values) {
   return fields.inline_text() + "\n";
 }
 
+// Bench records (told by content, bench_records.h): the scaling chart, its table beside it (CHART.md) and on stdout.
+void plot_bench_records(const Command& command) {
+  const fs::path records = command.job_path;
+  SF_CHECK(command.metrics.size() == 1 && command.metrics[0] == "loss",
+           cat(records.string(), " holds bench records: --metric applies to a history's curves"),
+           "the scaling chart has its own two panels, speedup and efficiency; drop --metric");
+  const fs::path chart = command.output.empty() ? records.parent_path() / "scaling.svg" : fs::path(command.output);
+  fs::path table = chart;
+  table.replace_extension(".md");
+  check_scaling_plot_output(command, chart, table);  // before reading: a refused -o costs no work
+  const std::vector<ScalingSeries> series = scaling_series(read_bench_records(records));
+  const std::string markdown = scaling_table_markdown(series);
+  write_scaling_svg(chart, series);
+  write_file_atomically(table, markdown);
+  std::fputs(markdown.c_str(), stdout);
+  std::printf("\n%s\n%s\n", chart.string().c_str(), table.string().c_str());
+}
+
 int run_plot(Comm& comm, const Command& command) {
   run_agreed(comm, [&] {
     if (!comm.is_root()) return;
-    check_plot_output(command);  // before reading: a refused -o costs no work
     const fs::path source = command.job_path;
+    const std::string extension = source.extension().string();
+    if (looks_like_bench_records(source) || extension == ".jsonl" || extension == ".ndjson") {
+      plot_bench_records(command);  // a .jsonl that holds no bench record is refused there, naming its first line
+      return;
+    }
+    check_plot_output(command);  // before reading: a refused -o costs no work
     const proto::History history = read_history_any(source);
     const proto::Diagnosis* diagnosis = history.has_diagnosis() ? &history.diagnosis() : nullptr;
     if (!command.output.empty()) {  // one file; several metrics become panels of it

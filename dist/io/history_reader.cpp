@@ -1,5 +1,5 @@
-// Reading history files back (history_reader.h): a small JSON reader for exactly what history_writer writes (Python's
-// json dialect: NaN, Infinity and -Infinity allowed), a CSV reader for history.csv, and the choice of file.
+// Reading history files back (history_reader.h): history.json and run.json through the JSON reader (json_reader.h), a
+// CSV reader for history.csv, and the choice of file.
 #include "dist/io/history_reader.h"
 
 #include <cerrno>
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "dist/io/history_writer.h"
+#include "dist/io/json_reader.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 
@@ -28,187 +29,6 @@ namespace {
 
 constexpr const char* kWhatPlotReads =
     "a history folder, history.pb, history.json (with run.json beside it for the verdict) or history.csv";
-
-// ---- JSON ----
-
-struct JsonValue {
-  enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject };
-  Kind kind = Kind::kNull;
-  double number = 0.0;
-  std::string text;
-  std::vector<JsonValue> items;
-  std::map<std::string, JsonValue> members;
-
-  const JsonValue* find(const std::string& key) const {
-    const auto found = members.find(key);
-    return found == members.end() ? nullptr : &found->second;
-  }
-};
-
-class JsonReader {
- public:
-  JsonReader(std::string_view text, const fs::path& path) : text_(text), path_(path) {}
-
-  JsonValue document() {
-    JsonValue value = parse_value(0);
-    skip_space();
-    if (at_ < text_.size()) fail("text after the end of the document");
-    return value;
-  }
-
- private:
-  static constexpr int kMaxDepth = 64;
-
-  [[noreturn]] void fail(const std::string& what) const {
-    size_t line = 1;
-    for (size_t i = 0; i < at_ && i < text_.size(); ++i) line += text_[i] == '\n' ? 1 : 0;
-    SF_FAIL(cat(path_.string(), ":", line, ": not valid JSON: ", what),
-            "history.json is written by shardfit fit; history.pb beside it holds the same values");
-  }
-
-  void skip_space() {
-    while (at_ < text_.size() && (text_[at_] == ' ' || text_[at_] == '\n' || text_[at_] == '\r' || text_[at_] == '\t'))
-      ++at_;
-  }
-
-  bool take(std::string_view word) {
-    if (text_.substr(at_, word.size()) != word) return false;
-    at_ += word.size();
-    return true;
-  }
-
-  JsonValue parse_value(int depth) {
-    if (depth > kMaxDepth) fail("nested too deeply");
-    skip_space();
-    if (at_ >= text_.size()) fail("unexpected end");
-    JsonValue value;
-    const char c = text_[at_];
-    if (c == '{') {
-      value.kind = JsonValue::Kind::kObject;
-      ++at_;
-      skip_space();
-      if (take("}")) return value;
-      while (true) {
-        skip_space();
-        if (at_ >= text_.size() || text_[at_] != '"') fail("expected a key in quotes");
-        std::string key = parse_string();
-        skip_space();
-        if (!take(":")) fail("expected ':' after a key");
-        value.members[key] = parse_value(depth + 1);
-        skip_space();
-        if (take("}")) return value;
-        if (!take(",")) fail("expected ',' or '}'");
-      }
-    }
-    if (c == '[') {
-      value.kind = JsonValue::Kind::kArray;
-      ++at_;
-      skip_space();
-      if (take("]")) return value;
-      while (true) {
-        value.items.push_back(parse_value(depth + 1));
-        skip_space();
-        if (take("]")) return value;
-        if (!take(",")) fail("expected ',' or ']'");
-      }
-    }
-    if (c == '"') {
-      value.kind = JsonValue::Kind::kString;
-      value.text = parse_string();
-      return value;
-    }
-    if (take("null")) return value;
-    if (take("true") || take("false")) {
-      value.kind = JsonValue::Kind::kBool;
-      return value;
-    }
-    value.kind = JsonValue::Kind::kNumber;
-    if (take("NaN")) {
-      value.number = std::numeric_limits<double>::quiet_NaN();
-    } else if (take("Infinity")) {
-      value.number = std::numeric_limits<double>::infinity();
-    } else if (take("-Infinity")) {
-      value.number = -std::numeric_limits<double>::infinity();
-    } else {
-      const std::string rest(text_.substr(at_, std::min<size_t>(64, text_.size() - at_)));
-      char* end = nullptr;
-      value.number = std::strtod(rest.c_str(), &end);
-      if (end == rest.c_str() || !(c == '-' || (c >= '0' && c <= '9'))) fail("expected a value");
-      at_ += static_cast<size_t>(end - rest.c_str());
-    }
-    return value;
-  }
-
-  // The escapes history_writer emits and the rest of JSON's; \u escapes become UTF-8 (a lone surrogate: U+FFFD).
-  std::string parse_string() {
-    ++at_;  // the opening quote
-    std::string out;
-    while (true) {
-      if (at_ >= text_.size()) fail("unterminated string");
-      const char c = text_[at_++];
-      if (c == '"') return out;
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (at_ >= text_.size()) fail("unterminated string");
-      const char e = text_[at_++];
-      switch (e) {
-        case '"':
-        case '\\':
-        case '/':
-          out += e;
-          break;
-        case 'n':
-          out += '\n';
-          break;
-        case 'r':
-          out += '\r';
-          break;
-        case 't':
-          out += '\t';
-          break;
-        case 'b':
-          out += '\b';
-          break;
-        case 'f':
-          out += '\f';
-          break;
-        case 'u': {
-          if (at_ + 4 > text_.size()) fail("short \\u escape");
-          const std::string hex(text_.substr(at_, 4));
-          char* end = nullptr;
-          unsigned code = static_cast<unsigned>(std::strtoul(hex.c_str(), &end, 16));
-          if (end != hex.c_str() + 4) fail("bad \\u escape");
-          at_ += 4;
-          if (code >= 0xD800 && code <= 0xDFFF) code = 0xFFFD;
-          if (code < 0x80) {
-            out += static_cast<char>(code);
-          } else if (code < 0x800) {
-            out += static_cast<char>(0xC0 | (code >> 6));
-            out += static_cast<char>(0x80 | (code & 0x3F));
-          } else {
-            out += static_cast<char>(0xE0 | (code >> 12));
-            out += static_cast<char>(0x80 | ((code >> 6) & 0x3F));
-            out += static_cast<char>(0x80 | (code & 0x3F));
-          }
-          break;
-        }
-        default:
-          fail(cat("unknown escape \\", e));
-      }
-    }
-  }
-
-  std::string_view text_;
-  fs::path path_;
-  size_t at_ = 0;
-};
-
-JsonValue read_json(const fs::path& path) {
-  const std::string text = read_text_file(path, "history file");
-  return JsonReader(text, path).document();
-}
 
 int64_t json_integer(const JsonValue* value, int64_t fallback) {
   return value != nullptr && value->kind == JsonValue::Kind::kNumber ? static_cast<int64_t>(value->number) : fallback;

@@ -1,7 +1,7 @@
 // The one JSON writer of shardfit's files: history.json, run.json and evaluate's --output. Objects with sorted
 // keys, arrays of numbers, strings escaped; numbers through json_number (dist/io/format.h), so NaN and the
 // infinities are spelt as Python's json module writes and reads them. Not a general JSON library: no parser (that is
-// history_reader), no arbitrary nesting of arrays.
+// json_reader.h), no arbitrary nesting of arrays.
 #pragma once
 
 #include <cstdint>

@@ -570,4 +570,338 @@ void write_history_panels_svg(const std::filesystem::path& path, const proto::Hi
   write_file_atomically(path, render_history_panels_svg(history, metrics, diagnosis));
 }
 
+// ---- the scaling chart ----
+
+namespace {
+
+// Matplotlib's tab10 order, which the loss chart's two colours already follow.
+constexpr const char* kSeriesColors[] = {"#1f77b4", "#e8710a", "#2ca02c", "#d62728", "#9467bd",
+                                         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+constexpr const char* kIdealColor = "#888";
+constexpr double kScalingPanelGap = 18;     // between the efficiency panel's top and the speedup panel's x labels
+constexpr double kScalingPlotHeight = 250;  // one panel's plot area
+constexpr double kLegendRow = 22;
+constexpr double kNoteLine = 17;
+
+std::string bool_text(bool value) { return value ? "true" : "false"; }
+
+// 2^exponent as a person writes it: 0.25, 0.5, 1, 2, 16.
+std::string power_of_two_label(double exponent) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", std::exp2(exponent));
+  return text;
+}
+
+// Joined without repeats, in first-seen order.
+std::string distinct_joined(const std::vector<std::string>& values, const std::string& separator) {
+  std::vector<std::string> seen;
+  for (const std::string& value : values) {
+    if (std::find(seen.begin(), seen.end(), value) == seen.end()) seen.push_back(value);
+  }
+  std::string text;
+  for (const std::string& value : seen) text += (text.empty() ? "" : separator) + value;
+  return text;
+}
+
+}  // namespace
+
+std::string render_scaling_svg(const std::vector<ScalingSeries>& all_series) {
+  std::vector<const ScalingSeries*> drawn;
+  std::vector<std::string> left_out;
+  for (const ScalingSeries& s : all_series) {
+    if (s.scales()) {
+      drawn.push_back(&s);
+    } else {
+      left_out.push_back(s.label);
+    }
+  }
+  SF_CHECK(!drawn.empty(),
+           "no series of the records has runs at two rank counts: nothing to draw a scaling line through",
+           "run shardfit bench at several rank counts with the same mode, model, threads and batch "
+           "(launch/scaling.sh does)");
+
+  // ---- data ranges: ranks on log2; speedup on log2; efficiency linear, in percent ----
+  std::set<int> rank_counts;
+  double speedup_lo = INFINITY, speedup_hi = -INFINITY, efficiency_hi = 100;
+  bool any_oversubscribed = false;
+  int most_hosts = 1;
+  std::vector<std::string> names, models, cpus;
+  for (const ScalingSeries* s : drawn) {
+    names.push_back(s->model);
+    models.push_back(s->model + " " + s->layers);
+    for (const ScalingPoint& point : s->points) {
+      most_hosts = std::max(most_hosts, point.record.hosts);
+      rank_counts.insert(point.record.ranks);
+      speedup_lo = std::min({speedup_lo, point.speedup, point.ideal});
+      speedup_hi = std::max({speedup_hi, point.speedup, point.ideal});
+      efficiency_hi = std::max(efficiency_hi, 100 * point.efficiency);
+      any_oversubscribed = any_oversubscribed || point.record.oversubscribed;
+      cpus.push_back(point.record.cpu_model);
+    }
+  }
+  const double x_lo = std::log2(*rank_counts.begin()) - 0.3;
+  const double x_hi = std::log2(*rank_counts.rbegin()) + 0.3;
+  // Powers of two for the speedup ticks, the range padded by a quarter of a doubling at both ends.
+  const double sy_lo = std::log2(speedup_lo) - 0.25;
+  const double sy_hi = std::log2(speedup_hi) + 0.25;
+  const double ey_lo = 0;
+  const double ey_hi = efficiency_hi * 1.06;
+  const Ticks e_ticks = nice_ticks(ey_lo, ey_hi, 5);
+  std::vector<double> s_ticks;  // log2 values
+  for (double t = std::ceil(sy_lo); t <= sy_hi + 1e-9; t += 1) s_ticks.push_back(t);
+  if (s_ticks.size() < 2) s_ticks = {std::floor(sy_lo), std::ceil(sy_hi)};
+  // A tick under each rank count run, unless they crowd (1..16 all run): then powers of two only.
+  std::vector<int> x_ticks(rank_counts.begin(), rank_counts.end());
+  if (x_ticks.size() > 9) {
+    x_ticks.clear();
+    for (int p = 1; p <= *rank_counts.rbegin(); p *= 2) {
+      if (p >= *rank_counts.begin()) x_ticks.push_back(p);
+    }
+  }
+
+  // ---- layout ----
+  double widest = 0;
+  for (double t : s_ticks) widest = std::max(widest, text_width(power_of_two_label(t), kFontSize));
+  for (int i = 0; i < e_ticks.count; ++i) {
+    widest =
+        std::max(widest, text_width(tick_label(e_ticks.first + i * e_ticks.step, e_ticks.decimals) + "%", kFontSize));
+  }
+  const double left = std::ceil(24 + kFontSize + 10 + widest);
+  const double right = kWidth - kMarginRight;
+
+  // The title names the models; a long name (a job file's path) leaves them to the subtitle, which always has the
+  // layers, the CPU and the hosts, wrapped to the chart's width.
+  std::string title = "Scaling of shardfit bench: " + distinct_joined(names, ", ");
+  if (left + text_width(title, kTitleSize) > right) title = "Scaling of shardfit bench";
+  const std::string subtitle = cat(distinct_joined(models, ", "), "; ", distinct_joined(cpus, "; "), "; ",
+                                   most_hosts == 1 ? std::string("1 host") : cat("up to ", most_hosts, " hosts"));
+  const std::vector<std::string> subtitle_lines =
+      wrap(subtitle, static_cast<size_t>((right - left) / (kCharWidth * kFontSize)));
+  // Legend entries: every drawn series, the ideal, and the hollow marker when a run was oversubscribed; wrapped into
+  // rows of the chart's width.
+  struct Entry {
+    std::string label;
+    std::string color;
+    enum class Look { kSeries, kIdeal, kHollow } look;
+  };
+  std::vector<Entry> entries;
+  for (size_t i = 0; i < drawn.size(); ++i) {
+    entries.push_back({drawn[i]->label, kSeriesColors[i % std::size(kSeriesColors)], Entry::Look::kSeries});
+  }
+  entries.push_back({"ideal", kIdealColor, Entry::Look::kIdeal});
+  if (any_oversubscribed) {
+    entries.push_back({"oversubscribed (more threads than CPUs)", kMutedColor, Entry::Look::kHollow});
+  }
+  std::vector<std::vector<std::pair<const Entry*, double>>> legend_rows(1);  // (entry, x)
+  double legend_x = left;
+  for (const Entry& entry : entries) {
+    const double width = 22 + 6 + text_width(entry.label, kFontSize);
+    if (legend_x > left && legend_x + width > right) {
+      legend_rows.emplace_back();
+      legend_x = left;
+    }
+    legend_rows.back().emplace_back(&entry, legend_x);
+    legend_x += width + 18;
+  }
+  const double legend_top = kHeaderRow + 10 + subtitle_lines.size() * kNoteLine;
+  const double speedup_top = legend_top + legend_rows.size() * kLegendRow + 14;
+  const double speedup_bottom = speedup_top + kScalingPlotHeight;
+  const double efficiency_top = speedup_bottom + 44 + kScalingPanelGap;
+  const double efficiency_bottom = efficiency_top + kScalingPlotHeight;
+  std::vector<std::string> notes;
+  notes.push_back(
+      "Speedup = samples/s at P ranks / samples/s at the series' smallest rank count P0; ideal = P / P0; "
+      "efficiency = speedup / ideal.");
+  if (any_oversubscribed) {
+    notes.push_back(
+        "Hollow markers: oversubscribed runs, more threads than CPUs on a host; they measure CPUs shared, "
+        "not scaling.");
+  }
+  if (!left_out.empty()) {
+    notes.push_back("Not drawn (one rank count; in the table): " + distinct_joined(left_out, "; ") + ".");
+  }
+  std::vector<std::string> note_lines;
+  const auto per_line = static_cast<size_t>((right - left) / (kCharWidth * kFontSize));
+  for (const std::string& note : notes) {
+    for (const std::string& line : wrap(note, per_line)) note_lines.push_back(line);
+  }
+  const double notes_top = efficiency_bottom + 64;
+  const double height = std::ceil(notes_top + note_lines.size() * kNoteLine + 8);
+
+  const auto px = [&](double ranks) { return left + (std::log2(ranks) - x_lo) / (x_hi - x_lo) * (right - left); };
+  const auto py_speedup = [&](double speedup) {
+    return speedup_bottom - (std::log2(speedup) - sy_lo) / (sy_hi - sy_lo) * (speedup_bottom - speedup_top);
+  };
+  const auto py_efficiency = [&](double fraction) {
+    return efficiency_bottom - (100 * fraction - ey_lo) / (ey_hi - ey_lo) * (efficiency_bottom - efficiency_top);
+  };
+
+  std::ostringstream svg;
+  svg << R"(<?xml version="1.0" encoding="UTF-8"?>)"
+      << "\n"
+      << R"(<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width=")" << kWidth << R"(" height=")" << height
+      << R"(" viewBox="0 0 )" << kWidth << " " << height << R"(" font-family=")" << kFont << R"(" font-size=")"
+      << kFontSize << R"(">)"
+      << "\n";
+  svg << "<title>" << xml_escape(title) << "</title>\n";
+  svg << R"(<rect width="100%" height="100%" fill="#ffffff"/>)"
+      << "\n";
+  svg << R"(<text class="title" x=")" << left << R"(" y=")" << kHeaderRow << R"(" font-size=")" << kTitleSize
+      << R"(" font-weight="bold" fill=")" << kTextColor << R"(">)" << xml_escape(title) << "</text>\n";
+  svg << R"(<text class="subtitle" x=")" << left << R"(" y=")" << kHeaderRow + 20 << R"(" fill=")" << kMutedColor
+      << R"(">)";
+  for (size_t i = 0; i < subtitle_lines.size(); ++i) {
+    svg << R"(<tspan x=")" << left << R"(" dy=")" << (i == 0 ? 0.0 : kNoteLine) << R"(">)"
+        << xml_escape(subtitle_lines[i]) << "</tspan>";
+  }
+  svg << "</text>\n";
+
+  // ---- legend ----
+  svg << R"(<g class="legend">)"
+      << "\n";
+  for (size_t row = 0; row < legend_rows.size(); ++row) {
+    const double y = legend_top + 12 + row * kLegendRow;
+    for (const auto& [entry, x] : legend_rows[row]) {
+      switch (entry->look) {
+        case Entry::Look::kSeries:
+          svg << R"(<line x1=")" << coord(x) << R"(" x2=")" << coord(x + 22) << R"(" y1=")" << y << R"(" y2=")" << y
+              << R"(" stroke=")" << entry->color << R"(" stroke-width="2.5"/><circle cx=")" << coord(x + 11)
+              << R"(" cy=")" << y << R"(" r="3.5" fill=")" << entry->color << R"("/>)";
+          break;
+        case Entry::Look::kIdeal:
+          svg << R"(<line x1=")" << coord(x) << R"(" x2=")" << coord(x + 22) << R"(" y1=")" << y << R"(" y2=")" << y
+              << R"(" stroke=")" << entry->color << R"(" stroke-width="1.5" stroke-dasharray="5 4"/>)";
+          break;
+        case Entry::Look::kHollow:
+          svg << R"(<circle class="hollow-key" cx=")" << coord(x + 11) << R"(" cy=")" << y
+              << R"(" r="4" fill="#ffffff" stroke=")" << entry->color << R"(" stroke-width="2"/>)";
+          break;
+      }
+      svg << R"(<text x=")" << coord(x + 28) << R"(" y=")" << y << R"(" dy="0.35em" fill=")" << kTextColor << R"(">)"
+          << xml_escape(entry->label) << "</text>\n";
+    }
+  }
+  svg << "</g>\n";
+
+  // ---- one panel: frame, grid, ticks, the ideal, the series ----
+  const auto panel = [&](const char* name, const char* axis_label, double top, double bottom,
+                         const std::vector<std::pair<double, std::string>>& y_ticks,  // (y in px, label)
+                         const auto& value_of, const auto& py) {
+    svg << R"(<g class="panel" data-panel=")" << name << R"(">)"
+        << "\n";
+    svg << R"(<g class="grid" stroke="#e6e6e6" stroke-width="1">)"
+        << "\n";
+    for (const auto& [y, label] : y_ticks) {
+      svg << R"(<line x1=")" << left << R"(" x2=")" << right << R"(" y1=")" << coord(y) << R"(" y2=")" << coord(y)
+          << R"("/>)"
+          << "\n";
+    }
+    for (int p : x_ticks) {
+      svg << R"(<line x1=")" << coord(px(p)) << R"(" x2=")" << coord(px(p)) << R"(" y1=")" << top << R"(" y2=")"
+          << bottom << R"("/>)"
+          << "\n";
+    }
+    svg << "</g>\n";
+    svg << R"(<g class="axes" stroke="#444" stroke-width="1">)"
+        << "\n"
+        << R"(<line x1=")" << left << R"(" x2=")" << right << R"(" y1=")" << bottom << R"(" y2=")" << bottom << R"("/>)"
+        << "\n"
+        << R"(<line x1=")" << left << R"(" x2=")" << left << R"(" y1=")" << top << R"(" y2=")" << bottom << R"("/>)"
+        << "\n";
+    for (const auto& [y, label] : y_ticks) {
+      svg << R"(<line x1=")" << left - 5 << R"(" x2=")" << left << R"(" y1=")" << coord(y) << R"(" y2=")" << coord(y)
+          << R"("/>)"
+          << "\n";
+    }
+    for (int p : x_ticks) {
+      svg << R"(<line x1=")" << coord(px(p)) << R"(" x2=")" << coord(px(p)) << R"(" y1=")" << bottom << R"(" y2=")"
+          << bottom + 5 << R"("/>)"
+          << "\n";
+    }
+    svg << "</g>\n";
+    svg << R"(<g class="tick-labels" fill=")" << kMutedColor << R"(">)"
+        << "\n";
+    for (const auto& [y, label] : y_ticks) {
+      svg << R"(<text x=")" << left - 8 << R"(" y=")" << coord(y) << R"(" dy="0.35em" text-anchor="end">)" << label
+          << "</text>\n";
+    }
+    for (int p : x_ticks) {
+      svg << R"(<text x=")" << coord(px(p)) << R"(" y=")" << bottom + 20 << R"(" text-anchor="middle">)" << p
+          << "</text>\n";
+    }
+    svg << "</g>\n";
+    svg << R"(<text class="axis-label" x=")" << coord((left + right) / 2) << R"(" y=")" << bottom + 40
+        << R"(" text-anchor="middle" fill=")" << kTextColor << R"(">Ranks</text>)"
+        << "\n";
+    const double y_mid = (top + bottom) / 2;
+    svg << R"(<text class="axis-label" x="24" y=")" << y_mid << R"(" transform="rotate(-90 24 )" << y_mid
+        << ")\" text-anchor=\"middle\" dy=\"0.35em\" fill=\"" << kTextColor << R"(">)" << axis_label << "</text>\n";
+
+    // The ideal: P / P0 from each baseline's P0 to the largest rank count (speedup), or the 100% line (efficiency).
+    std::set<int> bases;
+    for (const ScalingSeries* s : drawn) bases.insert(s->base_ranks);
+    const int last = *rank_counts.rbegin();
+    for (int base : bases) {
+      const bool speedup = std::string_view(name) == "speedup";
+      const double y0 = py(1.0);  // speedup 1 at P0, and efficiency 100% everywhere
+      const double y1 = py(speedup ? static_cast<double>(last) / base : 1.0);
+      svg << R"(<path class="ideal" data-base-ranks=")" << base << R"(" d="M)" << coord(px(base)) << "," << coord(y0)
+          << " L" << coord(px(last)) << "," << coord(y1) << R"(" fill="none" stroke=")" << kIdealColor
+          << R"(" stroke-width="1.5" stroke-dasharray="5 4"/>)"
+          << "\n";
+    }
+
+    for (size_t i = 0; i < drawn.size(); ++i) {
+      const ScalingSeries& s = *drawn[i];
+      const char* color = kSeriesColors[i % std::size(kSeriesColors)];
+      std::string d;
+      for (const ScalingPoint& point : s.points) {
+        d += cat(d.empty() ? "M" : " L", coord(px(point.record.ranks)), ",", coord(py(value_of(point))));
+      }
+      svg << R"(<path class="series" data-series=")" << xml_escape(s.label) << R"(" data-mode=")" << s.mode
+          << R"(" data-points=")" << s.points.size() << R"(" d=")" << d << R"(" fill="none" stroke=")" << color
+          << R"(" stroke-width="2" stroke-linejoin="round" stroke-linecap="round"/>)"
+          << "\n";
+      for (const ScalingPoint& point : s.points) {
+        const bool hollow = point.record.oversubscribed;
+        svg << R"(<circle class="point" data-series=")" << xml_escape(s.label) << R"(" data-ranks=")"
+            << point.record.ranks << R"(" data-oversubscribed=")" << bool_text(hollow) << R"(" data-value=")"
+            << json_number(value_of(point)) << R"(" cx=")" << coord(px(point.record.ranks)) << R"(" cy=")"
+            << coord(py(value_of(point))) << R"(" r="4" fill=")" << (hollow ? "#ffffff" : color) << R"(" stroke=")"
+            << color << R"(" stroke-width="2"/>)"
+            << "\n";
+      }
+    }
+    svg << "</g>\n";
+  };
+
+  std::vector<std::pair<double, std::string>> speedup_ticks;
+  speedup_ticks.reserve(s_ticks.size());
+  for (double t : s_ticks) speedup_ticks.emplace_back(py_speedup(std::exp2(t)), power_of_two_label(t));
+  std::vector<std::pair<double, std::string>> efficiency_ticks;
+  for (int i = 0; i < e_ticks.count; ++i) {
+    const double percent = e_ticks.first + i * e_ticks.step;
+    efficiency_ticks.emplace_back(py_efficiency(percent / 100), tick_label(percent, e_ticks.decimals) + "%");
+  }
+  panel(
+      "speedup", "Speedup", speedup_top, speedup_bottom, speedup_ticks,
+      [](const ScalingPoint& point) { return point.speedup; }, py_speedup);
+  panel(
+      "efficiency", "Parallel efficiency", efficiency_top, efficiency_bottom, efficiency_ticks,
+      [](const ScalingPoint& point) { return point.efficiency; }, py_efficiency);
+
+  svg << R"(<text class="notes" x=")" << left << R"(" y=")" << notes_top << R"(" fill=")" << kMutedColor << R"(">)"
+      << "\n";
+  for (size_t i = 0; i < note_lines.size(); ++i) {
+    svg << R"(<tspan x=")" << left << R"(" dy=")" << (i == 0 ? 0.0 : kNoteLine) << R"(">)" << xml_escape(note_lines[i])
+        << "</tspan>\n";
+  }
+  svg << "</text>\n</svg>\n";
+  return svg.str();
+}
+
+void write_scaling_svg(const std::filesystem::path& path, const std::vector<ScalingSeries>& series) {
+  write_file_atomically(path, render_scaling_svg(series));
+}
+
 }  // namespace shardfit

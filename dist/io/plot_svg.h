@@ -1,11 +1,13 @@
 // The training curves as a standalone SVG: one metric and its val_ twin over the epochs, the best epoch marked and
-// the verdict as a caption. No fonts, scripts or other files needed; not a general plotting library.
+// the verdict as a caption; and the scaling chart of bench records. No fonts, scripts or other files needed; not a
+// general plotting library.
 #pragma once
 
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "dist/io/bench_records.h"
 #include "proto/shardfit.pb.h"
 
 namespace shardfit {
@@ -40,5 +42,20 @@ void write_history_panels_svg(const std::filesystem::path& path, const proto::Hi
 // The keys render_history_svg accepts: every value key of the history without the val_ prefix (plus the bare name
 // of a val_ key whose training twin is missing), "loss" first, the rest sorted.
 std::vector<std::string> plottable_metrics(const proto::History& history);
+
+// The scaling chart of bench records (bench_records.h): two panels in one SVG, one above the other, sharing the
+// ranks axis (log2, a tick at each rank count run) and one legend: speedup against ranks (log-log, so the ideal
+// P / P0 is a straight line, drawn dashed for each baseline rank count P0), then parallel efficiency in percent
+// (the ideal is the 100% line). One line per series that has more than one rank count; a series with one rank
+// count is left out of the chart (the table has it) and named in a note. Oversubscribed runs get a hollow marker,
+// explained in the legend. Throws Error when no series has two rank counts.
+// For tests and tools: each panel is <g class="panel" data-panel="speedup|efficiency">; in it each series is
+// <path class="series" data-series="LABEL" data-mode="strong|weak" data-points="N">, each run a
+// <circle class="point" data-series="LABEL" data-ranks="P" data-oversubscribed="true|false" data-value="V"> (V: the
+// speedup, or the efficiency as a fraction), and the ideal <path class="ideal" data-base-ranks="P0">.
+std::string render_scaling_svg(const std::vector<ScalingSeries>& series);
+
+// render_scaling_svg written to `path` atomically.
+void write_scaling_svg(const std::filesystem::path& path, const std::vector<ScalingSeries>& series);
 
 }  // namespace shardfit

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# launch/scaling.sh end to end: the mlp preset, strong and weak, at 1, 2 and 4 ranks on 2 CPUs (4 ranks
+# oversubscribed), tiny steps; then its records, table and chart checked against each other
+# (tests/python/check_scaling.py), and the refusals: an existing records file, a failing point, bad records to plot.
+#   usage: tests/launch/test_scaling.sh SOURCE_DIR SHARDFIT_BIN
+set -euo pipefail
+source_dir=$1
+bin=$2
+python=/usr/bin/python3
+[ -x "$python" ] || python=python3
+if [ "$(nproc)" -lt 2 ]; then
+  echo "skipped: one CPU, the sweep needs two"
+  exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() {
+  echo "FAILED: $*" >&2
+  exit 1
+}
+# Two CPUs whatever this machine has (taskset: every rank inherits the mask), so 4 ranks are oversubscribed here
+# as on the 2-core CI machine, and bench's placement check sees it.
+pin=()
+if command -v taskset >/dev/null; then
+  pin=(taskset -c "$("$python" -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0))[:2])))')")
+fi
+sweep=(bash "$source_dir/launch/scaling.sh" --shardfit "$bin" --model mlp --batch 32 --steps 2 --warmup-steps 1)
+
+echo "== the sweep"
+"${pin[@]}" "${sweep[@]}" --ranks "1 2 4" --modes "strong weak" --cores 2 --out "$work/sweep" >"$work/sweep.txt" 2>&1 ||
+  {
+    cat "$work/sweep.txt"
+    fail "scaling.sh exited non-zero"
+  }
+cat "$work/sweep.txt"
+for file in records.jsonl scaling.svg scaling.md sweep.txt logs/strong_4x1.log; do
+  [ -s "$work/sweep/$file" ] || fail "no $file in the sweep's folder"
+done
+grep -q "oversubscribed: 4 threads on 2 cores" "$work/sweep.txt" || fail "the 4-rank points were not run oversubscribed"
+grep -q "^| strong | 4 |.*| yes |$" "$work/sweep.txt" || fail "the table printed does not mark 4 ranks oversubscribed"
+"$python" "$source_dir/tests/python/check_scaling.py" "$work/sweep" --modes "strong weak" --ranks "1 2 4" \
+  --oversubscribed-from 4
+
+echo "== an existing records file is refused, and --append adds to it"
+status=0
+"${sweep[@]}" --ranks 1 --modes strong --out "$work/sweep" >"$work/again.txt" 2>&1 || status=$?
+cat "$work/again.txt"
+[ "$status" -eq 2 ] || fail "a second sweep into the same folder exited $status, expected 2"
+grep -q "records.jsonl exists: --append" "$work/again.txt" || fail "no message about the existing records"
+[ "$(wc -l <"$work/sweep/records.jsonl")" -eq 6 ] || fail "the records file changed"
+"${sweep[@]}" --ranks 1 --modes strong --out "$work/sweep" --append >/dev/null 2>&1 || fail "--append failed"
+[ "$(wc -l <"$work/sweep/records.jsonl")" -eq 7 ] || fail "--append did not add one record"
+
+echo "== a failing point ends the sweep naming it, its log kept"
+status=0
+"${sweep[@]}" --ranks "1 2" --modes weak --out "$work/failing" -- --optimizer nonsense >"$work/failing.txt" 2>&1 ||
+  status=$?
+cat "$work/failing.txt"
+[ "$status" -eq 1 ] || fail "a failing point exited $status, expected 1"
+grep -q "the point weak, 1 rank(s) x 1 thread(s) failed" "$work/failing.txt" || fail "the failing point is not named"
+grep -q -- "--optimizer nonsense" "$work/failing/logs/weak_1x1.log" || fail "the point's log does not hold the error"
+[ ! -e "$work/failing/logs/weak_2x1.log" ] || fail "the sweep went on after a failed point"
+
+echo "== plot tells records by their content, whatever the file is called"
+cp "$work/sweep/records.jsonl" "$work/runs.json"
+"$bin" plot "$work/runs.json" -o "$work/runs.svg" >/dev/null || fail "plot of records named .json failed"
+"$python" -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$work/runs.svg" || fail "runs.svg"
+[ -s "$work/runs.md" ] || fail "no table beside runs.svg"
+rm -f "$work/runs.svg"
+
+echo "== plot refuses bad records, naming file, line and field"
+"$python" - "$work/sweep/records.jsonl" "$work/bad.jsonl" <<'EOF'
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+second = json.loads(lines[1])
+second["samples_per_second"]["total"] = "fast"
+open(sys.argv[2], "w").write(lines[0] + "\n" + json.dumps(second) + "\n")
+EOF
+expect_refusal() {  # RECORDS EXPECTED_TEXT
+  local status=0
+  "$bin" plot "$1" -o "$work/out.svg" >"$work/plot.txt" 2>&1 || status=$?
+  cat "$work/plot.txt"
+  [ "$status" -ne 0 ] || fail "plot $1 succeeded"
+  grep -qF "$2" "$work/plot.txt" || fail "plot $1: no '$2' in its message"
+  [ ! -e "$work/out.svg" ] || fail "plot $1 wrote a chart"
+}
+expect_refusal "$work/bad.jsonl" "bad.jsonl:2: field samples_per_second.total: expected a number"
+printf '{"loss": [1.0, 0.5]}\n' >"$work/other.jsonl"
+expect_refusal "$work/other.jsonl" "other.jsonl:1: not a shardfit bench record"
+sed -n 1p "$work/sweep/records.jsonl" >"$work/one.jsonl"
+expect_refusal "$work/one.jsonl" "no series of the records has runs at two rank counts"
+status=0
+"$bin" plot "$work/sweep/records.jsonl" -o "$work/sweep/records.jsonl" >/dev/null 2>&1 || status=$?
+[ "$status" -ne 0 ] || fail "plot -o over the records file succeeded"
+[ "$(wc -l <"$work/sweep/records.jsonl")" -eq 7 ] || fail "plot -o replaced the records file"
+echo "ok: scaling.sh at 1, 2 and 4 ranks (4 oversubscribed), its table and chart, and its refusals"
