@@ -23,7 +23,8 @@ usage() {  # on stdout: `usage >&2` where it goes with an error
                        overwritten); the chart and table then cover every record in the file
   --hostfile F         mpirun --hostfile F: ranks spread over its hosts
   --cores N            CPUs per host the points may use (default: nproc here; with --hostfile, give it): a point
-                       with ranks x threads > N (one host) runs oversubscribed, unbound, and its record says so
+                       with more than N threads on a host (its ranks x threads; with --hostfile, the ranks as
+                       mpirun fills the hosts' slots) runs oversubscribed, unbound, and its record says so
   --mpirun "ARGS"      more launcher arguments, split on spaces (e.g. "--mca btl self,vader"; with srun "--mpi=pmix")
   --launcher L         mpirun (default) or srun: inside a SLURM allocation, `srun -n P -c T --cpu-bind=cores` a
                        point (ranks packed on the fewest nodes when --ntasks-per-node was given; never oversubscribed)
@@ -101,6 +102,36 @@ while [ $# -gt 0 ]; do
 done
 
 whole() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge "$2" ]; }
+
+# busiest_host RANKS THREADS: the most ranks mpirun puts on one host. Without --hostfile every rank is on this
+# host. With one, --cores counts the CPUs of each host, not of all of them: mpirun fills each host's slots in file
+# order (a host without slots= is taken to hold cores / threads ranks, as Open MPI 4 counts its cores), and spreads
+# ranks beyond every slot evenly over the hosts.
+busiest_host() {
+  if [ -z "$hostfile" ]; then
+    echo "$1"
+    return
+  fi
+  awk -v ranks="$1" -v fill=$((cores / $2 > 0 ? cores / $2 : 1)) '
+    { sub(/#.*/, "") }
+    NF == 0 { next }
+    {
+      if (!($1 in slots)) { order[++hosts] = $1; slots[$1] = 0 }
+      n = fill
+      for (i = 2; i <= NF; i++) if ($i ~ /^slots=[0-9]+$/) { n = substr($i, 7) + 0 }
+      slots[$1] += n
+    }
+    END {
+      if (hosts == 0) { print ranks; exit }
+      left = ranks; most = 0
+      for (h = 1; h <= hosts; h++) { got[h] = left < slots[order[h]] ? left : slots[order[h]]; left -= got[h] }
+      for (h = 1; h <= hosts; h++) {
+        got[h] += int(left / hosts) + (h <= left % hosts ? 1 : 0)
+        if (got[h] > most) most = got[h]
+      }
+      print most
+    }' "$hostfile"
+}
 for p in $ranks_list; do whole "$p" 1 || die "--ranks: '$p' is not a whole number >= 1"; done
 for t in $threads_list; do whole "$t" 1 || die "--threads: '$t' is not a whole number >= 1"; done
 for m in $modes; do [ "$m" = strong ] || [ "$m" = weak ] || die "--modes: '$m': expected strong and / or weak"; done
@@ -166,11 +197,11 @@ for threads in $threads_list; do
         flags=(-n "$ranks" -c "$threads" --cpu-bind=cores --kill-on-bad-exit=1)
         per_node=${SLURM_NTASKS_PER_NODE:-}
         if [[ $per_node =~ ^[0-9]+$ ]]; then flags+=(-N $(((ranks + per_node - 1) / per_node))); fi
-      elif [ -n "$cores" ] && [ $((ranks * threads)) -gt "$cores" ]; then
-        # More threads than cores: binding would stack ranks on one core; let the OS share them (as
+      elif [ -n "$cores" ] && [ $(($(busiest_host "$ranks" "$threads") * threads)) -gt "$cores" ]; then
+        # More threads than cores on a host: binding would stack ranks on one core; let the OS share them (as
         # launch/mpirun_local.sh does). bench sees the shared CPUs and marks the record oversubscribed.
         flags+=(--oversubscribe --bind-to none -x OMP_PROC_BIND=false --mca mpi_yield_when_idle 1)
-        note=" (oversubscribed: $((ranks * threads)) threads on $cores cores)"
+        note=" (oversubscribed: $(($(busiest_host "$ranks" "$threads") * threads)) threads on $cores cores of a host)"
       else
         flags+=(--map-by "slot:PE=$threads" --bind-to core -x OMP_PROC_BIND=close -x OMP_PLACES=cores)
       fi

@@ -93,4 +93,25 @@ status=0
 "$bin" plot "$work/sweep/records.jsonl" -o "$work/sweep/records.jsonl" >/dev/null 2>&1 || status=$?
 [ "$status" -ne 0 ] || fail "plot -o over the records file succeeded"
 [ "$(wc -l <"$work/sweep/records.jsonl")" -eq 7 ] || fail "plot -o replaced the records file"
+echo "== with --hostfile, --cores counts one host's cores"
+# A stand-in mpirun that only records its arguments: the placement decision is scaling.sh's, not Open MPI's.
+mkdir -p "$work/fake"
+printf '#!/bin/sh\necho "mpirun $*" >>"%s"\n' "$work/fake/calls" >"$work/fake/mpirun"
+chmod +x "$work/fake/mpirun"
+hostfile_sweep() {  # HOSTFILE_TEXT OUT: 1, 2 and 4 ranks x 2 threads on hosts of 2 cores each
+  printf '%b' "$1" >"$work/hosts"
+  rm -f "$work/fake/calls"
+  PATH=$work/fake:$PATH bash "$source_dir/launch/scaling.sh" --shardfit "$bin" --modes strong --ranks "1 2 4" \
+    --threads 2 --cores 2 --hostfile "$work/hosts" --out "$work/$2" >"$work/$2.txt" 2>&1 || true
+}
+hostfile_sweep 'node1 slots=1\nnode2 slots=1\nnode3 slots=1\nnode4 slots=1\n' hosts4
+[ "$(grep -c -- "--bind-to core" "$work/fake/calls")" -eq 3 ] || {
+  cat "$work/hosts4.txt"
+  fail "one rank of 2 threads on each 2-core host was run oversubscribed"
+}
+hostfile_sweep '# two ranks a host\nnode1 slots=2\nnode2 slots=2\n' hosts2
+grep -q "strong, 1 rank(s) x 2 thread(s)$" "$work/hosts2.txt" || fail "1 rank x 2 threads marked oversubscribed"
+grep -q "strong, 2 rank(s) x 2 thread(s) (oversubscribed: 4 threads on 2 cores of a host)" "$work/hosts2.txt" ||
+  fail "2 ranks x 2 threads on one 2-core host not run oversubscribed"
+
 echo "ok: scaling.sh at 1, 2 and 4 ranks (4 oversubscribed), its table and chart, and its refusals"
