@@ -16,10 +16,10 @@
 #include "dist/io/paths.h"
 #include "dist/io/plot_svg.h"
 #include "dist/placement.h"
+#include "dist/stop_signal.h"
 #include "dist/train/bench.h"
 #include "dist/train/evaluate.h"
 #include "dist/train/fit.h"
-#include "dist/stop_signal.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "launch/cli.h"
@@ -61,10 +61,14 @@ void plot_bench_records(const Command& command) {
   check_scaling_plot_output(command, chart, table);  // before reading: a refused -o costs no work
   const std::vector<ScalingSeries> series = scaling_series(read_bench_records(records));
   const std::string markdown = scaling_table_markdown(series);
-  write_scaling_svg(chart, series);
+  // The table first: a sweep at one rank count (threads only, say) has no line to draw, and the chart's refusal
+  // must not cost the user the table of the runs it measured.
   write_file_atomically(table, markdown);
   std::fputs(markdown.c_str(), stdout);
-  std::printf("\n%s\n%s\n", chart.string().c_str(), table.string().c_str());
+  std::printf("\n%s\n", table.string().c_str());
+  std::fflush(stdout);
+  write_scaling_svg(chart, series);
+  std::printf("%s\n", chart.string().c_str());
 }
 
 int run_plot(Comm& comm, const Command& command) {
