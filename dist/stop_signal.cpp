@@ -1,16 +1,21 @@
 // SIGINT / SIGTERM / SIGUSR1 handlers that only record the signal; everything else happens at a step boundary.
 #include "dist/stop_signal.h"
 
+#include <atomic>
 #include <csignal>
 
 namespace shardfit {
 
 namespace {
-volatile std::sig_atomic_t received = 0;
+// Read by the training thread and by the watchdog's thread (design note 7 of dist/watchdog.h): a lock-free atomic
+// is safe in a signal handler and, unlike volatile sig_atomic_t, between threads.
+std::atomic<int> received{0};
+static_assert(std::atomic<int>::is_always_lock_free, "a signal handler may only touch lock-free atomics");
 
 // The first signal is kept: it is the one the stop line names.
 extern "C" void record_signal(int signal_number) {
-  if (received == 0) received = signal_number;
+  int none = 0;
+  received.compare_exchange_strong(none, signal_number);
 }
 }  // namespace
 
@@ -27,9 +32,9 @@ void install_stop_signal_handlers() {
   sigaction(SIGINT, &action, nullptr);
 }
 
-int stop_signal_received() { return received; }
+int stop_signal_received() { return received.load(); }
 
-void clear_stop_signal() { received = 0; }
+void clear_stop_signal() { received.store(0); }
 
 const char* stop_signal_name(int signal_number) {
   switch (signal_number) {
