@@ -398,7 +398,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
       if (!config.timeline.path.empty()) {
         std::vector<InputFile> inputs;
         if (!config.job_path.empty()) inputs.push_back({"the job file", config.job_path});
-        if (!config.json_path.empty()) inputs.push_back({"the --json file", config.json_path});
+        if (!config.json_path.empty()) inputs.push_back({"the --json records file", config.json_path});
         check_command_output("--timeline", config.timeline.path, inputs);
       }
     }

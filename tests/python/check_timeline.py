@@ -160,9 +160,14 @@ def main():
                 phase_sum += p["dur"]
                 if p["ts"] < whole["ts"] - TOLERANCE_US or previous_end > whole["ts"] + whole["dur"] + TOLERANCE_US:
                     fail(f"rank {r} step {s}: '{phase}' lies outside the step's span")
-            # The phases are the step: what lies between them is a few calls, unless the machine took the core away.
-            if whole["dur"] - phase_sum > max(0.5 * whole["dur"], 2000.0):
-                fail(f"rank {r} step {s}: the phases cover {phase_sum} us of the step's {whole['dur']} us")
+            # The step's span is made of the same clock reads as its phases: the load's first, the optimizer's last.
+            load, optimizer = named["load"][0], named["optimizer"][0]
+            if abs(whole["ts"] - load["ts"]) > TOLERANCE_US or abs(
+                    whole["ts"] + whole["dur"] - optimizer["ts"] - optimizer["dur"]) > TOLERANCE_US:
+                fail(f"rank {r} step {s}: the step's span [{whole['ts']}, +{whole['dur']}] is not from the load's "
+                     f"start to the optimizer's end")
+            if phase_sum > whole["dur"] + TOLERANCE_US:
+                fail(f"rank {r} step {s}: the phases add up to {phase_sum} us, more than the step's {whole['dur']} us")
             bucket_spans = [e for name, found in named.items() if name.startswith("allreduce bucket ") for e in found]
             if ranks > 1:
                 if sorted(e["args"]["bucket"] for e in bucket_spans) != list(range(buckets)):
