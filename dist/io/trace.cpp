@@ -103,18 +103,18 @@ void TraceRecorder::begin_step(int64_t global_step) {
 
 void TraceRecorder::step_span(TraceKind kind, Clock::time_point start, Clock::time_point end) {
   if (!step_in_range_) return;
-  add({kind, nanoseconds(start), nanoseconds(end) - nanoseconds(start), epoch_ + 1, step_, -1, -1});
+  add({kind, nanoseconds(start), nanoseconds(end) - nanoseconds(start), epoch_number(), step_, -1, -1});
 }
 
 void TraceRecorder::bucket_span(int64_t bucket, int64_t bytes, Clock::time_point start, Clock::time_point end) {
   if (!step_in_range_) return;
-  add({TraceKind::kBucket, nanoseconds(start), nanoseconds(end) - nanoseconds(start), epoch_ + 1, step_, bucket,
+  add({TraceKind::kBucket, nanoseconds(start), nanoseconds(end) - nanoseconds(start), epoch_number(), step_, bucket,
        bytes});
 }
 
 void TraceRecorder::epoch_span(TraceKind kind, Clock::time_point start, Clock::time_point end) {
   if (!epoch_in_range_) return;
-  add({kind, nanoseconds(start), nanoseconds(end) - nanoseconds(start), epoch_ + 1, -1, -1, -1});
+  add({kind, nanoseconds(start), nanoseconds(end) - nanoseconds(start), epoch_number(), -1, -1, -1});
 }
 
 void TraceRecorder::add(const TraceEvent& event) {

@@ -81,7 +81,7 @@ class TraceRecorder {
   TraceRecorder(StepRange steps, int64_t max_events = kDefaultMaxTraceEvents);
 
   // The epoch about to run (0-based) and its global steps [first_step, last_step] (1-based): its epoch-level spans
-  // are kept when those steps meet the range.
+  // are kept when those steps meet the range. Without it (bench) spans carry no epoch.
   void begin_epoch(int64_t epoch, int64_t first_step, int64_t last_step);
   // The step about to run: its global number (1-based). Its spans are kept when it lies in the range.
   void begin_step(int64_t global_step);
@@ -100,6 +100,7 @@ class TraceRecorder {
 
  private:
   void add(const TraceEvent& event);
+  int64_t epoch_number() const { return epoch_ >= 0 ? epoch_ + 1 : -1; }
 
   StepRange steps_;
   int64_t max_events_;

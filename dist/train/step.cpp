@@ -44,7 +44,6 @@ TrainStep::TrainStep(Model& model, Optimizer& optimizer, GradientReducer& reduce
 }
 
 void TrainStep::begin_epoch(int64_t epoch) {
-  epoch_ = epoch;
   epoch_permutation(plan_.train_count(), options_.seed, epoch, options_.shuffle, permutation_);
 }
 

@@ -115,7 +115,6 @@ class TrainStep {
   uint64_t global_step_ = 0;
   StepPhases phases_;
   TraceRecorder* trace_ = nullptr;
-  int64_t epoch_ = 0;
   std::chrono::steady_clock::time_point step_start_;  // the load's first clock read, for the step's span
 };
 

@@ -91,6 +91,17 @@ TEST(TraceRecorder, KeepsTheStepsOfTheRangeAndTheEpochsTheyTouch) {
   EXPECT_EQ(history.step, -1);
 }
 
+TEST(TraceRecorder, StepsOutsideAnyEpochCarryNone) {
+  TraceRecorder recorder({1, 2});  // bench: steps only, no begin_epoch
+  recorder.begin_step(1);
+  recorder.step_span(TraceKind::kLoad, at_us(0), at_us(1));
+  recorder.epoch_span(TraceKind::kHistory, at_us(2), at_us(3));  // no epoch in range: dropped silently
+  ASSERT_EQ(recorder.events().size(), 1U);
+  EXPECT_EQ(recorder.events()[0].epoch, -1);
+  EXPECT_EQ(recorder.events()[0].step, 1);
+  EXPECT_EQ(recorder.dropped(), 0);
+}
+
 TEST(TraceRecorder, StopsAtItsCapAndCountsWhatItDrops) {
   TraceRecorder recorder({1, 100}, 5);
   recorder.begin_epoch(0, 1, 100);
