@@ -142,7 +142,18 @@ std::string chrome_trace_json(const TraceRun& run, const std::vector<TraceRank>&
       append(metadata("thread_name", rank.rank, tid, JsonObject().string("name", name)));
       append(metadata("thread_sort_index", rank.rank, tid, JsonObject().integer("sort_index", tid)));
     }
-    for (const AlignedEvent& e : rank.events) {
+    // Track by track in time order, and of two spans that start together the longer first: readers take spans of
+    // equal start in file order, so the step must come before its load to hold it (a recorder appends the step
+    // after its phases).
+    std::vector<AlignedEvent> events = rank.events;
+    std::stable_sort(events.begin(), events.end(), [](const AlignedEvent& a, const AlignedEvent& b) {
+      const auto track_a = static_cast<int>(trace_track(a.kind));
+      const auto track_b = static_cast<int>(trace_track(b.kind));
+      if (track_a != track_b) return track_a < track_b;
+      if (a.ts_us != b.ts_us) return a.ts_us < b.ts_us;
+      return a.dur_us > b.dur_us;
+    });
+    for (const AlignedEvent& e : events) {
       JsonObject args;
       if (e.epoch >= 0) args.integer("epoch", e.epoch);
       if (e.step >= 0) args.integer("step", e.step);

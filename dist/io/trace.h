@@ -147,7 +147,8 @@ struct TraceRun {
 
 // The Chrome trace (JSON object format): {"traceEvents": [...], "displayTimeUnit": "ms", "otherData": {...}}.
 // One process per rank (pid = rank, named "rank R (host)", sorted by rank), two threads each (tid 0 "main", tid 1
-// "allreduce"), "X" complete events with ts / dur in microseconds and their numbers under "args".
+// "allreduce"), "X" complete events with ts / dur in microseconds and their numbers under "args", each track's in
+// time order with the enclosing span first where two start together.
 std::string chrome_trace_json(const TraceRun& run, const std::vector<TraceRank>& ranks);
 
 }  // namespace shardfit

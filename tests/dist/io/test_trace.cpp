@@ -168,5 +168,27 @@ TEST(ChromeTrace, NamesEveryRanksTracksAndWritesOneCompleteEventPerSpan) {
   EXPECT_EQ(std::system(check.c_str()), 0) << text;
 }
 
+TEST(ChromeTrace, WritesEachTrackInTimeOrderWithTheEnclosingSpanFirst) {
+  TraceRank rank;
+  rank.host = "h";
+  // As a recorder appends them: the phases, then the step that holds them (same start as the load), a bucket.
+  rank.events = {{TraceKind::kLoad, 10.0, 1.0, 1, 1, -1, -1},
+                 {TraceKind::kForward, 11.0, 2.0, 1, 1, -1, -1},
+                 {TraceKind::kBucket, 13.0, 1.0, 1, 1, 0, 4},
+                 {TraceKind::kStep, 10.0, 5.0, 1, 1, -1, -1},
+                 {TraceKind::kHistory, 2.0, 1.0, 1, -1, -1, -1}};
+  const std::string text = chrome_trace_json(TraceRun{}, {rank});
+  const size_t history = text.find("\"name\": \"history\"");
+  const size_t step = text.find("\"name\": \"step\"");
+  const size_t load = text.find("\"name\": \"load\"");
+  const size_t forward = text.find("\"name\": \"forward\"");
+  const size_t bucket = text.find("\"name\": \"allreduce bucket 0\"");
+  ASSERT_NE(bucket, std::string::npos) << text;
+  EXPECT_LT(history, step) << text;
+  EXPECT_LT(step, load) << text;
+  EXPECT_LT(load, forward) << text;
+  EXPECT_LT(forward, bucket) << text;  // the allreduce track after the main one
+}
+
 }  // namespace
 }  // namespace shardfit
