@@ -226,6 +226,24 @@ std::vector<int64_t> Comm::allgather(int64_t value) {
 
 void Comm::barrier() { MPI_CHECK(MPI_Barrier(world_)); }
 
+namespace {
+// The one tag of Comm's point-to-point messages: MPI keeps the order of messages between two ranks on one tag.
+constexpr int kPointToPointTag = 7;
+}  // namespace
+
+void Comm::send(std::span<const int64_t> values, int to) {
+  SF_CHECK(values.size() <= static_cast<size_t>(max_chunk_count_),
+           cat("sending ", values.size(), " values exceeds one MPI call's count (", max_chunk_count_, ")"));
+  MPI_CHECK(MPI_Send(values.data(), static_cast<int>(values.size()), MPI_INT64_T, to, kPointToPointTag, world_));
+}
+
+void Comm::receive(std::span<int64_t> values, int from) {
+  SF_CHECK(values.size() <= static_cast<size_t>(max_chunk_count_),
+           cat("receiving ", values.size(), " values exceeds one MPI call's count (", max_chunk_count_, ")"));
+  MPI_CHECK(MPI_Recv(values.data(), static_cast<int>(values.size()), MPI_INT64_T, from, kPointToPointTag, world_,
+                     MPI_STATUS_IGNORE));
+}
+
 template <typename T>
 std::vector<T> Comm::gather_to_root_as(std::span<const T> local, MPI_Datatype type, std::vector<int64_t>* counts_out) {
   // Counts first, so the root can place each rank's block: rank order = row order for contiguous slices.

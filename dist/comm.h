@@ -119,6 +119,11 @@ class Comm {
 
   void barrier();
 
+  // Point to point, for the few exchanges between two ranks that are not collectives (the timeline's clock
+  // ping-pong, dist/timeline.h): `to` receives exactly values.size() values from this rank, in send order.
+  void send(std::span<const int64_t> values, int to);
+  void receive(std::span<int64_t> values, int from);
+
   // Collective: rank 0 receives every rank's values concatenated in rank order (others get an empty vector).
   std::vector<float> gather_to_root(std::span<const float> local);
   std::vector<double> gather_to_root(std::span<const double> local);

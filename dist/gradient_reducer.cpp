@@ -12,10 +12,6 @@ namespace {
 // Below this, an OpenMP team costs more than it saves.
 constexpr int64_t kParallelScaleCount = 32768;
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 }  // namespace
 
 GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, int64_t bucket_bytes)
@@ -57,10 +53,17 @@ void GradientReducer::start(int64_t global_count) {
   last_seconds_ = 0.0;
   if (comm_.size() > 1) {
     const auto start = std::chrono::steady_clock::now();
-    for (const Bucket& bucket : buckets_) {
+    auto done = start;  // the previous bucket's end: design note 7
+    for (size_t k = 0; k < buckets_.size(); ++k) {
+      const Bucket& bucket = buckets_[k];
       comm_.allreduce_sum(grads_.subspan(static_cast<size_t>(bucket.offset), static_cast<size_t>(bucket.count)));
+      const auto now = std::chrono::steady_clock::now();
+      if (trace_ != nullptr) {
+        trace_->bucket_span(static_cast<int64_t>(k), bucket.count * static_cast<int64_t>(sizeof(float)), done, now);
+      }
+      done = now;
     }
-    last_seconds_ = seconds_since(start);
+    last_seconds_ = std::chrono::duration<double>(done - start).count();
   }
   seconds_ += last_seconds_;
   ++reduce_count_;

@@ -59,12 +59,15 @@ const std::set<std::string>& flags_of(const std::string& command) {
                                          "--report-ranks",
                                          "--overwrite",
                                          "--watchdog-warn-seconds",
-                                         "--watchdog-abort-seconds"};
+                                         "--watchdog-abort-seconds",
+                                         "--timeline",
+                                         "--timeline-steps"};
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
-  static const std::set<std::string> bench{"--model", "--mode",      "--batch-size",    "--warmup-steps", "--steps",
-                                           "--json",  "--optimizer", "--learning-rate", "--seed"};
+  static const std::set<std::string> bench{"--model", "--mode",     "--batch-size",    "--warmup-steps",
+                                           "--steps", "--json",     "--optimizer",     "--learning-rate",
+                                           "--seed",  "--timeline", "--timeline-steps"};
   if (command == "fit") return fit;
   if (command == "bench") return bench;
   if (command == "evaluate") return evaluate;
@@ -72,9 +75,25 @@ const std::set<std::string>& flags_of(const std::string& command) {
   return plot;
 }
 
+// --timeline and --timeline-steps, the same for fit and bench. The file is checked like the commands' other outputs
+// once the inputs are known (dist/train/output_plan.h); here only its name.
+void apply_timeline_flag(Command& command, const std::string& flag, const std::string& value) {
+  if (flag == "--timeline") {
+    SF_CHECK(!value.empty(), "--timeline needs a file: where the Chrome-trace / Perfetto JSON goes", kHint);
+    SF_CHECK(std::filesystem::path(value).extension() == ".json",
+             cat("--timeline ", value, ": expected a file ending in .json (a Chrome-trace / Perfetto JSON)"), kHint);
+    command.timeline = resolve_path({}, value).string();
+  } else {
+    command.timeline_steps = parse_step_range(value, flag);
+    command.timeline_steps_given = true;
+  }
+}
+
 void apply_fit_flag(Command& command, const std::string& flag, const std::string& value) {
   auto* fit = command.overrides.mutable_fit();
-  if (flag == "--epochs") {
+  if (flag == "--timeline" || flag == "--timeline-steps") {
+    apply_timeline_flag(command, flag, value);
+  } else if (flag == "--epochs") {
     fit->set_epochs(parse_int(flag, value, 0));  // 0: train nothing, as Keras's fit(epochs=0)
   } else if (flag == "--batch-size") {
     fit->set_batch_size(parse_int(flag, value, 1));
@@ -151,7 +170,7 @@ void apply_bench_flag(Command& command, const std::string& flag, const std::stri
       SF_FAIL(cat("--optimizer ", value, ": expected sgd, adam or rmsprop"), kHint);
     }
   } else {
-    apply_fit_flag(command, flag, value);  // --learning-rate, --seed: as fit reads them
+    apply_fit_flag(command, flag, value);  // --learning-rate, --seed, --timeline*: as fit reads them
   }
 }
 
@@ -176,7 +195,7 @@ std::string usage() {
                                                  FILE.svg (default scaling.svg beside the records) and the table
                                                  to FILE.md beside it and to stdout
        shardfit bench [JOB.pbtxt | --model mlp|wide] [--mode strong|weak] [--batch-size N] [--steps N]
-                      [--warmup-steps N] [--json FILE]
+                      [--warmup-steps N] [--json FILE] [--timeline FILE.json [--timeline-steps A:B]]
                                                  the scaling benchmark: the training step on synthetic data
                                                  made on each rank (no file read), timed per phase on every
                                                  rank; rank 0 prints a table and appends one JSON record to FILE
@@ -193,7 +212,8 @@ flags for bench (README.md, "Scaling benchmark", says what each reported field m
   --json FILE              append the run's record to FILE, one JSON object per line (the file is rewritten
                            atomically with the new line)
   --optimizer sgd|adam|rmsprop   the optimizer, with its defaults (default: the job's, else sgd)
-  --learning-rate F, --seed N    as for fit
+  --learning-rate F, --seed N, --timeline FILE.json, --timeline-steps A:B   as for fit (bench's steps are
+                           numbered from 1 over the warm-up and then the measured steps)
 
 flags for fit (each overrides the job file's field of the same name):
   --epochs N               final epoch number (fit.epochs, default 1; 0 trains nothing: the seeded initial weights
@@ -221,6 +241,12 @@ flags for fit (each overrides the job file's field of the same name):
   --watchdog-abort-seconds S   after S seconds without progress the job ends with status 70, the last checkpoint
                            and history intact (fit.watchdog_abort_seconds, default 600). S must exceed the longest
                            phase of the run (a checkpoint write, an allreduce on a slow network). 0 turns either off
+  --timeline FILE.json     write a Chrome-trace / Perfetto JSON of every rank's steps (load, forward, backward,
+                           allreduce and each bucket's, optimizer), validation, checkpoints and history writes,
+                           one track per rank on rank 0's clock, to FILE (open it in ui.perfetto.dev)
+  --timeline-steps A:B     the global steps (from 1, across epochs) the timeline records (default 1:200), and
+                           the epochs' spans of the epochs they touch; a range the run never reaches gives a file
+                           with the tracks only. At most 100000 spans a rank (the rest are counted as dropped)
 Flags take their value as the next argument or after '=' (--epochs=10).
 
 paths: every relative path inside a job file (data, outputs, callbacks' files) is relative to the job file's
@@ -310,6 +336,8 @@ Command parse_command_line(const std::vector<std::string>& args) {
       if (flag == "--metric") command.metrics.push_back(value);
     }
   }
+  SF_CHECK(!command.timeline_steps_given || !command.timeline.empty(),
+           "--timeline-steps needs --timeline FILE.json: the steps it selects go to that file", kHint);
   if (command.name == "plot") {
     SF_CHECK(!command.job_path.empty(), "plot needs a history: expected `shardfit plot HISTORY_DIR_OR_FILE`", kHint);
     if (command.metrics.empty()) command.metrics.push_back("loss");

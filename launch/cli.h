@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/io/trace.h"
 #include "proto/shardfit.pb.h"
 
 namespace shardfit {
@@ -32,6 +33,9 @@ struct Command {
   int64_t warmup_steps = 5;              // bench --warmup-steps
   int64_t steps = 20;                    // bench --steps (measured)
   std::string json;                      // bench --json FILE: append the run's record
+  std::string timeline;                  // fit / bench --timeline FILE.json (absolute); empty: none
+  StepRange timeline_steps;              // fit / bench --timeline-steps FIRST:LAST (default 1:200)
+  bool timeline_steps_given = false;
 };
 
 // Throws Error with a usage message for unknown commands / flags and bad values.

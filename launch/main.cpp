@@ -98,6 +98,21 @@ int run_plot(Comm& comm, const Command& command) {
   return 0;
 }
 
+// The command line as typed, recorded in bench's records and in a timeline.
+std::string command_text(int argc, char** argv) {
+  std::string text = "shardfit";
+  for (int i = 1; i < argc; ++i) text += cat(" ", argv[i]);
+  return text;
+}
+
+TimelineSettings timeline_settings(const Command& command, int argc, char** argv) {
+  TimelineSettings settings;
+  settings.path = command.timeline;
+  settings.steps = command.timeline_steps;
+  settings.command = command_text(argc, argv);
+  return settings;
+}
+
 // The benchmark's model: a preset or the job file's, the flags merged over it, sgd unless an optimizer is named.
 int run_bench_command(Comm& comm, const Command& command, const proto::Job& file_job, int argc, char** argv) {
   BenchConfig config;
@@ -113,8 +128,9 @@ int run_bench_command(Comm& comm, const Command& command, const proto::Job& file
     config.steps = command.steps;
     if (config.job.fit().has_seed()) config.seed = config.job.fit().seed();
     config.json_path = command.json;
-    config.command = "shardfit";
-    for (int i = 1; i < argc; ++i) config.command += cat(" ", argv[i]);
+    config.command = command_text(argc, argv);
+    config.timeline = timeline_settings(command, argc, argv);
+    config.job_path = command.job_path;
   });
   warn_about_placement(comm);
   const BenchReport report = run_bench(comm, config);
@@ -190,6 +206,7 @@ int run(Comm& comm, int argc, char** argv, const ConsoleKind& console) {
     config.overwrite = command.overwrite;
     config.job_file = fs::absolute(command.job_path);
     config.report_ranks = command.report_ranks;
+    config.timeline = timeline_settings(command, argc, argv);
   });
   warn_about_placement(comm);
   const FitResult result = fit(comm, job, job_dir, config);

@@ -23,6 +23,7 @@
 #include "dist/sharding.h"
 #include "dist/train/labels.h"
 #include "dist/train/model_setup.h"
+#include "dist/train/output_plan.h"
 #include "dist/train/step.h"
 #include "kernels/engine.h"
 #include "kernels/error.h"
@@ -390,7 +391,17 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   LabelLayout layout = LabelLayout::kAsIs;
   Identity id;
   run_agreed(comm, [&] {
-    if (comm.is_root()) check_json_path(config.json_path);
+    if (comm.is_root()) {
+      check_json_path(config.json_path);
+      // The timeline is checked as the commands' other outputs are (output_plan.h): never over a file bench reads
+      // or the record it appends to, in an existing folder it can write.
+      if (!config.timeline.path.empty()) {
+        std::vector<InputFile> inputs;
+        if (!config.job_path.empty()) inputs.push_back({"the job file", config.job_path});
+        if (!config.json_path.empty()) inputs.push_back({"the --json records file", config.json_path});
+        check_command_output("--timeline", config.timeline.path, inputs);
+      }
+    }
     SF_CHECK(config.warmup_steps >= 0 && config.steps >= 1,
              cat("bench: ", config.warmup_steps, " warm-up and ", config.steps,
                  " measured steps: expected --warmup-steps >= 0 and --steps >= 1"));
@@ -429,6 +440,11 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   options.seed = config.seed;
   if (config.job.optimizer().has_global_clipnorm()) options.clipnorm = config.job.optimizer().global_clipnorm();
   TrainStep step(*model, *optimizer, reducer, *data, layout, plan, options);
+  const std::unique_ptr<Timeline> timeline = make_timeline(comm, config.timeline);
+  if (timeline) {
+    step.record_to(&timeline->recorder());
+    reducer.record_to(&timeline->recorder());
+  }
 
   for (int64_t s = 0; s < config.warmup_steps; ++s) {
     step.begin_epoch(s);
@@ -471,6 +487,8 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   m.by_rank = comm.gather_to_root(std::span<const double>(mine));
   m.step_seconds = comm.gather_to_root(std::span<const double>(step_seconds));
   const std::vector<std::string> placements = comm.gather_text_to_root(this_rank_placement().encode());
+  const int64_t timeline_steps =
+      timeline ? timeline->write(m.parameters * static_cast<int64_t>(sizeof(float)), m.buckets) : 0;
 
   BenchReport report;
   run_agreed(comm, [&] {
@@ -490,6 +508,11 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
     m.local_min = slice_of(global_batch, world - 1, world).count;
     m.local_max = slice_of(global_batch, 0, world).count;
     report.table = table_text(config, id, m);
+    if (timeline) {
+      report.table +=
+          cat("  timeline         ", timeline_steps, " step(s) of --timeline-steps ", config.timeline.steps.first, ":",
+              config.timeline.steps.last, " -> ", config.timeline.path.string(), "\n");
+    }
     report.record = record_text(config, id, m);
     if (!config.json_path.empty()) append_record(config.json_path, report.record);
   });

@@ -16,6 +16,8 @@
 //     and receives in a ring allreduce, per unit of time). A raw Comm::allreduce_sum of the same bytes in one call
 //     is timed in the same run, after the steps, the same way.
 //  4. One rank: the reducer makes no MPI call, so the record shows no allreduce bytes and no bandwidth.
+//  5. --timeline records the warm-up and measured steps (global steps 1, 2, ... in that order) as fit's, from the
+//     same clocks; the clock exchanges and the merge happen outside the timed steps.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +28,7 @@
 #include <vector>
 
 #include "dist/comm.h"
+#include "dist/timeline.h"
 #include "proto/shardfit.pb.h"
 
 namespace shardfit {
@@ -41,8 +44,10 @@ struct BenchConfig {
   int64_t steps = 20;
   uint64_t seed = 1337;
   std::filesystem::path
-      json_path;        // where the record goes (a JSON Lines file, one record appended per run); empty: none
-  std::string command;  // the command line that ran the benchmark, recorded with its numbers
+      json_path;              // where the record goes (a JSON Lines file, one record appended per run); empty: none
+  std::string command;        // the command line that ran the benchmark, recorded with its numbers
+  std::string job_path;       // the job file, when the model is a job's: an input --timeline may not replace
+  TimelineSettings timeline;  // --timeline: the warm-up and measured steps, numbered from 1
 };
 
 // The named models, each with input_dim set, sparse_categorical_crossentropy and sgd:

@@ -1,6 +1,7 @@
 #include "dist/train/checkpointer.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "dist/io/checkpoint_file.h"
 #include "dist/train/checkpoint_checks.h"
@@ -119,6 +120,7 @@ void Checkpointer::at_epoch_end(int64_t epoch, bool last) {
 }
 
 void Checkpointer::write(int64_t epoch, int64_t step_in_epoch) {
+  const auto start = std::chrono::steady_clock::now();
   // Collective: rank 0 needs every rank's partial sums of the epoch in progress.
   const std::vector<double> sums = comm_.gather_to_root(std::span<const double>(state_.sums.values));
   if (!comm_.is_root()) return;
@@ -144,6 +146,7 @@ void Checkpointer::write(int64_t epoch, int64_t step_in_epoch) {
   checkpoint.set_world_size(comm_.size());
   checkpoint.set_job_fingerprint(fingerprint_);
   write_checkpoint_file(path(), checkpoint);
+  if (trace_ != nullptr) trace_->epoch_span(TraceKind::kCheckpoint, start, std::chrono::steady_clock::now());
 }
 
 }  // namespace shardfit

@@ -29,6 +29,7 @@
 
 #include "dist/comm.h"
 #include "dist/data_checks.h"
+#include "dist/io/trace.h"
 #include "dist/sharding.h"
 #include "dist/train/callbacks.h"
 #include "dist/train/step.h"
@@ -86,6 +87,9 @@ class Checkpointer {
   // (Trainer::epoch_logs), and nothing was read since.
   void at_epoch_end(int64_t epoch, bool last);
 
+  // Each checkpoint rank 0 writes becomes a span of the recorder's epoch (null, the default: none).
+  void record_to(TraceRecorder* trace) { trace_ = trace; }
+
  private:
   void write(int64_t epoch, int64_t step_in_epoch);
 
@@ -95,6 +99,7 @@ class Checkpointer {
   const std::vector<DataFile>& data_files_;
   FitStateRefs state_;
   std::string fingerprint_;
+  TraceRecorder* trace_ = nullptr;
 };
 
 }  // namespace shardfit

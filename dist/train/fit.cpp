@@ -36,6 +36,7 @@
 #include "dist/io/weights_io.h"
 #include "dist/placement.h"
 #include "dist/sharding.h"
+#include "dist/timeline.h"
 #include "dist/train/callbacks.h"
 #include "dist/train/checkpointer.h"
 #include "dist/train/diagnosis.h"
@@ -88,6 +89,7 @@ class Trainer {
   void end_epoch(int64_t epoch, const EpochLogs& logs);
   void agree_on_decisions();
   FitResult end_training();
+  void write_timeline();
   FitResult result();
 
   Comm& comm_;
@@ -118,6 +120,7 @@ class Trainer {
   std::unique_ptr<FitConsole> console_;
   std::unique_ptr<HistoryRecorder> history_;
   std::unique_ptr<Checkpointer> checkpointer_;
+  std::unique_ptr<Timeline> timeline_;  // --timeline; null without it, and then nothing is recorded
 
   TrainingControl control_;
   FitResult result_;
@@ -234,6 +237,17 @@ void Trainer::setup() {
       comm_, config_, *plan_, data_files_,
       FitStateRefs{*model_, *optimizer_, callbacks_, result_.history, *sums_, *step_}, fingerprint());
 
+  // Last: the timeline's first clock exchange is as close to the first step as setup allows.
+  timeline_ = make_timeline(comm_, config_.timeline);
+  if (timeline_) {
+    TraceRecorder* trace = &timeline_->recorder();
+    step_->record_to(trace);
+    reducer_->record_to(trace);
+    step_control_->record_to(trace);
+    history_->record_to(trace);
+    checkpointer_->record_to(trace);
+  }
+
   control_.model = model_.get();
   control_.optimizer = optimizer_.get();
   control_.is_root = comm_.is_root();
@@ -308,6 +322,7 @@ void Trainer::begin_epoch(int64_t epoch, int64_t first_step) {
   comm_.broadcast(std::span<float>(&learning_rate, 1), 0);
   optimizer_->set_learning_rate(learning_rate);
   step_->begin_epoch(epoch);
+  if (timeline_) timeline_->recorder().begin_epoch(epoch, epoch * plan_->steps() + 1, (epoch + 1) * plan_->steps());
   epoch_start_ = Clock::now();
 }
 
@@ -323,6 +338,7 @@ FitResult Trainer::stop_for_signal(int64_t epoch, int64_t step) {
   const int signal_here = stop_signal_received();
   console_->stopped_by_signal(epoch, step, checkpointer_->path(), signal_here);
   result_.stopped_by_signal = signal_here != 0 ? signal_here : SIGTERM;  // only other ranks received one
+  write_timeline();
   return result();
 }
 
@@ -344,10 +360,12 @@ void Trainer::validate(EpochLogs& logs) {
   // Validation rows follow the training rows in the training file, or are all of data.validation.
   const Dataset& data = validation_ ? *validation_ : *train_;
   const int64_t first_row = validation_ ? 0 : split_.train;
+  const auto start = Clock::now();
   for (const auto& [key, value] :
        evaluate_rows(comm_, *model_, data, validation_layout_, first_row, split_.validation)) {
     if (key != "samples") logs["val_" + key] = value;
   }
+  if (timeline_) timeline_->recorder().epoch_span(TraceKind::kValidation, start, Clock::now());
 }
 
 void Trainer::end_epoch(int64_t epoch, const EpochLogs& computed) {
@@ -383,7 +401,16 @@ FitResult Trainer::end_training() {
     fs::create_directories(config_.export_weights.parent_path(), error);
     save_weights(config_.export_weights, *model_);
   }
+  write_timeline();
   return result();
+}
+
+// Collective: every rank's spans to rank 0, which writes the one file (dist/timeline.h).
+void Trainer::write_timeline() {
+  if (!timeline_) return;
+  const int64_t steps = timeline_->write(static_cast<int64_t>(model_->gradients().size() * sizeof(float)),
+                                         static_cast<int64_t>(reducer_->buckets().size()));
+  console_->timeline_written(config_.timeline.path, config_.timeline.steps, steps);
 }
 
 // What the run measured (the step's own clocks) and the final parameters.

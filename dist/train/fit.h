@@ -9,6 +9,7 @@
 #include <string>
 
 #include "dist/comm.h"
+#include "dist/timeline.h"
 #include "dist/train/step_phases.h"
 #include "dist/watchdog.h"
 #include "proto/shardfit.pb.h"
@@ -43,6 +44,7 @@ struct FitConfig {
                                           // when the job sets outputs.export_weights to ""
   std::filesystem::path job_file;         // the job file itself, when known: an input no output may replace
   WatchdogSettings watchdog;              // seconds without progress before a warning / the end of the job
+  TimelineSettings timeline;              // --timeline FILE (absolute) and --timeline-steps; no path: none
 };
 
 // Applies defaults and checks ranges; errors name the field ("fit.batch_size = 0: expected ...").

@@ -99,4 +99,16 @@ void FitConsole::verdict(const std::string& summary) {
   progress_.print_line(summary);
 }
 
+void FitConsole::timeline_written(const std::filesystem::path& path, StepRange range, int64_t steps_recorded) {
+  if (!speaks()) return;
+  print_said();
+  if (steps_recorded == 0) {
+    progress_.print_line(cat("timeline: no step of --timeline-steps ", range.first, ":", range.last,
+                             " ran in this run: ", path.string(), " holds the ranks' tracks only"));
+  } else {
+    progress_.print_line(cat("timeline: ", steps_recorded, " step(s) of --timeline-steps ", range.first, ":",
+                             range.last, " -> ", path.string(), " (open it in ui.perfetto.dev)"));
+  }
+}
+
 }  // namespace shardfit

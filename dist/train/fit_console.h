@@ -52,6 +52,8 @@ class FitConsole {
   void stopped_by_signal(int64_t epoch, int64_t step, const std::filesystem::path& checkpoint, int signal_here);
   // The end-of-fit verdict, after any message still waiting (verbose > 0).
   void verdict(const std::string& summary);
+  // --timeline: where the file went and how many steps it holds, or that no step of the range ran.
+  void timeline_written(const std::filesystem::path& path, StepRange range, int64_t steps_recorded);
 
  private:
   bool speaks() const { return is_root_ && verbose_ > 0; }

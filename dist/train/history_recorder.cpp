@@ -1,5 +1,7 @@
 #include "dist/train/history_recorder.h"
 
+#include <chrono>
+
 #include "dist/io/plot_svg.h"
 #include "dist/train/fit.h"
 
@@ -27,10 +29,15 @@ void HistoryRecorder::finish(const proto::Diagnosis& diagnosis) {
 
 void HistoryRecorder::write_files(bool with_verdict) const {
   if (!writer_) return;
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
   writer_->write(history_);
+  const auto written = Clock::now();
+  if (trace_ != nullptr) trace_->epoch_span(TraceKind::kHistory, start, written);
   if (config_.plot && history_.epochs_size() > 0) {  // no curve to draw after --epochs 0
     write_history_svg(history_files(writer_->dir()).loss_svg, history_, "loss",
                       with_verdict && history_.has_diagnosis() ? &history_.diagnosis() : nullptr);
+    if (trace_ != nullptr) trace_->epoch_span(TraceKind::kPlot, written, Clock::now());
   }
 }
 

@@ -10,6 +10,7 @@
 
 #include "dist/comm.h"
 #include "dist/io/history_writer.h"
+#include "dist/io/trace.h"
 #include "proto/shardfit.pb.h"
 
 namespace shardfit {
@@ -26,12 +27,16 @@ class HistoryRecorder {
   // After the last epoch: the verdict joins the history, and the files and the plot are written a last time.
   void finish(const proto::Diagnosis& diagnosis);
 
+  // Each rewrite of the history files and of the plot becomes a span of the recorder's epoch (null: none).
+  void record_to(TraceRecorder* trace) { trace_ = trace; }
+
  private:
   void write_files(bool with_verdict) const;
 
   const FitConfig& config_;
   proto::History& history_;
   std::unique_ptr<HistoryWriter> writer_;  // rank 0, when the fit writes a history
+  TraceRecorder* trace_ = nullptr;
 };
 
 }  // namespace shardfit

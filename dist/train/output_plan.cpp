@@ -207,6 +207,14 @@ std::vector<FitOutput> fit_outputs(const FitConfig& config, const proto::Job& jo
                        {shown + "'s folder", config.export_weights.parent_path(),
                         "fit writes the final weights there once, after the last epoch"}});
   }
+  if (!config.timeline.path.empty()) {
+    outputs.push_back({"--timeline",
+                       "timeline file (--timeline)",
+                       config.timeline.path,
+                       false,
+                       {"--timeline's folder", config.timeline.path.parent_path(),
+                        "fit writes the timeline there once, after the last step"}});
+  }
   for (int i = 0; i < job.callbacks_size(); ++i) {
     const proto::Callback& c = job.callbacks(i);
     FitOutput output;

@@ -25,7 +25,8 @@ void resolve_job_paths(const std::filesystem::path& job_dir, FitConfig& config, 
 void resolve_callback_paths(const std::filesystem::path& base_dir, proto::Callback& callback);
 
 // Every output of the fit described by (config, job) — history files, loss.svg, the checkpoint, the weights file,
-// ModelCheckpoint's files, CSVLogger's file — refused (Error naming the job field and the path) when it
+// the --timeline file, ModelCheckpoint's files, CSVLogger's file — refused (Error naming the job field and the path)
+// when it
 // 1. resolves to an input: a data file of data.train / validation / test, outputs.initial_weights, the job file;
 // 2. resolves to another output;
 // 3. is a folder where a file goes, or its folder lies under a regular file or cannot be written (probed by

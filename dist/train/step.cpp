@@ -12,10 +12,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Adds the seconds since `start` to `into` and restarts the clock: one clock read per phase.
-void lap(Clock::time_point& start, double& into) {
+// Adds the seconds since `start` to `into`, hands the same span to the timeline when there is one, and restarts the
+// clock: one clock read per phase.
+void lap(Clock::time_point& start, double& into, TraceRecorder* trace, TraceKind kind) {
   const auto now = Clock::now();
   into += std::chrono::duration<double>(now - start).count();
+  if (trace != nullptr) trace->step_span(kind, start, now);
   start = now;
 }
 
@@ -47,6 +49,7 @@ void TrainStep::begin_epoch(int64_t epoch) {
 
 void TrainStep::run(int64_t step) {
   step_ = step;
+  if (trace_ != nullptr) trace_->begin_step(static_cast<int64_t>(global_step_) + 1);
   load_batch();
   forward_backward();
   reduce_gradients();
@@ -62,13 +65,14 @@ void TrainStep::add_to(EpochSums& sums) const {
 void TrainStep::load_batch() {
   progress_beacon().enter_step(step_, Phase::kGather);  // for the watchdog (dist/watchdog.h), as each phase below
   auto clock = Clock::now();
+  step_start_ = clock;
   slice_ = plan_.slice(step_);
   first_row_ = plan_.batch_start(step_) + slice_.offset;
   std::copy_n(permutation_.begin() + first_row_, slice_.count, rows_.begin());
   data_.gather({rows_.data(), static_cast<size_t>(slice_.count)}, model_.input(), model_.labels(), layout_,
                model_.label_dim());
   if (!options_.class_weights.empty()) apply_class_weights();
-  lap(clock, phases_.gather);
+  lap(clock, phases_.gather, trace_, TraceKind::kLoad);
 }
 
 // sample_weights = class_weight[class of each label]: a class id, a 0/1 target for one sigmoid unit, or the hot
@@ -95,20 +99,20 @@ void TrainStep::forward_backward() {
   auto clock = Clock::now();
   // A kernel's error about one sample names its row of the label file, not its place in this rank's batch.
   loss_sum_ = naming_rows(data_, rows, [&] { return model_.forward_train(slice_.count, ctx, weighted, metric_sums_); });
-  lap(clock, phases_.forward);
+  lap(clock, phases_.forward, trace_, TraceKind::kForward);
   progress_beacon().enter(Phase::kBackward);
   naming_rows(data_, rows, [&] { model_.backward_train(slice_.count); });
-  lap(clock, phases_.backward);
+  lap(clock, phases_.backward, trace_, TraceKind::kBackward);
 }
 
 void TrainStep::reduce_gradients() {
   progress_beacon().enter(Phase::kAllreduce);
   auto clock = Clock::now();
   reducer_.start(global_count());
-  lap(clock, phases_.allreduce_issued);
+  lap(clock, phases_.allreduce_issued, trace_, TraceKind::kAllreduce);
   progress_beacon().enter(Phase::kAllreduceWait);
   reducer_.finish();
-  lap(clock, phases_.allreduce_waited);
+  lap(clock, phases_.allreduce_waited, trace_, TraceKind::kAllreduceWait);
 }
 
 void TrainStep::update() {
@@ -117,7 +121,8 @@ void TrainStep::update() {
   if (options_.clipnorm) clip_by_global_norm(model_.gradients(), *options_.clipnorm);
   optimizer_.update(model_.parameters(), model_.gradients());
   ++global_step_;
-  lap(clock, phases_.optimizer);
+  lap(clock, phases_.optimizer, trace_, TraceKind::kOptimizer);
+  if (trace_ != nullptr) trace_->step_span(TraceKind::kStep, step_start_, clock);
   ++phases_.steps;
 }
 

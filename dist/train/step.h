@@ -13,11 +13,14 @@
 //  2. The per-phase timers are always on: ten steady_clock reads a step (~20 ns each) against steps of tens of
 //     microseconds at the smallest. They are sums over the steps since construction or reset_phases(); a reader divides
 //     by steps.
-//  3. The step computes; it does not decide. Whether to stop, print or checkpoint is the loop's, and the values the
+//  3. A timeline (record_to) gets each phase as a span from the same clock reads as the timers, and the whole step
+//     as one span from the load's first read to the optimizer's last; none is recorded when it is null.
+//  4. The step computes; it does not decide. Whether to stop, print or checkpoint is the loop's, and the values the
 //     ranks must agree on after a step travel through StepControl (dist/train/step_control.h).
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -27,6 +30,7 @@
 
 #include "dist/gradient_reducer.h"
 #include "dist/io/dataset.h"
+#include "dist/io/trace.h"
 #include "dist/sharding.h"
 #include "dist/train/step_phases.h"
 #include "kernels/model.h"
@@ -83,6 +87,9 @@ class TrainStep {
   const StepPhases& phases() const { return phases_; }
   void reset_phases() { phases_ = StepPhases{}; }
 
+  // Every phase of every step becomes a span of the recorder (design note 3); null, the default: none.
+  void record_to(TraceRecorder* trace) { trace_ = trace; }
+
  private:
   void load_batch();
   void forward_backward();
@@ -107,6 +114,8 @@ class TrainStep {
   double loss_sum_ = 0.0;
   uint64_t global_step_ = 0;
   StepPhases phases_;
+  TraceRecorder* trace_ = nullptr;
+  std::chrono::steady_clock::time_point step_start_;  // the load's first clock read, for the step's span
 };
 
 }  // namespace shardfit

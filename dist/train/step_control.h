@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "dist/comm.h"
+#include "dist/io/trace.h"
 
 namespace shardfit {
 
@@ -25,9 +26,13 @@ class StepControl {
   // Seconds spent in agree() since construction.
   double seconds() const { return seconds_; }
 
+  // Each agree() becomes a span of the recorder's current step (null, the default: none).
+  void record_to(TraceRecorder* trace) { trace_ = trace; }
+
  private:
   Comm& comm_;
   double seconds_ = 0.0;
+  TraceRecorder* trace_ = nullptr;
 };
 
 }  // namespace shardfit
