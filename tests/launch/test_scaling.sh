@@ -120,6 +120,7 @@ grep -q "strong, 2 rank(s) x 2 thread(s) (oversubscribed: 4 threads on 2 cores o
 
 echo "== scaling.sbatch: a --mpirun of the user's is joined to the script's --mpi choice, not put in its place"
 # A stand-in srun that offers pmix and records its arguments; the points "run" and write no record.
+# shellcheck disable=SC2016  # $1 and $* belong to the stand-in: they expand when it runs
 printf '#!/bin/sh\n[ "$1" = --mpi=list ] && { echo "srun: MPI types are...\nsrun: pmix"; exit 0; }\necho "srun $*" >>"%s"\n' \
   "$work/fake/calls" >"$work/fake/srun"
 chmod +x "$work/fake/srun"
