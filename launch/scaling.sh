@@ -20,12 +20,14 @@ usage() {  # on stdout: `usage >&2` where it goes with an error
   --steps N            measured steps per point (default 20); --warmup-steps N (default 5)
   --out DIR            where records.jsonl, scaling.svg, scaling.md and logs/ go (default scaling-<UTC time>)
   --append             add to DIR/records.jsonl when it exists (without it an existing file is refused, never
-                       overwritten); the chart and table then cover every record in the file
+                       overwritten); the chart and table then cover every record in the file; each later sweep's
+                       point logs go to logs/sweep<N>/ (N counts the sweeps of sweep.txt), the earlier ones stay
   --hostfile F         mpirun --hostfile F: ranks spread over its hosts
   --cores N            CPUs per host the points may use (default: nproc here; with --hostfile, give it): a point
                        with more than N threads on a host (its ranks x threads; with --hostfile, the ranks as
                        mpirun fills the hosts' slots) runs oversubscribed, unbound, and its record says so
-  --mpirun "ARGS"      more launcher arguments, split on spaces (e.g. "--mca btl self,vader"; with srun "--mpi=pmix")
+  --mpirun "ARGS"      more launcher arguments, split on spaces (e.g. "--mca btl self,vader"; with srun "--mpi=pmix");
+                       given more than once, joined in order (launch/scaling.sbatch's --mpi=... first, yours after)
   --launcher L         mpirun (default) or srun: inside a SLURM allocation, `srun -n P -c T --cpu-bind=cores` a
                        point (ranks packed on the fewest nodes when --ntasks-per-node was given; never oversubscribed)
   --shardfit PATH      the shardfit binary (default $SHARDFIT_BIN, else build/launch/shardfit)
@@ -75,7 +77,7 @@ while [ $# -gt 0 ]; do
         --out) out=$2 ;;
         --hostfile) hostfile=$2 ;;
         --cores) cores=$2 ;;
-        --mpirun) mpirun_extra=$2 ;;
+        --mpirun) mpirun_extra+="${mpirun_extra:+ }$2" ;;  # joined: scaling.sbatch's own, then the user's
         --launcher) launcher=$2 ;;
         --shardfit) bin=$2 ;;
       esac
@@ -165,6 +167,15 @@ if [ -e "$records" ] && [ "$append" -eq 0 ]; then
   die "$records exists: --append adds this sweep's records to it; or choose another --out (it is never overwritten)"
 fi
 
+# Each sweep's point logs apart: the first in logs/, the N-th into the same folder (--append, or a sweep after one
+# that failed before its first record) in logs/sweepN/, so a rerun never overwrites the logs of the runs whose
+# records it adds to.
+sweeps_before=0
+[ ! -f "$out/sweep.txt" ] || sweeps_before=$(grep -c '^started: ' "$out/sweep.txt" || true)
+logs=$out/logs
+[ "$sweeps_before" -eq 0 ] || logs=$out/logs/sweep$((sweeps_before + 1))
+mkdir -p "$logs"
+
 # What made these numbers, beside them: the command, the machine and the time.
 {
   echo "command: $command_line"
@@ -175,6 +186,7 @@ fi
   else
     echo "cores: ${cores:-from the hostfile}; hosts: ${hostfile:-this one ($(hostname))}"
   fi
+  echo "logs: $logs"
   echo "started: $(date -u +%Y-%m-%dT%H:%M:%SZ); load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
 } >>"$out/sweep.txt"
 
@@ -205,7 +217,7 @@ for threads in $threads_list; do
       else
         flags+=(--map-by "slot:PE=$threads" --bind-to core -x OMP_PROC_BIND=close -x OMP_PLACES=cores)
       fi
-      log=$out/logs/${mode}_${ranks}x${threads}.log
+      log=$logs/${mode}_${ranks}x${threads}.log
       echo "scaling.sh: $mode, $ranks rank(s) x $threads thread(s)$note" >&2
       status=0
       "${base[@]}" "${flags[@]}" "$bin" bench "${model_args[@]}" --mode "$mode" --batch-size "$batch" \

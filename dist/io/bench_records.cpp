@@ -126,6 +126,7 @@ BenchRecord record_of(const JsonValue& json, const fs::path& path, int line) {
   }
   record.model = fields.text("model.name");
   record.layers = fields.text("model.layers");
+  record.optimizer = fields.text("model.optimizer");
   constexpr int64_t kMostProcesses = int64_t{1} << 30;
   record.ranks = static_cast<int>(fields.count("ranks", 1, kMostProcesses));
   record.hosts = static_cast<int>(fields.count("hosts", 1, kMostProcesses));
@@ -179,56 +180,95 @@ bool ScalingSeries::scales() const {
   return points.size() > 1 && points.front().record.ranks != points.back().record.ranks;
 }
 
+namespace {
+
+// The median of the values (the mean of the middle two for an even count).
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t middle = values.size() / 2;
+  return values.size() % 2 == 1 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
+}
+
+// Each series' label: its mode, then each property that tells it apart from the series of `among`.
+void label_series(std::vector<ScalingSeries*> to_label, const std::vector<const ScalingSeries*>& among) {
+  std::set<std::string> models, optimizers, cpus;
+  std::set<int> threads;
+  std::set<std::pair<std::string, int64_t>> batches;
+  for (const ScalingSeries* s : among) {
+    models.insert(s->model + " " + s->layers);
+    optimizers.insert(s->optimizer);
+    cpus.insert(s->cpu_model);
+    threads.insert(s->threads_per_rank);
+    batches.insert({s->mode, s->batch});
+  }
+  std::map<std::string, int> batches_per_mode;
+  for (const auto& [mode, batch] : batches) ++batches_per_mode[mode];
+  for (ScalingSeries* s : to_label) {
+    s->label = s->mode;
+    if (models.size() > 1) s->label += ", " + s->model;
+    if (optimizers.size() > 1) s->label += ", " + s->optimizer;
+    if (threads.size() > 1) {
+      s->label += cat(", ", s->threads_per_rank, s->threads_per_rank == 1 ? " thread" : " threads");
+    }
+    if (batches_per_mode[s->mode] > 1) {
+      s->label += s->mode == "strong" ? cat(", batch ", s->batch) : cat(", batch ", s->batch, "/rank");
+    }
+    if (cpus.size() > 1) s->label += ", " + s->cpu_model;
+  }
+}
+
+}  // namespace
+
 std::vector<ScalingSeries> scaling_series(const std::vector<BenchRecord>& records) {
   std::vector<ScalingSeries> series;
   for (const BenchRecord& record : records) {
     const int64_t batch = record.mode == "strong" ? record.global_batch : std::llround(record.per_rank_batch);
     auto found = std::find_if(series.begin(), series.end(), [&](const ScalingSeries& s) {
       return s.mode == record.mode && s.model == record.model && s.layers == record.layers &&
-             s.threads_per_rank == record.threads_per_rank && s.batch == batch;
+             s.optimizer == record.optimizer && s.threads_per_rank == record.threads_per_rank && s.batch == batch &&
+             s.cpu_model == record.cpu_model;
     });
     if (found == series.end()) {
       ScalingSeries added;
       added.mode = record.mode;
       added.model = record.model;
       added.layers = record.layers;
+      added.optimizer = record.optimizer;
       added.threads_per_rank = record.threads_per_rank;
       added.batch = batch;
+      added.cpu_model = record.cpu_model;
       series.push_back(added);
       found = series.end() - 1;
     }
     found->points.push_back({record});
   }
 
-  // Labels: the mode, then each property that tells series of that file apart.
-  std::set<std::string> models;
-  std::set<int> threads;
-  std::set<std::pair<std::string, int64_t>> batches;
-  for (const ScalingSeries& s : series) {
-    models.insert(s.model + " " + s.layers);
-    threads.insert(s.threads_per_rank);
-    batches.insert({s.mode, s.batch});
-  }
-  std::map<std::string, int> batches_per_mode;
-  for (const auto& [mode, batch] : batches) ++batches_per_mode[mode];
+  // Labels: a drawn series (one that scales) among the drawn ones, as the chart's legend shows them together; a
+  // series of one rank count, in the table only, among all of them.
+  std::vector<ScalingSeries*> drawn, not_drawn;
+  std::vector<const ScalingSeries*> drawn_among, all;
   for (ScalingSeries& s : series) {
-    s.label = s.mode;
-    if (models.size() > 1) s.label += ", " + s.model;
-    if (threads.size() > 1) s.label += cat(", ", s.threads_per_rank, s.threads_per_rank == 1 ? " thread" : " threads");
-    if (batches_per_mode[s.mode] > 1) {
-      s.label += s.mode == "strong" ? cat(", batch ", s.batch) : cat(", batch ", s.batch, "/rank");
-    }
+    (s.scales() ? drawn : not_drawn).push_back(&s);
+    if (s.scales()) drawn_among.push_back(&s);
+    all.push_back(&s);
   }
+  label_series(drawn, drawn_among);
+  label_series(not_drawn, all);
 
   for (ScalingSeries& s : series) {
-    // Stable: runs of the same rank count stay in file order, so the baseline is the first of the smallest.
+    // Stable: runs of the same rank count stay in file order.
     std::stable_sort(s.points.begin(), s.points.end(),
                      [](const ScalingPoint& a, const ScalingPoint& b) { return a.record.ranks < b.record.ranks; });
-    const BenchRecord& base = s.points.front().record;
-    s.base_ranks = base.ranks;
+    s.base_ranks = s.points.front().record.ranks;
+    std::vector<double> base_rates;
+    for (const ScalingPoint& point : s.points) {
+      if (point.record.ranks == s.base_ranks) base_rates.push_back(point.record.samples_per_second);
+    }
+    s.base_runs = static_cast<int>(base_rates.size());
+    s.base_samples_per_second = median(base_rates);
     for (ScalingPoint& point : s.points) {
-      point.speedup = point.record.samples_per_second / base.samples_per_second;
-      point.ideal = static_cast<double>(point.record.ranks) / base.ranks;
+      point.speedup = point.record.samples_per_second / s.base_samples_per_second;
+      point.ideal = static_cast<double>(point.record.ranks) / s.base_ranks;
       point.efficiency = point.speedup / point.ideal;
     }
   }
@@ -244,20 +284,45 @@ std::string scaling_table_markdown(const std::vector<ScalingSeries>& series) {
     for (const ScalingPoint& point : s.points) {
       const BenchRecord& r = point.record;
       const bool exchanged = r.ranks > 1;
-      text += cat("| ", s.label, " | ", r.ranks, " | ", r.hosts, " | ", r.threads_per_rank, " | ", r.mode, " | ",
-                  r.global_batch, " | ", fixed(r.samples_per_second, 1), " | ", fixed(point.speedup, 2), " | ",
-                  fixed(point.ideal, 2), " | ", fixed(100 * point.efficiency, 1), "% | ",
-                  fixed(100 * r.exposed_comm_share, 1), "% | ", exchanged ? fixed(r.busbw_gb_per_s, 3) : "-", " | ",
-                  exchanged ? fixed(r.raw_busbw_gb_per_s, 3) : "-", " | ", r.oversubscribed ? "yes" : "no", " |\n");
+      // A series of one rank count has no second point to compare with: its 1.00 / 1.00 / 100% would read as
+      // perfect scaling, so those cells stay empty ("-").
+      const bool scales = s.scales();
+      text +=
+          cat("| ", s.label, " | ", r.ranks, " | ", r.hosts, " | ", r.threads_per_rank, " | ", r.mode, " | ",
+              r.global_batch, " | ", fixed(r.samples_per_second, 1), " | ", scales ? fixed(point.speedup, 2) : "-",
+              " | ", scales ? fixed(point.ideal, 2) : "-", " | ", scales ? fixed(100 * point.efficiency, 1) + "%" : "-",
+              " | ", fixed(100 * r.exposed_comm_share, 1), "% | ", exchanged ? fixed(r.busbw_gb_per_s, 3) : "-", " | ",
+              exchanged ? fixed(r.raw_busbw_gb_per_s, 3) : "-", " | ", r.oversubscribed ? "yes" : "no", " |\n");
     }
   }
   text += "\n";
   for (const ScalingSeries& s : series) {
-    const BenchRecord& base = s.points.front().record;
-    text += cat("- ", s.label, ": ", s.model, " (", s.layers, "), ", s.threads_per_rank, " thread(s) per rank, ",
-                s.mode == "strong" ? cat("global batch ", s.batch) : cat("batch ", s.batch, " per rank"), "; baseline ",
-                base.ranks, " rank(s), ", fixed(base.samples_per_second, 1), " samples/s",
-                s.scales() ? "" : " (one rank count: nothing to scale against)", "\n");
+    text += cat("- ", s.label, ": ", s.model, " (", s.layers, "), ", s.optimizer, ", ", s.threads_per_rank,
+                " thread(s) per rank, ",
+                s.mode == "strong" ? cat("global batch ", s.batch) : cat("batch ", s.batch, " per rank"), ", ",
+                s.cpu_model, "; ");
+    if (!s.scales()) {
+      text += cat(s.base_ranks, " rank(s) only, ", fixed(s.base_samples_per_second, 1),
+                  " samples/s: nothing to scale against, so no speedup, ideal or efficiency (\"-\")");
+    } else {
+      text += cat("baseline ", s.base_ranks, " rank(s), ", fixed(s.base_samples_per_second, 1), " samples/s",
+                  s.base_runs > 1 ? cat(" (the median of its ", s.base_runs, " runs)") : "");
+    }
+    // Reruns appended to the records: each keeps its row; say so, since a chart line or a speedup read from one row
+    // hides the other.
+    for (size_t i = 0; i < s.points.size();) {
+      size_t j = i;
+      std::string lines;
+      for (; j < s.points.size() && s.points[j].record.ranks == s.points[i].record.ranks; ++j) {
+        lines += cat(j == i ? "" : ", ", s.points[j].record.line);
+      }
+      if (j - i > 1) {
+        text += cat("; warning: ", j - i, " runs at ", s.points[i].record.ranks, " rank(s) (records' lines ", lines,
+                    "), each its own row");
+      }
+      i = j;
+    }
+    text += "\n";
   }
   return text;
 }

@@ -12,10 +12,11 @@ namespace shardfit {
 
 // The fields of one record that the table and the chart use (README.md, "Scaling benchmark", has them all).
 struct BenchRecord {
-  int line = 0;        // 1-based line of the file, for messages
-  std::string mode;    // "strong" or "weak"
-  std::string model;   // model.name: "mlp", "wide" or a job file's path
-  std::string layers;  // model.layers: "784-1024-1024-10"
+  int line = 0;           // 1-based line of the file, for messages
+  std::string mode;       // "strong" or "weak"
+  std::string model;      // model.name: "mlp", "wide" or a job file's path
+  std::string layers;     // model.layers: "784-1024-1024-10"
+  std::string optimizer;  // model.optimizer: "sgd", "adam", "rmsprop"
   int ranks = 1;
   int hosts = 1;
   int threads_per_rank = 1;
@@ -39,8 +40,9 @@ bool looks_like_bench_records(const std::filesystem::path& path);
 std::vector<BenchRecord> read_bench_records(const std::filesystem::path& path);
 
 // One run in its series, with the numbers derived from the series' baseline (its smallest rank count P0):
-// speedup = samples/s(P) / samples/s(P0); ideal = P / P0 (strong: the same global batch done P/P0 times faster;
-// weak: P/P0 times the samples in the same time); efficiency = speedup / ideal.
+// speedup = samples/s(P) / samples/s(P0), where samples/s(P0) is the median of the series' runs at P0; ideal = P / P0
+// (strong: the same global batch done P/P0 times faster; weak: P/P0 times the samples in the same time); efficiency =
+// speedup / ideal.
 struct ScalingPoint {
   BenchRecord record;
   double speedup = 1;
@@ -48,16 +50,23 @@ struct ScalingPoint {
   double efficiency = 1;
 };
 
-// Runs that scale along the rank count and nothing else: the same mode, model (name and layers), threads per rank
-// and batch (strong: the global batch; weak: the per-rank batch). Points are in rank order (file order among runs
-// of the same rank count); the baseline is the first record, in file order, at the smallest rank count.
+// Runs that scale along the rank count and nothing else: the same mode, model (name and layers), optimizer, threads
+// per rank, batch (strong: the global batch; weak: the per-rank batch) and CPU model, so records appended or
+// concatenated from another optimizer or machine are never measured against this series' baseline. Points are in
+// rank order (file order among runs of the same rank count). Several runs at one rank count (a rerun appended to
+// the file) each keep their point and row; the baseline is the median samples/s of the runs at the smallest rank
+// count, so one slow or fast rerun does not move every speedup of the series.
 struct ScalingSeries {
   std::string mode;
   std::string model;
   std::string layers;
+  std::string optimizer;
   int threads_per_rank = 1;
   int64_t batch = 0;  // strong: global; weak: per rank
+  std::string cpu_model;
   int base_ranks = 1;
+  int base_runs = 1;                   // runs at base_ranks
+  double base_samples_per_second = 0;  // their median
   std::string label;  // the legend's and the table's name: the mode, then what tells it from the other series
   std::vector<ScalingPoint> points;
 
@@ -65,15 +74,18 @@ struct ScalingSeries {
   bool scales() const;
 };
 
-// The series, in the order their first record appears in the file. Labels name the mode, then each of model, threads
-// per rank and batch (among series of the same mode) that differs between the series ("strong", "weak, 8 threads",
-// "strong, wide, batch 512").
+// The series, in the order their first record appears in the file. Labels name the mode, then each of model,
+// optimizer, threads per rank, batch (among series of the same mode) and CPU model that differs between the series
+// ("strong", "weak, 8 threads", "strong, wide, batch 512"). A series that scales (the chart draws it) is told apart
+// from the other drawn series only, so a legend does not repeat what all its lines share; a series of one rank
+// count (in the table only) from every series of the file.
 std::vector<ScalingSeries> scaling_series(const std::vector<BenchRecord>& records);
 
 // The table as Markdown, one row per run in series order: series, ranks, hosts, threads, mode, global batch,
-// samples/s, speedup, ideal, efficiency, exposed comm share, busbw and raw busbw (GB/s; "-" at one rank),
-// oversubscribed ("yes" / "no"). Numbers are rounded for reading: speedup and ideal to 2 decimals, efficiency and
-// the comm share to 0.1%, samples/s to 0.1. Under it, one line per series naming its baseline.
+// samples/s, speedup, ideal, efficiency ("-" for a series of one rank count: nothing to scale against), exposed comm
+// share, busbw and raw busbw (GB/s; "-" at one rank), oversubscribed ("yes" / "no"). Numbers are rounded for
+// reading: speedup and ideal to 2 decimals, efficiency and the comm share to 0.1%, samples/s to 0.1. Under it, one
+// line per series naming its baseline and any rank count run more than once (with the records' lines).
 std::string scaling_table_markdown(const std::vector<ScalingSeries>& series);
 
 }  // namespace shardfit

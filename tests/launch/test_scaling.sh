@@ -48,8 +48,12 @@ cat "$work/again.txt"
 [ "$status" -eq 2 ] || fail "a second sweep into the same folder exited $status, expected 2"
 grep -q "records.jsonl exists: --append" "$work/again.txt" || fail "no message about the existing records"
 [ "$(wc -l <"$work/sweep/records.jsonl")" -eq 6 ] || fail "the records file changed"
+first_log=$(cksum <"$work/sweep/logs/strong_1x1.log")
 "${sweep[@]}" --ranks 1 --modes strong --out "$work/sweep" --append >/dev/null 2>&1 || fail "--append failed"
 [ "$(wc -l <"$work/sweep/records.jsonl")" -eq 7 ] || fail "--append did not add one record"
+[ "$(cksum <"$work/sweep/logs/strong_1x1.log")" = "$first_log" ] || fail "--append overwrote the first sweep's log"
+[ -s "$work/sweep/logs/sweep2/strong_1x1.log" ] || fail "--append did not keep its log in logs/sweep2/"
+grep -q "^logs: $work/sweep/logs/sweep2$" "$work/sweep/sweep.txt" || fail "sweep.txt does not name logs/sweep2"
 
 echo "== a failing point ends the sweep naming it, its log kept"
 status=0
@@ -113,5 +117,23 @@ hostfile_sweep '# two ranks a host\nnode1 slots=2\nnode2 slots=2\n' hosts2
 grep -q "strong, 1 rank(s) x 2 thread(s)$" "$work/hosts2.txt" || fail "1 rank x 2 threads marked oversubscribed"
 grep -q "strong, 2 rank(s) x 2 thread(s) (oversubscribed: 4 threads on 2 cores of a host)" "$work/hosts2.txt" ||
   fail "2 ranks x 2 threads on one 2-core host not run oversubscribed"
+
+echo "== scaling.sbatch: a --mpirun of the user's is joined to the script's --mpi choice, not put in its place"
+# A stand-in srun that offers pmix and records its arguments; the points "run" and write no record.
+# shellcheck disable=SC2016  # $1 and $* belong to the stand-in: they expand when it runs
+printf '#!/bin/sh\n[ "$1" = --mpi=list ] && { echo "srun: MPI types are...\nsrun: pmix"; exit 0; }\necho "srun $*" >>"%s"\n' \
+  "$work/fake/calls" >"$work/fake/srun"
+chmod +x "$work/fake/srun"
+rm -f "$work/fake/calls"
+(
+  unset SLURM_NTASKS_PER_NODE SLURM_CPUS_PER_TASK SHARDFIT_SRUN_MPI
+  PATH=$work/fake:$PATH SLURM_NTASKS=2 SLURM_JOB_ID=7 SLURM_SUBMIT_DIR=$work SHARDFIT_ROOT=$source_dir \
+    SHARDFIT_BIN=$bin bash "$source_dir/launch/scaling.sbatch" --modes strong --mpirun "--label --quiet" \
+    --out "$work/sbatch" >"$work/sbatch.txt" 2>&1 || true
+)
+[ "$(grep -c -- "^srun --mpi=pmix --label --quiet -n " "$work/fake/calls")" -eq 2 ] || {
+  cat "$work/sbatch.txt" "$work/fake/calls"
+  fail "scaling.sbatch with --mpirun: srun did not get --mpi=pmix and the user's arguments after it"
+}
 
 echo "ok: scaling.sh at 1, 2 and 4 ranks (4 oversubscribed), its table and chart, and its refusals"

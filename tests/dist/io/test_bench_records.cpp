@@ -29,6 +29,8 @@ struct BenchRun {
   int64_t batch = 256;  // strong: global; weak: per rank
   bool oversubscribed = false;
   std::string model = "mlp";
+  std::string optimizer = "sgd";
+  std::string cpu = "Test CPU";
 };
 
 // One record as `shardfit bench --json` writes it, with the fields the reader uses (and a few it ignores).
@@ -36,16 +38,17 @@ std::string record_line(const BenchRun& run) {
   const int64_t global = run.mode == "strong" ? run.batch : run.batch * run.ranks;
   const double busbw = run.ranks > 1 ? 2.5 : 0.0;
   char text[2048];
-  std::snprintf(text, sizeof text,
-                R"({"kind": "shardfit_bench", "mode": "%s", "model": {"name": "%s", "layers": "784-1024-1024-10", )"
-                R"("parameters": 1863690}, "ranks": %d, "hosts": 1, "host_names": "h", "threads_per_rank": %d, )"
-                R"("oversubscribed": %s, "batch": {"global": %lld, "per_rank": %s}, "samples_per_second": )"
-                R"({"total": %s, "per_rank": 1.0}, "exposed_comm_share": 0.125, "allreduce": {"busbw_gb_per_s": %s}, )"
-                R"("raw_allreduce": {"busbw_gb_per_s": %s}, "machine": {"cpu_model": "Test CPU"}})",
-                run.mode.c_str(), run.model.c_str(), run.ranks, run.threads, run.oversubscribed ? "true" : "false",
-                static_cast<long long>(global), std::to_string(static_cast<double>(global) / run.ranks).c_str(),
-                std::to_string(run.samples_per_second).c_str(), std::to_string(busbw).c_str(),
-                std::to_string(busbw * 1.5).c_str());
+  std::snprintf(
+      text, sizeof text,
+      R"({"kind": "shardfit_bench", "mode": "%s", "model": {"name": "%s", "layers": "784-1024-1024-10", )"
+      R"("parameters": 1863690, "optimizer": "%s"}, "ranks": %d, "hosts": 1, "host_names": "h", "threads_per_rank": %d, )"
+      R"("oversubscribed": %s, "batch": {"global": %lld, "per_rank": %s}, "samples_per_second": )"
+      R"({"total": %s, "per_rank": 1.0}, "exposed_comm_share": 0.125, "allreduce": {"busbw_gb_per_s": %s}, )"
+      R"("raw_allreduce": {"busbw_gb_per_s": %s}, "machine": {"cpu_model": "%s"}})",
+      run.mode.c_str(), run.model.c_str(), run.optimizer.c_str(), run.ranks, run.threads,
+      run.oversubscribed ? "true" : "false", static_cast<long long>(global),
+      std::to_string(static_cast<double>(global) / run.ranks).c_str(), std::to_string(run.samples_per_second).c_str(),
+      std::to_string(busbw).c_str(), std::to_string(busbw * 1.5).c_str(), run.cpu.c_str());
   return text;
 }
 
@@ -100,6 +103,7 @@ TEST_F(BenchRecords, ReadsEveryFieldTheTableUses) {
   EXPECT_EQ(r.mode, "weak");
   EXPECT_EQ(r.model, "mlp");
   EXPECT_EQ(r.layers, "784-1024-1024-10");
+  EXPECT_EQ(r.optimizer, "sgd");
   EXPECT_EQ(r.ranks, 4);
   EXPECT_EQ(r.hosts, 1);
   EXPECT_EQ(r.threads_per_rank, 1);
@@ -168,18 +172,103 @@ TEST_F(BenchRecords, ThreadsBatchAndModelSplitSeriesAndNameThem) {
   EXPECT_EQ(by_model[2].label, "weak, wide");
 }
 
-TEST_F(BenchRecords, TheFirstRunOfTheSmallestRankCountIsTheBaseline) {
+TEST_F(BenchRecords, OptimizerAndMachineSplitSeriesSoNoneIsComparedWithAnothersBaseline) {
+  // Two files concatenated: the same sweep with adam, and with sgd on another machine.
+  const std::vector<BenchRun> runs = {{"strong", 1, 1000},
+                                      {"strong", 2, 1500},
+                                      {"strong", 1, 400, 1, 256, false, "mlp", "adam"},
+                                      {"strong", 2, 700, 1, 256, false, "mlp", "adam"},
+                                      {"strong", 1, 3000, 1, 256, false, "mlp", "sgd", "Other CPU"},
+                                      {"strong", 2, 3300, 1, 256, false, "mlp", "sgd", "Other CPU"}};
+  const std::vector<ScalingSeries> series = scaling_series(read_bench_records(write_runs(runs)));
+  ASSERT_EQ(series.size(), 3U);
+  EXPECT_EQ(series[0].label, "strong, sgd, Test CPU");
+  EXPECT_EQ(series[1].label, "strong, adam, Test CPU");
+  EXPECT_EQ(series[2].label, "strong, sgd, Other CPU");
+  EXPECT_EQ(series[1].optimizer, "adam");
+  EXPECT_EQ(series[2].cpu_model, "Other CPU");
+  for (const ScalingSeries& s : series) {
+    ASSERT_EQ(s.points.size(), 2U);
+    EXPECT_EQ(s.base_ranks, 1);
+  }
+  EXPECT_DOUBLE_EQ(series[0].points[1].speedup, 1.5);
+  EXPECT_DOUBLE_EQ(series[1].points[1].speedup, 1.75);
+  EXPECT_DOUBLE_EQ(series[2].points[1].speedup, 1.1);
+  const std::string table = scaling_table_markdown(series);
+  EXPECT_NE(table.find("- strong, adam, Test CPU: mlp (784-1024-1024-10), adam, 1 thread(s) per rank, global batch "
+                       "256, Test CPU; baseline 1 rank(s), 400.0 samples/s\n"),
+            std::string::npos)
+      << table;
+}
+
+TEST_F(BenchRecords, RerunsKeepTheirRowsAndTheBaselineIsTheMedianAtTheSmallestRankCount) {
   const std::vector<BenchRun> runs = {
-      {"strong", 2, 1800}, {"strong", 1, 1000}, {"strong", 1, 900}, {"strong", 4, 2000}};
+      {"strong", 2, 1800}, {"strong", 1, 1000}, {"strong", 1, 900}, {"strong", 4, 2000}, {"strong", 1, 1200}};
   const std::vector<ScalingSeries> series = scaling_series(read_bench_records(write_runs(runs)));
   ASSERT_EQ(series.size(), 1U);
-  ASSERT_EQ(series[0].points.size(), 4U);
+  ASSERT_EQ(series[0].points.size(), 5U);
   EXPECT_EQ(series[0].points[0].record.line, 2);  // ranks order, file order within a rank count
   EXPECT_EQ(series[0].points[1].record.line, 3);
+  EXPECT_EQ(series[0].points[2].record.line, 5);
+  EXPECT_EQ(series[0].base_runs, 3);
+  EXPECT_DOUBLE_EQ(series[0].base_samples_per_second, 1000);  // the median of 1000, 900, 1200
   EXPECT_DOUBLE_EQ(series[0].points[1].speedup, 0.9);
-  EXPECT_DOUBLE_EQ(series[0].points[2].speedup, 1.8);
-  EXPECT_DOUBLE_EQ(series[0].points[3].speedup, 2.0);
-  EXPECT_DOUBLE_EQ(series[0].points[3].efficiency, 0.5);
+  EXPECT_DOUBLE_EQ(series[0].points[2].speedup, 1.2);
+  EXPECT_DOUBLE_EQ(series[0].points[3].speedup, 1.8);
+  EXPECT_DOUBLE_EQ(series[0].points[4].speedup, 2.0);
+  EXPECT_DOUBLE_EQ(series[0].points[4].efficiency, 0.5);
+  const std::string table = scaling_table_markdown(series);
+  EXPECT_NE(table.find("baseline 1 rank(s), 1000.0 samples/s (the median of its 3 runs); warning: 3 runs at 1 "
+                       "rank(s) (records' lines 2, 3, 5), each its own row\n"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("| strong | 1 | 1 | 1 | strong | 256 | 1200.0 | 1.20 | 1.00 | 120.0% |"), std::string::npos);
+
+  // Two runs: the median is their mean.
+  const std::vector<ScalingSeries> two =
+      scaling_series(read_bench_records(write_runs({{"strong", 1, 1000}, {"strong", 2, 1500}, {"strong", 1, 1400}})));
+  EXPECT_DOUBLE_EQ(two[0].base_samples_per_second, 1200);
+  EXPECT_DOUBLE_EQ(two[0].points[2].speedup, 1.25);
+}
+
+TEST_F(BenchRecords, ASeriesOfOneRankCountHasNoSpeedupInTheTable) {
+  // As the 16-core records' 2 x 8 and 4 x 4 runs: one rank count each, beside a series that scales.
+  std::vector<BenchRun> runs = sweep();
+  runs.push_back({"strong", 2, 5000, 8});
+  const std::string table = scaling_table_markdown(scaling_series(read_bench_records(write_runs(runs))));
+  EXPECT_NE(table.find("| strong, 8 threads | 2 | 1 | 8 | strong | 256 | 5000.0 | - | - | - | 12.5% | 2.500 | "
+                       "3.750 | no |"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("- strong, 8 threads: mlp (784-1024-1024-10), sgd, 8 thread(s) per rank, global batch 256, "
+                       "Test CPU; 2 rank(s) only, 5000.0 samples/s: nothing to scale against, so no speedup, ideal "
+                       "or efficiency (\"-\")"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("| strong | 2 | 1 | 1 | strong | 256 | 1500.0 | 1.50 | 2.00 | 75.0% |"), std::string::npos)
+      << table;
+}
+
+TEST_F(BenchRecords, DrawnSeriesAreNamedByWhatTellsThemApartFromTheOtherDrawnSeries) {
+  // The 16-core records: every drawn series runs 1 thread, so the legend does not say "1 thread" on each line;
+  // the 16-thread run at one rank (table only) still says its threads.
+  std::vector<BenchRun> runs = {{"strong", 1, 1000, 1, 1024},
+                                {"strong", 2, 1500, 1, 1024},
+                                {"weak", 1, 800, 1, 128},
+                                {"weak", 2, 1400, 1, 128},
+                                {"strong", 1, 9000, 16, 1024},
+                                {"strong", 1, 90, 1, 512, false, "wide"},
+                                {"strong", 2, 150, 1, 512, false, "wide"}};
+  const std::vector<ScalingSeries> series = scaling_series(read_bench_records(write_runs(runs)));
+  ASSERT_EQ(series.size(), 4U);
+  EXPECT_EQ(series[0].label, "strong, mlp, batch 1024");
+  EXPECT_EQ(series[1].label, "weak, mlp");
+  EXPECT_EQ(series[2].label, "strong, mlp, 16 threads, batch 1024");
+  EXPECT_EQ(series[3].label, "strong, wide, batch 512");
+  const std::string svg = render_scaling_svg(series);
+  EXPECT_EQ(svg.find("thread"), svg.find("16 threads") + 3);  // in the "Not drawn" note only
+  EXPECT_NE(svg.find("Not drawn (one rank count; in the table): strong, mlp, 16 threads, batch 1024."),
+            std::string::npos);
 }
 
 TEST_F(BenchRecords, TheTableRoundsTheSameArithmetic) {
@@ -199,8 +288,8 @@ TEST_F(BenchRecords, TheTableRoundsTheSameArithmetic) {
       table.find("| weak | 4 | 1 | 1 | weak | 256 | 1000.0 | 1.25 | 4.00 | 31.2% | 12.5% | 2.500 | 3.750 | yes |"),
       std::string::npos)
       << table;
-  EXPECT_NE(table.find("- weak: mlp (784-1024-1024-10), 1 thread(s) per rank, batch 64 per rank; baseline 1 rank(s), "
-                       "800.0 samples/s"),
+  EXPECT_NE(table.find("- weak: mlp (784-1024-1024-10), sgd, 1 thread(s) per rank, batch 64 per rank, Test CPU; "
+                       "baseline 1 rank(s), 800.0 samples/s\n"),
             std::string::npos)
       << table;
 }
