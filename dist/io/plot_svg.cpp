@@ -156,6 +156,21 @@ int finite_count(const Series& series) {
       std::count_if(series.points.begin(), series.points.end(), [](const auto& p) { return !std::isnan(p.second); }));
 }
 
+// The document's start, common to every chart: the svg element sized kWidth x height, its title, a white
+// background and the bold title line at (left, title_y).
+void open_svg(std::ostringstream& svg, double height, const std::string& title, double left, double title_y) {
+  svg << R"(<?xml version="1.0" encoding="UTF-8"?>)"
+      << "\n"
+      << R"(<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width=")" << kWidth << R"(" height=")" << height
+      << R"(" viewBox="0 0 )" << kWidth << " " << height << R"(" font-family=")" << kFont << R"(" font-size=")"
+      << kFontSize << R"(">)"
+      << "\n";
+  svg << "<title>" << xml_escape(title) << "</title>\n";
+  svg << R"(<rect width="100%" height="100%" fill="#ffffff"/>)"
+      << "\n";
+  svg << R"(<text class="title" x=")" << left << R"(" y=")" << title_y << R"(" font-size=")" << kTitleSize
+      << R"(" font-weight="bold" fill=")" << kTextColor << R"(">)" << xml_escape(title) << "</text>\n";
+}
 }  // namespace
 
 std::vector<std::string> plottable_metrics(const proto::History& history) {
@@ -285,17 +300,7 @@ RenderedPlot render_plot(const proto::History& history, const std::string& reque
   const double height = kPlotHeight + (caption.empty() ? 0 : caption.size() * kCaptionLine + 8);
 
   std::ostringstream svg;
-  svg << R"(<?xml version="1.0" encoding="UTF-8"?>)"
-      << "\n"
-      << R"(<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width=")" << kWidth << R"(" height=")" << height
-      << R"(" viewBox="0 0 )" << kWidth << " " << height << R"(" font-family=")" << kFont << R"(" font-size=")"
-      << kFontSize << R"(">)"
-      << "\n";
-  svg << "<title>" << xml_escape(title) << "</title>\n";
-  svg << R"(<rect width="100%" height="100%" fill="#ffffff"/>)"
-      << "\n";
-  svg << R"(<text class="title" x=")" << left << R"(" y=")" << kHeaderRow + 4 << R"(" font-size=")" << kTitleSize
-      << R"(" font-weight="bold" fill=")" << kTextColor << R"(">)" << xml_escape(title) << "</text>\n";
+  open_svg(svg, height, title, left, kHeaderRow + 4);
 
   // ---- overfitting band, behind everything else ----
   std::optional<double> band_left;
@@ -737,17 +742,7 @@ std::string render_scaling_svg(const std::vector<ScalingSeries>& all_series) {
   };
 
   std::ostringstream svg;
-  svg << R"(<?xml version="1.0" encoding="UTF-8"?>)"
-      << "\n"
-      << R"(<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width=")" << kWidth << R"(" height=")" << height
-      << R"(" viewBox="0 0 )" << kWidth << " " << height << R"(" font-family=")" << kFont << R"(" font-size=")"
-      << kFontSize << R"(">)"
-      << "\n";
-  svg << "<title>" << xml_escape(title) << "</title>\n";
-  svg << R"(<rect width="100%" height="100%" fill="#ffffff"/>)"
-      << "\n";
-  svg << R"(<text class="title" x=")" << left << R"(" y=")" << kHeaderRow << R"(" font-size=")" << kTitleSize
-      << R"(" font-weight="bold" fill=")" << kTextColor << R"(">)" << xml_escape(title) << "</text>\n";
+  open_svg(svg, height, title, left, kHeaderRow);
   svg << R"(<text class="subtitle" x=")" << left << R"(" y=")" << kHeaderRow + 20 << R"(" fill=")" << kMutedColor
       << R"(">)";
   for (size_t i = 0; i < subtitle_lines.size(); ++i) {

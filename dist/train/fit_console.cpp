@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "dist/train/fit.h"
 #include "dist/stop_signal.h"
+#include "dist/train/fit.h"
 #include "kernels/error.h"
 
 namespace shardfit {
