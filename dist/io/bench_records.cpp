@@ -190,7 +190,7 @@ double median(std::vector<double> values) {
 }
 
 // Each series' label: its mode, then each property that tells it apart from the series of `among`.
-void label_series(std::vector<ScalingSeries*> to_label, const std::vector<const ScalingSeries*>& among) {
+void label_series(const std::vector<ScalingSeries*>& to_label, const std::vector<const ScalingSeries*>& among) {
   std::set<std::string> models, optimizers, cpus;
   std::set<int> threads;
   std::set<std::pair<std::string, int64_t>> batches;
