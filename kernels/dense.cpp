@@ -5,6 +5,9 @@
 //   bias             db (out)    = column sums of dz       (OpenMP)
 // with dz = dy * act'(.) from oneDNN's eltwise backward on the fused output (use_dst algorithms). Each of these is
 // a Stage that Dense::run executes; pieces() hands the same stages to bench/dense_bench, which has no copy of them.
+// Under mixed_bfloat16 the three matmuls read bf16 copies instead: x and dz converted by reorders of their own
+// (stages too), the kernel from the model's once-per-step copy; they still write f32 and the bias, the fused
+// activation and its backward, and the bias sums stay f32.
 #include "kernels/dense.h"
 
 #include <algorithm>
@@ -65,6 +68,10 @@ memory wrap(const memory::desc& desc, const float* data) {
   return {desc, cpu_engine(), const_cast<float*>(data)};  // oneDNN takes void*; inputs are only read
 }
 
+memory wrap(const memory::desc& desc, const uint16_t* data) {
+  return {desc, cpu_engine(), const_cast<uint16_t*>(data)};
+}
+
 Dense::Dense(std::string name, int64_t input_dim, int64_t units, const Options& options)
     : Layer(std::move(name), input_dim, units), options_(options) {
   SF_CHECK(input_dim > 0 && units > 0,
@@ -89,6 +96,12 @@ void Dense::bind(float* params, float* grads) {
   kernel_grad_ = grads;
   bias_ = options_.use_bias ? params + input_dim() * units() : nullptr;
   bias_grad_ = options_.use_bias ? grads + input_dim() * units() : nullptr;
+  kernel_bf16_ = nullptr;
+  plans_.clear();
+}
+
+void Dense::bind_compute_weights(const uint16_t* weights) {
+  kernel_bf16_ = weights;  // the kernel leads the layer's block in the bf16 copy too
   plans_.clear();
 }
 
@@ -117,6 +130,8 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
   const memory::desc w_md = row_major(in, out);
   const memory::desc y_md = row_major(n, out);
   const memory::desc b_md = row_major(1, out);
+  const bool bf16 = options_.bf16;
+  SF_CHECK(!bf16 || kernel_bf16_ != nullptr, cat("Dense '", name(), "': bf16 used before bind_compute_weights()"));
 
   dnnl::primitive_attr attr;
   if (fused) {
@@ -124,14 +139,27 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
     ops.append_eltwise(1.0F, forward_algorithm(options_.activation), 0.0F, 0.0F);
     attr.set_post_ops(ops);
   }
+  // The matmul operands: f32 views of the model's buffers, or bf16 copies (x's in this plan, the kernel's from
+  // the model). dst, bias and post-op stay f32 either way.
+  memory x_operand = wrap(x_md, buffers.x);
+  memory w_operand = wrap(w_md, kernel_);
+  if (bf16) {
+    plan.x_bf16.resize(n * in);
+    plan.convert_input = bf16_conversion(buffers.x, plan.x_bf16.data(), n * in);
+    plan.forward_stages[plan.forward_stage_count++] = Stage::kConvertInput;
+    x_operand = wrap(bf16_row_major(n, in), plan.x_bf16.data());
+    w_operand = wrap(bf16_row_major(in, out), kernel_bf16_);
+  }
+  const memory::desc x_op_md = x_operand.get_desc();
+  const memory::desc w_op_md = w_operand.get_desc();
   const auto forward_desc =
-      options_.use_bias ? dnnl::matmul::desc(x_md, w_md, b_md, y_md) : dnnl::matmul::desc(x_md, w_md, y_md);
+      options_.use_bias ? dnnl::matmul::desc(x_op_md, w_op_md, b_md, y_md) : dnnl::matmul::desc(x_op_md, w_op_md, y_md);
   const dnnl::matmul::primitive_desc forward_pd(forward_desc, attr, engine);
-  std::vector<std::pair<int, memory>> forward_args = {{DNNL_ARG_SRC, wrap(x_md, buffers.x)},
-                                                      {DNNL_ARG_WEIGHTS, wrap(w_md, kernel_)},
-                                                      {DNNL_ARG_DST, wrap(y_md, buffers.y)}};
+  std::vector<std::pair<int, memory>> forward_args = {
+      {DNNL_ARG_SRC, x_operand}, {DNNL_ARG_WEIGHTS, w_operand}, {DNNL_ARG_DST, wrap(y_md, buffers.y)}};
   if (options_.use_bias) forward_args.emplace_back(DNNL_ARG_BIAS, wrap(b_md, bias_));
   plan.forward = PrimitiveCall(dnnl::matmul(forward_pd), std::move(forward_args));
+  plan.forward_stages[plan.forward_stage_count++] = Stage::kForward;
 
   if (buffers.dy != nullptr) {
     const float* dz = buffers.dy;
@@ -152,19 +180,31 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
       plan.backward_stages[plan.backward_stage_count++] = Stage::kActivationBackward;
     }
     plan.dz = dz;
+    // dz as the backward matmuls read it, and W^T and x^T as strided views of the kernel and x they read.
+    memory dz_operand = wrap(y_md, dz);
+    memory wt_operand = wrap(transposed(out, in), kernel_);
+    memory xt_operand = wrap(transposed(in, n), buffers.x);
+    if (bf16) {
+      plan.dz_bf16.resize(n * out);
+      plan.convert_gradient = bf16_conversion(dz, plan.dz_bf16.data(), n * out);
+      plan.backward_stages[plan.backward_stage_count++] = Stage::kConvertGradient;
+      dz_operand = wrap(bf16_row_major(n, out), plan.dz_bf16.data());
+      wt_operand = wrap(bf16_transposed(out, in), kernel_bf16_);
+      xt_operand = wrap(bf16_transposed(in, n), plan.x_bf16.data());
+    }
     if (buffers.dx != nullptr) {
-      const memory::desc wt_md = transposed(out, in);
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(y_md, wt_md, x_md), engine);
-      plan.backward_data = PrimitiveCall(dnnl::matmul(pd), {{DNNL_ARG_SRC, wrap(y_md, dz)},
-                                                            {DNNL_ARG_WEIGHTS, wrap(wt_md, kernel_)},
-                                                            {DNNL_ARG_DST, wrap(x_md, buffers.dx)}});
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(dz_operand.get_desc(), wt_operand.get_desc(), x_md),
+                                            engine);
+      plan.backward_data = PrimitiveCall(
+          dnnl::matmul(pd),
+          {{DNNL_ARG_SRC, dz_operand}, {DNNL_ARG_WEIGHTS, wt_operand}, {DNNL_ARG_DST, wrap(x_md, buffers.dx)}});
       plan.backward_stages[plan.backward_stage_count++] = Stage::kBackwardData;
     }
-    const memory::desc xt_md = transposed(in, n);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(xt_md, y_md, w_md), engine);
-    plan.backward_weights = PrimitiveCall(dnnl::matmul(pd), {{DNNL_ARG_SRC, wrap(xt_md, buffers.x)},
-                                                             {DNNL_ARG_WEIGHTS, wrap(y_md, dz)},
-                                                             {DNNL_ARG_DST, wrap(w_md, kernel_grad_)}});
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(xt_operand.get_desc(), dz_operand.get_desc(), w_md),
+                                          engine);
+    plan.backward_weights = PrimitiveCall(
+        dnnl::matmul(pd),
+        {{DNNL_ARG_SRC, xt_operand}, {DNNL_ARG_WEIGHTS, dz_operand}, {DNNL_ARG_DST, wrap(w_md, kernel_grad_)}});
     plan.backward_stages[plan.backward_stage_count++] = Stage::kBackwardWeights;
     if (options_.use_bias) plan.backward_stages[plan.backward_stage_count++] = Stage::kBiasSums;
   }
@@ -180,11 +220,17 @@ Dense::Plan& Dense::plan_for(int64_t n) {
 // The one place where a piece of the step executes: forward(), backward() and pieces() all come here.
 void Dense::run(const Plan& plan, Stage stage, int64_t n) {
   switch (stage) {
+    case Stage::kConvertInput:
+      plan.convert_input.execute();
+      return;
     case Stage::kForward:
       plan.forward.execute();
       return;
     case Stage::kActivationBackward:
       plan.activation_backward.execute();
+      return;
+    case Stage::kConvertGradient:
+      plan.convert_gradient.execute();
       return;
     case Stage::kBackwardData:
       plan.backward_data.execute();
@@ -198,7 +244,10 @@ void Dense::run(const Plan& plan, Stage stage, int64_t n) {
   }
 }
 
-void Dense::forward(int64_t n, const BatchContext& /*ctx*/) { run(plan_for(n), Stage::kForward, n); }
+void Dense::forward(int64_t n, const BatchContext& /*ctx*/) {
+  const Plan& plan = plan_for(n);
+  for (int i = 0; i < plan.forward_stage_count; ++i) run(plan, plan.forward_stages[i], n);
+}
 
 void Dense::backward(int64_t n) {
   auto it = plans_.find(n);
@@ -210,7 +259,7 @@ void Dense::backward(int64_t n) {
 
 DensePiece Dense::piece(const Plan& plan, Stage stage, int64_t n) {
   DensePiece result;
-  result.backward = stage != Stage::kForward;
+  result.backward = stage != Stage::kForward && stage != Stage::kConvertInput;
   result.run = [this, &plan, stage, n] { run(plan, stage, n); };  // plans_ keeps its elements' addresses
   auto set_matmul = [&result](int64_t m, int64_t k, int64_t cols) {
     result.m = m;
@@ -218,6 +267,14 @@ DensePiece Dense::piece(const Plan& plan, Stage stage, int64_t n) {
     result.n = cols;
   };
   switch (stage) {
+    case Stage::kConvertInput:
+      result.name = "x-to-bf16";
+      result.impl = plan.convert_input.impl_info();
+      break;
+    case Stage::kConvertGradient:
+      result.name = "dz-to-bf16";
+      result.impl = plan.convert_gradient.impl_info();
+      break;
     case Stage::kForward:
       result.name = "fwd";
       set_matmul(n, input_dim(), units());  // (n, in) x (in, out)
@@ -247,7 +304,8 @@ DensePiece Dense::piece(const Plan& plan, Stage stage, int64_t n) {
 
 std::vector<DensePiece> Dense::pieces(int64_t n) {
   const Plan& plan = plan_for(n);
-  std::vector<DensePiece> all{piece(plan, Stage::kForward, n)};
+  std::vector<DensePiece> all;
+  for (int i = 0; i < plan.forward_stage_count; ++i) all.push_back(piece(plan, plan.forward_stages[i], n));
   for (int i = 0; i < plan.backward_stage_count; ++i) all.push_back(piece(plan, plan.backward_stages[i], n));
   return all;
 }

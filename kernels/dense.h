@@ -1,5 +1,6 @@
 // Dense: y = act(x W + b), W of Keras shape (in, out), as oneDNN matmuls with the bias and, for relu / sigmoid /
 // tanh, the activation fused as a post-op. Other activations are separate Activation layers (model_factory).
+// Under mixed_bfloat16 the matmuls read bf16 operands and write f32 (kernels/precision.h has the design).
 #pragma once
 
 #include <array>
@@ -13,13 +14,16 @@
 #include "kernels/engine.h"
 #include "kernels/initializer.h"
 #include "kernels/layer.h"
+#include "kernels/precision.h"
 
 namespace shardfit {
 
 // One piece of a Dense step, as Dense::pieces() hands it to a benchmark: running it executes exactly what
 // forward() or backward() executes for that piece (the same primitive, the same memory, the same loop).
 struct DensePiece {
-  std::string name;             // "fwd", "relu-bwd" (sigmoid-, tanh-), "bwd-data", "bwd-weights", "bias-sums"
+  // "fwd", "relu-bwd" (sigmoid-, tanh-), "bwd-data", "bwd-weights", "bias-sums"; bf16 adds "x-to-bf16" and
+  // "dz-to-bf16"
+  std::string name;
   int64_t m = 0, k = 0, n = 0;  // the matmul (M, K) x (K, N) when the piece is one, else 0
   bool backward = false;
   std::string impl;           // oneDNN's impl_info_str(), or "OpenMP column sums"
@@ -33,6 +37,7 @@ class Dense final : public Layer {
     bool use_bias = true;
     InitializerKind kernel_initializer = InitializerKind::kGlorotUniform;
     InitializerKind bias_initializer = InitializerKind::kZeros;
+    bool bf16 = false;  // mixed_bfloat16: bf16 matmul operands (x, dz, the weights' bf16 copy), f32 dst
   };
   Dense(std::string name, int64_t input_dim, int64_t units, const Options& options);
 
@@ -40,6 +45,7 @@ class Dense final : public Layer {
   int64_t param_count() const override;
   std::vector<WeightShape> weight_shapes() const override;
   void bind(float* params, float* grads) override;
+  void bind_compute_weights(const uint16_t* weights) override;
   void initialize(Rng& rng) override;
 
   void prepare(int64_t n, const LayerBuffers& buffers) override;
@@ -53,9 +59,17 @@ class Dense final : public Layer {
   std::vector<DensePiece> pieces(int64_t n);
 
  private:
-  // The pieces of a step. forward() runs kForward; backward() runs the plan's backward_stages in order, and
-  // pieces() hands out the same list, so a benchmark times what the step runs.
-  enum class Stage { kForward, kActivationBackward, kBackwardData, kBackwardWeights, kBiasSums };
+  // The pieces of a step. forward() runs the plan's forward_stages in order, backward() its backward_stages, and
+  // pieces() hands out the same lists, so a benchmark times what the step runs. The conversions are bf16's.
+  enum class Stage {
+    kConvertInput,
+    kForward,
+    kActivationBackward,
+    kConvertGradient,
+    kBackwardData,
+    kBackwardWeights,
+    kBiasSums
+  };
 
   // Everything one batch size needs; memory objects wrap the model's buffers, so execute() allocates nothing.
   struct Plan {
@@ -63,12 +77,18 @@ class Dense final : public Layer {
     float* y = nullptr;
     const float* dy = nullptr;
     float* dx = nullptr;
-    const float* dz = nullptr;  // d loss / d pre-activation: scratch when the activation is fused, else dy
+    const float* dz = nullptr;       // d loss / d pre-activation: scratch when the activation is fused, else dy
+    Bf16Buffer x_bf16;               // (n, in) bf16 copy of x, read by forward and backward-weights
+    Bf16Buffer dz_bf16;              // (n, out) bf16 copy of dz, read by backward-data and backward-weights
+    PrimitiveCall convert_input;     // x -> x_bf16
+    PrimitiveCall convert_gradient;  // dz -> dz_bf16
     PrimitiveCall forward;
     PrimitiveCall activation_backward;  // only when the activation is fused
     PrimitiveCall backward_data;        // dx (n, in) = dz (n, out) . W^T
     PrimitiveCall backward_weights;     // dW (in, out) = x^T (in, n) . dz (n, out)
-    std::array<Stage, 4> backward_stages{};
+    std::array<Stage, 2> forward_stages{};
+    int forward_stage_count = 0;
+    std::array<Stage, 5> backward_stages{};
     int backward_stage_count = 0;  // 0 when only inference was prepared
   };
 
@@ -78,10 +98,11 @@ class Dense final : public Layer {
   DensePiece piece(const Plan& plan, Stage stage, int64_t n);
 
   Options options_;
-  float* kernel_ = nullptr;       // (in, out), view into the flat parameters
-  float* bias_ = nullptr;         // (out)
-  float* kernel_grad_ = nullptr;  // (in, out)
-  float* bias_grad_ = nullptr;    // (out)
+  float* kernel_ = nullptr;                // (in, out), view into the flat parameters
+  float* bias_ = nullptr;                  // (out)
+  float* kernel_grad_ = nullptr;           // (in, out)
+  float* bias_grad_ = nullptr;             // (out)
+  const uint16_t* kernel_bf16_ = nullptr;  // (in, out) bf16 copy of kernel_, under mixed_bfloat16
   std::unordered_map<int64_t, Plan> plans_;
 };
 

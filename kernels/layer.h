@@ -52,6 +52,9 @@ class Layer {
   virtual std::vector<WeightShape> weight_shapes() const { return {}; }
   // Views of param_count() floats each in the model's flat buffers.
   virtual void bind(float* /*params*/, float* /*grads*/) {}
+  // Under mixed_bfloat16 (kernels/precision.h): the bf16 copy of the same param_count() values, which the model
+  // refreshes once per step. Layers that compute in f32 ignore it.
+  virtual void bind_compute_weights(const uint16_t* /*weights*/) {}
   virtual void initialize(Rng& /*rng*/) {}
 
   // Builds everything batch size n needs over these buffers. Called once per n (n >= 1) until forget_plans().

@@ -12,12 +12,13 @@
 namespace shardfit {
 
 Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std::unique_ptr<Loss> loss,
-             std::vector<std::unique_ptr<Metric>> metrics, int64_t label_dim)
+             std::vector<std::unique_ptr<Metric>> metrics, int64_t label_dim, DtypePolicy policy)
     : input_dim_(input_dim),
       label_dim_(label_dim),
       layers_(std::move(layers)),
       loss_(std::move(loss)),
-      metrics_(std::move(metrics)) {
+      metrics_(std::move(metrics)),
+      policy_(policy) {
   SF_CHECK(!layers_.empty(), "the model has no layers: expected at least one in model.layers");
   SF_CHECK(loss_ != nullptr, "the model has no loss");
   int64_t width = input_dim_;
@@ -38,11 +39,22 @@ Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std:
 
   parameters_.resize(count);
   gradients_.resize(count);
+  const bool bf16 = policy_ == DtypePolicy::kMixedBfloat16 && count > 0;
+  if (bf16) {
+    compute_weights_.resize(count);
+    compute_weights_refresh_ = bf16_conversion(parameters_.data(), compute_weights_.data(), count);
+  }
   int64_t offset = 0;
   for (auto& layer : layers_) {
     layer->bind(parameters_.data() + offset, gradients_.data() + offset);
+    if (bf16) layer->bind_compute_weights(compute_weights_.data() + offset);
     offset += layer->param_count();
   }
+}
+
+void Model::refresh_compute_weights() {
+  if (compute_weights_refresh_) compute_weights_refresh_.execute();
+  compute_weights_stale_ = false;
 }
 
 void Model::initialize(uint64_t seed) {
@@ -95,6 +107,7 @@ void Model::prepare(int64_t n) {
 
 void Model::run_forward(int64_t n, const BatchContext& ctx) {
   prepare(n);
+  if (compute_weights_stale_) refresh_compute_weights();
   for (auto& layer : layers_) layer->forward(n, ctx);
 }
 

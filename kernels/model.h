@@ -13,6 +13,7 @@
 #include "kernels/layer.h"
 #include "kernels/loss.h"
 #include "kernels/metrics.h"
+#include "kernels/precision.h"
 
 namespace shardfit {
 
@@ -25,9 +26,10 @@ struct WeightTensor {
 
 class Model {
  public:
-  // label_dim: 1 for class ids (sparse cross-entropy), else the output width.
+  // label_dim: 1 for class ids (sparse cross-entropy), else the output width. policy: the one the layers were
+  // built for; mixed_bfloat16 gives the model the bf16 copy of its parameters (kernels/precision.h).
   Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std::unique_ptr<Loss> loss,
-        std::vector<std::unique_ptr<Metric>> metrics, int64_t label_dim);
+        std::vector<std::unique_ptr<Metric>> metrics, int64_t label_dim, DtypePolicy policy = DtypePolicy::kFloat32);
 
   int64_t input_dim() const { return input_dim_; }
   int64_t output_dim() const { return layers_.back()->output_dim(); }
@@ -38,8 +40,19 @@ class Model {
   const std::vector<std::string>& metric_names() const { return metric_names_; }
   // True when the final activation's backward is folded into the loss (softmax / sigmoid + cross-entropy).
   bool loss_is_fused() const { return fused_; }
+  DtypePolicy dtype_policy() const { return policy_; }
+  // The warning build_model gave when the job asked for bf16 on a CPU without it (kernels/precision.h), else "".
+  const std::string& dtype_policy_warning() const { return dtype_policy_warning_; }
+  void set_dtype_policy_warning(std::string warning) { dtype_policy_warning_ = std::move(warning); }
+  // Rounds the parameters into their bf16 copy now (a no-op under float32). The forward does this itself when
+  // they were handed out for writing; a benchmark calls it to time the refresh.
+  void refresh_compute_weights();
 
-  std::span<float> parameters() { return parameters_.span(); }
+  // Handing the parameters out for writing marks the bf16 copy stale: the next forward refreshes it (once).
+  std::span<float> parameters() {
+    compute_weights_stale_ = true;
+    return parameters_.span();
+  }
   std::span<const float> parameters() const { return parameters_.span(); }
   std::span<float> gradients() { return gradients_.span(); }
   // Each layer's initialisers, from a stream keyed by (seed, layer index): same seed, same weights.
@@ -87,6 +100,11 @@ class Model {
 
   FloatBuffer parameters_;
   FloatBuffer gradients_;
+  DtypePolicy policy_;
+  std::string dtype_policy_warning_;
+  Bf16Buffer compute_weights_;             // mixed_bfloat16: bf16 copy of parameters_, same layout; else empty
+  PrimitiveCall compute_weights_refresh_;  // parameters_ -> compute_weights_
+  bool compute_weights_stale_ = true;
 
   int64_t capacity_ = 0;
   std::vector<FloatBuffer> activations_;       // [i]: input of layer i; [L]: the output

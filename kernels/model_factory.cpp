@@ -6,6 +6,7 @@
 #include "kernels/dropout.h"
 #include "kernels/error.h"
 #include "kernels/memory_budget.h"
+#include "kernels/precision.h"
 #include "proto/shardfit.pb.h"
 
 namespace shardfit {
@@ -96,6 +97,12 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim, con
            "categorical_crossentropy, sparse_categorical_crossentropy");
   std::unique_ptr<Loss> loss = parse_field("loss", job.loss(), [](const std::string& v) { return make_loss(v); });
 
+  std::string policy_warning;
+  const DtypePolicy policy = runnable_dtype_policy(
+      parse_field("model.dtype_policy", config.has_dtype_policy() ? config.dtype_policy() : "float32",
+                  parse_dtype_policy),
+      cpu_has_bf16(), &policy_warning);
+
   std::vector<std::unique_ptr<Layer>> layers;
   std::vector<LayerSize> sizes;
   int64_t width = input_dim;
@@ -123,6 +130,7 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim, con
         const bool separate =
             !fusable_in_dense(act) || (last && act != ActivationKind::kLinear && loss->fuses_with(act));
         options.activation = separate ? ActivationKind::kLinear : act;
+        options.bf16 = policy == DtypePolicy::kMixedBfloat16;
         const std::string label = cat(name, " (units ", d.units(), ")");
         const auto kernel = checked_mul(width, d.units());
         const auto params = kernel ? checked_add(*kernel, options.use_bias ? d.units() : 0) : std::nullopt;
@@ -168,7 +176,10 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim, con
     metrics.push_back(parse_field(cat("metrics[", i, "]"), job.metrics(i),
                                   [&](const std::string& v) { return make_metric(v, width, label_dim); }));
   }
-  return std::make_unique<Model>(input_dim, std::move(layers), std::move(loss), std::move(metrics), label_dim);
+  auto model =
+      std::make_unique<Model>(input_dim, std::move(layers), std::move(loss), std::move(metrics), label_dim, policy);
+  model->set_dtype_policy_warning(std::move(policy_warning));
+  return model;
 }
 
 }  // namespace shardfit

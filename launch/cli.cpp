@@ -61,13 +61,14 @@ const std::set<std::string>& flags_of(const std::string& command) {
                                          "--watchdog-warn-seconds",
                                          "--watchdog-abort-seconds",
                                          "--timeline",
-                                         "--timeline-steps"};
+                                         "--timeline-steps",
+                                         "--dtype-policy"};
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
-  static const std::set<std::string> bench{"--model", "--mode",     "--batch-size",    "--warmup-steps",
-                                           "--steps", "--json",     "--optimizer",     "--learning-rate",
-                                           "--seed",  "--timeline", "--timeline-steps"};
+  static const std::set<std::string> bench{"--model", "--mode",     "--batch-size",     "--warmup-steps",
+                                           "--steps", "--json",     "--optimizer",      "--learning-rate",
+                                           "--seed",  "--timeline", "--timeline-steps", "--dtype-policy"};
   if (command == "fit") return fit;
   if (command == "bench") return bench;
   if (command == "evaluate") return evaluate;
@@ -109,6 +110,10 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
     fit->set_shuffle(parse_bool(flag, value));
   } else if (flag == "--seed") {
     fit->set_seed(static_cast<uint64_t>(parse_int(flag, value, 0)));
+  } else if (flag == "--dtype-policy") {
+    SF_CHECK(value == "float32" || value == "mixed_bfloat16",
+             cat(flag, " ", value, ": expected float32 or mixed_bfloat16"), kHint);
+    command.overrides.mutable_model()->set_dtype_policy(value);
   } else if (flag == "--verbose") {
     const int64_t v = parse_int(flag, value, 0);
     SF_CHECK(v <= 2, cat(flag, " ", value, ": expected 0, 1 or 2"), kHint);
@@ -223,6 +228,8 @@ flags for fit (each overrides the job file's field of the same name):
   --learning-rate F        the optimizer's learning rate (default: the optimizer's)
   --shuffle true|false     reshuffle the training samples every epoch (default true)
   --seed N                 weight init, shuffling and dropout (default 1337)
+  --dtype-policy P         float32 or mixed_bfloat16: bf16 matmuls, f32 weights, loss and gradients
+                           (model.dtype_policy, default float32; float32 with a warning on a CPU without bf16)
   --history DIR            where history.json, run.json, history.pb / .csv, loss.svg and weights.npz go
                            (outputs.history_dir, default: the job file's folder)
   --verbose 0|1|2          0 silent, 1 progress bar, 2 one line per epoch (default: 1 for one process run by hand

@@ -233,6 +233,8 @@ void Trainer::setup() {
   step_control_ = std::make_unique<StepControl>(comm_);
   sums_ = std::make_unique<EpochSums>(model_->metric_names().size());
   console_ = std::make_unique<FitConsole>(comm_, config_);
+  // mixed_bfloat16 asked for on a CPU without bf16: the one warning that the run trains in float32.
+  if (!model_->dtype_policy_warning().empty()) console_->say(model_->dtype_policy_warning());
   checkpointer_ = std::make_unique<Checkpointer>(
       comm_, config_, *plan_, data_files_,
       FitStateRefs{*model_, *optimizer_, callbacks_, result_.history, *sums_, *step_}, fingerprint());

@@ -1,6 +1,7 @@
 // Tests of kernels/dense: every fusable activation x bias, forward and backward against a naive double reference
 // and finite differences over a sweep of shapes; plans per batch size, overwriting grads, Keras shapes and init;
-// pieces() for benchmarks runs the step itself, bit for bit.
+// pieces() for benchmarks runs the step itself, bit for bit. Under mixed_bfloat16, the same checks with tolerances
+// derived from bf16's 8-bit significand (see "bf16" below).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 
 #include "kernels/dense.h"
 #include "kernels/error.h"
+#include "kernels/precision.h"
 #include "tests/support/numeric_checks.h"
 
 namespace shardfit {
@@ -179,16 +181,21 @@ ReferenceGradients gradients_from_dz(const Problem& p, const std::vector<double>
 
 // ---- inputs ----
 
-void fill_uniform(std::span<float> values, double lo, double hi, std::mt19937& rng) {
+// bf16_exact: every value drawn is representable in bf16, so converting it to bf16 is exact.
+void fill_uniform(std::span<float> values, double lo, double hi, std::mt19937& rng, bool bf16_exact = false) {
   std::uniform_real_distribution<double> dist(lo, hi);
-  for (float& v : values) v = static_cast<float>(dist(rng));
+  for (float& v : values) {
+    v = static_cast<float>(dist(rng));
+    if (bf16_exact) v = from_bf16(to_bf16(v));
+  }
 }
 
 // Kernel at the glorot scale the layer is initialised with (so pre-activations stay O(1) and sigmoid / tanh are
 // not saturated), bias, x and r uniform. For relu, redraws until every |pre-activation| >= 1e-2, far above how
 // far finite differences move it: there the reference is smooth and the float result is on the same side of the
 // kink as the double one.
-Problem make_problem(const Case& c, uint32_t seed) {
+// bf16_exact: kernel, bias, x and r all representable in bf16 (the kink test then runs on those very values).
+Problem make_problem(const Case& c, uint32_t seed, bool bf16_exact = false) {
   std::mt19937 rng(seed);
   Problem p;
   p.c = c;
@@ -196,13 +203,15 @@ Problem make_problem(const Case& c, uint32_t seed) {
   p.x.resize(c.n * c.in);
   p.r.resize(c.n * c.out);
   const double limit = std::sqrt(6.0 / static_cast<double>(c.in + c.out));
-  fill_uniform(p.r, -1, 1, rng);
+  fill_uniform(p.r, -1, 1, rng, bf16_exact);
   auto draw_params = [&] {
-    fill_uniform({p.params.data(), static_cast<size_t>(c.in * c.out)}, -limit, limit, rng);
-    if (c.use_bias) fill_uniform({p.params.data() + c.in * c.out, static_cast<size_t>(c.out)}, -0.5, 0.5, rng);
+    fill_uniform({p.params.data(), static_cast<size_t>(c.in * c.out)}, -limit, limit, rng, bf16_exact);
+    if (c.use_bias) {
+      fill_uniform({p.params.data() + c.in * c.out, static_cast<size_t>(c.out)}, -0.5, 0.5, rng, bf16_exact);
+    }
   };
   draw_params();
-  fill_uniform(p.x, -1, 1, rng);
+  fill_uniform(p.x, -1, 1, rng, bf16_exact);
   if (c.activation != ActivationKind::kRelu) return p;
 
   for (int attempt = 0; attempt < 1000; ++attempt) {
@@ -216,7 +225,7 @@ Problem make_problem(const Case& c, uint32_t seed) {
         const Case one_row{c.activation, c.use_bias, 1, c.in, c.out};
         const std::vector<double> z = preactivation(one_row, to_double(row), w, bias);
         clear = std::all_of(z.begin(), z.end(), [](double v) { return std::abs(v) >= 1e-2; });
-        if (!clear) fill_uniform(row, -1, 1, rng);
+        if (!clear) fill_uniform(row, -1, 1, rng, bf16_exact);
       }
       all_rows_clear = clear;
     }
@@ -240,13 +249,25 @@ struct BatchMemory {
 };
 
 // The layer's params and grads live in buffers the test owns, as they would in the model's flat buffers.
+// Under bf16 the test also makes the bf16 copy of the parameters, as the model would.
+Dense::Options options_for(const Case& c, bool bf16) {
+  Dense::Options options = options_for(c);
+  options.bf16 = bf16;
+  return options;
+}
+
 struct BoundDense {
   std::vector<float> params;
   std::vector<float> grads;
+  std::vector<uint16_t> params_bf16;
   Dense layer;
-  explicit BoundDense(const Problem& p)
-      : params(p.params), grads(p.params.size(), kNaN), layer("dense", p.c.in, p.c.out, options_for(p.c)) {
+  explicit BoundDense(const Problem& p, bool bf16 = false)
+      : params(p.params), grads(p.params.size(), kNaN), layer("dense", p.c.in, p.c.out, options_for(p.c, bf16)) {
     layer.bind(params.data(), grads.data());
+    if (bf16) {
+      for (float v : params) params_bf16.push_back(to_bf16(v));
+      layer.bind_compute_weights(params_bf16.data());
+    }
   }
   std::span<const float> kernel_grad() const { return {grads.data(), kernel_count()}; }
   std::span<const float> bias_grad() const { return {grads.data() + kernel_count(), grads.size() - kernel_count()}; }
@@ -257,18 +278,21 @@ struct BoundDense {
 // formed from its own float output (so only the backward's rounding is measured). Tolerances: k = reduction length
 // + 4 (the worst-case bound of a length-K float sum is K/2 eps times the sum of |terms|; 4 eps covers the
 // activation and the dz product), against the sum of |terms| as the scale.
-void expect_matches_reference(const Problem& p, const BatchMemory& m, const BoundDense& d, bool with_dx) {
+// forward_extra / backward_extra: more k for bf16's roundings of the matmul operands (see "bf16" below); the
+// bias sums read the f32 dz and keep their k.
+void expect_matches_reference(const Problem& p, const BatchMemory& m, const BoundDense& d, bool with_dx,
+                              double forward_extra = 0, double backward_extra = 0) {
   const Case& c = p.c;
   const ReferenceForward fwd = reference_forward(p);
-  EXPECT_TRUE(all_close(m.y, fwd.y, static_cast<double>(c.in) + 4, fwd.scale)) << "y";
+  EXPECT_TRUE(all_close(m.y, fwd.y, static_cast<double>(c.in) + 4 + forward_extra, fwd.scale)) << "y";
 
   std::vector<double> dz(c.n * c.out);
   for (size_t i = 0; i < dz.size(); ++i) dz[i] = p.r[i] * derivative_from_output(c.activation, m.y[i]);
   const ReferenceGradients g = gradients_from_dz(p, dz);
   if (with_dx) {
-    EXPECT_TRUE(all_close(m.dx, g.dx, static_cast<double>(c.out) + 4, g.dx_scale)) << "dx";
+    EXPECT_TRUE(all_close(m.dx, g.dx, static_cast<double>(c.out) + 4 + backward_extra, g.dx_scale)) << "dx";
   }
-  EXPECT_TRUE(all_close(d.kernel_grad(), g.dw, static_cast<double>(c.n) + 4, g.dw_scale)) << "dW";
+  EXPECT_TRUE(all_close(d.kernel_grad(), g.dw, static_cast<double>(c.n) + 4 + backward_extra, g.dw_scale)) << "dW";
   // The layer sums the bias gradient in double: one rounding of the sum plus the dz roundings.
   if (c.use_bias) {
     EXPECT_TRUE(all_close(d.bias_grad(), g.db, 4, g.db_scale)) << "db";
@@ -321,7 +345,7 @@ std::vector<float> gather(std::span<const float> values, const Probe& pr) {
 // Hence k = reduction + 4 + 2 (in + 4) + 1 (the finite differences' own error) on the scale forward scale *
 // sum |a| |r| of each gradient.
 void expect_matches_finite_differences(const Problem& p, const BoundDense& d, std::span<const float> dx,
-                                       std::mt19937& rng) {
+                                       std::mt19937& rng, double backward_extra = 0) {
   const Case& c = p.c;
   const std::vector<double> x = to_double(p.x);
   const std::vector<double> w = to_double(p.kernel());
@@ -335,11 +359,11 @@ void expect_matches_finite_differences(const Problem& p, const BoundDense& d, st
 
   const Probe px = probe([&](std::span<const double> v) { return reference_loss(p, v, w, b); }, x, rng);
   const Probe pw = probe([&](std::span<const double> v) { return reference_loss(p, x, v, b); }, w, rng);
-  EXPECT_TRUE(all_close(gather(dx, px), px.derivative, static_cast<double>(c.out) + 5 + propagated,
+  EXPECT_TRUE(all_close(gather(dx, px), px.derivative, static_cast<double>(c.out) + 5 + propagated + backward_extra,
                         forward_scale * r_scale.dx_scale))
       << "dx vs finite differences";
-  EXPECT_TRUE(all_close(gather(d.kernel_grad(), pw), pw.derivative, static_cast<double>(c.n) + 5 + propagated,
-                        forward_scale * r_scale.dw_scale))
+  EXPECT_TRUE(all_close(gather(d.kernel_grad(), pw), pw.derivative,
+                        static_cast<double>(c.n) + 5 + propagated + backward_extra, forward_scale * r_scale.dw_scale))
       << "dW vs finite differences";
   if (c.use_bias) {
     const Probe pb = probe([&](std::span<const double> v) { return reference_loss(p, x, w, v); }, b, rng);
@@ -376,6 +400,146 @@ TEST(Dense, LinearMatchesReferenceAndFiniteDifferences) { check_activation(Activ
 TEST(Dense, ReluMatchesReferenceAndFiniteDifferences) { check_activation(ActivationKind::kRelu); }
 TEST(Dense, SigmoidMatchesReferenceAndFiniteDifferences) { check_activation(ActivationKind::kSigmoid); }
 TEST(Dense, TanhMatchesReferenceAndFiniteDifferences) { check_activation(ActivationKind::kTanh); }
+
+// ---- bf16 (mixed_bfloat16): the matmuls read bf16 x, dz and kernel and accumulate and write f32 ----
+//
+// Tolerances, in units of the f32 eps 2^-23 as all_close counts them. bf16 keeps 8 significant bits, so one
+// rounding to bf16 is off by at most u = 2^-8 relative: 2^15 eps. A product of two rounded operands is off by at
+// most 2u + u^2 = 2^16 + 2^7 eps relative, on top of the f32 sum's K + 4 of the f32 checks, against the same scale
+// (sum of |terms|). The product of two bf16 values is exact in f32 (8 + 8 <= 24 bits).
+constexpr double kOneBf16Rounding = 32768;         // u = 2^-8
+constexpr double kTwoBf16Roundings = 65536 + 128;  // 2u + u^2
+
+bool smooth(ActivationKind a) { return a == ActivationKind::kSigmoid || a == ActivationKind::kTanh; }
+
+// Two checks per shape. (1) Inputs representable in bf16: rounding them is exact, so the forward must hold to the
+// f32 tolerance (this pins the bf16 path's layouts, transposes and f32 accumulation), and the backward too except
+// for the rounding of dz where sigmoid / tanh make it inexact (one rounding); finite differences likewise.
+// (2) General inputs: the bf16-scaled tolerance of two roundings per product, forward and backward. No finite
+// differences there: an input rounding may move a relu pre-activation across the kink, where the exact
+// derivative is not the layer's.
+void check_activation_bf16(ActivationKind activation) {
+  uint32_t seed = 7001;
+  std::mt19937 probe_rng(54321);
+  for (bool use_bias : {true, false}) {
+    for (int64_t n : kBatchSizes) {
+      for (int64_t in : kWidths) {
+        for (int64_t out : kWidths) {
+          const Case c{activation, use_bias, n, in, out};
+          SCOPED_TRACE(describe(c) + ", bf16");
+          {
+            const Problem p = make_problem(c, seed++, /*bf16_exact=*/true);
+            BoundDense d(p, /*bf16=*/true);
+            BatchMemory m(p);
+            d.layer.prepare(n, m.buffers(true));
+            d.layer.forward(n, BatchContext{});
+            d.layer.backward(n);
+            const double dz_rounding = smooth(activation) ? kOneBf16Rounding : 0.0;
+            SCOPED_TRACE("inputs exact in bf16");
+            expect_matches_reference(p, m, d, true, 0.0, dz_rounding);
+            expect_matches_finite_differences(p, d, m.dx, probe_rng, dz_rounding);
+          }
+          {
+            const Problem p = make_problem(c, seed++);
+            BoundDense d(p, /*bf16=*/true);
+            BatchMemory m(p);
+            d.layer.prepare(n, m.buffers(true));
+            d.layer.forward(n, BatchContext{});
+            d.layer.backward(n);
+            SCOPED_TRACE("general inputs");
+            expect_matches_reference(p, m, d, true, kTwoBf16Roundings, kTwoBf16Roundings);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(DenseBf16, LinearMatchesReference) { check_activation_bf16(ActivationKind::kLinear); }
+TEST(DenseBf16, ReluMatchesReference) { check_activation_bf16(ActivationKind::kRelu); }
+TEST(DenseBf16, SigmoidMatchesReference) { check_activation_bf16(ActivationKind::kSigmoid); }
+TEST(DenseBf16, TanhMatchesReference) { check_activation_bf16(ActivationKind::kTanh); }
+
+// The bf16 path does round (a layer that silently ran f32 would pass the tolerances above): on general inputs its
+// output differs from the f32 layer's and stays within the bf16 bound, and its pieces name the two conversions.
+TEST(DenseBf16, RoundsAndShowsItsConversions) {
+  const Case c{ActivationKind::kRelu, true, 17, 64, 33};
+  const Problem p = make_problem(c, 99);
+  BoundDense f32(p);
+  BoundDense bf16(p, true);
+  BatchMemory m32(p);
+  BatchMemory m16(p);
+  f32.layer.prepare(c.n, m32.buffers(true));
+  bf16.layer.prepare(c.n, m16.buffers(true));
+  f32.layer.forward(c.n, BatchContext{});
+  bf16.layer.forward(c.n, BatchContext{});
+  EXPECT_NE(m32.y, m16.y);
+  std::vector<std::string> names;
+  for (const DensePiece& piece : bf16.layer.pieces(c.n)) names.push_back(piece.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"x-to-bf16", "fwd", "relu-bwd", "dz-to-bf16", "bwd-data", "bwd-weights",
+                                             "bias-sums"}));
+}
+
+// A bf16 layer without its bf16 weights is an error at prepare, not a crash in the step.
+TEST(DenseBf16, NeedsItsComputeWeights) {
+  const Case c{ActivationKind::kLinear, true, 3, 5, 4};
+  const Problem p = make_problem(c, 5);
+  std::vector<float> params = p.params;
+  std::vector<float> grads(params.size());
+  Dense layer("dense", c.in, c.out, options_for(c, true));
+  layer.bind(params.data(), grads.data());
+  BatchMemory m(p);
+  EXPECT_THROW(layer.prepare(c.n, m.buffers(true)), Error);
+}
+
+// oneDNN's f32 -> bf16 reorder (the model's weight refresh, Dense's conversions) rounds as to_bf16 does: nearest,
+// ties to even, NaN stays NaN, infinities and signed zeros kept.
+TEST(Bf16, ConversionMatchesToBf16) {
+  std::vector<float> values = {0.0F,
+                               -0.0F,
+                               1.0F,
+                               -1.5F,
+                               std::bit_cast<float>(0x3F808000U),  // 1 + 2^-8: a tie, rounds down to even
+                               std::bit_cast<float>(0x3F818000U),  // a tie that rounds up to even
+                               std::bit_cast<float>(0x3F808001U),  // just above a tie: up
+                               std::numeric_limits<float>::infinity(),
+                               -std::numeric_limits<float>::infinity(),
+                               std::numeric_limits<float>::max(),
+                               1e-30F};
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<uint32_t> bits;
+  for (int i = 0; i < 4096; ++i) {
+    const float v = std::bit_cast<float>(bits(rng));
+    if (!std::isnan(v) && std::fpclassify(v) != FP_SUBNORMAL) values.push_back(v);
+  }
+  values.push_back(kNaN);
+  std::vector<uint16_t> converted(values.size(), 0xFFFF);
+  bf16_conversion(values.data(), converted.data(), static_cast<int64_t>(values.size())).execute();
+  for (size_t i = 0; i + 1 < values.size(); ++i) {
+    ASSERT_EQ(converted[i], to_bf16(values[i]))
+        << "value " << values[i] << " (bits " << std::bit_cast<uint32_t>(values[i]) << ")";
+  }
+  EXPECT_TRUE(std::isnan(from_bf16(converted.back())));
+  EXPECT_EQ(to_bf16(1.0F), 0x3F80);
+  EXPECT_EQ(to_bf16(std::bit_cast<float>(0x3F808000U)), 0x3F80);
+  EXPECT_EQ(to_bf16(std::bit_cast<float>(0x3F818000U)), 0x3F82);
+  EXPECT_EQ(from_bf16(0x3F80), 1.0F);
+}
+
+// The policy's names, and the fallback: bf16 asked for on a CPU without it runs float32 with one warning line.
+TEST(Bf16, PolicyNamesAndFallback) {
+  EXPECT_EQ(parse_dtype_policy("float32"), DtypePolicy::kFloat32);
+  EXPECT_EQ(parse_dtype_policy("mixed_bfloat16"), DtypePolicy::kMixedBfloat16);
+  EXPECT_THROW(parse_dtype_policy("bfloat16"), Error);
+  EXPECT_EQ(dtype_policy_name(DtypePolicy::kMixedBfloat16), "mixed_bfloat16");
+  std::string warning = "stale";
+  EXPECT_EQ(runnable_dtype_policy(DtypePolicy::kMixedBfloat16, true, &warning), DtypePolicy::kMixedBfloat16);
+  EXPECT_EQ(warning, "");
+  EXPECT_EQ(runnable_dtype_policy(DtypePolicy::kFloat32, false, &warning), DtypePolicy::kFloat32);
+  EXPECT_EQ(warning, "");
+  EXPECT_EQ(runnable_dtype_policy(DtypePolicy::kMixedBfloat16, false, &warning), DtypePolicy::kFloat32);
+  EXPECT_NE(warning.find("training in float32"), std::string::npos) << warning;
+}
 
 // The first layer has no dx to write: its parameter gradients must still be right, and nothing else written.
 TEST(Dense, FirstLayerWithoutDx) {

@@ -1,5 +1,6 @@
 // The Sequential model end to end: built from a job, its gradients against a naive double-precision MLP
-// (and finite differences of it), the fused softmax / sigmoid + cross-entropy wiring, weights in Keras layout.
+// (and finite differences of it), the fused softmax / sigmoid + cross-entropy wiring, weights in Keras layout;
+// the same gradient check under mixed_bfloat16, against the f32 master weights.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +9,7 @@
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
+#include "kernels/precision.h"
 #include "kernels/random.h"
 #include "tests/support/numeric_checks.h"
 
@@ -79,9 +81,19 @@ struct Case {
   std::string loss;
 };
 
-void check_gradients(const Case& c, int64_t n) {
-  const proto::Job job = parse_job_text(c.job, "case.pbtxt");
+// bf16: the job under mixed_bfloat16. The reference is the same double model at the f32 master weights; the
+// tolerances grow by bf16's roundings (kernels/precision.h, tests/kernels/test_dense.cpp): each Dense matmul
+// rounds both operands, 2u + u^2 = 2^16 + 2^7 f32 eps relative per product with u = 2^-8, forward and backward,
+// and a layer's error reaches the ones below it: 2 x layers such terms for the gradients, `layers` for the loss.
+void check_gradients(const Case& c, int64_t n, bool bf16 = false) {
+  proto::Job job = parse_job_text(c.job, "case.pbtxt");
+  if (bf16) job.mutable_model()->set_dtype_policy("mixed_bfloat16");
   auto model = build_model(job, c.layers[0].in);
+  if (bf16) {
+    ASSERT_EQ(model->dtype_policy(), cpu_has_bf16() ? DtypePolicy::kMixedBfloat16 : DtypePolicy::kFloat32);
+    ASSERT_EQ(model->dtype_policy_warning().empty(), cpu_has_bf16());
+  }
+  const double bf16_terms = bf16 ? 65664.0 * static_cast<double>(c.layers.size()) : 0.0;
   model->initialize(7);
   // Non-zero biases so their gradients are exercised through the activations.
   Rng rng(11);
@@ -109,18 +121,29 @@ void check_gradients(const Case& c, int64_t n) {
   const std::vector<double> params = testing::to_double(model->parameters());
   const auto f = [&](const std::vector<double>& p) { return reference_loss(c.layers, c.loss, p, x, labels, n); };
   const double expected_loss = f(params);
-  EXPECT_NEAR(loss, expected_loss, 64 * 1.2e-7 * std::max(1.0, std::abs(expected_loss))) << "n=" << n;
+  EXPECT_NEAR(loss, expected_loss, (64 + bf16_terms) * 1.2e-7 * std::max(1.0, std::abs(expected_loss))) << "n=" << n;
 
   const std::vector<double> fd = finite_difference_gradient(f, params, 1e-5);
   // Float forward + backward through a few layers of width <= 16: errors of a few hundred ulps of the largest
   // gradient are rounding; a wiring mistake is off by O(1).
-  EXPECT_TRUE(all_close(model->gradients(), fd, 512)) << "n=" << n;
+  EXPECT_TRUE(all_close(model->gradients(), fd, 512 + 2 * bf16_terms)) << "n=" << n;
 
   // Inference gives the same loss (no dropout here), and evaluate does not touch the gradients.
   std::vector<float> grads_before(model->gradients().begin(), model->gradients().end());
   const double eval_loss = model->evaluate_batch(n, metric_sums);
   EXPECT_NEAR(eval_loss, loss, 1e-6 * std::max(1.0, std::abs(loss)));
   EXPECT_TRUE(std::equal(grads_before.begin(), grads_before.end(), model->gradients().begin()));
+
+  // Weights loaded afterwards are what the next forward computes with: under bf16 the copy is refreshed.
+  auto weights = model->get_weights();
+  for (auto& w : weights) {
+    for (float& v : w.values) v *= 0.5F;
+  }
+  model->set_weights(weights);
+  const double halved = f(testing::to_double(model->parameters()));
+  EXPECT_NEAR(model->evaluate_batch(n, metric_sums), halved,
+              (64 + bf16_terms) * 1.2e-7 * std::max(1.0, std::abs(halved)))
+      << "n=" << n;
 }
 
 TEST(Model, SoftmaxCrossEntropyMlpMatchesReference) {
@@ -151,6 +174,44 @@ TEST(Model, MseWithSigmoidHiddenAndLinearOutput) {
                {{3, 8, "sigmoid"}, {8, 2, "linear"}},
                "mse"};
   for (int64_t n : {1, 2, 9}) check_gradients(c, n);
+}
+
+// The three cases above under mixed_bfloat16: bf16 matmuls, gradients in f32 against the f32 master weights.
+TEST(ModelBf16, GradientsMatchReference) {
+  const Case softmax{R"(
+    model { layers { dense { units: 9 activation: "relu" } }
+            layers { dense { units: 7 activation: "tanh" } }
+            layers { dense { units: 4 activation: "softmax" } } }
+    loss: "sparse_categorical_crossentropy" metrics: "accuracy")",
+                     {{5, 9, "relu"}, {9, 7, "tanh"}, {7, 4, "softmax"}},
+                     "sparse_categorical_crossentropy"};
+  const Case sigmoid{R"(
+    model { layers { dense { units: 6 activation: "gelu" } }
+            layers { dense { units: 3 activation: "sigmoid" } } }
+    loss: "binary_crossentropy")",
+                     {{4, 6, "gelu"}, {6, 3, "sigmoid"}},
+                     "binary_crossentropy"};
+  const Case mse{R"(
+    model { layers { dense { units: 8 activation: "sigmoid" } } layers { dense { units: 2 } } }
+    loss: "mse" metrics: "mae")",
+                 {{3, 8, "sigmoid"}, {8, 2, "linear"}},
+                 "mse"};
+  for (const Case* c : {&softmax, &sigmoid, &mse}) {
+    for (int64_t n : {1, 3, 17}) check_gradients(*c, n, /*bf16=*/true);
+  }
+}
+
+// The policy's field: a wrong name is an error naming it; float32 is the default.
+TEST(ModelBf16, PolicyField) {
+  EXPECT_EQ(
+      build_model(parse_job_text(R"(model { layers { dense { units: 2 } } } loss: "mse")", "p"), 3)->dtype_policy(),
+      DtypePolicy::kFloat32);
+  try {
+    build_model(parse_job_text(R"(model { dtype_policy: "bf16" layers { dense { units: 2 } } } loss: "mse")", "p"), 3);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.dtype_policy"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Model, FusesOnlyTheLossPairs) {

@@ -1,0 +1,69 @@
+// The dtype policy's names, the bf16 capability check and the f32 -> bf16 conversion.
+#include "kernels/precision.h"
+
+#include <cstdlib>
+
+namespace shardfit {
+
+DtypePolicy parse_dtype_policy(const std::string& name) {
+  if (name == "float32") return DtypePolicy::kFloat32;
+  if (name == "mixed_bfloat16") return DtypePolicy::kMixedBfloat16;
+  SF_FAIL(cat("unknown dtype policy '", name, "': expected float32 or mixed_bfloat16"));
+}
+
+std::string dtype_policy_name(DtypePolicy policy) {
+  return policy == DtypePolicy::kMixedBfloat16 ? "mixed_bfloat16" : "float32";
+}
+
+bool cpu_has_bf16() {
+  // oneDNN's ISA values are nested bit sets: every ISA from avx512_core_bf16 up (AMX included) has its bits.
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const auto bf16 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+  return (isa & bf16) == bf16;
+}
+
+DtypePolicy runnable_dtype_policy(DtypePolicy requested, bool cpu_bf16, std::string* warning) {
+  warning->clear();
+  if (requested != DtypePolicy::kMixedBfloat16 || cpu_bf16) return requested;
+  *warning =
+      cat("warning: dtype policy mixed_bfloat16 asked for, but this CPU has neither AVX512_BF16 nor AMX (oneDNN "
+          "dispatches ",
+          cpu_isa_name(), "), where bf16 matmuls run slower than f32: training in float32");
+  return DtypePolicy::kFloat32;
+}
+
+void Bf16Buffer::resize(int64_t count) {
+  SF_CHECK(count >= 0 && static_cast<uint64_t>(count) <= (SIZE_MAX - 63) / sizeof(uint16_t),
+           cat("cannot allocate a buffer of ", count, " bf16 values"));
+  const size_t bytes = ((static_cast<size_t>(count) * sizeof(uint16_t) + 63) / 64) * 64;
+  data_.reset();
+  count_ = 0;
+  if (bytes == 0) return;
+  data_.reset(static_cast<uint16_t*>(std::aligned_alloc(64, bytes)));
+  SF_CHECK(data_ != nullptr, cat("cannot allocate ", bytes, " bytes (", count, " bf16 values): out of memory"),
+           "make the model or the batch smaller, or run fewer ranks per machine");
+  count_ = count;
+  std::memset(data_.get(), 0, bytes);
+}
+
+dnnl::memory::desc bf16_row_major(int64_t rows, int64_t cols) {
+  using dnnl::memory;
+  return {memory::dims{rows, cols}, memory::data_type::bf16, memory::dims{cols, 1}};
+}
+
+dnnl::memory::desc bf16_transposed(int64_t rows, int64_t cols) {
+  using dnnl::memory;
+  return {memory::dims{rows, cols}, memory::data_type::bf16, memory::dims{1, rows}};
+}
+
+PrimitiveCall bf16_conversion(const float* src, uint16_t* dst, int64_t count) {
+  using dnnl::memory;
+  const memory::desc src_md({count}, memory::data_type::f32, memory::format_tag::a);
+  const memory::desc dst_md({count}, memory::data_type::bf16, memory::format_tag::a);
+  memory src_mem(src_md, cpu_engine(), const_cast<float*>(src));  // oneDNN takes void*; the source is only read
+  memory dst_mem(dst_md, cpu_engine(), dst);
+  const dnnl::reorder::primitive_desc pd(cpu_engine(), src_md, cpu_engine(), dst_md);
+  return PrimitiveCall(dnnl::reorder(pd), {{DNNL_ARG_FROM, src_mem}, {DNNL_ARG_TO, dst_mem}});
+}
+
+}  // namespace shardfit

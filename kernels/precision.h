@@ -1,0 +1,90 @@
+// Mixed precision as Keras names it: the dtype policy "float32" (everything f32) or "mixed_bfloat16" (compute
+// dtype bf16, variable dtype f32), the bf16 storage the matmuls read, and the check that this CPU runs bf16 at
+// speed. Not the policy's use: Dense (kernels/dense.h) and Model (kernels/model.h) apply it.
+//
+// Design of mixed_bfloat16 (issue 10):
+//  1. What is bf16: only the two operands of each Dense matmul -- the activations x and the loss gradients dz,
+//     and the weights. Everything else stays f32: master weights, optimizer state, every matmul's dst (oneDNN
+//     accumulates in f32 and writes f32, so y, dx and dW are f32), the bias and the fused activation (post-ops
+//     on the f32 accumulator), the loss and the bias sums. So the gradients the reducer sums are f32, and P ranks
+//     sum to 1 rank's result exactly as in f32 mode.
+//  2. The bf16 weight copy is one flat buffer beside the flat f32 parameters (Model::compute_weights), each
+//     layer holding a view, like the f32 ones. It is refreshed by one reorder of the whole buffer before the
+//     first forward after the parameters were handed out for writing (Model::parameters() non-const marks them
+//     changed): that is once per step after the optimizer update, at first use, and after set_weights,
+//     initialize, a checkpoint restore or a broadcast -- never per layer call, and not during evaluation, which
+//     writes no weights. One pass over the buffer keeps the door open to fusing it into the optimizer's loop.
+//  3. The activations stay f32 in the model's buffers (Activation, Dropout and the loss read f32); each Dense
+//     converts its input x and its dz to bf16 in buffers of its plan, by oneDNN reorders built once. Those
+//     conversions are the price of f32 dst; measured in bench/dense_bench as pieces of their own.
+//  4. Capability: oneDNN 2.6 runs bf16 matmuls on avx512_core by emulation, slower than f32. The policy is
+//     honoured only where oneDNN dispatches avx512_core_bf16 or avx512_core_amx; elsewhere the model runs f32
+//     and says so once (runnable_dtype_policy).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <span>
+#include <string>
+
+#include "kernels/engine.h"
+#include "kernels/error.h"
+
+namespace shardfit {
+
+enum class DtypePolicy { kFloat32, kMixedBfloat16 };
+
+// "float32" | "mixed_bfloat16" (Keras's names); anything else is an Error naming the choices.
+DtypePolicy parse_dtype_policy(const std::string& name);
+std::string dtype_policy_name(DtypePolicy policy);
+
+// True when oneDNN dispatches bf16 instructions here (AVX512_BF16 or AMX), from dnnl::get_effective_cpu_isa.
+bool cpu_has_bf16();
+// The policy this CPU runs: `requested`, or float32 when it asks for bf16 on a CPU without it (cpu_bf16 false),
+// with *warning set to the one line that says so (else cleared).
+DtypePolicy runnable_dtype_policy(DtypePolicy requested, bool cpu_bf16, std::string* warning);
+
+// bf16 as stored: the high half of an f32. Round to nearest even, as oneDNN's reorders and the AVX512_BF16
+// conversion instructions round; NaN stays a (quiet) NaN.
+inline uint16_t to_bf16(float value) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &value, sizeof bits);
+  if ((bits & 0x7FFFFFFFU) > 0x7F800000U) return static_cast<uint16_t>((bits >> 16) | 0x0040U);
+  bits += 0x7FFFU + ((bits >> 16) & 1U);
+  return static_cast<uint16_t>(bits >> 16);
+}
+inline float from_bf16(uint16_t value) {
+  const uint32_t bits = static_cast<uint32_t>(value) << 16;
+  float result = 0.0F;
+  std::memcpy(&result, &bits, sizeof result);
+  return result;
+}
+
+// A 64-byte aligned bf16 array (stored as uint16_t), zero-filled; the bf16 twin of FloatBuffer.
+class Bf16Buffer {
+ public:
+  Bf16Buffer() = default;
+  explicit Bf16Buffer(int64_t count) { resize(count); }
+  void resize(int64_t count);
+  uint16_t* data() { return data_.get(); }
+  const uint16_t* data() const { return data_.get(); }
+  int64_t count() const { return count_; }
+
+ private:
+  struct Free {
+    void operator()(uint16_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint16_t[], Free> data_;
+  int64_t count_ = 0;
+};
+
+// bf16 (rows, cols) matrices stored row-major, or as the transpose of a row-major (cols, rows) buffer.
+dnnl::memory::desc bf16_row_major(int64_t rows, int64_t cols);
+dnnl::memory::desc bf16_transposed(int64_t rows, int64_t cols);
+
+// dst (count) = src (count) rounded to bf16, as a oneDNN reorder built once over these two buffers.
+PrimitiveCall bf16_conversion(const float* src, uint16_t* dst, int64_t count);
+
+}  // namespace shardfit
