@@ -17,6 +17,11 @@
 //     run, so the figures are the production code's and cannot drift from it. bench/ keeps no copy of Dense.
 //     (The --prototype option, a fused relu-backward + bias-sums loop timed on a copy of Dense that this file
 //     used to keep, went with that copy; it had measured no gain.)
+//  4. --dtype bf16 (or both): Dense under mixed_bfloat16 (kernels/precision.h) against the bf16 ceiling, plain
+//     oneDNN matmuls with bf16 src and weights and f32 dst at the same (M, K, N) -- the dst Dense writes, so
+//     the gap is Dense's additions plus its conversions. The bf16 Dense step includes the once-per-step refresh
+//     of the bf16 weight copy, as the model's step does. With "both", the fp32 and bf16 steps and their
+//     references alternate in one group of four, so bf16 / fp32 is a ratio measured side by side too.
 #include <omp.h>
 
 #include <algorithm>
@@ -36,6 +41,7 @@
 #include "kernels/buffer.h"
 #include "kernels/dense.h"
 #include "kernels/engine.h"
+#include "kernels/precision.h"
 #include "kernels/random.h"
 
 namespace shardfit {
@@ -52,13 +58,15 @@ struct Options {
   double min_seconds = 0.2;  // per repeat of one candidate
   int min_iterations = 50;   // per repeat of one candidate
   bool primitives = true;    // the per-primitive breakdown (shorter repeats: it is for diagnosis)
+  bool fp32 = true;          // --dtype fp32 | bf16 | both
+  bool bf16 = false;
   std::string csv_path;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "dense_bench: " << problem << "\n"
             << "usage: dense_bench [--csv PATH] [--batches 32,64,...] [--repeats N] [--min-seconds S]\n"
-            << "                   [--min-iterations N] [--no-primitives]\n"
+            << "                   [--min-iterations N] [--no-primitives] [--dtype fp32|bf16|both]\n"
             << "Threads come from OMP_NUM_THREADS.\n";
   std::exit(2);
 }
@@ -85,6 +93,11 @@ Options parse_options(int argc, char** argv) {
       options.min_iterations = std::stoi(value());
     } else if (arg == "--no-primitives") {
       options.primitives = false;
+    } else if (arg == "--dtype") {
+      const std::string dtype = value();
+      if (dtype != "fp32" && dtype != "bf16" && dtype != "both") usage("--dtype takes fp32, bf16 or both");
+      options.fp32 = dtype != "bf16";
+      options.bf16 = dtype != "fp32";
     } else {
       usage("unknown argument " + arg);
     }
@@ -242,20 +255,26 @@ Step primitive_step(std::string name, int64_t m, int64_t k, int64_t n, bool back
 
 class ShardfitMlp {
  public:
-  explicit ShardfitMlp(int64_t n) : n_(n), buffers_(n) {
+  ShardfitMlp(int64_t n, bool bf16) : n_(n), buffers_(n) {
     int64_t count = 0;
     for (int l = 0; l < kLayerCount; ++l) {
       Dense::Options options;
       options.activation = kLayers[l].relu ? ActivationKind::kRelu : ActivationKind::kLinear;
+      options.bf16 = bf16;
       layers_.push_back(std::make_unique<Dense>(piece_name(l, "dense"), kLayers[l].in, kLayers[l].out, options));
       count += layers_.back()->param_count();
     }
     params_.resize(count);
     grads_.resize(count);
+    if (bf16) {
+      params_bf16_.resize(count);
+      refresh_ = bf16_conversion(params_.data(), params_bf16_.data(), count);
+    }
     Rng rng(7);
     int64_t offset = 0;
     for (int l = 0; l < kLayerCount; ++l) {
       layers_[l]->bind(params_.data() + offset, grads_.data() + offset);
+      if (bf16) layers_[l]->bind_compute_weights(params_bf16_.data() + offset);
       layers_[l]->initialize(rng);
       offset += layers_[l]->param_count();
       LayerBuffers b;
@@ -268,7 +287,10 @@ class ShardfitMlp {
     }
   }
 
+  // Under bf16 the forward starts with the refresh of the weight copy, as the model's first forward after an
+  // update does.
   void forward() {
+    if (refresh_) refresh_.execute();
     const BatchContext ctx{.training = true};
     for (auto& layer : layers_) layer->forward(n_, ctx);
   }
@@ -280,6 +302,8 @@ class ShardfitMlp {
   // executes layer 1's backward-data primitive, the very one its backward() executes.
   std::vector<Step> pieces() {
     std::vector<Step> all;
+    if (refresh_)
+      all.push_back({"weights-to-bf16", 0, 0, 0, false, refresh_.impl_info(), [this] { refresh_.execute(); }});
     std::vector<Step> backward[kLayerCount];
     for (int l = 0; l < kLayerCount; ++l) {
       for (DensePiece& piece : layers_[l]->pieces(n_)) {
@@ -304,6 +328,8 @@ class ShardfitMlp {
   MlpBuffers buffers_;
   FloatBuffer params_;
   FloatBuffer grads_;
+  Bf16Buffer params_bf16_;  // bf16 only: the model's weight copy
+  PrimitiveCall refresh_;   // bf16 only: params_ -> params_bf16_
   std::vector<std::unique_ptr<Dense>> layers_;
 };
 
@@ -314,9 +340,11 @@ class ShardfitMlp {
 // neither gains cache reuse the other lacks. Where Dense reads an operand transposed, the reference reads the
 // same buffer as a plain row-major matrix of the transposed shape: other values, same bytes, same timing.
 
+// Under bf16 the operands are bf16 copies of the same values (x and dz per layer, the weights), read as Dense
+// reads its own copies, and every dst stays f32.
 class ReferenceMatmuls {
  public:
-  explicit ReferenceMatmuls(int64_t batch) : buffers_(batch) {
+  ReferenceMatmuls(int64_t batch, bool bf16) : bf16_(bf16), buffers_(batch) {
     const int64_t n = batch;
     std::vector<Step> per_layer_backward[kLayerCount];
     for (int l = 0; l < kLayerCount; ++l) {
@@ -328,10 +356,13 @@ class ReferenceMatmuls {
       float* dz = relu ? buffers_.scratch[l].data() : buffers_.grad[l + 1].data();  // as Dense: dz feeds both
       float* dx = buffers_.grad[l].data();
       if (relu) fill_uniform(buffers_.scratch[l], 40 + l, 1.0);  // Dense's relu backward would have written it
-      steps_.push_back(plain_matmul(piece_name(l, "fwd"), false, n, in, out, x, w, y));
+      const void* x_op = bf16 ? bf16_copy(x, n * in) : static_cast<const void*>(x);
+      const void* w_op = bf16 ? bf16_copy(w, in * out) : static_cast<const void*>(w);
+      const void* dz_op = bf16 ? bf16_copy(dz, n * out) : static_cast<const void*>(dz);
+      steps_.push_back(plain_matmul(piece_name(l, "fwd"), false, n, in, out, x_op, w_op, y));
       auto& bwd = per_layer_backward[l];
-      if (l > 0) bwd.push_back(plain_matmul(piece_name(l, "bwd-data"), true, n, out, in, dz, w, dx));
-      bwd.push_back(plain_matmul(piece_name(l, "bwd-weights"), true, in, n, out, x, dz, dw));
+      if (l > 0) bwd.push_back(plain_matmul(piece_name(l, "bwd-data"), true, n, out, in, dz_op, w_op, dx));
+      bwd.push_back(plain_matmul(piece_name(l, "bwd-weights"), true, in, n, out, x_op, dz_op, dw));
     }
     for (int l = kLayerCount - 1; l >= 0; --l) {
       for (Step& s : per_layer_backward[l]) steps_.push_back(std::move(s));
@@ -348,14 +379,22 @@ class ReferenceMatmuls {
   }
 
  private:
-  // c (m, n) = a (m, k) . b (k, n), all row-major.
-  static Step plain_matmul(std::string name, bool backward, int64_t m, int64_t k, int64_t n, float* a, float* b,
-                           float* c) {
-    const auto a_md = row_major(m, k), b_md = row_major(k, n), c_md = row_major(m, n);
+  // c (m, n) f32 = a (m, k) . b (k, n), all row-major; a and b f32, or bf16 under bf16_.
+  Step plain_matmul(std::string name, bool backward, int64_t m, int64_t k, int64_t n, const void* a, const void* b,
+                    float* c) const {
+    const auto a_md = bf16_ ? bf16_row_major(m, k) : row_major(m, k);
+    const auto b_md = bf16_ ? bf16_row_major(k, n) : row_major(k, n);
+    const auto c_md = row_major(m, n);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), cpu_engine());
-    return primitive_step(
-        std::move(name), m, k, n, backward, pd, dnnl::matmul(pd),
-        {{DNNL_ARG_SRC, wrap(a_md, a)}, {DNNL_ARG_WEIGHTS, wrap(b_md, b)}, {DNNL_ARG_DST, wrap(c_md, c)}});
+    return primitive_step(std::move(name), m, k, n, backward, pd, dnnl::matmul(pd),
+                          {{DNNL_ARG_SRC, memory(a_md, cpu_engine(), const_cast<void*>(a))},
+                           {DNNL_ARG_WEIGHTS, memory(b_md, cpu_engine(), const_cast<void*>(b))},
+                           {DNNL_ARG_DST, wrap(c_md, c)}});
+  }
+  const uint16_t* bf16_copy(const float* values, int64_t count) {
+    Bf16Buffer& copy = copies_.emplace_back(count);
+    for (int64_t i = 0; i < count; ++i) copy.data()[i] = to_bf16(values[i]);
+    return copy.data();
   }
   float* new_buffer(int64_t count, uint64_t seed, double limit) {
     params_.emplace_back(count);
@@ -363,8 +402,10 @@ class ReferenceMatmuls {
     return params_.back().data();
   }
 
+  bool bf16_;
   MlpBuffers buffers_;
   std::deque<FloatBuffer> params_;  // a deque keeps addresses stable while it grows
+  std::deque<Bf16Buffer> copies_;   // bf16 operands
   std::vector<Step> steps_;
 };
 
@@ -559,7 +600,10 @@ int run(const Options& options) {
   const int threads = omp_get_max_threads();
   const char* env_threads = std::getenv("OMP_NUM_THREADS");
   const dnnl_version_t* version = dnnl_version();
-  std::printf("dense_bench: shardfit Dense fwd+bwd, MLP 784-512-512-10 (relu, relu, linear), fp32\n");
+  std::printf("dense_bench: shardfit Dense fwd+bwd, MLP 784-512-512-10 (relu, relu, linear), %s\n",
+              options.fp32 && options.bf16 ? "fp32 and bf16"
+              : options.bf16               ? "bf16"
+                                           : "fp32");
   std::printf("oneDNN %d.%d.%d, effective ISA %s; OMP_NUM_THREADS=%s (omp_get_max_threads %d); load average %s\n",
               version->major, version->minor, version->patch, cpu_isa_name().c_str(),
               env_threads != nullptr ? env_threads : "(unset)", threads, load_average().c_str());
@@ -570,36 +614,64 @@ int run(const Options& options) {
       options.repeats, options.min_seconds, options.min_iterations);
 
   std::vector<CsvRow> rows;
-  std::vector<BatchResult> results;
+  std::vector<BatchResult> results;  // per batch: fp32 then bf16, as asked
+  std::vector<bool> results_bf16;
+  std::vector<bool> precisions;  // bf16?
+  if (options.fp32) precisions.push_back(false);
+  if (options.bf16) precisions.push_back(true);
   for (const int64_t batch : options.batches) {
-    BatchResult r;
-    r.batch = batch;
-    ReferenceMatmuls reference(batch);
-    for (const Step& s : reference.steps()) (s.backward ? r.bwd_flops : r.fwd_flops) += s.flops();
-    ShardfitMlp dense(batch);
-    dense.forward();  // the backward-only candidates reuse these activations
-
-    NetCandidates a(dense), b(reference);
-    measure_interleaved({{&a.step, &b.step}}, options.repeats, options.min_seconds, options.min_iterations);
-    measure_interleaved({{&a.forward, &b.forward}, {&a.backward, &b.backward}}, options.repeats, options.min_seconds,
-                        options.min_iterations);
-
-    const NetCandidates* sets[2] = {&a, &b};
-    double* medians[2] = {r.dense, r.reference};
-    for (int s = 0; s < 2; ++s) {
-      medians[s][0] = sets[s]->step.median();
-      medians[s][1] = sets[s]->forward.median();
-      medians[s][2] = sets[s]->backward.median();
+    // Both precisions' nets exist side by side; their steps alternate in one group, their halves pairwise.
+    std::vector<std::unique_ptr<ReferenceMatmuls>> references;
+    std::vector<std::unique_ptr<ShardfitMlp>> nets;
+    std::deque<NetCandidates> ours, theirs;
+    Group steps;
+    std::vector<Group> halves;
+    for (const bool bf16 : precisions) {
+      references.push_back(std::make_unique<ReferenceMatmuls>(batch, bf16));
+      nets.push_back(std::make_unique<ShardfitMlp>(batch, bf16));
+      nets.back()->forward();  // the backward-only candidates reuse these activations
+      NetCandidates& a = ours.emplace_back(*nets.back());
+      NetCandidates& b = theirs.emplace_back(*references.back());
+      steps.push_back(&a.step);
+      steps.push_back(&b.step);
+      halves.push_back({&a.forward, &b.forward});
+      halves.push_back({&a.backward, &b.backward});
     }
-    r.dense_fastest = a.step.fastest();
-    r.reference_fastest = b.step.fastest();
-    add_step_rows(rows, "step", threads, r, a, b);
-    const double flops = r.fwd_flops + r.bwd_flops;
-    std::printf("batch %lld: Dense %.3f ms/step (%.1f GFLOP/s), reference %.3f ms (%.1f GFLOP/s), ratio %.2f\n",
-                static_cast<long long>(batch), r.dense[0] * 1e3, flops / r.dense[0] * 1e-9, r.reference[0] * 1e3,
-                flops / r.reference[0] * 1e-9, r.reference[0] / r.dense[0]);
-    if (options.primitives) time_primitives("primitive", threads, batch, dense.pieces(), reference, options, rows);
-    results.push_back(r);
+    measure_interleaved({steps}, options.repeats, options.min_seconds, options.min_iterations);
+    measure_interleaved(halves, options.repeats, options.min_seconds, options.min_iterations);
+
+    for (size_t p = 0; p < precisions.size(); ++p) {
+      const bool bf16 = precisions[p];
+      const std::string suffix = bf16 ? "-bf16" : "";
+      BatchResult r;
+      r.batch = batch;
+      for (const Step& s : references[p]->steps()) (s.backward ? r.bwd_flops : r.fwd_flops) += s.flops();
+      const NetCandidates* sets[2] = {&ours[p], &theirs[p]};
+      double* medians[2] = {r.dense, r.reference};
+      for (int s = 0; s < 2; ++s) {
+        medians[s][0] = sets[s]->step.median();
+        medians[s][1] = sets[s]->forward.median();
+        medians[s][2] = sets[s]->backward.median();
+      }
+      r.dense_fastest = ours[p].step.fastest();
+      r.reference_fastest = theirs[p].step.fastest();
+      add_step_rows(rows, "step" + suffix, threads, r, ours[p], theirs[p]);
+      const double flops = r.fwd_flops + r.bwd_flops;
+      std::printf("batch %lld, %s: Dense %.3f ms/step (%.1f GFLOP/s), reference %.3f ms (%.1f GFLOP/s), ratio %.2f\n",
+                  static_cast<long long>(batch), bf16 ? "bf16" : "fp32", r.dense[0] * 1e3, flops / r.dense[0] * 1e-9,
+                  r.reference[0] * 1e3, flops / r.reference[0] * 1e-9, r.reference[0] / r.dense[0]);
+      if (options.primitives) {
+        time_primitives("primitive" + suffix, threads, batch, nets[p]->pieces(), *references[p], options, rows);
+      }
+      results.push_back(r);
+      results_bf16.push_back(bf16);
+    }
+    if (precisions.size() == 2) {
+      const BatchResult& f = results[results.size() - 2];
+      const BatchResult& b = results.back();
+      std::printf("batch %lld: bf16 step / fp32 step speed %.2f (Dense), %.2f (reference matmuls)\n",
+                  static_cast<long long>(batch), f.dense[0] / b.dense[0], f.reference[0] / b.reference[0]);
+    }
     std::printf("\n");
     std::fflush(stdout);
   }
@@ -610,7 +682,11 @@ int run(const Options& options) {
       threads, load_average().c_str());
   std::printf("%6s %7s %9s %9s %8s %8s %6s %9s %9s %8s  %s\n", "batch", "threads", "ms/step", "samples/s", "GFLOP/s",
               "ref GF/s", "ratio", "fwd ratio", "bwd ratio", "fastest", "what");
-  for (const BatchResult& r : results) print_summary_row(r, threads, r.dense, r.dense_fastest, "Dense");
+  for (size_t i = 0; i < results.size(); ++i) {
+    const BatchResult& r = results[i];
+    print_summary_row(r, threads, r.dense, r.dense_fastest,
+                      results_bf16[i] ? "Dense bf16 (ref: bf16 matmuls, f32 dst)" : "Dense fp32");
+  }
   if (!options.csv_path.empty()) {
     write_csv(options.csv_path, rows);
     std::printf("CSV: %s\n", options.csv_path.c_str());
