@@ -1,7 +1,8 @@
 // The distributed fit, run at 1, 2 and 4 ranks: P ranks give the same per-epoch loss, val_loss and final weights
 // as one rank for the same global batch (with shuffle and dropout on, a batch not divisible by P and a last batch
 // smaller than P); History's `loss` is the sample-weighted mean of the batch losses; a 64-128-10 MLP learns the
-// bundled digits with Adam; the public TrainStep driven by hand is the fit's step bit for bit.
+// bundled digits with Adam; the public TrainStep driven by hand is the fit's step bit for bit. The first of these
+// again under mixed_bfloat16: the gradients are f32 (bf16 matmul operands, f32 dst) and summed in f32.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -78,6 +79,24 @@ TEST(Fit, SameAsOneRankWithShuffleDropoutAndUnevenBatches) {
   // holds 120 % 7 = 1 sample, fewer than the ranks: ranks with no sample still join the reduction.
   expect_same_as_one_rank(R"(
       model { layers { dense { units: 32 activation: "relu" } }
+              layers { dropout { rate: 0.25 } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
+      optimizer { adam { } }
+      fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
+      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
+                          dir);
+}
+
+// P ranks == 1 rank under mixed_bfloat16 too, to the same 1e-5: the matmuls round their operands to bf16, but the
+// gradients they write and the reducer sums are f32, as in the f32 mode.
+TEST(Fit, SameAsOneRankInMixedBfloat16) {
+  const SharedDir shared("equivalence_bf16");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits150", range(0, 150));
+  expect_same_as_one_rank(R"(
+      model { dtype_policy: "mixed_bfloat16"
+              layers { dense { units: 32 activation: "relu" } }
               layers { dropout { rate: 0.25 } }
               layers { dense { units: 10 activation: "softmax" } } }
       loss: "sparse_categorical_crossentropy" metrics: "accuracy"
