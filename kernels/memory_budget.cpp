@@ -41,7 +41,8 @@ std::string bytes_text(double bytes) {
 std::optional<int64_t> model_bytes(int64_t params, int64_t floats_per_row, const MemoryBudget& budget) {
   const auto per_param = checked_add(2, budget.optimizer_slots);  // parameters, gradients, slots
   if (!per_param) return std::nullopt;
-  const auto state = checked_mul(params, *per_param);
+  const auto slots = checked_mul(params, *per_param);
+  const auto state = slots ? checked_add(*slots, budget.bf16_weight_copy ? params / 2 + params % 2 : 0) : slots;
   const auto activations = checked_mul(floats_per_row, budget.rows);
   if (!state || !activations) return std::nullopt;
   const auto floats = checked_add(*state, *activations);

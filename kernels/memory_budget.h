@@ -21,14 +21,16 @@ std::string bytes_text(double bytes);
 
 // What one rank may spend on the model, and what it spends it on beyond the parameters.
 struct MemoryBudget {
-  int64_t rows = 1;              // batch rows per forward / backward pass on this rank
-  int64_t optimizer_slots = 0;   // per-parameter state arrays (Adam: 2)
-  uint64_t available_bytes = 0;  // 0: physical_memory_bytes() / ranks_sharing
-  int ranks_sharing = 1;         // ranks on this machine (each holds its own copy of the model)
+  int64_t rows = 1;               // batch rows per forward / backward pass on this rank
+  int64_t optimizer_slots = 0;    // per-parameter state arrays (Adam: 2)
+  uint64_t available_bytes = 0;   // 0: physical_memory_bytes() / ranks_sharing
+  int ranks_sharing = 1;          // ranks on this machine (each holds its own copy of the model)
+  bool bf16_weight_copy = false;  // mixed_bfloat16: a bf16 copy of the parameters too (half a float each)
 };
 
 // Bytes of the model's buffers on one rank: parameters, gradients and optimizer slots (params * (2 + slots)),
-// plus `floats_per_row` activation floats for each of budget.rows rows; nullopt on overflow.
+// and the bf16 weight copy when the budget has one, plus `floats_per_row` activation floats for each of
+// budget.rows rows; nullopt on overflow.
 std::optional<int64_t> model_bytes(int64_t params, int64_t floats_per_row, const MemoryBudget& budget);
 
 // The bytes the budget allows: available_bytes, or the physical memory shared by ranks_sharing; 0 when unknown.

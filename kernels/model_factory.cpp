@@ -134,7 +134,10 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim, con
         const std::string label = cat(name, " (units ", d.units(), ")");
         const auto kernel = checked_mul(width, d.units());
         const auto params = kernel ? checked_add(*kernel, options.use_bias ? d.units() : 0) : std::nullopt;
-        const auto per_row = checked_mul(d.units(), separate ? 6 : 3);
+        // Under bf16 a plan also holds bf16 copies of its x and dz: half a float each per row.
+        const int64_t bf16_copies = policy == DtypePolicy::kMixedBfloat16 ? (width + d.units() + 1) / 2 : 0;
+        const auto floats = checked_mul(d.units(), separate ? 6 : 3);
+        const auto per_row = floats ? checked_add(*floats, bf16_copies) : floats;
         SF_CHECK(params && per_row,
                  cat(label, " would have ", width, " x ", d.units(),
                      " parameters, more than a 64-bit count holds: expected a layer that fits in memory"),
@@ -167,8 +170,10 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim, con
   }
 
   const int64_t label_dim = label_dim_for(job, width);
-  // Beyond the layers' own: the input rows, the labels and the sample weights.
-  check_memory(sizes, input_dim + label_dim + 1, budget);
+  // Beyond the layers' own: the input rows, the labels and the sample weights; under bf16 the weight copy.
+  MemoryBudget with_policy = budget;
+  with_policy.bf16_weight_copy = policy == DtypePolicy::kMixedBfloat16;
+  check_memory(sizes, input_dim + label_dim + 1, with_policy);
 
   std::vector<std::unique_ptr<Metric>> metrics;
   metrics.reserve(static_cast<size_t>(job.metrics_size()));

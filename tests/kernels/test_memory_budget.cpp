@@ -77,6 +77,16 @@ TEST(CheckedSizes, PhysicalMemoryIsKnownAndSharedByRanks) {
   EXPECT_EQ(allowed_bytes(budget), 12345U) << "an explicit budget wins";
 }
 
+// mixed_bfloat16's weight copy: half a float per parameter, rounded up to whole floats.
+TEST(CheckedSizes, TheBf16WeightCopyIsCounted) {
+  MemoryBudget budget;
+  budget.rows = 10;
+  budget.optimizer_slots = 2;
+  EXPECT_EQ(model_bytes(1001, 3, budget), ((1001 * 4) + 30) * 4);
+  budget.bf16_weight_copy = true;
+  EXPECT_EQ(model_bytes(1001, 3, budget), ((1001 * 4) + 501 + 30) * 4);
+}
+
 TEST(ModelMemoryCheck, ALayerTooLargeForTheBudgetIsNamedWithTheGiBItNeeds) {
   // 64 inputs x 1e9 units + 1e9 biases = 65e9 parameters; with Adam 4 floats each: 968.6 GiB.
   MemoryBudget budget;
