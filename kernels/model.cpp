@@ -53,7 +53,10 @@ Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std:
 }
 
 void Model::refresh_compute_weights() {
-  if (compute_weights_refresh_) compute_weights_refresh_.execute();
+  if (compute_weights_refresh_) {
+    compute_weights_refresh_.execute();
+    ++compute_weight_refreshes_;
+  }
   compute_weights_stale_ = false;
 }
 

@@ -47,6 +47,8 @@ class Model {
   // Rounds the parameters into their bf16 copy now (a no-op under float32). The forward does this itself when
   // they were handed out for writing; a benchmark calls it to time the refresh.
   void refresh_compute_weights();
+  // How many refreshes have run (under float32 always 0): a test's count that it is once per step.
+  int64_t compute_weight_refreshes() const { return compute_weight_refreshes_; }
 
   // Handing the parameters out for writing marks the bf16 copy stale: the next forward refreshes it (once).
   std::span<float> parameters() {
@@ -105,6 +107,7 @@ class Model {
   Bf16Buffer compute_weights_;             // mixed_bfloat16: bf16 copy of parameters_, same layout; else empty
   PrimitiveCall compute_weights_refresh_;  // parameters_ -> compute_weights_
   bool compute_weights_stale_ = true;
+  int64_t compute_weight_refreshes_ = 0;
 
   int64_t capacity_ = 0;
   std::vector<FloatBuffer> activations_;       // [i]: input of layer i; [L]: the output

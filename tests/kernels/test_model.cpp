@@ -9,6 +9,7 @@
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
+#include "kernels/optimizer.h"
 #include "kernels/precision.h"
 #include "kernels/random.h"
 #include "tests/support/numeric_checks.h"
@@ -198,6 +199,40 @@ TEST(ModelBf16, GradientsMatchReference) {
                  "mse"};
   for (const Case* c : {&softmax, &sigmoid, &mse}) {
     for (int64_t n : {1, 3, 17}) check_gradients(*c, n, /*bf16=*/true);
+  }
+}
+
+// The bf16 weight copy is made once per step: at the first forward, then at the first forward after each
+// update (the optimizer writes through parameters()); never per layer call, and not for evaluation or a second
+// forward over unchanged weights. Each time it holds the current weights: a step of SGD moves the loss.
+TEST(ModelBf16, WeightCopyIsRefreshedOncePerStep) {
+  if (!cpu_has_bf16()) GTEST_SKIP() << "mixed_bfloat16 runs float32 on this CPU";
+  auto model = build_model(parse_job_text(R"(model { dtype_policy: "mixed_bfloat16"
+                                                     layers { dense { units: 16 activation: "relu" } }
+                                                     layers { dense { units: 8 activation: "tanh" } }
+                                                     layers { dense { units: 3 } } }
+                                             loss: "mse")",
+                                          "r"),
+                           5);
+  model->initialize(3);
+  model->reserve(4);
+  Rng rng(2);
+  for (int64_t i = 0; i < 4 * 5; ++i) model->input()[i] = static_cast<float>(rng.uniform(-1, 1));
+  for (int64_t i = 0; i < 4 * 3; ++i) model->labels()[i] = static_cast<float>(rng.uniform(-1, 1));
+  std::vector<double> sums;
+  EXPECT_EQ(model->compute_weight_refreshes(), 0);
+  double previous = model->train_batch(4, BatchContext{true, 1, 0, 0}, false, sums);
+  EXPECT_EQ(model->compute_weight_refreshes(), 1) << "three layers, one refresh";
+  model->evaluate_batch(4, sums);
+  model->predict_batch(4);
+  EXPECT_EQ(model->compute_weight_refreshes(), 1) << "no weights written since";
+  auto sgd = make_sgd(SgdOptions{0.1F, 0.0F, false}, model->param_count());
+  for (int64_t step = 2; step <= 4; ++step) {
+    sgd->update(model->parameters(), model->gradients());
+    const double loss = model->train_batch(4, BatchContext{true, 1, 0, 0}, false, sums);
+    EXPECT_EQ(model->compute_weight_refreshes(), step);
+    EXPECT_LT(loss, previous) << "step " << step << " trained on stale weights";
+    previous = loss;
   }
 }
 
