@@ -1,25 +1,25 @@
 #include "dist/train/step_control.h"
 
-#include <chrono>
-#include <span>
-
 #include "dist/stop_signal.h"
-#include "dist/watchdog.h"
+#include "kernels/error.h"
 
 namespace shardfit {
 
-StepControlValues StepControl::agree(double local_loss_sum, int64_t global_count) {
-  progress_beacon().enter(Phase::kStepControl);  // the watchdog names this exchange when a peer never joins it
-  const auto start = std::chrono::steady_clock::now();
-  const int seen = stop_signal_received();
-  double values[2] = {local_loss_sum, static_cast<double>(seen)};
-  comm_.allreduce_sum(std::span<double>(values, 2));
-  const auto end = std::chrono::steady_clock::now();
-  seconds_ += std::chrono::duration<double>(end - start).count();
-  if (trace_ != nullptr) trace_->step_span(TraceKind::kStepControl, start, end);
+StepControl::StepControl(std::span<float> slots) : slots_(slots) {
+  SF_CHECK(static_cast<int64_t>(slots_.size()) == kSlots,
+           cat("step control needs ", kSlots, " slots in the gradient reduction, got ", slots_.size()));
+}
+
+void StepControl::offer(double local_loss_sum) {
+  slots_[0] = static_cast<float>(local_loss_sum);
+  // Every rank writes 0 or 1, so the sum is the number of ranks that saw one: exact in float for any rank count.
+  slots_[1] = stop_signal_received() != 0 ? 1.0F : 0.0F;
+}
+
+StepControlValues StepControl::agree(int64_t global_count) const {
   StepControlValues agreed;
-  agreed.global_batch_loss = values[0] / static_cast<double>(global_count);
-  agreed.stop_requested = values[1] != 0.0;
+  agreed.global_batch_loss = static_cast<double>(slots_[0]) / static_cast<double>(global_count);
+  agreed.stop_requested = slots_[1] != 0.0F;
   return agreed;
 }
 
