@@ -37,7 +37,7 @@ namespace shardfit {
 //     same allocation (Model::gradient_tail), so bucket 0, the end of the buffer, reaches them by one longer count:
 //     no copy, no second call. Bucket 0 because it is issued first: the values are known after forward, before
 //     backward fills any bucket. They are summed, never divided by the global count. Byte counts (a bucket's span
-//     on the timeline, the benchmark's bytes per step) are the gradients': the 8 bytes more are not counted.
+//     on the timeline, the benchmark's bytes per step) are the gradients': the few control bytes more are not counted.
 class GradientReducer {
  public:
   static constexpr int64_t kDefaultBucketBytes = int64_t{4} << 20;

@@ -473,7 +473,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   m.buckets = static_cast<int64_t>(reducer.buckets().size());
   m.allreduce_seconds = world > 1 ? allreduce_seconds : 0.0;
   if (world > 1) {
-    // The gradients' bytes: the 8 bytes of control values bucket 0 also carries are left out (GradientReducer,
+    // The gradients' bytes: the 12 bytes of control values bucket 0 also carries are left out (GradientReducer,
     // design note 8), as they are from the timeline's bucket spans; they change no figure at the precision shown.
     m.bytes_per_step = m.parameters * static_cast<int64_t>(sizeof(float));
     m.raw_repetitions = std::max<int64_t>(config.steps, 3);

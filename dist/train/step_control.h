@@ -12,16 +12,19 @@ namespace shardfit {
 struct StepControlValues {
   // Mean loss of the global batch: sum over ranks / global sample count. Each rank's loss sum travels as a float
   // and the ranks' sums are added in float (they ride with the float gradients), so this is the double sum of the
-  // step rounded to float precision (~6e-8 relative per rank), also at one rank. What reads it (TerminateOnNaN, a
-  // callback watching batches) needs no more; a finite rank sum above FLT_MAX (3.4e38) reads as infinite. The epoch's
-  // loss in the history and on the console is not this: it comes from EpochSums, reduced in double at epoch end.
+  // step to float precision (~6e-8 relative per rank), also at one rank. Whether it is finite is still the
+  // double's: a finite sum beyond float's range travels as +-FLT_MAX (3.4e38), so it reads as finite and at least
+  // that large, and an infinite or NaN sum on any rank reads as infinite or NaN, as it did in double. Its one
+  // reader, TerminateOnNaN, needs no more. The epoch's loss in the history and on the console is not this: it comes
+  // from EpochSums, reduced in double at the epoch's end.
   double global_batch_loss = 0.0;
   bool stop_requested = false;  // some rank received a stop signal
 };
 
 class StepControl {
  public:
-  static constexpr int64_t kSlots = 2;  // {this rank's loss sum, 1 if it has seen a stop signal}
+  // {this rank's loss sum, 1 if that sum is not finite, 1 if it has seen a stop signal}
+  static constexpr int64_t kSlots = 3;
 
   // slots: kSlots floats the step's reduction sums over ranks, GradientReducer::control() (they must outlive this).
   explicit StepControl(std::span<float> slots);

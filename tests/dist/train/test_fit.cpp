@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -247,6 +248,28 @@ TEST(TrainStep, ControlValuesRideWithTheGradientsInOneCollectivePerBucket) {
     EXPECT_EQ(agreed.stop_requested, s >= stop_step) << "step " << s << ", rank " << world().rank();
   }
   clear_stop_signal();
+}
+
+// The batch loss travels as a float, but finite or not is the double's: a finite sum beyond float's range stays
+// finite (TerminateOnNaN must not stop such a run), an infinite or NaN one stays so. Local slots: no MPI here.
+TEST(StepControlTest, ALossBeyondFloatRangeStaysFiniteAndANonFiniteOneStaysNonFinite) {
+  std::vector<float> slots(StepControl::kSlots);
+  StepControl control(slots);
+  control.offer(3.0);
+  EXPECT_DOUBLE_EQ(control.agree(2).global_batch_loss, 1.5);
+  control.offer(1e40);
+  EXPECT_TRUE(std::isfinite(control.agree(4).global_batch_loss));
+  EXPECT_GE(control.agree(1).global_batch_loss, 3e38);
+  control.offer(-1e300);
+  EXPECT_LE(control.agree(1).global_batch_loss, -3e38);
+  // Two ranks' saturated sums added past float's range (what the reduction would do): still finite.
+  slots[0] = slots[0] + slots[0];
+  EXPECT_TRUE(std::isfinite(control.agree(1).global_batch_loss));
+  control.offer(std::numeric_limits<double>::infinity());
+  EXPECT_EQ(control.agree(8).global_batch_loss, std::numeric_limits<double>::infinity());
+  control.offer(std::nan(""));
+  EXPECT_TRUE(std::isnan(control.agree(8).global_batch_loss));
+  EXPECT_FALSE(control.agree(8).stop_requested);
 }
 
 // The acceptance run of the compute core: 64-128-10 MLP, Adam, validation accuracy >= 0.95 within 30 epochs.
