@@ -13,7 +13,7 @@
 //     continues bit for bit (same rank and thread counts). On another rank count the global batch is the same, so
 //     the arithmetic is too, up to summation order; only the partial epoch sums are per rank, and
 //     Checkpointer::restore redistributes them (dist/train/checkpointer.h, design notes).
-//  2. Two control values ride with each step's gradient reduction (StepControl: {batch loss, stop signal}, carried
+//  2. The control values ride with each step's gradient reduction (StepControl: {batch loss, stop signal}, carried
 //     by bucket 0, no collective of their own): every rank sees the global batch loss (TerminateOnNaN) and agrees
 //     on a SIGTERM / SIGUSR1 / SIGINT that reached only some ranks, at the same step.
 //  3. Setup phases end in Comm::agree, so a bad file or config on any rank stops every rank with one message.
