@@ -198,7 +198,8 @@ TEST(GradientReducerTest, ControlValuesRideWithBucketZeroSummedNotDivided) {
               comm.size() > 1 ? static_cast<int64_t>(reducer.buckets().size()) : int64_t{0})
         << "one call per bucket, the control values inside bucket 0's";
     EXPECT_TRUE(all_close(grads, expected, 4.0 * comm.size())) << count;
-    EXPECT_EQ(control[0], static_cast<float>(comm.size() * (comm.size() + 1) / 2)) << count;
+    const int ranks = comm.size();
+    EXPECT_EQ(control[0], static_cast<float>(ranks) * static_cast<float>(ranks + 1) / 2.0F) << count;  // 1 + ... + P
     EXPECT_EQ(control[1], 1.0F) << count;
     EXPECT_EQ(control[2], 0.5F * static_cast<float>(comm.size())) << count;
   }
