@@ -11,6 +11,7 @@
 #endif
 #include <mpi.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -146,6 +147,9 @@ class Comm {
   // Testing only: a smaller chunk limit so the chunking path runs on small buffers.
   void set_max_chunk_count(int64_t count);
   int64_t max_chunk_count() const { return max_chunk_count_; }
+  // Collective MPI calls this Comm has made (allreduce, broadcast, allgather, gather, barrier; one per chunk), for
+  // tests that count a step's collectives. Atomic (relaxed): a communication thread may make some of the calls.
+  int64_t collective_calls() const { return collective_calls_.load(std::memory_order_relaxed); }
 
  private:
   template <typename T>
@@ -168,6 +172,7 @@ class Comm {
   int local_rank_ = 0;
   int local_size_ = 1;
   int64_t max_chunk_count_ = kMaxChunkCount;
+  std::atomic<int64_t> collective_calls_ = 0;
 };
 
 // A phase every rank goes through: runs body here, then Comm::agree, so either every rank continues or every rank

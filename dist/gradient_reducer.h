@@ -32,6 +32,12 @@ namespace shardfit {
 //  7. One clock read after each bucket: the reducer's own timer and a timeline's bucket spans (record_to) share
 //     them. The spans go on the rank's "allreduce" track, one per bucket from issue to done; an overlapped reducer
 //     will add the time the step waits for them as the step's own "allreduce wait" span, which exists already.
+//  8. A few control values ride with bucket 0 (the per-step batch loss and stop signal, dist/train/step_control.h),
+//     so a step makes no collective besides its buckets'. They sit in the floats right after the gradients in the
+//     same allocation (Model::gradient_tail), so bucket 0, the end of the buffer, reaches them by one longer count:
+//     no copy, no second call. Bucket 0 because it is issued first: the values are known after forward, before
+//     backward fills any bucket. They are summed, never divided by the global count. Byte counts (a bucket's span
+//     on the timeline, the benchmark's bytes per step) are the gradients': the few control bytes more are not counted.
 class GradientReducer {
  public:
   static constexpr int64_t kDefaultBucketBytes = int64_t{4} << 20;
@@ -43,7 +49,12 @@ class GradientReducer {
 
   // Collective (checks the layout is the same on every rank). grads must outlive the reducer; bucket_bytes is
   // rounded down to whole floats and must hold at least one.
-  GradientReducer(Comm& comm, std::span<float> grads, int64_t bucket_bytes = kDefaultBucketBytes);
+  GradientReducer(Comm& comm, std::span<float> grads, int64_t bucket_bytes = kDefaultBucketBytes)
+      : GradientReducer(comm, grads, {}, bucket_bytes) {}
+  // With control values carried by bucket 0 (design note 8): control must start right after grads' last element
+  // (empty: none). The caller writes them before start(); after start() they hold the sums over ranks.
+  GradientReducer(Comm& comm, std::span<float> grads, std::span<float> control,
+                  int64_t bucket_bytes = kDefaultBucketBytes);
 
   // Collective: grads = (sum over ranks of grads) / global_count. global_count is the global mini-batch's sample
   // count (> 0), the same on every rank. No heap allocation. reduce() is start() then finish().
@@ -57,8 +68,10 @@ class GradientReducer {
   void start(int64_t global_count);
   void finish();
 
-  // In reduction order: bucket 0 is the end of the buffer.
+  // In reduction order: bucket 0 is the end of the buffer. A bucket's count is of gradients; bucket 0's MPI call
+  // also carries control().
   std::span<const Bucket> buckets() const { return buckets_; }
+  std::span<float> control() { return control_; }
   int64_t bucket_bytes() const { return bucket_count_ * static_cast<int64_t>(sizeof(float)); }
 
   // Seconds spent in the allreduce calls (not the scaling): of the last reduce() and of all since construction or
@@ -74,7 +87,8 @@ class GradientReducer {
  private:
   Comm& comm_;
   std::span<float> grads_;
-  int64_t bucket_count_;  // elements per full bucket
+  std::span<float> control_;  // right after grads_ (design note 8)
+  int64_t bucket_count_;      // elements per full bucket
   std::vector<Bucket> buckets_;
   double last_seconds_ = 0.0;
   double seconds_ = 0.0;

@@ -38,7 +38,7 @@ Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std:
   fused_ = last != nullptr && loss_->fuses_with(last->activation());
 
   parameters_.resize(count);
-  gradients_.resize(count);
+  gradients_.resize(count + kGradientTailCount);  // gradient_tail() after the gradients
   const bool bf16 = policy_ == DtypePolicy::kMixedBfloat16 && count > 0;
   if (bf16) {
     compute_weights_.resize(count);
@@ -154,7 +154,7 @@ double Model::forward_train(int64_t n, const BatchContext& ctx, bool weighted, s
 
 void Model::backward_train(int64_t n) {
   if (n == 0) {  // no samples here: this rank adds zeros to the global sum
-    std::fill(gradients_.span().begin(), gradients_.span().end(), 0.0F);
+    std::fill(gradients().begin(), gradients().end(), 0.0F);
     return;
   }
   const size_t first_backward = fused_ ? layers_.size() - 1 : layers_.size();

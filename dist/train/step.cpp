@@ -99,6 +99,8 @@ void TrainStep::forward_backward() {
   auto clock = Clock::now();
   // A kernel's error about one sample names its row of the label file, not its place in this rank's batch.
   loss_sum_ = naming_rows(data_, rows, [&] { return model_.forward_train(slice_.count, ctx, weighted, metric_sums_); });
+  // Known now, before backward fills the first bucket: bucket 0 carries it (design note 4).
+  if (control_ != nullptr) control_->offer(loss_sum_);
   lap(clock, phases_.forward, trace_, TraceKind::kForward);
   progress_beacon().enter(Phase::kBackward);
   naming_rows(data_, rows, [&] { model_.backward_train(slice_.count); });
