@@ -133,4 +133,25 @@ void warn_about_placement(Comm& comm) {
   std::fflush(stderr);
 }
 
+void warn_about_dtype_policy(Comm& comm, const std::string& warning) {
+  const std::vector<std::string> texts = comm.gather_text_to_root(warning);
+  if (!comm.is_root()) return;
+  std::map<std::string, std::vector<int>> ranks_of;  // warning -> the ranks that gave it
+  std::vector<std::string> order;                    // in the order of their first rank
+  for (size_t r = 0; r < texts.size(); ++r) {
+    if (texts[r].empty()) continue;
+    auto [it, inserted] = ranks_of.try_emplace(texts[r]);
+    if (inserted) order.push_back(texts[r]);
+    it->second.push_back(static_cast<int>(r));
+  }
+  for (const std::string& text : order) {
+    const std::vector<int>& ranks = ranks_of.at(text);
+    const std::string where = ranks.size() == texts.size()
+                                  ? std::string()
+                                  : cat("on ", ranks.size() == 1 ? "rank " : "ranks ", cpu_list_text(ranks), ", ");
+    std::fprintf(stderr, "shardfit: warning: %s%s\n", where.c_str(), text.c_str());
+  }
+  std::fflush(stderr);
+}
+
 }  // namespace shardfit

@@ -33,4 +33,10 @@ std::vector<std::string> placement_warnings(const std::vector<RankPlacement>& ra
 // Collective: gathers every rank's placement to rank 0, which prints placement_warnings to stderr.
 void warn_about_placement(Comm& comm);
 
+// Collective, once at start (before the first epoch, at any verbosity): gathers each rank's dtype policy warning
+// (Model::dtype_policy_warning, "" when the CPU runs the policy asked for) to rank 0, which prints each distinct
+// one to stderr once, naming the ranks it holds for unless it holds for all. Ranks on CPUs of different kinds can
+// disagree: each runs what its CPU can, and the line says which ranks fell back.
+void warn_about_dtype_policy(Comm& comm, const std::string& warning);
+
 }  // namespace shardfit

@@ -26,7 +26,7 @@ DtypePolicy runnable_dtype_policy(DtypePolicy requested, bool cpu_bf16, std::str
   warning->clear();
   if (requested != DtypePolicy::kMixedBfloat16 || cpu_bf16) return requested;
   *warning =
-      cat("warning: dtype policy mixed_bfloat16 asked for, but this CPU has neither AVX512_BF16 nor AMX (oneDNN "
+      cat("dtype policy mixed_bfloat16 asked for, but this CPU has neither AVX512_BF16 nor AMX (oneDNN "
           "dispatches ",
           cpu_isa_name(), "), where bf16 matmuls run slower than f32: training in float32");
   return DtypePolicy::kFloat32;

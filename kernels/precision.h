@@ -43,7 +43,8 @@ std::string dtype_policy_name(DtypePolicy policy);
 // True when oneDNN dispatches bf16 instructions here (AVX512_BF16 or AMX), from dnnl::get_effective_cpu_isa.
 bool cpu_has_bf16();
 // The policy this CPU runs: `requested`, or float32 when it asks for bf16 on a CPU without it (cpu_bf16 false),
-// with *warning set to the one line that says so (else cleared).
+// with *warning set to the one line that says so, without a "warning: " in front (else cleared). The fit and the
+// bench print it once at start (dist/placement.h, warn_about_dtype_policy).
 DtypePolicy runnable_dtype_policy(DtypePolicy requested, bool cpu_bf16, std::string* warning);
 
 // bf16 as stored: the high half of an f32. Round to nearest even, as oneDNN's reorders and the AVX512_BF16

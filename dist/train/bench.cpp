@@ -434,6 +434,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
 
   // The data is one global batch: each step is an epoch of one step (bench.h, note 1).
   const ShardPlan plan(global_batch, global_batch, world, rank);
+  warn_about_dtype_policy(comm, model->dtype_policy_warning());  // a bf16 bench that runs f32 says so
   model->reserve(std::max<int64_t>(plan.max_local_count(), 1));
   // The step as fit runs it: the control values ride with bucket 0 (dist/train/step_control.h).
   GradientReducer reducer(comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots));

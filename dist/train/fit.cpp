@@ -219,6 +219,8 @@ void Trainer::setup() {
   });
   if (!config_.initial_weights.empty()) load_weights_everywhere(comm_, config_.initial_weights, *model_);
   comm_.check_same_everywhere("initial weights", model_->parameters());
+  // mixed_bfloat16 asked for on a CPU without bf16: the one warning that the run trains in float32, now.
+  warn_about_dtype_policy(comm_, model_->dtype_policy_warning());
 
   // 3. The plan of every step, the step itself and the collaborators of the loop.
   progress_beacon().enter(Phase::kSetupPlan);
@@ -236,8 +238,6 @@ void Trainer::setup() {
   step_->carry_control(step_control_.get());
   sums_ = std::make_unique<EpochSums>(model_->metric_names().size());
   console_ = std::make_unique<FitConsole>(comm_, config_);
-  // mixed_bfloat16 asked for on a CPU without bf16: the one warning that the run trains in float32.
-  if (!model_->dtype_policy_warning().empty()) console_->say(model_->dtype_policy_warning());
   checkpointer_ = std::make_unique<Checkpointer>(
       comm_, config_, *plan_, data_files_,
       FitStateRefs{*model_, *optimizer_, callbacks_, result_.history, *sums_, *step_}, fingerprint());

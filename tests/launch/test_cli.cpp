@@ -20,6 +20,7 @@
 #include "dist/io/weights_io.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
+#include "kernels/precision.h"
 #include "tests/support/cli_fixture.h"
 #include "tests/support/launch_process.h"
 
@@ -432,6 +433,37 @@ TEST_F(CliTest, RanksSharingOneCoreAreWarnedAbout) {
   EXPECT_EQ(count_of(bound.err, "warning"), 0) << describe(bound);
   EXPECT_EQ(count_of(bound.out, "1 OpenMP thread(s) on cpus 0, "), 1) << describe(bound);
   EXPECT_EQ(count_of(bound.out, "1 OpenMP thread(s) on cpus 1, "), 1) << describe(bound);
+}
+
+// mixed_bfloat16 on a CPU without AVX512_BF16 or AMX trains in float32 and says so once, at start: oneDNN's
+// ONEDNN_MAX_CPU_ISA=AVX512_CORE caps the ISA it dispatches (and cpu_has_bf16 reads) whatever this CPU has. With
+// --epochs 0 no epoch runs, so the line cannot come from an epoch's end; at 2 ranks it is printed once (rank 0).
+TEST_F(CliTest, Bf16OnACpuWithoutItWarnsOnceAtStart) {
+  write_text(dir_ / "mlp.pbtxt", digits_job());
+  const auto launch_with = [&](const std::vector<std::string>& environment, const char* epochs) {
+    std::vector<std::string> command = mpirun_command(
+        2, dir_, {"fit", "mlp.pbtxt", "--epochs", epochs, "--dtype-policy", "mixed_bfloat16", "--overwrite"});
+    command.insert(command.begin() + 1, environment.begin(), environment.end());
+    return shardfit::testing::launch_process(command, kKillSeconds);
+  };
+  const std::string warning = "shardfit: warning: dtype policy mixed_bfloat16 asked for, but this CPU has neither";
+  for (const char* epochs : {"0", "2"}) {
+    const Launch capped = launch_with({"-x", "ONEDNN_MAX_CPU_ISA=AVX512_CORE"}, epochs);
+    ASSERT_EQ(capped.exit_code, 0) << describe(capped);
+    EXPECT_EQ(count_of(capped.err, warning), 1) << describe(capped);
+    EXPECT_EQ(count_of(capped.err,
+                       "(oneDNN dispatches avx512_core), where bf16 matmuls run slower than f32: "
+                       "training in float32\n"),
+              1)
+        << describe(capped);
+    EXPECT_EQ(count_of(capped.out, "warning"), 0) << "not among the epoch lines\n" << describe(capped);
+  }
+  // Where oneDNN dispatches bf16 instructions, no warning.
+  if (shardfit::cpu_has_bf16()) {
+    const Launch plain = launch_with({}, "0");
+    ASSERT_EQ(plain.exit_code, 0) << describe(plain);
+    EXPECT_EQ(count_of(plain.err, "warning"), 0) << describe(plain);
+  }
 }
 
 TEST_F(CliTest, HelpPrintsEveryFlagOnce) {
