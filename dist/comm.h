@@ -99,6 +99,15 @@ class Comm {
   void allreduce_sum(std::span<float> values);
   void allreduce_sum(std::span<double> values);
   void allreduce_sum(std::span<int64_t> values);
+  // bf16 values (as stored, uint16_t: kernels/precision.h), summed in place. MPI has no bf16 type: a user MPI_Op
+  // on a 16-bit datatype adds each pair in f32 and rounds the sum to bf16 (round to nearest even), so a sum over P
+  // ranks takes P - 1 such roundings, in the association order MPI's algorithm picks. The op is commutative bit
+  // for bit (f32 addition is), so the order in which a pair is combined never matters; the grouping does (bf16
+  // addition is not associative), and it is fixed by the algorithm Open MPI chooses for this rank count and
+  // message size: the same every run. Every rank gets the same bits, as with MPI_SUM on floats: each allreduce
+  // algorithm of Open MPI either computes an element's final sum once and copies it (ring, reduce + broadcast,
+  // Rabenseifner) or has both partners of a pair compute the same commutative sum (recursive doubling).
+  void allreduce_sum_bf16(std::span<uint16_t> values);
   double allreduce_sum(double value);
   int64_t allreduce_sum(int64_t value);
   double allreduce_max(double value);
@@ -173,6 +182,8 @@ class Comm {
   int local_size_ = 1;
   int64_t max_chunk_count_ = kMaxChunkCount;
   std::atomic<int64_t> collective_calls_ = 0;
+  MPI_Datatype bf16_type_ = MPI_DATATYPE_NULL;  // allreduce_sum_bf16's element: 2 bytes, named "bf16"
+  MPI_Op bf16_sum_ = MPI_OP_NULL;               // its op: f32 add, rounded to bf16
 };
 
 // A phase every rank goes through: runs body here, then Comm::agree, so either every rank continues or every rank

@@ -14,8 +14,13 @@ constexpr int64_t kParallelScaleCount = 32768;
 
 }  // namespace
 
-GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, std::span<float> control, int64_t bucket_bytes)
-    : comm_(comm), grads_(grads), control_(control), bucket_count_(bucket_bytes / static_cast<int64_t>(sizeof(float))) {
+GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, std::span<float> control, int64_t bucket_bytes,
+                                 ReduceDtype reduce_dtype)
+    : comm_(comm),
+      grads_(grads),
+      control_(control),
+      bucket_count_(bucket_bytes / static_cast<int64_t>(sizeof(float))),
+      reduce_dtype_(reduce_dtype) {
   SF_CHECK(bucket_count_ >= 1, cat("gradient bucket of ", bucket_bytes, " bytes holds no float"),
            "use a bucket size of at least 4 bytes (the default is 4 MiB)");
   SF_CHECK(control_.empty() || control_.data() == grads_.data() + grads_.size(),
@@ -27,8 +32,11 @@ GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, std::span<f
 
   const auto count = static_cast<int64_t>(grads_.size());
   buckets_.reserve(static_cast<size_t>((count + bucket_count_ - 1) / bucket_count_));
+  // Under bfloat16 bucket 0, which stays f32, is small (design note 9).
+  const int64_t first_count =
+      reduce_dtype_ == ReduceDtype::kBfloat16 ? std::min(bucket_count_, kBfloat16FirstBucketCount) : bucket_count_;
   for (int64_t end = count; end > 0;) {
-    const int64_t begin = std::max<int64_t>(0, end - bucket_count_);
+    const int64_t begin = std::max<int64_t>(0, end - (buckets_.empty() ? first_count : bucket_count_));
     buckets_.push_back({begin, end - begin});
     end = begin;
   }
@@ -41,17 +49,51 @@ GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, std::span<f
   const std::vector<int64_t> counts = comm_.allgather(count);
   const std::vector<int64_t> bucket_counts = comm_.allgather(bucket_count_);
   const std::vector<int64_t> control_counts = comm_.allgather(static_cast<int64_t>(control_.size()));
+  const std::vector<int64_t> dtypes = comm_.allgather(static_cast<int64_t>(reduce_dtype_));
   try {
     SF_CHECK(counts[0] == count && bucket_counts[0] == bucket_count_ &&
-                 control_counts[0] == static_cast<int64_t>(control_.size()),
+                 control_counts[0] == static_cast<int64_t>(control_.size()) &&
+                 dtypes[0] == static_cast<int64_t>(reduce_dtype_),
              cat("gradient buffer layout differs across ranks: rank ", comm_.rank(), " has ", count,
                  " gradients in buckets of ", bucket_count_, " but rank 0 has ", counts[0], " in buckets of ",
-                 bucket_counts[0], "; control values: ", control_.size(), " here, ", control_counts[0], " on rank 0"),
-             "every rank must build the same model with the same bucket size");
+                 bucket_counts[0], "; control values: ", control_.size(), " here, ", control_counts[0],
+                 " on rank 0; reduce dtype: ", reduce_dtype_name(reduce_dtype_), " here, ",
+                 reduce_dtype_name(static_cast<ReduceDtype>(dtypes[0])), " on rank 0"),
+             "every rank must build the same model with the same bucket size and reduce dtype");
   } catch (const Error&) {
     mismatch = std::current_exception();
   }
   comm_.agree(mismatch);
+  // The bf16 buckets are all of the gradients before bucket 0.
+  if (reduce_dtype_ == ReduceDtype::kBfloat16 && buckets_.size() > 1) staging_.resize(buckets_[0].offset);
+}
+
+int64_t GradientReducer::bucket_wire_bytes(size_t k) const {
+  return buckets_[k].count * static_cast<int64_t>(bf16_bucket(k) ? sizeof(uint16_t) : sizeof(float));
+}
+
+int64_t GradientReducer::wire_bytes() const {
+  int64_t bytes = 0;
+  for (size_t k = 0; k < buckets_.size(); ++k) bytes += bucket_wire_bytes(k);
+  return bytes;
+}
+
+void GradientReducer::allreduce_bucket(size_t k) {
+  const Bucket& bucket = buckets_[k];
+  if (!bf16_bucket(k)) {
+    // Bucket 0 ends where the gradients end, so its call runs on into the control values (design note 8).
+    const int64_t count = bucket.count + (k == 0 ? static_cast<int64_t>(control_.size()) : 0);
+    comm_.allreduce_sum(std::span<float>(grads_.data() + bucket.offset, static_cast<size_t>(count)));
+    return;
+  }
+  float* const values = grads_.data() + bucket.offset;
+  uint16_t* const staged = staging_.data() + bucket.offset;
+  const int64_t count = bucket.count;
+#pragma omp parallel for simd schedule(static) if (count >= kParallelScaleCount)
+  for (int64_t i = 0; i < count; ++i) staged[i] = to_bf16(values[i]);
+  comm_.allreduce_sum_bf16(std::span<uint16_t>(staged, static_cast<size_t>(count)));
+#pragma omp parallel for simd schedule(static) if (count >= kParallelScaleCount)
+  for (int64_t i = 0; i < count; ++i) values[i] = from_bf16(staged[i]);
 }
 
 void GradientReducer::start(int64_t global_count) {
@@ -63,14 +105,9 @@ void GradientReducer::start(int64_t global_count) {
     const auto start = std::chrono::steady_clock::now();
     auto done = start;  // the previous bucket's end: design note 7
     for (size_t k = 0; k < buckets_.size(); ++k) {
-      const Bucket& bucket = buckets_[k];
-      // Bucket 0 ends where the gradients end, so its call runs on into the control values (design note 8).
-      const int64_t count = bucket.count + (k == 0 ? static_cast<int64_t>(control_.size()) : 0);
-      comm_.allreduce_sum(std::span<float>(grads_.data() + bucket.offset, static_cast<size_t>(count)));
+      allreduce_bucket(k);
       const auto now = std::chrono::steady_clock::now();
-      if (trace_ != nullptr) {
-        trace_->bucket_span(static_cast<int64_t>(k), bucket.count * static_cast<int64_t>(sizeof(float)), done, now);
-      }
+      if (trace_ != nullptr) trace_->bucket_span(static_cast<int64_t>(k), bucket_wire_bytes(k), done, now);
       done = now;
     }
     last_seconds_ = std::chrono::duration<double>(done - start).count();
@@ -94,6 +131,16 @@ void GradientReducer::reset_timing() {
   last_seconds_ = 0.0;
   seconds_ = 0.0;
   reduce_count_ = 0;
+}
+
+GradientReducer::ReduceDtype parse_reduce_dtype(const std::string& name) {
+  if (name == "float32") return GradientReducer::ReduceDtype::kFloat32;
+  if (name == "bfloat16") return GradientReducer::ReduceDtype::kBfloat16;
+  SF_FAIL(cat("unknown reduce dtype '", name, "': expected float32 or bfloat16"));
+}
+
+std::string reduce_dtype_name(GradientReducer::ReduceDtype dtype) {
+  return dtype == GradientReducer::ReduceDtype::kBfloat16 ? "bfloat16" : "float32";
 }
 
 }  // namespace shardfit

@@ -4,10 +4,12 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "dist/comm.h"
 #include "dist/io/trace.h"
+#include "kernels/precision.h"
 
 namespace shardfit {
 
@@ -38,9 +40,27 @@ namespace shardfit {
 //     no copy, no second call. Bucket 0 because it is issued first: the values are known after forward, before
 //     backward fills any bucket. They are summed, never divided by the global count. Byte counts (a bucket's span
 //     on the timeline, the benchmark's bytes per step) are the gradients': the few control bytes more are not counted.
+//  9. ReduceDtype::kBfloat16 (fit.reduce_dtype): every bucket but bucket 0 travels as bf16, half the bytes. Each
+//     is rounded into a bf16 staging buffer the size of those gradients (allocated here, once), summed by
+//     Comm::allreduce_sum_bf16 (f32 adds rounded to bf16, P - 1 roundings over P ranks: its header says what is
+//     deterministic) and widened back in place. Bucket 0 stays f32, with the control values riding in it as in
+//     note 8: they stay exact, the same sums in the same call as under float32 (no collective more; MPI has no
+//     datatype that is bf16 in one part and f32 in another). So bucket 0 is made small under bfloat16,
+//     kBfloat16FirstBucketCount gradients at most, and the rest is cut into buckets of the usual count: a model
+//     that fits one bucket makes two calls instead of one. One rank makes no call and rounds nothing, so 1 rank
+//     under bfloat16 is 1 rank under float32; P ranks differ from it by the roundings, each gradient's sum within
+//     gamma(P) = P u / (1 - P u) of the sum of its magnitudes (u = 2^-8). Byte counts are what travels (2 bytes a
+//     gradient in bf16 buckets).
 class GradientReducer {
  public:
   static constexpr int64_t kDefaultBucketBytes = int64_t{4} << 20;
+  // Under bfloat16, bucket 0's gradients at most (design note 9): 16 KiB of f32, an allreduce of a few us.
+  static constexpr int64_t kBfloat16FirstBucketCount = 4096;
+
+  enum class ReduceDtype {
+    kFloat32,   // every bucket as f32 (the default)
+    kBfloat16,  // buckets after bucket 0 as bf16 (design note 9)
+  };
 
   struct Bucket {
     int64_t offset;  // first element in the flat gradient buffer
@@ -53,8 +73,9 @@ class GradientReducer {
       : GradientReducer(comm, grads, {}, bucket_bytes) {}
   // With control values carried by bucket 0 (design note 8): control must start right after grads' last element
   // (empty: none). The caller writes them before start(); after start() they hold the sums over ranks.
+  // reduce_dtype is checked to be the same on every rank with the layout.
   GradientReducer(Comm& comm, std::span<float> grads, std::span<float> control,
-                  int64_t bucket_bytes = kDefaultBucketBytes);
+                  int64_t bucket_bytes = kDefaultBucketBytes, ReduceDtype reduce_dtype = ReduceDtype::kFloat32);
 
   // Collective: grads = (sum over ranks of grads) / global_count. global_count is the global mini-batch's sample
   // count (> 0), the same on every rank. No heap allocation. reduce() is start() then finish().
@@ -73,6 +94,10 @@ class GradientReducer {
   std::span<const Bucket> buckets() const { return buckets_; }
   std::span<float> control() { return control_; }
   int64_t bucket_bytes() const { return bucket_count_ * static_cast<int64_t>(sizeof(float)); }
+  ReduceDtype reduce_dtype() const { return reduce_dtype_; }
+  // The gradient bytes bucket k sends, and all buckets together (one reduce): 4 a gradient, 2 in a bf16 bucket.
+  int64_t bucket_wire_bytes(size_t k) const;
+  int64_t wire_bytes() const;
 
   // Seconds spent in the allreduce calls (not the scaling): of the last reduce() and of all since construction or
   // reset_timing(); for reporting the share of step time spent communicating.
@@ -85,16 +110,25 @@ class GradientReducer {
   void record_to(TraceRecorder* trace) { trace_ = trace; }
 
  private:
+  void allreduce_bucket(size_t k);  // in f32 or, for a bf16 bucket, through staging_ (design note 9)
+  bool bf16_bucket(size_t k) const { return reduce_dtype_ == ReduceDtype::kBfloat16 && k > 0; }
+
   Comm& comm_;
   std::span<float> grads_;
   std::span<float> control_;  // right after grads_ (design note 8)
   int64_t bucket_count_;      // elements per full bucket
+  ReduceDtype reduce_dtype_;
   std::vector<Bucket> buckets_;
+  Bf16Buffer staging_;  // bfloat16: the bf16 buckets' gradients, at their offsets in grads_; else empty
   double last_seconds_ = 0.0;
   double seconds_ = 0.0;
   int64_t reduce_count_ = 0;
   int64_t global_count_ = 0;  // of the reduction start() began
   TraceRecorder* trace_ = nullptr;
 };
+
+// "float32" | "bfloat16" (fit.reduce_dtype, --reduce-dtype); anything else is an Error naming the choices.
+GradientReducer::ReduceDtype parse_reduce_dtype(const std::string& name);
+std::string reduce_dtype_name(GradientReducer::ReduceDtype dtype);
 
 }  // namespace shardfit

@@ -62,13 +62,14 @@ const std::set<std::string>& flags_of(const std::string& command) {
                                          "--watchdog-abort-seconds",
                                          "--timeline",
                                          "--timeline-steps",
-                                         "--dtype-policy"};
+                                         "--dtype-policy",
+                                         "--reduce-dtype"};
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
-  static const std::set<std::string> bench{"--model", "--mode",     "--batch-size",     "--warmup-steps",
-                                           "--steps", "--json",     "--optimizer",      "--learning-rate",
-                                           "--seed",  "--timeline", "--timeline-steps", "--dtype-policy"};
+  static const std::set<std::string> bench{
+      "--model",         "--mode", "--batch-size", "--warmup-steps",   "--steps",        "--json",        "--optimizer",
+      "--learning-rate", "--seed", "--timeline",   "--timeline-steps", "--dtype-policy", "--reduce-dtype"};
   if (command == "fit") return fit;
   if (command == "bench") return bench;
   if (command == "evaluate") return evaluate;
@@ -114,6 +115,9 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
     SF_CHECK(value == "float32" || value == "mixed_bfloat16",
              cat(flag, " ", value, ": expected float32 or mixed_bfloat16"), kHint);
     command.overrides.mutable_model()->set_dtype_policy(value);
+  } else if (flag == "--reduce-dtype") {
+    SF_CHECK(value == "float32" || value == "bfloat16", cat(flag, " ", value, ": expected float32 or bfloat16"), kHint);
+    fit->set_reduce_dtype(value);
   } else if (flag == "--verbose") {
     const int64_t v = parse_int(flag, value, 0);
     SF_CHECK(v <= 2, cat(flag, " ", value, ": expected 0, 1 or 2"), kHint);
@@ -217,8 +221,9 @@ flags for bench (README.md, "Scaling benchmark", says what each reported field m
   --json FILE              append the run's record to FILE, one JSON object per line (the file is rewritten
                            atomically with the new line)
   --optimizer sgd|adam|rmsprop   the optimizer, with its defaults (default: the job's, else sgd)
-  --learning-rate F, --seed N, --timeline FILE.json, --timeline-steps A:B   as for fit (bench's steps are
-                           numbered from 1 over the warm-up and then the measured steps)
+  --learning-rate F, --seed N, --timeline FILE.json, --timeline-steps A:B, --dtype-policy P, --reduce-dtype D
+                           as for fit (bench's steps are numbered from 1 over the warm-up and then the measured
+                           steps)
 
 flags for fit (each overrides the job file's field of the same name):
   --epochs N               final epoch number (fit.epochs, default 1; 0 trains nothing: the seeded initial weights
@@ -230,6 +235,9 @@ flags for fit (each overrides the job file's field of the same name):
   --seed N                 weight init, shuffling and dropout (default 1337)
   --dtype-policy P         float32 or mixed_bfloat16: bf16 matmuls, f32 weights, loss and gradients
                            (model.dtype_policy, default float32; float32 with a warning on a CPU without bf16)
+  --reduce-dtype D         float32 or bfloat16: the dtype the gradients travel in between ranks; bfloat16 sends
+                           half the bytes, each gradient and each partial sum rounded to bf16 (fit.reduce_dtype,
+                           default float32; the loss, stop signals and the first, small bucket stay f32)
   --history DIR            where history.json, run.json, history.pb / .csv, loss.svg and weights.npz go
                            (outputs.history_dir, default: the job file's folder)
   --verbose 0|1|2          0 silent, 1 progress bar, 2 one line per epoch (default: 1 for one process run by hand

@@ -21,6 +21,7 @@
 #include "dist/io/json_writer.h"
 #include "dist/placement.h"
 #include "dist/sharding.h"
+#include "dist/train/fit.h"
 #include "dist/train/labels.h"
 #include "dist/train/model_setup.h"
 #include "dist/train/output_plan.h"
@@ -195,6 +196,8 @@ struct Identity {
   std::string widths;
   std::string optimizer;
   std::string loss;
+  std::string dtype_policy;  // the one the model runs (float32 where the CPU has no bf16)
+  std::string reduce_dtype;  // fit.reduce_dtype
   std::string cpu;
   std::string isa;
   std::string mpi;
@@ -210,8 +213,9 @@ std::string table_text(const BenchConfig& config, const Identity& id, const Meas
     text += '\n';
   };
   const bool strong = config.scaling == Scaling::kStrong;
-  line("shardfit bench: %s (%s, %lld parameters, %s, %s), %s scaling", id.model_name.c_str(), id.widths.c_str(),
-       static_cast<long long>(m.parameters), id.optimizer.c_str(), id.loss.c_str(), strong ? "strong" : "weak");
+  line("shardfit bench: %s (%s, %lld parameters, %s, %s%s), %s scaling", id.model_name.c_str(), id.widths.c_str(),
+       static_cast<long long>(m.parameters), id.optimizer.c_str(), id.loss.c_str(),
+       id.dtype_policy == "float32" ? "" : (", " + id.dtype_policy).c_str(), strong ? "strong" : "weak");
   line("  ranks            %d on %d host(s) x %d thread(s)%s", m.ranks, m.hosts, m.threads,
        m.oversubscribed ? " (oversubscribed: more threads than CPUs on a host)" : "");
   line("  batch            %lld global, %lld-%lld per rank; %lld warm-up + %lld measured steps",
@@ -244,9 +248,10 @@ std::string table_text(const BenchConfig& config, const Identity& id, const Meas
     line("  allreduce        none: one rank has nothing to exchange");
   } else {
     const double algbw = gb_per_second(m.bytes_per_step, m.allreduce_seconds);
-    line("  allreduce        %s a step in %lld bucket(s), %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
-         mib(m.bytes_per_step).c_str(), static_cast<long long>(m.buckets), 1e3 * m.allreduce_seconds, algbw,
-         bus_bandwidth(algbw, m.ranks));
+    line("  allreduce        %s a step in %lld bucket(s)%s, %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
+         mib(m.bytes_per_step).c_str(), static_cast<long long>(m.buckets),
+         id.reduce_dtype == "float32" ? "" : (" as " + id.reduce_dtype + " after the first").c_str(),
+         1e3 * m.allreduce_seconds, algbw, bus_bandwidth(algbw, m.ranks));
     const double raw = gb_per_second(m.bytes_per_step, m.raw_seconds);
     line("  raw allreduce    %s in one MPI_Allreduce, %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
          mib(m.bytes_per_step).c_str(), 1e3 * m.raw_seconds, raw, bus_bandwidth(raw, m.ranks));
@@ -262,7 +267,8 @@ std::string record_text(const BenchConfig& config, const Identity& id, const Mea
       .string("layers", id.widths)
       .integer("parameters", m.parameters)
       .string("optimizer", id.optimizer)
-      .string("loss", id.loss);
+      .string("loss", id.loss)
+      .string("dtype_policy", id.dtype_policy);
   JsonObject batch;
   batch.integer("global", m.global_batch)
       .number("per_rank", static_cast<double>(m.global_batch) / m.ranks)
@@ -295,7 +301,8 @@ std::string record_text(const BenchConfig& config, const Identity& id, const Mea
       .number("step", m.rank_mean(kStep));
   const double algbw = gb_per_second(m.bytes_per_step, m.allreduce_seconds);
   JsonObject allreduce;
-  allreduce.integer("bytes_per_step", m.bytes_per_step)
+  allreduce.string("dtype", id.reduce_dtype)
+      .integer("bytes_per_step", m.bytes_per_step)
       .integer("buckets", m.bytes_per_step > 0 ? m.buckets : 0)
       .number("seconds_per_step", m.allreduce_seconds)
       .number("algbw_gb_per_s", algbw)
@@ -390,6 +397,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   std::optional<Dataset> data;
   LabelLayout layout = LabelLayout::kAsIs;
   Identity id;
+  GradientReducer::ReduceDtype reduce_dtype = GradientReducer::ReduceDtype::kFloat32;
   run_agreed(comm, [&] {
     if (comm.is_root()) {
       check_json_path(config.json_path);
@@ -411,6 +419,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
                  " ranks leaves a rank without samples: expected a global batch >= the rank count"),
              "raise --batch-size, or use --mode weak (--batch-size is then each rank's batch)");
     const proto::Job& job = config.job;
+    reduce_dtype = reduce_dtype_of(job.fit());
     SF_CHECK(job.model().has_input_dim() && job.model().input_dim() > 0,
              cat(config.model_name, ": model.input_dim is not set: bench makes synthetic data and needs its width"),
              "add e.g. `input_dim: 784` to the job's model { ... }");
@@ -426,6 +435,8 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
     id.widths = widths_text(job);
     id.optimizer = optimizer->kind();
     id.loss = job.loss();
+    id.dtype_policy = dtype_policy_name(model->dtype_policy());
+    id.reduce_dtype = reduce_dtype_name(reduce_dtype);
     id.isa = cpu_isa_name();
     id.mpi = mpi_library_version();
     id.transport = mpi_transport();
@@ -437,7 +448,8 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   warn_about_dtype_policy(comm, model->dtype_policy_warning());  // a bf16 bench that runs f32 says so
   model->reserve(std::max<int64_t>(plan.max_local_count(), 1));
   // The step as fit runs it: the control values ride with bucket 0 (dist/train/step_control.h).
-  GradientReducer reducer(comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots));
+  GradientReducer reducer(comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots),
+                          GradientReducer::kDefaultBucketBytes, reduce_dtype);
   StepControl control(reducer.control());
   StepOptions options;
   options.seed = config.seed;
@@ -476,9 +488,11 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   if (world > 1) {
     // The gradients' bytes: the 12 bytes of control values bucket 0 also carries are left out (GradientReducer,
     // design note 8), as they are from the timeline's bucket spans; they change no figure at the precision shown.
-    m.bytes_per_step = m.parameters * static_cast<int64_t>(sizeof(float));
+    // Under --reduce-dtype bfloat16 the bf16 buckets count 2 bytes a gradient (GradientReducer, design note 9); the
+    // raw allreduce below sends the same bytes as floats.
+    m.bytes_per_step = reducer.wire_bytes();
     m.raw_repetitions = std::max<int64_t>(config.steps, 3);
-    std::vector<float> buffer(static_cast<size_t>(m.parameters), 0.0F);
+    std::vector<float> buffer(static_cast<size_t>(m.bytes_per_step) / sizeof(float), 0.0F);
     comm.allreduce_sum(std::span<float>(buffer));  // first touch and MPI's own warm-up
     comm.barrier();
     const auto start = Clock::now();
@@ -493,8 +507,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   m.by_rank = comm.gather_to_root(std::span<const double>(mine));
   m.step_seconds = comm.gather_to_root(std::span<const double>(step_seconds));
   const std::vector<std::string> placements = comm.gather_text_to_root(this_rank_placement().encode());
-  const int64_t timeline_steps =
-      timeline ? timeline->write(m.parameters * static_cast<int64_t>(sizeof(float)), m.buckets) : 0;
+  const int64_t timeline_steps = timeline ? timeline->write(reducer.wire_bytes(), m.buckets) : 0;
 
   BenchReport report;
   run_agreed(comm, [&] {

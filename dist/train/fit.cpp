@@ -229,7 +229,8 @@ void Trainer::setup() {
   model_->reserve(
       std::max<int64_t>({plan_->max_local_count(), std::min(validation_slice_.count, config_.batch_size), 1}));
   reducer_ =
-      std::make_unique<GradientReducer>(comm_, model_->gradients(), model_->gradient_tail().first(StepControl::kSlots));
+      std::make_unique<GradientReducer>(comm_, model_->gradients(), model_->gradient_tail().first(StepControl::kSlots),
+                                        GradientReducer::kDefaultBucketBytes, config_.reduce_dtype);
   step_options_.seed = config_.seed;
   step_options_.shuffle = config_.shuffle;
   step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *reducer_, *train_, train_layout_, *plan_, step_options_);
@@ -412,8 +413,7 @@ FitResult Trainer::end_training() {
 // Collective: every rank's spans to rank 0, which writes the one file (dist/timeline.h).
 void Trainer::write_timeline() {
   if (!timeline_) return;
-  const int64_t steps = timeline_->write(static_cast<int64_t>(model_->gradients().size() * sizeof(float)),
-                                         static_cast<int64_t>(reducer_->buckets().size()));
+  const int64_t steps = timeline_->write(reducer_->wire_bytes(), static_cast<int64_t>(reducer_->buckets().size()));
   console_->timeline_written(config_.timeline.path, config_.timeline.steps, steps);
 }
 
@@ -451,6 +451,7 @@ FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal) {
   if (o.has_plot()) c.plot = o.plot();
   if (f.has_watchdog_warn_seconds()) c.watchdog.warn_seconds = f.watchdog_warn_seconds();
   if (f.has_watchdog_abort_seconds()) c.watchdog.abort_seconds = f.watchdog_abort_seconds();
+  if (f.has_reduce_dtype()) c.reduce_dtype = reduce_dtype_of(f);
   if (o.has_initial_weights()) c.initial_weights = o.initial_weights();
   // As model.save after fit: the final weights by default, beside the history.
   c.export_weights = o.has_export_weights() ? fs::path(o.export_weights()) : c.history_dir / "weights.npz";
@@ -472,6 +473,14 @@ FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal) {
            cat("outputs.checkpoint_every_steps = ", c.checkpoint_every_steps, ": expected 0 (off) or more"));
   check_watchdog_settings(c.watchdog, "fit.watchdog_warn_seconds", "fit.watchdog_abort_seconds");
   return c;
+}
+
+GradientReducer::ReduceDtype reduce_dtype_of(const proto::FitOptions& fit) {
+  if (!fit.has_reduce_dtype()) return GradientReducer::ReduceDtype::kFloat32;
+  const std::string& name = fit.reduce_dtype();
+  SF_CHECK(name == "float32" || name == "bfloat16",
+           cat("fit.reduce_dtype = \"", name, "\": expected float32 or bfloat16"));
+  return parse_reduce_dtype(name);
 }
 
 FitResult fit(Comm& comm, const proto::Job& job, const std::filesystem::path& job_dir, const FitConfig& config) {

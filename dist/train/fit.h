@@ -9,6 +9,7 @@
 #include <string>
 
 #include "dist/comm.h"
+#include "dist/gradient_reducer.h"
 #include "dist/timeline.h"
 #include "dist/train/step_phases.h"
 #include "dist/watchdog.h"
@@ -45,7 +46,11 @@ struct FitConfig {
   std::filesystem::path job_file;         // the job file itself, when known: an input no output may replace
   WatchdogSettings watchdog;              // seconds without progress before a warning / the end of the job
   TimelineSettings timeline;              // --timeline FILE (absolute) and --timeline-steps; no path: none
+  GradientReducer::ReduceDtype reduce_dtype = GradientReducer::ReduceDtype::kFloat32;  // fit.reduce_dtype
 };
+
+// fit.reduce_dtype (float32 when unset), for fit and bench alike; an unknown name is an Error naming the field.
+GradientReducer::ReduceDtype reduce_dtype_of(const proto::FitOptions& fit);
 
 // Applies defaults and checks ranges; errors name the field ("fit.batch_size = 0: expected ...").
 // is_terminal decides verbose's default (1 on a terminal, else 2).

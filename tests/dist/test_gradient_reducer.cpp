@@ -209,6 +209,75 @@ TEST(GradientReducerTest, ControlValuesRideWithBucketZeroSummedNotDivided) {
   EXPECT_THROW(GradientReducer(comm, grads, elsewhere), Error);
 }
 
+// --reduce-dtype bfloat16 (design note 9): the same buffer reduced by a bfloat16 and a float32 reducer. Bucket 0 is
+// cut to kBfloat16FirstBucketCount gradients and stays f32, so its gradients and the control values riding in it are
+// the float32 reducer's bit for bit, in the same number of calls as buckets. The other buckets travel as bf16, half
+// the bytes; each sum is within gamma(P) = P u / (1 - P u), u = 2^-8, of the sum of the magnitudes: one rounding of
+// each rank's gradient to bf16 and P - 1 of the partial sums, each at most u relative (Higham's bound for
+// recursive summation), then the f32 scaling's own rounding. One rank sends nothing and rounds nothing. Every rank
+// ends with the same bits.
+TEST(GradientReducerTest, Bfloat16TravelsHalfTheBytesWithinItsRoundingBound) {
+  Comm& comm = world();
+  const int ranks = comm.size();
+  constexpr int64_t kCount = 20000;
+  constexpr int64_t kFirst = GradientReducer::kBfloat16FirstBucketCount;
+  // A gradient spread over magnitudes 2^-3..2^3, with terms that cancel across ranks.
+  const auto value = [](int rank, int64_t i) {
+    return static_cast<float>(rank_gradient(rank, i) * std::ldexp(1.0, static_cast<int>(i % 7) - 3));
+  };
+  std::vector<float> half(kCount + 3);
+  std::vector<float> full(kCount + 3);
+  for (int64_t i = 0; i < kCount; ++i) half[i] = full[i] = value(comm.rank(), i);
+  for (auto* buffer : {&half, &full}) {
+    (*buffer)[kCount] = 0.1F * static_cast<float>(comm.rank() + 1);  // not a bf16 number: must stay exact
+    (*buffer)[kCount + 1] = comm.rank() == 0 ? 1.0F : 0.0F;
+    (*buffer)[kCount + 2] = 1.0F / 3.0F;
+  }
+  GradientReducer bf16(comm, std::span<float>(half.data(), kCount), std::span<float>(half.data() + kCount, 3),
+                       6000 * kFloatBytes, GradientReducer::ReduceDtype::kBfloat16);
+  GradientReducer f32(comm, std::span<float>(full.data(), kCount), std::span<float>(full.data() + kCount, 3),
+                      6000 * kFloatBytes, GradientReducer::ReduceDtype::kFloat32);
+  ASSERT_EQ(bf16.buckets().size(), 4U);
+  EXPECT_EQ(bf16.buckets()[0].offset, kCount - kFirst);
+  EXPECT_EQ(bf16.buckets()[0].count, kFirst);
+  EXPECT_EQ(bf16.buckets()[1].count, 6000);
+  EXPECT_EQ(bf16.buckets()[3].offset, 0);
+  EXPECT_EQ(bf16.wire_bytes(), kFirst * 4 + (kCount - kFirst) * 2);
+  EXPECT_EQ(f32.wire_bytes(), kCount * 4);
+
+  const int64_t calls = comm.collective_calls();
+  bf16.reduce(5);
+  EXPECT_EQ(comm.collective_calls() - calls, ranks > 1 ? int64_t{4} : int64_t{0}) << "one call per bucket";
+  f32.reduce(5);
+  for (int64_t j = kCount; j < kCount + 3; ++j) EXPECT_EQ(half[j], full[j]) << "control value " << j - kCount;
+  for (int64_t i = kCount - kFirst; i < kCount; ++i) ASSERT_EQ(half[i], full[i]) << "bucket 0, gradient " << i;
+
+  const double u = std::ldexp(1.0, -8);
+  const double gamma = ranks * u / (1.0 - ranks * u);
+  int64_t rounded = 0;
+  for (int64_t i = 0; i < kCount - kFirst; ++i) {
+    double exact = 0.0;
+    double magnitudes = 0.0;
+    for (int r = 0; r < ranks; ++r) {
+      exact += value(r, i);
+      magnitudes += std::fabs(value(r, i));
+    }
+    exact /= 5.0;
+    magnitudes /= 5.0;
+    if (ranks == 1) {
+      ASSERT_EQ(half[i], full[i]) << "one rank rounds nothing, gradient " << i;
+      continue;
+    }
+    const double tolerance = gamma * magnitudes + std::ldexp(std::fabs(exact), -22);
+    ASSERT_LE(std::fabs(half[i] - exact), tolerance) << "gradient " << i << " at " << ranks << " ranks";
+    rounded += half[i] != full[i] ? 1 : 0;
+  }
+  if (ranks > 1) {
+    EXPECT_GT(rounded, (kCount - kFirst) / 2) << "the bf16 buckets went through bf16";
+  }
+  EXPECT_NO_THROW(comm.check_same_everywhere("bf16-reduced gradients", std::span<const float>(half)));
+}
+
 TEST(GradientReducerTest, LayoutMismatchFailsOnEveryRankAtConstruction) {
   Comm& comm = world();
   if (comm.size() == 1) GTEST_SKIP() << "needs two ranks to differ";

@@ -87,6 +87,19 @@ TEST_F(BenchTest, TwoRanksStrongThenWeakAppendTwoRecords) {
   expect_records(2, 2, "weak", 32);
 }
 
+// --reduce-dtype bfloat16: the gradients after the first, small bucket travel as bf16, so a step sends about half
+// the bytes (checked against the parameter count by check_bench_record.py), in one bucket more than float32.
+TEST_F(BenchTest, Bfloat16ReductionSendsHalfTheBytes) {
+  const Launch launch = bench(2, {"--model=mlp", "--batch-size=32", "--warmup-steps=1", "--steps=3",
+                                  "--reduce-dtype=bfloat16", "--json=bench.jsonl"});
+  ASSERT_EQ(launch.exit_code, 0) << describe(launch);
+  expect_table(launch);
+  // 1863690 gradients: 4096 as f32, the rest as bf16 = 3.56 MiB; float32 sends 7.11 MiB in 2 buckets.
+  EXPECT_EQ(count_of(launch.out, "allreduce        3.56 MiB a step in 3 bucket(s) as bfloat16 after the first"), 1)
+      << describe(launch);
+  expect_records(1, 2, "strong", 32);
+}
+
 TEST_F(BenchTest, AJobFilesModelLossAndOptimizer) {
   write_text(dir_ / "job.pbtxt", R"(model {
   input_dim: 20
@@ -122,6 +135,7 @@ TEST_F(BenchTest, BadFlagsAndModelsAreRefusedWithOneMessage) {
        "--batch-size 1 in strong scaling at 2 ranks leaves a rank without samples"},
       {{"--model", "mlp", "--optimizer", "lbfgs"}, "--optimizer lbfgs: expected sgd, adam or rmsprop"},
       {{"--model", "mlp", "--epochs", "3"}, "unknown flag '--epochs' for bench"},
+      {{"--model", "mlp", "--reduce-dtype", "float16"}, "--reduce-dtype float16: expected float32 or bfloat16"},
       {{"--model", "mlp", "--json", "missing/bench.jsonl"}, "the folder missing does not exist"},
       {{"no_input_dim.pbtxt"}, "no_input_dim.pbtxt: model.input_dim is not set"},
   };

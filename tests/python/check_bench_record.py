@@ -115,7 +115,18 @@ def check(record):
         if bytes_per_step != 0 or raw_bytes != 0 or seconds != 0 or algbw != 0 or busbw != 0 or raw_busbw != 0:
             fail(f"one rank exchanges nothing, yet allreduce {record['allreduce']}, raw {record['raw_allreduce']}")
         return
-    if bytes_per_step != 4 * record["model"]["parameters"] or raw_bytes != bytes_per_step or buckets < 1:
+    # float32: 4 bytes a gradient. bfloat16 (dist/gradient_reducer.h, note 9): bucket 0, at most 4096 gradients,
+    # stays f32 and the rest travels as bf16, 2 bytes each.
+    dtype = need(record, "allreduce.dtype", str)
+    parameters = record["model"]["parameters"]
+    if dtype == "float32":
+        expected_bytes = 4 * parameters
+    elif dtype == "bfloat16":
+        first = min(parameters, 4096)
+        expected_bytes = 4 * first + 2 * (parameters - first)
+    else:
+        fail(f"allreduce.dtype {dtype!r}: expected float32 or bfloat16")
+    if bytes_per_step != expected_bytes or raw_bytes != bytes_per_step or buckets < 1:
         fail(f"allreduce bytes {bytes_per_step} (raw {raw_bytes}) for {record['model']['parameters']} parameters")
     if seconds <= 0 or raw_seconds <= 0:
         fail(f"allreduce seconds {seconds}, raw {raw_seconds}")

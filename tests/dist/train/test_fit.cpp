@@ -2,7 +2,8 @@
 // as one rank for the same global batch (with shuffle and dropout on, a batch not divisible by P and a last batch
 // smaller than P); History's `loss` is the sample-weighted mean of the batch losses; a 64-128-10 MLP learns the
 // bundled digits with Adam; the public TrainStep driven by hand is the fit's step bit for bit. The first of these
-// again under mixed_bfloat16: the gradients are f32 (bf16 matmul operands, f32 dst) and summed in f32.
+// again under mixed_bfloat16: the gradients are f32 (bf16 matmul operands, f32 dst) and summed in f32; and P ranks
+// with the gradients sent as bf16 (fit.reduce_dtype) within the roundings that adds.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -108,6 +109,68 @@ TEST(Fit, SameAsOneRankInMixedBfloat16) {
       fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
       data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
                           dir);
+}
+
+// fit.reduce_dtype bfloat16: P ranks send the gradients after the first bucket as bf16 (dist/gradient_reducer.h,
+// note 9); one rank sends nothing, so it is the float32 run bit for bit. Each reduced gradient is within gamma(P) =
+// P u / (1 - P u), u = 2^-8 (0.79% at 2 ranks, 1.6% at 4), of the sum of the ranks' magnitudes. To first order (no
+// feedback through the loss surface) the final weights then differ by at most gamma(P) x kappa x the path each
+// weight took, kappa = sum of the ranks' |gradients| / |their sum|. Plain SGD on the digits for 2 epochs: the
+// ranks' gradients mostly agree in sign (kappa ~ 1-2) and the path is close to monotone, so the difference is of
+// the order of gamma(P) times the largest movement |w_T - w_0|: measured 0.83 gamma(P) at 2 ranks, 1.5 gamma(P) at
+// 4; the test allows 3 gamma(P). The losses move far less (the roundings are unbiased; measured 1e-5 and 3e-4
+// relative, against gamma(P) allowed), and the loss each step records rides f32 in bucket 0, exact. Every rank ends
+// with the same weights.
+TEST(Fit, Bfloat16ReductionWithinItsRoundingOfOneRank) {
+  const SharedDir shared("equivalence_bf16_reduce");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits300", range(0, 300));
+  const proto::Job job = parse_job_text(R"(
+      model { layers { dense { units: 128 activation: "relu" } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
+      optimizer { sgd { learning_rate: 0.1 } }
+      fit { epochs: 2 batch_size: 16 validation_split: 0.2 shuffle: true seed: 5 reduce_dtype: "bfloat16" }
+      data { train { x { path: "digits300_x.npy" } y { path: "digits300_y.npy" } } })",
+                                        "bf16_reduce.pbtxt");
+  const FitConfig config = quiet_config(job);
+  ASSERT_EQ(config.reduce_dtype, GradientReducer::ReduceDtype::kBfloat16);
+  const FitResult distributed = fit(world(), job, dir, config);
+  const FitResult single = fit(*world().self(), job, dir, config);
+  const double u = std::ldexp(1.0, -8);
+  const double gamma = world().size() * u / (1.0 - world().size() * u);
+
+  auto model = build_model(job, 64);
+  model->initialize(config.seed);
+  double movement = 0.0;
+  double difference = 0.0;
+  for (size_t i = 0; i < single.final_parameters.size(); ++i) {
+    const double w0 = model->parameters()[i];
+    const double w1 = single.final_parameters[i];
+    movement = std::max(movement, std::fabs(w1 - w0));
+    difference = std::max(difference, std::fabs(static_cast<double>(distributed.final_parameters[i]) - w1));
+  }
+  const double loss_difference =
+      relative_difference(series(distributed.history, "loss"), series(single.history, "loss"));
+  const double val_loss_difference =
+      relative_difference(series(distributed.history, "val_loss"), series(single.history, "val_loss"));
+  if (world().is_root()) {
+    std::printf(
+        "%d ranks (bf16 reduction) vs 1: weights %.2e of their movement, loss %.2e, val_loss %.2e; "
+        "gamma(P) %.2e\n",
+        world().size(), difference / movement, loss_difference, val_loss_difference, gamma);
+  }
+  EXPECT_GT(movement, 1e-2) << "the weights moved";
+  // 9610 parameters: the first layer's kernel, 8192 of them, lies in the bf16 buckets.
+  ASSERT_GT(model->param_count(), GradientReducer::kBfloat16FirstBucketCount + 4096);
+  if (world().size() == 1) {
+    EXPECT_EQ(difference, 0.0) << "one rank rounds nothing";
+  } else {
+    EXPECT_LE(difference, 3.0 * gamma * movement);
+    EXPECT_LE(loss_difference, gamma);
+    EXPECT_LE(val_loss_difference, gamma);
+  }
+  world().check_same_everywhere("final weights", distributed.final_parameters);
 }
 
 TEST(Fit, SameAsOneRankWithNesterovOneHotAndClassWeights) {
