@@ -107,12 +107,9 @@ namespace {
 
 // MPI_User_function for Comm::allreduce_sum_bf16: inout[i] = bf16(f32(in[i]) + f32(inout[i])). The f32 sum of
 // two bf16 values is exact unless their exponents are more than 15 apart, and then its rounding is far below the
-// one to bf16; a loop of plain conversions, which the compiler vectorises.
-void add_bf16(void* in, void* inout, int* count, MPI_Datatype* /*type*/) {
-  const auto* a = static_cast<const uint16_t*>(in);
-  auto* b = static_cast<uint16_t*>(inout);
-  const int n = *count;
-  for (int i = 0; i < n; ++i) b[i] = to_bf16(from_bf16(a[i]) + from_bf16(b[i]));
+// one to bf16 (kernels/precision.h).
+void mpi_add_bf16(void* in, void* inout, int* count, MPI_Datatype* /*type*/) {
+  add_bf16(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(inout), *count);
 }
 
 }  // namespace
@@ -149,7 +146,7 @@ void Comm::attach(MPI_Comm parent) {
   MPI_CHECK(MPI_Type_contiguous(1, MPI_UINT16_T, &bf16_type_));
   MPI_CHECK(MPI_Type_set_name(bf16_type_, "bf16"));
   MPI_CHECK(MPI_Type_commit(&bf16_type_));
-  MPI_CHECK(MPI_Op_create(&add_bf16, /*commute=*/1, &bf16_sum_));
+  MPI_CHECK(MPI_Op_create(&mpi_add_bf16, /*commute=*/1, &bf16_sum_));
 }
 
 Comm::~Comm() {

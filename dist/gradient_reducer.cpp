@@ -88,12 +88,9 @@ void GradientReducer::allreduce_bucket(size_t k) {
   }
   float* const values = grads_.data() + bucket.offset;
   uint16_t* const staged = staging_.data() + bucket.offset;
-  const int64_t count = bucket.count;
-#pragma omp parallel for simd schedule(static) if (count >= kParallelScaleCount)
-  for (int64_t i = 0; i < count; ++i) staged[i] = to_bf16(values[i]);
-  comm_.allreduce_sum_bf16(std::span<uint16_t>(staged, static_cast<size_t>(count)));
-#pragma omp parallel for simd schedule(static) if (count >= kParallelScaleCount)
-  for (int64_t i = 0; i < count; ++i) values[i] = from_bf16(staged[i]);
+  to_bf16(values, staged, bucket.count);
+  comm_.allreduce_sum_bf16(std::span<uint16_t>(staged, static_cast<size_t>(bucket.count)));
+  from_bf16(staged, values, bucket.count);
 }
 
 void GradientReducer::start(int64_t global_count) {

@@ -32,6 +32,36 @@ DtypePolicy runnable_dtype_policy(DtypePolicy requested, bool cpu_bf16, std::str
   return DtypePolicy::kFloat32;
 }
 
+// x86-64 with GCC or Clang: each array loop in an AVX-512 and a baseline version, chosen when the program loads.
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define SF_AVX512_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#endif
+#endif
+#ifndef SF_AVX512_CLONES
+#define SF_AVX512_CLONES
+#endif
+
+namespace {
+// Below this, an OpenMP team costs more than it saves.
+constexpr int64_t kParallelCount = 32768;
+}  // namespace
+
+SF_AVX512_CLONES void to_bf16(const float* src, uint16_t* dst, int64_t count) {
+#pragma omp parallel for simd schedule(static) if (count >= kParallelCount)
+  for (int64_t i = 0; i < count; ++i) dst[i] = to_bf16(src[i]);
+}
+
+SF_AVX512_CLONES void from_bf16(const uint16_t* src, float* dst, int64_t count) {
+#pragma omp parallel for simd schedule(static) if (count >= kParallelCount)
+  for (int64_t i = 0; i < count; ++i) dst[i] = from_bf16(src[i]);
+}
+
+// Serial: MPI calls it from inside a collective, on pieces of the buffer of its own choosing.
+SF_AVX512_CLONES void add_bf16(const uint16_t* in, uint16_t* inout, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) inout[i] = to_bf16(from_bf16(in[i]) + from_bf16(inout[i]));
+}
+
 void Bf16Buffer::resize(int64_t count) {
   SF_CHECK(count >= 0 && static_cast<uint64_t>(count) <= (SIZE_MAX - 63) / sizeof(uint16_t),
            cat("cannot allocate a buffer of ", count, " bf16 values"));

@@ -526,6 +526,33 @@ TEST(Bf16, ConversionMatchesToBf16) {
   EXPECT_EQ(from_bf16(0x3F80), 1.0F);
 }
 
+// The array versions (AVX-512 or baseline clone, threaded over long arrays) give the scalar functions' bits, over
+// lengths that leave every vector tail, and the bf16 sum adds in f32 and rounds once.
+TEST(Bf16, ArrayConversionsAndSumMatchTheScalarOnes) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> uniform(-3.0F, 3.0F);
+  for (const int64_t count : {0, 1, 15, 17, 100003}) {
+    std::vector<float> values(static_cast<size_t>(count));
+    for (float& v : values) v = std::ldexp(uniform(rng), static_cast<int>(rng() % 20) - 10);
+    if (count > 1) values[1] = kNaN;
+    std::vector<uint16_t> half(values.size(), 0xFFFF);
+    to_bf16(values.data(), half.data(), count);
+    std::vector<float> back(values.size(), -1.0F);
+    from_bf16(half.data(), back.data(), count);
+    std::vector<uint16_t> sum(half.rbegin(), half.rend());
+    add_bf16(half.data(), sum.data(), count);
+    for (size_t i = 0; i < values.size(); ++i) {
+      ASSERT_EQ(half[i], to_bf16(values[i])) << i << " of " << count;
+      ASSERT_EQ(std::bit_cast<uint32_t>(back[i]), std::bit_cast<uint32_t>(from_bf16(half[i]))) << i;
+      const uint16_t expected = to_bf16(from_bf16(half[i]) + from_bf16(half[values.size() - 1 - i]));
+      ASSERT_EQ(std::isnan(from_bf16(sum[i])), std::isnan(from_bf16(expected))) << i;
+      if (!std::isnan(from_bf16(expected))) {
+        ASSERT_EQ(sum[i], expected) << i;
+      }
+    }
+  }
+}
+
 // The policy's names, and the fallback: bf16 asked for on a CPU without it runs float32 with one warning line.
 TEST(Bf16, PolicyNamesAndFallback) {
   EXPECT_EQ(parse_dtype_policy("float32"), DtypePolicy::kFloat32);
