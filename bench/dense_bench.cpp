@@ -268,7 +268,6 @@ class ShardfitMlp {
     grads_.resize(count);
     if (bf16) {
       params_bf16_.resize(count);
-      refresh_ = bf16_conversion(params_.data(), params_bf16_.data(), count);
     }
     Rng rng(7);
     int64_t offset = 0;
@@ -290,7 +289,7 @@ class ShardfitMlp {
   // Under bf16 the forward starts with the refresh of the weight copy, as the model's first forward after an
   // update does.
   void forward() {
-    if (refresh_) refresh_.execute();
+    refresh();
     const BatchContext ctx{.training = true};
     for (auto& layer : layers_) layer->forward(n_, ctx);
   }
@@ -302,8 +301,9 @@ class ShardfitMlp {
   // executes layer 1's backward-data primitive, the very one its backward() executes.
   std::vector<Step> pieces() {
     std::vector<Step> all;
-    if (refresh_)
-      all.push_back({"weights-to-bf16", 0, 0, 0, false, refresh_.impl_info(), [this] { refresh_.execute(); }});
+    if (params_bf16_.count() > 0) {
+      all.push_back({"weights-to-bf16", 0, 0, 0, false, "to_bf16 array (OpenMP)", [this] { refresh(); }});
+    }
     std::vector<Step> backward[kLayerCount];
     for (int l = 0; l < kLayerCount; ++l) {
       for (DensePiece& piece : layers_[l]->pieces(n_)) {
@@ -329,7 +329,10 @@ class ShardfitMlp {
   FloatBuffer params_;
   FloatBuffer grads_;
   Bf16Buffer params_bf16_;  // bf16 only: the model's weight copy
-  PrimitiveCall refresh_;   // bf16 only: params_ -> params_bf16_
+  // bf16 only: params_ -> params_bf16_, the conversion Model::refresh_compute_weights makes.
+  void refresh() {
+    if (params_bf16_.count() > 0) to_bf16(params_.data(), params_bf16_.data(), params_bf16_.count());
+  }
   std::vector<std::unique_ptr<Dense>> layers_;
 };
 

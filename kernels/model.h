@@ -109,8 +109,7 @@ class Model {
   FloatBuffer gradients_;
   DtypePolicy policy_;
   std::string dtype_policy_warning_;
-  Bf16Buffer compute_weights_;             // mixed_bfloat16: bf16 copy of parameters_, same layout; else empty
-  PrimitiveCall compute_weights_refresh_;  // parameters_ -> compute_weights_
+  Bf16Buffer compute_weights_;  // mixed_bfloat16: bf16 copy of parameters_, same layout; else empty
   bool compute_weights_stale_ = true;
   int64_t compute_weight_refreshes_ = 0;
 

@@ -9,8 +9,9 @@
 //     on the f32 accumulator), the loss and the bias sums. So the gradients the reducer sums are f32, and P ranks
 //     sum to 1 rank's result exactly as in f32 mode.
 //  2. The bf16 weight copy is one flat buffer beside the flat f32 parameters (Model::compute_weights), each
-//     layer holding a view, like the f32 ones. It is refreshed by one reorder of the whole buffer before the
-//     first forward after the parameters were handed out for writing (Model::parameters() non-const marks them
+//     layer holding a view, like the f32 ones. It is refreshed by one conversion pass over the whole buffer
+//     (to_bf16 over arrays, below; oneDNN 2.6's reorder took 2.6x as long on 2 threads) before the first
+//     forward after the parameters were handed out for writing (Model::parameters() non-const marks them
 //     changed): that is once per step after the optimizer update, at first use, and after set_weights,
 //     initialize, a checkpoint restore or a broadcast -- never per layer call, and not during evaluation, which
 //     writes no weights. One pass over the buffer keeps the door open to fusing it into the optimizer's loop.
