@@ -1,8 +1,8 @@
 // Dense forward and backward as oneDNN matmuls over plain row-major buffers (Keras layout, no reorders):
 //   forward          y  (n, out) = act(x (n, in) . W (in, out) + b)
-//   backward-data    dx (n, in)  = dz (n, out) . W^T        (W read through transposed strides)
 //   backward-weights dW (in, out) = x^T (in, n) . dz (n, out) (x read through transposed strides)
 //   bias             db (out)    = column sums of dz       (OpenMP)
+//   backward-data    dx (n, in)  = dz (n, out) . W^T        (W read through transposed strides)
 // with dz = dy * act'(.) from oneDNN's eltwise backward on the fused output (use_dst algorithms). Each of these is
 // a Stage that Dense::run executes; pieces() hands the same stages to bench/dense_bench, which has no copy of them.
 #include "kernels/dense.h"
@@ -152,14 +152,6 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
       plan.backward_stages[plan.backward_stage_count++] = Stage::kActivationBackward;
     }
     plan.dz = dz;
-    if (buffers.dx != nullptr) {
-      const memory::desc wt_md = transposed(out, in);
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(y_md, wt_md, x_md), engine);
-      plan.backward_data = PrimitiveCall(dnnl::matmul(pd), {{DNNL_ARG_SRC, wrap(y_md, dz)},
-                                                            {DNNL_ARG_WEIGHTS, wrap(wt_md, kernel_)},
-                                                            {DNNL_ARG_DST, wrap(x_md, buffers.dx)}});
-      plan.backward_stages[plan.backward_stage_count++] = Stage::kBackwardData;
-    }
     const memory::desc xt_md = transposed(in, n);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(xt_md, y_md, w_md), engine);
     plan.backward_weights = PrimitiveCall(dnnl::matmul(pd), {{DNNL_ARG_SRC, wrap(xt_md, buffers.x)},
@@ -167,6 +159,16 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
                                                              {DNNL_ARG_DST, wrap(w_md, kernel_grad_)}});
     plan.backward_stages[plan.backward_stage_count++] = Stage::kBackwardWeights;
     if (options_.use_bias) plan.backward_stages[plan.backward_stage_count++] = Stage::kBiasSums;
+    // dx last: the parameter gradients are final before it, and backward() says so (the gradients-ready point,
+    // kernels/layer.h) so an overlapped reducer sends them while dx is computed. The order changes no value.
+    if (buffers.dx != nullptr) {
+      const memory::desc wt_md = transposed(out, in);
+      const dnnl::matmul::primitive_desc data_pd(dnnl::matmul::desc(y_md, wt_md, x_md), engine);
+      plan.backward_data = PrimitiveCall(dnnl::matmul(data_pd), {{DNNL_ARG_SRC, wrap(y_md, dz)},
+                                                                 {DNNL_ARG_WEIGHTS, wrap(wt_md, kernel_)},
+                                                                 {DNNL_ARG_DST, wrap(x_md, buffers.dx)}});
+      plan.backward_stages[plan.backward_stage_count++] = Stage::kBackwardData;
+    }
   }
   plans_[n] = std::move(plan);
 }
@@ -205,7 +207,10 @@ void Dense::backward(int64_t n) {
   SF_CHECK(it != plans_.end() && it->second.backward_stage_count > 0,
            cat("Dense '", name(), "': backward for batch size ", n, " was not prepared"));
   const Plan& plan = it->second;
-  for (int i = 0; i < plan.backward_stage_count; ++i) run(plan, plan.backward_stages[i], n);
+  for (int i = 0; i < plan.backward_stage_count; ++i) {
+    if (plan.backward_stages[i] == Stage::kBackwardData) gradients_ready();
+    run(plan, plan.backward_stages[i], n);
+  }
 }
 
 DensePiece Dense::piece(const Plan& plan, Stage stage, int64_t n) {
