@@ -2,8 +2,13 @@
 // global sample count. Not the optimizer (kernels/optimizer.h) and not MPI itself (it talks to Comm).
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <exception>
+#include <mutex>
 #include <span>
+#include <thread>
 #include <vector>
 
 #include "dist/comm.h"
@@ -30,11 +35,30 @@ namespace shardfit {
 //     buckets as it finishes them, and then needs measuring against this.
 //  6. With one rank there is nothing to sum: reduce() only scales, no MPI call at all.
 //  7. One clock read after each bucket: the reducer's own timer and a timeline's bucket spans (record_to) share
-//     them. The spans go on the rank's "allreduce" track, one per bucket from issue to done; an overlapped reducer
-//     will add the time the step waits for them as the step's own "allreduce wait" span, which exists already.
+//     them. The spans go on the rank's "allreduce" track, one per bucket from issue to done; with overlap the time
+//     the step waits for them is the step's own "allreduce wait" span.
+//  8. Overlap (Overlap::kThread): backward's gradients-ready points (Model::set_gradients_ready) call ready(first),
+//     which hands every bucket wholly inside [first, end) to a communication thread that runs the same blocking
+//     allreduces, in the same order, while backward computes the rest (Horovod's design; bench/overlap_bench.cpp
+//     measured it against MPI_Iallreduce with MPI_Test polling, README of bench/). The sums are the same calls on
+//     the same values, so overlap on and off agree bit for bit. Every rank hands the buckets over in the same
+//     order (the layout is the same everywhere, note 3, and backward runs the layers in a fixed order), so no
+//     negotiation between ranks is needed, unlike Horovod's, whose tensors come ready in any order.
+//  9. While a step's buckets are in flight only the communication thread calls MPI: the training thread calls
+//     none between begin_step() and finish() (MPI_THREAD_SERIALIZED, which Comm asks for). The thread records its
+//     clock reads; finish(), on the training thread, hands them to the timeline, so the recorder has one writer.
+// 10. A failure inside the step while buckets are in flight (a kernel throws mid-backward on one rank) cannot
+//     unwind: the communication thread sits in an allreduce the peers may never join, and the reducer could not be
+//     destroyed under it. abandon() ends the job at once through Comm::abort, the path any error inside a step
+//     takes anyway (dist/comm.h, failure note 2), before anything is unwound.
 class GradientReducer {
  public:
   static constexpr int64_t kDefaultBucketBytes = int64_t{4} << 20;
+
+  enum class Overlap {
+    kOff,     // every bucket reduced in start(), after backward
+    kThread,  // buckets reduced by a communication thread as backward hands them over (design note 8)
+  };
 
   struct Bucket {
     int64_t offset;  // first element in the flat gradient buffer
@@ -43,7 +67,12 @@ class GradientReducer {
 
   // Collective (checks the layout is the same on every rank). grads must outlive the reducer; bucket_bytes is
   // rounded down to whole floats and must hold at least one.
-  GradientReducer(Comm& comm, std::span<float> grads, int64_t bucket_bytes = kDefaultBucketBytes);
+  GradientReducer(Comm& comm, std::span<float> grads, int64_t bucket_bytes = kDefaultBucketBytes,
+                  Overlap overlap = Overlap::kOff);
+  // Joins the communication thread, which must be idle: a step in flight ends in finish() or abandon().
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
 
   // Collective: grads = (sum over ranks of grads) / global_count. global_count is the global mini-batch's sample
   // count (> 0), the same on every rank. No heap allocation. reduce() is start() then finish().
@@ -56,6 +85,16 @@ class GradientReducer {
   // waits for whatever is still outstanding (nothing yet) and divides by the global count.
   void start(int64_t global_count);
   void finish();
+
+  // Overlap (design note 8). begin_step() before backward; ready(first) at each gradients-ready point: gradients
+  // [first, end) are final. Both are no-ops without overlap or with one rank. start() hands over what backward did
+  // not (nothing, normally) and finish() waits for the last bucket.
+  void begin_step();
+  void ready(int64_t first);
+  Overlap overlap() const { return overlap_; }
+  // For an error inside the step on this rank: when buckets are in flight, ends the job through Comm::abort (design
+  // note 10) and does not return; otherwise returns and the error goes on as usual.
+  void abandon(const std::exception& error);
 
   // In reduction order: bucket 0 is the end of the buffer.
   std::span<const Bucket> buckets() const { return buckets_; }
@@ -72,6 +111,12 @@ class GradientReducer {
   void record_to(TraceRecorder* trace) { trace_ = trace; }
 
  private:
+  using Clock = std::chrono::steady_clock;
+  void reduce_bucket(size_t k);  // the allreduce; its clock read into done_at_[k]
+  void thread_loop();
+  void hand_over(size_t handed);
+  bool threaded() const { return overlap_ == Overlap::kThread && comm_.size() > 1; }
+
   Comm& comm_;
   std::span<float> grads_;
   int64_t bucket_count_;  // elements per full bucket
@@ -81,6 +126,20 @@ class GradientReducer {
   int64_t reduce_count_ = 0;
   int64_t global_count_ = 0;  // of the reduction start() began
   TraceRecorder* trace_ = nullptr;
+
+  // The communication thread's state (design note 8). Buckets [0, done_) are reduced and [done_, handed_) queued;
+  // issued_at_[k] / done_at_[k] are bucket k's clock reads, written by whoever reduces it.
+  Overlap overlap_;
+  std::vector<Clock::time_point> issued_at_;
+  std::vector<Clock::time_point> done_at_;
+  std::mutex mutex_;
+  std::condition_variable work_;      // the thread waits for buckets (or the end)
+  std::condition_variable finished_;  // finish() waits for the last bucket
+  size_t handed_ = 0;
+  size_t done_ = 0;
+  bool stopping_ = false;
+  std::exception_ptr thread_error_;  // an MPI failure on the thread, rethrown by finish()
+  std::thread thread_;
 };
 
 }  // namespace shardfit

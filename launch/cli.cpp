@@ -61,7 +61,8 @@ const std::set<std::string>& flags_of(const std::string& command) {
                                          "--watchdog-warn-seconds",
                                          "--watchdog-abort-seconds",
                                          "--timeline",
-                                         "--timeline-steps"};
+                                         "--timeline-steps",
+                                         "--overlap"};
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
@@ -136,6 +137,9 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
     } else {
       fit->set_watchdog_abort_seconds(v);
     }
+  } else if (flag == "--overlap") {
+    SF_CHECK(value == "on" || value == "off", cat(flag, " ", value, ": expected on or off"), kHint);
+    fit->set_overlap(value == "on");
   } else if (flag == "--early-stopping") {
     command.overrides.add_callbacks()->mutable_early_stopping()->set_patience(parse_int(flag, value, 0));
   }
@@ -247,6 +251,8 @@ flags for fit (each overrides the job file's field of the same name):
   --timeline-steps A:B     the global steps (from 1, across epochs) the timeline records (default 1:200), and
                            the epochs' spans of the epochs they touch; a range the run never reaches gives a file
                            with the tracks only. At most 100000 spans a rank (the rest are counted as dropped)
+  --overlap on|off         sum each gradient bucket over the ranks while backward computes the rest, on a
+                           communication thread (fit.overlap, default off); the same result bit for bit
 Flags take their value as the next argument or after '=' (--epochs=10).
 
 paths: every relative path inside a job file (data, outputs, callbacks' files) is relative to the job file's

@@ -17,6 +17,10 @@
 //     as one span from the load's first read to the optimizer's last; none is recorded when it is null.
 //  4. The step computes; it does not decide. Whether to stop, print or checkpoint is the loop's, and the values the
 //     ranks must agree on after a step travel through StepControl (dist/train/step_control.h).
+//  5. With an overlapping reducer (GradientReducer::Overlap::kThread) backward hands each bucket over as its
+//     layers finish, so the bucket allreduces run during the backward phase; reduce_gradients() then issues what is
+//     left (nothing, normally) and "allreduce wait" is what the step still waits for after backward: the exposed
+//     communication. Without overlap the whole exchange is inside "allreduce" as before.
 #pragma once
 
 #include <algorithm>
@@ -64,6 +68,10 @@ class TrainStep {
   // Every reference must outlive the step. The model is reserved for the plan's largest local slice here.
   TrainStep(Model& model, Optimizer& optimizer, GradientReducer& reducer, const Dataset& data, LabelLayout layout,
             const ShardPlan& plan, StepOptions options);
+  // Takes the step's hook off the model (a TrainStep sets it when the reducer overlaps).
+  ~TrainStep();
+  TrainStep(const TrainStep&) = delete;
+  TrainStep& operator=(const TrainStep&) = delete;
 
   // The epoch's permutation of the training rows (the same on every rank).
   void begin_epoch(int64_t epoch);
