@@ -31,8 +31,9 @@ namespace shardfit {
 //  5. reduce() uses one blocking in-place MPI_Allreduce per bucket. MPI_Iallreduce + Waitall is the obvious next
 //     step for overlap, but Open MPI 4.1's non-blocking allreduce (coll/libnbc) takes a binomial tree whenever
 //     there are fewer than 4 ranks or the buffer is MPI_IN_PLACE, and allocates a temporary per call: for 2.68 MB
-//     at 2 ranks it measured 1.4 ms against 0.38 ms blocking here. Overlap pays only once backward hands over
-//     buckets as it finishes them, and then needs measuring against this.
+//     at 2 ranks it measured 1.4 ms against 0.38 ms blocking here. With backward handing buckets over as it
+//     finishes them, MPI_Iallreduce + MPI_Testall at the ready points also slowed backward itself (the tests'
+//     progress runs on the compute thread); a communication thread running the blocking calls did better (note 8).
 //  6. With one rank there is nothing to sum: reduce() only scales, no MPI call at all.
 //  7. One clock read after each bucket: the reducer's own timer and a timeline's bucket spans (record_to) share
 //     them. The spans go on the rank's "allreduce" track, one per bucket from issue to done; with overlap the time

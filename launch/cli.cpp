@@ -66,9 +66,9 @@ const std::set<std::string>& flags_of(const std::string& command) {
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
-  static const std::set<std::string> bench{"--model", "--mode",     "--batch-size",    "--warmup-steps",
-                                           "--steps", "--json",     "--optimizer",     "--learning-rate",
-                                           "--seed",  "--timeline", "--timeline-steps"};
+  static const std::set<std::string> bench{"--model", "--mode",     "--batch-size",     "--warmup-steps",
+                                           "--steps", "--json",     "--optimizer",      "--learning-rate",
+                                           "--seed",  "--timeline", "--timeline-steps", "--overlap"};
   if (command == "fit") return fit;
   if (command == "bench") return bench;
   if (command == "evaluate") return evaluate;
@@ -216,8 +216,8 @@ flags for bench (README.md, "Scaling benchmark", says what each reported field m
   --json FILE              append the run's record to FILE, one JSON object per line (the file is rewritten
                            atomically with the new line)
   --optimizer sgd|adam|rmsprop   the optimizer, with its defaults (default: the job's, else sgd)
-  --learning-rate F, --seed N, --timeline FILE.json, --timeline-steps A:B   as for fit (bench's steps are
-                           numbered from 1 over the warm-up and then the measured steps)
+  --learning-rate F, --seed N, --timeline FILE.json, --timeline-steps A:B, --overlap on|off   as for fit
+                           (bench's steps are numbered from 1 over the warm-up and then the measured steps)
 
 flags for fit (each overrides the job file's field of the same name):
   --epochs N               final epoch number (fit.epochs, default 1; 0 trains nothing: the seeded initial weights

@@ -435,7 +435,10 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   // The data is one global batch: each step is an epoch of one step (bench.h, note 1).
   const ShardPlan plan(global_batch, global_batch, world, rank);
   model->reserve(std::max<int64_t>(plan.max_local_count(), 1));
-  GradientReducer reducer(comm, model->gradients());
+  // fit.overlap (--overlap on), as fit reads it; the command line in the record says which.
+  GradientReducer reducer(
+      comm, model->gradients(), GradientReducer::kDefaultBucketBytes,
+      config.job.fit().overlap() ? GradientReducer::Overlap::kThread : GradientReducer::Overlap::kOff);
   StepOptions options;
   options.seed = config.seed;
   if (config.job.optimizer().has_global_clipnorm()) options.clipnorm = config.job.optimizer().global_clipnorm();
