@@ -553,9 +553,10 @@ TEST(Dense, PiecesInOrderAreForwardAndBackwardBitForBit) {
         for (const DensePiece& piece : pieces) names.push_back(piece.name);
         std::vector<std::string> expected = {"fwd"};
         if (activation != ActivationKind::kLinear) expected.push_back(activation_name(activation) + "-bwd");
-        if (with_dx) expected.push_back("bwd-data");
+        // dx last: the parameter gradients are final before it (the gradients-ready point, kernels/layer.h).
         expected.push_back("bwd-weights");
         if (use_bias) expected.push_back("bias-sums");
+        if (with_dx) expected.push_back("bwd-data");
         ASSERT_EQ(names, expected);
         for (const DensePiece& piece : pieces) {
           SCOPED_TRACE(piece.name);
