@@ -27,7 +27,7 @@ enum class TraceKind : int32_t {
   kLoad,           // the step's gather: rows of the permutation, samples copied (StepPhases::gather)
   kForward,        // forward, loss and metric sums
   kBackward,       // the layers' backward
-  kAllreduce,      // GradientReducer::start: the bucket allreduces issued (blocking today, so all of the exchange)
+  kAllreduce,      // GradientReducer::start: the bucket allreduces issued (without overlap all of the exchange)
   kAllreduceWait,  // GradientReducer::finish: outstanding buckets waited for, the scaling by the global count
   kOptimizer,      // clipping and the optimizer's update
   kStep,           // the whole step, from the load's first clock read to the optimizer's last
