@@ -77,9 +77,9 @@ class Comm {
 
   // Calls MPI_Init_thread asking for MPI_THREAD_SERIALIZED: MPI calls come from one thread at a time, the thread
   // that built the Comm or, while a step's gradient buckets are in flight, the reducer's communication thread
-  // (dist/gradient_reducer.h, note 9); OpenMP workers never call MPI. Open MPI takes no locks below
-  // MPI_THREAD_MULTIPLE, so this costs nothing over FUNNELED. Throws Error if MPI was already initialised or gives
-  // a lower thread level.
+  // (dist/gradient_reducer.h, note 9); OpenMP workers never call MPI. SERIALIZED is the least level that allows
+  // that; whether Open MPI 4.1 costs more per call at it than at FUNNELED is not measured yet. Throws Error if MPI
+  // was already initialised or gives a lower thread level.
   Comm(int* argc, char*** argv);
   // Frees the communicators and finalizes MPI, unless MPI is already finalized.
   ~Comm();

@@ -76,9 +76,9 @@ void GradientReducer::thread_loop() {
       error = std::current_exception();
     }
     lock.lock();
-    if (error) {  // nothing more is reduced this step; finish() rethrows
+    if (error) {  // nothing more is reduced this step; finish() rethrows (handed_ is the training thread's)
       thread_error_ = error;
-      done_ = handed_ = buckets_.size();
+      done_ = buckets_.size();
     } else {
       ++done_;
     }
