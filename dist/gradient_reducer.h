@@ -41,7 +41,7 @@ namespace shardfit {
 //  8. Overlap (Overlap::kThread): backward's gradients-ready points (Model::set_gradients_ready) call ready(first),
 //     which hands every bucket wholly inside [first, end) to a communication thread that runs the same blocking
 //     allreduces, in the same order, while backward computes the rest (Horovod's design; bench/overlap_bench.cpp
-//     measured it against MPI_Iallreduce with MPI_Test polling, README of bench/). The sums are the same calls on
+//     measured it against MPI_Iallreduce with MPI_Testall polling: bench/README.md). The sums are the same calls on
 //     the same values, so overlap on and off agree bit for bit. Every rank hands the buckets over in the same
 //     order (the layout is the same everywhere, note 3, and backward runs the layers in a fixed order), so no
 //     negotiation between ranks is needed, unlike Horovod's, whose tensors come ready in any order.
