@@ -164,7 +164,6 @@ double quantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
 }
-double median(const std::vector<double>& v) { return quantile(v, 0.5); }
 
 }  // namespace
 
