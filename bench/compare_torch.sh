@@ -240,7 +240,6 @@ for key in sorted({k[:2] for k in rates}, key=lambda k: (k[0], k[1])):
         "gather_ms": round(g("gather_ms"), 3), "forward_ms": round(g("forward_ms"), 3),
         "backward_ms": round(g("backward_ms"), 3), "allreduce_issued_ms": round(g("allreduce_issued_ms"), 3),
         "allreduce_waited_ms": round(g("allreduce_waited_ms"), 3), "optimizer_ms": round(g("optimizer_ms"), 3),
-        "control_ms": round(g("control_ms"), 3),
         "fit_bench_samples_per_second": round(g("samples_per_second")),
         "shardfit_spread_pct": round(spread(key + ("shardfit", "fp32"))),
         "shardfit_best": round(max(rates[key + ("shardfit", "fp32")])),
@@ -277,12 +276,12 @@ print("c2c ns: cache-line round trip between the two CPUs before each run (bench
 print("is close, hundreds mean the vCPUs sat far apart or were contended, and 2-rank runs slow down with it.")
 print()
 print("shardfit step breakdown (fit_bench: the measured fit's TrainStep timers, ms per step, rank 0):")
-print("config | batch | gather | forward | backward | allreduce issued | waited | optimizer | control | fit step | "
+print("config | batch | gather | forward | backward | allreduce issued | waited | optimizer | fit step | "
       "fit allreduce (min rank %)")
 for r in rows:
     print(f"{r['config']} | {r['batch']} | {r['gather_ms']:.3f} | {r['forward_ms']:.3f} | {r['backward_ms']:.3f} | "
           f"{r['allreduce_issued_ms']:.3f} | {r['allreduce_waited_ms']:.3f} | {r['optimizer_ms']:.3f} | "
-          f"{r['control_ms']:.3f} | {r['step_ms']:.3f} | {r['allreduce_ms']:.3f} "
+          f"{r['step_ms']:.3f} | {r['allreduce_ms']:.3f} "
           f"({100 * r['allreduce_fraction_min_rank']:.1f}%)")
 print()
 print(f"wrote {sys.argv[2]} and {sys.argv[1]}")

@@ -16,8 +16,9 @@
 //  3. allreduce_fraction = allreduce_seconds / train_seconds on rank 0's clocks. The allreduce time of a rank
 //     includes waiting for the slower rank to arrive, so the minimum over ranks is also printed: it is the closer
 //     estimate of the communication itself, and max - min is the skew between ranks.
-//  4. The breakdown is the measured fit's own: TrainStep's per-phase timers (dist/train/step.h) and StepControl's,
-//     means per step on rank 0 (*_ms keys; they add up to step_ms). No step is re-implemented here.
+//  4. The breakdown is the measured fit's own: TrainStep's per-phase timers (dist/train/step.h), means per step on
+//     rank 0 (*_ms keys; they add up to step_ms). The per-step control values ride with the gradients, so their
+//     exchange is inside the allreduce keys. No step is re-implemented here.
 #include <omp.h>
 
 #include <algorithm>
@@ -107,9 +108,9 @@ void print_result(const shardfit::Comm& comm, const shardfit::FitConfig& config,
   const double ms = 1e3 / static_cast<double>(std::max<int64_t>(p.steps, 1));
   std::printf(
       " gather_ms=%.4f forward_ms=%.4f backward_ms=%.4f allreduce_issued_ms=%.4f allreduce_waited_ms=%.4f "
-      "optimizer_ms=%.4f control_ms=%.4f",
+      "optimizer_ms=%.4f",
       ms * p.gather, ms * p.forward, ms * p.backward, ms * p.allreduce_issued, ms * p.allreduce_waited,
-      ms * p.optimizer, ms * timings.control_seconds);
+      ms * p.optimizer);
   std::printf("\n");
   std::fflush(stdout);
 }

@@ -152,6 +152,7 @@ void Comm::allreduce_in_place(std::span<T> values, MPI_Datatype type, MPI_Op op)
   for (int64_t offset = 0; offset < count;) {
     const int chunk_count = static_cast<int>(std::min(count - offset, max_chunk_count_));
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values.data() + offset, chunk_count, type, op, world_));
+    collective_calls_.fetch_add(1, std::memory_order_relaxed);
     offset += chunk_count;
   }
 }
@@ -163,6 +164,7 @@ void Comm::broadcast_chunked(std::span<T> values, MPI_Datatype type, int root) {
   for (int64_t offset = 0; offset < count;) {
     const int chunk_count = static_cast<int>(std::min(count - offset, max_chunk_count_));
     MPI_CHECK(MPI_Bcast(values.data() + offset, chunk_count, type, root, world_));
+    collective_calls_.fetch_add(1, std::memory_order_relaxed);
     offset += chunk_count;
   }
 }
@@ -215,16 +217,21 @@ void Comm::broadcast(std::string& text, int root) {
 std::vector<double> Comm::allgather(double value) {
   std::vector<double> values(static_cast<size_t>(size_));
   MPI_CHECK(MPI_Allgather(&value, 1, MPI_DOUBLE, values.data(), 1, MPI_DOUBLE, world_));
+  collective_calls_.fetch_add(1, std::memory_order_relaxed);
   return values;
 }
 
 std::vector<int64_t> Comm::allgather(int64_t value) {
   std::vector<int64_t> values(static_cast<size_t>(size_));
   MPI_CHECK(MPI_Allgather(&value, 1, MPI_INT64_T, values.data(), 1, MPI_INT64_T, world_));
+  collective_calls_.fetch_add(1, std::memory_order_relaxed);
   return values;
 }
 
-void Comm::barrier() { MPI_CHECK(MPI_Barrier(world_)); }
+void Comm::barrier() {
+  MPI_CHECK(MPI_Barrier(world_));
+  collective_calls_.fetch_add(1, std::memory_order_relaxed);
+}
 
 namespace {
 // The one tag of Comm's point-to-point messages: MPI keeps the order of messages between two ranks on one tag.
@@ -268,6 +275,7 @@ std::vector<T> Comm::gather_to_root_as(std::span<const T> local, MPI_Datatype ty
   }
   MPI_CHECK(MPI_Gatherv(local.data(), static_cast<int>(local.size()), type, all.data(), recv_counts.data(),
                         displacements.data(), type, 0, world_));
+  collective_calls_.fetch_add(1, std::memory_order_relaxed);
   return all;
 }
 
@@ -294,6 +302,7 @@ void Comm::check_same_everywhere(std::string_view what, std::span<const float> v
   const int64_t mine[2] = {static_cast<int64_t>(values.size()), std::bit_cast<int64_t>(float_checksum(values))};
   std::vector<int64_t> table(2 * static_cast<size_t>(size_));
   MPI_CHECK(MPI_Allgather(mine, 2, MPI_INT64_T, table.data(), 2, MPI_INT64_T, world_));
+  collective_calls_.fetch_add(1, std::memory_order_relaxed);
 
   const auto count_of = [&](int r) { return table[2 * static_cast<size_t>(r)]; };
   const auto checksum_of = [&](int r) { return static_cast<uint64_t>(table[2 * static_cast<size_t>(r) + 1]); };

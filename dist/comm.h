@@ -11,6 +11,7 @@
 #endif
 #include <mpi.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -77,7 +78,7 @@ class Comm {
 
   // Calls MPI_Init_thread asking for MPI_THREAD_SERIALIZED: MPI calls come from one thread at a time, the thread
   // that built the Comm or, while a step's gradient buckets are in flight, the reducer's communication thread
-  // (dist/gradient_reducer.h, note 9); OpenMP workers never call MPI. SERIALIZED is the least level that allows
+  // (dist/gradient_reducer.h, note 10); OpenMP workers never call MPI. SERIALIZED is the least level that allows
   // that; whether Open MPI 4.1 costs more per call at it than at FUNNELED is not measured yet. Throws Error if MPI
   // was already initialised or gives a lower thread level.
   Comm(int* argc, char*** argv);
@@ -149,6 +150,9 @@ class Comm {
   // Testing only: a smaller chunk limit so the chunking path runs on small buffers.
   void set_max_chunk_count(int64_t count);
   int64_t max_chunk_count() const { return max_chunk_count_; }
+  // Collective MPI calls this Comm has made (allreduce, broadcast, allgather, gather, barrier; one per chunk), for
+  // tests that count a step's collectives. Atomic (relaxed): a communication thread may make some of the calls.
+  int64_t collective_calls() const { return collective_calls_.load(std::memory_order_relaxed); }
 
  private:
   template <typename T>
@@ -171,6 +175,7 @@ class Comm {
   int local_rank_ = 0;
   int local_size_ = 1;
   int64_t max_chunk_count_ = kMaxChunkCount;
+  std::atomic<int64_t> collective_calls_ = 0;
 };
 
 // A phase every rank goes through: runs body here, then Comm::agree, so either every rank continues or every rank

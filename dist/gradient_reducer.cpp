@@ -16,12 +16,21 @@ constexpr int64_t kParallelScaleCount = 32768;
 
 }  // namespace
 
-GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, int64_t bucket_bytes, Overlap overlap)
-    : comm_(comm), grads_(grads), bucket_count_(bucket_bytes / static_cast<int64_t>(sizeof(float))), overlap_(overlap) {
+GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, std::span<float> control, int64_t bucket_bytes,
+                                 Overlap overlap)
+    : comm_(comm),
+      grads_(grads),
+      control_(control),
+      bucket_count_(bucket_bytes / static_cast<int64_t>(sizeof(float))),
+      overlap_(overlap) {
   SF_CHECK(bucket_count_ >= 1, cat("gradient bucket of ", bucket_bytes, " bytes holds no float"),
            "use a bucket size of at least 4 bytes (the default is 4 MiB)");
-  // One MPI call per bucket: keep a bucket within an int count so Comm never has to split it.
-  bucket_count_ = std::min(bucket_count_, Comm::kMaxChunkCount);
+  SF_CHECK(control_.empty() || control_.data() == grads_.data() + grads_.size(),
+           cat("the ", control_.size(), " control values do not follow the gradient buffer in memory"),
+           "pass the floats right after the gradients (Model::gradient_tail)");
+  // One MPI call per bucket: keep a bucket, with the control values bucket 0 carries, within an int count so Comm
+  // never has to split it.
+  bucket_count_ = std::min(bucket_count_, Comm::kMaxChunkCount - static_cast<int64_t>(control_.size()));
 
   const auto count = static_cast<int64_t>(grads_.size());
   buckets_.reserve(static_cast<size_t>((count + bucket_count_ - 1) / bucket_count_));
@@ -30,17 +39,21 @@ GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, int64_t buc
     buckets_.push_back({begin, end - begin});
     end = begin;
   }
+  // No gradients at all (a model of activations only): the control values still need their one call.
+  if (buckets_.empty() && !control_.empty()) buckets_.push_back({0, 0});
 
   // Every rank must issue the same collectives in the same order (rationale 3 in the header). Each rank compares
   // itself with rank 0, so the lowest differing rank is the one named.
   std::exception_ptr mismatch;
   const std::vector<int64_t> counts = comm_.allgather(count);
   const std::vector<int64_t> bucket_counts = comm_.allgather(bucket_count_);
+  const std::vector<int64_t> control_counts = comm_.allgather(static_cast<int64_t>(control_.size()));
   try {
-    SF_CHECK(counts[0] == count && bucket_counts[0] == bucket_count_,
+    SF_CHECK(counts[0] == count && bucket_counts[0] == bucket_count_ &&
+                 control_counts[0] == static_cast<int64_t>(control_.size()),
              cat("gradient buffer layout differs across ranks: rank ", comm_.rank(), " has ", count,
                  " gradients in buckets of ", bucket_count_, " but rank 0 has ", counts[0], " in buckets of ",
-                 bucket_counts[0]),
+                 bucket_counts[0], "; control values: ", control_.size(), " here, ", control_counts[0], " on rank 0"),
              "every rank must build the same model with the same bucket size");
   } catch (const Error&) {
     mismatch = std::current_exception();
@@ -86,10 +99,16 @@ void GradientReducer::thread_loop() {
   }
 }
 
-void GradientReducer::reduce_bucket(size_t k) {
+std::span<float> GradientReducer::bucket_values(size_t k) const {
   const Bucket& bucket = buckets_[k];
+  // Bucket 0 ends where the gradients end, so its call runs on into the control values (design note 8).
+  const int64_t count = bucket.count + (k == 0 ? static_cast<int64_t>(control_.size()) : 0);
+  return {grads_.data() + bucket.offset, static_cast<size_t>(count)};
+}
+
+void GradientReducer::reduce_bucket(size_t k) {
   issued_at_[k] = Clock::now();
-  comm_.allreduce_sum(grads_.subspan(static_cast<size_t>(bucket.offset), static_cast<size_t>(bucket.count)));
+  comm_.allreduce_sum(bucket_values(k));
   done_at_[k] = Clock::now();
 }
 
@@ -142,7 +161,7 @@ void GradientReducer::start(int64_t global_count) {
     auto done = start;  // the previous bucket's end: design note 7
     for (size_t k = 0; k < buckets_.size(); ++k) {
       const Bucket& bucket = buckets_[k];
-      comm_.allreduce_sum(grads_.subspan(static_cast<size_t>(bucket.offset), static_cast<size_t>(bucket.count)));
+      comm_.allreduce_sum(bucket_values(k));
       const auto now = Clock::now();
       if (trace_ != nullptr) {
         trace_->bucket_span(static_cast<int64_t>(k), bucket.count * static_cast<int64_t>(sizeof(float)), done, now);
@@ -161,7 +180,7 @@ void GradientReducer::finish() {
     handed_ = done_ = 0;  // ready for the next step's buckets
     if (thread_error_) std::rethrow_exception(std::exchange(thread_error_, nullptr));
     lock.unlock();
-    // The thread's clock reads, now on the training thread (design note 9): the time inside the allreduce calls.
+    // The thread's clock reads, now on the training thread (design note 10): the time inside the allreduce calls.
     for (size_t k = 0; k < buckets_.size(); ++k) {
       last_seconds_ += std::chrono::duration<double>(done_at_[k] - issued_at_[k]).count();
       if (trace_ != nullptr) {

@@ -33,22 +33,28 @@ namespace shardfit {
 //     there are fewer than 4 ranks or the buffer is MPI_IN_PLACE, and allocates a temporary per call: for 2.68 MB
 //     at 2 ranks it measured 1.4 ms against 0.38 ms blocking here. With backward handing buckets over as it
 //     finishes them, MPI_Iallreduce + MPI_Testall at the ready points also slowed backward itself (the tests'
-//     progress runs on the compute thread); a communication thread running the blocking calls did better (note 8).
+//     progress runs on the compute thread); a communication thread running the blocking calls did better (note 9).
 //  6. With one rank there is nothing to sum: reduce() only scales, no MPI call at all.
 //  7. One clock read after each bucket: the reducer's own timer and a timeline's bucket spans (record_to) share
 //     them. The spans go on the rank's "allreduce" track, one per bucket from issue to done; with overlap the time
 //     the step waits for them is the step's own "allreduce wait" span.
-//  8. Overlap (Overlap::kThread): backward's gradients-ready points (Model::set_gradients_ready) call ready(first),
+//  8. A few control values ride with bucket 0 (the per-step batch loss and stop signal, dist/train/step_control.h),
+//     so a step makes no collective besides its buckets'. They sit in the floats right after the gradients in the
+//     same allocation (Model::gradient_tail), so bucket 0, the end of the buffer, reaches them by one longer count:
+//     no copy, no second call. Bucket 0 because it is issued first: the values are known after forward, before
+//     backward fills any bucket. They are summed, never divided by the global count. Byte counts (a bucket's span
+//     on the timeline, the benchmark's bytes per step) are the gradients': the few control bytes more are not counted.
+//  9. Overlap (Overlap::kThread): backward's gradients-ready points (Model::set_gradients_ready) call ready(first),
 //     which hands every bucket wholly inside [first, end) to a communication thread that runs the same blocking
 //     allreduces, in the same order, while backward computes the rest (Horovod's design; bench/overlap_bench.cpp
 //     measured it against MPI_Iallreduce with MPI_Testall polling: bench/README.md). The sums are the same calls on
 //     the same values, so overlap on and off agree bit for bit. Every rank hands the buckets over in the same
 //     order (the layout is the same everywhere, note 3, and backward runs the layers in a fixed order), so no
 //     negotiation between ranks is needed, unlike Horovod's, whose tensors come ready in any order.
-//  9. While a step's buckets are in flight only the communication thread calls MPI: the training thread calls
+// 10. While a step's buckets are in flight only the communication thread calls MPI: the training thread calls
 //     none between begin_step() and finish() (MPI_THREAD_SERIALIZED, which Comm asks for). The thread records its
 //     clock reads; finish(), on the training thread, hands them to the timeline, so the recorder has one writer.
-// 10. A failure inside the step while buckets are in flight (a kernel throws mid-backward on one rank) cannot
+// 11. A failure inside the step while buckets are in flight (a kernel throws mid-backward on one rank) cannot
 //     unwind: the communication thread sits in an allreduce the peers may never join, and the reducer could not be
 //     destroyed under it. abandon() ends the job at once through Comm::abort, the path any error inside a step
 //     takes anyway (dist/comm.h, failure note 2), before anything is unwound.
@@ -58,7 +64,7 @@ class GradientReducer {
 
   enum class Overlap {
     kOff,     // every bucket reduced in start(), after backward
-    kThread,  // buckets reduced by a communication thread as backward hands them over (design note 8)
+    kThread,  // buckets reduced by a communication thread as backward hands them over (design note 9)
   };
 
   struct Bucket {
@@ -69,7 +75,13 @@ class GradientReducer {
   // Collective (checks the layout is the same on every rank). grads must outlive the reducer; bucket_bytes is
   // rounded down to whole floats and must hold at least one.
   GradientReducer(Comm& comm, std::span<float> grads, int64_t bucket_bytes = kDefaultBucketBytes,
-                  Overlap overlap = Overlap::kOff);
+                  Overlap overlap = Overlap::kOff)
+      : GradientReducer(comm, grads, {}, bucket_bytes, overlap) {}
+  // With control values carried by bucket 0 (design note 8): control must start right after grads' last element
+  // (empty: none). The caller writes them before start() (with overlap: before begin_step()); after finish() they
+  // hold the sums over ranks.
+  GradientReducer(Comm& comm, std::span<float> grads, std::span<float> control,
+                  int64_t bucket_bytes = kDefaultBucketBytes, Overlap overlap = Overlap::kOff);
   // Joins the communication thread, which must be idle: a step in flight ends in finish() or abandon().
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
@@ -82,23 +94,26 @@ class GradientReducer {
     finish();
   }
   // The two halves of reduce(), which the training step times apart (issued / waited). start() issues the bucket
-  // allreduces; today they are blocking (design note 5), so the whole exchange happens inside start(). finish()
-  // waits for whatever is still outstanding (nothing yet) and divides by the global count.
+  // allreduces: without overlap they are blocking (design note 5), so the whole exchange happens inside start();
+  // with overlap it hands the rest to the communication thread. finish() waits for whatever is still outstanding
+  // and divides by the global count.
   void start(int64_t global_count);
   void finish();
 
-  // Overlap (design note 8). begin_step() before backward; ready(first) at each gradients-ready point: gradients
-  // [first, end) are final. Both are no-ops without overlap or with one rank. start() hands over what backward did
-  // not (nothing, normally) and finish() waits for the last bucket.
+  // Overlap (design note 9). begin_step() before backward, once the control values are written; ready(first) at
+  // each gradients-ready point: gradients [first, end) are final. Both are no-ops without overlap or with one rank.
+  // start() hands over what backward did not (nothing, normally) and finish() waits for the last bucket.
   void begin_step();
   void ready(int64_t first);
   Overlap overlap() const { return overlap_; }
   // For an error inside the step on this rank: when buckets are in flight, ends the job through Comm::abort (design
-  // note 10) and does not return; otherwise returns and the error goes on as usual.
+  // note 11) and does not return; otherwise returns and the error goes on as usual.
   void abandon(const std::exception& error);
 
-  // In reduction order: bucket 0 is the end of the buffer.
+  // In reduction order: bucket 0 is the end of the buffer. A bucket's count is of gradients; bucket 0's MPI call
+  // also carries control().
   std::span<const Bucket> buckets() const { return buckets_; }
+  std::span<float> control() { return control_; }
   int64_t bucket_bytes() const { return bucket_count_ * static_cast<int64_t>(sizeof(float)); }
 
   // Seconds spent in the allreduce calls (not the scaling): of the last reduce() and of all since construction or
@@ -113,14 +128,16 @@ class GradientReducer {
 
  private:
   using Clock = std::chrono::steady_clock;
-  void reduce_bucket(size_t k);  // the allreduce; its clock read into done_at_[k]
+  std::span<float> bucket_values(size_t k) const;  // bucket k's floats in its MPI call (bucket 0: and control_)
+  void reduce_bucket(size_t k);                    // the allreduce; its clock reads into issued_at_/done_at_[k]
   void thread_loop();
   void hand_over(size_t handed);
   bool threaded() const { return overlap_ == Overlap::kThread && comm_.size() > 1; }
 
   Comm& comm_;
   std::span<float> grads_;
-  int64_t bucket_count_;  // elements per full bucket
+  std::span<float> control_;  // right after grads_ (design note 8)
+  int64_t bucket_count_;      // elements per full bucket
   std::vector<Bucket> buckets_;
   double last_seconds_ = 0.0;
   double seconds_ = 0.0;
@@ -128,7 +145,7 @@ class GradientReducer {
   int64_t global_count_ = 0;  // of the reduction start() began
   TraceRecorder* trace_ = nullptr;
 
-  // The communication thread's state (design note 8). Buckets [0, done_) are reduced and [done_, handed_) queued;
+  // The communication thread's state (design note 9). Buckets [0, done_) are reduced and [done_, handed_) queued;
   // issued_at_[k] / done_at_[k] are bucket k's clock reads, written by whoever reduces it.
   Overlap overlap_;
   std::vector<Clock::time_point> issued_at_;

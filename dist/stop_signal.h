@@ -1,6 +1,8 @@
 // Stopping on request: SIGINT (Ctrl-C), SIGTERM and SIGUSR1 all do the same. The handler sets a flag; the fit loop
-// agrees on it across ranks at the next step boundary (one rank receiving it is enough), rank 0 writes a checkpoint
-// and prints one line, and every rank exits with kExitCheckpointed, so a run started again with --resume continues.
+// agrees on it across ranks at a step boundary (one rank receiving it is enough: each step's gradient reduction
+// carries the flag, dist/train/step_control.h, so a signal after a step's forward is agreed at the next step),
+// rank 0 writes a checkpoint and prints one line, and every rank exits with kExitCheckpointed, so a run started
+// again with --resume continues.
 // A second SIGINT ends the process at once. What reaches the ranks under mpirun and srun is in README.md
 // ("Stopping a run").
 #pragma once

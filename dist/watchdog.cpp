@@ -72,8 +72,6 @@ const char* phase_text(Phase phase) {
       return "the wait for the gradient allreduce";
     case Phase::kOptimizer:
       return "the optimizer update";
-    case Phase::kStepControl:
-      return "the per-step control exchange (batch loss and stop signal)";
     case Phase::kCheckpoint:
       return "the checkpoint";
     case Phase::kEpochEnd:
@@ -90,7 +88,7 @@ const char* phase_text(Phase phase) {
   return "an unknown phase";
 }
 
-bool phase_is_in_step(Phase phase) { return phase >= Phase::kGather && phase <= Phase::kStepControl; }
+bool phase_is_in_step(Phase phase) { return phase >= Phase::kGather && phase <= Phase::kOptimizer; }
 
 ProgressBeacon::Reading ProgressBeacon::read() const {
   Reading reading;

@@ -63,10 +63,9 @@ enum class Phase : int32_t {
   kGather,          // the step: this rank's slice of the batch gathered
   kForward,         // the step: forward pass, loss and metric sums
   kBackward,        // the step: backward pass
-  kAllreduce,       // the step: the bucket allreduces of the gradients
+  kAllreduce,       // the step: the bucket allreduces of the gradients (bucket 0 with the batch loss, stop signal)
   kAllreduceWait,   // the step: waiting for outstanding buckets, dividing by the global count
   kOptimizer,       // the step: clipping and the optimizer
-  kStepControl,     // after the step: the {batch loss, stop signal} allreduce (StepControl)
   kCheckpoint,      // a checkpoint: the epoch's sums gathered, written by rank 0
   kEpochEnd,        // epoch end: data unchanged check, the epoch's sums allreduced
   kValidation,      // epoch end: the sharded validation pass and its reduction

@@ -37,7 +37,7 @@ Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std:
   fused_ = last != nullptr && loss_->fuses_with(last->activation());
 
   parameters_.resize(count);
-  gradients_.resize(count);
+  gradients_.resize(count + kGradientTailCount);  // gradient_tail() after the gradients
   int64_t offset = 0;
   for (auto& layer : layers_) {
     layer->bind(parameters_.data() + offset, gradients_.data() + offset);
@@ -151,7 +151,7 @@ double Model::forward_train(int64_t n, const BatchContext& ctx, bool weighted, s
 
 void Model::backward_train(int64_t n) {
   if (n == 0) {  // no samples here: this rank adds zeros to the global sum
-    std::fill(gradients_.span().begin(), gradients_.span().end(), 0.0F);
+    std::fill(gradients().begin(), gradients().end(), 0.0F);
     if (gradients_ready_) gradients_ready_(0);
     return;
   }

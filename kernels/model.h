@@ -42,7 +42,12 @@ class Model {
 
   std::span<float> parameters() { return parameters_.span(); }
   std::span<const float> parameters() const { return parameters_.span(); }
-  std::span<float> gradients() { return gradients_.span(); }
+  std::span<float> gradients() { return gradients_.span().first(static_cast<size_t>(param_count())); }
+  // kGradientTailCount floats right after gradients() in the same allocation, never read or written by the model:
+  // room for values a caller wants reduced in the same call as the gradients' last elements, with no copy
+  // (dist/train/step_control.h puts the per-step control values there). Zero after construction.
+  static constexpr int64_t kGradientTailCount = 16;  // one cache line
+  std::span<float> gradient_tail() { return gradients_.span().last(static_cast<size_t>(kGradientTailCount)); }
   // Each layer's initialisers, from a stream keyed by (seed, layer index): same seed, same weights.
   void initialize(uint64_t seed);
 

@@ -41,8 +41,6 @@ const char* trace_kind_name(TraceKind kind) {
       return "optimizer";
     case TraceKind::kStep:
       return "step";
-    case TraceKind::kStepControl:
-      return "step control";
     case TraceKind::kBucket:
       return "allreduce bucket";
     case TraceKind::kValidation:

@@ -27,11 +27,11 @@ enum class TraceKind : int32_t {
   kLoad,           // the step's gather: rows of the permutation, samples copied (StepPhases::gather)
   kForward,        // forward, loss and metric sums
   kBackward,       // the layers' backward
-  kAllreduce,      // GradientReducer::start: the bucket allreduces issued (without overlap all of the exchange)
+  kAllreduce,      // GradientReducer::start: the bucket allreduces issued (without overlap all of the exchange;
+                   // bucket 0 carries the fit loop's per-step control values, dist/train/step_control.h)
   kAllreduceWait,  // GradientReducer::finish: outstanding buckets waited for, the scaling by the global count
   kOptimizer,      // clipping and the optimizer's update
   kStep,           // the whole step, from the load's first clock read to the optimizer's last
-  kStepControl,    // the per-step agreement of the fit loop (dist/train/step_control.h)
   kBucket,         // one bucket's allreduce, on the allreduce track
   kValidation,     // the sharded validation pass of an epoch
   kCheckpoint,     // a checkpoint gathered and written (rank 0)

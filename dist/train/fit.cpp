@@ -1,6 +1,6 @@
 // The distributed fit loop, read like Keras's: for each epoch, for each step, the training step
-// (dist/train/step.h: load_batch, forward_backward, reduce_gradients, update), then the values the ranks agree on
-// after it (dist/train/step_control.h); at each epoch end the reduced sums, validation, the callbacks' decisions
+// (dist/train/step.h: load_batch, forward_backward, reduce_gradients, update), then the values the ranks agreed on
+// in it (dist/train/step_control.h); at each epoch end the reduced sums, validation, the callbacks' decisions
 // (rank 0's, broadcast), the history and a checkpoint. Each collaborator owns one concern: FitConsole prints
 // (the loop prints nothing itself), HistoryRecorder records and writes the history, Checkpointer writes and restores
 // checkpoints, and the job's callbacks (dist/train/callbacks.h) decide. docs/design.md walks one step and one epoch
@@ -13,8 +13,9 @@
 //     continues bit for bit (same rank and thread counts). On another rank count the global batch is the same, so
 //     the arithmetic is too, up to summation order; only the partial epoch sums are per rank, and
 //     Checkpointer::restore redistributes them (dist/train/checkpointer.h, design notes).
-//  2. One small allreduce per step (StepControl: {batch loss, stop signal}) lets every rank see the global batch
-//     loss (TerminateOnNaN) and agree on a SIGTERM / SIGUSR1 / SIGINT that reached only some ranks, at the same step.
+//  2. The control values ride with each step's gradient reduction (StepControl: {batch loss, stop signal}, carried
+//     by bucket 0, no collective of their own): every rank sees the global batch loss (TerminateOnNaN) and agrees
+//     on a SIGTERM / SIGUSR1 / SIGINT that reached only some ranks, at the same step.
 //  3. Setup phases end in Comm::agree, so a bad file or config on any rank stops every rank with one message.
 //  4. Each hook moves the progress beacon (dist/watchdog.h) as it starts, and the step moves it at each phase, so a
 //     rank left waiting for a peer that never comes says where it waits and the watchdog ends the job.
@@ -140,7 +141,7 @@ FitResult Trainer::run() {
     for (int64_t step = first_step; step < plan_->steps(); ++step) {
       step_->run(step);
       step_->add_to(*sums_);
-      const StepControlValues agreed = step_control_->agree(step_->loss_sum(), step_->global_count());
+      const StepControlValues agreed = step_control_->agree(step_->global_count());
       end_step(step, agreed);
       if (agreed.stop_requested) return stop_for_signal(epoch, step);
       if (control_.stop_training) break;  // TerminateOnNaN: Keras still ends the epoch (validation, callbacks)
@@ -226,13 +227,15 @@ void Trainer::setup() {
   model_->reserve(
       std::max<int64_t>({plan_->max_local_count(), std::min(validation_slice_.count, config_.batch_size), 1}));
   reducer_ = std::make_unique<GradientReducer>(
-      comm_, model_->gradients(), GradientReducer::kDefaultBucketBytes,
+      comm_, model_->gradients(), model_->gradient_tail().first(StepControl::kSlots),
+      GradientReducer::kDefaultBucketBytes,
       config_.overlap ? GradientReducer::Overlap::kThread : GradientReducer::Overlap::kOff);
   step_options_.seed = config_.seed;
   step_options_.shuffle = config_.shuffle;
   step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *reducer_, *train_, train_layout_, *plan_, step_options_);
   step_->set_global_step(static_cast<uint64_t>(config_.initial_epoch * plan_->steps()));
-  step_control_ = std::make_unique<StepControl>(comm_);
+  step_control_ = std::make_unique<StepControl>(reducer_->control());
+  step_->carry_control(step_control_.get());
   sums_ = std::make_unique<EpochSums>(model_->metric_names().size());
   console_ = std::make_unique<FitConsole>(comm_, config_);
   checkpointer_ = std::make_unique<Checkpointer>(
@@ -245,7 +248,6 @@ void Trainer::setup() {
     TraceRecorder* trace = &timeline_->recorder();
     step_->record_to(trace);
     reducer_->record_to(trace);
-    step_control_->record_to(trace);
     history_->record_to(trace);
     checkpointer_->record_to(trace);
   }
@@ -420,8 +422,7 @@ FitResult Trainer::result() {
   const StepPhases& phases = step_->phases();
   result_.timings.phases = phases;
   result_.timings.steps = phases.steps;
-  result_.timings.train_seconds = phases.total() + step_control_->seconds();
-  result_.timings.control_seconds = step_control_->seconds();
+  result_.timings.train_seconds = phases.total();
   result_.timings.allreduce_seconds = reducer_->seconds();
   result_.final_parameters.assign(model_->parameters().begin(), model_->parameters().end());
   return std::move(result_);

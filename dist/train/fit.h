@@ -52,12 +52,11 @@ struct FitConfig {
 // is_terminal decides verbose's default (1 on a terminal, else 2).
 FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal);
 
-// What fit measured, beyond the history: for benchmarks. All from the training step's own clocks (step.h) and
-// StepControl's, on this rank.
+// What fit measured, beyond the history: for benchmarks. All from the training step's own clocks (step.h), on this
+// rank. The per-step control values ride with the gradients (StepControl), so they have no time of their own.
 struct FitTimings {
-  double train_seconds = 0;      // the steps' phases plus the per-step control exchange, all epochs
+  double train_seconds = 0;      // the steps' phases, all epochs
   double allreduce_seconds = 0;  // of which inside the gradient allreduce calls (GradientReducer::seconds)
-  double control_seconds = 0;    // of which in the per-step control exchange (StepControl)
   StepPhases phases;             // per phase, summed over the steps run
   int64_t steps = 0;
   int64_t train_samples = 0;  // samples of the epochs completed

@@ -107,13 +107,15 @@ void TrainStep::forward_backward() {
   auto clock = Clock::now();
   // A kernel's error about one sample names its row of the label file, not its place in this rank's batch.
   loss_sum_ = naming_rows(data_, rows, [&] { return model_.forward_train(slice_.count, ctx, weighted, metric_sums_); });
+  // Known now, before backward fills the first bucket: bucket 0 carries it (design note 4).
+  if (control_ != nullptr) control_->offer(loss_sum_);
   lap(clock, phases_.forward, trace_, TraceKind::kForward);
   progress_beacon().enter(Phase::kBackward);
   reducer_.begin_step();
   try {
     naming_rows(data_, rows, [&] { model_.backward_train(slice_.count); });
   } catch (const std::exception& error) {
-    reducer_.abandon(error);  // ends the job here when buckets are in flight (gradient_reducer.h, note 10)
+    reducer_.abandon(error);  // ends the job here when buckets are in flight (gradient_reducer.h, note 11)
     throw;
   }
   lap(clock, phases_.backward, trace_, TraceKind::kBackward);

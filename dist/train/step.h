@@ -15,12 +15,15 @@
 //     by steps.
 //  3. A timeline (record_to) gets each phase as a span from the same clock reads as the timers, and the whole step
 //     as one span from the load's first read to the optimizer's last; none is recorded when it is null.
-//  4. The step computes; it does not decide. Whether to stop, print or checkpoint is the loop's, and the values the
-//     ranks must agree on after a step travel through StepControl (dist/train/step_control.h).
+//  4. The step computes; it does not decide. Whether to stop, print or checkpoint is the loop's. The values the
+//     ranks must agree on after a step (StepControl, dist/train/step_control.h) ride with the gradients: the step
+//     offers its loss sum right after forward, bucket 0 of the reduction carries it, and the loop reads the sums
+//     back after run(). The step's only collectives are its buckets' allreduces.
 //  5. With an overlapping reducer (GradientReducer::Overlap::kThread) backward hands each bucket over as its
 //     layers finish, so the bucket allreduces run during the backward phase; reduce_gradients() then issues what is
 //     left (nothing, normally) and "allreduce wait" is what the step still waits for after backward: the exposed
-//     communication. Without overlap the whole exchange is inside "allreduce" as before.
+//     communication. Without overlap the whole exchange is inside "allreduce" as before. The control values are
+//     offered before backward hands over bucket 0, so they still ride with it.
 #pragma once
 
 #include <algorithm>
@@ -36,6 +39,7 @@
 #include "dist/io/dataset.h"
 #include "dist/io/trace.h"
 #include "dist/sharding.h"
+#include "dist/train/step_control.h"
 #include "dist/train/step_phases.h"
 #include "kernels/model.h"
 #include "kernels/optimizer.h"
@@ -97,6 +101,9 @@ class TrainStep {
 
   // Every phase of every step becomes a span of the recorder (design note 3); null, the default: none.
   void record_to(TraceRecorder* trace) { trace_ = trace; }
+  // Each step offers its loss sum and stop signal to `control` (whose slots the reducer carries) before the
+  // reduction (design note 4); null, the default: none.
+  void carry_control(StepControl* control) { control_ = control; }
 
  private:
   void load_batch();
@@ -123,6 +130,7 @@ class TrainStep {
   uint64_t global_step_ = 0;
   StepPhases phases_;
   TraceRecorder* trace_ = nullptr;
+  StepControl* control_ = nullptr;
   std::chrono::steady_clock::time_point step_start_;  // the load's first clock read, for the step's span
 };
 

@@ -154,21 +154,8 @@ if [ "$case_name" = equivalence ]; then
   start_job 1 60 "$work/one.out" fit "$work/job.pbtxt" --verbose 2 --history "$work/one"
   wait_job || fail "the 1-host run exited $?"
   echo "1 host, 1 rank: $(since "$start") s"
-    /usr/bin/python3 - "$work/three/history.json" "$work/one/history.json" <<'PY' || fail "the histories differ"
-import json, sys
-three, one = (json.load(open(p)) for p in sys.argv[1:3])
-worst = 0.0
-for key in ("loss", "val_loss"):
-    a, b = three[key], one[key]
-    assert len(a) == len(b) == 3, f"{key}: {len(a)} and {len(b)} epochs, expected 3"
-    for epoch, (x, y) in enumerate(zip(a, b), 1):
-        relative = abs(x - y) / max(abs(x), abs(y), 1e-30)
-        worst = max(worst, relative)
-        print(f"epoch {epoch} {key}: 3 hosts {x:.9g}, 1 host {y:.9g}, relative difference {relative:.2e}")
-        if relative > 1e-5:
-            sys.exit(f"{key} of epoch {epoch} differs by {relative:.2e} > 1e-5")
-print(f"worst relative difference: {worst:.2e} (limit 1e-5)")
-PY
+  /usr/bin/python3 "$src/tests/python/compare_histories.py" "$work/three/history.json" "3 hosts" "$work/one/history.json" "1 host" 3 ||
+    fail "the histories differ"
   echo "ok: 3 hosts equal 1 host"
   exit 0
 fi

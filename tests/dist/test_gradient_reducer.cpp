@@ -160,7 +160,7 @@ TEST(GradientReducerTest, RecordsCommunicationTime) {
   EXPECT_EQ(reducer.reduce_count(), 0);
 }
 
-// Overlap (gradient_reducer.h, note 8): the communication thread runs the same allreduces on the same values, so
+// Overlap (gradient_reducer.h, note 9): the communication thread runs the same allreduces on the same values, so
 // the result is the blocking reducer's bit for bit, however backward's ready points fall (none, some repeated, one
 // inside a bucket) and step after step.
 TEST(GradientReducerTest, OverlapThreadReducesTheSameBitsAsBlocking) {
@@ -205,6 +205,42 @@ TEST(GradientReducerTest, RejectsAnEmptyGlobalBatch) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("global sample count is 0"), std::string::npos) << e.what();
   }
+}
+
+// Control values in the floats after the gradients ride with bucket 0 (design note 8): summed over ranks in the
+// same MPI call, never divided by the global count, and the gradients are reduced exactly as without them. At one
+// rank nothing is called at all.
+TEST(GradientReducerTest, ControlValuesRideWithBucketZeroSummedNotDivided) {
+  Comm& comm = world();
+  for (const int64_t count : {0, 1, 100, 1000}) {
+    std::vector<float> buffer(static_cast<size_t>(count + 3));  // 3 control floats after the gradients
+    const std::span<float> grads(buffer.data(), static_cast<size_t>(count));
+    const std::span<float> control(buffer.data() + count, 3);
+    GradientReducer reducer(comm, grads, control, 64 * kFloatBytes);
+    ASSERT_GE(reducer.buckets().size(), 1U) << "the control values need a call even without gradients";
+    std::vector<double> expected(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) {
+      grads[i] = static_cast<float>(rank_gradient(comm.rank(), i));
+      expected[i] = summed_gradient(comm.size(), i) / 5.0;
+    }
+    control[0] = static_cast<float>(comm.rank() + 1);
+    control[1] = comm.rank() == comm.size() - 1 ? 1.0F : 0.0F;
+    control[2] = 0.5F;
+    const int64_t calls = comm.collective_calls();
+    reducer.reduce(5);
+    EXPECT_EQ(comm.collective_calls() - calls,
+              comm.size() > 1 ? static_cast<int64_t>(reducer.buckets().size()) : int64_t{0})
+        << "one call per bucket, the control values inside bucket 0's";
+    EXPECT_TRUE(all_close(grads, expected, 4.0 * comm.size())) << count;
+    const int ranks = comm.size();
+    EXPECT_EQ(control[0], static_cast<float>(ranks) * static_cast<float>(ranks + 1) / 2.0F) << count;  // 1 + ... + P
+    EXPECT_EQ(control[1], 1.0F) << count;
+    EXPECT_EQ(control[2], 0.5F * static_cast<float>(comm.size())) << count;
+  }
+  // Anywhere else than right after the gradients, bucket 0 could not reach them.
+  std::vector<float> grads(10);
+  std::vector<float> elsewhere(2);
+  EXPECT_THROW(GradientReducer(comm, grads, elsewhere), Error);
 }
 
 TEST(GradientReducerTest, LayoutMismatchFailsOnEveryRankAtConstruction) {

@@ -63,7 +63,7 @@ TEST(Watchdog, AnyMoveRestartsTheCountAndRearmsTheWarning) {
 
 TEST(Watchdog, ZeroTurnsEitherThresholdOff) {
   WatchdogMonitor warn_only(0, {1.0, 0.0});
-  const auto stuck = in_step(3, Phase::kStepControl, 0, 4);
+  const auto stuck = in_step(3, Phase::kAllreduceWait, 0, 4);
   EXPECT_EQ(warn_only.check(stuck, 0.0), Verdict::kQuiet);
   EXPECT_EQ(warn_only.check(stuck, 1.0), Verdict::kWarn);
   EXPECT_NE(warn_only.message().find("(watchdog: no progress)"), std::string::npos) << warn_only.message();
@@ -134,8 +134,8 @@ TEST(Watchdog, LooksOftenEnoughForItsThresholdsAndAtLeastFourTimesASecond) {
 }
 
 TEST(Watchdog, MessagesNameTheRankThePhaseAndWhereInTheFit) {
-  EXPECT_EQ(stuck_text(3, in_step(1, Phase::kStepControl, 0, 0), 30.0),
-            "rank 3: waiting 30 s in the per-step control exchange (batch loss and stop signal) of epoch 1, step 1");
+  EXPECT_EQ(stuck_text(3, in_step(1, Phase::kAllreduceWait, 0, 0), 30.0),
+            "rank 3: waiting 30 s in the wait for the gradient allreduce of epoch 1, step 1");
   EXPECT_EQ(stuck_text(0, in_step(1, Phase::kValidation, 4, 17), 61.2),
             "rank 0: waiting 61 s in the validation of epoch 5")
       << "an epoch's phase names no step";

@@ -161,9 +161,9 @@ class WatchdogTest : public FreshDirTest {
 };
 
 // The waiting rank's last words: "rank R: waiting 4.1 s in PHASE of epoch E[, step S]: no progress, the watchdog
-// ends the job (exit 70)". Almost always the stop finds the peer inside a step (the gradient allreduce or the
-// per-step control exchange); a stop during the few milliseconds of an epoch's end finds it in one of that end's
-// exchanges, named with its epoch.
+// ends the job (exit 70)". Almost always the stop finds the peer inside a step (the gradient allreduce, which also
+// carries the per-step control values); a stop during the few milliseconds of an epoch's end finds it in one of that
+// end's exchanges, named with its epoch.
 void expect_stuck_message(const Launch& result, int waiting_rank) {
   EXPECT_EQ(result.exit_code, 70) << describe(result);
   const std::string rank = std::to_string(waiting_rank);
@@ -173,8 +173,8 @@ void expect_stuck_message(const Launch& result, int waiting_rank) {
   EXPECT_TRUE(std::regex_search(result.err, warning)) << describe(result);
   std::smatch match;
   const std::regex in_step("rank " + rank +
-                           R"(: waiting [\d.]+ s in (the gradient allreduce|the wait for the gradient allreduce|)"
-                           R"(the per-step control exchange \(batch loss and stop signal\)) of epoch (\d+), step )"
+                           R"(: waiting [\d.]+ s in (the gradient allreduce|the wait for the gradient allreduce))"
+                           R"( of epoch (\d+), step )"
                            R"((\d+): no progress, the watchdog ends the job \(exit 70\))");
   const std::regex at_epoch_end("rank " + rank +
                                 R"(: waiting [\d.]+ s in (the start|the checkpoint|the reduction of the loss and )"

@@ -178,6 +178,11 @@ def main():
                          f"{sum(e['args']['bytes'] for e in bucket_spans)}: expected the gradient's {gradient_bytes}")
             elif bucket_spans:
                 fail(f"rank {r} step {s}: bucket spans at one rank, where nothing is exchanged")
+            # Nothing else belongs to a step: the per-step control values ride with bucket 0, no span of their own.
+            others = sorted(name for name in named if name not in PHASES and name != "step"
+                            and not name.startswith("allreduce bucket "))
+            if others:
+                fail(f"rank {r} step {s}: spans {others} besides the step, its phases and its buckets")
         if wall_us > 0 and step_total > wall_us:
             fail(f"rank {r}'s steps add up to {step_total} us, more than the run's wall time {wall_us} us")
 

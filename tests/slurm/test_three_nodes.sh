@@ -130,21 +130,8 @@ wait "$local_pid" || status=$?
 local_pid=""
 [ "$status" -eq 0 ] || fail "the 1-rank run on this host exited $status"
 echo "1 rank on this host: $(since "$start") s"
-/usr/bin/python3 - "$work/three/out/history.json" "$work/one/out/history.json" <<'PY' || fail "the histories differ"
-import json, sys
-three, one = (json.load(open(p)) for p in sys.argv[1:3])
-worst = 0.0
-for key in ("loss", "val_loss"):
-    a, b = three[key], one[key]
-    assert len(a) == len(b) == 3, f"{key}: {len(a)} and {len(b)} epochs, expected 3"
-    for epoch, (x, y) in enumerate(zip(a, b), 1):
-        relative = abs(x - y) / max(abs(x), abs(y), 1e-30)
-        worst = max(worst, relative)
-        print(f"epoch {epoch} {key}: 3 nodes {x:.9g}, 1 rank {y:.9g}, relative difference {relative:.2e}")
-        if relative > 1e-5:
-            sys.exit(f"{key} of epoch {epoch} differs by {relative:.2e} > 1e-5")
-print(f"worst relative difference: {worst:.2e} (limit 1e-5)")
-PY
+/usr/bin/python3 "$src/tests/python/compare_histories.py" "$work/three/out/history.json" "3 nodes" "$work/one/out/history.json" "1 rank" 3 ||
+  fail "the histories differ"
 echo "ok: 3 SLURM nodes train as 1 rank does"
 
 echo "== 2. the rank on node 3 killed mid-epoch"

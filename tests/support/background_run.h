@@ -70,23 +70,11 @@ class BackgroundRun {
   using Clock = std::chrono::steady_clock;
 
   BackgroundRun(const std::vector<std::string>& args, double kill_seconds)
-      : kill_seconds_(kill_seconds), out_path_(temp_path()), err_path_(temp_path()) {
-    std::vector<char*> argv;
-    for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t files;
-    posix_spawn_file_actions_init(&files);
-    posix_spawn_file_actions_addopen(&files, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&files, STDOUT_FILENO, out_path_.c_str(), O_WRONLY | O_TRUNC, 0);
-    posix_spawn_file_actions_addopen(&files, STDERR_FILENO, err_path_.c_str(), O_WRONLY | O_TRUNC, 0);
-    posix_spawnattr_t attributes;
-    posix_spawnattr_init(&attributes);
-    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attributes, 0);
+      : kill_seconds_(kill_seconds),
+        out_path_(detail::temp_path("background_out")),
+        err_path_(detail::temp_path("background_err")) {
     start_ = Clock::now();
-    const int error = posix_spawnp(&pid_, argv[0], &files, &attributes, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&files);
-    posix_spawnattr_destroy(&attributes);
+    const int error = detail::spawn_in_own_group(args, out_path_, err_path_, &pid_);
     if (error != 0) {
       ADD_FAILURE() << "cannot start " << args[0] << ": " << std::strerror(error);
       done_ = true;
@@ -185,12 +173,6 @@ class BackgroundRun {
   pid_t pid() const { return pid_; }
 
  private:
-  static std::string temp_path() {
-    std::string path = (std::filesystem::temp_directory_path() / "shardfit_background_XXXXXX").string();
-    const int fd = mkstemp(path.data());
-    if (fd >= 0) close(fd);
-    return path;
-  }
   void finish_output() {
     result_.seconds = seconds();
     result_.out = read_bytes(out_path_);

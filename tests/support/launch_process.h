@@ -68,20 +68,14 @@ inline std::string temp_path(const char* tag) {
   return path;
 }
 
-}  // namespace detail
-
-// Runs args[0] (looked up in PATH) with stdin from /dev/null and stdout / stderr captured through files (a pipe
-// could fill up and block the program while nobody reads it). The program gets a process group of its own, so the
-// kill after kill_seconds (SIGTERM, which mpirun forwards to its ranks, then SIGKILL) reaches everything it started.
-inline Launch launch_process(const std::vector<std::string>& args, double kill_seconds) {
+// Starts args[0] (looked up in PATH) in a process group of its own, stdin from /dev/null, stdout and stderr into
+// the two files. Returns posix_spawn's error (0: started, *pid set).
+inline int spawn_in_own_group(const std::vector<std::string>& args, const std::string& out_path,
+                              const std::string& err_path, pid_t* pid) {
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
-
-  Launch result;
-  const std::string out_path = detail::temp_path("out");
-  const std::string err_path = detail::temp_path("err");
   posix_spawn_file_actions_t files;
   posix_spawn_file_actions_init(&files);
   posix_spawn_file_actions_addopen(&files, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
@@ -91,12 +85,24 @@ inline Launch launch_process(const std::vector<std::string>& args, double kill_s
   posix_spawnattr_init(&attributes);
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
   posix_spawnattr_setpgroup(&attributes, 0);
-
-  const auto start = std::chrono::steady_clock::now();
-  pid_t pid = -1;
-  const int spawn_error = posix_spawnp(&pid, argv[0], &files, &attributes, argv.data(), environ);
+  const int error = posix_spawnp(pid, argv[0], &files, &attributes, argv.data(), environ);
   posix_spawn_file_actions_destroy(&files);
   posix_spawnattr_destroy(&attributes);
+  return error;
+}
+
+}  // namespace detail
+
+// Runs args[0] (looked up in PATH) with stdin from /dev/null and stdout / stderr captured through files (a pipe
+// could fill up and block the program while nobody reads it). The program gets a process group of its own, so the
+// kill after kill_seconds (SIGTERM, which mpirun forwards to its ranks, then SIGKILL) reaches everything it started.
+inline Launch launch_process(const std::vector<std::string>& args, double kill_seconds) {
+  Launch result;
+  const std::string out_path = detail::temp_path("out");
+  const std::string err_path = detail::temp_path("err");
+  const auto start = std::chrono::steady_clock::now();
+  pid_t pid = -1;
+  const int spawn_error = detail::spawn_in_own_group(args, out_path, err_path, &pid);
   if (spawn_error != 0) {
     result.err = "cannot start " + args[0] + ": " + std::strerror(spawn_error);
     std::remove(out_path.c_str());

@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -16,8 +18,10 @@
 #include "dist/io/dataset.h"
 #include "dist/io/npy_writer.h"
 #include "dist/sharding.h"
+#include "dist/stop_signal.h"
 #include "dist/train/fit.h"
 #include "dist/train/step.h"
+#include "dist/train/step_control.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
 #include "kernels/optimizer.h"
@@ -236,6 +240,78 @@ TEST(TrainStep, OverlapGivesTheSameParametersBitForBit) {
   const FitResult with = fit(world(), job, dir, overlapped);
   EXPECT_EQ(with.final_parameters, without.final_parameters);
   EXPECT_EQ(series(with.history, "loss"), series(without.history, "loss"));
+}
+
+// One collective per gradient bucket per step and none besides: the batch loss and the stop signal ride with
+// bucket 0 (dist/train/step_control.h), read back by StepControl without an MPI call. Every rank reads the same
+// global batch loss (the float sum of the ranks' loss sums) and the same stop flag, raised on one rank only.
+TEST(TrainStep, ControlValuesRideWithTheGradientsInOneCollectivePerBucket) {
+  const SharedDir shared("step_control");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits100", range(0, 100));
+  const proto::Job job = parse_job_text(R"(
+      model { layers { dense { units: 16 activation: "relu" } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy"
+      optimizer { sgd { } }
+      fit { epochs: 1 batch_size: 9 shuffle: true seed: 11 }
+      data { train { x { path: "digits100_x.npy" } y { path: "digits100_y.npy" } } })",
+                                        "step_control.pbtxt");
+  const FitConfig config = quiet_config(job);
+  const Dataset data = Dataset::open(job.data().train(), dir, "train");
+  auto model = build_model(job, data.feature_dim());
+  model->initialize(config.seed);
+  auto optimizer = make_optimizer(job.optimizer(), model->param_count());
+  const ShardPlan plan(data.rows(), config.batch_size, world().size(), world().rank());
+  // Small buckets, so that the count is several per step (the model has 1210 parameters).
+  GradientReducer reducer(world(), model->gradients(), model->gradient_tail().first(StepControl::kSlots), 1024);
+  ASSERT_GT(reducer.buckets().size(), 2U);
+  StepControl control(reducer.control());
+  TrainStep step(*model, *optimizer, reducer, data, LabelLayout::kAsIs, plan, StepOptions{config.seed, true, {}, {}});
+  step.carry_control(&control);
+  install_stop_signal_handlers();
+  clear_stop_signal();
+  const int64_t stop_step = 3;
+  step.begin_epoch(0);
+  for (int64_t s = 0; s < plan.steps(); ++s) {
+    if (s == stop_step && world().rank() == world().size() - 1) std::raise(SIGUSR1);
+    const int64_t calls = world().collective_calls();
+    step.run(s);
+    const StepControlValues agreed = control.agree(step.global_count());
+    EXPECT_EQ(world().collective_calls() - calls,
+              world().size() > 1 ? static_cast<int64_t>(reducer.buckets().size()) : int64_t{0})
+        << "step " << s;
+
+    // Checked with collectives of their own, after the counted part.
+    const double expected = world().allreduce_sum(step.loss_sum()) / static_cast<double>(step.global_count());
+    EXPECT_NEAR(agreed.global_batch_loss, expected, 1e-6 * std::abs(expected)) << "step " << s;
+    const std::vector<double> seen = world().allgather(agreed.global_batch_loss);
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), seen[0]), world().size()) << "every rank reads the same loss";
+    EXPECT_EQ(agreed.stop_requested, s >= stop_step) << "step " << s << ", rank " << world().rank();
+  }
+  clear_stop_signal();
+}
+
+// The batch loss travels as a float, but finite or not is the double's: a finite sum beyond float's range stays
+// finite (TerminateOnNaN must not stop such a run), an infinite or NaN one stays so. Local slots: no MPI here.
+TEST(StepControlTest, ALossBeyondFloatRangeStaysFiniteAndANonFiniteOneStaysNonFinite) {
+  std::vector<float> slots(StepControl::kSlots);
+  StepControl control(slots);
+  control.offer(3.0);
+  EXPECT_DOUBLE_EQ(control.agree(2).global_batch_loss, 1.5);
+  control.offer(1e40);
+  EXPECT_TRUE(std::isfinite(control.agree(4).global_batch_loss));
+  EXPECT_GE(control.agree(1).global_batch_loss, 3e38);
+  control.offer(-1e300);
+  EXPECT_LE(control.agree(1).global_batch_loss, -3e38);
+  // Two ranks' saturated sums added past float's range (what the reduction would do): still finite.
+  slots[0] = slots[0] + slots[0];
+  EXPECT_TRUE(std::isfinite(control.agree(1).global_batch_loss));
+  control.offer(std::numeric_limits<double>::infinity());
+  EXPECT_EQ(control.agree(8).global_batch_loss, std::numeric_limits<double>::infinity());
+  control.offer(std::nan(""));
+  EXPECT_TRUE(std::isnan(control.agree(8).global_batch_loss));
+  EXPECT_FALSE(control.agree(8).stop_requested);
 }
 
 // The acceptance run of the compute core: 64-128-10 MLP, Adam, validation accuracy >= 0.95 within 30 epochs.
