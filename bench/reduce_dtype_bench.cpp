@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
   const auto control = [&](std::vector<float>& b) { return std::span<float>(b.data() + count, 3); };
   GradientReducer f32(comm, grads(f32_buffer), control(f32_buffer));
   GradientReducer bf16(comm, grads(bf16_buffer), control(bf16_buffer), GradientReducer::kDefaultBucketBytes,
-                       GradientReducer::ReduceDtype::kBfloat16);
+                       GradientReducer::Overlap::kOff, GradientReducer::ReduceDtype::kBfloat16);
   const int64_t staged = count - bf16.buckets()[0].count;  // the gradients that travel as bf16
   shardfit::Bf16Buffer half(staged);
   std::vector<float> raw(static_cast<size_t>(bf16.wire_bytes() / 4), 0.0F);

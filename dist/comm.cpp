@@ -120,10 +120,10 @@ Comm::Comm(int* argc, char*** argv) {
   SF_CHECK(!initialized, "MPI is already initialised", "construct exactly one shardfit::Comm per process");
   int provided = MPI_THREAD_SINGLE;
   // Errors on MPI_COMM_WORLD are fatal by default, so a failed init aborts inside MPI with its own message.
-  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
-  if (provided < MPI_THREAD_FUNNELED) {
+  MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided);
+  if (provided < MPI_THREAD_SERIALIZED) {
     MPI_Finalize();
-    SF_FAIL(cat("MPI gave thread level ", provided, ", below MPI_THREAD_FUNNELED (", MPI_THREAD_FUNNELED, ")"),
+    SF_FAIL(cat("MPI gave thread level ", provided, ", below MPI_THREAD_SERIALIZED (", MPI_THREAD_SERIALIZED, ")"),
             "use an MPI library built with thread support");
   }
   attach(MPI_COMM_WORLD);

@@ -76,8 +76,11 @@ class Comm {
   // Largest element count passed to one MPI call (MPI counts are int).
   static constexpr int64_t kMaxChunkCount = 2147483647;
 
-  // Calls MPI_Init_thread asking for MPI_THREAD_FUNNELED (only the thread that built the Comm calls MPI; OpenMP
-  // workers never do). Throws Error if MPI was already initialised or gives a lower thread level.
+  // Calls MPI_Init_thread asking for MPI_THREAD_SERIALIZED: MPI calls come from one thread at a time, the thread
+  // that built the Comm or, while a step's gradient buckets are in flight, the reducer's communication thread
+  // (dist/gradient_reducer.h, note 10); OpenMP workers never call MPI. SERIALIZED is the least level that allows
+  // that; whether Open MPI 4.1 costs more per call at it than at FUNNELED is not measured yet. Throws Error if MPI
+  // was already initialised or gives a lower thread level.
   Comm(int* argc, char*** argv);
   // Frees the communicators and finalizes MPI, unless MPI is already finalized.
   ~Comm();

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
+#include <utility>
 
 namespace shardfit {
 
@@ -15,12 +17,13 @@ constexpr int64_t kParallelScaleCount = 32768;
 }  // namespace
 
 GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, std::span<float> control, int64_t bucket_bytes,
-                                 ReduceDtype reduce_dtype)
+                                 Overlap overlap, ReduceDtype reduce_dtype)
     : comm_(comm),
       grads_(grads),
       control_(control),
       bucket_count_(bucket_bytes / static_cast<int64_t>(sizeof(float))),
-      reduce_dtype_(reduce_dtype) {
+      reduce_dtype_(reduce_dtype),
+      overlap_(overlap) {
   SF_CHECK(bucket_count_ >= 1, cat("gradient bucket of ", bucket_bytes, " bytes holds no float"),
            "use a bucket size of at least 4 bytes (the default is 4 MiB)");
   SF_CHECK(control_.empty() || control_.data() == grads_.data() + grads_.size(),
@@ -66,6 +69,43 @@ GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, std::span<f
   comm_.agree(mismatch);
   // The bf16 buckets are all of the gradients before bucket 0.
   if (reduce_dtype_ == ReduceDtype::kBfloat16 && buckets_.size() > 1) staging_.resize(buckets_[0].offset);
+  issued_at_.resize(buckets_.size());
+  done_at_.resize(buckets_.size());
+  if (threaded()) thread_ = std::thread([this] { thread_loop(); });
+}
+
+GradientReducer::~GradientReducer() {
+  if (!thread_.joinable()) return;
+  {
+    const std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  work_.notify_all();
+  thread_.join();
+}
+
+void GradientReducer::thread_loop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    work_.wait(lock, [this] { return stopping_ || done_ < handed_; });
+    if (stopping_) return;
+    const size_t k = done_;
+    lock.unlock();
+    std::exception_ptr error;
+    try {
+      reduce_bucket(k);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    if (error) {  // nothing more is reduced this step; finish() rethrows (handed_ is the training thread's)
+      thread_error_ = error;
+      done_ = buckets_.size();
+    } else {
+      ++done_;
+    }
+    if (done_ == buckets_.size()) finished_.notify_all();
+  }
 }
 
 int64_t GradientReducer::bucket_wire_bytes(size_t k) const {
@@ -81,16 +121,63 @@ int64_t GradientReducer::wire_bytes() const {
 void GradientReducer::allreduce_bucket(size_t k) {
   const Bucket& bucket = buckets_[k];
   if (!bf16_bucket(k)) {
-    // Bucket 0 ends where the gradients end, so its call runs on into the control values (design note 8).
-    const int64_t count = bucket.count + (k == 0 ? static_cast<int64_t>(control_.size()) : 0);
-    comm_.allreduce_sum(std::span<float>(grads_.data() + bucket.offset, static_cast<size_t>(count)));
+    comm_.allreduce_sum(bucket_values(k));
     return;
   }
   float* const values = grads_.data() + bucket.offset;
   uint16_t* const staged = staging_.data() + bucket.offset;
-  to_bf16(values, staged, bucket.count);
+  // On the communication thread (overlap) the conversions stay on it: an OpenMP team of its own would take the
+  // cores backward's team is computing on.
+  const bool team = !threaded();
+  to_bf16(values, staged, bucket.count, team);
   comm_.allreduce_sum_bf16(std::span<uint16_t>(staged, static_cast<size_t>(bucket.count)));
-  from_bf16(staged, values, bucket.count);
+  from_bf16(staged, values, bucket.count, team);
+}
+
+std::span<float> GradientReducer::bucket_values(size_t k) const {
+  const Bucket& bucket = buckets_[k];
+  // Bucket 0 ends where the gradients end, so its call runs on into the control values (design note 8).
+  const int64_t count = bucket.count + (k == 0 ? static_cast<int64_t>(control_.size()) : 0);
+  return {grads_.data() + bucket.offset, static_cast<size_t>(count)};
+}
+
+void GradientReducer::reduce_bucket(size_t k) {
+  issued_at_[k] = Clock::now();
+  allreduce_bucket(k);
+  done_at_[k] = Clock::now();
+}
+
+void GradientReducer::hand_over(size_t handed) {
+  {
+    const std::lock_guard lock(mutex_);
+    if (handed <= handed_) return;
+    handed_ = handed;
+  }
+  work_.notify_one();
+}
+
+void GradientReducer::begin_step() {
+  if (!threaded()) return;
+  const std::lock_guard lock(mutex_);
+  SF_CHECK(handed_ == 0, "GradientReducer::begin_step: the previous step's buckets were never waited for (finish)");
+}
+
+void GradientReducer::ready(int64_t first) {
+  if (!threaded()) return;
+  // Only the training thread moves handed_, so it reads it without the lock.
+  size_t upto = handed_;
+  while (upto < buckets_.size() && buckets_[upto].offset >= first) ++upto;
+  hand_over(upto);
+}
+
+void GradientReducer::abandon(const std::exception& error) {
+  if (!threaded()) return;
+  bool in_flight = false;
+  {
+    const std::lock_guard lock(mutex_);
+    in_flight = done_ < handed_;
+  }
+  if (in_flight) comm_.abort(error);
 }
 
 void GradientReducer::start(int64_t global_count) {
@@ -98,23 +185,42 @@ void GradientReducer::start(int64_t global_count) {
            "a step needs at least one sample across all ranks");
 
   last_seconds_ = 0.0;
+  global_count_ = global_count;
+  ++reduce_count_;
+  if (threaded()) {
+    hand_over(buckets_.size());  // what backward's ready points did not hand over (nothing, normally)
+    return;
+  }
   if (comm_.size() > 1) {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = Clock::now();
     auto done = start;  // the previous bucket's end: design note 7
     for (size_t k = 0; k < buckets_.size(); ++k) {
       allreduce_bucket(k);
-      const auto now = std::chrono::steady_clock::now();
+      const auto now = Clock::now();
       if (trace_ != nullptr) trace_->bucket_span(static_cast<int64_t>(k), bucket_wire_bytes(k), done, now);
       done = now;
     }
     last_seconds_ = std::chrono::duration<double>(done - start).count();
   }
   seconds_ += last_seconds_;
-  ++reduce_count_;
-  global_count_ = global_count;
 }
 
 void GradientReducer::finish() {
+  if (threaded()) {
+    std::unique_lock lock(mutex_);
+    finished_.wait(lock, [this] { return done_ == buckets_.size(); });
+    handed_ = done_ = 0;  // ready for the next step's buckets
+    if (thread_error_) std::rethrow_exception(std::exchange(thread_error_, nullptr));
+    lock.unlock();
+    // The thread's clock reads, now on the training thread (design note 10): the time inside the allreduce calls.
+    for (size_t k = 0; k < buckets_.size(); ++k) {
+      last_seconds_ += std::chrono::duration<double>(done_at_[k] - issued_at_[k]).count();
+      if (trace_ != nullptr) {
+        trace_->bucket_span(static_cast<int64_t>(k), bucket_wire_bytes(k), issued_at_[k], done_at_[k]);
+      }
+    }
+    seconds_ += last_seconds_;
+  }
   // Multiply by the float reciprocal instead of dividing: at most one extra rounding, far below the spread that
   // summing in another order (another rank count) gives anyway, and the loop stays a plain vector multiply.
   const float scale = static_cast<float>(1.0 / static_cast<double>(global_count_));

@@ -20,7 +20,7 @@
 //     or a link is down. So a deadline thread that _exits with kExitStuck after kAbortGraceSeconds is armed first,
 //     then the message is printed, then MPI_Abort(MPI_COMM_WORLD, kExitStuck) asks the runtime to kill every rank,
 //     and the process _exits itself if that returns. Either way mpirun sees a rank end non-zero and tears the job
-//     down. MPI_Abort is called from this thread although the training thread owns MPI (MPI_THREAD_FUNNELED): the
+//     down. MPI_Abort is called from this thread although the training thread owns MPI (MPI_THREAD_SERIALIZED): the
 //     process is ending, the training thread never runs again in MPI, and the deadline bounds what can go wrong.
 //  6. Every rank that still runs reports for itself (stderr, flushed, one line): the ranks waiting for a stopped
 //     peer all name the collective they wait in, and whichever ends first brings the job down; mpirun kills the

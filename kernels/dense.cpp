@@ -1,8 +1,8 @@
 // Dense forward and backward as oneDNN matmuls over plain row-major buffers (Keras layout, no reorders):
 //   forward          y  (n, out) = act(x (n, in) . W (in, out) + b)
-//   backward-data    dx (n, in)  = dz (n, out) . W^T        (W read through transposed strides)
 //   backward-weights dW (in, out) = x^T (in, n) . dz (n, out) (x read through transposed strides)
 //   bias             db (out)    = column sums of dz       (OpenMP)
+//   backward-data    dx (n, in)  = dz (n, out) . W^T        (W read through transposed strides)
 // with dz = dy * act'(.) from oneDNN's eltwise backward on the fused output (use_dst algorithms). Each of these is
 // a Stage that Dense::run executes; pieces() hands the same stages to bench/dense_bench, which has no copy of them.
 // Under mixed_bfloat16 the three matmuls read bf16 copies instead: x and dz converted by reorders of their own
@@ -192,14 +192,6 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
       wt_operand = wrap(bf16_transposed(out, in), kernel_bf16_);
       xt_operand = wrap(bf16_transposed(in, n), plan.x_bf16.data());
     }
-    if (buffers.dx != nullptr) {
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(dz_operand.get_desc(), wt_operand.get_desc(), x_md),
-                                            engine);
-      plan.backward_data = PrimitiveCall(
-          dnnl::matmul(pd),
-          {{DNNL_ARG_SRC, dz_operand}, {DNNL_ARG_WEIGHTS, wt_operand}, {DNNL_ARG_DST, wrap(x_md, buffers.dx)}});
-      plan.backward_stages[plan.backward_stage_count++] = Stage::kBackwardData;
-    }
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(xt_operand.get_desc(), dz_operand.get_desc(), w_md),
                                           engine);
     plan.backward_weights = PrimitiveCall(
@@ -207,6 +199,16 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
         {{DNNL_ARG_SRC, xt_operand}, {DNNL_ARG_WEIGHTS, dz_operand}, {DNNL_ARG_DST, wrap(w_md, kernel_grad_)}});
     plan.backward_stages[plan.backward_stage_count++] = Stage::kBackwardWeights;
     if (options_.use_bias) plan.backward_stages[plan.backward_stage_count++] = Stage::kBiasSums;
+    // dx last: the parameter gradients are final before it, and backward() says so (the gradients-ready point,
+    // kernels/layer.h) so an overlapped reducer sends them while dx is computed. The order changes no value.
+    if (buffers.dx != nullptr) {
+      const dnnl::matmul::primitive_desc data_pd(dnnl::matmul::desc(dz_operand.get_desc(), wt_operand.get_desc(), x_md),
+                                                 engine);
+      plan.backward_data = PrimitiveCall(
+          dnnl::matmul(data_pd),
+          {{DNNL_ARG_SRC, dz_operand}, {DNNL_ARG_WEIGHTS, wt_operand}, {DNNL_ARG_DST, wrap(x_md, buffers.dx)}});
+      plan.backward_stages[plan.backward_stage_count++] = Stage::kBackwardData;
+    }
   }
   plans_[n] = std::move(plan);
 }
@@ -254,7 +256,10 @@ void Dense::backward(int64_t n) {
   SF_CHECK(it != plans_.end() && it->second.backward_stage_count > 0,
            cat("Dense '", name(), "': backward for batch size ", n, " was not prepared"));
   const Plan& plan = it->second;
-  for (int i = 0; i < plan.backward_stage_count; ++i) run(plan, plan.backward_stages[i], n);
+  for (int i = 0; i < plan.backward_stage_count; ++i) {
+    if (plan.backward_stages[i] == Stage::kBackwardData) gradients_ready();
+    run(plan, plan.backward_stages[i], n);
+  }
 }
 
 DensePiece Dense::piece(const Plan& plan, Stage stage, int64_t n) {

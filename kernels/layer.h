@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -65,7 +66,18 @@ class Layer {
   // Drops all prepared batch sizes (the model moved its buffers).
   virtual void forget_plans() = 0;
 
+  // Backward's "gradients ready" point inside this layer (the model sets it; empty: none). A layer whose parameter
+  // gradients are final before it computes dx (which the gradient buffer does not hold) calls it in between, so
+  // whoever waits for them (an overlapped gradient reducer, dist/gradient_reducer.h) starts while dx is computed.
+  void set_gradients_ready(std::function<void()> hook) { gradients_ready_ = std::move(hook); }
+
+ protected:
+  void gradients_ready() const {
+    if (gradients_ready_) gradients_ready_();
+  }
+
  private:
+  std::function<void()> gradients_ready_;
   std::string name_;
   int64_t input_dim_;
   int64_t output_dim_;

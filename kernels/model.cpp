@@ -47,6 +47,7 @@ Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std:
   for (auto& layer : layers_) {
     layer->bind(parameters_.data() + offset, gradients_.data() + offset);
     if (bf16) layer->bind_compute_weights(compute_weights_.data() + offset);
+    param_offsets_.push_back(offset);
     offset += layer->param_count();
   }
 }
@@ -59,6 +60,18 @@ void Model::refresh_compute_weights() {
     ++compute_weight_refreshes_;
   }
   compute_weights_stale_ = false;
+}
+
+void Model::set_gradients_ready(std::function<void(int64_t first)> hook) {
+  gradients_ready_ = std::move(hook);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!gradients_ready_) {
+      layers_[i]->set_gradients_ready({});
+      continue;
+    }
+    // Layer i's own gradients and every later layer's are final once layer i has its parameter gradients.
+    layers_[i]->set_gradients_ready([this, first = param_offsets_[i]] { gradients_ready_(first); });
+  }
 }
 
 void Model::initialize(uint64_t seed) {
@@ -156,10 +169,16 @@ double Model::forward_train(int64_t n, const BatchContext& ctx, bool weighted, s
 void Model::backward_train(int64_t n) {
   if (n == 0) {  // no samples here: this rank adds zeros to the global sum
     std::fill(gradients().begin(), gradients().end(), 0.0F);
+    if (gradients_ready_) gradients_ready_(0);
     return;
   }
   const size_t first_backward = fused_ ? layers_.size() - 1 : layers_.size();
-  for (size_t i = first_backward; i-- > 0;) layers_[i]->backward(n);
+  for (size_t i = first_backward; i-- > 0;) {
+    layers_[i]->backward(n);
+    if (gradients_ready_) gradients_ready_(param_offsets_[i]);
+  }
+  // A fused final activation has no parameters, but a model of that activation alone still ends here.
+  if (gradients_ready_ && first_backward == 0) gradients_ready_(0);
 }
 
 double Model::evaluate_batch(int64_t n, std::span<double> metric_sums) {

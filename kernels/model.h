@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -81,6 +82,12 @@ class Model {
   // gradients(). Call them in that order on the same n; together they do exactly what train_batch does.
   double forward_train(int64_t n, const BatchContext& ctx, bool weighted, std::span<double> metric_sums);
   void backward_train(int64_t n);
+  // Backward's "gradients ready" points: during backward_train, hook(first) says gradients()[first, end) are final
+  // for this step. Backward runs from the last layer to the first, so first only decreases within a step, down to
+  // 0 (the whole buffer) before backward_train returns; the same first may come twice. The hook runs on the calling
+  // thread, between the layers' kernels (and inside a layer whose parameter gradients are done before its dx). Set
+  // once, before training (empty: none); it costs one call per layer and allocates nothing.
+  void set_gradients_ready(std::function<void(int64_t first)> hook);
   // Forward in inference mode; the loss and metric sums of the n samples.
   double evaluate_batch(int64_t n, std::span<double> metric_sums);
   // Forward in inference mode; returns the outputs (n, output_dim), valid until the next call.
@@ -104,6 +111,8 @@ class Model {
   std::vector<std::unique_ptr<Metric>> metrics_;
   std::vector<std::string> metric_names_;
   bool fused_ = false;
+  std::vector<int64_t> param_offsets_;  // [i]: layer i's first element in the flat buffers
+  std::function<void(int64_t)> gradients_ready_;
 
   FloatBuffer parameters_;
   FloatBuffer gradients_;

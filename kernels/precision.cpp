@@ -47,13 +47,13 @@ namespace {
 constexpr int64_t kParallelCount = 32768;
 }  // namespace
 
-SF_AVX512_CLONES void to_bf16(const float* src, uint16_t* dst, int64_t count) {
-#pragma omp parallel for simd schedule(static) if (count >= kParallelCount)
+SF_AVX512_CLONES void to_bf16(const float* src, uint16_t* dst, int64_t count, bool openmp) {
+#pragma omp parallel for simd schedule(static) if (openmp && count >= kParallelCount)
   for (int64_t i = 0; i < count; ++i) dst[i] = to_bf16(src[i]);
 }
 
-SF_AVX512_CLONES void from_bf16(const uint16_t* src, float* dst, int64_t count) {
-#pragma omp parallel for simd schedule(static) if (count >= kParallelCount)
+SF_AVX512_CLONES void from_bf16(const uint16_t* src, float* dst, int64_t count, bool openmp) {
+#pragma omp parallel for simd schedule(static) if (openmp && count >= kParallelCount)
   for (int64_t i = 0; i < count; ++i) dst[i] = from_bf16(src[i]);
 }
 

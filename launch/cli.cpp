@@ -63,13 +63,15 @@ const std::set<std::string>& flags_of(const std::string& command) {
                                          "--timeline",
                                          "--timeline-steps",
                                          "--dtype-policy",
-                                         "--reduce-dtype"};
+                                         "--reduce-dtype",
+                                         "--overlap"};
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
-  static const std::set<std::string> bench{
-      "--model",         "--mode", "--batch-size", "--warmup-steps",   "--steps",        "--json",        "--optimizer",
-      "--learning-rate", "--seed", "--timeline",   "--timeline-steps", "--dtype-policy", "--reduce-dtype"};
+  static const std::set<std::string> bench{"--model",        "--mode",     "--batch-size",     "--warmup-steps",
+                                           "--steps",        "--json",     "--optimizer",      "--learning-rate",
+                                           "--seed",         "--timeline", "--timeline-steps", "--dtype-policy",
+                                           "--reduce-dtype", "--overlap"};
   if (command == "fit") return fit;
   if (command == "bench") return bench;
   if (command == "evaluate") return evaluate;
@@ -145,6 +147,9 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
     } else {
       fit->set_watchdog_abort_seconds(v);
     }
+  } else if (flag == "--overlap") {
+    SF_CHECK(value == "on" || value == "off", cat(flag, " ", value, ": expected on or off"), kHint);
+    fit->set_overlap(value == "on");
   } else if (flag == "--early-stopping") {
     command.overrides.add_callbacks()->mutable_early_stopping()->set_patience(parse_int(flag, value, 0));
   }
@@ -221,8 +226,8 @@ flags for bench (README.md, "Scaling benchmark", says what each reported field m
   --json FILE              append the run's record to FILE, one JSON object per line (the file is rewritten
                            atomically with the new line)
   --optimizer sgd|adam|rmsprop   the optimizer, with its defaults (default: the job's, else sgd)
-  --learning-rate F, --seed N, --timeline FILE.json, --timeline-steps A:B, --dtype-policy P, --reduce-dtype D
-                           as for fit (bench's steps are numbered from 1 over the warm-up and then the measured
+  --learning-rate F, --seed N, --timeline FILE.json, --timeline-steps A:B, --dtype-policy P, --reduce-dtype D,
+  --overlap on|off         as for fit (bench's steps are numbered from 1 over the warm-up and then the measured
                            steps)
 
 flags for fit (each overrides the job file's field of the same name):
@@ -262,6 +267,8 @@ flags for fit (each overrides the job file's field of the same name):
   --timeline-steps A:B     the global steps (from 1, across epochs) the timeline records (default 1:200), and
                            the epochs' spans of the epochs they touch; a range the run never reaches gives a file
                            with the tracks only. At most 100000 spans a rank (the rest are counted as dropped)
+  --overlap on|off         sum each gradient bucket over the ranks while backward computes the rest, on a
+                           communication thread (fit.overlap, default off); the same result bit for bit
 Flags take their value as the next argument or after '=' (--epochs=10).
 
 paths: every relative path inside a job file (data, outputs, callbacks' files) is relative to the job file's

@@ -27,7 +27,7 @@ enum class TraceKind : int32_t {
   kLoad,           // the step's gather: rows of the permutation, samples copied (StepPhases::gather)
   kForward,        // forward, loss and metric sums
   kBackward,       // the layers' backward
-  kAllreduce,      // GradientReducer::start: the bucket allreduces issued (blocking today, so all of the exchange;
+  kAllreduce,      // GradientReducer::start: the bucket allreduces issued (without overlap all of the exchange;
                    // bucket 0 carries the fit loop's per-step control values, dist/train/step_control.h)
   kAllreduceWait,  // GradientReducer::finish: outstanding buckets waited for, the scaling by the global count
   kOptimizer,      // clipping and the optimizer's update

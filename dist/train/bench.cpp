@@ -447,9 +447,11 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   const ShardPlan plan(global_batch, global_batch, world, rank);
   warn_about_dtype_policy(comm, model->dtype_policy_warning());  // a bf16 bench that runs f32 says so
   model->reserve(std::max<int64_t>(plan.max_local_count(), 1));
-  // The step as fit runs it: the control values ride with bucket 0 (dist/train/step_control.h).
-  GradientReducer reducer(comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots),
-                          GradientReducer::kDefaultBucketBytes, reduce_dtype);
+  // The step as fit runs it: the control values ride with bucket 0 (dist/train/step_control.h); fit.overlap
+  // (--overlap on) and fit.reduce_dtype, as fit reads them.
+  GradientReducer reducer(
+      comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots), GradientReducer::kDefaultBucketBytes,
+      config.job.fit().overlap() ? GradientReducer::Overlap::kThread : GradientReducer::Overlap::kOff, reduce_dtype);
   StepControl control(reducer.control());
   StepOptions options;
   options.seed = config.seed;

@@ -228,9 +228,10 @@ void Trainer::setup() {
   validation_slice_ = slice_of(split_.validation, rank, world);
   model_->reserve(
       std::max<int64_t>({plan_->max_local_count(), std::min(validation_slice_.count, config_.batch_size), 1}));
-  reducer_ =
-      std::make_unique<GradientReducer>(comm_, model_->gradients(), model_->gradient_tail().first(StepControl::kSlots),
-                                        GradientReducer::kDefaultBucketBytes, config_.reduce_dtype);
+  reducer_ = std::make_unique<GradientReducer>(
+      comm_, model_->gradients(), model_->gradient_tail().first(StepControl::kSlots),
+      GradientReducer::kDefaultBucketBytes,
+      config_.overlap ? GradientReducer::Overlap::kThread : GradientReducer::Overlap::kOff, config_.reduce_dtype);
   step_options_.seed = config_.seed;
   step_options_.shuffle = config_.shuffle;
   step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *reducer_, *train_, train_layout_, *plan_, step_options_);
@@ -451,6 +452,7 @@ FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal) {
   if (o.has_plot()) c.plot = o.plot();
   if (f.has_watchdog_warn_seconds()) c.watchdog.warn_seconds = f.watchdog_warn_seconds();
   if (f.has_watchdog_abort_seconds()) c.watchdog.abort_seconds = f.watchdog_abort_seconds();
+  if (f.has_overlap()) c.overlap = f.overlap();
   if (f.has_reduce_dtype()) c.reduce_dtype = reduce_dtype_of(f);
   if (o.has_initial_weights()) c.initial_weights = o.initial_weights();
   // As model.save after fit: the final weights by default, beside the history.

@@ -46,6 +46,7 @@ struct FitConfig {
   std::filesystem::path job_file;         // the job file itself, when known: an input no output may replace
   WatchdogSettings watchdog;              // seconds without progress before a warning / the end of the job
   TimelineSettings timeline;              // --timeline FILE (absolute) and --timeline-steps; no path: none
+  bool overlap = false;                   // fit.overlap / --overlap: the allreduce overlaps backward
   GradientReducer::ReduceDtype reduce_dtype = GradientReducer::ReduceDtype::kFloat32;  // fit.reduce_dtype
 };
 

@@ -41,6 +41,14 @@ TrainStep::TrainStep(Model& model, Optimizer& optimizer, GradientReducer& reduce
       metric_sums_(model.metric_names().size()) {
   model_.reserve(std::max<int64_t>(plan_.max_local_count(), 1));  // a no-op when the caller reserved more
   rows_.resize(static_cast<size_t>(model_.capacity()));
+  // Backward's gradients-ready points go to the reducer, which starts the finished buckets (design note 5).
+  if (reducer_.overlap() != GradientReducer::Overlap::kOff) {
+    model_.set_gradients_ready([this](int64_t first) { reducer_.ready(first); });
+  }
+}
+
+TrainStep::~TrainStep() {
+  if (reducer_.overlap() != GradientReducer::Overlap::kOff) model_.set_gradients_ready({});
 }
 
 void TrainStep::begin_epoch(int64_t epoch) {
@@ -103,7 +111,13 @@ void TrainStep::forward_backward() {
   if (control_ != nullptr) control_->offer(loss_sum_);
   lap(clock, phases_.forward, trace_, TraceKind::kForward);
   progress_beacon().enter(Phase::kBackward);
-  naming_rows(data_, rows, [&] { model_.backward_train(slice_.count); });
+  reducer_.begin_step();
+  try {
+    naming_rows(data_, rows, [&] { model_.backward_train(slice_.count); });
+  } catch (const std::exception& error) {
+    reducer_.abandon(error);  // ends the job here when buckets are in flight (gradient_reducer.h, note 11)
+    throw;
+  }
   lap(clock, phases_.backward, trace_, TraceKind::kBackward);
 }
 

@@ -19,6 +19,11 @@
 //     ranks must agree on after a step (StepControl, dist/train/step_control.h) ride with the gradients: the step
 //     offers its loss sum right after forward, bucket 0 of the reduction carries it, and the loop reads the sums
 //     back after run(). The step's only collectives are its buckets' allreduces.
+//  5. With an overlapping reducer (GradientReducer::Overlap::kThread) backward hands each bucket over as its
+//     layers finish, so the bucket allreduces run during the backward phase; reduce_gradients() then issues what is
+//     left (nothing, normally) and "allreduce wait" is what the step still waits for after backward: the exposed
+//     communication. Without overlap the whole exchange is inside "allreduce" as before. The control values are
+//     offered before backward hands over bucket 0, so they still ride with it.
 #pragma once
 
 #include <algorithm>
@@ -67,6 +72,10 @@ class TrainStep {
   // Every reference must outlive the step. The model is reserved for the plan's largest local slice here.
   TrainStep(Model& model, Optimizer& optimizer, GradientReducer& reducer, const Dataset& data, LabelLayout layout,
             const ShardPlan& plan, StepOptions options);
+  // Takes the step's hook off the model (a TrainStep sets it when the reducer overlaps).
+  ~TrainStep();
+  TrainStep(const TrainStep&) = delete;
+  TrainStep& operator=(const TrainStep&) = delete;
 
   // The epoch's permutation of the training rows (the same on every rank).
   void begin_epoch(int64_t epoch);

@@ -11,8 +11,9 @@ struct StepPhases {
   double gather = 0;            // rows of the permutation copied, samples gathered (and class weights applied)
   double forward = 0;           // forward pass, loss and metric sums, the loss's gradient
   double backward = 0;          // the layers' backward: the local gradients
-  double allreduce_issued = 0;  // inside GradientReducer::start: the bucket allreduces (blocking today)
-  double allreduce_waited = 0;  // inside GradientReducer::finish: outstanding buckets, then / global count
+  double allreduce_issued = 0;  // inside GradientReducer::start: the bucket allreduces (without overlap, all of them)
+  double allreduce_waited = 0;  // inside GradientReducer::finish: outstanding buckets (with overlap, the exposed
+                                // part of the exchange), then / global count
   double optimizer = 0;         // clipping and the optimizer's update
   int64_t steps = 0;
 

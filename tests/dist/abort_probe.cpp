@@ -2,6 +2,8 @@
 // the test can check from outside that the whole job ends quickly with one message. Not a test by itself.
 //
 //   abort_probe mid_collective   rank 1 throws while the other ranks wait in MPI_Allreduce (-> Comm::abort)
+//   abort_probe mid_overlap      rank 1 throws mid-backward while its overlapping reducer's communication thread
+//                                waits in a bucket allreduce the others never join (-> GradientReducer::abandon)
 //   abort_probe agree_one        rank 1 fails at an agree() checkpoint, the others do not
 //   abort_probe agree_all        every rank fails at an agree() checkpoint
 //   abort_probe exit_status      every rank finishes; rank 1's body returns 3
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "dist/comm.h"
+#include "dist/gradient_reducer.h"
 
 namespace {
 
@@ -39,6 +42,30 @@ int run_mode(shardfit::Comm& comm, const std::string& mode) {
       SF_FAIL("injected failure in the middle of a step", "this failure is injected by the probe");
     }
     comm.allreduce_sum(values);  // never completes: rank 1 does not join
+    return 0;
+  }
+  if (mode == "mid_overlap") {
+    // As TrainStep does it: buckets handed over during backward, an error, abandon() before anything unwinds.
+    std::vector<float> grads(4096, 1.0F);
+    shardfit::GradientReducer reducer(comm, grads, 1024 * sizeof(float), shardfit::GradientReducer::Overlap::kThread);
+    reducer.begin_step();
+    if (comm.rank() == 1) {
+      reducer.ready(0);  // all four buckets: the thread sits in bucket 0, which no other rank has begun
+      try {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        const auto now = std::chrono::system_clock::now().time_since_epoch();
+        std::printf("probe: rank 1 throws at %lld ns\n",
+                    static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()));
+        std::fflush(stdout);
+        SF_FAIL("injected failure in the middle of a step", "this failure is injected by the probe");
+      } catch (const std::exception& error) {
+        reducer.abandon(error);
+        throw;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));  // rank 1 has thrown: nothing more will match
+    reducer.start(comm.size());
+    reducer.finish();  // never completes
     return 0;
   }
   if (mode == "agree_one") comm.agree(failure_on(comm.rank() == 1, "cannot open missing.npy"));

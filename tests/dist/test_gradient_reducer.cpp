@@ -160,6 +160,40 @@ TEST(GradientReducerTest, RecordsCommunicationTime) {
   EXPECT_EQ(reducer.reduce_count(), 0);
 }
 
+// Overlap (gradient_reducer.h, note 9): the communication thread runs the same allreduces on the same values, so
+// the result is the blocking reducer's bit for bit, however backward's ready points fall (none, some repeated, one
+// inside a bucket) and step after step.
+TEST(GradientReducerTest, OverlapThreadReducesTheSameBitsAsBlocking) {
+  Comm& comm = world();
+  const int64_t count = 1000;
+  for (const int64_t bucket_count : {1, 7, 64, 1000}) {
+    std::vector<float> blocking_grads(count);
+    std::vector<float> overlap_grads(count);
+    GradientReducer blocking(comm, blocking_grads, bucket_count * kFloatBytes);
+    GradientReducer overlapped(comm, overlap_grads, bucket_count * kFloatBytes, GradientReducer::Overlap::kThread);
+    EXPECT_EQ(overlapped.overlap(), GradientReducer::Overlap::kThread);
+    for (int step = 0; step < 3; ++step) {
+      for (int64_t i = 0; i < count; ++i) {
+        blocking_grads[i] = overlap_grads[i] = static_cast<float>(rank_gradient(comm.rank(), i + step) / 3.0);
+      }
+      blocking.reduce(3 + step);
+      overlapped.begin_step();
+      if (step != 1) {  // step 1: no ready point at all, start() hands everything over
+        for (const int64_t first : {count, int64_t{990}, int64_t{990}, int64_t{600}, int64_t{333}, int64_t{0}}) {
+          overlapped.ready(first);
+        }
+      }
+      overlapped.start(3 + step);
+      overlapped.finish();
+      EXPECT_EQ(overlap_grads, blocking_grads) << "bucket " << bucket_count << ", step " << step;
+    }
+    EXPECT_EQ(overlapped.reduce_count(), 3);
+    if (comm.size() == 1) {
+      EXPECT_EQ(overlapped.seconds(), 0.0) << "one rank: no thread, no communication";
+    }
+  }
+}
+
 TEST(GradientReducerTest, RejectsAnEmptyGlobalBatch) {
   std::vector<float> grads(10, 1.0F);
   GradientReducer reducer(world(), grads);
@@ -227,16 +261,17 @@ TEST(GradientReducerTest, Bfloat16TravelsHalfTheBytesWithinItsRoundingBound) {
   };
   std::vector<float> half(kCount + 3);
   std::vector<float> full(kCount + 3);
-  for (int64_t i = 0; i < kCount; ++i) half[i] = full[i] = value(comm.rank(), i);
-  for (auto* buffer : {&half, &full}) {
+  std::vector<float> overlapped(kCount + 3);
+  for (int64_t i = 0; i < kCount; ++i) half[i] = full[i] = overlapped[i] = value(comm.rank(), i);
+  for (auto* buffer : {&half, &full, &overlapped}) {
     (*buffer)[kCount] = 0.1F * static_cast<float>(comm.rank() + 1);  // not a bf16 number: must stay exact
     (*buffer)[kCount + 1] = comm.rank() == 0 ? 1.0F : 0.0F;
     (*buffer)[kCount + 2] = 1.0F / 3.0F;
   }
   GradientReducer bf16(comm, std::span<float>(half.data(), kCount), std::span<float>(half.data() + kCount, 3),
-                       6000 * kFloatBytes, GradientReducer::ReduceDtype::kBfloat16);
+                       6000 * kFloatBytes, GradientReducer::Overlap::kOff, GradientReducer::ReduceDtype::kBfloat16);
   GradientReducer f32(comm, std::span<float>(full.data(), kCount), std::span<float>(full.data() + kCount, 3),
-                      6000 * kFloatBytes, GradientReducer::ReduceDtype::kFloat32);
+                      6000 * kFloatBytes, GradientReducer::Overlap::kOff, GradientReducer::ReduceDtype::kFloat32);
   ASSERT_EQ(bf16.buckets().size(), 4U);
   EXPECT_EQ(bf16.buckets()[0].offset, kCount - kFirst);
   EXPECT_EQ(bf16.buckets()[0].count, kFirst);
@@ -249,6 +284,14 @@ TEST(GradientReducerTest, Bfloat16TravelsHalfTheBytesWithinItsRoundingBound) {
   bf16.reduce(5);
   EXPECT_EQ(comm.collective_calls() - calls, ranks > 1 ? int64_t{4} : int64_t{0}) << "one call per bucket";
   f32.reduce(5);
+  {
+    // On the communication thread (overlap) the same calls on the same values: the same bits.
+    GradientReducer threaded(comm, std::span<float>(overlapped.data(), kCount),
+                             std::span<float>(overlapped.data() + kCount, 3), 6000 * kFloatBytes,
+                             GradientReducer::Overlap::kThread, GradientReducer::ReduceDtype::kBfloat16);
+    threaded.reduce(5);
+  }
+  EXPECT_EQ(overlapped, half) << "overlap on and off agree bit for bit under bfloat16";
   for (int64_t j = kCount; j < kCount + 3; ++j) EXPECT_EQ(half[j], full[j]) << "control value " << j - kCount;
   for (int64_t i = kCount - kFirst; i < kCount; ++i) ASSERT_EQ(half[i], full[i]) << "bucket 0, gradient " << i;
 

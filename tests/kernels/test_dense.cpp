@@ -476,8 +476,9 @@ TEST(DenseBf16, RoundsAndShowsItsConversions) {
   EXPECT_NE(m32.y, m16.y);
   std::vector<std::string> names;
   for (const DensePiece& piece : bf16.layer.pieces(c.n)) names.push_back(piece.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"x-to-bf16", "fwd", "relu-bwd", "dz-to-bf16", "bwd-data", "bwd-weights",
-                                             "bias-sums"}));
+  // dx last, after the parameter gradients (the gradients-ready point, kernels/dense.cpp).
+  EXPECT_EQ(names, (std::vector<std::string>{"x-to-bf16", "fwd", "relu-bwd", "dz-to-bf16", "bwd-weights", "bias-sums",
+                                             "bwd-data"}));
 }
 
 // A bf16 layer without its bf16 weights is an error at prepare, not a crash in the step.
@@ -744,9 +745,10 @@ TEST(Dense, PiecesInOrderAreForwardAndBackwardBitForBit) {
         for (const DensePiece& piece : pieces) names.push_back(piece.name);
         std::vector<std::string> expected = {"fwd"};
         if (activation != ActivationKind::kLinear) expected.push_back(activation_name(activation) + "-bwd");
-        if (with_dx) expected.push_back("bwd-data");
+        // dx last: the parameter gradients are final before it (the gradients-ready point, kernels/layer.h).
         expected.push_back("bwd-weights");
         if (use_bias) expected.push_back("bias-sums");
+        if (with_dx) expected.push_back("bwd-data");
         ASSERT_EQ(names, expected);
         for (const DensePiece& piece : pieces) {
           SCOPED_TRACE(piece.name);

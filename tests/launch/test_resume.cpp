@@ -375,6 +375,29 @@ TEST_P(ResumeOnRanks, KilledMidEpochAndResumedEndsBitForBitLikeTheUninterruptedR
   expect_same_result(want, dir);
 }
 
+// --- 1b. The same with the allreduce overlapping backward (--overlap on): killed, resumed, and bit for bit what the
+// uninterrupted run WITHOUT overlap ends with (overlap sums the same buckets with the same calls) ---------------------
+
+TEST_P(ResumeOnRanks, WithOverlapKilledAndResumedEndsBitForBitLikeTheRunWithout) {
+  const int ranks = GetParam();
+  const fs::path want = reference(ranks);
+  const fs::path dir = job_dir("killed_overlap", kResumeJob);
+  const fs::path checkpoint = checkpoint_path(dir);
+  {
+    BackgroundRun run(mpirun_command(ranks, dir, {"fit", "job.pbtxt", "--overlap", "on"}), kKillSeconds);
+    ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, stamp_of(checkpoint), true));
+    std::this_thread::sleep_for(random_delay(40));
+    run.kill_everything();
+  }
+  const auto saved = read_checkpoint(checkpoint);
+  ASSERT_TRUE(saved);
+  const Launch resumed = run_to_end(ranks, dir, {"fit", "job.pbtxt", "--resume", "--overlap", "on"});
+  ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
+  EXPECT_EQ(printed_position(resumed.out, kResumingAt), std::make_pair(saved->epoch() + 1, saved->step_in_epoch()))
+      << describe(resumed);
+  expect_same_result(want, dir);
+}
+
 // --- 2. SIGINT, SIGTERM, SIGUSR1: alone, to the ranks, to mpirun: checkpoint, exit 75, resumed bit for bit --------
 
 // What reaches the ranks, and what mpirun does:

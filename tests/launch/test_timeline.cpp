@@ -92,6 +92,15 @@ TEST_F(TimelineTest, FitAtFourRanksRecordsAStepRangeAcrossAnEpochEnd) {
   expect_timeline("t.json", 4, "40:50", kEpochSpans, launch.seconds);
 }
 
+// With --overlap on the buckets are reduced by the communication thread during backward; its clock reads reach the
+// timeline through the training thread, and the file passes the same checks (each bucket a blocking allreduce).
+TEST_F(TimelineTest, FitWithOverlapAtTwoRanksPassesTheSameChecks) {
+  const Launch launch =
+      fit(2, {"--epochs", "1", "--overlap", "on", "--timeline", "t.json", "--timeline-steps", "1:20"});
+  ASSERT_EQ(launch.exit_code, 0) << describe(launch);
+  expect_timeline("t.json", 2, "1:20", kEpochSpans, launch.seconds);
+}
+
 TEST_F(TimelineTest, FitAtOneRankHasNoBuckets) {
   const Launch launch = fit(1, {"--epochs", "1", "--timeline", "t.json", "--timeline-steps", "1:10"});
   ASSERT_EQ(launch.exit_code, 0) << describe(launch);

@@ -97,8 +97,10 @@ class WatchdogTest : public FreshDirTest {
   // Starts the 2-rank fit, waits until the first epoch's history and checkpoint are on disk and a little more (into
   // the second epoch's steps), stops rank `stopped` with SIGSTOP and waits for the job to end. Checks that it ended
   // in time and that no process of it is left.
-  Launch stop_a_rank(int stopped) {
-    BackgroundRun run(mpirun_command(2, dir_, fit_args(kThresholds)), kKillSeconds);
+  Launch stop_a_rank(int stopped, const std::vector<std::string>& more = {}) {
+    std::vector<std::string> flags = kThresholds;
+    flags.insert(flags.end(), more.begin(), more.end());
+    BackgroundRun run(mpirun_command(2, dir_, fit_args(flags)), kKillSeconds);
     const fs::path history = history_dir() / "history.json";
     const fs::path checkpoint = shardfit::checkpoint_path(history_dir() / "checkpoints");
     while (!run.exited() && !(fs::exists(history) && fs::exists(checkpoint)) && run.seconds() < 30.0) {
@@ -192,6 +194,14 @@ void expect_stuck_message(const Launch& result, int waiting_rank) {
 
 TEST_F(WatchdogTest, AStoppedRankEndsTheJobAndItsPeerSaysWhereItWaits) {
   const Launch result = stop_a_rank(1);
+  expect_stuck_message(result, 0);
+  expect_whole_files();
+}
+
+// With --overlap on the peer of a stopped rank waits for a bucket its communication thread cannot finish: the
+// beacon says "the wait for the gradient allreduce" (or the control exchange, as without overlap).
+TEST_F(WatchdogTest, WithOverlapAStoppedRankEndsTheJobAndItsPeerSaysWhereItWaits) {
+  const Launch result = stop_a_rank(1, {"--overlap", "on"});
   expect_stuck_message(result, 0);
   expect_whole_files();
 }

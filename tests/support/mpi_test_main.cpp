@@ -10,7 +10,7 @@
 //  3. Hangs: a test that returns early on one rank (ASSERT_*, an exception) while its peers wait in a collective
 //     would block forever. A watchdog thread ends the process when one test runs longer than
 //     SHARDFIT_TEST_TIMEOUT_S (default 60 s), naming the test; mpirun then ends the other ranks. The watchdog makes
-//     no MPI call (MPI_THREAD_FUNNELED). Prefer EXPECT_* before collectives in MPI tests.
+//     no MPI call (MPI_THREAD_SERIALIZED). Prefer EXPECT_* before collectives in MPI tests.
 //  4. --gtest_shuffle: the seed is taken from rank 0 so all ranks run the tests in the same order.
 #include <gtest/gtest.h>
 

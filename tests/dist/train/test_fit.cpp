@@ -282,6 +282,48 @@ TEST(TrainStep, DrivenByHandEqualsFitBitForBit) {
   EXPECT_EQ(fitted.timings.phases.steps, phases.steps);
 }
 
+// Overlap changes when the bucket allreduces run, not what they sum: TrainStep with an overlapping reducer (small
+// buckets, so backward hands them over at several ready points, some inside Dense's backward) ends with the very
+// parameters of the blocking one, and fit with fit.overlap the same parameters and history as without.
+TEST(TrainStep, OverlapGivesTheSameParametersBitForBit) {
+  const SharedDir shared("train_step_overlap");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits100", range(0, 100));
+  proto::Job job = parse_job_text(R"(
+      model { layers { dense { units: 16 activation: "relu" } }
+              layers { dropout { rate: 0.2 } }
+              layers { dense { units: 12 activation: "tanh" } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy"
+      optimizer { adam { } }
+      fit { epochs: 2 batch_size: 9 shuffle: true seed: 11 }
+      data { train { x { path: "digits100_x.npy" } y { path: "digits100_y.npy" } } })",
+                                  "train_step_overlap.pbtxt");
+  const FitConfig config = quiet_config(job);
+  const Dataset data = Dataset::open(job.data().train(), dir, "train");
+  const ShardPlan plan(data.rows(), config.batch_size, world().size(), world().rank());
+  auto train = [&](GradientReducer::Overlap overlap) {
+    auto model = build_model(job, data.feature_dim());
+    model->initialize(config.seed);
+    auto optimizer = make_optimizer(job.optimizer(), model->param_count());
+    GradientReducer reducer(world(), model->gradients(), 50 * sizeof(float), overlap);
+    TrainStep step(*model, *optimizer, reducer, data, LabelLayout::kAsIs, plan, StepOptions{config.seed, true, {}, {}});
+    for (int64_t epoch = 0; epoch < config.epochs; ++epoch) {
+      step.begin_epoch(epoch);
+      for (int64_t s = 0; s < plan.steps(); ++s) step.run(s);
+    }
+    return std::vector<float>(model->parameters().begin(), model->parameters().end());
+  };
+  EXPECT_EQ(train(GradientReducer::Overlap::kThread), train(GradientReducer::Overlap::kOff));
+
+  FitConfig overlapped = config;
+  overlapped.overlap = true;
+  const FitResult without = fit(world(), job, dir, config);
+  const FitResult with = fit(world(), job, dir, overlapped);
+  EXPECT_EQ(with.final_parameters, without.final_parameters);
+  EXPECT_EQ(series(with.history, "loss"), series(without.history, "loss"));
+}
+
 // One collective per gradient bucket per step and none besides: the batch loss and the stop signal ride with
 // bucket 0 (dist/train/step_control.h), read back by StepControl without an MPI call. Every rank reads the same
 // global batch loss (the float sum of the ranks' loss sums) and the same stop flag, raised on one rank only.
