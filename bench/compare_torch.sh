@@ -278,7 +278,7 @@ measure() {  # trainer config batch precision overlap repeat
     "$2" "$3" "$6" "$1" "$4" "$5" "$sps" "$(mib_list "${peaks:--}")" "$best_others" "$best_c2c" "$((attempt + 1))"
 }
 load1() { cut -d' ' -f1 /proc/loadavg; }
-mib_list() { [[ $1 == - ]] && { echo -; return; }; tr ',' '\n' <<<"$1" | awk '{printf "%s%.0f", NR > 1 ? "/" : "", $1 / 1048576}'; }
+mib_list() { [[ $1 == - ]] && { echo -; return; }; tr ',' '\n' <<<"$1" | awk '{printf "%s%.0f", (NR > 1 ? "/" : ""), $1 / 1048576}'; }
 
 TORCH_VERSION=$("$PYTHON" -c 'import torch; print(torch.__version__)')
 {
@@ -339,7 +339,7 @@ raw_path, summary_path, ceiling_path, blas = sys.argv[1:5]
 fair = blas in ("openblas", "mkl")
 runs = list(csv.DictReader(open(raw_path)))
 rates, peaks, fit, others, c2c = defaultdict(list), defaultdict(list), {}, defaultdict(list), defaultdict(list)
-blas_seen = set()
+blas_seen, approximate = set(), set()
 for r in runs:
     row = (r["config"], int(r["batch"]))
     others[row].append(int(r["others_pct"]))
@@ -352,6 +352,11 @@ for r in runs:
     rates[key].append(float(r["samples_per_second"]))
     if r["peak_rss_bytes"] not in ("", "-"):
         peaks[key].append(max(int(v) for v in r["peak_rss_bytes"].split(",")))
+    elif r["max_rss_bytes"] not in ("", "0"):
+        # A shardfit without run.json's peak_rss_bytes: the largest process of the run's tree (others_cpu.py),
+        # which is a rank's (mpirun is smaller); marked "~" in the table.
+        peaks[key].append(int(r["max_rss_bytes"]))
+        approximate.add(key)
     if r["trainer"] == "torch" and r["precision"] == "fp32":
         blas_seen.add(detail.get("blas", "?"))
 if any(b not in ("openblas", "mkl") for b in blas_seen):
@@ -362,6 +367,9 @@ def med(key):
 
 def rss(key):  # MiB, the largest rank's peak, the largest over repeats
     return max(peaks[key]) / 2**20 if peaks.get(key) else float("nan")
+
+def rss_text(key):
+    return ("~" if key in approximate else "") + num(rss(key))
 
 def spread(key):  # (max - min) / median over repeats, in %
     v = rates.get(key, [])
@@ -399,6 +407,7 @@ for config, batch in row_keys:
             "ratio_fp32": ratio(med(sf32), med(t32)), "ratio_bf16": ratio(med(sf16), med(t16)),
             "rss_shardfit_fp32_mib": rss(sf32), "rss_shardfit_bf16_mib": rss(sf16),
             "rss_torch_fp32_mib": rss(t32), "rss_torch_bf16_mib": rss(t16),
+            "rss_text": " / ".join(rss_text(x) for x in (sf32, sf16, t32, t16)),
             "torch_blas": ",".join(sorted(blas_seen)) or "-",
             "allreduce_fraction": g("allreduce_fraction"), "step_ms": g("step_ms"),
             "gather_ms": g("gather_ms"), "forward_ms": g("forward_ms"), "backward_ms": g("backward_ms"),
@@ -433,13 +442,14 @@ for r in rows:
     print("| " + " | ".join((
         config, str(r["batch"]), num(r["shardfit_fp32"]), num(r["shardfit_bf16"]), num(r["torch_fp32"]),
         num(r["torch_bf16"]), num(r["ratio_fp32"], "{:.2f}x"), num(r["ratio_bf16"], "{:.2f}x"),
-        " / ".join(num(r[k]) for k in ("rss_shardfit_fp32_mib", "rss_shardfit_bf16_mib", "rss_torch_fp32_mib",
-                                      "rss_torch_bf16_mib")),
+        r["rss_text"],
         ar, f"{num(r['spread_fp32_pct'])}/{num(r['spread_bf16_pct'])}", str(r["others_pct_max"]),
         f"{r['core_to_core_ns_min']:.0f}-{r['core_to_core_ns_max']:.0f}")) + " |")
 print("allreduce %: fit_bench (shardfit::fit, fp32, rank 0's clock, the binary's default overlap). spread %: (max -")
 print("min) / median of shardfit's repeats. others% max: the most CPU other processes took during any run of the row")
 print("(rerun if high). c2c ns: cache-line round trip between the two CPUs before each run (core_to_core.cpp).")
+if approximate:
+    print("~ peak RSS: this shardfit writes no peak_rss_bytes; the largest process of the run (others_cpu.py) instead.")
 
 print()
 if ceiling:

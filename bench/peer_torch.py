@@ -121,6 +121,8 @@ def blas_report(threads):
     blas_threads = pin_blas_threads(threads)
     gflops = matmul_gflops()
     kind, path = loaded_blas()
+    if kind != "openblas":
+        blas_threads = "-"  # an OpenBLAS may be mapped (liblapack.so.3's) without being the BLAS torch calls
     return f"blas={kind} blas_lib={path} blas_threads={blas_threads} blas_gflops={gflops:.1f}"
 
 
