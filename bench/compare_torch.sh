@@ -57,6 +57,7 @@ CEILING_BATCH="${CEILING_BATCH:-512}"  # dense_bench's batch for the matmul ceil
 CEILING="${CEILING:-1}"
 ALLOW_REFERENCE_BLAS="${ALLOW_REFERENCE_BLAS:-0}"  # 1: report fp32 ratios even if torch did not load OpenBLAS
 INSTALL="${INSTALL:-1}"             # 0: never apt-get install, only say what is missing
+RUN_TIMEOUT_S="${RUN_TIMEOUT_S:-600}"  # one trainer run longer than this is killed (a hang), and the script stops
 QUIET_PCT="${QUIET_PCT:-25}"        # before each run, wait for the machine's CPU use to drop below this ...
 QUIET_WAIT_S="${QUIET_WAIT_S:-10}"  # ... for at most this many seconds, then run anyway
 NOISY_PCT="${NOISY_PCT:-10}"        # a run during which others took more than this % of the machine ...
@@ -211,7 +212,8 @@ print(statistics.median(rates[1:] if len(rates) > 1 else rates), 'peak_rss_bytes
 PORT=29600
 run_once() {
   local trainer=$1 config=$2 batch=$3 precision=$4 overlap=$5 report=$6 line history rows=0
-  local -a wrap=("$PYTHON" bench/others_cpu.py "$report" --) flags=()
+  # timeout signals its whole process group (mpirun's ranks, mp.spawn's workers): a hung run ends as a failed one.
+  local -a wrap=("$PYTHON" bench/others_cpu.py "$report" -- timeout --kill-after=10 "$RUN_TIMEOUT_S") flags=()
   case $trainer in
     shardfit)
       history="$RESULTS/history_${config}_${batch}"
@@ -261,7 +263,7 @@ measure() {  # trainer config batch precision overlap repeat
     wait_for_quiet
     load=$(load1)
     c2c=$("$CORE_TO_CORE" | field round_trip_ns)
-    out=$(run_once "$1" "$2" "$3" "$4" "$5" "$report")
+    out=$(run_once "$1" "$2" "$3" "$4" "$5" "$report" </dev/null)  # timeout's own process group reads no tty
     others=$(field others_pct <"$report")
     if (( others < best_others )); then
       best_others=$others; best_out=$out; best_wall=$(field wall_s <"$report"); best_c2c=$c2c

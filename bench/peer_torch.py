@@ -25,6 +25,7 @@ Notes (docs BASELINES.md, "The peer: PyTorch"):
     contiguous half of every global batch, so 2 x B/2 == 1 x B as in shardfit.
  4. peak_rss_bytes: each training process's own peak resident memory (getrusage RUSAGE_SELF ru_maxrss), rank order,
     gathered over gloo; the spawning parent is a launcher, as mpirun is for shardfit, and is not counted.
+ 5. A DDP rank ends with os._exit(0) once rank 0 has printed: tearing DDP down over gloo can hang (note in train()).
 """
 import argparse
 import ctypes
@@ -193,13 +194,19 @@ def train(rank, args):
         dist.all_gather(gathered, torch.tensor([peak], dtype=torch.int64))
         peaks = [int(t.item()) for t in gathered]
         dist.barrier()
-        dist.destroy_process_group()
     if rank == 0:
         counted = rates[1:] if len(rates) > 1 else rates
         print(f"peer_torch ranks={world} threads={args.threads} precision={args.precision} batch={args.batch} "
               f"rows={n} epochs={args.epochs} samples_per_second={statistics.median(counted):.1f} "
               f"epoch_rates={','.join(f'{r:.0f}' for r in rates)} last_loss={losses[-1]:.4f} "
               f"peak_rss_bytes={','.join(str(p) for p in peaks)} {blas} torch={torch.__version__}", flush=True)
+    if world > 1:
+        # Measured and reported: leave without tearing DDP down. Its Reducer's destructor joins a gloo thread that
+        # waits on the other rank, which may have gone already: rank 0 hung there for 15 minutes once (gdb:
+        # ~Reducer -> ~ProcessGroupGloo -> std::thread::join) with rank 1 exited.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def main():
