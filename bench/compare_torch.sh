@@ -8,9 +8,10 @@
 #
 # What runs, per (config, global batch B), REPEATS times interleaved (one of each, then again):
 #   shardfit fp32 and bf16 (`--dtype-policy mixed_bfloat16`; DTYPES), and for 2x1 each with `--overlap off` and
-#   `on` (OVERLAP); torch fp32 on OpenBLAS and torch bf16 autocast. Then bench/fit_bench once (allreduce share and
-#   per-phase breakdown of shardfit's fp32 step), and once per run bench/dense_bench at CEILING_BATCH on 2 threads:
-#   the sum of oneDNN's own matmuls at the step's shapes, fp32 and bf16 (the ceilings the step is compared to).
+#   `on` (OVERLAP); torch fp32 on OpenBLAS and torch bf16 autocast; in the 1x2 row of CEILING_BATCH also a short
+#   bench/dense_bench on 2 threads: the sum of oneDNN's own matmuls at the step's shapes, fp32 and bf16 (the
+#   ceilings the step is compared to). Then bench/fit_bench once (allreduce share and per-phase breakdown of
+#   shardfit's fp32 step). A run that hangs is killed after RUN_TIMEOUT_S and stops the script.
 # Configurations (B split over the ranks in both trainers):
 #   1x2  shardfit 1 rank x 2 OpenMP threads      vs torch 1 process, torch.set_num_threads(2)
 #   2x1  shardfit mpirun -np 2 x 1 thread        vs torch DDP (gloo) 2 processes x 1 thread, B/2 each
@@ -68,7 +69,6 @@ DATA="$RESULTS/data"
 STAMP="$(date +%Y%m%d-%H%M%S)"
 RAW_CSV="$RESULTS/compare_torch_${STAMP}_runs.csv"
 SUMMARY_CSV="$RESULTS/compare_torch_${STAMP}.csv"
-CEILING_CSV="$RESULTS/compare_torch_${STAMP}_ceiling.csv"
 MPIRUN=(mpirun --allow-run-as-root -np 2 -x OMP_NUM_THREADS=1 --bind-to core)
 PACKAGES=(python3-torch python3-numpy libopenblas0-pthread)
 
@@ -242,6 +242,23 @@ run_once() {
       fi
       echo "$(field samples_per_second <<<"$line") $line"
       ;;
+    dense_bench)
+      # The ceilings, interleaved with the trainers' runs of the same row: a short dense_bench (its own calls
+      # alternate A B A B inside), whose CSV gives the seconds of a step made of the reference matmuls only.
+      local csv
+      csv=$(mktemp)
+      OMP_NUM_THREADS=2 "${wrap[@]}" "$DENSE_BENCH" --batches "$batch" --no-primitives --repeats 3 --min-seconds 0.1 \
+        --min-iterations 10 --csv "$csv" $([[ $precision == both ]] && echo --dtype both) >/dev/null
+      "$PYTHON" -c "import csv, sys
+rows = {r['scope']: r for r in csv.DictReader(open(sys.argv[1])) if r['name'] == 'fwd+bwd'}
+out = [str(int(sys.argv[2]) / float(rows['step']['reference_s']))]
+for scope, dtype in (('step', 'fp32'), ('step-bf16', 'bf16')):
+    if scope in rows:
+        out += [f'ceiling_{dtype}_s={rows[scope][\"reference_s\"]}', f'dense_{dtype}_s={rows[scope][\"shardfit_s\"]}',
+                f'ceiling_{dtype}_gflops={rows[scope][\"reference_gflops\"]}']
+print(' '.join(out))" "$csv" "$batch"
+      rm -f "$csv"
+      ;;
     fit_bench)
       if [[ $config == 1x2 ]]; then
         line=$(OMP_NUM_THREADS=2 "${wrap[@]}" "$FIT_BENCH" "$JOB" --epochs "$EPOCHS" --batch-size "$batch")
@@ -308,40 +325,26 @@ for config in $CONFIGS; do
         fi
       done
       for precision in $TORCH_PRECISIONS; do measure torch "$config" "$batch" "$precision" - "$repeat"; done
+      if [[ $CEILING == 1 && $config == 1x2 && $batch == "$CEILING_BATCH" ]]; then
+        measure dense_bench "$config" "$batch" "$CEILING_DTYPE" - "$repeat"
+      fi
     done
     measure fit_bench "$config" "$batch" fp32 - 1
   done
 done
 
-# 4. The ceilings: oneDNN's own matmuls at the step's shapes (dense_bench's reference: forward, backward-data and
-# backward-weights of the three layers, plain layouts, no bias or post-ops), fp32 and bf16, 2 threads.
-if [[ $CEILING == 1 ]]; then
-  echo "== ceiling: dense_bench --batches $CEILING_BATCH --dtype $CEILING_DTYPE, 2 threads"
-  flags=(--batches "$CEILING_BATCH" --no-primitives --csv "$CEILING_CSV")
-  [[ $CEILING_DTYPE == both ]] && flags+=(--dtype both)
-  report=$(mktemp)
-  wait_for_quiet
-  if OMP_NUM_THREADS=2 "$PYTHON" bench/others_cpu.py "$report" -- "$DENSE_BENCH" "${flags[@]}" \
-    >"$RESULTS/compare_torch_${STAMP}_dense_bench.txt"; then
-    grep -E '^batch' "$RESULTS/compare_torch_${STAMP}_dense_bench.txt" | sed 's/^/  /'
-    echo "  ($(cat "$report"))"
-  else
-    echo "compare_torch: dense_bench failed (output: $RESULTS/compare_torch_${STAMP}_dense_bench.txt): no ceilings" >&2
-  fi
-  rm -f "$report"
-fi
 echo "runs took $((SECONDS - START)) s; uptime:$(uptime)"
 
-# 5. The table: medians over repeats, ratios, peak RSS, the ceilings and the issue's targets.
-"$PYTHON" - "$RAW_CSV" "$SUMMARY_CSV" "$CEILING_CSV" "$BLAS_KIND" <<'EOF'
+# 4. The table: medians over repeats, ratios, peak RSS, the ceilings and the issue's targets.
+"$PYTHON" - "$RAW_CSV" "$SUMMARY_CSV" "$BLAS_KIND" "$NOISY_PCT" <<'EOF'
 import csv, os, statistics, sys
 from collections import defaultdict
 
-raw_path, summary_path, ceiling_path, blas = sys.argv[1:5]
+raw_path, summary_path, blas, noisy_pct = sys.argv[1:4] + [int(sys.argv[4])]
 fair = blas in ("openblas", "mkl")
 runs = list(csv.DictReader(open(raw_path)))
 rates, peaks, fit, others, c2c = defaultdict(list), defaultdict(list), {}, defaultdict(list), defaultdict(list)
-blas_seen, approximate = set(), set()
+blas_seen, approximate, ceiling_runs = set(), set(), defaultdict(list)
 for r in runs:
     row = (r["config"], int(r["batch"]))
     others[row].append(int(r["others_pct"]))
@@ -349,6 +352,13 @@ for r in runs:
     detail = dict(kv.split("=", 1) for kv in r["detail"].split() if "=" in kv)
     if r["trainer"] == "fit_bench":
         fit[row] = detail
+        continue
+    if r["trainer"] == "dense_bench":
+        for dtype in ("fp32", "bf16"):
+            if f"ceiling_{dtype}_s" in detail:
+                ceiling_runs[dtype].append((int(r["batch"]), float(detail[f"ceiling_{dtype}_s"]),
+                                            float(detail[f"dense_{dtype}_s"]), int(r["others_pct"]),
+                                            float(detail[f"ceiling_{dtype}_gflops"])))
         continue
     key = row + (r["trainer"], r["precision"], r["overlap"])
     rates[key].append(float(r["samples_per_second"]))
@@ -383,15 +393,16 @@ def num(v, fmt="{:,.0f}"):
 def ratio(a, b):
     return a / b if a == a and b == b and b > 0 else float("nan")
 
-# The ceilings: samples/s of a step made of nothing but oneDNN's matmuls (dense_bench's reference), 2 threads.
+# The ceilings: samples/s of a step made of nothing but oneDNN's matmuls (dense_bench's reference), 2 threads,
+# the median over the repeats that ran between the trainers' runs.
 ceiling = {}
-if os.path.exists(ceiling_path):
-    for r in csv.DictReader(open(ceiling_path)):
-        if r["name"] == "fwd+bwd" and r["scope"] in ("step", "step-bf16"):
-            dtype = "bf16" if r["scope"] == "step-bf16" else "fp32"
-            ceiling[dtype] = {"batch": int(r["batch"]), "samples_per_second": int(r["batch"]) / float(r["reference_s"]),
-                              "dense_samples_per_second": int(r["batch"]) / float(r["shardfit_s"]),
-                              "gflops": float(r["reference_gflops"])}
+for dtype, found in ceiling_runs.items():
+    batch = found[0][0]
+    seconds = statistics.median(f[1] for f in found)
+    ceiling[dtype] = {"batch": batch, "samples_per_second": batch / seconds,
+                      "dense_samples_per_second": batch / statistics.median(f[2] for f in found),
+                      "gflops": statistics.median(f[4] for f in found), "others_pct_max": max(f[3] for f in found),
+                      "repeats": len(found)}
 
 row_keys = sorted({k[:2] for k in rates}, key=lambda k: (k[0], k[1]))
 variants = sorted({k[4] for k in rates if k[2] == "shardfit"})  # overlap values ("-" for 1x2)
@@ -431,8 +442,8 @@ print()
 print("samples/s, median of repeats (each: median epoch after the first); x = shardfit / torch at the same precision;")
 print("peak RSS = the largest rank's max RSS, MiB (shardfit: run.json peak_rss_bytes; torch: getrusage per process).")
 if not fair:
-    print(f"* torch fp32 did NOT run on OpenBLAS ({','.join(sorted(blas_seen)) or blas}): fp32 ratios are against "
-          "the reference BLAS, not a peer.")
+    print(f"* torch fp32 did NOT run on OpenBLAS (check before the runs: {blas}; the runs: "
+          f"{','.join(sorted(blas_seen)) or '-'}): fp32 ratios are against the reference BLAS, not a peer.")
 head = ("config", "batch", "shardfit fp32", "shardfit bf16", f"torch fp32{star}", "torch bf16 autocast",
         f"fp32 x{star}", "bf16 x", "peak RSS MiB sf fp32 / sf bf16 / torch fp32 / torch bf16", "allreduce %",
         "spread % fp32/bf16", "others% max", "c2c ns")
@@ -458,10 +469,11 @@ if ceiling:
     print("ceilings: oneDNN's own matmuls at the step's shapes (dense_bench reference: fwd, bwd-data, bwd-weights of")
     print("the 3 layers, plain layouts, no bias / post-ops / loss / optimizer), 2 threads, same run:")
     for dtype, c in sorted(ceiling.items()):
-        print(f"  {dtype} batch {c['batch']}: {c['samples_per_second']:,.0f} samples/s ({c['gflops']:.0f} GFLOP/s);"
-              f" shardfit's Dense alone (fwd+bwd, no loss/optimizer) {c['dense_samples_per_second']:,.0f}")
+        print(f"  {dtype} batch {c['batch']}: {c['samples_per_second']:,.0f} samples/s ({c['gflops']:.0f} GFLOP/s), median"
+              f" of {c['repeats']}; shardfit's Dense alone (fwd+bwd, no loss/optimizer) "
+              f"{c['dense_samples_per_second']:,.0f}; others% max {c['others_pct_max']}")
 else:
-    print("ceilings: not measured (CEILING=0 or dense_bench failed)")
+    print("ceilings: not measured (they run with the 1x2 row of CEILING_BATCH; CEILING=0 turns them off)")
 
 # The issue's targets, each as the measured ratio against its threshold.
 def row(config, batch, overlap="-"):
@@ -470,11 +482,13 @@ def row(config, batch, overlap="-"):
             return r
     return None
 
-def target(name, value, at_least, note=""):
+def target(name, value, at_least, note="", others_pct=0):
     if value != value:
         print(f"  {name}: not measured{note}")
         return
     verdict = "met" if value >= at_least else "NOT met"
+    if others_pct > noisy_pct:
+        note += f"  (unreliable: other processes took up to {others_pct}% of the machine meanwhile)"
     print(f"  {name}: {value:.2f} (target >= {at_least}) {verdict}{note}")
 
 # 2x1 figures for the targets: overlap on where it was measured (the feature), else what ran.
@@ -483,23 +497,26 @@ print()
 print(f"targets (issue 10), measured in this run; 2x1 = shardfit with overlap {overlap_for_targets}:")
 r = row("1x2", 512)
 if r:
-    target("bf16 1x2 b512 vs torch bf16 autocast", r["ratio_bf16"], 1.5)
+    noise = r["others_pct_max"]
+    target("bf16 1x2 b512 vs torch bf16 autocast", r["ratio_bf16"], 1.5, others_pct=noise)
     c = ceiling.get("bf16")
     target("bf16 1x2 b512 step / bf16 matmul ceiling", ratio(r["shardfit_bf16"], c["samples_per_second"]) if c
-           and c["batch"] == 512 else float("nan"), 0.75)
+           and c["batch"] == 512 else float("nan"), 0.75, others_pct=noise)
     c = ceiling.get("fp32")
     target("fp32 1x2 b512 step / fp32 matmul ceiling", ratio(r["shardfit_fp32"], c["samples_per_second"]) if c
-           and c["batch"] == 512 else float("nan"), 0.85)
+           and c["batch"] == 512 else float("nan"), 0.85, others_pct=noise)
 for r in rows:
     if r["overlap"] not in ("-", overlap_for_targets):
         continue
     note = "" if fair else "  (* against the reference BLAS: not the target's peer)"
-    target(f"fp32 {r['config']} b{r['batch']} vs torch fp32 (OpenBLAS)", r["ratio_fp32"], 2.5, note)
+    target(f"fp32 {r['config']} b{r['batch']} vs torch fp32 (OpenBLAS)", r["ratio_fp32"], 2.5, note,
+           r["others_pct_max"])
 for batch, at_least in ((32, 0.75), (128, 0.9), (512, 0.9)):
     one, two = row("1x2", batch), row("2x1", batch, overlap_for_targets)
     for dtype in ("fp32", "bf16"):
         if one and two:
-            target(f"{dtype} 2x1 / 1x2 b{batch}", ratio(two[f"shardfit_{dtype}"], one[f"shardfit_{dtype}"]), at_least)
+            target(f"{dtype} 2x1 / 1x2 b{batch}", ratio(two[f"shardfit_{dtype}"], one[f"shardfit_{dtype}"]), at_least,
+                   others_pct=max(one["others_pct_max"], two["others_pct_max"]))
 print("  peak RSS per rank, shardfit / torch at the same precision (target <= 1.00):")
 for r in rows:
     if r["overlap"] not in ("-", overlap_for_targets):
