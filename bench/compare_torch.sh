@@ -126,6 +126,10 @@ for dtype in $DTYPES; do
     *) die "DTYPES: unknown $dtype (fp32, bf16)" ;;
   esac
 done
+if [[ " ${SF_DTYPES[*]} " == *" bf16 "* ]] && ! grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+  NOTES+=("this CPU has neither AVX512_BF16 nor AMX-BF16: shardfit's mixed_bfloat16 trains in fp32 (it warns), so its" \
+    "bf16 column measures fp32")
+fi
 SF_OVERLAP=()
 if grep -q -- '--overlap' <<<"$SHARDFIT_HELP"; then
   for value in $OVERLAP; do

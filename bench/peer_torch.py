@@ -58,6 +58,9 @@ def parse_args():
     parser.add_argument("--port", type=int, default=29517, help="gloo rendezvous port on 127.0.0.1")
     parser.add_argument("--bind", action=argparse.BooleanOptionalAction, default=True,
                         help="DDP: pin rank r to core r (as mpirun --bind-to core does for shardfit)")
+    parser.add_argument("--blas-threads", type=int, default=-1,
+                        help="OpenBLAS threads per process: -1 (default) the --threads value, 0 OpenBLAS's own default "
+                             "(a thread per core: oversubscribes DDP ranks; for comparison only)")
     parser.add_argument("--blas-only", action="store_true",
                         help="only report the BLAS this process loaded and its fp32 matmul speed, then exit")
     args = parser.parse_args()
@@ -95,13 +98,14 @@ def loaded_blas():
 
 def pin_blas_threads(threads):
     """OpenBLAS starts one thread per core whatever torch.set_num_threads says (measured: 2 with set_num_threads(1)),
-    so a 2-rank DDP run would put 4 BLAS threads on 2 cores. Sets it to `threads`; returns the count it reports, or
-    0 when no OpenBLAS is loaded. Call after a first matmul."""
+    so a 2-rank DDP run would put 4 BLAS threads on 2 cores. Sets it to `threads` (0: leaves OpenBLAS's own);
+    returns the count it reports, or 0 when no OpenBLAS is loaded. Call after a first matmul."""
     with open("/proc/self/maps") as maps:
         paths = {line.split()[5] for line in maps if len(line.split()) >= 6 and "libopenblas" in line.split()[5]}
     for path in sorted(paths):
         library = ctypes.CDLL(path)
-        library.openblas_set_num_threads(threads)
+        if threads > 0:
+            library.openblas_set_num_threads(threads)
         return library.openblas_get_num_threads()
     return 0
 
@@ -158,7 +162,8 @@ def train(rank, args):
     use_bf16 = args.precision == "bf16"
     generator = torch.Generator()
 
-    blas = blas_report(args.threads)  # every rank pins OpenBLAS's threads; rank 0 reports (matmuls not timed)
+    # Every rank pins OpenBLAS's threads; rank 0 reports (its matmuls are not timed).
+    blas = blas_report(args.threads if args.blas_threads < 0 else args.blas_threads)
     if rank != 0:
         blas = ""
     rates, losses = [], []
@@ -213,7 +218,8 @@ def main():
     args = parse_args()
     if args.blas_only:
         torch.set_num_threads(args.threads)
-        print(f"peer_torch threads={args.threads} {blas_report(args.threads)} torch={torch.__version__}", flush=True)
+        report = blas_report(args.threads if args.blas_threads < 0 else args.blas_threads)
+        print(f"peer_torch threads={args.threads} {report} torch={torch.__version__}", flush=True)
         return 0
     if args.ranks == 1:
         train(0, args)
