@@ -16,6 +16,7 @@
 #include <iterator>
 #include <map>
 #include <set>
+#include <span>
 #include <string_view>
 #include <system_error>
 #include <utility>
@@ -169,6 +170,10 @@ std::string run_to_json(const proto::History& history) {
       .numbers("seconds", seconds)
       .numbers("samples_per_second", samples_per_second);
   if (history.has_diagnosis()) fields.object("diagnosis", json_diagnosis(history.diagnosis()));
+  if (history.peak_rss_bytes_size() > 0) {
+    fields.integers("peak_rss_bytes", std::span<const int64_t>(history.peak_rss_bytes().data(),
+                                                               static_cast<size_t>(history.peak_rss_bytes_size())));
+  }
   return fields.document();
 }
 

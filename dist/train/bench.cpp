@@ -28,6 +28,7 @@
 #include "kernels/engine.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
+#include "kernels/memory_budget.h"
 #include "kernels/model_factory.h"
 #include "kernels/optimizer.h"
 #include "kernels/random.h"
@@ -136,7 +137,18 @@ double mean(std::span<const double> values) {
 }
 
 // One rank's means per measured step, in the order they are gathered.
-enum RankValue { kGather, kForward, kBackward, kIssued, kWaited, kOptimizer, kStep, kLocalCount, kRankValues };
+enum RankValue {
+  kGather,
+  kForward,
+  kBackward,
+  kIssued,
+  kWaited,
+  kOptimizer,
+  kStep,
+  kLocalCount,
+  kPeakRss,  // the rank's peak resident bytes after the measured steps (getrusage)
+  kRankValues
+};
 
 // What rank 0 has gathered, and the numbers derived from it.
 struct Measured {
@@ -169,6 +181,13 @@ struct Measured {
   }
   // global batch / the slowest rank's mean step: the ranks wait for each other in the allreduce every step.
   double samples_per_second() const { return static_cast<double>(global_batch) / slowest_step(); }
+  std::vector<int64_t> peak_rss_bytes() const {
+    std::vector<int64_t> peaks;
+    for (int r = 0; r < ranks; ++r) {
+      peaks.push_back(static_cast<int64_t>(by_rank[static_cast<size_t>(r * kRankValues + kPeakRss)]));
+    }
+    return peaks;
+  }
   // Each rank's own samples / its own mean step.
   std::vector<double> rank_rates() const {
     std::vector<double> rates;
@@ -251,6 +270,10 @@ std::string table_text(const BenchConfig& config, const Identity& id, const Meas
     line("  raw allreduce    %s in one MPI_Allreduce, %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
          mib(m.bytes_per_step).c_str(), 1e3 * m.raw_seconds, raw, bus_bandwidth(raw, m.ranks));
   }
+  const std::vector<int64_t> peaks = m.peak_rss_bytes();
+  const auto largest = std::max_element(peaks.begin(), peaks.end());
+  line("  peak RSS         %s on rank %lld (the largest rank's max resident memory)",
+       bytes_text(static_cast<double>(*largest)).c_str(), static_cast<long long>(largest - peaks.begin()));
   line("  machine          %s; oneDNN %s; %s; %s", id.cpu.c_str(), id.isa.c_str(), id.mpi.c_str(),
        id.transport.c_str());
   return text;
@@ -307,6 +330,9 @@ std::string record_text(const BenchConfig& config, const Identity& id, const Mea
       .number("seconds", m.raw_seconds)
       .number("algbw_gb_per_s", raw)
       .number("busbw_gb_per_s", bus_bandwidth(raw, m.ranks));
+  const std::vector<int64_t> peaks = m.peak_rss_bytes();
+  JsonObject memory;
+  memory.integers("by_rank", peaks).integer("max", *std::max_element(peaks.begin(), peaks.end()));
   JsonObject machine;
   machine.string("cpu_model", id.cpu)
       .string("onednn_isa", id.isa)
@@ -333,6 +359,7 @@ std::string record_text(const BenchConfig& config, const Identity& id, const Mea
       .number("exposed_comm_share", exposed / m.rank_mean(kStep))
       .object("allreduce", allreduce)
       .object("raw_allreduce", raw_allreduce)
+      .object("peak_rss_bytes", memory)
       .object("machine", machine);
   return record.inline_text();
 }
@@ -489,9 +516,15 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   }
 
   // Every rank's steps and phase means, and where it ran, to rank 0.
-  const std::vector<double> mine = {
-      p.gather / steps,           p.forward / steps,   p.backward / steps, p.allreduce_issued / steps,
-      p.allreduce_waited / steps, p.optimizer / steps, mean(step_seconds), static_cast<double>(step.local_count())};
+  const std::vector<double> mine = {p.gather / steps,
+                                    p.forward / steps,
+                                    p.backward / steps,
+                                    p.allreduce_issued / steps,
+                                    p.allreduce_waited / steps,
+                                    p.optimizer / steps,
+                                    mean(step_seconds),
+                                    static_cast<double>(step.local_count()),
+                                    static_cast<double>(peak_rss_bytes())};
   m.by_rank = comm.gather_to_root(std::span<const double>(mine));
   m.step_seconds = comm.gather_to_root(std::span<const double>(step_seconds));
   const std::vector<std::string> placements = comm.gather_text_to_root(this_rank_placement().encode());

@@ -67,6 +67,13 @@ def check(record):
     if steps < 1 or need(record, "warmup_steps", int) < 0:
         fail("steps < 1 or warmup_steps < 0")
 
+    # Each rank's peak resident memory: more than nothing, less than a terabyte, the max the largest of them.
+    peaks = need(record, "peak_rss_bytes.by_rank", list)
+    if len(peaks) != ranks or not all(isinstance(p, int) and 0 < p < 2**40 for p in peaks):
+        fail(f"peak_rss_bytes.by_rank {peaks}: expected {ranks} positive byte counts")
+    if need(record, "peak_rss_bytes.max", int) != max(peaks):
+        fail(f"peak_rss_bytes.max is not the largest of {peaks}")
+
     total = need(record, "samples_per_second.total", float)
     if total <= 0:
         fail(f"samples_per_second.total = {total}")

@@ -462,6 +462,30 @@ TEST(HistoryWriter, WritesFourFilesThatRoundTrip) {
   EXPECT_EQ(names, (std::vector<std::string>{"history.csv", "history.json", "history.pb", "run.json"}));
 }
 
+// The ranks' peak RSS, when the history has them, is run.json's "peak_rss_bytes": integers, one per rank, in rank
+// order; a history without them (written before they existed) leaves the key out.
+TEST(HistoryWriter, PeakRssOfEachRankInRunJson) {
+  const shardfit::testing::TempDir tmp("history");
+  const HistoryWriter writer(tmp.path());
+  proto::History history;
+  history.mutable_params()->set_world_size(3);
+  for (const int64_t bytes : {int64_t{123} << 20, int64_t{5} << 30, int64_t{1}}) history.add_peak_rss_bytes(bytes);
+  writer.write(history);
+  const Json run = JsonReader(read_text(writer.run_json_path())).parse();
+  const Json& peaks = run.at("peak_rss_bytes");
+  ASSERT_EQ(peaks.items.size(), 3u);
+  const double want[] = {123.0 * (1 << 20), 5.0 * (int64_t{1} << 30), 1.0};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(peaks.items[i].integral) << i;
+    EXPECT_EQ(peaks.items[i].number, want[i]) << i;
+  }
+  EXPECT_EQ(read_history_pb(writer.pb_path()).peak_rss_bytes_size(), 3);
+
+  history.clear_peak_rss_bytes();
+  writer.write(history);
+  EXPECT_FALSE(JsonReader(read_text(writer.run_json_path())).parse().has("peak_rss_bytes"));
+}
+
 TEST(HistoryWriter, NoDiagnosisAndNoEpochsStillValid) {
   const shardfit::testing::TempDir tmp("history");
   const HistoryWriter writer(tmp.path());

@@ -16,6 +16,8 @@
 
 #include "dist/gradient_reducer.h"
 #include "dist/io/dataset.h"
+#include "dist/io/history_writer.h"
+#include "dist/io/json_reader.h"
 #include "dist/io/npy_writer.h"
 #include "dist/sharding.h"
 #include "dist/stop_signal.h"
@@ -23,6 +25,7 @@
 #include "dist/train/step.h"
 #include "dist/train/step_control.h"
 #include "kernels/job_file.h"
+#include "kernels/memory_budget.h"
 #include "kernels/model_factory.h"
 #include "kernels/optimizer.h"
 #include "kernels/random.h"
@@ -312,6 +315,51 @@ TEST(StepControlTest, ALossBeyondFloatRangeStaysFiniteAndANonFiniteOneStaysNonFi
   control.offer(std::nan(""));
   EXPECT_TRUE(std::isnan(control.agree(8).global_batch_loss));
   EXPECT_FALSE(control.agree(8).stop_requested);
+}
+
+// run.json holds every rank's peak resident memory, gathered to rank 0 after each epoch: one entry per rank, each
+// more than the model's buffers need and less than the machine has; history.pb holds the same, and every rank's
+// History agrees (the values are gathered to every rank).
+TEST(Fit, RunJsonHoldsThePeakRssOfEachRank) {
+  const SharedDir shared("peak_rss");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits60", range(0, 60));
+  const proto::Job job = parse_job_text(R"(
+      model { layers { dense { units: 32 activation: "relu" } } layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy"
+      optimizer { sgd { learning_rate: 0.1 } }
+      fit { epochs: 2 batch_size: 12 seed: 5 }
+      data { train { x { path: "digits60_x.npy" } y { path: "digits60_y.npy" } } })",
+                                        "peak_rss.pbtxt");
+  FitConfig config = quiet_config(job);
+  config.write_history = true;
+  config.plot = false;
+  config.history_dir = dir / "history";
+  const FitResult result = fit(world(), job, dir, config);
+
+  const auto& peaks = result.history.peak_rss_bytes();
+  ASSERT_EQ(peaks.size(), world().size());
+  const uint64_t machine = physical_memory_bytes();
+  for (int rank = 0; rank < peaks.size(); ++rank) {
+    EXPECT_GT(peaks[rank], 1 << 20) << "rank " << rank << ": a process holding MPI and oneDNN is past 1 MiB";
+    if (machine > 0) EXPECT_LT(static_cast<uint64_t>(peaks[rank]), machine) << "rank " << rank;
+  }
+  // The peak only grows: this rank's entry is at most what the process has reached by now.
+  EXPECT_LE(peaks[world().rank()], peak_rss_bytes());
+  world().check_same_everywhere("peak_rss_bytes", std::vector<float>(peaks.begin(), peaks.end()));
+
+  if (world().is_root()) {
+    const JsonValue run = read_json(history_files(config.history_dir).run_json);
+    const JsonValue* listed = run.find("peak_rss_bytes");
+    ASSERT_NE(listed, nullptr) << "run.json has no peak_rss_bytes";
+    ASSERT_EQ(listed->items.size(), static_cast<size_t>(world().size()));
+    for (size_t rank = 0; rank < listed->items.size(); ++rank) {
+      EXPECT_EQ(listed->items[rank].number, static_cast<double>(peaks[static_cast<int>(rank)])) << "rank " << rank;
+    }
+    const proto::History pb = read_history_pb(history_files(config.history_dir).pb);
+    EXPECT_EQ(std::vector<int64_t>(pb.peak_rss_bytes().begin(), pb.peak_rss_bytes().end()),
+              std::vector<int64_t>(peaks.begin(), peaks.end()));
+  }
 }
 
 // The acceptance run of the compute core: 64-128-10 MLP, Adam, validation accuracy >= 0.95 within 30 epochs.
