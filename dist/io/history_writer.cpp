@@ -75,8 +75,10 @@ proto::History history_in_utf8(const proto::History& history) {
 
 JsonObject json_params(const proto::HistoryParams& params) {
   JsonObject fields;
-  fields.integer("epochs", params.epochs())
+  fields.integer("bucket_bytes", params.bucket_bytes())
+      .integer("epochs", params.epochs())
       .integer("global_batch", params.global_batch())
+      .boolean("overlap", params.overlap())
       .integer("steps", params.steps())
       .integer("threads_per_rank", params.threads_per_rank())
       .integer("train_samples", params.train_samples())

@@ -21,6 +21,7 @@
 #include "dist/io/json_writer.h"
 #include "dist/placement.h"
 #include "dist/sharding.h"
+#include "dist/train/fit.h"
 #include "dist/train/labels.h"
 #include "dist/train/model_setup.h"
 #include "dist/train/output_plan.h"
@@ -165,6 +166,8 @@ struct Measured {
   int64_t parameters = 0;
   int64_t bytes_per_step = 0;  // allreduced by the step (0 at one rank)
   int64_t buckets = 0;
+  int64_t bucket_bytes = 0;      // a full bucket's
+  bool overlap = false;          // the buckets' allreduces overlapped backward (fit.overlap)
   double allreduce_seconds = 0;  // per step, the least over the ranks
   double raw_seconds = 0;        // one Comm::allreduce_sum of the same bytes, the least mean over the ranks
   int64_t raw_repetitions = 0;
@@ -263,9 +266,9 @@ std::string table_text(const BenchConfig& config, const Identity& id, const Meas
     line("  allreduce        none: one rank has nothing to exchange");
   } else {
     const double algbw = gb_per_second(m.bytes_per_step, m.allreduce_seconds);
-    line("  allreduce        %s a step in %lld bucket(s), %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
-         mib(m.bytes_per_step).c_str(), static_cast<long long>(m.buckets), 1e3 * m.allreduce_seconds, algbw,
-         bus_bandwidth(algbw, m.ranks));
+    line("  allreduce        %s a step in %lld bucket(s) of up to %s, %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
+         mib(m.bytes_per_step).c_str(), static_cast<long long>(m.buckets), mib(m.bucket_bytes).c_str(),
+         1e3 * m.allreduce_seconds, algbw, bus_bandwidth(algbw, m.ranks));
     const double raw = gb_per_second(m.bytes_per_step, m.raw_seconds);
     line("  raw allreduce    %s in one MPI_Allreduce, %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
          mib(m.bytes_per_step).c_str(), 1e3 * m.raw_seconds, raw, bus_bandwidth(raw, m.ranks));
@@ -274,6 +277,8 @@ std::string table_text(const BenchConfig& config, const Identity& id, const Meas
   const auto largest = std::max_element(peaks.begin(), peaks.end());
   line("  peak RSS         %s on rank %lld (the largest rank's max resident memory)",
        bytes_text(static_cast<double>(*largest)).c_str(), static_cast<long long>(largest - peaks.begin()));
+  line("  overlap          %s", m.overlap ? "on: the bucket allreduces run on a communication thread during backward"
+                                          : "off: the bucket allreduces run after backward");
   line("  machine          %s; oneDNN %s; %s; %s", id.cpu.c_str(), id.isa.c_str(), id.mpi.c_str(),
        id.transport.c_str());
   return text;
@@ -320,6 +325,7 @@ std::string record_text(const BenchConfig& config, const Identity& id, const Mea
   JsonObject allreduce;
   allreduce.integer("bytes_per_step", m.bytes_per_step)
       .integer("buckets", m.bytes_per_step > 0 ? m.buckets : 0)
+      .integer("bucket_bytes", m.bucket_bytes)
       .number("seconds_per_step", m.allreduce_seconds)
       .number("algbw_gb_per_s", algbw)
       .number("busbw_gb_per_s", bus_bandwidth(algbw, m.ranks));
@@ -350,6 +356,7 @@ std::string record_text(const BenchConfig& config, const Identity& id, const Mea
       .string("host_names", m.host_names)
       .integer("threads_per_rank", m.threads)
       .boolean("oversubscribed", m.oversubscribed)
+      .boolean("overlap", m.overlap)
       .object("batch", batch)
       .integer("warmup_steps", config.warmup_steps)
       .integer("steps", config.steps)
@@ -416,6 +423,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   std::unique_ptr<Optimizer> optimizer;
   std::optional<Dataset> data;
   LabelLayout layout = LabelLayout::kAsIs;
+  int64_t bucket_bytes = GradientReducer::kDefaultBucketBytes;
   Identity id;
   run_agreed(comm, [&] {
     if (comm.is_root()) {
@@ -449,6 +457,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
     model->initialize(config.seed);
     data.emplace(synthetic_data(*model, job.loss(), global_batch, config.seed));
     layout = prepare_labels(*data, *model, job.loss(), "bench", rank, world);
+    bucket_bytes = bucket_bytes_of(job.fit());
     id.model_name = config.model_name;
     id.widths = widths_text(job);
     id.optimizer = optimizer->kind();
@@ -465,7 +474,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   // The step as fit runs it: the control values ride with bucket 0 (dist/train/step_control.h); fit.overlap
   // (--overlap on), as fit reads it.
   GradientReducer reducer(
-      comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots), GradientReducer::kDefaultBucketBytes,
+      comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots), bucket_bytes,
       config.job.fit().overlap() ? GradientReducer::Overlap::kThread : GradientReducer::Overlap::kOff);
   StepControl control(reducer.control());
   StepOptions options;
@@ -485,6 +494,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   }
   comm.barrier();
   step.reset_phases();
+  reducer.reset_timing();
   std::vector<double> step_seconds(static_cast<size_t>(config.steps));
   for (int64_t s = 0; s < config.steps; ++s) {
     step.begin_epoch(config.warmup_steps + s);
@@ -494,13 +504,19 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   }
   const StepPhases& p = step.phases();
   const double steps = static_cast<double>(p.steps);
-  const double allreduce_seconds = comm.allreduce_min((p.allreduce_issued + p.allreduce_waited) / steps);
+  // Without overlap the exchange is the step's allreduce phases; with it those are only what backward left exposed,
+  // so the exchange is the communication thread's time inside the calls (GradientReducer::seconds; bench.h, note 3).
+  const bool overlapped = reducer.overlap() != GradientReducer::Overlap::kOff;
+  const double allreduce_seconds =
+      comm.allreduce_min(overlapped ? reducer.seconds() / steps : (p.allreduce_issued + p.allreduce_waited) / steps);
 
   // The raw allreduce of the same bytes, in one call (zeros: no value grows over the repetitions).
   Measured m;
   m.ranks = world;
   m.parameters = model->param_count();
   m.buckets = static_cast<int64_t>(reducer.buckets().size());
+  m.bucket_bytes = reducer.bucket_bytes();
+  m.overlap = overlapped;
   m.allreduce_seconds = world > 1 ? allreduce_seconds : 0.0;
   if (world > 1) {
     // The gradients' bytes: the 12 bytes of control values bucket 0 also carries are left out (GradientReducer,

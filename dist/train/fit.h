@@ -9,6 +9,7 @@
 #include <string>
 
 #include "dist/comm.h"
+#include "dist/gradient_reducer.h"
 #include "dist/timeline.h"
 #include "dist/train/step_phases.h"
 #include "dist/watchdog.h"
@@ -46,7 +47,12 @@ struct FitConfig {
   WatchdogSettings watchdog;              // seconds without progress before a warning / the end of the job
   TimelineSettings timeline;              // --timeline FILE (absolute) and --timeline-steps; no path: none
   bool overlap = false;                   // fit.overlap / --overlap: the allreduce overlaps backward
+  int64_t bucket_bytes = GradientReducer::kDefaultBucketBytes;  // fit.bucket_bytes / --bucket-bytes
 };
+
+// fit.bucket_bytes, checked (a multiple of 4, at least 4: whole floats), or the default when unset. For fit and
+// bench alike. Throws Error naming the field.
+int64_t bucket_bytes_of(const proto::FitOptions& fit);
 
 // Applies defaults and checks ranges; errors name the field ("fit.batch_size = 0: expected ...").
 // is_terminal decides verbose's default (1 on a terminal, else 2).

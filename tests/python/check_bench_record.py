@@ -56,6 +56,7 @@ def check(record):
     if need(record, "threads_per_rank", int) < 1:
         fail("threads_per_rank < 1")
     need(record, "oversubscribed", bool)
+    need(record, "overlap", bool)
     if need(record, "model.parameters", int) < 1:
         fail("model.parameters < 1")
 
@@ -118,6 +119,9 @@ def check(record):
     raw_busbw = need(record, "raw_allreduce.busbw_gb_per_s", float)
     need(record, "raw_allreduce.repetitions", int)
     buckets = need(record, "allreduce.buckets", int)
+    bucket_bytes = need(record, "allreduce.bucket_bytes", int)
+    if bucket_bytes < 4 or bucket_bytes % 4 != 0:
+        fail(f"allreduce.bucket_bytes = {bucket_bytes}: expected a multiple of 4, at least 4")
     if ranks == 1:
         if bytes_per_step != 0 or raw_bytes != 0 or seconds != 0 or algbw != 0 or busbw != 0 or raw_busbw != 0:
             fail(f"one rank exchanges nothing, yet allreduce {record['allreduce']}, raw {record['raw_allreduce']}")
@@ -132,8 +136,11 @@ def check(record):
     factor = 2 * (ranks - 1) / ranks
     if not close(busbw, algbw * factor, 1e-9) or not close(raw_busbw, raw_algbw * factor, 1e-9):
         fail(f"busbw {busbw} is not algbw {algbw} x 2(P-1)/P")
-    # The fastest rank's allreduce time is at most the ranks' mean exposed communication.
-    if seconds > phases["exposed_comm"] * (1 + 1e-9):
+    if buckets != -(-bytes_per_step // bucket_bytes):
+        fail(f"{buckets} bucket(s) of up to {bucket_bytes} bytes for {bytes_per_step} bytes")
+    # The fastest rank's allreduce time is at most the ranks' mean exposed communication; with overlap the exchange
+    # runs partly during backward, so it may be longer than what is left exposed.
+    if not record["overlap"] and seconds > phases["exposed_comm"] * (1 + 1e-9):
         fail(f"allreduce {seconds} s a step against exposed communication {phases['exposed_comm']} s")
 
 
@@ -144,6 +151,8 @@ def main():
     parser.add_argument("--ranks", type=int, required=True)
     parser.add_argument("--mode", required=True)
     parser.add_argument("--global-batch", type=int, required=True)
+    parser.add_argument("--overlap", choices=["on", "off"], default="off")
+    parser.add_argument("--bucket-bytes", type=int, default=4 << 20)
     args = parser.parse_args()
     with open(args.file, encoding="utf-8") as f:
         lines = f.read().splitlines()
@@ -158,10 +167,12 @@ def main():
     for record in records:
         check(record)
     last = records[-1]
-    expected = {"ranks": args.ranks, "mode": args.mode}
+    expected = {"ranks": args.ranks, "mode": args.mode, "overlap": args.overlap == "on"}
     for key, value in expected.items():
         if last[key] != value:
             fail(f"{key} = {last[key]!r}: expected {value!r}")
+    if last["allreduce"]["bucket_bytes"] != args.bucket_bytes:
+        fail(f"allreduce.bucket_bytes = {last['allreduce']['bucket_bytes']}: expected {args.bucket_bytes}")
     if last["batch"]["global"] != args.global_batch:
         fail(f"batch.global = {last['batch']['global']}: expected {args.global_batch}")
     print(f"ok: {len(records)} record(s)")

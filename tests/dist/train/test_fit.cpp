@@ -261,38 +261,43 @@ TEST(TrainStep, ControlValuesRideWithTheGradientsInOneCollectivePerBucket) {
       data { train { x { path: "digits100_x.npy" } y { path: "digits100_y.npy" } } })",
                                         "step_control.pbtxt");
   const FitConfig config = quiet_config(job);
-  const Dataset data = Dataset::open(job.data().train(), dir, "train");
-  auto model = build_model(job, data.feature_dim());
-  model->initialize(config.seed);
-  auto optimizer = make_optimizer(job.optimizer(), model->param_count());
-  const ShardPlan plan(data.rows(), config.batch_size, world().size(), world().rank());
-  // Small buckets, so that the count is several per step (the model has 1210 parameters).
-  GradientReducer reducer(world(), model->gradients(), model->gradient_tail().first(StepControl::kSlots), 1024);
-  ASSERT_GT(reducer.buckets().size(), 2U);
-  StepControl control(reducer.control());
-  TrainStep step(*model, *optimizer, reducer, data, LabelLayout::kAsIs, plan, StepOptions{config.seed, true, {}, {}});
-  step.carry_control(&control);
-  install_stop_signal_handlers();
-  clear_stop_signal();
-  const int64_t stop_step = 3;
-  step.begin_epoch(0);
-  for (int64_t s = 0; s < plan.steps(); ++s) {
-    if (s == stop_step && world().rank() == world().size() - 1) std::raise(SIGUSR1);
-    const int64_t calls = world().collective_calls();
-    step.run(s);
-    const StepControlValues agreed = control.agree(step.global_count());
-    EXPECT_EQ(world().collective_calls() - calls,
-              world().size() > 1 ? static_cast<int64_t>(reducer.buckets().size()) : int64_t{0})
-        << "step " << s;
+  // With overlap the communication thread sends bucket 0, control values included: the same calls, the same count.
+  for (const auto overlap : {GradientReducer::Overlap::kOff, GradientReducer::Overlap::kThread}) {
+    SCOPED_TRACE(overlap == GradientReducer::Overlap::kOff ? "overlap off" : "overlap on");
+    const Dataset data = Dataset::open(job.data().train(), dir, "train");
+    auto model = build_model(job, data.feature_dim());
+    model->initialize(config.seed);
+    auto optimizer = make_optimizer(job.optimizer(), model->param_count());
+    const ShardPlan plan(data.rows(), config.batch_size, world().size(), world().rank());
+    // Small buckets, so that the count is several per step (the model has 1210 parameters).
+    GradientReducer reducer(world(), model->gradients(), model->gradient_tail().first(StepControl::kSlots), 1024,
+                            overlap);
+    ASSERT_GT(reducer.buckets().size(), 2U);
+    StepControl control(reducer.control());
+    TrainStep step(*model, *optimizer, reducer, data, LabelLayout::kAsIs, plan, StepOptions{config.seed, true, {}, {}});
+    step.carry_control(&control);
+    install_stop_signal_handlers();
+    clear_stop_signal();
+    const int64_t stop_step = 3;
+    step.begin_epoch(0);
+    for (int64_t s = 0; s < plan.steps(); ++s) {
+      if (s == stop_step && world().rank() == world().size() - 1) std::raise(SIGUSR1);
+      const int64_t calls = world().collective_calls();
+      step.run(s);
+      const StepControlValues agreed = control.agree(step.global_count());
+      EXPECT_EQ(world().collective_calls() - calls,
+                world().size() > 1 ? static_cast<int64_t>(reducer.buckets().size()) : int64_t{0})
+          << "step " << s;
 
-    // Checked with collectives of their own, after the counted part.
-    const double expected = world().allreduce_sum(step.loss_sum()) / static_cast<double>(step.global_count());
-    EXPECT_NEAR(agreed.global_batch_loss, expected, 1e-6 * std::abs(expected)) << "step " << s;
-    const std::vector<double> seen = world().allgather(agreed.global_batch_loss);
-    EXPECT_EQ(std::count(seen.begin(), seen.end(), seen[0]), world().size()) << "every rank reads the same loss";
-    EXPECT_EQ(agreed.stop_requested, s >= stop_step) << "step " << s << ", rank " << world().rank();
+      // Checked with collectives of their own, after the counted part.
+      const double expected = world().allreduce_sum(step.loss_sum()) / static_cast<double>(step.global_count());
+      EXPECT_NEAR(agreed.global_batch_loss, expected, 1e-6 * std::abs(expected)) << "step " << s;
+      const std::vector<double> seen = world().allgather(agreed.global_batch_loss);
+      EXPECT_EQ(std::count(seen.begin(), seen.end(), seen[0]), world().size()) << "every rank reads the same loss";
+      EXPECT_EQ(agreed.stop_requested, s >= stop_step) << "step " << s << ", rank " << world().rank();
+    }
+    clear_stop_signal();
   }
-  clear_stop_signal();
 }
 
 // The batch loss travels as a float, but finite or not is the double's: a finite sum beyond float's range stays
