@@ -5,9 +5,11 @@ Not a profiler: the command's own output passes through untouched.
 
     bench/others_cpu.py REPORT_FILE -- COMMAND [ARGS...]
 
-REPORT_FILE gets one line `others_pct=P wall_s=W own_cpu_s=C`. Others' CPU = the machine's busy time from
-/proc/stat minus the command's own CPU time (getrusage of its waited-for process tree: mpirun's ranks and
-torch.multiprocessing's workers count as the command's own). Exits with the command's status.
+REPORT_FILE gets one line `others_pct=P wall_s=W own_cpu_s=C max_rss_bytes=M`. Others' CPU = the machine's busy
+time from /proc/stat minus the command's own CPU time (getrusage of its waited-for process tree: mpirun's ranks and
+torch.multiprocessing's workers count as the command's own). max_rss_bytes is the largest peak RSS of any one
+process of that tree (RUSAGE_CHILDREN's ru_maxrss): a cross-check of the per-rank figures the trainers report
+themselves. Exits with the command's status.
 """
 import os
 import resource
@@ -38,7 +40,8 @@ def main():
     machine = max(total1 - total0, 1e-9)
     others = max(0.0, (busy1 - busy0) - own)
     with open(report, "w") as out:
-        out.write(f"others_pct={100 * others / machine:.0f} wall_s={wall:.1f} own_cpu_s={own:.1f}\n")
+        out.write(f"others_pct={100 * others / machine:.0f} wall_s={wall:.1f} own_cpu_s={own:.1f} "
+                  f"max_rss_bytes={usage.ru_maxrss * 1024}\n")  # Linux reports KiB
     return status
 
 

@@ -5,7 +5,10 @@
 # into compute and exposed communication, the step allreduce's bus bandwidth against a raw MPI_Allreduce of the
 # same bytes that bench times in the same run) and appends every run's bench record, with the rate it ran at, to
 # bench/results/shaped_<time>.jsonl. Root only. A benchmark, not a test: it checks no numbers.
-#   bench/shaped_network.sh   (RATES="off 10gbit 1gbit" HOSTS=3 THREADS=1 BATCH=384 STEPS=30 WARMUP=5 REPEATS=3)
+#   bench/shaped_network.sh   (RATES="off 10gbit 1gbit" HOSTS=3 THREADS=1 BATCH=384 STEPS=30 WARMUP=5 REPEATS=3
+#                              OVERLAPS=off BUCKET_BYTES=)
+# OVERLAPS="off on" runs every rate with `--overlap off` and `--overlap on` (interleaved) and the table adds the
+# share of off's exposed communication that on hides at the same rate; BUCKET_BYTES passes --bucket-bytes.
 # BATCH is the global batch (strong scaling, BATCH/HOSTS a rank); THREADS OpenMP threads a rank. SHARDFIT=PATH runs
 # a shardfit built elsewhere (no build here); SHARDFIT_MPIRUN_EXTRA adds mpirun flags (e.g. an allreduce algorithm).
 # Latency cannot be added where the kernel lacks sch_netem (this development machine's does); see
@@ -20,6 +23,10 @@ BATCH=${BATCH:-384}
 STEPS=${STEPS:-30}
 WARMUP=${WARMUP:-5}
 REPEATS=${REPEATS:-3}
+OVERLAPS=${OVERLAPS:-off}
+BUCKET_BYTES=${BUCKET_BYTES:-}
+bucket_flag=()
+[ -z "$BUCKET_BYTES" ] || bucket_flag=(--bucket-bytes "$BUCKET_BYTES")
 PYTHON=${PYTHON:-/usr/bin/python3}
 if [ "$(id -u)" -ne 0 ]; then
   echo "shaped_network.sh: needs root (network namespaces)" >&2
@@ -70,19 +77,21 @@ done
 # minute then slows every rate alike, and the medians stay comparable.
 for repeat in $(seq 1 "$REPEATS"); do
   for rate in $RATES; do
+   for overlap in $OVERLAPS; do
     "${netns[@]}" shape "$rate"
     rm -f "$run_dir/run.jsonl"
     # In the background and waited for, so that Ctrl-C reaches the cleanup at once; timeout bounds a hung run.
     # In run_dir: rank 0 writes its record there (the hosts share the filesystem).
     (cd "$run_dir" && exec timeout -k 5 300 bash "$OLDPWD/launch/cluster/netns.sh" mpirun "$HOSTS" \
       -x OMP_NUM_THREADS="$THREADS" "$SHARDFIT" bench --model mlp --mode strong --batch-size "$BATCH" \
-      --steps "$STEPS" --warmup-steps "$WARMUP" --json run.jsonl) >"$run_dir/run.out" 2>&1 </dev/null &
+      --steps "$STEPS" --warmup-steps "$WARMUP" --overlap "$overlap" "${bucket_flag[@]}" --json run.jsonl) \
+      >"$run_dir/run.out" 2>&1 </dev/null &
     job_pid=$!
     status=0
     wait "$job_pid" || status=$?
     job_pid=""
     if [ "$status" -ne 0 ] || [ ! -s "$run_dir/run.jsonl" ]; then
-      echo "rate $rate, repeat $repeat: shardfit bench exited $status" >&2
+      echo "rate $rate, overlap $overlap, repeat $repeat: shardfit bench exited $status" >&2
       tail -n 20 "$run_dir/run.out" >&2
       exit 1
     fi
@@ -96,9 +105,11 @@ record["shaped_network"] = {"rate": sys.argv[3], "repeat": int(sys.argv[4]), "lo
                             "mpirun_extra": sys.argv[6]}
 with open(sys.argv[2], "a") as out:
     out.write(json.dumps(record, sort_keys=True) + "\n")
-print(f"  {sys.argv[3]} #{sys.argv[4]}: {record['samples_per_second']['total']:.0f} samples/s, "
+print(f"  {sys.argv[3]} overlap {'on' if record.get('overlap') else 'off'} #{sys.argv[4]}: "
+      f"{record['samples_per_second']['total']:.0f} samples/s, "
       f"step {1e3 * record['phase_seconds']['step']:.1f} ms, exposed comm {100 * record['exposed_comm_share']:.0f}%")
 PY
+   done
   done
 done
 "${netns[@]}" shape off
@@ -107,23 +118,23 @@ done
 import json, statistics, sys
 records = [json.loads(line) for line in open(sys.argv[1])]
 tcp = dict(arg.split("=", 1) for arg in sys.argv[2:])
-by_rate = {}
+by_rate = {}  # (rate, overlap) -> runs, in the order first run
 for r in records:
-    by_rate.setdefault(r["shaped_network"]["rate"], []).append(r)
+    by_rate.setdefault((r["shaped_network"]["rate"], bool(r.get("overlap"))), []).append(r)
 def med(runs, get):
     return statistics.median(get(r) for r in runs)
 first = records[0]
 hosts, ranks = first["hosts"], first["ranks"]
 gradient_bytes = first["allreduce"]["bytes_per_step"]
-base = med(by_rate["off"], lambda r: r["samples_per_second"]["total"]) if "off" in by_rate else None
+base = med(by_rate[("off", False)], lambda r: r["samples_per_second"]["total"]) if ("off", False) in by_rate else None
 repeats = len(next(iter(by_rate.values())))
 print(f"\n{ranks} ranks on {hosts} hosts, {first['threads_per_rank']} thread(s) a rank; global batch "
       f"{first['batch']['global']}; gradients {gradient_bytes / 1e6:.2f} MB a step in "
       f"{first['allreduce']['buckets']} bucket(s); medians of {repeats} runs")
-print("| link | one TCP stream, Gbit/s | samples/s | vs unshaped | step ms | compute ms | exposed comm ms "
-      "| exposed share | step allreduce busbw, GB/s | raw MPI_Allreduce busbw, GB/s | ring at the rate, ms |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for rate, runs in by_rate.items():
+print("| link | overlap | one TCP stream, Gbit/s | samples/s | vs unshaped | step ms | compute ms | exposed comm ms "
+      "| exposed share | hidden | step allreduce busbw, GB/s | raw MPI_Allreduce busbw, GB/s | ring at the rate, ms |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for (rate, overlap), runs in by_rate.items():
     sps = med(runs, lambda r: r["samples_per_second"]["total"])
     phase = lambda name: med(runs, lambda r: 1e3 * r["phase_seconds"][name])
     compute = med(runs, lambda r: 1e3 * sum(r["phase_seconds"][k] for k in ("gather", "forward", "backward",
@@ -135,8 +146,14 @@ for rate, runs in by_rate.items():
         if rate.endswith(unit):
             ideal = f"{1e3 * bits / (float(rate[:-len(unit)]) * factor):.1f}"
     ratio = f"{sps / base:.2f}" if base else "-"
-    print(f"| {rate} | {tcp.get(rate, '-')} | {sps:.0f} | {ratio} | {phase('step'):.1f} | {compute:.1f} | "
-          f"{phase('exposed_comm'):.1f} | {100 * med(runs, lambda r: r['exposed_comm_share']):.0f}% | "
+    # The share of the exposed communication without overlap, at this rate, that overlap hides.
+    hidden = "-"
+    if overlap and (rate, False) in by_rate:
+        off = med(by_rate[(rate, False)], lambda r: 1e3 * r["phase_seconds"]["exposed_comm"])
+        hidden = f"{(off - phase('exposed_comm')) / off:.2f}" if off > 0 else "-"
+    print(f"| {rate} | {'on' if overlap else 'off'} | {tcp.get(rate, '-')} | {sps:.0f} | {ratio} | {phase('step'):.1f} | "
+          f"{compute:.1f} | {phase('exposed_comm'):.1f} | {100 * med(runs, lambda r: r['exposed_comm_share']):.0f}% | "
+          f"{hidden} | "
           f"{med(runs, lambda r: r['allreduce']['busbw_gb_per_s']):.3f} | "
           f"{med(runs, lambda r: r['raw_allreduce']['busbw_gb_per_s']):.3f} | {ideal} |")
 PY

@@ -28,8 +28,10 @@ namespace shardfit {
 //     on every rank, so every rank issues the same sequence of collectives (a mismatch would otherwise hang or
 //     corrupt the sum mid-training instead of failing at setup).
 //  4. 4 MiB default: MPI_Allreduce over shared memory reaches its plateau (~8 GB/s) from about 2.7 MB to 23 MB and
-//     drops to ~3 GB/s at 64 MiB (docs BASELINES.md), while smaller buckets can start earlier once reduce overlaps
-//     backward.
+//     drops to ~3 GB/s at 64 MiB (docs BASELINES.md). Smaller buckets start earlier with overlap, but a sweep of
+//     4 MiB / 1 MiB / 256 KiB / 64 KiB, overlap off and on, found none faster beyond the noise and 64 KiB slower with
+//     overlap (a hand-over and a call per bucket), nor a gain from a small first bucket (bench/README.md, "Bucket
+//     size"). fit.bucket_bytes / --bucket-bytes set it for measuring.
 //  5. reduce() uses one blocking in-place MPI_Allreduce per bucket. MPI_Iallreduce + Waitall is the obvious next
 //     step for overlap, but Open MPI 4.1's non-blocking allreduce (coll/libnbc) takes a binomial tree whenever
 //     there are fewer than 4 ranks or the buffer is MPI_IN_PLACE, and allocates a temporary per call: for 2.68 MB

@@ -1,6 +1,7 @@
 // Overflow-checked size arithmetic and the machine's memory, for the model's up-front memory check.
 #include "kernels/memory_budget.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -24,6 +25,12 @@ uint64_t physical_memory_bytes() {
   const long page_bytes = ::sysconf(_SC_PAGESIZE);
   if (pages <= 0 || page_bytes <= 0) return 0;
   return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_bytes);
+}
+
+int64_t peak_rss_bytes() {
+  rusage usage{};
+  if (::getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports kibibytes
 }
 
 std::string bytes_text(double bytes) {

@@ -16,6 +16,10 @@ std::optional<int64_t> checked_add(int64_t a, int64_t b);
 // The machine's physical memory in bytes (sysconf), or 0 when it cannot be told.
 uint64_t physical_memory_bytes();
 
+// The peak resident set size of this process so far (getrusage RUSAGE_SELF ru_maxrss), in bytes; 0 when it cannot
+// be told. What `top` calls RES at its highest: the memory a rank actually held, not what it mapped.
+int64_t peak_rss_bytes();
+
 // "1.5 GiB", "242 GiB", "12.0 MiB": a byte count as people read it.
 std::string bytes_text(double bytes);
 

@@ -64,14 +64,15 @@ const std::set<std::string>& flags_of(const std::string& command) {
                                          "--timeline-steps",
                                          "--dtype-policy",
                                          "--reduce-dtype",
-                                         "--overlap"};
+                                         "--overlap",
+                                         "--bucket-bytes"};
   static const std::set<std::string> evaluate{"--weights", "--x", "--y", "--batch-size", "--output"};
   static const std::set<std::string> predict{"--weights", "--x", "--output", "--batch-size"};
   static const std::set<std::string> plot{"--metric", "--output"};
   static const std::set<std::string> bench{"--model",        "--mode",     "--batch-size",     "--warmup-steps",
                                            "--steps",        "--json",     "--optimizer",      "--learning-rate",
                                            "--seed",         "--timeline", "--timeline-steps", "--dtype-policy",
-                                           "--reduce-dtype", "--overlap"};
+                                           "--reduce-dtype", "--overlap",  "--bucket-bytes"};
   if (command == "fit") return fit;
   if (command == "bench") return bench;
   if (command == "evaluate") return evaluate;
@@ -150,6 +151,11 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
   } else if (flag == "--overlap") {
     SF_CHECK(value == "on" || value == "off", cat(flag, " ", value, ": expected on or off"), kHint);
     fit->set_overlap(value == "on");
+  } else if (flag == "--bucket-bytes") {
+    const int64_t bytes = parse_int(flag, value, 4);
+    SF_CHECK(bytes % 4 == 0, cat(flag, " ", value, ": expected a multiple of 4 (whole floats), e.g. 4194304 (4 MiB)"),
+             kHint);
+    fit->set_bucket_bytes(bytes);
   } else if (flag == "--early-stopping") {
     command.overrides.add_callbacks()->mutable_early_stopping()->set_patience(parse_int(flag, value, 0));
   }
@@ -227,7 +233,8 @@ flags for bench (README.md, "Scaling benchmark", says what each reported field m
                            atomically with the new line)
   --optimizer sgd|adam|rmsprop   the optimizer, with its defaults (default: the job's, else sgd)
   --learning-rate F, --seed N, --timeline FILE.json, --timeline-steps A:B, --dtype-policy P, --reduce-dtype D,
-  --overlap on|off         as for fit (bench's steps are numbered from 1 over the warm-up and then the measured
+  --overlap on|off, --bucket-bytes N
+                           as for fit (bench's steps are numbered from 1 over the warm-up and then the measured
                            steps)
 
 flags for fit (each overrides the job file's field of the same name):
@@ -269,6 +276,8 @@ flags for fit (each overrides the job file's field of the same name):
                            with the tracks only. At most 100000 spans a rank (the rest are counted as dropped)
   --overlap on|off         sum each gradient bucket over the ranks while backward computes the rest, on a
                            communication thread (fit.overlap, default off); the same result bit for bit
+  --bucket-bytes N         bytes per gradient bucket, the unit of the allreduce: a multiple of 4, at least 4
+                           (fit.bucket_bytes, default 4194304); only the speed changes, never a value
 Flags take their value as the next argument or after '=' (--epochs=10).
 
 paths: every relative path inside a job file (data, outputs, callbacks' files) is relative to the job file's

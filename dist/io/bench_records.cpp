@@ -140,6 +140,8 @@ BenchRecord record_of(const JsonValue& json, const fs::path& path, int line) {
   record.busbw_gb_per_s = fields.number("allreduce.busbw_gb_per_s");
   record.raw_busbw_gb_per_s = fields.number("raw_allreduce.busbw_gb_per_s");
   record.cpu_model = fields.text("machine.cpu_model");
+  // Records written before bench recorded overlap ran without it.
+  if (json.find("overlap") != nullptr) record.overlap = fields.flag("overlap");
   return record;
 }
 
@@ -193,11 +195,13 @@ double median(std::vector<double> values) {
 void label_series(const std::vector<ScalingSeries*>& to_label, const std::vector<const ScalingSeries*>& among) {
   std::set<std::string> models, optimizers, cpus;
   std::set<int> threads;
+  std::set<bool> overlaps;
   std::set<std::pair<std::string, int64_t>> batches;
   for (const ScalingSeries* s : among) {
     models.insert(s->model + " " + s->layers);
     optimizers.insert(s->optimizer);
     cpus.insert(s->cpu_model);
+    overlaps.insert(s->overlap);
     threads.insert(s->threads_per_rank);
     batches.insert({s->mode, s->batch});
   }
@@ -214,6 +218,7 @@ void label_series(const std::vector<ScalingSeries*>& to_label, const std::vector
       s->label += s->mode == "strong" ? cat(", batch ", s->batch) : cat(", batch ", s->batch, "/rank");
     }
     if (cpus.size() > 1) s->label += ", " + s->cpu_model;
+    if (overlaps.size() > 1) s->label += s->overlap ? ", overlap on" : ", overlap off";
   }
 }
 
@@ -226,7 +231,7 @@ std::vector<ScalingSeries> scaling_series(const std::vector<BenchRecord>& record
     auto found = std::find_if(series.begin(), series.end(), [&](const ScalingSeries& s) {
       return s.mode == record.mode && s.model == record.model && s.layers == record.layers &&
              s.optimizer == record.optimizer && s.threads_per_rank == record.threads_per_rank && s.batch == batch &&
-             s.cpu_model == record.cpu_model;
+             s.cpu_model == record.cpu_model && s.overlap == record.overlap;
     });
     if (found == series.end()) {
       ScalingSeries added;
@@ -237,6 +242,7 @@ std::vector<ScalingSeries> scaling_series(const std::vector<BenchRecord>& record
       added.threads_per_rank = record.threads_per_rank;
       added.batch = batch;
       added.cpu_model = record.cpu_model;
+      added.overlap = record.overlap;
       series.push_back(added);
       found = series.end() - 1;
     }
@@ -300,7 +306,7 @@ std::string scaling_table_markdown(const std::vector<ScalingSeries>& series) {
     text += cat("- ", s.label, ": ", s.model, " (", s.layers, "), ", s.optimizer, ", ", s.threads_per_rank,
                 " thread(s) per rank, ",
                 s.mode == "strong" ? cat("global batch ", s.batch) : cat("batch ", s.batch, " per rank"), ", ",
-                s.cpu_model, "; ");
+                s.cpu_model, s.overlap ? ", overlap on" : "", "; ");
     if (!s.scales()) {
       text += cat(s.base_ranks, " rank(s) only, ", fixed(s.base_samples_per_second, 1),
                   " samples/s: nothing to scale against, so no speedup, ideal or efficiency (\"-\")");

@@ -28,6 +28,7 @@ struct BenchRecord {
   double busbw_gb_per_s = 0;      // allreduce.busbw_gb_per_s: the reducer's exchange inside the step; 0 at one rank
   double raw_busbw_gb_per_s = 0;  // raw_allreduce.busbw_gb_per_s: one MPI_Allreduce of the same bytes
   std::string cpu_model;          // machine.cpu_model
+  bool overlap = false;           // overlap: the allreduce overlapped backward (false in records written before it)
 };
 
 // Whether `path` is a file whose first non-blank line is a JSON object with "kind": "shardfit_bench". Never throws:
@@ -51,7 +52,7 @@ struct ScalingPoint {
 };
 
 // Runs that scale along the rank count and nothing else: the same mode, model (name and layers), optimizer, threads
-// per rank, batch (strong: the global batch; weak: the per-rank batch) and CPU model, so records appended or
+// per rank, batch (strong: the global batch; weak: the per-rank batch), CPU model and overlap, so records appended or
 // concatenated from another optimizer or machine are never measured against this series' baseline. Points are in
 // rank order (file order among runs of the same rank count). Several runs at one rank count (a rerun appended to
 // the file) each keep their point and row; the baseline is the median samples/s of the runs at the smallest rank
@@ -64,6 +65,7 @@ struct ScalingSeries {
   int threads_per_rank = 1;
   int64_t batch = 0;  // strong: global; weak: per rank
   std::string cpu_model;
+  bool overlap = false;
   int base_ranks = 1;
   int base_runs = 1;                   // runs at base_ranks
   double base_samples_per_second = 0;  // their median
@@ -75,7 +77,8 @@ struct ScalingSeries {
 };
 
 // The series, in the order their first record appears in the file. Labels name the mode, then each of model,
-// optimizer, threads per rank, batch (among series of the same mode) and CPU model that differs between the series
+// optimizer, threads per rank, batch (among series of the same mode), CPU model and overlap that differs between the
+// series
 // ("strong", "weak, 8 threads", "strong, wide, batch 512"). A series that scales (the chart draws it) is told apart
 // from the other drawn series only, so a legend does not repeat what all its lines share; a series of one rank
 // count (in the table only) from every series of the file.

@@ -16,6 +16,7 @@
 #include <iterator>
 #include <map>
 #include <set>
+#include <span>
 #include <string_view>
 #include <system_error>
 #include <utility>
@@ -74,8 +75,10 @@ proto::History history_in_utf8(const proto::History& history) {
 
 JsonObject json_params(const proto::HistoryParams& params) {
   JsonObject fields;
-  fields.integer("epochs", params.epochs())
+  fields.integer("bucket_bytes", params.bucket_bytes())
+      .integer("epochs", params.epochs())
       .integer("global_batch", params.global_batch())
+      .boolean("overlap", params.overlap())
       .integer("steps", params.steps())
       .integer("threads_per_rank", params.threads_per_rank())
       .integer("train_samples", params.train_samples())
@@ -169,6 +172,10 @@ std::string run_to_json(const proto::History& history) {
       .numbers("seconds", seconds)
       .numbers("samples_per_second", samples_per_second);
   if (history.has_diagnosis()) fields.object("diagnosis", json_diagnosis(history.diagnosis()));
+  if (history.peak_rss_bytes_size() > 0) {
+    fields.integers("peak_rss_bytes", std::span<const int64_t>(history.peak_rss_bytes().data(),
+                                                               static_cast<size_t>(history.peak_rss_bytes_size())));
+  }
   return fields.document();
 }
 

@@ -60,8 +60,9 @@ class HistoryWriter {
 std::string history_to_json(const proto::History& history);
 
 // run.json: what describes the run rather than the epochs' values: "params" (ranks, batch, steps, job ...),
-// "epoch" (the 0-based indices), "seconds" and "samples_per_second" per epoch and, once fit has ended, "diagnosis"
-// (the verdict). Keys sorted at every level; numbers as in history.json. history.pb holds all of both files.
+// "epoch" (the 0-based indices), "seconds" and "samples_per_second" per epoch, "peak_rss_bytes" (one per rank, when
+// the history has them) and, once fit has ended, "diagnosis" (the verdict). Keys sorted at every level; numbers as in
+// history.json. history.pb holds all of both files.
 std::string run_to_json(const proto::History& history);
 
 // history.csv, Keras CSVLogger style: header `epoch` + the sorted union of the value keys; one row per epoch with

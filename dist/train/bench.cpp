@@ -29,6 +29,7 @@
 #include "kernels/engine.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
+#include "kernels/memory_budget.h"
 #include "kernels/model_factory.h"
 #include "kernels/optimizer.h"
 #include "kernels/random.h"
@@ -137,7 +138,18 @@ double mean(std::span<const double> values) {
 }
 
 // One rank's means per measured step, in the order they are gathered.
-enum RankValue { kGather, kForward, kBackward, kIssued, kWaited, kOptimizer, kStep, kLocalCount, kRankValues };
+enum RankValue {
+  kGather,
+  kForward,
+  kBackward,
+  kIssued,
+  kWaited,
+  kOptimizer,
+  kStep,
+  kLocalCount,
+  kPeakRss,  // the rank's peak resident bytes after the measured steps (getrusage)
+  kRankValues
+};
 
 // What rank 0 has gathered, and the numbers derived from it.
 struct Measured {
@@ -154,6 +166,8 @@ struct Measured {
   int64_t parameters = 0;
   int64_t bytes_per_step = 0;  // allreduced by the step (0 at one rank)
   int64_t buckets = 0;
+  int64_t bucket_bytes = 0;      // a full bucket's
+  bool overlap = false;          // the buckets' allreduces overlapped backward (fit.overlap)
   double allreduce_seconds = 0;  // per step, the least over the ranks
   double raw_seconds = 0;        // one Comm::allreduce_sum of the same bytes, the least mean over the ranks
   int64_t raw_repetitions = 0;
@@ -170,6 +184,13 @@ struct Measured {
   }
   // global batch / the slowest rank's mean step: the ranks wait for each other in the allreduce every step.
   double samples_per_second() const { return static_cast<double>(global_batch) / slowest_step(); }
+  std::vector<int64_t> peak_rss_bytes() const {
+    std::vector<int64_t> peaks;
+    for (int r = 0; r < ranks; ++r) {
+      peaks.push_back(static_cast<int64_t>(by_rank[static_cast<size_t>(r * kRankValues + kPeakRss)]));
+    }
+    return peaks;
+  }
   // Each rank's own samples / its own mean step.
   std::vector<double> rank_rates() const {
     std::vector<double> rates;
@@ -248,14 +269,20 @@ std::string table_text(const BenchConfig& config, const Identity& id, const Meas
     line("  allreduce        none: one rank has nothing to exchange");
   } else {
     const double algbw = gb_per_second(m.bytes_per_step, m.allreduce_seconds);
-    line("  allreduce        %s a step in %lld bucket(s)%s, %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
-         mib(m.bytes_per_step).c_str(), static_cast<long long>(m.buckets),
+    line("  allreduce        %s a step in %lld bucket(s) of up to %s%s, %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
+         mib(m.bytes_per_step).c_str(), static_cast<long long>(m.buckets), mib(m.bucket_bytes).c_str(),
          id.reduce_dtype == "float32" ? "" : (" as " + id.reduce_dtype + " after the first").c_str(),
          1e3 * m.allreduce_seconds, algbw, bus_bandwidth(algbw, m.ranks));
     const double raw = gb_per_second(m.bytes_per_step, m.raw_seconds);
     line("  raw allreduce    %s in one MPI_Allreduce, %.3f ms: algbw %.3f GB/s, busbw %.3f GB/s",
          mib(m.bytes_per_step).c_str(), 1e3 * m.raw_seconds, raw, bus_bandwidth(raw, m.ranks));
   }
+  const std::vector<int64_t> peaks = m.peak_rss_bytes();
+  const auto largest = std::max_element(peaks.begin(), peaks.end());
+  line("  peak RSS         %s on rank %lld (the largest rank's max resident memory)",
+       bytes_text(static_cast<double>(*largest)).c_str(), static_cast<long long>(largest - peaks.begin()));
+  line("  overlap          %s", m.overlap ? "on: the bucket allreduces run on a communication thread during backward"
+                                          : "off: the bucket allreduces run after backward");
   line("  machine          %s; oneDNN %s; %s; %s", id.cpu.c_str(), id.isa.c_str(), id.mpi.c_str(),
        id.transport.c_str());
   return text;
@@ -304,6 +331,7 @@ std::string record_text(const BenchConfig& config, const Identity& id, const Mea
   allreduce.string("dtype", id.reduce_dtype)
       .integer("bytes_per_step", m.bytes_per_step)
       .integer("buckets", m.bytes_per_step > 0 ? m.buckets : 0)
+      .integer("bucket_bytes", m.bucket_bytes)
       .number("seconds_per_step", m.allreduce_seconds)
       .number("algbw_gb_per_s", algbw)
       .number("busbw_gb_per_s", bus_bandwidth(algbw, m.ranks));
@@ -314,6 +342,9 @@ std::string record_text(const BenchConfig& config, const Identity& id, const Mea
       .number("seconds", m.raw_seconds)
       .number("algbw_gb_per_s", raw)
       .number("busbw_gb_per_s", bus_bandwidth(raw, m.ranks));
+  const std::vector<int64_t> peaks = m.peak_rss_bytes();
+  JsonObject memory;
+  memory.integers("by_rank", peaks).integer("max", *std::max_element(peaks.begin(), peaks.end()));
   JsonObject machine;
   machine.string("cpu_model", id.cpu)
       .string("onednn_isa", id.isa)
@@ -331,6 +362,7 @@ std::string record_text(const BenchConfig& config, const Identity& id, const Mea
       .string("host_names", m.host_names)
       .integer("threads_per_rank", m.threads)
       .boolean("oversubscribed", m.oversubscribed)
+      .boolean("overlap", m.overlap)
       .object("batch", batch)
       .integer("warmup_steps", config.warmup_steps)
       .integer("steps", config.steps)
@@ -340,6 +372,7 @@ std::string record_text(const BenchConfig& config, const Identity& id, const Mea
       .number("exposed_comm_share", exposed / m.rank_mean(kStep))
       .object("allreduce", allreduce)
       .object("raw_allreduce", raw_allreduce)
+      .object("peak_rss_bytes", memory)
       .object("machine", machine);
   return record.inline_text();
 }
@@ -396,6 +429,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   std::unique_ptr<Optimizer> optimizer;
   std::optional<Dataset> data;
   LabelLayout layout = LabelLayout::kAsIs;
+  int64_t bucket_bytes = GradientReducer::kDefaultBucketBytes;
   Identity id;
   GradientReducer::ReduceDtype reduce_dtype = GradientReducer::ReduceDtype::kFloat32;
   run_agreed(comm, [&] {
@@ -431,6 +465,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
     model->initialize(config.seed);
     data.emplace(synthetic_data(*model, job.loss(), global_batch, config.seed));
     layout = prepare_labels(*data, *model, job.loss(), "bench", rank, world);
+    bucket_bytes = bucket_bytes_of(job.fit());
     id.model_name = config.model_name;
     id.widths = widths_text(job);
     id.optimizer = optimizer->kind();
@@ -450,7 +485,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   // The step as fit runs it: the control values ride with bucket 0 (dist/train/step_control.h); fit.overlap
   // (--overlap on) and fit.reduce_dtype, as fit reads them.
   GradientReducer reducer(
-      comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots), GradientReducer::kDefaultBucketBytes,
+      comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots), bucket_bytes,
       config.job.fit().overlap() ? GradientReducer::Overlap::kThread : GradientReducer::Overlap::kOff, reduce_dtype);
   StepControl control(reducer.control());
   StepOptions options;
@@ -470,6 +505,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   }
   comm.barrier();
   step.reset_phases();
+  reducer.reset_timing();
   std::vector<double> step_seconds(static_cast<size_t>(config.steps));
   for (int64_t s = 0; s < config.steps; ++s) {
     step.begin_epoch(config.warmup_steps + s);
@@ -479,13 +515,19 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   }
   const StepPhases& p = step.phases();
   const double steps = static_cast<double>(p.steps);
-  const double allreduce_seconds = comm.allreduce_min((p.allreduce_issued + p.allreduce_waited) / steps);
+  // Without overlap the exchange is the step's allreduce phases; with it those are only what backward left exposed,
+  // so the exchange is the communication thread's time inside the calls (GradientReducer::seconds; bench.h, note 3).
+  const bool overlapped = reducer.overlap() != GradientReducer::Overlap::kOff;
+  const double allreduce_seconds =
+      comm.allreduce_min(overlapped ? reducer.seconds() / steps : (p.allreduce_issued + p.allreduce_waited) / steps);
 
   // The raw allreduce of the same bytes, in one call (zeros: no value grows over the repetitions).
   Measured m;
   m.ranks = world;
   m.parameters = model->param_count();
   m.buckets = static_cast<int64_t>(reducer.buckets().size());
+  m.bucket_bytes = reducer.bucket_bytes();
+  m.overlap = overlapped;
   m.allreduce_seconds = world > 1 ? allreduce_seconds : 0.0;
   if (world > 1) {
     // The gradients' bytes: the 12 bytes of control values bucket 0 also carries are left out (GradientReducer,
@@ -503,9 +545,15 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   }
 
   // Every rank's steps and phase means, and where it ran, to rank 0.
-  const std::vector<double> mine = {
-      p.gather / steps,           p.forward / steps,   p.backward / steps, p.allreduce_issued / steps,
-      p.allreduce_waited / steps, p.optimizer / steps, mean(step_seconds), static_cast<double>(step.local_count())};
+  const std::vector<double> mine = {p.gather / steps,
+                                    p.forward / steps,
+                                    p.backward / steps,
+                                    p.allreduce_issued / steps,
+                                    p.allreduce_waited / steps,
+                                    p.optimizer / steps,
+                                    mean(step_seconds),
+                                    static_cast<double>(step.local_count()),
+                                    static_cast<double>(peak_rss_bytes())};
   m.by_rank = comm.gather_to_root(std::span<const double>(mine));
   m.step_seconds = comm.gather_to_root(std::span<const double>(step_seconds));
   const std::vector<std::string> placements = comm.gather_text_to_root(this_rank_placement().encode());

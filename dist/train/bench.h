@@ -14,7 +14,9 @@
 //     for the last one inside the allreduce, so the least time is the closest to the exchange itself. algbw = bytes
 //     / that time, busbw = algbw x 2(P-1)/P, the usual collective benchmarks' definition (the bytes each rank sends
 //     and receives in a ring allreduce, per unit of time). A raw Comm::allreduce_sum of the same bytes in one call
-//     is timed in the same run, after the steps, the same way.
+//     is timed in the same run, after the steps, the same way. With --overlap on the step's allreduce phases hold
+//     only what backward left exposed (the table's "exposed comm"), so the exchange's time is instead the
+//     communication thread's inside the calls (GradientReducer::seconds), again the least over the ranks.
 //  4. One rank: the reducer makes no MPI call, so the record shows no allreduce bytes and no bandwidth.
 //  5. --timeline records the warm-up and measured steps (global steps 1, 2, ... in that order) as fit's, from the
 //     same clocks; the clock exchanges and the merge happen outside the timed steps.

@@ -229,8 +229,7 @@ void Trainer::setup() {
   model_->reserve(
       std::max<int64_t>({plan_->max_local_count(), std::min(validation_slice_.count, config_.batch_size), 1}));
   reducer_ = std::make_unique<GradientReducer>(
-      comm_, model_->gradients(), model_->gradient_tail().first(StepControl::kSlots),
-      GradientReducer::kDefaultBucketBytes,
+      comm_, model_->gradients(), model_->gradient_tail().first(StepControl::kSlots), config_.bucket_bytes,
       config_.overlap ? GradientReducer::Overlap::kThread : GradientReducer::Overlap::kOff, config_.reduce_dtype);
   step_options_.seed = config_.seed;
   step_options_.shuffle = config_.shuffle;
@@ -279,6 +278,8 @@ void Trainer::describe_run() {
   params->set_threads_per_rank(omp_get_max_threads());
   params->set_loss(job_.loss());
   params->set_output_units(model_->output_dim());
+  params->set_overlap(reducer_->overlap() != GradientReducer::Overlap::kOff);
+  params->set_bucket_bytes(reducer_->bucket_bytes());
 }
 
 std::string Trainer::fingerprint() const {
@@ -431,6 +432,15 @@ FitResult Trainer::result() {
 
 }  // namespace
 
+int64_t bucket_bytes_of(const proto::FitOptions& fit) {
+  if (!fit.has_bucket_bytes()) return GradientReducer::kDefaultBucketBytes;
+  const int64_t bytes = fit.bucket_bytes();
+  SF_CHECK(bytes >= 4 && bytes % 4 == 0,
+           cat("fit.bucket_bytes = ", bytes, ": expected a multiple of 4 bytes (whole floats), at least 4"),
+           cat("the default is ", GradientReducer::kDefaultBucketBytes, " (4 MiB); bench/README.md has the sweep"));
+  return bytes;
+}
+
 FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal) {
   const auto& f = job.fit();
   const auto& o = job.outputs();
@@ -453,6 +463,7 @@ FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal) {
   if (f.has_watchdog_warn_seconds()) c.watchdog.warn_seconds = f.watchdog_warn_seconds();
   if (f.has_watchdog_abort_seconds()) c.watchdog.abort_seconds = f.watchdog_abort_seconds();
   if (f.has_overlap()) c.overlap = f.overlap();
+  c.bucket_bytes = bucket_bytes_of(f);
   if (f.has_reduce_dtype()) c.reduce_dtype = reduce_dtype_of(f);
   if (o.has_initial_weights()) c.initial_weights = o.initial_weights();
   // As model.save after fit: the final weights by default, beside the history.

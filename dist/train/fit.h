@@ -47,8 +47,13 @@ struct FitConfig {
   WatchdogSettings watchdog;              // seconds without progress before a warning / the end of the job
   TimelineSettings timeline;              // --timeline FILE (absolute) and --timeline-steps; no path: none
   bool overlap = false;                   // fit.overlap / --overlap: the allreduce overlaps backward
+  int64_t bucket_bytes = GradientReducer::kDefaultBucketBytes;  // fit.bucket_bytes / --bucket-bytes
   GradientReducer::ReduceDtype reduce_dtype = GradientReducer::ReduceDtype::kFloat32;  // fit.reduce_dtype
 };
+
+// fit.bucket_bytes, checked (a multiple of 4, at least 4: whole floats), or the default when unset. For fit and
+// bench alike. Throws Error naming the field.
+int64_t bucket_bytes_of(const proto::FitOptions& fit);
 
 // fit.reduce_dtype (float32 when unset), for fit and bench alike; an unknown name is an Error naming the field.
 GradientReducer::ReduceDtype reduce_dtype_of(const proto::FitOptions& fit);

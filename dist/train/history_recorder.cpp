@@ -1,14 +1,16 @@
 #include "dist/train/history_recorder.h"
 
 #include <chrono>
+#include <vector>
 
 #include "dist/io/plot_svg.h"
 #include "dist/train/fit.h"
+#include "kernels/memory_budget.h"
 
 namespace shardfit {
 
-HistoryRecorder::HistoryRecorder(const Comm& comm, const FitConfig& config, proto::History& history)
-    : config_(config), history_(history) {
+HistoryRecorder::HistoryRecorder(Comm& comm, const FitConfig& config, proto::History& history)
+    : comm_(comm), config_(config), history_(history) {
   if (comm.is_root() && config.write_history) writer_ = std::make_unique<HistoryWriter>(config.history_dir);
 }
 
@@ -19,6 +21,10 @@ void HistoryRecorder::record(int64_t epoch, const std::map<std::string, double>&
   for (const auto& [key, value] : logs) (*record->mutable_values())[key] = value;
   record->set_seconds(seconds);
   record->set_samples_per_second(samples_per_second);
+  // One small collective an epoch: a benchmark reads each rank's memory from run.json instead of measuring from
+  // outside (mpirun's children are not the caller's to getrusage).
+  const std::vector<int64_t> peaks = comm_.allgather(peak_rss_bytes());
+  history_.mutable_peak_rss_bytes()->Assign(peaks.begin(), peaks.end());
   write_files(false);
 }
 

@@ -20,9 +20,10 @@ struct FitConfig;
 class HistoryRecorder {
  public:
   // Creates the history folder on rank 0 when the fit writes one (throws Error naming it when it cannot).
-  HistoryRecorder(const Comm& comm, const FitConfig& config, proto::History& history);
+  HistoryRecorder(Comm& comm, const FitConfig& config, proto::History& history);
 
-  // The epoch's values (loss, metrics, val_*, learning_rate ...), its wall time and training throughput.
+  // The epoch's values (loss, metrics, val_*, learning_rate ...), its wall time and training throughput, and every
+  // rank's peak RSS so far (gathered: a collective, so every rank calls it).
   void record(int64_t epoch, const std::map<std::string, double>& logs, double seconds, double samples_per_second);
   // After the last epoch: the verdict joins the history, and the files and the plot are written a last time.
   void finish(const proto::Diagnosis& diagnosis);
@@ -33,6 +34,7 @@ class HistoryRecorder {
  private:
   void write_files(bool with_verdict) const;
 
+  Comm& comm_;  // record() gathers the ranks' peak RSS
   const FitConfig& config_;
   proto::History& history_;
   std::unique_ptr<HistoryWriter> writer_;  // rank 0, when the fit writes a history

@@ -36,12 +36,22 @@ class BenchTest : public FreshDirTest {
   }
 
   // check_bench_record.py on the records file: "ok: N record(s)" or the first problem.
-  void expect_records(int records, int ranks, const std::string& mode, int global_batch) {
-    const Launch check =
-        launch_process({"/usr/bin/python3", (source_dir() / "tests" / "python" / "check_bench_record.py").string(),
-                        (dir_ / "bench.jsonl").string(), "--records", std::to_string(records), "--ranks",
-                        std::to_string(ranks), "--mode", mode, "--global-batch", std::to_string(global_batch)},
-                       kKillSeconds);
+  // The last record's overlap and bucket size as given (defaults: off, 4 MiB).
+  void expect_records(int records, int ranks, const std::string& mode, int global_batch,
+                      const std::vector<std::string>& also = {}) {
+    std::vector<std::string> command = {"/usr/bin/python3",
+                                        (source_dir() / "tests" / "python" / "check_bench_record.py").string(),
+                                        (dir_ / "bench.jsonl").string(),
+                                        "--records",
+                                        std::to_string(records),
+                                        "--ranks",
+                                        std::to_string(ranks),
+                                        "--mode",
+                                        mode,
+                                        "--global-batch",
+                                        std::to_string(global_batch)};
+    command.insert(command.end(), also.begin(), also.end());
+    const Launch check = launch_process(command, kKillSeconds);
     EXPECT_EQ(check.exit_code, 0) << describe(check);
     EXPECT_EQ(check.out, "ok: " + std::to_string(records) + " record(s)\n") << describe(check);
   }
@@ -56,7 +66,7 @@ class BenchTest : public FreshDirTest {
 void expect_table(const Launch& launch) {
   for (const char* row :
        {"shardfit bench: mlp (784-1024-1024-10, 1863690 parameters, sgd", "samples/s", "step time", "gather", "forward",
-        "backward", "optimizer", "exposed comm", "sum", "allreduce", "machine"}) {
+        "backward", "optimizer", "exposed comm", "sum", "allreduce", "overlap", "machine"}) {
     EXPECT_EQ(count_of(launch.out, row) >= 1, true) << "no '" << row << "' in the table\n" << describe(launch);
   }
 }
@@ -95,9 +105,24 @@ TEST_F(BenchTest, Bfloat16ReductionSendsHalfTheBytes) {
   ASSERT_EQ(launch.exit_code, 0) << describe(launch);
   expect_table(launch);
   // 1863690 gradients: 4096 as f32, the rest as bf16 = 3.56 MiB; float32 sends 7.11 MiB in 2 buckets.
-  EXPECT_EQ(count_of(launch.out, "allreduce        3.56 MiB a step in 3 bucket(s) as bfloat16 after the first"), 1)
+  EXPECT_EQ(count_of(launch.out,
+                     "allreduce        3.56 MiB a step in 3 bucket(s) of up to 4.00 MiB as bfloat16 after the first"),
+            1)
       << describe(launch);
   expect_records(1, 2, "strong", 32);
+}
+
+// --overlap on and --bucket-bytes: the table and the record say what was measured (the buckets, overlap on), so
+// records of both settings never pass for each other.
+TEST_F(BenchTest, OverlapAndBucketBytesAreInTheTableAndTheRecord) {
+  const Launch launch = bench(2, {"--model", "mlp", "--batch-size", "32", "--warmup-steps", "1", "--steps", "3",
+                                  "--overlap", "on", "--bucket-bytes", "1048576", "--json", "bench.jsonl"});
+  ASSERT_EQ(launch.exit_code, 0) << describe(launch);
+  expect_table(launch);
+  // 1,863,690 parameters: 7,454,760 bytes in 8 buckets of up to 1 MiB.
+  EXPECT_EQ(count_of(launch.out, "7.11 MiB a step in 8 bucket(s) of up to 1.00 MiB"), 1) << describe(launch);
+  EXPECT_EQ(count_of(launch.out, "overlap          on:"), 1) << describe(launch);
+  expect_records(1, 2, "strong", 32, {"--overlap", "on", "--bucket-bytes", "1048576"});
 }
 
 TEST_F(BenchTest, AJobFilesModelLossAndOptimizer) {
@@ -138,6 +163,8 @@ TEST_F(BenchTest, BadFlagsAndModelsAreRefusedWithOneMessage) {
       {{"--model", "mlp", "--reduce-dtype", "float16"}, "--reduce-dtype float16: expected float32 or bfloat16"},
       {{"--model", "mlp", "--json", "missing/bench.jsonl"}, "the folder missing does not exist"},
       {{"no_input_dim.pbtxt"}, "no_input_dim.pbtxt: model.input_dim is not set"},
+      {{"--model", "mlp", "--bucket-bytes", "10"}, "--bucket-bytes 10: expected a multiple of 4"},
+      {{"--model", "mlp", "--overlap", "maybe"}, "--overlap maybe: expected on or off"},
   };
   for (const Case& c : cases) {
     const std::string message = expect_refused(2, c.flags);

@@ -183,10 +183,13 @@ shardfit::proto::History expect_complete_history(const fs::path& history_dir, in
                                                     {"world_size", p.world_size()},
                                                     {"global_batch", p.global_batch()},
                                                     {"train_samples", p.train_samples()},
-                                                    {"validation_samples", p.validation_samples()}};
+                                                    {"validation_samples", p.validation_samples()},
+                                                    {"bucket_bytes", p.bucket_bytes()}};
   for (const auto& [name, value] : pb_params) {
     EXPECT_EQ(json.params.count(name) ? json.params.at(name) : "(missing)", std::to_string(value)) << "params." << name;
   }
+  // Python's str() of the JSON boolean.
+  EXPECT_EQ(json.params.count("overlap") ? json.params.at("overlap") : "(missing)", p.overlap() ? "True" : "False");
   return history;
 }
 
@@ -206,6 +209,8 @@ TEST_F(CliTest, DigitsEndToEndOnTwoRanks) {
   EXPECT_EQ(history.params().validation_samples(), 360);
   EXPECT_EQ(history.params().steps(), 45);  // ceil(1437 / 32)
   EXPECT_EQ(history.params().verbose(), 2) << "under mpirun the default is one line per epoch";
+  EXPECT_FALSE(history.params().overlap()) << "run.json says overlap was off (the default)";
+  EXPECT_EQ(history.params().bucket_bytes(), int64_t{4} << 20) << "the default bucket";
 
   // Rank 0 alone prints, one line per epoch: each epoch's header and summary line exactly once, no redraws.
   for (int epoch = 1; epoch <= 3; ++epoch) {
@@ -345,10 +350,11 @@ TEST_F(CliTest, FlagsOverrideTheJobFile) {
   // The job file says epochs 30, batch 32, validation_split 0.2 and history_dir out/digits.
   write_text(dir_ / "mlp.pbtxt", digits_job());
   const fs::path history_dir = dir_ / "flags";
-  const Launch launch = run(2,
-                            {"fit", (dir_ / "mlp.pbtxt").string(), "--batch-size", "64", "--validation-split", "0.1",
-                             "--epochs", "2", "--history", history_dir.string(), "--verbose=0"},
-                            Watch::kPlain);
+  const Launch launch =
+      run(2,
+          {"fit", (dir_ / "mlp.pbtxt").string(), "--batch-size", "64", "--validation-split", "0.1", "--epochs", "2",
+           "--history", history_dir.string(), "--verbose=0", "--overlap", "on", "--bucket-bytes", "65536"},
+          Watch::kPlain);
   ASSERT_EQ(launch.exit_code, 0) << describe(launch);
 
   const shardfit::proto::History history = expect_complete_history(history_dir, 2);
@@ -358,6 +364,8 @@ TEST_F(CliTest, FlagsOverrideTheJobFile) {
   EXPECT_EQ(history.params().validation_samples(), 180);
   EXPECT_EQ(history.params().steps(), 26);  // ceil(1617 / 64)
   EXPECT_EQ(history.params().verbose(), 0);
+  EXPECT_TRUE(history.params().overlap()) << "run.json records the run's --overlap";
+  EXPECT_EQ(history.params().bucket_bytes(), 65536);
   EXPECT_EQ(launch.out, "") << "--verbose=0 is silent";
   EXPECT_FALSE(fs::exists(dir_ / "out")) << "--history replaces outputs.history_dir";
 }
@@ -572,6 +580,10 @@ TEST_F(CliTest, UsageErrorsPointToHelp) {
       {{"fit", "job.pbtxt", "--epoch", "3"}, "--epoch"},
       {{"fit", "job.pbtxt", "--batch-size", "zero"}, "zero"},
       {{"fit", "--epochs", "3"}, "job file"},
+      {{"fit", "job.pbtxt", "--bucket-bytes", "6"}, "multiple of 4"},
+      {{"fit", "job.pbtxt", "--bucket-bytes", "0"}, "integer >= 4"},
+      {{"fit", "job.pbtxt", "--bucket-bytes", "4M"}, "4M"},
+      {{"bench", "--model", "mlp", "--bucket-bytes", "-8"}, "-8"},
   };
   for (const auto& [args, named] : cases) {
     SCOPED_TRACE(args[args.size() - 2] + " " + args.back());
@@ -588,6 +600,7 @@ TEST_F(CliTest, BadConfigValuesNameTheField) {
   const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
       {replaced(kSmallJob, "batch_size: 8", "batch_size: 0"), {"fit.batch_size", "0"}},
       {replaced(kSmallJob, "\"relu\"", "\"relux\""), {"activation", "relux"}},
+      {replaced(kSmallJob, "verbose: 0", "verbose: 0 bucket_bytes: 10"), {"fit.bucket_bytes", "10", "multiple of 4"}},
   };
   for (const auto& [job, named] : cases) {
     SCOPED_TRACE(named.front());

@@ -56,6 +56,7 @@ def check(record):
     if need(record, "threads_per_rank", int) < 1:
         fail("threads_per_rank < 1")
     need(record, "oversubscribed", bool)
+    need(record, "overlap", bool)
     if need(record, "model.parameters", int) < 1:
         fail("model.parameters < 1")
 
@@ -66,6 +67,13 @@ def check(record):
     steps = need(record, "steps", int)
     if steps < 1 or need(record, "warmup_steps", int) < 0:
         fail("steps < 1 or warmup_steps < 0")
+
+    # Each rank's peak resident memory: more than nothing, less than a terabyte, the max the largest of them.
+    peaks = need(record, "peak_rss_bytes.by_rank", list)
+    if len(peaks) != ranks or not all(isinstance(p, int) and 0 < p < 2**40 for p in peaks):
+        fail(f"peak_rss_bytes.by_rank {peaks}: expected {ranks} positive byte counts")
+    if need(record, "peak_rss_bytes.max", int) != max(peaks):
+        fail(f"peak_rss_bytes.max is not the largest of {peaks}")
 
     total = need(record, "samples_per_second.total", float)
     if total <= 0:
@@ -111,19 +119,26 @@ def check(record):
     raw_busbw = need(record, "raw_allreduce.busbw_gb_per_s", float)
     need(record, "raw_allreduce.repetitions", int)
     buckets = need(record, "allreduce.buckets", int)
+    bucket_bytes = need(record, "allreduce.bucket_bytes", int)
+    if bucket_bytes < 4 or bucket_bytes % 4 != 0:
+        fail(f"allreduce.bucket_bytes = {bucket_bytes}: expected a multiple of 4, at least 4")
     if ranks == 1:
         if bytes_per_step != 0 or raw_bytes != 0 or seconds != 0 or algbw != 0 or busbw != 0 or raw_busbw != 0:
             fail(f"one rank exchanges nothing, yet allreduce {record['allreduce']}, raw {record['raw_allreduce']}")
         return
-    # float32: 4 bytes a gradient. bfloat16 (dist/gradient_reducer.h, note 9): bucket 0, at most 4096 gradients,
-    # stays f32 and the rest travels as bf16, 2 bytes each.
+    # float32: 4 bytes a gradient, in buckets of bucket_bytes. bfloat16 (dist/gradient_reducer.h, note 12): bucket 0,
+    # at most 4096 gradients, stays f32 and the rest travels as bf16, 2 bytes each, in buckets of as many gradients
+    # as an f32 bucket holds.
     dtype = need(record, "allreduce.dtype", str)
     parameters = record["model"]["parameters"]
+    per_bucket = bucket_bytes // 4
     if dtype == "float32":
         expected_bytes = 4 * parameters
+        expected_buckets = -(-bytes_per_step // bucket_bytes)
     elif dtype == "bfloat16":
-        first = min(parameters, 4096)
+        first = min(parameters, 4096, per_bucket)
         expected_bytes = 4 * first + 2 * (parameters - first)
+        expected_buckets = 1 + -(-(parameters - first) // per_bucket)
     else:
         fail(f"allreduce.dtype {dtype!r}: expected float32 or bfloat16")
     if bytes_per_step != expected_bytes or raw_bytes != bytes_per_step or buckets < 1:
@@ -136,8 +151,11 @@ def check(record):
     factor = 2 * (ranks - 1) / ranks
     if not close(busbw, algbw * factor, 1e-9) or not close(raw_busbw, raw_algbw * factor, 1e-9):
         fail(f"busbw {busbw} is not algbw {algbw} x 2(P-1)/P")
-    # The fastest rank's allreduce time is at most the ranks' mean exposed communication.
-    if seconds > phases["exposed_comm"] * (1 + 1e-9):
+    if buckets != expected_buckets:
+        fail(f"{buckets} bucket(s) of up to {bucket_bytes} bytes for {bytes_per_step} bytes")
+    # The fastest rank's allreduce time is at most the ranks' mean exposed communication; with overlap the exchange
+    # runs partly during backward, so it may be longer than what is left exposed.
+    if not record["overlap"] and seconds > phases["exposed_comm"] * (1 + 1e-9):
         fail(f"allreduce {seconds} s a step against exposed communication {phases['exposed_comm']} s")
 
 
@@ -148,6 +166,8 @@ def main():
     parser.add_argument("--ranks", type=int, required=True)
     parser.add_argument("--mode", required=True)
     parser.add_argument("--global-batch", type=int, required=True)
+    parser.add_argument("--overlap", choices=["on", "off"], default="off")
+    parser.add_argument("--bucket-bytes", type=int, default=4 << 20)
     args = parser.parse_args()
     with open(args.file, encoding="utf-8") as f:
         lines = f.read().splitlines()
@@ -162,10 +182,12 @@ def main():
     for record in records:
         check(record)
     last = records[-1]
-    expected = {"ranks": args.ranks, "mode": args.mode}
+    expected = {"ranks": args.ranks, "mode": args.mode, "overlap": args.overlap == "on"}
     for key, value in expected.items():
         if last[key] != value:
             fail(f"{key} = {last[key]!r}: expected {value!r}")
+    if last["allreduce"]["bucket_bytes"] != args.bucket_bytes:
+        fail(f"allreduce.bucket_bytes = {last['allreduce']['bucket_bytes']}: expected {args.bucket_bytes}")
     if last["batch"]["global"] != args.global_batch:
         fail(f"batch.global = {last['batch']['global']}: expected {args.global_batch}")
     print(f"ok: {len(records)} record(s)")

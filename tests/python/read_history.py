@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 
-RUN_KEYS = {"epoch", "params", "seconds", "samples_per_second", "diagnosis"}
+RUN_KEYS = {"epoch", "params", "seconds", "samples_per_second", "diagnosis", "peak_rss_bytes"}
 
 
 def fail(message):
@@ -76,6 +76,14 @@ def load_run(path):
     for name in ("seconds", "samples_per_second"):
         if len(run[name]) != len(epochs):
             fail(f"{path}: {name} has {len(run[name])} entries for {len(epochs)} epochs")
+    # One per rank (the params' world_size), each a process's peak resident bytes: more than nothing.
+    peaks = run.get("peak_rss_bytes")
+    if peaks is not None:
+        if not all(isinstance(p, int) and p > 0 for p in peaks):
+            fail(f"{path}: peak_rss_bytes holds a value that is not a positive integer: {peaks}")
+        ranks = run["params"].get("world_size")
+        if ranks is not None and len(peaks) != ranks:
+            fail(f"{path}: peak_rss_bytes has {len(peaks)} entries for {ranks} ranks")
     return run
 
 
@@ -163,6 +171,8 @@ def check_pb(history_pb, history, run, path):
         values = [getattr(record, name) for record in history_pb.epochs]
         if not same_list(values, run[name]):
             fail(f"{path}: {name} differs from run.json")
+    if list(history_pb.peak_rss_bytes) != run.get("peak_rss_bytes", []):
+        fail(f"{path}: peak_rss_bytes differs from run.json")
     for name, value in run["params"].items():
         if getattr(history_pb.params, name) != value:
             fail(f"{path}: params.{name} differs from run.json")

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
@@ -33,8 +34,9 @@ struct BenchRun {
   std::string cpu = "Test CPU";
 };
 
-// One record as `shardfit bench --json` writes it, with the fields the reader uses (and a few it ignores).
-std::string record_line(const BenchRun& run) {
+// One record as `shardfit bench --json` writes it, with the fields the reader uses (and a few it ignores). overlap:
+// none leaves the field out, as records written before bench recorded it.
+std::string record_line(const BenchRun& run, std::optional<bool> overlap = std::nullopt) {
   const int64_t global = run.mode == "strong" ? run.batch : run.batch * run.ranks;
   const double busbw = run.ranks > 1 ? 2.5 : 0.0;
   char text[2048];
@@ -44,11 +46,12 @@ std::string record_line(const BenchRun& run) {
       R"("parameters": 1863690, "optimizer": "%s"}, "ranks": %d, "hosts": 1, "host_names": "h", "threads_per_rank": %d, )"
       R"("oversubscribed": %s, "batch": {"global": %lld, "per_rank": %s}, "samples_per_second": )"
       R"({"total": %s, "per_rank": 1.0}, "exposed_comm_share": 0.125, "allreduce": {"busbw_gb_per_s": %s}, )"
-      R"("raw_allreduce": {"busbw_gb_per_s": %s}, "machine": {"cpu_model": "%s"}})",
+      R"("raw_allreduce": {"busbw_gb_per_s": %s}, "machine": {"cpu_model": "%s"}%s})",
       run.mode.c_str(), run.model.c_str(), run.optimizer.c_str(), run.ranks, run.threads,
       run.oversubscribed ? "true" : "false", static_cast<long long>(global),
       std::to_string(static_cast<double>(global) / run.ranks).c_str(), std::to_string(run.samples_per_second).c_str(),
-      std::to_string(busbw).c_str(), std::to_string(busbw * 1.5).c_str(), run.cpu.c_str());
+      std::to_string(busbw).c_str(), std::to_string(busbw * 1.5).c_str(), run.cpu.c_str(),
+      !overlap ? "" : (*overlap ? R"(, "overlap": true)" : R"(, "overlap": false)"));
   return text;
 }
 
@@ -170,6 +173,30 @@ TEST_F(BenchRecords, ThreadsBatchAndModelSplitSeriesAndNameThem) {
   EXPECT_EQ(by_model[0].label, "strong, mlp");  // one batch per mode: the batch tells nothing apart
   EXPECT_EQ(by_model[1].label, "strong, wide");
   EXPECT_EQ(by_model[2].label, "weak, wide");
+}
+
+// Overlap on and off are two series, each against its own baseline; a record without the field (written before bench
+// recorded it) ran without overlap and joins the off series.
+TEST_F(BenchRecords, OverlapSplitsSeriesAndAnOldRecordWithoutTheFieldIsOff) {
+  const std::vector<BenchRun> runs = {
+      {"strong", 1, 1000}, {"strong", 2, 1500}, {"strong", 1, 1000}, {"strong", 2, 1800}};
+  const std::string on = record_line(runs[3], true);
+  const std::vector<BenchRecord> records =
+      read_bench_records(write("records.jsonl", record_line(runs[0]) + "\n" + record_line(runs[1], false) + "\n" +
+                                                    record_line(runs[2], true) + "\n" + on + "\n"));
+  EXPECT_FALSE(records[0].overlap);
+  EXPECT_TRUE(records[3].overlap);
+  const std::vector<ScalingSeries> series = scaling_series(records);
+  ASSERT_EQ(series.size(), 2U);
+  EXPECT_EQ(series[0].label, "strong, overlap off");
+  EXPECT_EQ(series[1].label, "strong, overlap on");
+  EXPECT_DOUBLE_EQ(series[0].points[1].speedup, 1.5);
+  EXPECT_DOUBLE_EQ(series[1].points[1].speedup, 1.8);
+  EXPECT_NE(scaling_table_markdown(series).find("global batch 256, Test CPU, overlap on; baseline"), std::string::npos)
+      << scaling_table_markdown(series);
+  EXPECT_NE(error_of(std::regex_replace(on, std::regex(R"("overlap": true)"), R"("overlap": 1)")).find("field overlap"),
+            std::string::npos)
+      << "a number is not a flag";
 }
 
 TEST_F(BenchRecords, OptimizerAndMachineSplitSeriesSoNoneIsComparedWithAnothersBaseline) {

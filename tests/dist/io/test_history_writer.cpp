@@ -303,6 +303,8 @@ proto::History sample_history() {
   params.set_train_samples(1797);
   params.set_validation_samples(0);
   params.set_threads_per_rank(2);
+  params.set_overlap(true);
+  params.set_bucket_bytes(1 << 20);
   params.set_job("jobs/\"digits\"\\mlp.pbtxt");
   add_epoch(history, 0, {{"loss", 0.5}, {"accuracy", 0.75}, {"learning_rate", 0.001}}, 1.25, 1437.6);
   add_epoch(history, 1,
@@ -429,8 +431,9 @@ TEST(HistoryWriter, WritesFourFilesThatRoundTrip) {
   const Json& params = run.at("params");
   std::vector<std::string> param_keys;
   for (const auto& member : params.members) param_keys.push_back(member.first);
-  EXPECT_EQ(param_keys, (std::vector<std::string>{"epochs", "global_batch", "job", "steps", "threads_per_rank",
-                                                  "train_samples", "validation_samples", "verbose", "world_size"}));
+  EXPECT_EQ(param_keys, (std::vector<std::string>{"bucket_bytes", "epochs", "global_batch", "job", "overlap", "steps",
+                                                  "threads_per_rank", "train_samples", "validation_samples", "verbose",
+                                                  "world_size"}));
   EXPECT_EQ(params.at("epochs").number, 3);
   EXPECT_EQ(params.at("steps").number, 57);
   EXPECT_EQ(params.at("world_size").number, 4);
@@ -440,6 +443,10 @@ TEST(HistoryWriter, WritesFourFilesThatRoundTrip) {
   EXPECT_EQ(params.at("threads_per_rank").number, 2);
   EXPECT_EQ(params.at("verbose").number, 2);
   EXPECT_EQ(params.at("job").text, history.params().job());
+  // Whether the allreduce overlapped backward, and in what buckets: a run's speed says what it measured.
+  EXPECT_EQ(params.at("overlap").kind, Json::Kind::kBool);
+  EXPECT_TRUE(params.at("overlap").boolean);
+  EXPECT_EQ(params.at("bucket_bytes").number, 1 << 20);
   const Json& diagnosis = run.at("diagnosis");
   EXPECT_EQ(diagnosis.at("verdict").text, "undetermined");
   EXPECT_EQ(diagnosis.at("best_epoch").number, 1);
@@ -460,6 +467,30 @@ TEST(HistoryWriter, WritesFourFilesThatRoundTrip) {
   for (const auto& entry : fs::directory_iterator(writer.dir())) names.push_back(entry.path().filename().string());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"history.csv", "history.json", "history.pb", "run.json"}));
+}
+
+// The ranks' peak RSS, when the history has them, is run.json's "peak_rss_bytes": integers, one per rank, in rank
+// order; a history without them (written before they existed) leaves the key out.
+TEST(HistoryWriter, PeakRssOfEachRankInRunJson) {
+  const shardfit::testing::TempDir tmp("history");
+  const HistoryWriter writer(tmp.path());
+  proto::History history;
+  history.mutable_params()->set_world_size(3);
+  for (const int64_t bytes : {int64_t{123} << 20, int64_t{5} << 30, int64_t{1}}) history.add_peak_rss_bytes(bytes);
+  writer.write(history);
+  const Json run = JsonReader(read_text(writer.run_json_path())).parse();
+  const Json& peaks = run.at("peak_rss_bytes");
+  ASSERT_EQ(peaks.items.size(), 3u);
+  const double want[] = {123.0 * (1 << 20), 5.0 * (int64_t{1} << 30), 1.0};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(peaks.items[i].integral) << i;
+    EXPECT_EQ(peaks.items[i].number, want[i]) << i;
+  }
+  EXPECT_EQ(read_history_pb(writer.pb_path()).peak_rss_bytes_size(), 3);
+
+  history.clear_peak_rss_bytes();
+  writer.write(history);
+  EXPECT_FALSE(JsonReader(read_text(writer.run_json_path())).parse().has("peak_rss_bytes"));
 }
 
 TEST(HistoryWriter, NoDiagnosisAndNoEpochsStillValid) {

@@ -18,6 +18,8 @@
 
 #include "dist/gradient_reducer.h"
 #include "dist/io/dataset.h"
+#include "dist/io/history_writer.h"
+#include "dist/io/json_reader.h"
 #include "dist/io/npy_writer.h"
 #include "dist/sharding.h"
 #include "dist/stop_signal.h"
@@ -25,6 +27,7 @@
 #include "dist/train/step.h"
 #include "dist/train/step_control.h"
 #include "kernels/job_file.h"
+#include "kernels/memory_budget.h"
 #include "kernels/model_factory.h"
 #include "kernels/optimizer.h"
 #include "kernels/random.h"
@@ -340,38 +343,43 @@ TEST(TrainStep, ControlValuesRideWithTheGradientsInOneCollectivePerBucket) {
       data { train { x { path: "digits100_x.npy" } y { path: "digits100_y.npy" } } })",
                                         "step_control.pbtxt");
   const FitConfig config = quiet_config(job);
-  const Dataset data = Dataset::open(job.data().train(), dir, "train");
-  auto model = build_model(job, data.feature_dim());
-  model->initialize(config.seed);
-  auto optimizer = make_optimizer(job.optimizer(), model->param_count());
-  const ShardPlan plan(data.rows(), config.batch_size, world().size(), world().rank());
-  // Small buckets, so that the count is several per step (the model has 1210 parameters).
-  GradientReducer reducer(world(), model->gradients(), model->gradient_tail().first(StepControl::kSlots), 1024);
-  ASSERT_GT(reducer.buckets().size(), 2U);
-  StepControl control(reducer.control());
-  TrainStep step(*model, *optimizer, reducer, data, LabelLayout::kAsIs, plan, StepOptions{config.seed, true, {}, {}});
-  step.carry_control(&control);
-  install_stop_signal_handlers();
-  clear_stop_signal();
-  const int64_t stop_step = 3;
-  step.begin_epoch(0);
-  for (int64_t s = 0; s < plan.steps(); ++s) {
-    if (s == stop_step && world().rank() == world().size() - 1) std::raise(SIGUSR1);
-    const int64_t calls = world().collective_calls();
-    step.run(s);
-    const StepControlValues agreed = control.agree(step.global_count());
-    EXPECT_EQ(world().collective_calls() - calls,
-              world().size() > 1 ? static_cast<int64_t>(reducer.buckets().size()) : int64_t{0})
-        << "step " << s;
+  // With overlap the communication thread sends bucket 0, control values included: the same calls, the same count.
+  for (const auto overlap : {GradientReducer::Overlap::kOff, GradientReducer::Overlap::kThread}) {
+    SCOPED_TRACE(overlap == GradientReducer::Overlap::kOff ? "overlap off" : "overlap on");
+    const Dataset data = Dataset::open(job.data().train(), dir, "train");
+    auto model = build_model(job, data.feature_dim());
+    model->initialize(config.seed);
+    auto optimizer = make_optimizer(job.optimizer(), model->param_count());
+    const ShardPlan plan(data.rows(), config.batch_size, world().size(), world().rank());
+    // Small buckets, so that the count is several per step (the model has 1210 parameters).
+    GradientReducer reducer(world(), model->gradients(), model->gradient_tail().first(StepControl::kSlots), 1024,
+                            overlap);
+    ASSERT_GT(reducer.buckets().size(), 2U);
+    StepControl control(reducer.control());
+    TrainStep step(*model, *optimizer, reducer, data, LabelLayout::kAsIs, plan, StepOptions{config.seed, true, {}, {}});
+    step.carry_control(&control);
+    install_stop_signal_handlers();
+    clear_stop_signal();
+    const int64_t stop_step = 3;
+    step.begin_epoch(0);
+    for (int64_t s = 0; s < plan.steps(); ++s) {
+      if (s == stop_step && world().rank() == world().size() - 1) std::raise(SIGUSR1);
+      const int64_t calls = world().collective_calls();
+      step.run(s);
+      const StepControlValues agreed = control.agree(step.global_count());
+      EXPECT_EQ(world().collective_calls() - calls,
+                world().size() > 1 ? static_cast<int64_t>(reducer.buckets().size()) : int64_t{0})
+          << "step " << s;
 
-    // Checked with collectives of their own, after the counted part.
-    const double expected = world().allreduce_sum(step.loss_sum()) / static_cast<double>(step.global_count());
-    EXPECT_NEAR(agreed.global_batch_loss, expected, 1e-6 * std::abs(expected)) << "step " << s;
-    const std::vector<double> seen = world().allgather(agreed.global_batch_loss);
-    EXPECT_EQ(std::count(seen.begin(), seen.end(), seen[0]), world().size()) << "every rank reads the same loss";
-    EXPECT_EQ(agreed.stop_requested, s >= stop_step) << "step " << s << ", rank " << world().rank();
+      // Checked with collectives of their own, after the counted part.
+      const double expected = world().allreduce_sum(step.loss_sum()) / static_cast<double>(step.global_count());
+      EXPECT_NEAR(agreed.global_batch_loss, expected, 1e-6 * std::abs(expected)) << "step " << s;
+      const std::vector<double> seen = world().allgather(agreed.global_batch_loss);
+      EXPECT_EQ(std::count(seen.begin(), seen.end(), seen[0]), world().size()) << "every rank reads the same loss";
+      EXPECT_EQ(agreed.stop_requested, s >= stop_step) << "step " << s << ", rank " << world().rank();
+    }
+    clear_stop_signal();
   }
-  clear_stop_signal();
 }
 
 // The batch loss travels as a float, but finite or not is the double's: a finite sum beyond float's range stays
@@ -394,6 +402,51 @@ TEST(StepControlTest, ALossBeyondFloatRangeStaysFiniteAndANonFiniteOneStaysNonFi
   control.offer(std::nan(""));
   EXPECT_TRUE(std::isnan(control.agree(8).global_batch_loss));
   EXPECT_FALSE(control.agree(8).stop_requested);
+}
+
+// run.json holds every rank's peak resident memory, gathered to rank 0 after each epoch: one entry per rank, each
+// more than the model's buffers need and less than the machine has; history.pb holds the same, and every rank's
+// History agrees (the values are gathered to every rank).
+TEST(Fit, RunJsonHoldsThePeakRssOfEachRank) {
+  const SharedDir shared("peak_rss");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits60", range(0, 60));
+  const proto::Job job = parse_job_text(R"(
+      model { layers { dense { units: 32 activation: "relu" } } layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy"
+      optimizer { sgd { learning_rate: 0.1 } }
+      fit { epochs: 2 batch_size: 12 seed: 5 }
+      data { train { x { path: "digits60_x.npy" } y { path: "digits60_y.npy" } } })",
+                                        "peak_rss.pbtxt");
+  FitConfig config = quiet_config(job);
+  config.write_history = true;
+  config.plot = false;
+  config.history_dir = dir / "history";
+  const FitResult result = fit(world(), job, dir, config);
+
+  const auto& peaks = result.history.peak_rss_bytes();
+  ASSERT_EQ(peaks.size(), world().size());
+  const uint64_t machine = physical_memory_bytes();
+  for (int rank = 0; rank < peaks.size(); ++rank) {
+    EXPECT_GT(peaks[rank], 1 << 20) << "rank " << rank << ": a process holding MPI and oneDNN is past 1 MiB";
+    if (machine > 0) EXPECT_LT(static_cast<uint64_t>(peaks[rank]), machine) << "rank " << rank;
+  }
+  // The peak only grows: this rank's entry is at most what the process has reached by now.
+  EXPECT_LE(peaks[world().rank()], peak_rss_bytes());
+  world().check_same_everywhere("peak_rss_bytes", std::vector<float>(peaks.begin(), peaks.end()));
+
+  if (world().is_root()) {
+    const JsonValue run = read_json(history_files(config.history_dir).run_json);
+    const JsonValue* listed = run.find("peak_rss_bytes");
+    ASSERT_NE(listed, nullptr) << "run.json has no peak_rss_bytes";
+    ASSERT_EQ(listed->items.size(), static_cast<size_t>(world().size()));
+    for (size_t rank = 0; rank < listed->items.size(); ++rank) {
+      EXPECT_EQ(listed->items[rank].number, static_cast<double>(peaks[static_cast<int>(rank)])) << "rank " << rank;
+    }
+    const proto::History pb = read_history_pb(history_files(config.history_dir).pb);
+    EXPECT_EQ(std::vector<int64_t>(pb.peak_rss_bytes().begin(), pb.peak_rss_bytes().end()),
+              std::vector<int64_t>(peaks.begin(), peaks.end()));
+  }
 }
 
 // The acceptance run of the compute core: 64-128-10 MLP, Adam, validation accuracy >= 0.95 within 30 epochs.
