@@ -429,7 +429,9 @@ TEST(Fit, RunJsonHoldsThePeakRssOfEachRank) {
   const uint64_t machine = physical_memory_bytes();
   for (int rank = 0; rank < peaks.size(); ++rank) {
     EXPECT_GT(peaks[rank], 1 << 20) << "rank " << rank << ": a process holding MPI and oneDNN is past 1 MiB";
-    if (machine > 0) EXPECT_LT(static_cast<uint64_t>(peaks[rank]), machine) << "rank " << rank;
+    if (machine > 0) {
+      EXPECT_LT(static_cast<uint64_t>(peaks[rank]), machine) << "rank " << rank;
+    }
   }
   // The peak only grows: this rank's entry is at most what the process has reached by now.
   EXPECT_LE(peaks[world().rank()], peak_rss_bytes());
