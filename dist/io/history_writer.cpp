@@ -86,6 +86,9 @@ JsonObject json_params(const proto::HistoryParams& params) {
       .integer("verbose", params.verbose())
       .integer("world_size", params.world_size());
   if (!params.job().empty()) fields.string("job", params.job());
+  // Empty in a history written before they were recorded.
+  if (!params.dtype_policy().empty()) fields.string("dtype_policy", params.dtype_policy());
+  if (!params.reduce_dtype().empty()) fields.string("reduce_dtype", params.reduce_dtype());
   return fields;
 }
 

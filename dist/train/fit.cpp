@@ -280,6 +280,8 @@ void Trainer::describe_run() {
   params->set_output_units(model_->output_dim());
   params->set_overlap(reducer_->overlap() != GradientReducer::Overlap::kOff);
   params->set_bucket_bytes(reducer_->bucket_bytes());
+  params->set_dtype_policy(dtype_policy_name(model_->dtype_policy()));
+  params->set_reduce_dtype(reduce_dtype_name(reducer_->reduce_dtype()));
 }
 
 std::string Trainer::fingerprint() const {

@@ -190,6 +190,12 @@ shardfit::proto::History expect_complete_history(const fs::path& history_dir, in
   }
   // Python's str() of the JSON boolean.
   EXPECT_EQ(json.params.count("overlap") ? json.params.at("overlap") : "(missing)", p.overlap() ? "True" : "False");
+  // The precision it ran in and the dtype its gradients travelled in: float32 unless asked otherwise.
+  for (const auto& [name, value] :
+       std::map<std::string, std::string>{{"dtype_policy", p.dtype_policy()}, {"reduce_dtype", p.reduce_dtype()}}) {
+    EXPECT_FALSE(value.empty()) << "params." << name;
+    EXPECT_EQ(json.params.count(name) ? json.params.at(name) : "(missing)", value) << "params." << name;
+  }
   return history;
 }
 
@@ -466,6 +472,8 @@ TEST_F(CliTest, Bf16OnACpuWithoutItWarnsOnceAtStart) {
         << describe(capped);
     EXPECT_EQ(count_of(capped.out, "warning"), 0) << "not among the epoch lines\n" << describe(capped);
   }
+  // The history says what the run trained in: the fallback's float32, not the policy asked for.
+  EXPECT_EQ(shardfit::read_history_pb(dir_ / "out" / "digits" / "history.pb").params().dtype_policy(), "float32");
   // Where oneDNN dispatches bf16 instructions, no warning.
   if (shardfit::cpu_has_bf16()) {
     const Launch plain = launch_with({}, "0");

@@ -305,6 +305,8 @@ proto::History sample_history() {
   params.set_threads_per_rank(2);
   params.set_overlap(true);
   params.set_bucket_bytes(1 << 20);
+  params.set_dtype_policy("mixed_bfloat16");
+  params.set_reduce_dtype("bfloat16");
   params.set_job("jobs/\"digits\"\\mlp.pbtxt");
   add_epoch(history, 0, {{"loss", 0.5}, {"accuracy", 0.75}, {"learning_rate", 0.001}}, 1.25, 1437.6);
   add_epoch(history, 1,
@@ -431,9 +433,9 @@ TEST(HistoryWriter, WritesFourFilesThatRoundTrip) {
   const Json& params = run.at("params");
   std::vector<std::string> param_keys;
   for (const auto& member : params.members) param_keys.push_back(member.first);
-  EXPECT_EQ(param_keys, (std::vector<std::string>{"bucket_bytes", "epochs", "global_batch", "job", "overlap", "steps",
-                                                  "threads_per_rank", "train_samples", "validation_samples", "verbose",
-                                                  "world_size"}));
+  EXPECT_EQ(param_keys, (std::vector<std::string>{"bucket_bytes", "dtype_policy", "epochs", "global_batch", "job",
+                                                  "overlap", "reduce_dtype", "steps", "threads_per_rank",
+                                                  "train_samples", "validation_samples", "verbose", "world_size"}));
   EXPECT_EQ(params.at("epochs").number, 3);
   EXPECT_EQ(params.at("steps").number, 57);
   EXPECT_EQ(params.at("world_size").number, 4);
@@ -447,6 +449,8 @@ TEST(HistoryWriter, WritesFourFilesThatRoundTrip) {
   EXPECT_EQ(params.at("overlap").kind, Json::Kind::kBool);
   EXPECT_TRUE(params.at("overlap").boolean);
   EXPECT_EQ(params.at("bucket_bytes").number, 1 << 20);
+  EXPECT_EQ(params.at("dtype_policy").text, "mixed_bfloat16");
+  EXPECT_EQ(params.at("reduce_dtype").text, "bfloat16");
   const Json& diagnosis = run.at("diagnosis");
   EXPECT_EQ(diagnosis.at("verdict").text, "undetermined");
   EXPECT_EQ(diagnosis.at("best_epoch").number, 1);
