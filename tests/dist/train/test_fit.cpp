@@ -79,21 +79,27 @@ void expect_same_as_one_rank(const std::string& job_text, const fs::path& dir) {
   world().check_same_everywhere("final weights", distributed.final_parameters);
 }
 
+// 150 digits, dropout, Adam, shuffling, uneven batches; model_fields go first in the model block.
+std::string digits150_job(const std::string& model_fields) {
+  return R"(
+      model { )" +
+         model_fields + R"(
+              layers { dense { units: 32 activation: "relu" } }
+              layers { dropout { rate: 0.25 } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
+      optimizer { adam { } }
+      fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
+      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })";
+}
+
 TEST(Fit, SameAsOneRankWithShuffleDropoutAndUnevenBatches) {
   const SharedDir shared("equivalence");
   const fs::path& dir = shared.path();
   write_digits(dir, "digits150", range(0, 150));
   // 150 rows, validation_split 0.2 -> 120 training rows; batch 7 is not divisible by 2 or 4, and the last batch
   // holds 120 % 7 = 1 sample, fewer than the ranks: ranks with no sample still join the reduction.
-  expect_same_as_one_rank(R"(
-      model { layers { dense { units: 32 activation: "relu" } }
-              layers { dropout { rate: 0.25 } }
-              layers { dense { units: 10 activation: "softmax" } } }
-      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
-      optimizer { adam { } }
-      fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
-      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
-                          dir);
+  expect_same_as_one_rank(digits150_job(""), dir);
 }
 
 // P ranks == 1 rank under mixed_bfloat16 too, to the same 1e-5: the matmuls round their operands to bf16, but the
@@ -102,16 +108,7 @@ TEST(Fit, SameAsOneRankInMixedBfloat16) {
   const SharedDir shared("equivalence_bf16");
   const fs::path& dir = shared.path();
   write_digits(dir, "digits150", range(0, 150));
-  expect_same_as_one_rank(R"(
-      model { dtype_policy: "mixed_bfloat16"
-              layers { dense { units: 32 activation: "relu" } }
-              layers { dropout { rate: 0.25 } }
-              layers { dense { units: 10 activation: "softmax" } } }
-      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
-      optimizer { adam { } }
-      fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
-      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
-                          dir);
+  expect_same_as_one_rank(digits150_job(R"(dtype_policy: "mixed_bfloat16")"), dir);
 }
 
 // fit.reduce_dtype bfloat16: P ranks send the gradients after the first bucket as bf16 (dist/gradient_reducer.h,
