@@ -5,9 +5,10 @@
 //   backward-data    dx (n, in)  = dz (n, out) . W^T        (W read through transposed strides)
 // with dz = dy * act'(.) from oneDNN's eltwise backward on the fused output (use_dst algorithms). Each of these is
 // a Stage that Dense::run executes; pieces() hands the same stages to bench/dense_bench, which has no copy of them.
-// Under mixed_bfloat16 the three matmuls read bf16 copies instead: x and dz converted by reorders of their own
-// (stages too), the kernel from the model's once-per-step copy; they still write f32 and the bias, the fused
-// activation and its backward, and the bias sums stay f32.
+// Under mixed_bfloat16 the three matmuls read bf16 copies instead: x and dz converted by to_bf16's array loop
+// (stages too; oneDNN 2.6's reorder took ~2.5x as long on 2 threads, kernels/precision.h), the kernel from the model's
+// once-per-step copy; they still write f32 and the bias, the fused activation and its backward, and the bias sums stay
+// f32.
 #include "kernels/dense.h"
 
 #include <algorithm>
@@ -145,7 +146,6 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
   memory w_operand = wrap(w_md, kernel_);
   if (bf16) {
     plan.x_bf16.resize(n * in);
-    plan.convert_input = bf16_conversion(buffers.x, plan.x_bf16.data(), n * in);
     plan.forward_stages[plan.forward_stage_count++] = Stage::kConvertInput;
     x_operand = wrap(bf16_row_major(n, in), plan.x_bf16.data());
     w_operand = wrap(bf16_row_major(in, out), kernel_bf16_);
@@ -186,7 +186,6 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
     memory xt_operand = wrap(transposed(in, n), buffers.x);
     if (bf16) {
       plan.dz_bf16.resize(n * out);
-      plan.convert_gradient = bf16_conversion(dz, plan.dz_bf16.data(), n * out);
       plan.backward_stages[plan.backward_stage_count++] = Stage::kConvertGradient;
       dz_operand = wrap(bf16_row_major(n, out), plan.dz_bf16.data());
       wt_operand = wrap(bf16_transposed(out, in), kernel_bf16_);
@@ -223,7 +222,7 @@ Dense::Plan& Dense::plan_for(int64_t n) {
 void Dense::run(const Plan& plan, Stage stage, int64_t n) {
   switch (stage) {
     case Stage::kConvertInput:
-      plan.convert_input.execute();
+      to_bf16(plan.x, plan.x_bf16.data(), n * input_dim());
       return;
     case Stage::kForward:
       plan.forward.execute();
@@ -232,7 +231,7 @@ void Dense::run(const Plan& plan, Stage stage, int64_t n) {
       plan.activation_backward.execute();
       return;
     case Stage::kConvertGradient:
-      plan.convert_gradient.execute();
+      to_bf16(plan.dz, plan.dz_bf16.data(), n * units());
       return;
     case Stage::kBackwardData:
       plan.backward_data.execute();
@@ -274,11 +273,11 @@ DensePiece Dense::piece(const Plan& plan, Stage stage, int64_t n) {
   switch (stage) {
     case Stage::kConvertInput:
       result.name = "x-to-bf16";
-      result.impl = plan.convert_input.impl_info();
+      result.impl = "to_bf16 array conversion";
       break;
     case Stage::kConvertGradient:
       result.name = "dz-to-bf16";
-      result.impl = plan.convert_gradient.impl_info();
+      result.impl = "to_bf16 array conversion";
       break;
     case Stage::kForward:
       result.name = "fwd";

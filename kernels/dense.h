@@ -77,11 +77,10 @@ class Dense final : public Layer {
     float* y = nullptr;
     const float* dy = nullptr;
     float* dx = nullptr;
-    const float* dz = nullptr;       // d loss / d pre-activation: scratch when the activation is fused, else dy
-    Bf16Buffer x_bf16;               // (n, in) bf16 copy of x, read by forward and backward-weights
-    Bf16Buffer dz_bf16;              // (n, out) bf16 copy of dz, read by backward-data and backward-weights
-    PrimitiveCall convert_input;     // x -> x_bf16
-    PrimitiveCall convert_gradient;  // dz -> dz_bf16
+    const float* dz = nullptr;  // d loss / d pre-activation: scratch when the activation is fused, else dy
+    // Scratch the conversion stages write (run() takes the plan as const, as it does the oneDNN calls' buffers).
+    mutable Bf16Buffer x_bf16;   // (n, in) bf16 copy of x, read by forward and backward-weights
+    mutable Bf16Buffer dz_bf16;  // (n, out) bf16 copy of dz, read by backward-data and backward-weights
     PrimitiveCall forward;
     PrimitiveCall activation_backward;  // only when the activation is fused
     PrimitiveCall backward_data;        // dx (n, in) = dz (n, out) . W^T

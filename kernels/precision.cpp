@@ -86,14 +86,4 @@ dnnl::memory::desc bf16_transposed(int64_t rows, int64_t cols) {
   return {memory::dims{rows, cols}, memory::data_type::bf16, memory::dims{1, rows}};
 }
 
-PrimitiveCall bf16_conversion(const float* src, uint16_t* dst, int64_t count) {
-  using dnnl::memory;
-  const memory::desc src_md({count}, memory::data_type::f32, memory::format_tag::a);
-  const memory::desc dst_md({count}, memory::data_type::bf16, memory::format_tag::a);
-  memory src_mem(src_md, cpu_engine(), const_cast<float*>(src));  // oneDNN takes void*; the source is only read
-  memory dst_mem(dst_md, cpu_engine(), dst);
-  const dnnl::reorder::primitive_desc pd(cpu_engine(), src_md, cpu_engine(), dst_md);
-  return PrimitiveCall(dnnl::reorder(pd), {{DNNL_ARG_FROM, src_mem}, {DNNL_ARG_TO, dst_mem}});
-}
-
 }  // namespace shardfit

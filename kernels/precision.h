@@ -96,7 +96,4 @@ class Bf16Buffer {
 dnnl::memory::desc bf16_row_major(int64_t rows, int64_t cols);
 dnnl::memory::desc bf16_transposed(int64_t rows, int64_t cols);
 
-// dst (count) = src (count) rounded to bf16, as a oneDNN reorder built once over these two buffers.
-PrimitiveCall bf16_conversion(const float* src, uint16_t* dst, int64_t count);
-
 }  // namespace shardfit
