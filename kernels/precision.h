@@ -16,7 +16,7 @@
 //     initialize, a checkpoint restore or a broadcast -- never per layer call, and not during evaluation, which
 //     writes no weights. One pass over the buffer keeps the door open to fusing it into the optimizer's loop.
 //  3. The activations stay f32 in the model's buffers (Activation, Dropout and the loss read f32); each Dense
-//     converts its input x and its dz to bf16 in buffers of its plan, by oneDNN reorders built once. Those
+//     converts its input x and its dz to bf16 in buffers of its plan, by the array to_bf16 below. Those
 //     conversions are the price of f32 dst; measured in bench/dense_bench as pieces of their own.
 //  4. Capability: oneDNN 2.6 runs bf16 matmuls on avx512_core by emulation, slower than f32. The policy is
 //     honoured only where oneDNN dispatches avx512_core_bf16 or avx512_core_amx; elsewhere the model runs f32
