@@ -63,6 +63,7 @@ QUIET_PCT="${QUIET_PCT:-25}"        # before each run, wait for the machine's CP
 QUIET_WAIT_S="${QUIET_WAIT_S:-10}"  # ... for at most this many seconds, then run anyway
 NOISY_PCT="${NOISY_PCT:-10}"        # a run during which others took more than this % of the machine ...
 RETRIES="${RETRIES:-1}"             # ... is run again up to this many times; the least disturbed attempt counts
+SPREAD_PCT="${SPREAD_PCT:-25}"      # a target resting on shardfit repeats that spread more than this % is marked unreliable
 PYTHON="${PYTHON:-/usr/bin/python3}"
 RESULTS="${RESULTS:-bench/results}"
 DATA="$RESULTS/data"
@@ -340,11 +341,12 @@ done
 echo "runs took $((SECONDS - START)) s; uptime:$(uptime)"
 
 # 4. The table: medians over repeats, ratios, peak RSS, the ceilings and the issue's targets.
-"$PYTHON" - "$RAW_CSV" "$SUMMARY_CSV" "$BLAS_KIND" "$NOISY_PCT" <<'EOF'
+"$PYTHON" - "$RAW_CSV" "$SUMMARY_CSV" "$BLAS_KIND" "$NOISY_PCT" "$SPREAD_PCT" "${SF_DTYPES[*]}" <<'EOF'
 import csv, os, statistics, sys
 from collections import defaultdict
 
 raw_path, summary_path, blas, noisy_pct = sys.argv[1:4] + [int(sys.argv[4])]
+spread_limit, sf_dtypes = float(sys.argv[5]), sys.argv[6].split()
 fair = blas in ("openblas", "mkl")
 runs = list(csv.DictReader(open(raw_path)))
 rates, peaks, fit, others, c2c = defaultdict(list), defaultdict(list), {}, defaultdict(list), defaultdict(list)
@@ -486,13 +488,15 @@ def row(config, batch, overlap="-"):
             return r
     return None
 
-def target(name, value, at_least, note="", others_pct=0):
+def target(name, value, at_least, note="", others_pct=0, spread_pct=0.0):
     if value != value:
         print(f"  {name}: not measured{note}")
         return
     verdict = "met" if value >= at_least else "NOT met"
     if others_pct > noisy_pct:
         note += f"  (unreliable: other processes took up to {others_pct}% of the machine meanwhile)"
+    if spread_pct == spread_pct and spread_pct > spread_limit:
+        note += f"  (unreliable: shardfit's repeats spread {spread_pct:.0f}%, more than SPREAD_PCT={spread_limit:.0f})"
     print(f"  {name}: {value:.2f} (target >= {at_least}) {verdict}{note}")
 
 # 2x1 figures for the targets: overlap on where it was measured (the feature), else what ran.
@@ -502,25 +506,29 @@ print(f"targets (issue 10), measured in this run; 2x1 = shardfit with overlap {o
 r = row("1x2", 512)
 if r:
     noise = r["others_pct_max"]
-    target("bf16 1x2 b512 vs torch bf16 autocast", r["ratio_bf16"], 1.5, others_pct=noise)
-    c = ceiling.get("bf16")
-    target("bf16 1x2 b512 step / bf16 matmul ceiling", ratio(r["shardfit_bf16"], c["samples_per_second"]) if c
-           and c["batch"] == 512 else float("nan"), 0.75, others_pct=noise)
+    if "bf16" in sf_dtypes:
+        target("bf16 1x2 b512 vs torch bf16 autocast", r["ratio_bf16"], 1.5, others_pct=noise,
+               spread_pct=r["spread_bf16_pct"])
+        c = ceiling.get("bf16")
+        target("bf16 1x2 b512 step / bf16 matmul ceiling", ratio(r["shardfit_bf16"], c["samples_per_second"]) if c
+               and c["batch"] == 512 else float("nan"), 0.75, others_pct=noise, spread_pct=r["spread_bf16_pct"])
     c = ceiling.get("fp32")
     target("fp32 1x2 b512 step / fp32 matmul ceiling", ratio(r["shardfit_fp32"], c["samples_per_second"]) if c
-           and c["batch"] == 512 else float("nan"), 0.85, others_pct=noise)
+           and c["batch"] == 512 else float("nan"), 0.85, others_pct=noise, spread_pct=r["spread_fp32_pct"])
 for r in rows:
     if r["overlap"] not in ("-", overlap_for_targets):
         continue
     note = "" if fair else "  (* against the reference BLAS: not the target's peer)"
     target(f"fp32 {r['config']} b{r['batch']} vs torch fp32 (OpenBLAS)", r["ratio_fp32"], 2.5, note,
-           r["others_pct_max"])
+           r["others_pct_max"], r["spread_fp32_pct"])
 for batch, at_least in ((32, 0.75), (128, 0.9), (512, 0.9)):
     one, two = row("1x2", batch), row("2x1", batch, overlap_for_targets)
-    for dtype in ("fp32", "bf16"):
+    for dtype in [d for d in ("fp32", "bf16") if d in sf_dtypes]:
         if one and two:
+            spreads = [x for x in (one[f"spread_{dtype}_pct"], two[f"spread_{dtype}_pct"]) if x == x]
             target(f"{dtype} 2x1 / 1x2 b{batch}", ratio(two[f"shardfit_{dtype}"], one[f"shardfit_{dtype}"]), at_least,
-                   others_pct=max(one["others_pct_max"], two["others_pct_max"]))
+                   others_pct=max(one["others_pct_max"], two["others_pct_max"]),
+                   spread_pct=max(spreads) if spreads else float("nan"))
 print("  peak RSS per rank, shardfit / torch at the same precision (target <= 1.00):")
 for r in rows:
     if r["overlap"] not in ("-", overlap_for_targets):
