@@ -79,6 +79,7 @@ void Model::initialize(uint64_t seed) {
     Rng rng(hash_key(seed, 0x494E4954ULL /*'INIT'*/, i));
     layers_[i]->initialize(rng);
   }
+  compute_weights_stale_ = true;  // the layers wrote through their bound pointers
 }
 
 void Model::reserve(int64_t rows) {
@@ -220,6 +221,7 @@ void Model::set_weights(const std::vector<WeightTensor>& weights) {
         cat("set_weights: tensor ", i, " ('", weights[i].name, "') has the wrong shape for '", expected[i].name, "'"));
     p = std::copy(weights[i].values.begin(), weights[i].values.end(), p);
   }
+  compute_weights_stale_ = true;
 }
 
 std::string Model::summary() const {

@@ -51,7 +51,8 @@ class Model {
   // How many refreshes have run (under float32 always 0): a test's count that it is once per step.
   int64_t compute_weight_refreshes() const { return compute_weight_refreshes_; }
 
-  // Handing the parameters out for writing marks the bf16 copy stale: the next forward refreshes it (once).
+  // Handing the parameters out for writing marks the bf16 copy stale (as initialize and set_weights do): the next
+  // forward refreshes it (once).
   std::span<float> parameters() {
     compute_weights_stale_ = true;
     return parameters_.span();

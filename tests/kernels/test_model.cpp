@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "kernels/error.h"
@@ -141,7 +142,9 @@ void check_gradients(const Case& c, int64_t n, bool bf16 = false) {
     for (float& v : w.values) v *= 0.5F;
   }
   model->set_weights(weights);
-  const double halved = f(testing::to_double(model->parameters()));
+  // Read through the const view: the non-const parameters() would mark the copy stale itself and hide a
+  // set_weights that does not.
+  const double halved = f(testing::to_double(std::as_const(*model).parameters()));
   EXPECT_NEAR(model->evaluate_batch(n, metric_sums), halved,
               (64 + bf16_terms) * 1.2e-7 * std::max(1.0, std::abs(halved)))
       << "n=" << n;
