@@ -385,8 +385,8 @@ class ReferenceMatmuls {
   // c (m, n) f32 = a (m, k) . b (k, n), all row-major; a and b f32, or bf16 under bf16_.
   Step plain_matmul(std::string name, bool backward, int64_t m, int64_t k, int64_t n, const void* a, const void* b,
                     float* c) const {
-    const auto a_md = bf16_ ? bf16_row_major(m, k) : row_major(m, k);
-    const auto b_md = bf16_ ? bf16_row_major(k, n) : row_major(k, n);
+    const auto a_md = row_major(m, k, bf16_ ? kBf16 : kF32);
+    const auto b_md = row_major(k, n, bf16_ ? kBf16 : kF32);
     const auto c_md = row_major(m, n);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), cpu_engine());
     return primitive_step(std::move(name), m, k, n, backward, pd, dnnl::matmul(pd),

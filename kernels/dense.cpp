@@ -147,8 +147,8 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
   if (bf16) {
     plan.x_bf16.resize(n * in);
     plan.forward_stages[plan.forward_stage_count++] = Stage::kConvertInput;
-    x_operand = wrap(bf16_row_major(n, in), plan.x_bf16.data());
-    w_operand = wrap(bf16_row_major(in, out), kernel_bf16_);
+    x_operand = wrap(row_major(n, in, kBf16), plan.x_bf16.data());
+    w_operand = wrap(row_major(in, out, kBf16), kernel_bf16_);
   }
   const memory::desc x_op_md = x_operand.get_desc();
   const memory::desc w_op_md = w_operand.get_desc();
@@ -187,9 +187,9 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
     if (bf16) {
       plan.dz_bf16.resize(n * out);
       plan.backward_stages[plan.backward_stage_count++] = Stage::kConvertGradient;
-      dz_operand = wrap(bf16_row_major(n, out), plan.dz_bf16.data());
-      wt_operand = wrap(bf16_transposed(out, in), kernel_bf16_);
-      xt_operand = wrap(bf16_transposed(in, n), plan.x_bf16.data());
+      dz_operand = wrap(row_major(n, out, kBf16), plan.dz_bf16.data());
+      wt_operand = wrap(transposed(out, in, kBf16), kernel_bf16_);
+      xt_operand = wrap(transposed(in, n, kBf16), plan.x_bf16.data());
     }
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(xt_operand.get_desc(), dz_operand.get_desc(), w_md),
                                           engine);

@@ -3,14 +3,14 @@
 
 namespace shardfit {
 
-dnnl::memory::desc row_major(int64_t rows, int64_t cols) {
+dnnl::memory::desc row_major(int64_t rows, int64_t cols, dnnl::memory::data_type type) {
   using dnnl::memory;
-  return {memory::dims{rows, cols}, memory::data_type::f32, memory::dims{cols, 1}};
+  return {memory::dims{rows, cols}, type, memory::dims{cols, 1}};
 }
 
-dnnl::memory::desc transposed(int64_t rows, int64_t cols) {
+dnnl::memory::desc transposed(int64_t rows, int64_t cols, dnnl::memory::data_type type) {
   using dnnl::memory;
-  return {memory::dims{rows, cols}, memory::data_type::f32, memory::dims{1, rows}};
+  return {memory::dims{rows, cols}, type, memory::dims{1, rows}};
 }
 
 dnnl::engine& cpu_engine() {

@@ -16,11 +16,14 @@ dnnl::stream& cpu_stream();
 // "avx512_core": a benchmark's record says which kernels produced its numbers.
 std::string cpu_isa_name();
 
-// An f32 (rows, cols) matrix stored row-major.
-dnnl::memory::desc row_major(int64_t rows, int64_t cols);
-// The f32 (rows, cols) matrix stored as the transpose of a row-major (cols, rows) buffer: matmuls read a transposed
+inline constexpr dnnl::memory::data_type kF32 = dnnl::memory::data_type::f32;
+inline constexpr dnnl::memory::data_type kBf16 = dnnl::memory::data_type::bf16;
+
+// A (rows, cols) matrix of f32 (or `type`, e.g. bf16) stored row-major.
+dnnl::memory::desc row_major(int64_t rows, int64_t cols, dnnl::memory::data_type type = kF32);
+// The (rows, cols) matrix stored as the transpose of a row-major (cols, rows) buffer: matmuls read a transposed
 // operand through these strides, without a copy.
-dnnl::memory::desc transposed(int64_t rows, int64_t cols);
+dnnl::memory::desc transposed(int64_t rows, int64_t cols, dnnl::memory::data_type type = kF32);
 
 class PrimitiveCall {
  public:

@@ -2,6 +2,9 @@
 #include "kernels/precision.h"
 
 #include <cstdlib>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "kernels/engine.h"
 
 namespace shardfit {
 
@@ -60,30 +63,6 @@ SF_AVX512_CLONES void from_bf16(const uint16_t* src, float* dst, int64_t count, 
 // Serial: MPI calls it from inside a collective, on pieces of the buffer of its own choosing.
 SF_AVX512_CLONES void add_bf16(const uint16_t* in, uint16_t* inout, int64_t count) {
   for (int64_t i = 0; i < count; ++i) inout[i] = to_bf16(from_bf16(in[i]) + from_bf16(inout[i]));
-}
-
-void Bf16Buffer::resize(int64_t count) {
-  SF_CHECK(count >= 0 && static_cast<uint64_t>(count) <= (SIZE_MAX - 63) / sizeof(uint16_t),
-           cat("cannot allocate a buffer of ", count, " bf16 values"));
-  const size_t bytes = ((static_cast<size_t>(count) * sizeof(uint16_t) + 63) / 64) * 64;
-  data_.reset();
-  count_ = 0;
-  if (bytes == 0) return;
-  data_.reset(static_cast<uint16_t*>(std::aligned_alloc(64, bytes)));
-  SF_CHECK(data_ != nullptr, cat("cannot allocate ", bytes, " bytes (", count, " bf16 values): out of memory"),
-           "make the model or the batch smaller, or run fewer ranks per machine");
-  count_ = count;
-  std::memset(data_.get(), 0, bytes);
-}
-
-dnnl::memory::desc bf16_row_major(int64_t rows, int64_t cols) {
-  using dnnl::memory;
-  return {memory::dims{rows, cols}, memory::data_type::bf16, memory::dims{cols, 1}};
-}
-
-dnnl::memory::desc bf16_transposed(int64_t rows, int64_t cols) {
-  using dnnl::memory;
-  return {memory::dims{rows, cols}, memory::data_type::bf16, memory::dims{1, rows}};
 }
 
 }  // namespace shardfit

@@ -25,12 +25,9 @@
 
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <oneapi/dnnl/dnnl.hpp>
-#include <span>
 #include <string>
 
-#include "kernels/engine.h"
+#include "kernels/buffer.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -73,27 +70,5 @@ inline float from_bf16(uint16_t value) {
 void to_bf16(const float* src, uint16_t* dst, int64_t count, bool openmp = true);
 void from_bf16(const uint16_t* src, float* dst, int64_t count, bool openmp = true);
 void add_bf16(const uint16_t* in, uint16_t* inout, int64_t count);
-
-// A 64-byte aligned bf16 array (stored as uint16_t), zero-filled; the bf16 twin of FloatBuffer.
-class Bf16Buffer {
- public:
-  Bf16Buffer() = default;
-  explicit Bf16Buffer(int64_t count) { resize(count); }
-  void resize(int64_t count);
-  uint16_t* data() { return data_.get(); }
-  const uint16_t* data() const { return data_.get(); }
-  int64_t count() const { return count_; }
-
- private:
-  struct Free {
-    void operator()(uint16_t* p) const { std::free(p); }
-  };
-  std::unique_ptr<uint16_t[], Free> data_;
-  int64_t count_ = 0;
-};
-
-// bf16 (rows, cols) matrices stored row-major, or as the transpose of a row-major (cols, rows) buffer.
-dnnl::memory::desc bf16_row_major(int64_t rows, int64_t cols);
-dnnl::memory::desc bf16_transposed(int64_t rows, int64_t cols);
 
 }  // namespace shardfit
