@@ -35,7 +35,7 @@ GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, std::span<f
 
   const auto count = static_cast<int64_t>(grads_.size());
   buckets_.reserve(static_cast<size_t>((count + bucket_count_ - 1) / bucket_count_));
-  // Under bfloat16 bucket 0, which stays f32, is small (design note 9).
+  // Under bfloat16 bucket 0, which stays f32, is small (design note 12).
   const int64_t first_count =
       reduce_dtype_ == ReduceDtype::kBfloat16 ? std::min(bucket_count_, kBfloat16FirstBucketCount) : bucket_count_;
   for (int64_t end = count; end > 0;) {
@@ -76,9 +76,21 @@ GradientReducer::GradientReducer(Comm& comm, std::span<float> grads, std::span<f
 
 GradientReducer::~GradientReducer() {
   if (!thread_.joinable()) return;
+  bool in_flight = false;
   {
     const std::lock_guard lock(mutex_);
+    in_flight = done_ < handed_;
     stopping_ = true;
+  }
+  // Unwound with buckets in flight, past abandon() (an error after backward, e.g. in start()): joining would wait
+  // on an allreduce the peers may never join, so the job ends here instead (design note 11).
+  if (in_flight) {
+    try {
+      SF_FAIL("the step failed while gradient bucket allreduces were in flight",
+              "the error that caused it is reported by the rank it happened on");
+    } catch (const Error& error) {
+      comm_.abort(error);
+    }
   }
   work_.notify_all();
   thread_.join();

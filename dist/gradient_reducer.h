@@ -61,7 +61,10 @@ namespace shardfit {
 // 11. A failure inside the step while buckets are in flight (a kernel throws mid-backward on one rank) cannot
 //     unwind: the communication thread sits in an allreduce the peers may never join, and the reducer could not be
 //     destroyed under it. abandon() ends the job at once through Comm::abort, the path any error inside a step
-//     takes anyway (dist/comm.h, failure note 2), before anything is unwound.
+//     takes anyway (dist/comm.h, failure note 2), before anything is unwound. The destructor does the same for
+//     any other unwind with buckets in flight, rather than join a thread that may never return. Both call
+//     MPI_Abort while the thread is inside an allreduce, outside MPI_THREAD_SERIALIZED's rule, as the watchdog
+//     does (dist/watchdog.h, note 5): the process is ending, and that is all the call has to achieve.
 // 12. ReduceDtype::kBfloat16 (fit.reduce_dtype): every bucket but bucket 0 travels as bf16, half the bytes. Each
 //     is rounded into a bf16 staging buffer the size of those gradients (allocated here, once), summed by
 //     Comm::allreduce_sum_bf16 (f32 adds rounded to bf16, P - 1 roundings over P ranks: its header says what is

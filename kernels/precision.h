@@ -63,7 +63,7 @@ inline float from_bf16(uint16_t value) {
 }
 
 // The same over arrays, and the bf16 sum inout[i] = bf16(f32(in[i]) + f32(inout[i])) (the gradient reducer's
-// bf16 transport, dist/gradient_reducer.h note 9). Each is compiled twice, for x86-64-v4 (AVX-512) and for the
+// bf16 transport, dist/gradient_reducer.h note 12). Each is compiled twice, for x86-64-v4 (AVX-512) and for the
 // build's baseline, and the loader picks one for this CPU (target_clones): the baseline (SSE4.2) runs these loops
 // 4 wide and took 2.5-2.8x longer. The array conversions use the OpenMP threads for long arrays unless
 // openmp is false (a caller on a thread of its own beside the compute team: the gradient reducer's).

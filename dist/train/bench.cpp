@@ -532,7 +532,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   if (world > 1) {
     // The gradients' bytes: the 12 bytes of control values bucket 0 also carries are left out (GradientReducer,
     // design note 8), as they are from the timeline's bucket spans; they change no figure at the precision shown.
-    // Under --reduce-dtype bfloat16 the bf16 buckets count 2 bytes a gradient (GradientReducer, design note 9); the
+    // Under --reduce-dtype bfloat16 the bf16 buckets count 2 bytes a gradient (GradientReducer, design note 12); the
     // raw allreduce below sends the same bytes as floats.
     m.bytes_per_step = reducer.wire_bytes();
     m.raw_repetitions = std::max<int64_t>(config.steps, 3);

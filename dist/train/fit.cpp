@@ -466,7 +466,7 @@ FitConfig resolve_fit_config(const proto::Job& job, bool is_terminal) {
   if (f.has_watchdog_abort_seconds()) c.watchdog.abort_seconds = f.watchdog_abort_seconds();
   if (f.has_overlap()) c.overlap = f.overlap();
   c.bucket_bytes = bucket_bytes_of(f);
-  if (f.has_reduce_dtype()) c.reduce_dtype = reduce_dtype_of(f);
+  c.reduce_dtype = reduce_dtype_of(f);
   if (o.has_initial_weights()) c.initial_weights = o.initial_weights();
   // As model.save after fit: the final weights by default, beside the history.
   c.export_weights = o.has_export_weights() ? fs::path(o.export_weights()) : c.history_dir / "weights.npz";

@@ -19,6 +19,17 @@
 
 namespace {
 
+// Rank 1's failure: after 300 ms, long enough for every other rank to be inside the collective it never joins; the
+// time it throws is printed for the test to measure how soon the job ends.
+[[noreturn]] void throw_injected_failure() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  std::printf("probe: rank 1 throws at %lld ns\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()));
+  std::fflush(stdout);
+  SF_FAIL("injected failure in the middle of a step", "this failure is injected by the probe");
+}
+
 std::exception_ptr failure_on(bool here, const std::string& what) {
   if (!here) return nullptr;
   try {
@@ -33,13 +44,7 @@ int run_mode(shardfit::Comm& comm, const std::string& mode) {
   comm.allreduce_sum(values);  // everyone is up and connected before anything fails
   if (mode == "mid_collective") {
     if (comm.rank() == 1) {
-      // Long enough for every other rank to be inside the allreduce below when the error comes.
-      std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      const auto now = std::chrono::system_clock::now().time_since_epoch();
-      std::printf("probe: rank 1 throws at %lld ns\n",
-                  static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()));
-      std::fflush(stdout);
-      SF_FAIL("injected failure in the middle of a step", "this failure is injected by the probe");
+      throw_injected_failure();
     }
     comm.allreduce_sum(values);  // never completes: rank 1 does not join
     return 0;
@@ -52,12 +57,7 @@ int run_mode(shardfit::Comm& comm, const std::string& mode) {
     if (comm.rank() == 1) {
       reducer.ready(0);  // all four buckets: the thread sits in bucket 0, which no other rank has begun
       try {
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));
-        const auto now = std::chrono::system_clock::now().time_since_epoch();
-        std::printf("probe: rank 1 throws at %lld ns\n",
-                    static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()));
-        std::fflush(stdout);
-        SF_FAIL("injected failure in the middle of a step", "this failure is injected by the probe");
+        throw_injected_failure();
       } catch (const std::exception& error) {
         reducer.abandon(error);
         throw;

@@ -243,7 +243,7 @@ TEST(GradientReducerTest, ControlValuesRideWithBucketZeroSummedNotDivided) {
   EXPECT_THROW(GradientReducer(comm, grads, elsewhere), Error);
 }
 
-// --reduce-dtype bfloat16 (design note 9): the same buffer reduced by a bfloat16 and a float32 reducer. Bucket 0 is
+// --reduce-dtype bfloat16 (design note 12): the same buffer reduced by a bfloat16 and a float32 reducer. Bucket 0 is
 // cut to kBfloat16FirstBucketCount gradients and stays f32, so its gradients and the control values riding in it are
 // the float32 reducer's bit for bit, in the same number of calls as buckets. The other buckets travel as bf16, half
 // the bytes; each sum is within gamma(P) = P u / (1 - P u), u = 2^-8, of the sum of the magnitudes: one rounding of

@@ -112,7 +112,7 @@ TEST(Fit, SameAsOneRankInMixedBfloat16) {
 }
 
 // fit.reduce_dtype bfloat16: P ranks send the gradients after the first bucket as bf16 (dist/gradient_reducer.h,
-// note 9); one rank sends nothing, so it is the float32 run bit for bit. Each reduced gradient is within gamma(P) =
+// note 12); one rank sends nothing, so it is the float32 run bit for bit. Each reduced gradient is within gamma(P) =
 // P u / (1 - P u), u = 2^-8 (0.79% at 2 ranks, 1.6% at 4), of the sum of the ranks' magnitudes. To first order (no
 // feedback through the loss surface) the final weights then differ by at most gamma(P) x kappa x the path each
 // weight took, kappa = sum of the ranks' |gradients| / |their sum|. Plain SGD on the digits for 2 epochs: the
