@@ -6,9 +6,11 @@
 # same bytes that bench times in the same run) and appends every run's bench record, with the rate it ran at, to
 # bench/results/shaped_<time>.jsonl. Root only. A benchmark, not a test: it checks no numbers.
 #   bench/shaped_network.sh   (RATES="off 10gbit 1gbit" HOSTS=3 THREADS=1 BATCH=384 STEPS=30 WARMUP=5 REPEATS=3
-#                              OVERLAPS=off BUCKET_BYTES=)
+#                              OVERLAPS=off BUCKET_BYTES= REDUCE_DTYPES=float32)
 # OVERLAPS="off on" runs every rate with `--overlap off` and `--overlap on` (interleaved) and the table adds the
 # share of off's exposed communication that on hides at the same rate; BUCKET_BYTES passes --bucket-bytes.
+# REDUCE_DTYPES="float32 bfloat16" runs each with `--reduce-dtype` (interleaved) and the table adds bfloat16's
+# speed against float32's at the same rate and overlap.
 # BATCH is the global batch (strong scaling, BATCH/HOSTS a rank); THREADS OpenMP threads a rank. SHARDFIT=PATH runs
 # a shardfit built elsewhere (no build here); SHARDFIT_MPIRUN_EXTRA adds mpirun flags (e.g. an allreduce algorithm).
 # Latency cannot be added where the kernel lacks sch_netem (this development machine's does); see
@@ -24,6 +26,7 @@ STEPS=${STEPS:-30}
 WARMUP=${WARMUP:-5}
 REPEATS=${REPEATS:-3}
 OVERLAPS=${OVERLAPS:-off}
+REDUCE_DTYPES=${REDUCE_DTYPES:-float32}
 BUCKET_BYTES=${BUCKET_BYTES:-}
 bucket_flag=()
 [ -z "$BUCKET_BYTES" ] || bucket_flag=(--bucket-bytes "$BUCKET_BYTES")
@@ -78,20 +81,21 @@ done
 for repeat in $(seq 1 "$REPEATS"); do
   for rate in $RATES; do
    for overlap in $OVERLAPS; do
+    for reduce in $REDUCE_DTYPES; do
     "${netns[@]}" shape "$rate"
     rm -f "$run_dir/run.jsonl"
     # In the background and waited for, so that Ctrl-C reaches the cleanup at once; timeout bounds a hung run.
     # In run_dir: rank 0 writes its record there (the hosts share the filesystem).
     (cd "$run_dir" && exec timeout -k 5 300 bash "$OLDPWD/launch/cluster/netns.sh" mpirun "$HOSTS" \
       -x OMP_NUM_THREADS="$THREADS" "$SHARDFIT" bench --model mlp --mode strong --batch-size "$BATCH" \
-      --steps "$STEPS" --warmup-steps "$WARMUP" --overlap "$overlap" "${bucket_flag[@]}" --json run.jsonl) \
+      --steps "$STEPS" --warmup-steps "$WARMUP" --overlap "$overlap" --reduce-dtype "$reduce" "${bucket_flag[@]}" --json run.jsonl) \
       >"$run_dir/run.out" 2>&1 </dev/null &
     job_pid=$!
     status=0
     wait "$job_pid" || status=$?
     job_pid=""
     if [ "$status" -ne 0 ] || [ ! -s "$run_dir/run.jsonl" ]; then
-      echo "rate $rate, overlap $overlap, repeat $repeat: shardfit bench exited $status" >&2
+      echo "rate $rate, overlap $overlap, reduce $reduce, repeat $repeat: shardfit bench exited $status" >&2
       tail -n 20 "$run_dir/run.out" >&2
       exit 1
     fi
@@ -105,10 +109,12 @@ record["shaped_network"] = {"rate": sys.argv[3], "repeat": int(sys.argv[4]), "lo
                             "mpirun_extra": sys.argv[6]}
 with open(sys.argv[2], "a") as out:
     out.write(json.dumps(record, sort_keys=True) + "\n")
-print(f"  {sys.argv[3]} overlap {'on' if record.get('overlap') else 'off'} #{sys.argv[4]}: "
+print(f"  {sys.argv[3]} overlap {'on' if record.get('overlap') else 'off'} reduce {record['allreduce']['dtype']} "
+      f"#{sys.argv[4]}: "
       f"{record['samples_per_second']['total']:.0f} samples/s, "
       f"step {1e3 * record['phase_seconds']['step']:.1f} ms, exposed comm {100 * record['exposed_comm_share']:.0f}%")
 PY
+    done
    done
   done
 done
@@ -118,40 +124,49 @@ done
 import json, statistics, sys
 records = [json.loads(line) for line in open(sys.argv[1])]
 tcp = dict(arg.split("=", 1) for arg in sys.argv[2:])
-by_rate = {}  # (rate, overlap) -> runs, in the order first run
+by_rate = {}  # (rate, overlap, reduce dtype) -> runs, in the order first run
 for r in records:
-    by_rate.setdefault((r["shaped_network"]["rate"], bool(r.get("overlap"))), []).append(r)
+    by_rate.setdefault((r["shaped_network"]["rate"], bool(r.get("overlap")), r["allreduce"]["dtype"]),
+                       []).append(r)
 def med(runs, get):
     return statistics.median(get(r) for r in runs)
 first = records[0]
 hosts, ranks = first["hosts"], first["ranks"]
 gradient_bytes = first["allreduce"]["bytes_per_step"]
-base = med(by_rate[("off", False)], lambda r: r["samples_per_second"]["total"]) if ("off", False) in by_rate else None
+base_key = ("off", False, "float32")
+base = med(by_rate[base_key], lambda r: r["samples_per_second"]["total"]) if base_key in by_rate else None
 repeats = len(next(iter(by_rate.values())))
 print(f"\n{ranks} ranks on {hosts} hosts, {first['threads_per_rank']} thread(s) a rank; global batch "
-      f"{first['batch']['global']}; gradients {gradient_bytes / 1e6:.2f} MB a step in "
+      f"{first['batch']['global']}; f32 gradients {gradient_bytes / 1e6:.2f} MB a step in "
       f"{first['allreduce']['buckets']} bucket(s); medians of {repeats} runs")
-print("| link | overlap | one TCP stream, Gbit/s | samples/s | vs unshaped | step ms | compute ms | exposed comm ms "
-      "| exposed share | hidden | step allreduce busbw, GB/s | raw MPI_Allreduce busbw, GB/s | ring at the rate, ms |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-for (rate, overlap), runs in by_rate.items():
+print("| link | overlap | reduce dtype | MB a step | one TCP stream, Gbit/s | samples/s | vs unshaped | vs float32 reduction "
+      "| step ms | compute ms | exposed comm ms | exposed share | hidden | step allreduce busbw, GB/s "
+      "| raw MPI_Allreduce busbw, GB/s | ring at the rate, ms |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for (rate, overlap, dtype), runs in by_rate.items():
     sps = med(runs, lambda r: r["samples_per_second"]["total"])
     phase = lambda name: med(runs, lambda r: 1e3 * r["phase_seconds"][name])
     compute = med(runs, lambda r: 1e3 * sum(r["phase_seconds"][k] for k in ("gather", "forward", "backward",
                                                                              "optimizer")))
+    step_bytes = runs[0]["allreduce"]["bytes_per_step"]
     # A ring allreduce sends 2 (P-1)/P of the buffer out of every host: the least time the link's rate allows.
-    bits = 2 * (ranks - 1) / ranks * gradient_bytes * 8
+    bits = 2 * (ranks - 1) / ranks * step_bytes * 8
     ideal = "-"
     for unit, factor in {"gbit": 1e9, "mbit": 1e6}.items():
         if rate.endswith(unit):
             ideal = f"{1e3 * bits / (float(rate[:-len(unit)]) * factor):.1f}"
     ratio = f"{sps / base:.2f}" if base else "-"
+    f32_key = (rate, overlap, "float32")
+    vs_f32 = "-"
+    if dtype != "float32" and f32_key in by_rate:
+        vs_f32 = f"{sps / med(by_rate[f32_key], lambda r: r['samples_per_second']['total']):.2f}"
     # The share of the exposed communication without overlap, at this rate, that overlap hides.
     hidden = "-"
-    if overlap and (rate, False) in by_rate:
-        off = med(by_rate[(rate, False)], lambda r: 1e3 * r["phase_seconds"]["exposed_comm"])
+    if overlap and (rate, False, dtype) in by_rate:
+        off = med(by_rate[(rate, False, dtype)], lambda r: 1e3 * r["phase_seconds"]["exposed_comm"])
         hidden = f"{(off - phase('exposed_comm')) / off:.2f}" if off > 0 else "-"
-    print(f"| {rate} | {'on' if overlap else 'off'} | {tcp.get(rate, '-')} | {sps:.0f} | {ratio} | {phase('step'):.1f} | "
+    print(f"| {rate} | {'on' if overlap else 'off'} | {dtype} | {step_bytes / 1e6:.2f} | {tcp.get(rate, '-')} | "
+          f"{sps:.0f} | {ratio} | {vs_f32} | {phase('step'):.1f} | "
           f"{compute:.1f} | {phase('exposed_comm'):.1f} | {100 * med(runs, lambda r: r['exposed_comm_share']):.0f}% | "
           f"{hidden} | "
           f"{med(runs, lambda r: r['allreduce']['busbw_gb_per_s']):.3f} | "
