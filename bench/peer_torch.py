@@ -26,6 +26,9 @@ Notes (docs BASELINES.md, "The peer: PyTorch"):
  4. peak_rss_bytes: each training process's own peak resident memory (getrusage RUSAGE_SELF ru_maxrss), rank order,
     gathered over gloo; the spawning parent is a launcher, as mpirun is for shardfit, and is not counted.
  5. A DDP rank ends with os._exit(0) once rank 0 has printed: tearing DDP down over gloo can hang (note in train()).
+ 6. --model convnet: Conv2D(32, 3x3, relu), MaxPooling2D(2), Conv2D(64, 3x3, relu), MaxPooling2D(2), Flatten,
+    Dense(128, relu), Dense(10) on 28x28x1 images (the Fashion-MNIST convnet of examples/fashion_mnist), valid
+    padding; tensors channels_last by default, the layout torch's oneDNN (mkldnn) convolutions run fastest on CPU.
 """
 import argparse
 import ctypes
@@ -45,7 +48,12 @@ import torch.nn as nn
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="directory holding x.npy (N, 784) float32 and y.npy (N,) int64"
-                        " (required but with --blas-only)")
+                        " (required but with --blas-only); for --model convnet x.npy is (N, 28, 28) or (N, 784)")
+    parser.add_argument("--model", choices=["mlp", "convnet"], default="mlp",
+                        help="mlp: 784-512-512-10; convnet: the Fashion-MNIST convnet (note 6)")
+    parser.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last",
+                        help="convnet: the tensors' memory format (channels_last is what oneDNN's convolutions and "
+                             "shardfit use)")
     parser.add_argument("--batch", type=int, default=512, help="GLOBAL batch (summed over ranks)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs; the first is warm-up and not counted")
     parser.add_argument("--rows", type=int, default=0, help="train on the first ROWS samples only (0: all)")
@@ -131,7 +139,12 @@ def blas_report(threads):
     return f"blas={kind} blas_lib={path} blas_threads={blas_threads} blas_gflops={gflops:.1f}"
 
 
-def make_model(features, classes):
+def make_model(kind, features, classes):
+    if kind == "convnet":
+        # 28x28x1 -> conv 3x3 32 (26x26) -> pool 2 (13x13) -> conv 3x3 64 (11x11) -> pool 2 (5x5) -> 1600 -> 128 -> 10
+        return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(),
+                             nn.Linear(128, classes))
     return nn.Sequential(nn.Linear(features, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                          nn.Linear(512, classes))
 
@@ -146,6 +159,12 @@ def train(rank, args):
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=rank, world_size=world)
 
     x = torch.from_numpy(np.load(os.path.join(args.data, "x.npy")))
+    convnet = args.model == "convnet"
+    memory_format = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
+    if convnet:
+        side = int(round(np.sqrt(x[0].numel())))
+        assert side * side == x[0].numel(), "the convnet takes square one-channel images"
+        x = x.reshape(-1, 1, side, side).contiguous(memory_format=memory_format)
     y = torch.from_numpy(np.load(os.path.join(args.data, "y.npy")).astype(np.int64))
     if args.rows:
         x, y = x[:args.rows], y[:args.rows]
@@ -154,7 +173,9 @@ def train(rank, args):
     local = args.batch // world
 
     torch.manual_seed(args.seed)  # same initial weights everywhere (DDP broadcasts rank 0's anyway)
-    model = make_model(x.shape[1], int(y.max()) + 1)
+    model = make_model(args.model, x[0].numel(), int(y.max()) + 1)
+    if convnet:
+        model = model.to(memory_format=memory_format)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
@@ -180,6 +201,8 @@ def train(rank, args):
             hi = first + min((rank + 1) * local, batch)
             rows = permutation[lo:hi]
             xb, yb = x.index_select(0, rows), y.index_select(0, rows)
+            if convnet:
+                xb = xb.contiguous(memory_format=memory_format)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(xb)
             loss = loss_fn(logits.float(), yb)
@@ -201,7 +224,8 @@ def train(rank, args):
         dist.barrier()
     if rank == 0:
         counted = rates[1:] if len(rates) > 1 else rates
-        print(f"peer_torch ranks={world} threads={args.threads} precision={args.precision} batch={args.batch} "
+        print(f"peer_torch model={args.model} ranks={world} threads={args.threads} precision={args.precision} "
+              f"batch={args.batch} "
               f"rows={n} epochs={args.epochs} samples_per_second={statistics.median(counted):.1f} "
               f"epoch_rates={','.join(f'{r:.0f}' for r in rates)} last_loss={losses[-1]:.4f} "
               f"peak_rss_bytes={','.join(str(p) for p in peaks)} {blas} torch={torch.__version__}", flush=True)
