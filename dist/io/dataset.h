@@ -1,4 +1,5 @@
-// Training and validation data read from memory-mapped files: NumPy .npy, MNIST IDX and CSV. A rank touches only
+// Training and validation data read from memory-mapped files: NumPy .npy, MNIST IDX and CSV, each optionally
+// gzip-compressed (read through an inflated copy, dist/io/gzip_cache.h). A rank touches only
 // the rows it gathers. This file knows nothing of ranks, batches or shuffling (dist/sharding.h decides the rows).
 #pragma once
 
