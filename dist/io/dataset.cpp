@@ -90,8 +90,9 @@ std::string decide_format(const std::string& shown, std::string_view format) {
   if (ends_with(name, ".csv")) return "csv";
   const std::string ext = fs::path(name).extension().string();
   if (ends_with(name, "ubyte") || ext.rfind(".idx", 0) == 0) return "idx";
-  SF_FAIL(cat(shown, ": cannot tell the format from the file name: expected .npy, .csv, .idx or *-ubyte, each "
-                     "optionally gzip-compressed (.gz)"),
+  SF_FAIL(cat(shown,
+              ": cannot tell the format from the file name: expected .npy, .csv, .idx or *-ubyte, each "
+              "optionally gzip-compressed (.gz)"),
           "or set the format explicitly: format: \"npy\" | \"csv\" | \"idx\"");
 }
 
@@ -551,8 +552,8 @@ std::shared_ptr<const ArrayFile::Impl> open_npy(std::shared_ptr<const MappedFile
     SF_FAIL(cat(shown, ": fortran_order is True: expected a C-order (row-major) array"),
             "save it with np.save(path, np.ascontiguousarray(a))");
   }
-  return std::make_shared<BinaryArray>(std::move(map), shown, gzip ? "gzip npy" : "npy", npy.type, npy.swap, std::move(npy.shape),
-                                       npy.data_offset);
+  return std::make_shared<BinaryArray>(std::move(map), shown, gzip ? "gzip npy" : "npy", npy.type, npy.swap,
+                                       std::move(npy.shape), npy.data_offset);
 }
 
 // --- IDX ----------------------------------------------------------------------------------------------------------
@@ -610,7 +611,8 @@ std::shared_ptr<const ArrayFile::Impl> open_idx(std::shared_ptr<const MappedFile
                                     (static_cast<int64_t>(p[2]) << 8) | static_cast<int64_t>(p[3]);
   }
   const bool swap = std::endian::native == std::endian::little;
-  return std::make_shared<BinaryArray>(std::move(map), shown, gzip ? "gzip idx" : "idx", type, swap, std::move(shape), header_bytes);
+  return std::make_shared<BinaryArray>(std::move(map), shown, gzip ? "gzip idx" : "idx", type, swap, std::move(shape),
+                                       header_bytes);
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -937,8 +939,7 @@ OpenedFile open_located(const Located& where, std::string_view format) {
   if (!magic) {
     if (ends_with(lower(where.shown), ".gz")) {
       SF_FAIL(cat(where.shown, ": the name ends in .gz but the file is not gzip-compressed (",
-                  file.map->bytes() < 2 ? "too short" : "no magic bytes 0x1f 0x8b",
-                  "): expected a gzip file"),
+                  file.map->bytes() < 2 ? "too short" : "no magic bytes 0x1f 0x8b", "): expected a gzip file"),
               "rename an uncompressed file without .gz; a .gz cut to nothing was probably not fetched whole");
     }
     return file;

@@ -152,8 +152,7 @@ fs::path gzip_cache_dir() {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%03o", static_cast<unsigned>(st.st_mode & 0777));
     SF_FAIL(cat("gzip cache: the folder ", dir.string(), " is owned by uid ", st.st_uid, " with mode ", mode,
-                ": expected a folder of your own (uid ", ::getuid(),
-                ") that no one else may write"),
+                ": expected a folder of your own (uid ", ::getuid(), ") that no one else may write"),
             kCacheHint);
   }
   return dir;

@@ -20,8 +20,9 @@ constexpr size_t kOutputChunk = size_t{4} << 20;  // the pieces handed to the si
 constexpr size_t kInputChunk = size_t{4} << 20;   // the pieces read from the compressed file
 constexpr size_t kMaxFeed = std::numeric_limits<uInt>::max();
 
-constexpr const char* kRefetchHint = "the file was probably cut short or damaged while copying or downloading; "
-                                     "fetch it again (gzip -t FILE tests a gzip file)";
+constexpr const char* kRefetchHint =
+    "the file was probably cut short or damaged while copying or downloading; "
+    "fetch it again (gzip -t FILE tests a gzip file)";
 
 // A z_stream that ends itself however the function leaves.
 class Inflater {
@@ -51,8 +52,7 @@ bool is_gzip(std::string_view bytes) {
          static_cast<unsigned char>(bytes[1]) == 0x8b;
 }
 
-int64_t inflate_gzip(int64_t gz_bytes, const ReadCompressed& read, const std::string& shown,
-                     const InflatedSink& sink) {
+int64_t inflate_gzip(int64_t gz_bytes, const ReadCompressed& read, const std::string& shown, const InflatedSink& sink) {
   const auto total = static_cast<size_t>(gz_bytes);
   std::array<char, 2> magic{};
   if (total >= 2) read(0, magic.data(), 2);
@@ -155,8 +155,8 @@ std::string inflate_raw(std::string_view deflated, int64_t inflated_bytes, const
     written += produced;
     if (status == Z_STREAM_END) break;
     if (z.avail_in == 0 && consumed == deflated.size() && produced == 0) {
-      SF_FAIL(cat(shown, " is truncated: its DEFLATE data (", deflated.size(), " bytes) ends after ", written,
-                  " of ", inflated_bytes, " inflated bytes: expected the whole compressed member"),
+      SF_FAIL(cat(shown, " is truncated: its DEFLATE data (", deflated.size(), " bytes) ends after ", written, " of ",
+                  inflated_bytes, " inflated bytes: expected the whole compressed member"),
               "the archive was probably damaged or cut short; write or fetch it again");
     }
   }

@@ -276,8 +276,8 @@ std::vector<ZipMember> read_zip(std::string_view archive, const std::string& sho
     std::string_view bytes = archive.substr(static_cast<size_t>(data), stored_bytes);
     std::shared_ptr<const std::string> inflated;
     if (method == kMethodDeflated) {
-      inflated = std::make_shared<const std::string>(
-          inflate_raw(bytes, original_bytes, cat(shown, ": member '", name, "'")));
+      inflated =
+          std::make_shared<const std::string>(inflate_raw(bytes, original_bytes, cat(shown, ": member '", name, "'")));
       bytes = *inflated;
     }
     const uint32_t actual_crc = crc32(bytes);

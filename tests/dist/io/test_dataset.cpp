@@ -2,6 +2,7 @@
 // ArrayFile and Dataset, plus the bundled digits data. Every error case checks the message names what went wrong.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -19,8 +20,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <zlib.h>
 
 #include "dist/io/dataset.h"
 #include "dist/io/gzip_cache.h"
@@ -878,8 +877,7 @@ TEST_F(DatasetTest, GzipIdxAndNpyReadLikeTheUncompressedFiles) {
   EXPECT_EQ(d.x().shape(), (std::vector<int64_t>{4, 28, 28}));  // the stored image shape reaches the dataset
   EXPECT_EQ(d.x().dtype(), "uint8");
   EXPECT_EQ(d.x().path(), "train-images-idx3-ubyte.gz");  // messages name the file the user gave
-  EXPECT_NE(d.x().describe().find("train-images-idx3-ubyte.gz (gzip idx, uint8, shape (4, 28, 28))"),
-            std::string::npos)
+  EXPECT_NE(d.x().describe().find("train-images-idx3-ubyte.gz (gzip idx, uint8, shape (4, 28, 28))"), std::string::npos)
       << d.x().describe();
 
   // The same rows and the same data description as the uncompressed file: the cached copy is byte for byte it.
@@ -990,8 +988,9 @@ TEST_F(DatasetTest, GzipCacheFolderMustBeTheUsers) {
   fs::create_directories(shared);
   fs::permissions(shared, fs::perms::all);  // 0777: anyone could plant a file there
   ::setenv("SHARDFIT_CACHE_DIR", shared.c_str(), 1);
-  const Error e = expect_error([&] { ArrayFile::open(write("x.npy.gz", gzip_bytes(npy("<f4", "(1,)", le_bytes<float>({1}))))); },
-                               {"gzip cache: the folder " + shared.string(), "mode 777", "no one else may write"});
+  const Error e =
+      expect_error([&] { ArrayFile::open(write("x.npy.gz", gzip_bytes(npy("<f4", "(1,)", le_bytes<float>({1}))))); },
+                   {"gzip cache: the folder " + shared.string(), "mode 777", "no one else may write"});
   EXPECT_NE(e.hint().find("SHARDFIT_CACHE_DIR"), std::string::npos) << e.hint();
   const fs::path file = write("not-a-folder", "x");
   ::setenv("SHARDFIT_CACHE_DIR", file.c_str(), 1);
