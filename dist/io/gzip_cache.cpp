@@ -169,7 +169,7 @@ fs::path inflated_copy(const MappedFile& gz, const std::string& shown) {
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(key));
 
   const fs::path dir = gzip_cache_dir();
-  const fs::path target = dir / cat(hex, "-", stem_of(shown));
+  fs::path target = dir / cat(hex, "-", stem_of(shown));
   const FileDescriptor lock = lock_cache_entry(dir / cat(".", target.filename().string(), ".lock"));
   struct stat st {};
   if (::stat(target.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return target;  // built before: by a peer rank

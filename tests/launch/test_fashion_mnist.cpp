@@ -30,7 +30,7 @@ using shardfit::testing::source_dir;
 using shardfit::testing::Watch;
 
 constexpr double kKillSeconds = 150.0;
-const fs::path kPackageDir = "/usr/share/datasets/fashion-mnist";
+constexpr const char* kPackageDir = "/usr/share/datasets/fashion-mnist";
 
 // evaluate --output's JSON: {"accuracy": 0.85, "loss": 0.71, "samples": 10000.0} -> name -> value.
 std::map<std::string, double> read_metrics(const fs::path& path) {
@@ -58,7 +58,7 @@ class FashionMnistTest : public FreshDirTest {
 };
 
 TEST_F(FashionMnistTest, OneEpochOfTheExampleMlpClassifiesTheTestImages) {
-  if (!fs::exists(kPackageDir / "train-images-idx3-ubyte.gz")) {
+  if (!fs::exists(fs::path(kPackageDir) / "train-images-idx3-ubyte.gz")) {
     GTEST_SKIP() << "dataset-fashion-mnist is not installed (bash launch/setup.sh installs it)";
   }
   const fs::path job = source_dir() / "examples" / "fashion_mnist" / "mlp.pbtxt";
