@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake libopenmpi-dev openmpi-bin libdnnl-dev libprotobuf-dev protobuf-compiler
-          libgtest-dev libfmt-dev python3 python3-numpy python3-protobuf python3-pandas
+          libgtest-dev libfmt-dev zlib1g-dev python3 python3-numpy python3-protobuf python3-pandas
+          dataset-fashion-mnist  # examples/fashion_mnist and its test: gzip IDX under /usr/share/datasets
           iproute2 util-linux  # ip netns and unshare: the namespace hosts of launch/cluster/netns.sh
           slurmd slurmctld slurm-client)  # the SLURM tests' daemons (tests/slurm, launch/cluster/slurm.sh)
 missing=()

@@ -14,6 +14,8 @@
 
 #include "dist/io/byte_hash.h"
 #include "dist/io/format.h"
+#include "dist/io/gzip_cache.h"
+#include "dist/io/inflate.h"
 #include "dist/io/mapped_file.h"
 #include "dist/io/paths.h"
 #include "kernels/error.h"
@@ -70,18 +72,16 @@ bool ends_with(std::string_view s, std::string_view tail) {
   return s.size() >= tail.size() && s.substr(s.size() - tail.size()) == tail;
 }
 
-// "npy" | "idx" | "csv" from the explicit format or, when that is empty, from the file name.
+// "npy" | "idx" | "csv" from the explicit format or, when that is empty, from the file name. A trailing ".gz" says
+// the file is gzip-compressed and is looked through: "x.npy.gz" is an .npy file (open_located inflates it).
 std::string decide_format(const std::string& shown, std::string_view format) {
   if (!format.empty()) {
     std::string f = lower(std::string(format));
     if (f == "npy" || f == "idx" || f == "csv") return f;
     SF_FAIL(cat(shown, ": format '", format, "': expected npy, csv or idx"));
   }
-  const std::string name = lower(fs::path(shown).filename().string());
-  if (ends_with(name, ".gz")) {
-    SF_FAIL(cat(shown, ": compressed files are not read: expected an uncompressed .npy, IDX or CSV file"),
-            cat("decompress it first, e.g. gunzip -k ", shown));
-  }
+  std::string name = lower(fs::path(shown).filename().string());
+  if (ends_with(name, ".gz")) name.resize(name.size() - 3);
   if (ends_with(name, ".npz")) {
     SF_FAIL(cat(shown, ": .npz archives are not read: expected one .npy file per array"),
             "save each array with np.save, or unzip the .npz (it is a zip of .npy files)");
@@ -90,7 +90,9 @@ std::string decide_format(const std::string& shown, std::string_view format) {
   if (ends_with(name, ".csv")) return "csv";
   const std::string ext = fs::path(name).extension().string();
   if (ends_with(name, "ubyte") || ext.rfind(".idx", 0) == 0) return "idx";
-  SF_FAIL(cat(shown, ": cannot tell the format from the file name: expected .npy, .csv, .idx or *-ubyte"),
+  SF_FAIL(cat(shown,
+              ": cannot tell the format from the file name: expected .npy, .csv, .idx or *-ubyte, each "
+              "optionally gzip-compressed (.gz)"),
           "or set the format explicitly: format: \"npy\" | \"csv\" | \"idx\"");
 }
 
@@ -537,7 +539,9 @@ NpyLayout read_npy_layout(std::string_view text, const std::string& shown) {
   return {type, swap, fortran_order, std::move(shape), header_start + header_len};
 }
 
-std::shared_ptr<const ArrayFile::Impl> open_npy(std::shared_ptr<const MappedFile> map, const std::string& shown) {
+// gzip: the map is the inflated copy of a .gz (said in describe()).
+std::shared_ptr<const ArrayFile::Impl> open_npy(std::shared_ptr<const MappedFile> map, const std::string& shown,
+                                                bool gzip) {
   check_not_compressed(*map, shown);
   NpyLayout npy = read_npy_layout(map->text(), shown);
   if (npy.shape.empty()) {
@@ -548,8 +552,8 @@ std::shared_ptr<const ArrayFile::Impl> open_npy(std::shared_ptr<const MappedFile
     SF_FAIL(cat(shown, ": fortran_order is True: expected a C-order (row-major) array"),
             "save it with np.save(path, np.ascontiguousarray(a))");
   }
-  return std::make_shared<BinaryArray>(std::move(map), shown, "npy", npy.type, npy.swap, std::move(npy.shape),
-                                       npy.data_offset);
+  return std::make_shared<BinaryArray>(std::move(map), shown, gzip ? "gzip npy" : "npy", npy.type, npy.swap,
+                                       std::move(npy.shape), npy.data_offset);
 }
 
 // --- IDX ----------------------------------------------------------------------------------------------------------
@@ -560,7 +564,8 @@ std::string hex_byte(unsigned char v) {
 }
 
 // Magic 0x00 0x00 <type> <ndims>, then ndims big-endian uint32 sizes, then big-endian data (yann.lecun.com/exdb/mnist).
-std::shared_ptr<const ArrayFile::Impl> open_idx(std::shared_ptr<const MappedFile> map, const std::string& shown) {
+std::shared_ptr<const ArrayFile::Impl> open_idx(std::shared_ptr<const MappedFile> map, const std::string& shown,
+                                                bool gzip) {
   check_not_compressed(*map, shown);
   const auto* b = reinterpret_cast<const unsigned char*>(map->data());
   const int64_t bytes = map->bytes();
@@ -606,7 +611,8 @@ std::shared_ptr<const ArrayFile::Impl> open_idx(std::shared_ptr<const MappedFile
                                     (static_cast<int64_t>(p[2]) << 8) | static_cast<int64_t>(p[3]);
   }
   const bool swap = std::endian::native == std::endian::little;
-  return std::make_shared<BinaryArray>(std::move(map), shown, "idx", type, swap, std::move(shape), header_bytes);
+  return std::make_shared<BinaryArray>(std::move(map), shown, gzip ? "gzip idx" : "idx", type, swap, std::move(shape),
+                                       header_bytes);
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -915,23 +921,38 @@ Located locate(const std::string& path, const fs::path& base_dir, const std::str
 }
 
 // A located file, opened and mapped once, with its format (the job's format field, else told by the name) decided
-// as soon as the open succeeds: see MappedFile's on_open for the order of the errors.
+// as soon as the open succeeds: see MappedFile's on_open for the order of the errors. A gzip-compressed file (told
+// by its magic bytes, whatever its name) is replaced by its inflated copy in the cache (gzip_cache.h), mapped under
+// the name the user gave, so everything after this reads it as an uncompressed file.
 struct OpenedFile {
   std::shared_ptr<const MappedFile> map;
   std::string format;
+  bool gzip = false;
 };
 
 OpenedFile open_located(const Located& where, std::string_view format) {
   OpenedFile file;
   file.map = std::make_shared<const MappedFile>(where.resolved, where.shown, where.hint,
                                                 [&] { file.format = decide_format(where.shown, format); });
+  bool magic = false;
+  guard_data_faults([&] { magic = is_gzip(file.map->text().substr(0, 2)); });
+  if (!magic) {
+    if (ends_with(lower(where.shown), ".gz")) {
+      SF_FAIL(cat(where.shown, ": the name ends in .gz but the file is not gzip-compressed (",
+                  file.map->bytes() < 2 ? "too short" : "no magic bytes 0x1f 0x8b", "): expected a gzip file"),
+              "rename an uncompressed file without .gz; a .gz cut to nothing was probably not fetched whole");
+    }
+    return file;
+  }
+  file.map = std::make_shared<const MappedFile>(inflated_copy(*file.map, where.shown), where.shown, where.hint);
+  file.gzip = true;
   return file;
 }
 
 std::shared_ptr<const ArrayFile::Impl> open_array(OpenedFile file, const std::string& shown,
                                                   const proto::CsvOptions* csv) {
-  if (file.format == "npy") return open_npy(std::move(file.map), shown);
-  if (file.format == "idx") return open_idx(std::move(file.map), shown);
+  if (file.format == "npy") return open_npy(std::move(file.map), shown, file.gzip);
+  if (file.format == "idx") return open_idx(std::move(file.map), shown, file.gzip);
   auto table = std::make_shared<const CsvTable>(std::move(file.map), shown, csv);
   return std::make_shared<CsvColumns>(std::move(table), CsvColumns::Pick::kAll, -1);
 }

@@ -1,4 +1,5 @@
-// Training and validation data read from memory-mapped files: NumPy .npy, MNIST IDX and CSV. A rank touches only
+// Training and validation data read from memory-mapped files: NumPy .npy, MNIST IDX and CSV, each optionally
+// gzip-compressed (read through an inflated copy, dist/io/gzip_cache.h). A rank touches only
 // the rows it gathers. This file knows nothing of ranks, batches or shuffling (dist/sharding.h decides the rows).
 #pragma once
 
@@ -23,8 +24,10 @@ class Dataset;
 // the ArrayFile lives (copies share the mapping and are cheap).
 class ArrayFile {
  public:
-  // format: "npy" | "idx" | "csv", or "" to decide from the extension. `csv` options apply to CSV files only
-  // (header, delimiter); a CSV file opened here yields all its columns.
+  // format: "npy" | "idx" | "csv", or "" to decide from the extension (a trailing ".gz" looked through). A file
+  // that starts with the gzip magic is read through its inflated copy (gzip_cache.h); path(), describe() ("x.npy.gz
+  // (gzip npy, ...)") and errors still name the .gz. `csv` options apply to CSV files only (header, delimiter); a CSV
+  // file opened here yields all its columns.
   static ArrayFile open(const std::filesystem::path& path, std::string_view format = "",
                         const proto::CsvOptions* csv = nullptr);
   // rows x cols float32 values held in memory (row-major), not a file: synthetic data for benchmarks. `name`

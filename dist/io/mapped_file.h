@@ -45,6 +45,8 @@ class MappedFile {
   int64_t bytes() const { return bytes_; }
   std::string_view text() const { return {reinterpret_cast<const char*>(data_), static_cast<size_t>(bytes_)}; }
   const std::string& shown() const { return shown_; }
+  // The file's modification time when it was mapped, in nanoseconds since the epoch.
+  int64_t modified_ns() const { return mtime_ns_; }
 
   // A 64-bit hash of the file's size, its first 64 KiB (the header and the first rows), its last 4 KiB and 64 blocks
   // of 4 KiB spread evenly over the rest: about 330 KiB read whatever the file's size. Two copies of one data set

@@ -1,5 +1,6 @@
 // ZIP writing and reading for .npz files, after the ZIP File Format Specification (PKWARE APPNOTE.TXT): local file
-// headers, the central directory and the end record; STORED members only. Then .npy members turned into floats.
+// headers, the central directory and the end record; STORED members written, STORED and DEFLATE members read. Then
+// .npy members turned into floats.
 #include "dist/io/npz.h"
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "dist/io/dataset.h"
 #include "dist/io/format.h"
+#include "dist/io/inflate.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -242,21 +244,15 @@ std::vector<ZipMember> read_zip(std::string_view archive, const std::string& sho
     if ((flags & kFlagEncrypted) != 0) {
       SF_FAIL(cat(shown, ": member '", name, "' is encrypted: expected an unencrypted .npz"));
     }
-    if (method == kMethodDeflated) {
-      SF_FAIL(cat(shown, ": member '", name,
-                  "' is DEFLATE-compressed, so the archive was written by np.savez_compressed: compressed .npz is not "
-                  "supported; save with np.savez"),
-              "e.g. in Python: d = dict(np.load(path)); np.savez(path, **d)");
-    }
-    if (method != kMethodStored) {
+    if (method != kMethodStored && method != kMethodDeflated) {
       SF_FAIL(cat(shown, ": member '", name, "' uses ZIP compression method ", method,
-                  ": expected STORED (0), as np.savez writes"),
-              "save the arrays with np.savez");
+                  ": expected STORED (0) or DEFLATE (8), as np.savez and np.savez_compressed write"),
+              "save the arrays with np.savez or np.savez_compressed");
     }
     if (stored_bytes == 0xFFFFFFFFU || original_bytes == 0xFFFFFFFFU || local_offset == 0xFFFFFFFFU) {
       SF_FAIL(cat(shown, ": member '", name, "' is a ZIP64 entry (over 4 GiB): not supported"), kZip64Hint);
     }
-    if (stored_bytes != original_bytes) {
+    if (method == kMethodStored && stored_bytes != original_bytes) {
       corrupt(shown, cat("member '", name, "' is STORED but its sizes differ: ", stored_bytes, " vs ", original_bytes));
     }
 
@@ -277,13 +273,19 @@ std::vector<ZipMember> read_zip(std::string_view archive, const std::string& sho
         archive.substr(static_cast<size_t>(local + kLocalHeaderBytes), local_name_bytes) != name) {
       corrupt(shown, cat("the local header of member '", name, "' does not match its central directory entry"));
     }
-    const std::string_view bytes = archive.substr(static_cast<size_t>(data), stored_bytes);
+    std::string_view bytes = archive.substr(static_cast<size_t>(data), stored_bytes);
+    std::shared_ptr<const std::string> inflated;
+    if (method == kMethodDeflated) {
+      inflated =
+          std::make_shared<const std::string>(inflate_raw(bytes, original_bytes, cat(shown, ": member '", name, "'")));
+      bytes = *inflated;
+    }
     const uint32_t actual_crc = crc32(bytes);
     if (actual_crc != crc) {
       corrupt(shown, cat("member '", name, "' fails its CRC-32 check: the directory says ", crc, ", the data gives ",
                          actual_crc));
     }
-    members.push_back({std::move(name), bytes});
+    members.push_back({std::move(name), bytes, std::move(inflated)});
   }
   return members;
 }

@@ -1,10 +1,12 @@
-// NumPy .npz archives: a ZIP writer and reader for uncompressed (STORED) members, as np.savez writes them and np.load
-// reads them, and float arrays read out of one. Not a general ZIP library: no compression, encryption or ZIP64.
+// NumPy .npz archives: a ZIP writer of uncompressed (STORED) members, as np.savez writes them, a reader of STORED and
+// DEFLATE members (np.savez_compressed; inflated by zlib), and float arrays read out of one. Not a general ZIP
+// library: it writes no compressed members and reads no encryption or ZIP64.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <set>
 #include <string>
 #include <string_view>
@@ -43,16 +45,19 @@ class ZipWriter {
   std::set<std::string, std::less<>> names_;
 };
 
-// One member of an archive; `bytes` points into the archive given to read_zip.
+// One member of an archive: `bytes` points into the archive given to read_zip (STORED) or into `inflated`, which
+// holds a DEFLATE member's inflated bytes (shared, so the view stays valid when the member is copied or moved).
 struct ZipMember {
   std::string name;
   std::string_view bytes;
+  std::shared_ptr<const std::string> inflated;
 };
 
 // The members of the ZIP archive in `archive`, in central-directory order, each checked against its CRC-32. Sizes
 // come from the central directory, so members written with data descriptors (zipfile on an unseekable stream) and
-// with ZIP64 local extras (np.savez forces them) read as well. Compressed members (np.savez_compressed), encryption,
-// split and ZIP64 archives are refused saying so; truncated or corrupt archives fail naming `shown` and the problem.
+// with ZIP64 local extras (np.savez forces them) read as well. DEFLATE members (np.savez_compressed) are inflated and
+// checked like STORED ones. Other compression methods, encryption, split and ZIP64 archives are refused saying so;
+// truncated or corrupt archives fail naming `shown` and the problem.
 std::vector<ZipMember> read_zip(std::string_view archive, const std::string& shown);
 
 // One array of an .npz, as float.

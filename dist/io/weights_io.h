@@ -14,7 +14,7 @@ namespace shardfit {
 void save_weights(const std::filesystem::path& path, const Model& model);
 // Loads an .npz written by save_weights or by np.savez(path, **{name: array}) into the model. Names and shapes
 // must match the model's weight list (errors list what was expected and what was found). float32 and float64
-// arrays are accepted; compressed archives (np.savez_compressed) are refused with a hint. A checkpoint.pb written
+// arrays are accepted, stored or compressed (np.savez_compressed). A checkpoint.pb written
 // by fit (told by its content, whatever its name) is accepted too: its weights, checksum verified.
 void load_weights(const std::filesystem::path& path, Model& model);
 

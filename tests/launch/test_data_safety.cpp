@@ -4,6 +4,7 @@
 // file (and the row or the ranks), without a crash or a hang. Not an MPI test itself: it starts mpirun.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -267,6 +268,50 @@ TEST_F(DataSafetyTest, DataFileRewrittenInPlaceDuringTraining) {
   });
   expect_named_data_change(launch, Watch::kEachRankReports);
   EXPECT_EQ(count_of(launch.out + launch.err, "error on rank"), 1) << "an agreed failure\n" << describe(launch);
+}
+
+// --- 4. gzip-compressed data files (read through the decompressed cache, dist/io/gzip_cache.h) --------------------
+
+// The small data set's x as x.npy.gz: gzip's own output, as a user would make it.
+void write_gzip_x(const fs::path& dir, float offset) {
+  shardfit::write_npy(dir / "x.npy", small_x(24, offset), {24, kFeatures});
+  ASSERT_EQ(std::system(("gzip -f " + (dir / "x.npy").string()).c_str()), 0);
+}
+
+constexpr const char* kGzipSuffix = "x { path: \"x.npy.gz\" }";
+
+TEST_F(DataSafetyTest, TruncatedGzipEndsEveryRankNamingTheFile) {
+  ::setenv("SHARDFIT_CACHE_DIR", (dir_ / "cache").c_str(), 1);
+  write_small_data(dir_);
+  write_gzip_x(dir_, 0.0F);
+  fs::resize_file(dir_ / "x.npy.gz", fs::file_size(dir_ / "x.npy.gz") / 2);
+  write_text(dir_ / "job.pbtxt", replaced(kSmallJob, "x { path: \"x.npy\" }", kGzipSuffix));
+  const Launch launch = run_mpi({{2, dir_, {"fit", "job.pbtxt"}}}, Watch::kEachRankReports);
+  ::unsetenv("SHARDFIT_CACHE_DIR");
+  const std::string message = expect_agreed_failure(launch, 2);
+  EXPECT_NE(message.find("x.npy.gz: truncated gzip file"), std::string::npos) << message;
+  EXPECT_NE(message.find("expected a whole gzip file"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(dir_ / "history" / "history.json")) << "nothing is trained on bad data";
+}
+
+TEST_F(DataSafetyTest, DifferentGzipCopiesOnTwoRanksAreTold) {
+  // Each rank inflates its own copy (the same cache folder: the names differ with the files), and the agreed check
+  // compares the inflated data: other values of the same size are seen by the fingerprint.
+  ::setenv("SHARDFIT_CACHE_DIR", (dir_ / "cache").c_str(), 1);
+  write_small_data(dir_ / "a", 24);
+  write_small_data(dir_ / "b", 24);
+  write_gzip_x(dir_ / "a", 0.0F);
+  write_gzip_x(dir_ / "b", 0.5F);
+  const fs::path a = dir_ / "a", b = dir_ / "b";
+  const std::string job = replaced(kSmallJob, "x { path: \"x.npy\" }", kGzipSuffix);
+  write_text(a / "job.pbtxt", job);
+  write_text(b / "job.pbtxt", job);
+  const Launch launch = run_mpi({{1, a, {"fit", "job.pbtxt"}}, {1, b, {"fit", "job.pbtxt"}}}, Watch::kEachRankReports);
+  ::unsetenv("SHARDFIT_CACHE_DIR");
+  const std::string message = expect_agreed_failure(launch, 2);
+  EXPECT_NE(message.find("x.npy.gz"), std::string::npos) << message;
+  EXPECT_NE(message.find("gzip npy"), std::string::npos) << message;
+  EXPECT_NE(message.find("fingerprint"), std::string::npos) << message;
 }
 
 }  // namespace

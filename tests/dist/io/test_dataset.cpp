@@ -2,6 +2,7 @@
 // ArrayFile and Dataset, plus the bundled digits data. Every error case checks the message names what went wrong.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -15,10 +16,14 @@
 #include <limits>
 #include <new>
 #include <numeric>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dist/io/dataset.h"
+#include "dist/io/gzip_cache.h"
+#include "dist/io/inflate.h"
 #include "dist/io/mapped_file.h"
 #include "kernels/error.h"
 #include "proto/shardfit.pb.h"
@@ -114,12 +119,38 @@ std::string idx(unsigned char type, const std::vector<uint32_t>& dims, const std
   return out + data;
 }
 
+// bytes gzip-compressed by zlib, as the gzip tool writes them (one member, CRC-32 and length at the end).
+std::string gzip_bytes(const std::string& bytes) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&z, static_cast<uLong>(bytes.size())) + 64, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+// The regular files in a folder, by name (none when it does not exist).
+std::vector<std::string> files_in(const fs::path& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 class DatasetTest : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string pattern = (fs::temp_directory_path() / "shardfit_test_dataset_XXXXXX").string();
     ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
     dir_ = pattern;
+    // Inflated copies of .gz files go to a cache folder of this test's own (gzip_cache.h).
+    ::setenv("SHARDFIT_CACHE_DIR", (dir_ / "cache").c_str(), 1);
   }
   void TearDown() override {
     std::error_code ec;
@@ -263,8 +294,9 @@ TEST_F(DatasetTest, NpyBadMagicAndHeaders) {
   std::string bad = npy("<f4", "(1, 1)", le_bytes<float>({1}));
   bad[1] = 'X';
   expect_error([&] { ArrayFile::open(write("m.npy", bad)); }, {"m.npy", "not a .npy file (wrong magic bytes)"});
+  // gzip magic decides, whatever the name: then the stream must be whole (gzip files are tested below).
   expect_error([&] { ArrayFile::open(write("z.npy", std::string("\x1f\x8b\x08\x00junkjunkjunk", 16))); },
-               {"z.npy", "gzip-compressed"});
+               {"z.npy", "gzip"});
   expect_error([&] { ArrayFile::open(write("k.npy", std::string("PK\x03\x04junkjunkjunk"))); },
                {"k.npy", "zip archive"});
   expect_error([&] { ArrayFile::open(write("s.npy", npy("<f4", "(1, 1", le_bytes<float>({1})))); },
@@ -296,7 +328,7 @@ TEST_F(DatasetTest, MissingFileNamesPathResolutionAndHint) {
   fs::create_directories(dir_ / "folder.npy");
   expect_error([&] { ArrayFile::open(dir_ / "folder.npy"); }, {"folder.npy", "is a directory"});
   // Files that exist but are of a kind not read: the message says which kind.
-  expect_error([&] { ArrayFile::open(write("x.npy.gz", "\x1f\x8b")); }, {"x.npy.gz", "compressed"});
+  expect_error([&] { ArrayFile::open(write("x.npy.gz", "\x1f\x8b")); }, {"x.npy.gz", "truncated gzip file"});
   expect_error([&] { ArrayFile::open(write("w.npz", "PK")); }, {"w.npz", ".npz"});
   expect_error([&] { ArrayFile::open(write("w.bin", "?"), "hdf5"); }, {"w.bin", "format 'hdf5'", "npy, csv or idx"});
   // A file that does not exist is missing, whatever its name says: "x.npz" is most often a typo for "x.npy".
@@ -814,6 +846,156 @@ TEST_F(DatasetTest, TruncatedWhileMappedIsAnErrorNamingTheFile) {
   expect_error([&] { x.check_values(); }, {"big.npy' changed on disk"});
   // The page that still exists reads (zeros past the new end, as the kernel fills a partial page).
   x.read_rows(std::vector<int64_t>{0}, row.data());
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// gzip-compressed files: read through an inflated copy in the cache folder (gzip_cache.h)
+// ------------------------------------------------------------------------------------------------------------------
+
+// The cached copies (not the lock files, which stay, nor temporaries, which must not).
+std::vector<std::string> cached_copies(const fs::path& dir) {
+  std::vector<std::string> copies;
+  for (const std::string& name : files_in(dir)) {
+    if (!name.starts_with(".")) copies.push_back(name);
+  }
+  return copies;
+}
+
+TEST_F(DatasetTest, GzipIdxAndNpyReadLikeTheUncompressedFiles) {
+  std::string pixels;
+  for (int i = 0; i < 4 * 28 * 28; ++i) pixels += static_cast<char>((i * 7) % 251);
+  const std::string images = idx(0x08, {4, 28, 28}, pixels);
+  const std::string labels = idx(0x08, {4}, "\x03\x00\x09\x01"s);
+  const fs::path plain = write("plain-images-idx3-ubyte", images);
+  const fs::path gz = write("train-images-idx3-ubyte.gz", gzip_bytes(images));
+  write("train-labels-idx1-ubyte.gz", gzip_bytes(labels));
+  const std::string gz_before = gzip_bytes(images);
+
+  const Dataset d = Dataset::open(config("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"), dir_, "train");
+  EXPECT_EQ(d.rows(), 4);
+  EXPECT_EQ(d.feature_dim(), 784);
+  EXPECT_EQ(d.x().shape(), (std::vector<int64_t>{4, 28, 28}));  // the stored image shape reaches the dataset
+  EXPECT_EQ(d.x().dtype(), "uint8");
+  EXPECT_EQ(d.x().path(), "train-images-idx3-ubyte.gz");  // messages name the file the user gave
+  EXPECT_NE(d.x().describe().find("train-images-idx3-ubyte.gz (gzip idx, uint8, shape (4, 28, 28))"), std::string::npos)
+      << d.x().describe();
+
+  // The same rows and the same data description as the uncompressed file: the cached copy is byte for byte it.
+  const ArrayFile reference = ArrayFile::open(plain);
+  EXPECT_EQ(read(d.x(), {3, 0, 2}), read(reference, {3, 0, 2}));
+  EXPECT_EQ(d.x().file_bytes(), reference.file_bytes());
+  EXPECT_EQ(d.x().sampled_fingerprint(), reference.sampled_fingerprint());
+  std::vector<float> x(784), y(1);
+  d.gather(std::vector<int64_t>{2}, x.data(), y.data(), LabelLayout::kAsIs, 1);
+  EXPECT_EQ(y[0], 9.0F);
+
+  // The input is never written; the cache holds one copy per .gz, named after it.
+  std::stringstream now;
+  now << std::ifstream(gz, std::ios::binary).rdbuf();
+  EXPECT_EQ(now.str(), gz_before);
+  const std::vector<std::string> copies = cached_copies(dir_ / "cache");
+  ASSERT_EQ(copies.size(), 2U) << ::testing::PrintToString(files_in(dir_ / "cache"));
+  EXPECT_TRUE(copies[0].ends_with("-train-images-idx3-ubyte") || copies[1].ends_with("-train-images-idx3-ubyte"));
+  for (const std::string& name : files_in(dir_ / "cache")) EXPECT_EQ(name.find(".tmp."), std::string::npos) << name;
+
+  // .npy.gz, float32, and a forced format on a name that says nothing.
+  const std::string array = npy("<f4", "(3, 2)", le_bytes<float>({1, 2, 3, 4, 5, 6.5}));
+  const ArrayFile f = ArrayFile::open(write("x.npy.gz", gzip_bytes(array)));
+  EXPECT_EQ(f.shape(), (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(read(f, {2, 0}), (std::vector<float>{5, 6.5, 1, 2}));
+  EXPECT_NE(f.describe().find("(gzip npy, float32"), std::string::npos) << f.describe();
+  EXPECT_EQ(read(ArrayFile::open(write("blob.bin", gzip_bytes(array)), "npy"), {1}), (std::vector<float>{3, 4}));
+  // CSV the same way: the cached copy is a mapped file like any other.
+  const ArrayFile table = ArrayFile::open(write("t.csv.gz", gzip_bytes("a,b\n1,2\n3,4\n")));
+  EXPECT_EQ(read(table, {1}), (std::vector<float>{3, 4}));
+}
+
+TEST_F(DatasetTest, GzipCacheIsReusedAndFollowsAChangedFile) {
+  const fs::path gz = write("x.npy.gz", gzip_bytes(npy("<f4", "(2, 1)", le_bytes<float>({1, 2}))));
+  EXPECT_EQ(read(ArrayFile::open(gz), {0, 1}), (std::vector<float>{1, 2}));
+  const std::vector<std::string> first = cached_copies(dir_ / "cache");
+  ASSERT_EQ(first.size(), 1U);
+  const auto built = fs::last_write_time(dir_ / "cache" / first[0]);
+  // Opened again: the same copy, not rebuilt.
+  EXPECT_EQ(read(ArrayFile::open(gz), {1}), (std::vector<float>{2}));
+  EXPECT_EQ(cached_copies(dir_ / "cache"), first);
+  EXPECT_EQ(fs::last_write_time(dir_ / "cache" / first[0]), built);
+
+  // Rewritten with other values (same size): a new copy with the new values, never the stale one.
+  write("x.npy.gz", gzip_bytes(npy("<f4", "(2, 1)", le_bytes<float>({7, 8}))));
+  EXPECT_EQ(read(ArrayFile::open(gz), {0, 1}), (std::vector<float>{7, 8}));
+  EXPECT_EQ(cached_copies(dir_ / "cache").size(), 2U);
+}
+
+TEST_F(DatasetTest, GzipCacheIsBuiltOnceByConcurrentOpeners) {
+  std::string values;
+  for (int i = 0; i < 200000; ++i) values += le_bytes<float>({static_cast<double>(i % 1000)});
+  const fs::path gz = write("big.npy.gz", gzip_bytes(npy("<f4", "(1000, 200)", values)));
+  std::vector<std::thread> openers;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 4; ++t) {
+    openers.emplace_back([&] {
+      const ArrayFile f = ArrayFile::open(gz);
+      std::vector<float> row(200);
+      f.read_rows(std::vector<int64_t>{999}, row.data());
+      if (f.rows() == 1000 && row[0] == 800.0F) good.fetch_add(1);
+    });
+  }
+  for (std::thread& t : openers) t.join();
+  EXPECT_EQ(good.load(), 4);
+  EXPECT_EQ(cached_copies(dir_ / "cache").size(), 1U);
+}
+
+TEST_F(DatasetTest, DamagedGzipFilesNameTheFileAndLeaveNoCache) {
+  const std::string array = npy("<f4", "(64, 16)", std::string(64 * 16 * 4, '\x01'));
+  const std::string whole = gzip_bytes(array);
+  expect_error([&] { ArrayFile::open(write("cut.npy.gz", whole.substr(0, whole.size() / 2))); },
+               {"cut.npy.gz: truncated gzip file", "expected a whole gzip file"});
+  // Cut inside the 8-byte trailer: the data is all there but the checksum is not.
+  expect_error([&] { ArrayFile::open(write("trailer.npy.gz", whole.substr(0, whole.size() - 3))); },
+               {"trailer.npy.gz: truncated gzip file"});
+  std::string flipped = whole;
+  flipped[flipped.size() - 6] = static_cast<char>(flipped[flipped.size() - 6] ^ 0x55);  // the CRC-32
+  expect_error([&] { ArrayFile::open(write("crc.npy.gz", flipped)); },
+               {"crc.npy.gz: corrupt gzip data (zlib: incorrect data check)", "expected a valid gzip stream"});
+  std::string garbled = whole;
+  for (size_t i = 20; i < 40; ++i) garbled[i] = '\xff';
+  const Error e = expect_error([&] { ArrayFile::open(write("bad.npy.gz", garbled)); },
+                               {"bad.npy.gz: corrupt gzip data", "near compressed byte"});
+  EXPECT_NE(e.hint().find("gzip -t"), std::string::npos) << e.hint();
+  expect_error([&] { ArrayFile::open(write("tail.npy.gz", whole + "junk")); },
+               {"tail.npy.gz: 4 bytes after the end of the gzip stream", "another gzip member"});
+  expect_error([&] { ArrayFile::open(write("plain.npy.gz", npy("<f4", "(1,)", le_bytes<float>({1})))); },
+               {"plain.npy.gz: the name ends in .gz but the file is not gzip-compressed"});
+  expect_error([&] { ArrayFile::open(write("empty.npy.gz", "")); }, {"empty.npy.gz", "not gzip-compressed"});
+  // Whole but holding a bad array: the format's own error, naming the .gz.
+  expect_error([&] { ArrayFile::open(write("short.npy.gz", gzip_bytes(array.substr(0, 10)))); },
+               {"short.npy.gz: truncated: the .npy header says"});
+  // No cache file and no temporary is left by the failures (only the lock files).
+  EXPECT_EQ(cached_copies(dir_ / "cache").size(), 1U);  // the one whole stream: short.npy.gz
+  for (const std::string& name : files_in(dir_ / "cache")) EXPECT_EQ(name.find(".tmp."), std::string::npos) << name;
+}
+
+TEST_F(DatasetTest, GzipMembersConcatenatedReadAsOneFile) {
+  const std::string array = npy("<f4", "(4,)", le_bytes<float>({1, 2, 3, 4}));
+  const size_t half = array.size() - 8;
+  const fs::path gz = write("two.npy.gz", gzip_bytes(array.substr(0, half)) + gzip_bytes(array.substr(half)));
+  EXPECT_EQ(read(ArrayFile::open(gz), {0, 1, 2, 3}), (std::vector<float>{1, 2, 3, 4}));
+}
+
+TEST_F(DatasetTest, GzipCacheFolderMustBeTheUsers) {
+  const fs::path shared = dir_ / "shared";
+  fs::create_directories(shared);
+  fs::permissions(shared, fs::perms::all);  // 0777: anyone could plant a file there
+  ::setenv("SHARDFIT_CACHE_DIR", shared.c_str(), 1);
+  const Error e =
+      expect_error([&] { ArrayFile::open(write("x.npy.gz", gzip_bytes(npy("<f4", "(1,)", le_bytes<float>({1}))))); },
+                   {"gzip cache: the folder " + shared.string(), "mode 777", "no one else may write"});
+  EXPECT_NE(e.hint().find("SHARDFIT_CACHE_DIR"), std::string::npos) << e.hint();
+  const fs::path file = write("not-a-folder", "x");
+  ::setenv("SHARDFIT_CACHE_DIR", file.c_str(), 1);
+  expect_error([&] { ArrayFile::open(dir_ / "x.npy.gz"); }, {"gzip cache", "not-a-folder"});
+  ::setenv("SHARDFIT_CACHE_DIR", (dir_ / "cache").c_str(), 1);
 }
 
 TEST_F(DatasetTest, UnguardedReadOfATruncatedMappingEndsTheProcessNamingTheFile) {

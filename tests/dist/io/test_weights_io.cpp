@@ -1,6 +1,7 @@
 // Weights as .npz: save/load round trips bit for bit; NumPy reads what shardfit writes (keys, Keras shapes, values)
 // and shardfit reads what np.savez writes (float32/float64, C/Fortran order, either byte order, data descriptors);
-// compressed, mismatched, truncated and corrupt archives fail with errors that name what is wrong.
+// np.savez_compressed archives load too; mismatched, truncated and corrupt archives fail with errors that name what
+// is wrong.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -390,7 +391,24 @@ TEST(Npz, ReadsScalarsEmptyAndFortranOrderArrays) {
   }
 }
 
-TEST(WeightsIo, RefusesSavezCompressedWithAHint) {
+TEST(WeightsIo, LoadsWhatNpSavezCompressedWrites) {
+  const shardfit::testing::TempDir tmp("weights");
+  REQUIRE_NUMPY(tmp.path());
+  auto model = small_model(5);
+  const fs::path path = tmp.path() / "compressed.npz";
+  std::vector<std::string> args = {path.string(), "compressed"};
+  for (const std::string& a : shape_args(*model)) args.push_back(a);
+  const PythonRun run = run_python(tmp.path(), kSavezScript, args);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const std::string bytes = read_bytes(path);
+  ASSERT_GE(bytes.size(), 10U);
+  EXPECT_EQ(static_cast<unsigned char>(bytes[8]), 8) << "expected DEFLATE (method 8) in the first local header";
+  // The same four layouts as LoadsWhatNpSavezWrites, each member inflated by zlib and checked against its CRC-32.
+  load_weights(path, *model);
+  expect_arange_weights(*model);
+}
+
+TEST(WeightsIo, RefusesADamagedCompressedMember) {
   const shardfit::testing::TempDir tmp("weights");
   REQUIRE_NUMPY(tmp.path());
   auto model = small_model(5);
@@ -400,12 +418,23 @@ TEST(WeightsIo, RefusesSavezCompressedWithAHint) {
   for (const std::string& a : shape_args(*model)) args.push_back(a);
   const PythonRun run = run_python(tmp.path(), kSavezScript, args);
   ASSERT_EQ(run.exit_code, 0) << run.output;
-  const std::string message = error_of([&] { load_weights(path, *model); });
-  EXPECT_TRUE(contains(message, path.string())) << message;
-  EXPECT_TRUE(contains(message,
-                       "was written by np.savez_compressed: compressed .npz is not supported; save with "
-                       "np.savez"))
+  std::string bytes = read_bytes(path);
+  // The first member's DEFLATE data starts after its 30-byte local header, name and extra field.
+  const size_t data = 30 + static_cast<unsigned char>(bytes[26]) + (static_cast<unsigned char>(bytes[27]) << 8) +
+                      static_cast<unsigned char>(bytes[28]) + (static_cast<unsigned char>(bytes[29]) << 8);
+  for (size_t i = data + 2; i < data + 12; ++i) bytes[i] = static_cast<char>(bytes[i] ^ 0xA5);
+  const fs::path damaged = tmp.path() / "damaged.npz";
+  {
+    std::ofstream out(damaged, std::ios::binary);
+    out << bytes;
+  }
+  const std::string message = error_of([&] { load_weights(damaged, *model); });
+  EXPECT_TRUE(contains(message, damaged.string())) << message;
+  // zlib sees the damage, or the inflated bytes fail the member's CRC-32: either way the member is named.
+  EXPECT_TRUE(contains(message, "corrupt DEFLATE data") || contains(message, "fails its CRC-32 check") ||
+              contains(message, "inflates to"))
       << message;
+  EXPECT_TRUE(contains(message, "member '")) << message;
   EXPECT_EQ(parameters_of(*model), before);
 }
 
