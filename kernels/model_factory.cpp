@@ -104,7 +104,7 @@ bool same_padding(const std::string& field, bool has, const std::string& value) 
 Shape model_input_shape(const proto::Model& config, const Shape& sample_shape) {
   const int64_t width = element_count(sample_shape);
   if (config.input_shape_size() > 0) {
-    const Shape shape(config.input_shape().begin(), config.input_shape().end());
+    Shape shape(config.input_shape().begin(), config.input_shape().end());
     for (const int64_t d : shape) {
       SF_CHECK(d > 0, cat("model.input_shape = ", batch_shape_text(shape), ": expected positive sizes"));
     }

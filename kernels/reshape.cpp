@@ -46,7 +46,7 @@ Reshape::Reshape(std::string name, Shape input_shape, Shape target)
                batch_shape_text(output_shape()), " hold different element counts"));
 }
 
-Flatten::Flatten(std::string name, Shape input_shape)
+Flatten::Flatten(std::string name, const Shape& input_shape)
     : Reshape(std::move(name), input_shape, Shape{element_count(input_shape)}) {}
 
 void Reshape::prepare(int64_t n, const LayerBuffers& buffers) { plans_[n] = buffers; }

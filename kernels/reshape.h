@@ -30,7 +30,7 @@ class Reshape : public Layer {
 // Keras's Flatten: (None, d1, ..., dk) -> (None, d1 * ... * dk).
 class Flatten final : public Reshape {
  public:
-  Flatten(std::string name, Shape input_shape);
+  Flatten(std::string name, const Shape& input_shape);
 
   std::string kind() const override { return "flatten"; }
   std::string type_name() const override { return "Flatten"; }

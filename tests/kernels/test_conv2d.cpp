@@ -100,22 +100,26 @@ struct Reference {
   // Calls term(x index, kernel index, y index) for every product the convolution sums.
   template <typename F>
   void for_each_term(F term) const {
-    for (int64_t s = 0; s < k.n; ++s)
-      for (int64_t oy = 0; oy < oh; ++oy)
-        for (int64_t ox = 0; ox < ow; ++ox)
+    for (int64_t s = 0; s < k.n; ++s) {
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        for (int64_t ox = 0; ox < ow; ++ox) {
           for (int64_t ky = 0; ky < k.kh; ++ky) {
             const int64_t iy = oy * k.sh - top + ky * k.dh;
             if (iy < 0 || iy >= k.h) continue;
             for (int64_t kx = 0; kx < k.kw; ++kx) {
               const int64_t ix = ox * k.sw - left + kx * k.dw;
               if (ix < 0 || ix >= k.w) continue;
-              for (int64_t ch = 0; ch < k.c; ++ch)
+              for (int64_t ch = 0; ch < k.c; ++ch) {
                 for (int64_t f = 0; f < k.filters; ++f) {
                   term(((s * k.h + iy) * k.w + ix) * k.c + ch, ((ky * k.kw + kx) * k.c + ch) * k.filters + f,
                        ((s * oh + oy) * ow + ox) * k.filters + f);
                 }
+              }
             }
           }
+        }
+      }
+    }
   }
 
   // y = act(conv(x, kernel) + bias); params: kernel then bias, the model's flat layout.
@@ -216,7 +220,7 @@ void check_case(const Case& c) {
 
 using A = ActivationKind;
 // n, h, w, c, filters, kh, kw, sh, sw, dh, dw, same, bias, activation
-const Case kSweep[] = {
+constexpr Case kSweep[] = {
     {1, 5, 5, 1, 1, 3, 3, 1, 1, 1, 1, false, true, A::kLinear},    // batch 1, one channel and filter
     {2, 7, 6, 3, 4, 3, 2, 1, 1, 1, 1, true, true, A::kRelu},       // odd sizes, non-square kernel, same
     {3, 9, 8, 2, 5, 3, 3, 2, 2, 1, 1, true, false, A::kLinear},    // strides, same, no bias

@@ -66,9 +66,9 @@ struct Reference {
   template <typename F>
   void for_each_window(F f) const {
     std::vector<int64_t> cells;
-    for (int64_t s = 0; s < k.n; ++s)
-      for (int64_t oy = 0; oy < rows.out; ++oy)
-        for (int64_t ox = 0; ox < cols.out; ++ox)
+    for (int64_t s = 0; s < k.n; ++s) {
+      for (int64_t oy = 0; oy < rows.out; ++oy) {
+        for (int64_t ox = 0; ox < cols.out; ++ox) {
           for (int64_t ch = 0; ch < k.c; ++ch) {
             cells.clear();
             for (int64_t py = 0; py < k.ph; ++py) {
@@ -81,6 +81,9 @@ struct Reference {
             }
             f(((s * rows.out + oy) * cols.out + ox) * k.c + ch, cells);
           }
+        }
+      }
+    }
   }
 
   std::vector<double> forward(const std::vector<double>& x) const {
@@ -130,7 +133,7 @@ std::vector<double> distinct_values(int64_t count, Rng& rng) {
   return v;
 }
 
-const Case kSweep[] = {
+constexpr Case kSweep[] = {
     {Kind::kMax, 1, 4, 4, 1, 2, 2, 2, 2, false},  // batch 1, the default pool
     {Kind::kMax, 3, 7, 5, 3, 2, 2, 2, 2, false},  // odd sizes: the last row and column left out
     {Kind::kMax, 2, 7, 5, 3, 2, 2, 2, 2, true},   // odd sizes, same: a padded last window
@@ -203,13 +206,13 @@ TEST(Pooling2D, RefusesFlatInputsAndWindowsThatDoNotFit) {
   o.pool_size = {3, 3};
   o.strides = {3, 3};
   try {
-    Pooling2D("p", {784}, o);
+    const Pooling2D layer("p", {784}, o);
     ADD_FAILURE() << "a flat input was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("got (None, 784)"), std::string::npos) << e.what();
   }
   try {
-    Pooling2D("p", {2, 5, 1}, o);
+    const Pooling2D layer("p", {2, 5, 1}, o);
     ADD_FAILURE() << "a window larger than the input was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("does not fit in the input (None, 2, 5, 1)"), std::string::npos) << e.what();

@@ -16,10 +16,11 @@ TEST(Reshape, CopiesRowsForwardAndGradientsBackward) {
   Reshape layer("r", {4, 3, 2}, {6, 4});
   EXPECT_EQ(layer.output_shape(), (Shape{6, 4}));
   EXPECT_EQ(layer.output_dim(), 24);
-  std::vector<float> x(3 * 24);
-  std::vector<float> y(3 * 24, -1.0F);
-  std::vector<float> dy(3 * 24);
-  std::vector<float> dx(3 * 24, -1.0F);
+  constexpr size_t kCount = size_t{3} * 24;  // 3 samples of 24
+  std::vector<float> x(kCount);
+  std::vector<float> y(kCount, -1.0F);
+  std::vector<float> dy(kCount);
+  std::vector<float> dx(kCount, -1.0F);
   std::iota(x.begin(), x.end(), 0.0F);
   std::iota(dy.begin(), dy.end(), 100.0F);
   layer.prepare(3, {x.data(), y.data(), dy.data(), dx.data(), nullptr});
@@ -36,7 +37,7 @@ TEST(Reshape, CopiesRowsForwardAndGradientsBackward) {
 
 TEST(Flatten, GivesOneFlatRowPerSample) {
   const Flatten layer("f", {26, 26, 32});
-  EXPECT_EQ(layer.output_shape(), (Shape{26 * 26 * 32}));
+  EXPECT_EQ(layer.output_shape(), (Shape{int64_t{26} * 26 * 32}));
   EXPECT_EQ(layer.type_name(), "Flatten");
   EXPECT_EQ(batch_shape_text(layer.output_shape()), "(None, 21632)");
 }
