@@ -305,7 +305,7 @@ TEST(WeightsIo, ConvnetRoundTripInKerasShapes) {
   // (6, 6, 2) -> Conv2D (4, 5, 4) -> pooling (2, 2, 4) -> Flatten (None, 16)
   EXPECT_EQ(arrays[2].shape, (std::vector<int64_t>{16, 3}));
   const std::vector<float> flat = parameters_of(*saved);
-  EXPECT_EQ(arrays[0].values, std::vector<float>(flat.begin(), flat.begin() + 24));  // 3 * 2 * 2 * 4 values
+  EXPECT_EQ(arrays[0].values, std::vector<float>(flat.begin(), flat.begin() + 48));  // 3 * 2 * 2 * 4 values
   auto loaded = convnet(6);
   ASSERT_NE(parameters_of(*loaded), flat);
   load_weights(path, *loaded);
