@@ -4,7 +4,7 @@
 // bundled digits with Adam; the public TrainStep driven by hand is the fit's step bit for bit. The first of these
 // again under mixed_bfloat16: the gradients are f32 (bf16 matmul operands, f32 dst) and summed in f32; and P ranks
 // with the gradients sent as bf16 (fit.reduce_dtype) within the roundings that adds. A convnet (Conv2D, pooling,
-// dropout, Flatten) at P ranks == 1 rank, and one that learns the digits as 8x8 images.
+// dropout, Flatten) at P ranks == 1 rank and resumed bit for bit, and one that learns the digits as 8x8 images.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -122,6 +122,39 @@ TEST(Fit, ConvnetSameAsOneRank) {
       fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
       data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
                           dir);
+}
+
+// A convnet stopped after 2 epochs (its checkpoint at the epoch's end) and resumed to 4 ends bit for bit as the run of
+// 4: Conv2D and pooling keep nothing between steps beyond the parameters and the optimizer's slots.
+TEST(Fit, ConvnetResumedEndsBitForBitLikeTheUninterruptedRun) {
+  const SharedDir shared("resume_convnet");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits150", range(0, 150), /*as_images=*/true);
+  const proto::Job job = parse_job_text(R"(
+      model { layers { conv2d { filters: 4 kernel_size: 3 strides: 2 padding: "same" activation: "relu" } }
+              layers { average_pooling2d { pool_size: 2 padding: "same" } }
+              layers { dropout { rate: 0.25 } }
+              layers { flatten { } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
+      optimizer { adam { } }
+      fit { epochs: 4 batch_size: 9 validation_split: 0.2 shuffle: true seed: 3 }
+      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
+                                        "resume_convnet.pbtxt");
+  FitConfig whole = quiet_config(job);
+  const FitResult uninterrupted = fit(world(), job, dir, whole);
+  FitConfig first = quiet_config(job);
+  first.epochs = 2;
+  first.checkpoint_every_epochs = 1;
+  first.checkpoint_dir = dir / "checkpoints";
+  fit(world(), job, dir, first);
+  FitConfig rest = first;
+  rest.epochs = 4;
+  rest.resume = true;
+  const FitResult resumed = fit(world(), job, dir, rest);
+  EXPECT_EQ(resumed.resumed_from_step, 2 * 14);  // ceil(120 / 9) steps per epoch
+  EXPECT_EQ(resumed.final_parameters, uninterrupted.final_parameters);
+  EXPECT_EQ(series(resumed.history, "val_loss"), series(uninterrupted.history, "val_loss"));
 }
 
 // P ranks == 1 rank under mixed_bfloat16 too, to the same 1e-5: the matmuls round their operands to bf16, but the
