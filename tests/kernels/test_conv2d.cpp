@@ -335,6 +335,12 @@ TEST(Conv2D, SeveralBatchSizesAndAFirstLayerWithoutDx) {
   EXPECT_TRUE(std::all_of(t.dx.begin(), t.dx.end(), [](float v) { return v == 12345.0F; })) << "no dx was asked for";
   EXPECT_NE(t.grads[0], 12345.0F);
   EXPECT_THROW(t.layer.forward(2, BatchContext{}), Error);
+  // What oneDNN chose, for benchmarks: forward and backward weights, no backward data without a dx.
+  const auto names = t.layer.implementations(3);
+  ASSERT_EQ(names.size(), 2U);
+  EXPECT_EQ(names[0].rfind("forward ", 0), 0U) << names[0];
+  EXPECT_GT(names[0].size(), std::string("forward ").size()) << names[0];
+  EXPECT_EQ(names[1].rfind("backward weights ", 0), 0U) << names[1];
 }
 
 TEST(Conv2D, RefusesWhatKerasRefuses) {
