@@ -25,13 +25,14 @@ bool fusable_activation(ActivationKind kind) {
          kind == ActivationKind::kTanh;
 }
 
-// Parses a name-valued field, prefixing any error with where it was found.
+// Parses a name-valued field (or builds what a field describes), prefixing any error with where it was found and
+// keeping its hint.
 template <typename Parse>
 auto parse_field(const std::string& field, const std::string& value, Parse parse) {
   try {
     return parse(value);
   } catch (const Error& e) {
-    SF_FAIL(cat(field, ": ", e.what()));
+    SF_FAIL(cat(field, ": ", e.what()), e.hint());
   }
 }
 

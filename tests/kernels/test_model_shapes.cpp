@@ -106,6 +106,7 @@ TEST(ModelShapes, ErrorsNameTheFieldAndTheShape) {
                     "(None, 784)"),
             std::string::npos)
       << e4;
+  EXPECT_NE(e4.find("hint: give the model input_shape [height, width, channels]"), std::string::npos) << e4;
 
   const std::string e5 =
       error_of(R"(model { layers { conv2d { filters: 2 kernel_size: [1, 2, 3] } } } loss: "mse")", {5, 5});
