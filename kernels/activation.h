@@ -17,6 +17,7 @@ class Activation final : public Layer {
   Activation(std::string name, int64_t dim, ActivationKind kind);
 
   std::string kind() const override { return "activation"; }
+  std::string type_name() const override { return "Activation"; }
   ActivationKind activation() const { return activation_; }
 
   void prepare(int64_t n, const LayerBuffers& buffers) override;

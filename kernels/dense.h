@@ -42,6 +42,7 @@ class Dense final : public Layer {
   Dense(std::string name, int64_t input_dim, int64_t units, const Options& options);
 
   std::string kind() const override { return "dense"; }
+  std::string type_name() const override { return "Dense"; }
   int64_t param_count() const override;
   std::vector<WeightShape> weight_shapes() const override;
   void bind(float* params, float* grads) override;

@@ -14,6 +14,7 @@ class Dropout final : public Layer {
   Dropout(std::string name, int64_t dim, float rate, uint64_t layer_index);
 
   std::string kind() const override { return "dropout"; }
+  std::string type_name() const override { return "Dropout"; }
   float rate() const { return rate_; }
 
   void prepare(int64_t n, const LayerBuffers& buffers) override;

@@ -1,10 +1,13 @@
 // The layer interface: forward and backward over model-owned buffers, with oneDNN primitives built once per
 // batch size (prepare) and only executed in the step. Layers hold views into the model's flat parameter and
-// gradient buffers; they never own parameters.
+// gradient buffers; they never own parameters. A layer knows the shape of one sample in and out (Keras's, batch axis
+// left out, channels last); a buffer row is one sample's tensor in row-major order, so an (n, width) buffer holds an
+// (N, H, W, C) batch as it is and a shape never moves data.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -30,6 +33,17 @@ struct LayerBuffers {
   float* scratch = nullptr;   // (n, out) workspace owned by the model, private to this layer
 };
 
+// One sample's shape, batch axis left out: (features) flat, (height, width, channels) an image.
+using Shape = std::vector<int64_t>;
+
+// The element count of a shape (1 for the empty shape).
+inline int64_t element_count(const Shape& shape) {
+  return std::accumulate(shape.begin(), shape.end(), int64_t{1}, [](int64_t a, int64_t b) { return a * b; });
+}
+
+// "(None, 26, 26, 32)": Keras's way of printing a batch of this shape.
+std::string batch_shape_text(const Shape& shape);
+
 // One tensor of the Keras weight list, e.g. Dense kernel (in, out) then bias (out).
 struct WeightShape {
   std::string name;
@@ -39,15 +53,29 @@ struct WeightShape {
 class Layer {
  public:
   Layer(std::string name, int64_t input_dim, int64_t output_dim)
-      : name_(std::move(name)), input_dim_(input_dim), output_dim_(output_dim) {}
+      : Layer(std::move(name), Shape{input_dim}, Shape{output_dim}) {}
+  Layer(std::string name, Shape input_shape, Shape output_shape)
+      : name_(std::move(name)),
+        input_dim_(element_count(input_shape)),
+        output_dim_(element_count(output_shape)),
+        input_shape_(std::move(input_shape)),
+        output_shape_(std::move(output_shape)) {}
   virtual ~Layer() = default;
   Layer(const Layer&) = delete;
   Layer& operator=(const Layer&) = delete;
 
   virtual std::string kind() const = 0;
+  // Keras's class name, as the model summary prints it ("Conv2D"); kind() where none is given.
+  virtual std::string type_name() const { return kind(); }
   const std::string& name() const { return name_; }
   int64_t input_dim() const { return input_dim_; }
   int64_t output_dim() const { return output_dim_; }
+  // One sample's shape in and out; input_dim() and output_dim() are their element counts.
+  const Shape& input_shape() const { return input_shape_; }
+  const Shape& output_shape() const { return output_shape_; }
+  // For a layer that maps each element on its own (Activation, Dropout) and is built by width: the shape of what
+  // feeds it, which it keeps. The element count must stay the width.
+  void set_elementwise_shape(const Shape& shape);
 
   virtual int64_t param_count() const { return 0; }
   virtual std::vector<WeightShape> weight_shapes() const { return {}; }
@@ -81,6 +109,8 @@ class Layer {
   std::string name_;
   int64_t input_dim_;
   int64_t output_dim_;
+  Shape input_shape_;
+  Shape output_shape_;
 };
 
 }  // namespace shardfit

@@ -29,6 +29,12 @@ Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std:
     width = layer->output_dim();
     count += layer->param_count();
   }
+  for (size_t i = 1; i < layers_.size(); ++i) {
+    const Shape& given = layers_[i - 1]->output_shape();
+    SF_CHECK(layers_[i]->input_shape() == given,
+             cat("layer '", layers_[i]->name(), "' expects input ", batch_shape_text(layers_[i]->input_shape()),
+                 " but the previous layer gives ", batch_shape_text(given)));
+  }
   SF_CHECK(label_dim_ == 1 || label_dim_ == output_dim(),
            cat("labels of width ", label_dim_, " do not fit a model with ", output_dim(),
                " outputs: expected 1 (class ids) or ", output_dim()));
@@ -225,16 +231,20 @@ void Model::set_weights(const std::vector<WeightTensor>& weights) {
 }
 
 std::string Model::summary() const {
+  // Keras's columns: 33, 26 and the rest; a longer cell keeps one space before the next.
+  auto cell = [](std::string text, size_t width) {
+    text.resize(std::max(text.size() + 1, width), ' ');
+    return text;
+  };
+  const std::string rule(65, '=');
   std::ostringstream out;
-  out << "Layer (type)                    Output width      Param #\n";
+  out << cell("Layer (type)", 33) << cell("Output Shape", 26) << "Param #\n" << rule << "\n";
   for (const auto& layer : layers_) {
-    std::string label = layer->name() + " (" + layer->kind() + ")";
-    label.resize(std::max<size_t>(label.size() + 1, 32), ' ');
-    std::string width = std::to_string(layer->output_dim());
-    width.resize(std::max<size_t>(width.size() + 1, 18), ' ');
-    out << label << width << layer->param_count() << "\n";
+    out << cell(layer->name() + " (" + layer->type_name() + ")", 33)
+        << cell(batch_shape_text(layer->output_shape()), 26) << layer->param_count() << "\n";
   }
-  out << "Total params: " << param_count() << "\n";
+  out << rule << "\n"
+      << "Total params: " << param_count() << "\n";
   return out.str();
 }
 

@@ -34,6 +34,9 @@ class Model {
 
   int64_t input_dim() const { return input_dim_; }
   int64_t output_dim() const { return layers_.back()->output_dim(); }
+  // One sample's shape in (the first layer's) and out (the last layer's), Keras's without the batch axis.
+  const Shape& input_shape() const { return layers_.front()->input_shape(); }
+  const Shape& output_shape() const { return layers_.back()->output_shape(); }
   int64_t label_dim() const { return label_dim_; }
   int64_t param_count() const { return parameters_.count(); }
   const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
@@ -97,7 +100,7 @@ class Model {
   std::vector<WeightTensor> get_weights() const;
   // Shapes must match get_weights() exactly (names are not compared).
   void set_weights(const std::vector<WeightTensor>& weights);
-  // A Keras-like table: layer, output width, parameter count.
+  // Keras's table: layer (type), output shape "(None, 26, 26, 32)", parameter count; then the total.
   std::string summary() const;
 
  private:

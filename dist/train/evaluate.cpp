@@ -93,7 +93,8 @@ Loaded load_everywhere(Comm& comm, const proto::Job& job, const std::filesystem:
     }
     // Built for the rows each pass takes (the reserve in evaluate / predict) and this node's share of memory.
     const int64_t rows = slice_of(loaded.x->rows(), comm.rank(), comm.size()).count;
-    loaded.model = build_model(job, loaded.x->cols(), rank_memory_budget(comm, std::min(rows, options.batch_size), 0));
+    loaded.model = build_model(job, sample_shape_of(loaded.x->shape(), loaded.x->cols()),
+                               rank_memory_budget(comm, std::min(rows, options.batch_size), 0));
   });
   load_weights_everywhere(comm, options.weights, *loaded.model,
                           [&] { explain_width_mismatch(options.weights, *loaded.model, *loaded.x); });

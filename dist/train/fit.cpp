@@ -187,7 +187,7 @@ void Trainer::setup() {
     // What one rank may spend: the node's memory shared by its ranks, for batches of at most batch_size rows
     // (validation passes take up to that many too, see the reserve below).
     const int64_t rows = std::min<int64_t>(config_.batch_size, std::max(split_.train, split_.validation));
-    model_ = build_model(job_, train_->feature_dim(),
+    model_ = build_model(job_, sample_shape_of(train_->x().shape(), train_->feature_dim()),
                          rank_memory_budget(comm_, rows, optimizer_slot_count(job_.optimizer())));
     if (validation_) {
       SF_CHECK(validation_->feature_dim() == train_->feature_dim(),

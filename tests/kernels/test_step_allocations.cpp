@@ -2,7 +2,8 @@
 // interposed in this executable and every allocation's caller is recorded, so allocations made by our code,
 // the C++ runtime on our behalf and OpenMP are told apart from oneDNN's own: oneDNN 2.6's
 // dnnl_primitive_execute builds a small argument map (std::unordered_map nodes) inside the library on every
-// call, which no public API avoids. Those are reported and held to "small and the same every step".
+// call, which no public API avoids. Those are reported and held to "small and the same every step". An MLP and a
+// convnet.
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 
@@ -160,6 +161,49 @@ TEST(StepAllocations, NoneAfterTheFirstStepOfEachBatchShape) {
   std::printf("oneDNN-internal allocations per step: %d (largest %zu bytes)\n", one.onednn, one.largest_onednn);
 
   // The counter sees allocations: a new batch shape builds primitives and allocates in our code.
+  const Tally fresh = count_allocations([&] { step(5, 20); });
+  EXPECT_GT(fresh.ours, 0);
+}
+
+// The same for a convnet: Conv2D's weight reorders run into memory its plan owns, max pooling's workspace too.
+TEST(StepAllocations, NoneInAConvnetStepAfterTheFirst) {
+  const proto::Job job = parse_job_text(R"(
+      model { input_shape: [9, 8, 2]
+              layers { conv2d { filters: 16 kernel_size: 3 padding: "same" activation: "relu" } }
+              layers { max_pooling2d { } }
+              layers { conv2d { filters: 8 kernel_size: 2 } }
+              layers { dropout { rate: 0.2 } }
+              layers { average_pooling2d { padding: "same" } }
+              layers { flatten { } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy")",
+                                        "alloc_convnet.pbtxt");
+  auto model = build_model(job, 144);
+  model->initialize(1);
+  model->reserve(33);
+  auto optimizer = make_adam(AdamOptions{}, model->param_count());
+  for (int64_t i = 0; i < 33 * 144; ++i) model->input()[i] = static_cast<float>(i % 7) * 0.1F;
+  for (int64_t i = 0; i < 33; ++i) model->labels()[i] = static_cast<float>(i % 10);
+  std::vector<double> sums(1);
+  const auto step = [&](int64_t n, uint64_t k) {
+    model->train_batch(n, BatchContext{true, 5, k, 0}, false, sums);
+    optimizer->update(model->parameters(), model->gradients());
+  };
+  step(33, 0);
+  step(7, 1);
+  model->evaluate_batch(33, sums);
+
+  const Tally one = count_allocations([&] { step(33, 2); });
+  const Tally ten = count_allocations([&] {
+    for (uint64_t k = 3; k < 13; ++k) step(k % 2 == 0 ? 33 : 7, k);
+    model->evaluate_batch(33, sums);
+  });
+  EXPECT_EQ(ten.ours, 0) << "allocations outside oneDNN inside training steps, first from " << ten.first_ours;
+  EXPECT_LE(ten.largest_onednn, 512U);
+  const Tally again = count_allocations([&] { step(33, 14); });
+  EXPECT_EQ(again.onednn, one.onednn);
+  std::printf("convnet: oneDNN-internal allocations per step: %d (largest %zu bytes)\n", one.onednn,
+              one.largest_onednn);
   const Tally fresh = count_allocations([&] { step(5, 20); });
   EXPECT_GT(fresh.ours, 0);
 }

@@ -70,7 +70,9 @@ inline std::vector<int64_t> range(int64_t begin, int64_t end) {
 }
 
 // The bundled digits, rows in the order given, as <stem>_x.npy / <stem>_y.npy in dir (rank 0), then a barrier.
-inline void write_digits(const std::filesystem::path& dir, const std::string& stem, const std::vector<int64_t>& rows) {
+// as_images: x of shape (rows, 8, 8), grey images as an image file stores them, instead of (rows, 64).
+inline void write_digits(const std::filesystem::path& dir, const std::string& stem, const std::vector<int64_t>& rows,
+                         bool as_images = false) {
   if (world().is_root()) {
     proto::Dataset cfg;
     cfg.mutable_x()->set_path("x.npy");
@@ -80,7 +82,9 @@ inline void write_digits(const std::filesystem::path& dir, const std::string& st
     std::vector<float> y(rows.size());
     digits.gather(rows, x.data(), y.data(), LabelLayout::kAsIs, 1);
     std::vector<int64_t> ids(y.begin(), y.end());
-    write_npy(dir / (stem + "_x.npy"), x, {static_cast<int64_t>(rows.size()), digits.feature_dim()});
+    const auto count = static_cast<int64_t>(rows.size());
+    write_npy(dir / (stem + "_x.npy"), x,
+              as_images ? std::vector<int64_t>{count, 8, 8} : std::vector<int64_t>{count, digits.feature_dim()});
     write_npy(dir / (stem + "_y.npy"), std::span<const int64_t>(ids), {static_cast<int64_t>(rows.size())});
   }
   world().barrier();

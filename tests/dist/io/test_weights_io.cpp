@@ -278,6 +278,41 @@ TEST(WeightsIo, ArchiveHoldsTheWeightListInOrder) {
   }
 }
 
+// A convnet's weights in Keras's layout: Conv2D kernel (kh, kw, in, filters) as it is in the flat parameters (the
+// layer computes on that hwio layout, tests/kernels/test_conv2d.cpp), bias (filters); pooling and Flatten have none.
+TEST(WeightsIo, ConvnetRoundTripInKerasShapes) {
+  const auto convnet = [](uint64_t seed) {
+    auto model = build_model(parse_job_text(R"(model { input_shape: [6, 6, 2]
+                                                       layers { conv2d { filters: 4 kernel_size: [3, 2] } }
+                                                       layers { max_pooling2d { } } layers { flatten { } }
+                                                       layers { dense { units: 3 } } }
+                                               loss: "mse")",
+                                            "convnet.pbtxt"),
+                             72);
+    model->initialize(seed);
+    return model;
+  };
+  const shardfit::testing::TempDir tmp("weights");
+  const fs::path path = tmp.path() / "w.npz";
+  const auto saved = convnet(5);
+  save_weights(path, *saved);
+  const std::vector<NpzArray> arrays = read_npz(path);
+  ASSERT_EQ(arrays.size(), 4U);
+  EXPECT_EQ(arrays[0].key, "conv2d_0/kernel");
+  EXPECT_EQ(arrays[0].shape, (std::vector<int64_t>{3, 2, 2, 4}));
+  EXPECT_EQ(arrays[1].key, "conv2d_0/bias");
+  EXPECT_EQ(arrays[1].shape, (std::vector<int64_t>{4}));
+  EXPECT_EQ(arrays[2].key, "dense_3/kernel");
+  // (6, 6, 2) -> Conv2D (4, 5, 4) -> pooling (2, 2, 4) -> Flatten (None, 16)
+  EXPECT_EQ(arrays[2].shape, (std::vector<int64_t>{16, 3}));
+  const std::vector<float> flat = parameters_of(*saved);
+  EXPECT_EQ(arrays[0].values, std::vector<float>(flat.begin(), flat.begin() + 48));  // 3 * 2 * 2 * 4 values
+  auto loaded = convnet(6);
+  ASSERT_NE(parameters_of(*loaded), flat);
+  load_weights(path, *loaded);
+  EXPECT_EQ(parameters_of(*loaded), flat);
+}
+
 // ---- shardfit -> NumPy ----
 
 TEST(WeightsIo, NumpyReadsKeysShapesAndValues) {
