@@ -230,6 +230,22 @@ void Model::set_weights(const std::vector<WeightTensor>& weights) {
   compute_weights_stale_ = true;
 }
 
+std::string Model::architecture() const {
+  std::ostringstream out;
+  out << "Layer (type)                    Output width      Param #\n";
+  for (const auto& layer : layers_) {
+    std::string label = layer->name() + " (" + layer->kind() + ")";
+    label.resize(std::max<size_t>(label.size() + 1, 32), ' ');
+    std::string width = std::to_string(layer->output_dim());
+    width.resize(std::max<size_t>(width.size() + 1, 18), ' ');
+    out << label << width << layer->param_count();
+    if (layer->output_shape().size() > 1) out << " " << batch_shape_text(layer->output_shape());
+    out << "\n";
+  }
+  out << "Total params: " << param_count() << "\n";
+  return out.str();
+}
+
 std::string Model::summary() const {
   // Keras's columns: 33, 26 and the rest; a longer cell keeps one space before the next.
   auto cell = [](std::string text, size_t width) {

@@ -102,6 +102,12 @@ class Model {
   void set_weights(const std::vector<WeightTensor>& weights);
   // Keras's table: layer (type), output shape "(None, 26, 26, 32)", parameter count; then the total.
   std::string summary() const;
+  // What names this model in a checkpoint's job fingerprint (dist/train/fit.cpp; checkpoint_file.cpp compares it
+  // for evaluate and predict): each layer's name, kind, output width and parameter count, plus the output shape of
+  // a layer whose output is an image. Not summary(): its text is for people and may change, while a checkpoint
+  // written by an earlier version of shardfit must still load; for a model of flat layers this is the text those
+  // versions wrote.
+  std::string architecture() const;
 
  private:
   void prepare(int64_t n);

@@ -192,10 +192,9 @@ void write_checkpoint_file(const fs::path& path, const proto::Checkpoint& checkp
 
 void load_checkpoint_weights(std::string_view bytes, const fs::path& path, Model& model) {
   const proto::Checkpoint checkpoint = decode_checkpoint(bytes, path);
-  // The fingerprint opens with the model's summary (layers, widths, parameter counts): compare that part only,
+  // The fingerprint opens with the model's architecture (layers, widths, parameter counts): compare that part only,
   // since data, batch and seed need not match for inference.
-  const std::string summary = model.summary();
-  SF_CHECK(checkpoint.job_fingerprint().starts_with(summary),
+  SF_CHECK(checkpoint.job_fingerprint().starts_with(model.architecture()),
            cat(checkpoint_name(path), " holds the weights of a different model (", checkpoint.parameters_size(),
                " parameters): expected one written for this job's model (", model.param_count(), " parameters)"),
            "use the job file the checkpoint was trained with");

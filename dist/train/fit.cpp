@@ -286,7 +286,7 @@ void Trainer::describe_run() {
 
 std::string Trainer::fingerprint() const {
   std::ostringstream out;
-  out << model_->summary() << "loss " << job_.loss() << "; optimizer " << optimizer_->kind() << "; train "
+  out << model_->architecture() << "loss " << job_.loss() << "; optimizer " << optimizer_->kind() << "; train "
       << split_.train << " x " << train_->feature_dim() << "; validation " << split_.validation << "; batch "
       << config_.batch_size << "; seed " << config_.seed;
   return out.str();

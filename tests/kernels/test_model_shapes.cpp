@@ -58,6 +58,27 @@ TEST(ModelShapes, AGreyImageGetsAChannelAxisUnderConv2DAndTheSummaryIsKeras) {
   EXPECT_EQ(model->summary(), expected);
 }
 
+// A checkpoint's job fingerprint opens with architecture(): for a model of flat layers it must stay the text the
+// versions before shapes wrote (their summary), or their checkpoints would no longer resume or load.
+TEST(ModelShapes, ArchitectureOfAFlatModelIsTheTextEarlierCheckpointsHold) {
+  const std::string mlp = R"(model { layers { dense { units: 5 activation: "relu" } }
+                                     layers { dropout { rate: 0.5 } }
+                                     layers { dense { units: 3 activation: "softmax" } } }
+                             loss: "sparse_categorical_crossentropy")";
+  EXPECT_EQ(build(mlp, {4})->architecture(),
+            "Layer (type)                    Output width      Param #\n"
+            "dense_0 (dense)                 5                 25\n"
+            "dropout_1 (dropout)             5                 0\n"
+            "dense_2 (dense)                 3                 18\n"
+            "dense_2_softmax (activation)    3                 0\n"
+            "Total params: 43\n");
+  // An image-shaped output is named by its shape too: the widths alone do not tell (26, 26, 32) from (13, 52, 32).
+  const std::string architecture = build(kConvnet, {28, 28})->architecture();
+  EXPECT_NE(architecture.find("conv2d_0 (conv2d)               21632             320 (None, 26, 26, 32)\n"),
+            std::string::npos)
+      << architecture;
+}
+
 TEST(ModelShapes, InputShapeFromTheJobOrTheData) {
   // An MLP on (N, 28, 28) images reads them flat, as before shapes.
   const std::string mlp = R"(model { layers { dropout { rate: 0.1 } } layers { dense { units: 4 } } } loss: "mse")";

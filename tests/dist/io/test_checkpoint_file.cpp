@@ -184,7 +184,7 @@ TEST(CheckpointWeights, AModelTakesTheParametersOfACheckpointWrittenForIt) {
   auto model = build_model(job, 2);
   proto::Checkpoint c;
   for (int i = 0; i < 9; ++i) c.add_parameters(static_cast<float>(i) + 0.5F);
-  c.set_job_fingerprint(model->summary() + "loss mse; optimizer adam; ...");
+  c.set_job_fingerprint(model->architecture() + "loss mse; optimizer adam; ...");
   load_checkpoint_weights(encode_checkpoint(c), "ckpt.pb", *model);
   EXPECT_EQ(model->parameters()[8], 8.5F);
 
