@@ -1,7 +1,10 @@
 // Job messages -> layers, loss, metrics, model. Validation of the model part of a job lives here too.
 #include "kernels/model_factory.h"
 
+#include <cmath>
+
 #include "kernels/activation.h"
+#include "kernels/batch_norm.h"
 #include "kernels/dense.h"
 #include "kernels/dropout.h"
 #include "kernels/error.h"
@@ -73,6 +76,33 @@ void check_memory(const std::vector<LayerSize>& layers, int64_t extra_floats_per
           total ? bytes_text(static_cast<double>(*total)) : std::string("more than 8 EiB"), " in all for ", budget.rows,
           " rows per step on each rank: expected at most ", bytes_text(static_cast<double>(allowed)), " (", where, ")"),
       cat("make ", largest->field, " smaller, or the batch, or run fewer ranks per machine"));
+}
+
+// Keras's defaults; every error names the field and the value.
+BatchNormalization::Options batch_norm_options(const proto::BatchNormalization& b, const std::string& field) {
+  SF_CHECK(!b.has_axis() || b.axis() == -1,
+           cat(field, ".axis = ", b.axis(), ": expected -1 (the last axis, channels last): the only one supported"));
+  BatchNormalization::Options options;
+  if (b.has_momentum()) options.momentum = b.momentum();
+  if (b.has_epsilon()) options.epsilon = b.epsilon();
+  SF_CHECK(options.momentum >= 0.0F && options.momentum < 1.0F,
+           cat(field, ".momentum = ", options.momentum, ": expected 0 <= momentum < 1 (Keras's default 0.99)"));
+  SF_CHECK(options.epsilon > 0.0F && std::isfinite(options.epsilon),
+           cat(field, ".epsilon = ", options.epsilon, ": expected a number > 0 (Keras's default 0.001)"));
+  options.center = !b.has_center() || b.center();
+  options.scale = !b.has_scale() || b.scale();
+  options.synchronized = !b.has_synchronized() || b.synchronized();
+  auto initializer = [&](const char* name, bool has, const std::string& value, const char* fallback) {
+    return parse_field(cat(field, ".", name), has ? value : fallback, parse_initializer);
+  };
+  options.beta_initializer = initializer("beta_initializer", b.has_beta_initializer(), b.beta_initializer(), "zeros");
+  options.gamma_initializer =
+      initializer("gamma_initializer", b.has_gamma_initializer(), b.gamma_initializer(), "ones");
+  options.moving_mean_initializer = initializer("moving_mean_initializer", b.has_moving_mean_initializer(),
+                                                b.moving_mean_initializer(), "zeros");
+  options.moving_variance_initializer = initializer("moving_variance_initializer", b.has_moving_variance_initializer(),
+                                                    b.moving_variance_initializer(), "ones");
+  return options;
 }
 
 }  // namespace
@@ -164,8 +194,21 @@ std::unique_ptr<Model> build_model(const proto::Job& job, int64_t input_dim, con
         sizes.push_back({layers.back()->name(), field, 0, 3 * width});
         break;
       }
+      case proto::Layer::kBatchNormalization: {
+        const std::string name = spec.has_name() ? spec.name() : cat("batch_normalization_", i);
+        // Until layers know shapes the channels are the input's width (each of a Dense's units). When shapes land
+        // the lead switches this to the input shape's last dimension.
+        const int64_t channels = width;
+        layers.push_back(std::make_unique<BatchNormalization>(
+            name, width, channels, batch_norm_options(spec.batch_normalization(), cat(field, ".batch_normalization"))));
+        // Its output, output gradient and scratch per row, as every layer; its parameters and state are 4 C.
+        sizes.push_back({layers.back()->name(), field, 4 * channels, 3 * width});
+        break;
+      }
       case proto::Layer::KIND_NOT_SET:
-        SF_FAIL(cat(field, " has no kind: expected one of dense { ... }, activation { ... }, dropout { ... }"));
+        SF_FAIL(cat(field,
+                    " has no kind: expected one of dense { ... }, activation { ... }, dropout { ... }, "
+                    "batch_normalization { ... }"));
     }
   }
 
