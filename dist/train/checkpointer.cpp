@@ -71,6 +71,7 @@ std::optional<ResumePoint> Checkpointer::restore() {
     expected.global_batch = plan_.global_batch();
     expected.fingerprint = fingerprint_;
     expected.param_count = model.param_count();
+    expected.state_count = model.state_count();
     expected.optimizer_kind = optimizer.kind();
     for (const auto& slot : optimizer.slots()) expected.slots.emplace_back(slot.name, slot.values->count());
     expected.sums_per_rank = sums.size();
