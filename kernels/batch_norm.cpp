@@ -68,8 +68,9 @@ BatchNormalization::BatchNormalization(std::string name, int64_t input_dim, int6
   SF_CHECK(channels > 0 && input_dim > 0 && input_dim % channels == 0,
            cat("BatchNormalization '", this->name(), "': an input of ", input_dim, " values per sample is not whole ",
                "positions of ", channels, " channels: expected input width a positive multiple of channels"));
-  SF_CHECK(options.momentum >= 0.0F && options.momentum < 1.0F,
-           cat("BatchNormalization '", this->name(), "': momentum = ", options.momentum, ": expected 0 <= momentum < 1"));
+  SF_CHECK(
+      options.momentum >= 0.0F && options.momentum < 1.0F,
+      cat("BatchNormalization '", this->name(), "': momentum = ", options.momentum, ": expected 0 <= momentum < 1"));
   SF_CHECK(options.epsilon > 0.0F && std::isfinite(options.epsilon),
            cat("BatchNormalization '", this->name(), "': epsilon = ", options.epsilon, ": expected a number > 0"));
 }
@@ -245,8 +246,8 @@ void BatchNormalization::backward_rows(Plan* plan, int64_t rows) {
     for (int64_t j = 0; j < c; ++j) {
       const double xhat = (x[i * c + j] - mean_[j]) * inverse_std_[j];
       const double gamma = gamma_ != nullptr ? gamma_[j] : 1.0;
-      dx[i * c + j] = static_cast<float>(gamma * inverse_std_[j] *
-                                         (dy[i * c + j] - (sums[j] + xhat * sums[c + j]) * inverse_rows));
+      dx[i * c + j] =
+          static_cast<float>(gamma * inverse_std_[j] * (dy[i * c + j] - (sums[j] + xhat * sums[c + j]) * inverse_rows));
     }
   }
 }

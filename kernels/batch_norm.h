@@ -65,8 +65,8 @@ class BatchNormalization final : public Layer {
     float* y = nullptr;
     const float* dy = nullptr;
     float* dx = nullptr;
-    PrimitiveCall training;   // normalizes with batch_mean_ / batch_variance_
-    PrimitiveCall inference;  // normalizes with the moving statistics
+    PrimitiveCall training;        // normalizes with batch_mean_ / batch_variance_
+    PrimitiveCall inference;       // normalizes with the moving statistics
     std::vector<double> partials;  // per chunk of rows, 2 C sums (batch_norm.cpp, channel_sums)
   };
 

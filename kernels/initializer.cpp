@@ -1,5 +1,5 @@
-// Keras 3's glorot_uniform, he_normal, zeros and ones, drawn sequentially from one Rng so the bits are the same everywhere.
-// Not here: which layer gets which initialiser, or the seeding scheme (the model factory decides both).
+// Keras 3's glorot_uniform, he_normal, zeros and ones, drawn sequentially from one Rng so the bits are the same
+// everywhere. Not here: which layer gets which initialiser, or the seeding scheme (the model factory decides both).
 #include "kernels/initializer.h"
 
 #include <cmath>

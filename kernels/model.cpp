@@ -40,7 +40,7 @@ Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std:
   const auto* last = dynamic_cast<const Activation*>(layers_.back().get());
   fused_ = last != nullptr && loss_->fuses_with(last->activation());
 
-  parameters_.resize(count + state);               // the state after every trainable parameter
+  parameters_.resize(count + state);              // the state after every trainable parameter
   gradients_.resize(count + kGradientTailCount);  // gradient_tail() after the gradients
   const bool bf16 = policy_ == DtypePolicy::kMixedBfloat16 && count > 0;
   if (bf16) {

@@ -98,8 +98,8 @@ BatchNormalization::Options batch_norm_options(const proto::BatchNormalization& 
   options.beta_initializer = initializer("beta_initializer", b.has_beta_initializer(), b.beta_initializer(), "zeros");
   options.gamma_initializer =
       initializer("gamma_initializer", b.has_gamma_initializer(), b.gamma_initializer(), "ones");
-  options.moving_mean_initializer = initializer("moving_mean_initializer", b.has_moving_mean_initializer(),
-                                                b.moving_mean_initializer(), "zeros");
+  options.moving_mean_initializer =
+      initializer("moving_mean_initializer", b.has_moving_mean_initializer(), b.moving_mean_initializer(), "zeros");
   options.moving_variance_initializer = initializer("moving_variance_initializer", b.has_moving_variance_initializer(),
                                                     b.moving_variance_initializer(), "ones");
   return options;

@@ -488,8 +488,9 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   CommCrossReplicaSum cross_replica(comm);  // synchronized BatchNormalization's sums (dist/cross_replica_comm.h)
   model->set_cross_replica(&cross_replica);
   GradientReducer reducer(comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots), bucket_bytes,
-                          effective_overlap(comm, *model, config.job.fit().overlap()) ? GradientReducer::Overlap::kThread
-                                                                                       : GradientReducer::Overlap::kOff,
+                          effective_overlap(comm, *model, config.job.fit().overlap())
+                              ? GradientReducer::Overlap::kThread
+                              : GradientReducer::Overlap::kOff,
                           reduce_dtype);
   StepControl control(reducer.control());
   StepOptions options;

@@ -61,7 +61,7 @@ struct Bench {
     std::uniform_real_distribution<double> unit(-1.0, 1.0);
     for (float& p : params) p = static_cast<float>(1.0 + 0.5 * unit(rng));
     for (int64_t c = 0; c < channels; ++c) {
-      state[c] = static_cast<float>(unit(rng));                        // moving mean
+      state[c] = static_cast<float>(unit(rng));                         // moving mean
       state[channels + c] = static_cast<float>(1.0 + 0.5 * unit(rng));  // moving variance
     }
     x.resize(n * width);
@@ -139,15 +139,13 @@ Reference reference(const Bench& b, const std::vector<float>& moving_before) {
     for (int64_t i = 0; i < rows; ++i) {
       const double xhat = (b.x[i * c_count + c] - r.mean[c]) * inv;
       // d/dx of sum dy * y with y = gamma * xhat + beta and the batch's mean and variance functions of x.
-      r.dx[i * c_count + c] =
-          b.gamma(c) * inv * (b.dy[i * c_count + c] - sum_dy / rows - xhat * sum_dy_xhat / rows);
+      r.dx[i * c_count + c] = b.gamma(c) * inv * (b.dy[i * c_count + c] - sum_dy / rows - xhat * sum_dy_xhat / rows);
     }
     r.moving_mean[c] = moving_before[c] * momentum + r.mean[c] * (1.0 - momentum);
     r.moving_variance[c] = moving_before[c_count + c] * momentum + r.variance[c] * (1.0 - momentum);
     const double moving_inv = 1.0 / std::sqrt(r.moving_variance[c] + eps);
     for (int64_t i = 0; i < rows; ++i) {
-      r.inference_y[i * c_count + c] =
-          b.gamma(c) * (b.x[i * c_count + c] - r.moving_mean[c]) * moving_inv + b.beta(c);
+      r.inference_y[i * c_count + c] = b.gamma(c) * (b.x[i * c_count + c] - r.moving_mean[c]) * moving_inv + b.beta(c);
     }
   }
   return r;
@@ -177,9 +175,9 @@ TEST(BatchNormalization, MatchesTheDoubleReferenceOverASweep) {
             b.layer->set_cross_replica(&sums);
             const std::vector<float> moving_before = b.state;
             const Reference r = reference(b, moving_before);
-            SCOPED_TRACE(::testing::Message() << "n " << n << ", positions " << positions << ", channels " << channels
-                                              << ", center " << flags.center << ", scale " << flags.scale
-                                              << ", synchronized " << synchronized);
+            SCOPED_TRACE(::testing::Message()
+                         << "n " << n << ", positions " << positions << ", channels " << channels << ", center "
+                         << flags.center << ", scale " << flags.scale << ", synchronized " << synchronized);
             b.layer->forward(n, training());
             EXPECT_TRUE(all_close(b.y, r.y, 64));
             b.layer->backward(n);
@@ -364,17 +362,17 @@ TEST(BatchNormalizationModel, StateFollowsTheTrainableParametersAndTheOptimizerL
   model->initialize(1);
   const std::vector<WeightTensor> weights = model->get_weights();
   std::vector<std::string> names;
+  names.reserve(weights.size());
   for (const auto& w : weights) names.push_back(w.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"dense_0/kernel", "dense_0/bias", "batch_normalization_1/gamma",
-                                             "batch_normalization_1/beta", "batch_normalization_1/moving_mean",
-                                             "batch_normalization_1/moving_variance", "dense_2/kernel",
-                                             "dense_2/bias"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"dense_0/kernel", "dense_0/bias", "batch_normalization_1/gamma",
+                                      "batch_normalization_1/beta", "batch_normalization_1/moving_mean",
+                                      "batch_normalization_1/moving_variance", "dense_2/kernel", "dense_2/bias"}));
   EXPECT_EQ(weights[4].values, std::vector<float>(3, 0.0F));  // moving_mean_initializer zeros
   EXPECT_EQ(weights[5].values, std::vector<float>(3, 1.0F));  // moving_variance_initializer ones
   EXPECT_EQ(weights[2].values, std::vector<float>(3, 1.0F));  // gamma ones
   // The moving statistics sit after every trainable parameter.
-  EXPECT_EQ(std::vector<float>(model->state().begin(), model->state().end()),
-            (std::vector<float>{0, 0, 0, 1, 1, 1}));
+  EXPECT_EQ(std::vector<float>(model->state().begin(), model->state().end()), (std::vector<float>{0, 0, 0, 1, 1, 1}));
 
   // set_weights puts each tensor back where get_weights found it.
   std::vector<WeightTensor> changed = weights;
@@ -392,8 +390,8 @@ TEST(BatchNormalizationModel, StateFollowsTheTrainableParametersAndTheOptimizerL
   model->reserve(8);
   std::mt19937 rng(5);
   std::normal_distribution<double> normal(0.0, 1.0);
-  for (int64_t i = 0; i < 8 * 4; ++i) model->input()[i] = static_cast<float>(normal(rng));
-  for (int64_t i = 0; i < 8 * 2; ++i) model->labels()[i] = static_cast<float>(normal(rng));
+  for (int64_t i = 0; i < int64_t{8} * 4; ++i) model->input()[i] = static_cast<float>(normal(rng));
+  for (int64_t i = 0; i < int64_t{8} * 2; ++i) model->labels()[i] = static_cast<float>(normal(rng));
   auto optimizer = make_optimizer(job.optimizer(), model->trainable_count());
   std::vector<double> no_metrics;
   model->train_batch(8, training(), false, no_metrics);
@@ -428,7 +426,7 @@ TEST(BatchNormalizationModel, ARankWithNoRowsStillSumsAndInferenceSumsNothing) {
     m->initialize(2);
     m->reserve(4);
   }
-  for (int64_t i = 0; i < 4 * 4; ++i) with_rows->input()[i] = static_cast<float>(i % 5);
+  for (int64_t i = 0; i < int64_t{4} * 4; ++i) with_rows->input()[i] = static_cast<float>(i % 5);
   for (int64_t i = 0; i < 4; ++i) with_rows->labels()[i] = static_cast<float>(i % 2);
   std::vector<double> no_metrics;
   with_rows->train_batch(4, training(), false, no_metrics);

@@ -74,8 +74,8 @@ constexpr int64_t kParams = (64 * 512 + 512) + (512 * 256 + 256) + (256 * 10 + 1
 struct JobShape {
   int64_t epochs;
   int64_t batch_size;
-  int64_t checkpoint_every_steps;  // 0: epoch ends only
-  int64_t hidden = 512;            // the first Dense layer's units: changing it changes the job's fingerprint
+  int64_t checkpoint_every_steps;    // 0: epoch ends only
+  int64_t hidden = 512;              // the first Dense layer's units: changing it changes the job's fingerprint
   const char* batch_norm = nullptr;  // a batch_normalization { ... } after the first Dense layer, with these fields
 };
 

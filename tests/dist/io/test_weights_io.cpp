@@ -298,10 +298,10 @@ TEST(WeightsIo, BatchNormalizationRoundTripsInKerasOrder) {
   const std::vector<NpzArray> arrays = read_npz(path);
   std::vector<std::string> keys;
   for (const NpzArray& a : arrays) keys.push_back(a.key);
-  EXPECT_EQ(keys, (std::vector<std::string>{"dense_0/kernel", "dense_0/bias", "batch_normalization_1/gamma",
-                                            "batch_normalization_1/beta", "batch_normalization_1/moving_mean",
-                                            "batch_normalization_1/moving_variance", "dense_2/kernel",
-                                            "dense_2/bias"}));
+  EXPECT_EQ(keys,
+            (std::vector<std::string>{"dense_0/kernel", "dense_0/bias", "batch_normalization_1/gamma",
+                                      "batch_normalization_1/beta", "batch_normalization_1/moving_mean",
+                                      "batch_normalization_1/moving_variance", "dense_2/kernel", "dense_2/bias"}));
   ASSERT_EQ(arrays.size(), 8U);
   EXPECT_EQ(arrays[4].values, (std::vector<float>{0.25F, 0.5F, 0.75F}));
   EXPECT_EQ(arrays[5].values, (std::vector<float>{1.0F, 1.25F, 1.5F}));

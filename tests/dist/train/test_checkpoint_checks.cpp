@@ -169,8 +169,9 @@ TEST(CheckpointRanges, AParameterCountNamesTheNonTrainableStateToo) {
     check_checkpoint(c, e, "ckpt/checkpoint.pb");
     ADD_FAILURE() << "no error";
   } catch (const Error& error) {
-    EXPECT_TRUE(contains(error.what(), "field parameters (count) = 7: expected 6, the model's parameter count (4 "
-                                       "trainable + 2 non-trainable)"))
+    EXPECT_TRUE(contains(error.what(),
+                         "field parameters (count) = 7: expected 6, the model's parameter count (4 "
+                         "trainable + 2 non-trainable)"))
         << error.what();
   }
 }
