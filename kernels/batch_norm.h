@@ -92,9 +92,11 @@ class BatchNormalization final : public Layer {
   // forward [sum (C), sum of squares (C), rows], backward [sum of dy (C), sum of dy * xhat (C)].
   std::vector<float> batch_mean_;      // (C), what oneDNN normalizes with
   std::vector<float> batch_variance_;  // (C), biased
-  std::vector<double> mean_;           // (C)
   std::vector<double> inverse_std_;    // (C): 1 / sqrt(var + epsilon)
   std::vector<double> sums_;           // (2 C + 1)
+  std::vector<float> dy_scale_;        // (C): the per-channel factors of backward's dx (batch_norm.cpp)
+  std::vector<float> centered_scale_;  // (C)
+  std::vector<float> offset_;          // (C)
   double global_rows_ = 0.0;           // M: rows of the (global, when synchronized) batch times positions
   bool last_training_ = false;
   std::unordered_map<int64_t, Plan> plans_;
