@@ -1,5 +1,5 @@
-// Keras 3's glorot_uniform, he_normal and zeros, drawn sequentially from one Rng so the bits are the same everywhere.
-// Not here: which layer gets which initialiser, or the seeding scheme (the model factory decides both).
+// Keras 3's glorot_uniform, he_normal, zeros and ones, drawn sequentially from one Rng so the bits are the same
+// everywhere. Not here: which layer gets which initialiser, or the seeding scheme (the model factory decides both).
 #include "kernels/initializer.h"
 
 #include <cmath>
@@ -18,6 +18,7 @@ constexpr Named kInitializers[] = {
     {"glorot_uniform", InitializerKind::kGlorotUniform},
     {"he_normal", InitializerKind::kHeNormal},
     {"zeros", InitializerKind::kZeros},
+    {"ones", InitializerKind::kOnes},
 };
 
 // Keras's VarianceScaling divides the stddev by the stddev of a unit normal truncated to [-2, 2], so that the
@@ -32,13 +33,16 @@ InitializerKind parse_initializer(std::string_view name) {
   for (const auto& i : kInitializers) {
     if (name == i.name) return i.kind;
   }
-  SF_FAIL(cat("unknown initializer '", name, "'; expected one of: glorot_uniform, he_normal, zeros"));
+  SF_FAIL(cat("unknown initializer '", name, "'; expected one of: glorot_uniform, he_normal, zeros, ones"));
 }
 
 void initialize(InitializerKind kind, std::span<float> values, int64_t fan_in, int64_t fan_out, Rng& rng) {
   switch (kind) {
     case InitializerKind::kZeros:
       for (float& v : values) v = 0.0F;
+      return;
+    case InitializerKind::kOnes:
+      for (float& v : values) v = 1.0F;
       return;
     case InitializerKind::kGlorotUniform: {
       SF_CHECK(fan_in > 0 && fan_out > 0,

@@ -9,16 +9,16 @@
 
 namespace shardfit {
 
-enum class InitializerKind { kGlorotUniform, kHeNormal, kZeros };
+enum class InitializerKind { kGlorotUniform, kHeNormal, kZeros, kOnes };
 
-// "glorot_uniform" | "he_normal" | "zeros"; throws Error naming the value otherwise.
+// "glorot_uniform" | "he_normal" | "zeros" | "ones"; throws Error naming the value otherwise.
 InitializerKind parse_initializer(std::string_view name);
 
 // Fills `values` (a tensor with the given fans; Dense kernel: fan_in = in, fan_out = out):
 //  glorot_uniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out))
 //  he_normal: normal(0, s) truncated to 2 s, s = sqrt(2 / fan_in) / 0.87962566103423978 (Keras's
 //             truncated-normal correction), by rejection
-//  zeros
+//  zeros, ones (BatchNormalization's gamma and moving variance)
 void initialize(InitializerKind kind, std::span<float> values, int64_t fan_in, int64_t fan_out, Rng& rng);
 
 }  // namespace shardfit

@@ -15,6 +15,8 @@
 
 namespace shardfit {
 
+class CrossReplicaSum;  // kernels/cross_replica.h
+
 // What a step knows that a layer may need: training mode, and the counters that make dropout masks
 // depend on the GLOBAL sample (so P ranks draw the same masks as one rank).
 struct BatchContext {
@@ -45,9 +47,12 @@ inline int64_t element_count(const Shape& shape) {
 std::string batch_shape_text(const Shape& shape);
 
 // One tensor of the Keras weight list, e.g. Dense kernel (in, out) then bias (out).
+// Non-trainable tensors (BatchNormalization's moving statistics) follow the trainable ones, as in Keras's
+// layer.weights, and live in the model's state span (Model::state_count()), not in param_count()'s.
 struct WeightShape {
   std::string name;
   std::vector<int64_t> shape;
+  bool trainable = true;
 };
 
 class Layer {
@@ -85,6 +90,25 @@ class Layer {
   // refreshes once per step. Layers that compute in f32 ignore it.
   virtual void bind_compute_weights(const uint16_t* /*weights*/) {}
   virtual void initialize(Rng& /*rng*/) {}
+
+  // Non-trainable state (Keras's non-trainable weights: BatchNormalization's moving mean and variance): state_count()
+  // floats in the model's flat parameter buffer after every layer's trainable parameters, so checkpoints, broadcasts
+  // and weight files carry them, while the gradients and the optimizer see only the trainable part. initialize()
+  // sets them too. A layer writes its state only in a training forward.
+  virtual int64_t state_count() const { return 0; }
+  virtual void bind_state(float* /*state*/) {}
+
+  // Sums across ranks (kernels/cross_replica.h), for layers whose training step needs the global batch's
+  // statistics; nullptr: this rank is the whole batch. Every rank must make the same calls in the same order, so a
+  // layer that uses it (uses_cross_replica()) also runs forward_without_rows / backward_without_rows on a rank with
+  // no rows in a step. Inference never sums across ranks.
+  virtual void set_cross_replica(CrossReplicaSum* /*sum*/) {}
+  virtual bool uses_cross_replica() const { return false; }
+  virtual void forward_without_rows(const BatchContext& /*ctx*/) {}
+  virtual void backward_without_rows() {}
+  // True when the state may differ across ranks after training steps (per-replica statistics): dist/ averages it
+  // before anyone reads it (dist/cross_replica_comm.h).
+  virtual bool has_replica_local_state() const { return false; }
 
   // Builds everything batch size n needs over these buffers. Called once per n (n >= 1) until forget_plans().
   virtual void prepare(int64_t n, const LayerBuffers& buffers) = 0;

@@ -23,12 +23,15 @@ Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std:
   SF_CHECK(loss_ != nullptr, "the model has no loss");
   int64_t width = input_dim_;
   int64_t count = 0;
+  int64_t state = 0;
   for (const auto& layer : layers_) {
     SF_CHECK(layer->input_dim() == width, cat("layer '", layer->name(), "' expects ", layer->input_dim(),
                                               " inputs but the previous layer gives ", width));
     width = layer->output_dim();
     count += layer->param_count();
+    state += layer->state_count();
   }
+  trainable_count_ = count;
   for (size_t i = 1; i < layers_.size(); ++i) {
     const Shape& given = layers_[i - 1]->output_shape();
     SF_CHECK(layers_[i]->input_shape() == given,
@@ -43,18 +46,22 @@ Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std:
   const auto* last = dynamic_cast<const Activation*>(layers_.back().get());
   fused_ = last != nullptr && loss_->fuses_with(last->activation());
 
-  parameters_.resize(count);
+  parameters_.resize(count + state);              // the state after every trainable parameter
   gradients_.resize(count + kGradientTailCount);  // gradient_tail() after the gradients
   const bool bf16 = policy_ == DtypePolicy::kMixedBfloat16 && count > 0;
   if (bf16) {
     compute_weights_.resize(count);
   }
   int64_t offset = 0;
+  int64_t state_offset = count;
   for (auto& layer : layers_) {
     layer->bind(parameters_.data() + offset, gradients_.data() + offset);
     if (bf16) layer->bind_compute_weights(compute_weights_.data() + offset);
     param_offsets_.push_back(offset);
     offset += layer->param_count();
+    if (layer->state_count() > 0) layer->bind_state(parameters_.data() + state_offset);
+    state_offsets_.push_back(state_offset);
+    state_offset += layer->state_count();
   }
 }
 
@@ -78,6 +85,19 @@ void Model::set_gradients_ready(std::function<void(int64_t first)> hook) {
     // Layer i's own gradients and every later layer's are final once layer i has its parameter gradients.
     layers_[i]->set_gradients_ready([this, first = param_offsets_[i]] { gradients_ready_(first); });
   }
+}
+
+void Model::set_cross_replica(CrossReplicaSum* sum) {
+  for (auto& layer : layers_) layer->set_cross_replica(sum);
+}
+
+bool Model::uses_cross_replica() const {
+  return std::any_of(layers_.begin(), layers_.end(), [](const auto& layer) { return layer->uses_cross_replica(); });
+}
+
+bool Model::has_replica_local_state() const {
+  return std::any_of(layers_.begin(), layers_.end(),
+                     [](const auto& layer) { return layer->has_replica_local_state(); });
 }
 
 void Model::initialize(uint64_t seed) {
@@ -163,6 +183,8 @@ double Model::train_batch(int64_t n, const BatchContext& ctx, bool weighted, std
 double Model::forward_train(int64_t n, const BatchContext& ctx, bool weighted, std::span<double> metric_sums) {
   if (n == 0) {
     std::fill(metric_sums.begin(), metric_sums.end(), 0.0);
+    // No rows here, but the layers that sum across ranks take part with zeros, in the same order as every rank.
+    for (auto& layer : layers_) layer->forward_without_rows(ctx);
     return 0.0;
   }
   run_forward(n, ctx);
@@ -176,6 +198,7 @@ double Model::forward_train(int64_t n, const BatchContext& ctx, bool weighted, s
 void Model::backward_train(int64_t n) {
   if (n == 0) {  // no samples here: this rank adds zeros to the global sum
     std::fill(gradients().begin(), gradients().end(), 0.0F);
+    for (size_t i = layers_.size(); i-- > 0;) layers_[i]->backward_without_rows();  // their sums, as forward's
     if (gradients_ready_) gradients_ready_(0);
     return;
   }
@@ -203,12 +226,15 @@ const float* Model::predict_batch(int64_t n) {
 }
 
 std::vector<WeightTensor> Model::get_weights() const {
+  // Keras's order, layer by layer: its trainable tensors, then its non-trainable ones (from the state span).
   std::vector<WeightTensor> weights;
-  const float* p = parameters_.data();
-  for (const auto& layer : layers_) {
-    for (const auto& shape : layer->weight_shapes()) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const float* trainable = parameters_.data() + param_offsets_[i];
+    const float* state = parameters_.data() + state_offsets_[i];
+    for (const auto& shape : layers_[i]->weight_shapes()) {
       int64_t count = 1;
       for (int64_t d : shape.shape) count *= d;
+      const float*& p = shape.trainable ? trainable : state;
       weights.push_back({shape.name, shape.shape, std::vector<float>(p, p + count)});
       p += count;
     }
@@ -220,12 +246,20 @@ void Model::set_weights(const std::vector<WeightTensor>& weights) {
   const std::vector<WeightTensor> expected = get_weights();
   SF_CHECK(weights.size() == expected.size(),
            cat("set_weights: got ", weights.size(), " tensors, the model has ", expected.size()));
-  float* p = parameters_.data();
   for (size_t i = 0; i < weights.size(); ++i) {
     SF_CHECK(
         weights[i].shape == expected[i].shape && weights[i].values.size() == expected[i].values.size(),
         cat("set_weights: tensor ", i, " ('", weights[i].name, "') has the wrong shape for '", expected[i].name, "'"));
-    p = std::copy(weights[i].values.begin(), weights[i].values.end(), p);
+  }
+  size_t next = 0;  // get_weights' order: walk the layers' tensors as it does
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    float* trainable = parameters_.data() + param_offsets_[i];
+    float* state = parameters_.data() + state_offsets_[i];
+    for (const auto& shape : layers_[i]->weight_shapes()) {
+      float*& p = shape.trainable ? trainable : state;
+      p = std::copy(weights[next].values.begin(), weights[next].values.end(), p);
+      ++next;
+    }
   }
   compute_weights_stale_ = true;
 }
@@ -238,11 +272,13 @@ std::string Model::architecture() const {
     label.resize(std::max<size_t>(label.size() + 1, 32), ' ');
     std::string width = std::to_string(layer->output_dim());
     width.resize(std::max<size_t>(width.size() + 1, 18), ' ');
-    out << label << width << layer->param_count();
+    out << label << width << layer->param_count() + layer->state_count();
     if (layer->output_shape().size() > 1) out << " " << batch_shape_text(layer->output_shape());
     out << "\n";
   }
   out << "Total params: " << param_count() << "\n";
+  // A model without state (every model before BatchNormalization) keeps the text its checkpoints hold.
+  if (state_count() > 0) out << "Non-trainable params: " << state_count() << "\n";
   return out.str();
 }
 
@@ -257,10 +293,12 @@ std::string Model::summary() const {
   out << cell("Layer (type)", 33) << cell("Output Shape", 26) << "Param #\n" << rule << "\n";
   for (const auto& layer : layers_) {
     out << cell(layer->name() + " (" + layer->type_name() + ")", 33)
-        << cell(batch_shape_text(layer->output_shape()), 26) << layer->param_count() << "\n";
+        << cell(batch_shape_text(layer->output_shape()), 26) << layer->param_count() + layer->state_count() << "\n";
   }
   out << rule << "\n"
-      << "Total params: " << param_count() << "\n";
+      << "Total params: " << param_count() << "\n"
+      << "Trainable params: " << trainable_count() << "\n"
+      << "Non-trainable params: " << state_count() << "\n";
   return out.str();
 }
 

@@ -1,6 +1,11 @@
 // A Sequential model: layers in order, all parameters in one flat buffer and all gradients in another (each
 // layer holds views), batch buffers owned here and reused for every step. No MPI: gradients and sums are this
 // rank's; dist/ reduces them.
+//
+// The flat parameter buffer is [every layer's trainable parameters | every layer's non-trainable state]
+// (BatchNormalization's moving statistics): parameters() and param_count() are all of it, the model's weights as
+// checkpoints, broadcasts, weight files and EarlyStopping see them; gradients() and the optimizer cover the
+// trainable prefix only (trainable_count(), trainable_parameters()).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +16,7 @@
 #include <vector>
 
 #include "kernels/buffer.h"
+#include "kernels/cross_replica.h"
 #include "kernels/layer.h"
 #include "kernels/loss.h"
 #include "kernels/metrics.h"
@@ -38,7 +44,10 @@ class Model {
   const Shape& input_shape() const { return layers_.front()->input_shape(); }
   const Shape& output_shape() const { return layers_.back()->output_shape(); }
   int64_t label_dim() const { return label_dim_; }
+  // Every weight: trainable parameters, then the layers' non-trainable state (Keras's "Total params").
   int64_t param_count() const { return parameters_.count(); }
+  int64_t trainable_count() const { return trainable_count_; }
+  int64_t state_count() const { return param_count() - trainable_count_; }
   const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
   const Loss& loss() const { return *loss_; }
   const std::vector<std::string>& metric_names() const { return metric_names_; }
@@ -61,7 +70,12 @@ class Model {
     return parameters_.span();
   }
   std::span<const float> parameters() const { return parameters_.span(); }
-  std::span<float> gradients() { return gradients_.span().first(static_cast<size_t>(param_count())); }
+  // The trainable prefix of parameters(), what the optimizer updates (marks the bf16 copy stale, as parameters()).
+  std::span<float> trainable_parameters() { return parameters().first(static_cast<size_t>(trainable_count_)); }
+  // The non-trainable suffix of parameters() (moving statistics), in layer order.
+  std::span<float> state() { return parameters_.span().last(static_cast<size_t>(state_count())); }
+  // trainable_count() floats, laid out as trainable_parameters().
+  std::span<float> gradients() { return gradients_.span().first(static_cast<size_t>(trainable_count_)); }
   // kGradientTailCount floats right after gradients() in the same allocation, never read or written by the model:
   // room for values a caller wants reduced in the same call as the gradients' last elements, with no copy
   // (dist/train/step_control.h puts the per-step control values there). Zero after construction.
@@ -92,6 +106,17 @@ class Model {
   // thread, between the layers' kernels (and inside a layer whose parameter gradients are done before its dx). Set
   // once, before training (empty: none); it costs one call per layer and allocates nothing.
   void set_gradients_ready(std::function<void(int64_t first)> hook);
+  // The cross-rank sum layers ask for (synchronized BatchNormalization; kernels/cross_replica.h), set before
+  // training; nullptr (the default): this rank holds the whole batch. Not owned.
+  void set_cross_replica(CrossReplicaSum* sum);
+  // True when some layer sums across ranks in its training forward or backward: every rank must then run every
+  // step's forward_train and backward_train (a rank with no rows too), and no other thread may make MPI calls
+  // during them (an overlapped gradient reducer must stay off).
+  bool uses_cross_replica() const;
+  // True when some layer keeps per-rank state (BatchNormalization with synchronized: false) that dist/ averages
+  // across ranks before it is read (dist/cross_replica_comm.h).
+  bool has_replica_local_state() const;
+
   // Forward in inference mode; the loss and metric sums of the n samples.
   double evaluate_batch(int64_t n, std::span<double> metric_sums);
   // Forward in inference mode; returns the outputs (n, output_dim), valid until the next call.
@@ -100,7 +125,8 @@ class Model {
   std::vector<WeightTensor> get_weights() const;
   // Shapes must match get_weights() exactly (names are not compared).
   void set_weights(const std::vector<WeightTensor>& weights);
-  // Keras's table: layer (type), output shape "(None, 26, 26, 32)", parameter count; then the total.
+  // Keras's table: layer (type), output shape "(None, 26, 26, 32)", parameter count (trainable and state); then
+  // Keras's Total / Trainable / Non-trainable params lines.
   std::string summary() const;
   // What names this model in a checkpoint's job fingerprint (dist/train/fit.cpp; checkpoint_file.cpp compares it
   // for evaluate and predict): each layer's name, kind, output width and parameter count, plus the output shape of
@@ -122,6 +148,8 @@ class Model {
   std::vector<std::string> metric_names_;
   bool fused_ = false;
   std::vector<int64_t> param_offsets_;  // [i]: layer i's first element in the flat buffers
+  std::vector<int64_t> state_offsets_;  // [i]: layer i's first state element in parameters_
+  int64_t trainable_count_ = 0;
   std::function<void(int64_t)> gradients_ready_;
 
   FloatBuffer parameters_;

@@ -2,9 +2,11 @@
 #include "kernels/model_factory.h"
 
 #include <array>
+#include <cmath>
 #include <optional>
 
 #include "kernels/activation.h"
+#include "kernels/batch_norm.h"
 #include "kernels/conv2d.h"
 #include "kernels/dense.h"
 #include "kernels/dropout.h"
@@ -119,6 +121,7 @@ Shape model_input_shape(const proto::Model& config, const Shape& sample_shape) {
     switch (layer.kind_case()) {
       case proto::Layer::kActivation:
       case proto::Layer::kDropout:
+      case proto::Layer::kBatchNormalization:
         continue;  // element-wise: the next layer decides
       case proto::Layer::kConv2D:
       case proto::Layer::kMaxPooling2D:
@@ -134,6 +137,33 @@ Shape model_input_shape(const proto::Model& config, const Shape& sample_shape) {
     }
   }
   return {width};
+}
+
+// Keras's defaults; every error names the field and the value.
+BatchNormalization::Options batch_norm_options(const proto::BatchNormalization& b, const std::string& field) {
+  SF_CHECK(!b.has_axis() || b.axis() == -1,
+           cat(field, ".axis = ", b.axis(), ": expected -1 (the last axis, channels last): the only one supported"));
+  BatchNormalization::Options options;
+  if (b.has_momentum()) options.momentum = b.momentum();
+  if (b.has_epsilon()) options.epsilon = b.epsilon();
+  SF_CHECK(options.momentum >= 0.0F && options.momentum < 1.0F,
+           cat(field, ".momentum = ", options.momentum, ": expected 0 <= momentum < 1 (Keras's default 0.99)"));
+  SF_CHECK(options.epsilon > 0.0F && std::isfinite(options.epsilon),
+           cat(field, ".epsilon = ", options.epsilon, ": expected a number > 0 (Keras's default 0.001)"));
+  options.center = !b.has_center() || b.center();
+  options.scale = !b.has_scale() || b.scale();
+  options.synchronized = !b.has_synchronized() || b.synchronized();
+  auto initializer = [&](const char* name, bool has, const std::string& value, const char* fallback) {
+    return parse_field(cat(field, ".", name), has ? value : fallback, parse_initializer);
+  };
+  options.beta_initializer = initializer("beta_initializer", b.has_beta_initializer(), b.beta_initializer(), "zeros");
+  options.gamma_initializer =
+      initializer("gamma_initializer", b.has_gamma_initializer(), b.gamma_initializer(), "ones");
+  options.moving_mean_initializer =
+      initializer("moving_mean_initializer", b.has_moving_mean_initializer(), b.moving_mean_initializer(), "zeros");
+  options.moving_variance_initializer = initializer("moving_variance_initializer", b.has_moving_variance_initializer(),
+                                                    b.moving_variance_initializer(), "ones");
+  return options;
 }
 
 }  // namespace
@@ -349,11 +379,23 @@ std::unique_ptr<Model> build_model(const proto::Job& job, const Shape& sample_sh
         sizes.push_back({name, field, 0, 4 * width});
         break;
       }
+      case proto::Layer::kBatchNormalization: {
+        const std::string name = spec.has_name() ? spec.name() : cat("batch_normalization_", i);
+        // Channels last, as Keras's axis -1: a Dense's units, or an image's channels (then every position of a
+        // sample is a row of the statistics).
+        const int64_t channels = shape.back();
+        layers.push_back(std::make_unique<BatchNormalization>(
+            name, width, channels, batch_norm_options(spec.batch_normalization(), cat(field, ".batch_normalization"))));
+        layers.back()->set_elementwise_shape(shape);
+        // Its output, output gradient and scratch per row, as every layer; its parameters and state are 4 C.
+        sizes.push_back({layers.back()->name(), field, 4 * channels, 3 * width});
+        break;
+      }
       case proto::Layer::KIND_NOT_SET:
         SF_FAIL(cat(field,
                     " has no kind: expected one of dense { ... }, activation { ... }, dropout { ... }, flatten { }, "
                     "reshape { ... }, conv2d { ... }, max_pooling2d { ... }, average_pooling2d { ... }, "
-                    "global_average_pooling2d { }"));
+                    "global_average_pooling2d { }, batch_normalization { ... }"));
     }
   }
   SF_CHECK(shape.size() == 1,

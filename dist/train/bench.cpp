@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 
+#include "dist/cross_replica_comm.h"
 #include "dist/gradient_reducer.h"
 #include "dist/io/dataset.h"
 #include "dist/io/history_writer.h"
@@ -460,7 +461,7 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
     const int64_t local_rows = (global_batch + world - 1) / world;
     model = build_model(job, job.model().input_dim(),
                         rank_memory_budget(comm, local_rows, optimizer_slot_count(job.optimizer())));
-    optimizer = make_optimizer(job.optimizer(), model->param_count());
+    optimizer = make_optimizer(job.optimizer(), model->trainable_count());
     if (job.fit().has_learning_rate()) optimizer->set_learning_rate(job.fit().learning_rate());
     model->initialize(config.seed);
     data.emplace(synthetic_data(*model, job.loss(), global_batch, config.seed));
@@ -484,9 +485,13 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   model->reserve(std::max<int64_t>(plan.max_local_count(), 1));
   // The step as fit runs it: the control values ride with bucket 0 (dist/train/step_control.h); fit.overlap
   // (--overlap on) and fit.reduce_dtype, as fit reads them.
-  GradientReducer reducer(
-      comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots), bucket_bytes,
-      config.job.fit().overlap() ? GradientReducer::Overlap::kThread : GradientReducer::Overlap::kOff, reduce_dtype);
+  CommCrossReplicaSum cross_replica(comm);  // synchronized BatchNormalization's sums (dist/cross_replica_comm.h)
+  model->set_cross_replica(&cross_replica);
+  GradientReducer reducer(comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots), bucket_bytes,
+                          effective_overlap(comm, *model, config.job.fit().overlap())
+                              ? GradientReducer::Overlap::kThread
+                              : GradientReducer::Overlap::kOff,
+                          reduce_dtype);
   StepControl control(reducer.control());
   StepOptions options;
   options.seed = config.seed;

@@ -88,7 +88,10 @@ void check_checkpoint(const proto::Checkpoint& c, const CheckpointExpectations& 
   // The model's state.
   if (static_cast<int64_t>(c.parameters_size()) != e.param_count) {
     fail_checkpoint_field(path, "parameters (count)", c.parameters_size(),
-                          cat(e.param_count, ", the model's parameter count"));
+                          e.state_count == 0
+                              ? cat(e.param_count, ", the model's parameter count")
+                              : cat(e.param_count, ", the model's parameter count (", e.param_count - e.state_count,
+                                    " trainable + ", e.state_count, " non-trainable)"));
   }
   check_checkpoint_finite(c.parameters(), "parameters", path);
   const proto::OptimizerState& o = c.optimizer();

@@ -19,6 +19,7 @@ struct CheckpointExpectations {
   int64_t global_batch = 0;  // fit.batch_size, all ranks together: with train_count, the ShardPlan of any rank count
   std::string fingerprint;   // model + optimizer + data shape summary (fit.cpp's)
   int64_t param_count = 0;
+  int64_t state_count = 0;  // of param_count, the non-trainable state (moving statistics)
   std::string optimizer_kind;
   std::vector<std::pair<std::string, int64_t>> slots;  // the optimizer's slots: name, value count
   size_t sums_per_rank = 0;                            // loss, metrics..., count

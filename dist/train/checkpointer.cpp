@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "dist/cross_replica_comm.h"
 #include "dist/io/checkpoint_file.h"
 #include "dist/train/checkpoint_checks.h"
 #include "dist/train/fit.h"
@@ -70,6 +71,7 @@ std::optional<ResumePoint> Checkpointer::restore() {
     expected.global_batch = plan_.global_batch();
     expected.fingerprint = fingerprint_;
     expected.param_count = model.param_count();
+    expected.state_count = model.state_count();
     expected.optimizer_kind = optimizer.kind();
     for (const auto& slot : optimizer.slots()) expected.slots.emplace_back(slot.name, slot.values->count());
     expected.sums_per_rank = sums.size();
@@ -121,6 +123,8 @@ void Checkpointer::at_epoch_end(int64_t epoch, bool last) {
 
 void Checkpointer::write(int64_t epoch, int64_t step_in_epoch) {
   const auto start = std::chrono::steady_clock::now();
+  // Collective: per-rank moving statistics are averaged before they are saved (dist/cross_replica_comm.h, note 3).
+  average_replica_state(comm_, state_.model);
   // Collective: rank 0 needs every rank's partial sums of the epoch in progress.
   const std::vector<double> sums = comm_.gather_to_root(std::span<const double>(state_.sums.values));
   if (!comm_.is_root()) return;

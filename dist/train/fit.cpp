@@ -31,6 +31,7 @@
 #include <sstream>
 #include <vector>
 
+#include "dist/cross_replica_comm.h"
 #include "dist/data_checks.h"
 #include "dist/gradient_reducer.h"
 #include "dist/io/dataset.h"
@@ -107,6 +108,7 @@ class Trainer {
   LabelLayout validation_layout_ = LabelLayout::kAsIs;
   Slice validation_slice_{0, 0};
   std::unique_ptr<Model> model_;
+  std::unique_ptr<CommCrossReplicaSum> cross_replica_;  // the model's layers sum across ranks through it
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<std::unique_ptr<Callback>> callbacks_;  // the job's, in the order written
   std::vector<Callback*> batch_callbacks_;            // those of them that watch every batch's loss
@@ -200,7 +202,9 @@ void Trainer::setup() {
     } else {
       validation_layout_ = train_layout_;
     }
-    optimizer_ = make_optimizer(job_.optimizer(), model_->param_count());
+    cross_replica_ = std::make_unique<CommCrossReplicaSum>(comm_);
+    model_->set_cross_replica(cross_replica_.get());
+    optimizer_ = make_optimizer(job_.optimizer(), model_->trainable_count());
     if (config_.learning_rate) optimizer_->set_learning_rate(*config_.learning_rate);
     if (job_.optimizer().has_global_clipnorm()) step_options_.clipnorm = job_.optimizer().global_clipnorm();
     callbacks_ = make_callbacks(job_, config_.epochs);
@@ -230,7 +234,9 @@ void Trainer::setup() {
       std::max<int64_t>({plan_->max_local_count(), std::min(validation_slice_.count, config_.batch_size), 1}));
   reducer_ = std::make_unique<GradientReducer>(
       comm_, model_->gradients(), model_->gradient_tail().first(StepControl::kSlots), config_.bucket_bytes,
-      config_.overlap ? GradientReducer::Overlap::kThread : GradientReducer::Overlap::kOff, config_.reduce_dtype);
+      effective_overlap(comm_, *model_, config_.overlap) ? GradientReducer::Overlap::kThread
+                                                         : GradientReducer::Overlap::kOff,
+      config_.reduce_dtype);
   step_options_.seed = config_.seed;
   step_options_.shuffle = config_.shuffle;
   step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *reducer_, *train_, train_layout_, *plan_, step_options_);
@@ -357,6 +363,9 @@ EpochLogs Trainer::epoch_logs(int64_t epoch) {
   check_data_unchanged(comm_, data_files_);  // before anything computed from changed data is recorded
   // Training loss: sample-weighted mean of the batch losses over the epoch = global sum / global count.
   comm_.allreduce_sum(std::span<double>(sums_->values));
+  // Per-rank moving statistics (BatchNormalization synchronized: false) become their mean before validation and
+  // the callbacks read them (dist/cross_replica_comm.h, note 3).
+  average_replica_state(comm_, *model_);
   EpochLogs logs;
   sums_->means(model_->metric_names(), logs);
   sums_->clear();
@@ -402,6 +411,7 @@ void Trainer::agree_on_decisions() {
 FitResult Trainer::end_training() {
   progress_beacon().enter(Phase::kFinishing);
   for (auto& callback : callbacks_) callback->on_train_end(control_);
+  average_replica_state(comm_, *model_);  // the weights exported and returned (a no-op after an epoch's end)
   const proto::Diagnosis verdict = diagnose(result_.history);
   console_->verdict(verdict.summary());
   history_->finish(verdict);

@@ -135,7 +135,7 @@ void TrainStep::update() {
   progress_beacon().enter(Phase::kOptimizer);
   auto clock = Clock::now();
   if (options_.clipnorm) clip_by_global_norm(model_.gradients(), *options_.clipnorm);
-  optimizer_.update(model_.parameters(), model_.gradients());
+  optimizer_.update(model_.trainable_parameters(), model_.gradients());  // not the state (kernels/model.h)
   ++global_step_;
   lap(clock, phases_.optimizer, trace_, TraceKind::kOptimizer);
   if (trace_ != nullptr) trace_->step_span(TraceKind::kStep, step_start_, clock);

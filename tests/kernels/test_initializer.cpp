@@ -72,13 +72,14 @@ TEST(ParseInitializer, KnownNames) {
   EXPECT_EQ(parse_initializer("glorot_uniform"), InitializerKind::kGlorotUniform);
   EXPECT_EQ(parse_initializer("he_normal"), InitializerKind::kHeNormal);
   EXPECT_EQ(parse_initializer("zeros"), InitializerKind::kZeros);
+  EXPECT_EQ(parse_initializer("ones"), InitializerKind::kOnes);
 }
 
 TEST(ParseInitializer, UnknownNameListsTheValidOnes) {
   EXPECT_EQ(error_of("glorot_normal"),
-            "unknown initializer 'glorot_normal'; expected one of: glorot_uniform, he_normal, zeros");
-  EXPECT_EQ(error_of(""), "unknown initializer ''; expected one of: glorot_uniform, he_normal, zeros");
-  EXPECT_EQ(error_of("Zeros"), "unknown initializer 'Zeros'; expected one of: glorot_uniform, he_normal, zeros");
+            "unknown initializer 'glorot_normal'; expected one of: glorot_uniform, he_normal, zeros, ones");
+  EXPECT_EQ(error_of(""), "unknown initializer ''; expected one of: glorot_uniform, he_normal, zeros, ones");
+  EXPECT_EQ(error_of("Zeros"), "unknown initializer 'Zeros'; expected one of: glorot_uniform, he_normal, zeros, ones");
 }
 
 TEST(Initialize, SameSeedSameBitsOtherSeedOtherValues) {

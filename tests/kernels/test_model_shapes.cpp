@@ -54,7 +54,9 @@ TEST(ModelShapes, AGreyImageGetsAChannelAxisUnderConv2DAndTheSummaryIsKeras) {
       "dense_3 (Dense)                  (None, 10)                54090\n"
       "dense_3_softmax (Activation)     (None, 10)                0\n"
       "=================================================================\n"
-      "Total params: 54410\n";
+      "Total params: 54410\n"
+      "Trainable params: 54410\n"
+      "Non-trainable params: 0\n";
   EXPECT_EQ(model->summary(), expected);
 }
 

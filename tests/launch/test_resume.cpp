@@ -74,8 +74,9 @@ constexpr int64_t kParams = (64 * 512 + 512) + (512 * 256 + 256) + (256 * 10 + 1
 struct JobShape {
   int64_t epochs;
   int64_t batch_size;
-  int64_t checkpoint_every_steps;  // 0: epoch ends only
-  int64_t hidden = 512;            // the first Dense layer's units: changing it changes the job's fingerprint
+  int64_t checkpoint_every_steps;    // 0: epoch ends only
+  int64_t hidden = 512;              // the first Dense layer's units: changing it changes the job's fingerprint
+  const char* batch_norm = nullptr;  // a batch_normalization { ... } after the first Dense layer, with these fields
 };
 
 std::string job_text(const JobShape& shape) {
@@ -84,8 +85,9 @@ std::string job_text(const JobShape& shape) {
   y << source_dir() / "examples" / "digits" / "y.npy";
   std::ostringstream job;
   job << "model {\n"
-      << "  layers { dense { units: " << shape.hidden << " activation: \"relu\" } }\n"
-      << "  layers { dropout { rate: 0.2 } }\n"
+      << "  layers { dense { units: " << shape.hidden << " activation: \"relu\" } }\n";
+  if (shape.batch_norm != nullptr) job << "  layers { batch_normalization { " << shape.batch_norm << " } }\n";
+  job << "  layers { dropout { rate: 0.2 } }\n"
       << "  layers { dense { units: 256 activation: \"relu\" } }\n"
       << "  layers { dense { units: 10 activation: \"softmax\" } }\n"
       << "}\n"
@@ -400,6 +402,40 @@ TEST_P(ResumeOnRanks, WithOverlapKilledAndResumedEndsBitForBitLikeTheRunWithout)
   EXPECT_EQ(printed_position(resumed.out, kResumingAt), std::make_pair(saved->epoch() + 1, saved->step_in_epoch()))
       << describe(resumed);
   expect_same_result(want, dir, true);
+}
+
+// --- 1c. BatchNormalization: its moving statistics ride in the checkpoint's parameters; killed mid-epoch and
+// resumed, bit for bit, with synchronized statistics and per replica (averaged across ranks before each checkpoint,
+// dist/cross_replica_comm.h) -----------------------------------------------------------------------------------------
+
+TEST_F(ResumeTest, WithBatchNormalizationKilledMidEpochAndResumedEndsBitForBit) {
+  constexpr int kRanks = 2;
+  for (const char* fields : {"", "synchronized: false"}) {
+    SCOPED_TRACE(std::string("batch_normalization { ") + fields + " }");
+    const JobShape shape{3, 8, 20, 512, fields};
+    const std::string name = fields[0] == '\0' ? "synchronized" : "per_replica";
+    const fs::path want = job_dir(name + "_reference", shape);
+    const Launch reference = run_to_end(kRanks, want, {"fit", "job.pbtxt"});
+    ASSERT_EQ(reference.exit_code, 0) << describe(reference);
+
+    const fs::path dir = job_dir(name, shape);
+    const fs::path checkpoint = checkpoint_path(dir);
+    {
+      BackgroundRun run(mpirun_command(kRanks, dir, {"fit", "job.pbtxt"}), kKillSeconds);
+      ASSERT_TRUE(wait_for_new_checkpoint(run, checkpoint, stamp_of(checkpoint), true));
+      std::this_thread::sleep_for(random_delay(40));
+      run.kill_everything();
+    }
+    const auto saved = read_checkpoint(checkpoint);
+    ASSERT_TRUE(saved);
+    // The parameters are every weight: the trainable ones and the 2 x 512 moving statistics.
+    EXPECT_EQ(saved->parameters_size(), kParams + 4 * 512);
+    const Launch resumed = run_to_end(kRanks, dir, {"fit", "job.pbtxt", "--resume"});
+    ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
+    EXPECT_EQ(printed_position(resumed.out, kResumingAt), std::make_pair(saved->epoch() + 1, saved->step_in_epoch()))
+        << describe(resumed);
+    expect_same_result(want, dir);
+  }
 }
 
 // --- 2. SIGINT, SIGTERM, SIGUSR1: alone, to the ranks, to mpirun: checkpoint, exit 75, resumed bit for bit --------

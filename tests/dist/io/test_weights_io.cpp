@@ -313,6 +313,42 @@ TEST(WeightsIo, ConvnetRoundTripInKerasShapes) {
   EXPECT_EQ(parameters_of(*loaded), flat);
 }
 
+// BatchNormalization's four tensors in Keras's order (gamma, beta, moving_mean, moving_variance), the moving
+// statistics (the model's state span, after every trainable parameter) included, and back bit for bit.
+TEST(WeightsIo, BatchNormalizationRoundTripsInKerasOrder) {
+  auto make = [](uint64_t seed) {
+    auto model = build_model(parse_job_text(R"(model { layers { dense { units: 3 } }
+                                                       layers { batch_normalization { } }
+                                                       layers { dense { units: 2 } } }
+                                               loss: "mse")",
+                                            "weights.pbtxt"),
+                             4);
+    model->initialize(seed);
+    return model;
+  };
+  const auto saved = make(5);
+  for (size_t i = 0; i < saved->state().size(); ++i) saved->state()[i] = 0.25F * static_cast<float>(i + 1);
+  const shardfit::testing::TempDir tmp("weights");
+  const fs::path path = tmp.path() / "w.npz";
+  save_weights(path, *saved);
+  const std::vector<NpzArray> arrays = read_npz(path);
+  std::vector<std::string> keys;
+  for (const NpzArray& a : arrays) keys.push_back(a.key);
+  EXPECT_EQ(keys,
+            (std::vector<std::string>{"dense_0/kernel", "dense_0/bias", "batch_normalization_1/gamma",
+                                      "batch_normalization_1/beta", "batch_normalization_1/moving_mean",
+                                      "batch_normalization_1/moving_variance", "dense_2/kernel", "dense_2/bias"}));
+  ASSERT_EQ(arrays.size(), 8U);
+  EXPECT_EQ(arrays[4].values, (std::vector<float>{0.25F, 0.5F, 0.75F}));
+  EXPECT_EQ(arrays[5].values, (std::vector<float>{1.0F, 1.25F, 1.5F}));
+  EXPECT_EQ(arrays[5].shape, (std::vector<int64_t>{3}));
+
+  auto loaded = make(6);
+  ASSERT_NE(parameters_of(*loaded), parameters_of(*saved));
+  load_weights(path, *loaded);
+  EXPECT_EQ(parameters_of(*loaded), parameters_of(*saved));
+}
+
 // ---- shardfit -> NumPy ----
 
 TEST(WeightsIo, NumpyReadsKeysShapesAndValues) {

@@ -158,6 +158,24 @@ TEST(CheckpointRanges, EachFieldThatDrivesTheLoopIsChecked) {
   }
 }
 
+// A model with moving statistics (BatchNormalization) counts them among its parameters: the refusal says how many of
+// each the model has.
+TEST(CheckpointRanges, AParameterCountNamesTheNonTrainableStateToo) {
+  CheckpointExpectations e = expectations();
+  e.state_count = 2;
+  proto::Checkpoint c = sample_checkpoint();
+  c.add_parameters(1.0F);
+  try {
+    check_checkpoint(c, e, "ckpt/checkpoint.pb");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& error) {
+    EXPECT_TRUE(contains(error.what(),
+                         "field parameters (count) = 7: expected 6, the model's parameter count (4 "
+                         "trainable + 2 non-trainable)"))
+        << error.what();
+  }
+}
+
 // --- another rank count ----------------------------------------------------------------------------------------
 
 // sample_checkpoint()'s position (epoch 3, 4 of 10 steps of 8 of 75 samples) as `world` ranks would have saved it:

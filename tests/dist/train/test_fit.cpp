@@ -166,6 +166,73 @@ TEST(Fit, SameAsOneRankInMixedBfloat16) {
   expect_same_as_one_rank(digits150_job(R"(dtype_policy: "mixed_bfloat16")"), dir);
 }
 
+// 150 digits through Dense -> BatchNormalization -> relu -> Dropout -> softmax; bn_fields go in the
+// batch_normalization block. The Dense before the normalization has no bias, as Keras models write it: the
+// normalization subtracts any bias again, so its gradient is zero up to rounding, and Adam, which divides by the
+// gradient's magnitude, turns that rounding into steps of the learning rate's size (with a bias the final weights
+// differed by 3e-4 between 2 ranks and 1, all of it in that bias).
+std::string digits150_batch_norm_job(const std::string& bn_fields) {
+  return R"(
+      model { layers { dense { units: 32 use_bias: false } }
+              layers { batch_normalization { )" +
+         bn_fields + R"( } }
+              layers { activation { activation: "relu" } }
+              layers { dropout { rate: 0.25 } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
+      optimizer { adam { } }
+      fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
+      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })";
+}
+
+// Synchronized BatchNormalization (the default) normalizes with the GLOBAL batch's statistics, summed across ranks
+// in forward and backward, so P ranks train what one rank trains, moving statistics included (they ride in
+// final_parameters, and validation reads them). Batch 7 ends each epoch with a batch of 1 sample: ranks with no
+// rows still join the sums (else this hangs).
+TEST(Fit, SameAsOneRankWithBatchNormalizationAndDropout) {
+  const SharedDir shared("equivalence_batch_norm");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits150", range(0, 150));
+  expect_same_as_one_rank(digits150_batch_norm_job(""), dir);
+}
+
+// synchronized: false is Keras's per-replica behaviour: each rank normalizes with its own rows' statistics, so P
+// ranks differ from one rank; the ranks' moving statistics are averaged before they are read, so every rank ends
+// with the same weights (without the averaging they differ and check_same_everywhere throws).
+TEST(Fit, PerReplicaBatchNormalizationDiffersFromOneRankButEndsTheSameOnEveryRank) {
+  const SharedDir shared("per_replica_batch_norm");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits150", range(0, 150));
+  const proto::Job job = parse_job_text(digits150_batch_norm_job("synchronized: false"), "per_replica.pbtxt");
+  const FitConfig config = quiet_config(job);
+  const FitResult distributed = fit(world(), job, dir, config);
+  const FitResult single = fit(*world().self(), job, dir, config);
+  EXPECT_NO_THROW(world().check_same_everywhere("final weights", distributed.final_parameters));
+  const std::vector<double> wa(distributed.final_parameters.begin(), distributed.final_parameters.end());
+  const std::vector<double> wb(single.final_parameters.begin(), single.final_parameters.end());
+  if (world().size() == 1) {
+    EXPECT_EQ(wa, wb);
+  } else {
+    EXPECT_GT(relative_difference(wa, wb), 1e-4) << "per-replica statistics should differ from the global batch's";
+  }
+}
+
+// A synchronized BatchNormalization sums across ranks during backward, when an overlapped reducer would make its
+// own MPI calls on another thread: fit turns overlap off (one warning) and records it so, and trains as without.
+TEST(Fit, OverlapIsOffWithASynchronizedBatchNormalization) {
+  const SharedDir shared("overlap_batch_norm");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits150", range(0, 150));
+  const proto::Job job = parse_job_text(digits150_batch_norm_job(""), "overlap_bn.pbtxt");
+  FitConfig config = quiet_config(job);
+  const FitResult without = fit(world(), job, dir, config);
+  config.overlap = true;
+  const FitResult with = fit(world(), job, dir, config);
+  EXPECT_FALSE(with.history.params().overlap());
+  EXPECT_EQ(with.final_parameters, without.final_parameters);
+  EXPECT_EQ(series(with.history, "loss"), series(without.history, "loss"));
+}
+
 // fit.reduce_dtype bfloat16: P ranks send the gradients after the first bucket as bf16 (dist/gradient_reducer.h,
 // note 12); one rank sends nothing, so it is the float32 run bit for bit. Each reduced gradient is within gamma(P) =
 // P u / (1 - P u), u = 2^-8 (0.79% at 2 ranks, 1.6% at 4), of the sum of the ranks' magnitudes. To first order (no
