@@ -14,6 +14,7 @@
 #include "kernels/dense.h"
 
 #include <algorithm>
+#include <bit>
 
 #include "kernels/error.h"
 
@@ -71,21 +72,26 @@ namespace {
 
 // relu_backward_to_bf16 over columns [begin, begin + width) of every row; acc (width) collects the sums. Compiled
 // for AVX-512 and the baseline (kernels/precision.h): the loops below vectorise across the columns.
-SF_AVX512_CLONES void relu_backward_block(const float* dy, const float* y, const uint16_t* y_bf16, int64_t n,
-                                          int64_t out, int64_t begin, int64_t width, uint16_t* dz_bf16, double* acc) {
+SF_AVX512_CLONES void relu_backward_block(const float* __restrict dy, const float* __restrict y,
+                                          const uint16_t* __restrict y_bf16, int64_t n, int64_t out, int64_t begin,
+                                          int64_t width, uint16_t* __restrict dz_bf16, double* __restrict acc) {
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = i * out + begin;
     const float* g = dy + row;
     uint16_t* dz = dz_bf16 + row;
+    // relu' as a bit mask on dy (+0 where y <= 0, as the select y > 0 ? dy : 0): GCC 12 vectorises no float
+    // select that feeds the double sums.
     if (y != nullptr) {
       for (int64_t j = 0; j < width; ++j) {
-        const float d = y[row + j] > 0.0F ? g[j] : 0.0F;
+        const uint32_t keep = y[row + j] > 0.0F ? 0xFFFFFFFFU : 0U;
+        const float d = std::bit_cast<float>(std::bit_cast<uint32_t>(g[j]) & keep);
         acc[j] += d;
         dz[j] = to_bf16(d);
       }
     } else if (y_bf16 != nullptr) {
       for (int64_t j = 0; j < width; ++j) {
-        const float d = from_bf16(y_bf16[row + j]) > 0.0F ? g[j] : 0.0F;
+        const uint32_t keep = from_bf16(y_bf16[row + j]) > 0.0F ? 0xFFFFFFFFU : 0U;
+        const float d = std::bit_cast<float>(std::bit_cast<uint32_t>(g[j]) & keep);
         acc[j] += d;
         dz[j] = to_bf16(d);
       }
