@@ -111,25 +111,6 @@ TEST(Fit, SameAsOneRankInMixedBfloat16) {
   expect_same_as_one_rank(digits150_job(R"(dtype_policy: "mixed_bfloat16")"), dir);
 }
 
-// And with bf16 activations between layers (kernels/precision.h note 3): two relu layers in a row, no dropout
-// between them, so the activation from the first to the second, and from the second to the output layer's Dense,
-// is held as bf16.
-TEST(Fit, SameAsOneRankWithBf16Activations) {
-  const SharedDir shared("equivalence_bf16_activations");
-  const fs::path& dir = shared.path();
-  write_digits(dir, "digits150", range(0, 150));
-  expect_same_as_one_rank(R"(
-      model { dtype_policy: "mixed_bfloat16"
-              layers { dense { units: 32 activation: "relu" } }
-              layers { dense { units: 16 activation: "relu" } }
-              layers { dense { units: 10 activation: "softmax" } } }
-      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
-      optimizer { adam { } }
-      fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
-      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
-                          dir);
-}
-
 // fit.reduce_dtype bfloat16: P ranks send the gradients after the first bucket as bf16 (dist/gradient_reducer.h,
 // note 12); one rank sends nothing, so it is the float32 run bit for bit. Each reduced gradient is within gamma(P) =
 // P u / (1 - P u), u = 2^-8 (0.79% at 2 ranks, 1.6% at 4), of the sum of the ranks' magnitudes. To first order (no
@@ -205,6 +186,25 @@ TEST(Fit, SameAsOneRankWithNesterovOneHotAndClassWeights) {
       optimizer { sgd { learning_rate: 0.05 momentum: 0.9 nesterov: true } global_clipnorm: 5.0 }
       fit { epochs: 2 batch_size: 16 validation_split: 0.2 seed: 9 class_weight { key: 3 value: 2.5 } }
       data { train { x { path: "digits90_x.npy" } y { path: "digits90_y.npy" } } })",
+                          dir);
+}
+
+// P ranks == 1 rank under mixed_bfloat16 with bf16 activations between layers (kernels/precision.h note 3): two
+// relu layers in a row and no dropout, so the activations from the first Dense to the second and from the second
+// to the output layer's are held as bf16.
+TEST(Fit, SameAsOneRankWithBf16Activations) {
+  const SharedDir shared("equivalence_bf16_activations");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits150", range(0, 150));
+  expect_same_as_one_rank(R"(
+      model { dtype_policy: "mixed_bfloat16"
+              layers { dense { units: 32 activation: "relu" } }
+              layers { dense { units: 16 activation: "relu" } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
+      optimizer { adam { } }
+      fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
+      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
                           dir);
 }
 
