@@ -13,8 +13,6 @@
 // the bias sums in one pass over dy (relu_backward_to_bf16), reading y's sign from either dtype.
 #include "kernels/dense.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <bit>
 
@@ -108,19 +106,14 @@ SF_AVX512_CLONES void relu_backward_block(const float* __restrict dy, const floa
 
 }  // namespace
 
-// column_sums' double accumulation, row after row, so the bias gradient is the same sum to the bit; but blocks as
-// wide as the threads allow (up to 512 columns): long runs of each row stream better than column_sums' 64 (86 ->
-// 67 us on one thread at 512 x 512).
+// The blocks and the double accumulation of column_sums, so the bias gradient is the same sum to the bit.
 void relu_backward_to_bf16(const float* dy, const float* y, const uint16_t* y_bf16, int64_t n, int64_t out,
                            uint16_t* dz_bf16, float* sums) {
-  constexpr int64_t kMaxBlock = 512;
-  const int64_t threads = n * out > 32768 ? omp_get_max_threads() : 1;
-  const int64_t blocks = std::max(threads, (out + kMaxBlock - 1) / kMaxBlock);
-  const int64_t block = std::min(kMaxBlock, ((out + blocks - 1) / blocks + 15) / 16 * 16);
-#pragma omp parallel for schedule(static) if (threads > 1)
-  for (int64_t begin = 0; begin < out; begin += block) {
-    const int64_t width = std::min(block, out - begin);
-    double acc[kMaxBlock] = {};
+  constexpr int64_t kBlock = 64;
+#pragma omp parallel for schedule(static) if (n * out > 32768)
+  for (int64_t begin = 0; begin < out; begin += kBlock) {
+    const int64_t width = std::min(kBlock, out - begin);
+    double acc[kBlock] = {};
     relu_backward_block(dy, y, y_bf16, n, out, begin, width, dz_bf16, acc);
     if (sums != nullptr) {
       for (int64_t j = 0; j < width; ++j) sums[begin + j] = static_cast<float>(acc[j]);
