@@ -536,11 +536,12 @@ TEST(DenseBf16, Bf16EdgesChangeNoValue) {
 }
 
 // The gradient pass against the passes it replaces: relu backward from y's sign (f32 or bf16), to_bf16 of dz and
-// column_sums of the f32 dz, bit for bit, over shapes that leave partial column blocks and cross the threshold
-// where it runs threaded.
+// column_sums of the f32 dz, bit for bit, over shapes that leave partial column blocks (of 512 columns on one
+// thread, 64 on several) and cross the threshold where it runs threaded.
 TEST(DenseBf16, GradientPassMatchesSeparatePasses) {
   std::mt19937 rng(77);
-  for (const auto& [n, out] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 63}, {17, 65}, {100, 513}}) {
+  for (const auto& [n, out] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 63}, {17, 65}, {2, 1100}, {100, 513}}) {
     std::vector<float> dy(n * out);
     std::vector<float> y(n * out);
     fill_uniform(dy, -1, 1, rng);
