@@ -21,7 +21,10 @@
 //     oneDNN matmuls with bf16 src and weights and f32 dst at the same (M, K, N) -- the dst Dense writes, so
 //     the gap is Dense's additions plus its conversions. The bf16 Dense step includes the once-per-step refresh
 //     of the bf16 weight copy, as the model's step does. With "both", the fp32 and bf16 steps and their
-//     references alternate in one group of four, so bf16 / fp32 is a ratio measured side by side too.
+//     references alternate in one group of four, so bf16 / fp32 is a ratio measured side by side too. The bf16
+//     layers are wired as the model wires them: the activations between two of them bf16 where the producer
+//     writes and the consumer reads bf16 (Model::activation_is_bf16), so L1 and L2 convert no x. The reference
+//     keeps its f32 dst there, the same ceiling as before bf16 activations.
 #include <omp.h>
 
 #include <algorithm>
@@ -276,12 +279,27 @@ class ShardfitMlp {
       if (bf16) layers_[l]->bind_compute_weights(params_bf16_.data() + offset);
       layers_[l]->initialize(rng);
       offset += layers_[l]->param_count();
+    }
+    for (int l = 1; l < kLayerCount; ++l) {  // bf16 edges, as Model chooses them
+      if (layers_[l - 1]->writes_bf16_output() && layers_[l]->reads_bf16_input()) {
+        act_bf16_[l].resize(n * kLayers[l].in);
+      }
+    }
+    for (int l = 0; l < kLayerCount; ++l) {
       LayerBuffers b;
       b.x = buffers_.act[l].data();
       b.y = buffers_.act[l + 1].data();
       b.dy = buffers_.grad[l + 1].data();
       b.dx = l == 0 ? nullptr : buffers_.grad[l].data();
       b.scratch = kLayers[l].relu ? buffers_.scratch[l].data() : nullptr;
+      if (act_bf16_[l].count() > 0) {
+        b.x = nullptr;
+        b.x_bf16 = act_bf16_[l].data();
+      }
+      if (act_bf16_[l + 1].count() > 0) {
+        b.y = nullptr;
+        b.y_bf16 = act_bf16_[l + 1].data();
+      }
       layers_[l]->prepare(n, b);
     }
   }
@@ -328,7 +346,8 @@ class ShardfitMlp {
   MlpBuffers buffers_;
   FloatBuffer params_;
   FloatBuffer grads_;
-  Bf16Buffer params_bf16_;  // bf16 only: the model's weight copy
+  Bf16Buffer params_bf16_;                // bf16 only: the model's weight copy
+  Bf16Buffer act_bf16_[kLayerCount + 1];  // bf16 only: [l] layer l's input where it is a bf16 edge, else empty
   // bf16 only: params_ -> params_bf16_, the conversion Model::refresh_compute_weights makes.
   void refresh() {
     if (params_bf16_.count() > 0) to_bf16(params_.data(), params_bf16_.data(), params_bf16_.count());

@@ -21,8 +21,9 @@ namespace shardfit {
 // One piece of a Dense step, as Dense::pieces() hands it to a benchmark: running it executes exactly what
 // forward() or backward() executes for that piece (the same primitive, the same memory, the same loop).
 struct DensePiece {
-  // "fwd", "relu-bwd" (sigmoid-, tanh-), "bwd-data", "bwd-weights", "bias-sums"; bf16 adds "x-to-bf16" and
-  // "dz-to-bf16"
+  // "fwd", "relu-bwd" (sigmoid-, tanh-), "bwd-data", "bwd-weights", "bias-sums"; bf16 adds "x-to-bf16" (not
+  // where x is a bf16 activation already) and "dz-to-bf16", or for relu / linear, one pass in their place:
+  // "relu-bwd+dz-to-bf16+bias-sums" ("dz-to-bf16+bias-sums" when linear, no "+bias-sums" without a bias)
   std::string name;
   int64_t m = 0, k = 0, n = 0;  // the matmul (M, K) x (K, N) when the piece is one, else 0
   bool backward = false;
@@ -47,6 +48,10 @@ class Dense final : public Layer {
   std::vector<WeightShape> weight_shapes() const override;
   void bind(float* params, float* grads) override;
   void bind_compute_weights(const uint16_t* weights) override;
+  // Under bf16 the layer reads a bf16 x as its matmuls' operand, and with relu or no activation writes y as bf16
+  // (the matmul's dst, post-op applied in f32 before the rounding) and computes its dz from it.
+  bool reads_bf16_input() const override { return options_.bf16; }
+  bool writes_bf16_output() const override;
   void initialize(Rng& rng) override;
 
   void prepare(int64_t n, const LayerBuffers& buffers) override;
@@ -67,6 +72,7 @@ class Dense final : public Layer {
     kForward,
     kActivationBackward,
     kConvertGradient,
+    kGradientPass,  // bf16, relu or linear: dz = dy * act'(y) rounded to bf16, and the bias sums, in one pass
     kBackwardData,
     kBackwardWeights,
     kBiasSums
@@ -78,9 +84,11 @@ class Dense final : public Layer {
     float* y = nullptr;
     const float* dy = nullptr;
     float* dx = nullptr;
-    const float* dz = nullptr;  // d loss / d pre-activation: scratch when the activation is fused, else dy
+    const float* dz = nullptr;         // d loss / d pre-activation: scratch when the activation is fused, else dy
+    const uint16_t* y_bf16 = nullptr;  // y when the model holds it as bf16 (LayerBuffers::y_bf16), else nullptr
     // Scratch the conversion stages write (run() takes the plan as const, as it does the oneDNN calls' buffers).
-    mutable Bf16Buffer x_bf16;   // (n, in) bf16 copy of x, read by forward and backward-weights
+    mutable Bf16Buffer x_bf16;   // (n, in) bf16 copy of x, read by forward and backward-weights; empty when x
+                                 // comes as bf16 (LayerBuffers::x_bf16)
     mutable Bf16Buffer dz_bf16;  // (n, out) bf16 copy of dz, read by backward-data and backward-weights
     PrimitiveCall forward;
     PrimitiveCall activation_backward;  // only when the activation is fused
@@ -109,5 +117,12 @@ class Dense final : public Layer {
 // sums (out) = column sums of m (n, out), accumulated in double so batch sums stay exact enough for any n: Dense's
 // bias gradient.
 void column_sums(const float* m, int64_t n, int64_t out, float* sums);
+
+// Dense's bf16 gradient pass for relu or linear: dz_bf16 (n, out) = bf16(dy * relu'(y)) with y read as f32 (y) or
+// bf16 (y_bf16), or bf16(dy) when both are nullptr (linear); and, when sums is not nullptr, sums (out) = column
+// sums of the unrounded dz exactly as column_sums adds them. One read of dy instead of the three passes (relu
+// backward, conversion, sums) it replaces.
+void relu_backward_to_bf16(const float* dy, const float* y, const uint16_t* y_bf16, int64_t n, int64_t out,
+                           uint16_t* dz_bf16, float* sums);
 
 }  // namespace shardfit

@@ -33,6 +33,11 @@ struct LayerBuffers {
   const float* dy = nullptr;  // (n, out) d loss / d y; nullptr when only inference is prepared
   float* dx = nullptr;        // (n, in) d loss / d x; nullptr when not needed (first layer)
   float* scratch = nullptr;   // (n, out) workspace owned by the model, private to this layer
+  // bf16 edges (mixed_bfloat16, kernels/precision.h note 3): where the model keeps the activation between two
+  // layers as bf16, the consumer gets x_bf16 instead of x and the producer y_bf16 instead of y (the f32 one is
+  // then nullptr). Only for layers that said they can (Layer::reads_bf16_input / writes_bf16_output).
+  const uint16_t* x_bf16 = nullptr;  // (n, in)
+  uint16_t* y_bf16 = nullptr;        // (n, out)
 };
 
 // One sample's shape, batch axis left out: (features) flat, (height, width, channels) an image.
@@ -89,6 +94,11 @@ class Layer {
   // Under mixed_bfloat16 (kernels/precision.h): the bf16 copy of the same param_count() values, which the model
   // refreshes once per step. Layers that compute in f32 ignore it.
   virtual void bind_compute_weights(const uint16_t* /*weights*/) {}
+  // Whether this layer, as built, can read its input as bf16 / write its output as bf16 (LayerBuffers::x_bf16 /
+  // y_bf16). The model keeps an activation bf16 where its producer can write and its consumer can read it
+  // (Model::activation_is_bf16); every other edge, and the model's input and output, stay f32.
+  virtual bool reads_bf16_input() const { return false; }
+  virtual bool writes_bf16_output() const { return false; }
   virtual void initialize(Rng& /*rng*/) {}
 
   // Non-trainable state (Keras's non-trainable weights: BatchNormalization's moving mean and variance): state_count()

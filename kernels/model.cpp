@@ -63,6 +63,7 @@ Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std:
     state_offsets_.push_back(state_offset);
     state_offset += layer->state_count();
   }
+  choose_bf16_edges();
 }
 
 void Model::refresh_compute_weights() {
@@ -127,6 +128,7 @@ void Model::reserve(int64_t rows) {
     if (i > 0) activation_grads_[i].resize(rows * layers_[i]->input_dim());
     layers_[i]->forget_plans();
   }
+  reserve_bf16_edges(rows);
   labels_.resize(rows * label_dim_);
   sample_weights_.resize(rows);
   prepared_.assign(static_cast<size_t>(rows) + 1, 0);
@@ -144,9 +146,40 @@ void Model::prepare(int64_t n) {
     buffers.dy = loss_owns_backward ? nullptr : activation_grads_[i + 1].data();
     buffers.dx = i == 0 || loss_owns_backward ? nullptr : activation_grads_[i].data();
     buffers.scratch = scratch_[i].data();
+    route_bf16_edges(i, &buffers);
     layers_[i]->prepare(n, buffers);
   }
   prepared_[n] = 1;
+}
+
+void Model::choose_bf16_edges() {
+  bf16_edges_.assign(layers_.size() + 1, 0);  // the input (0) and the output (L) stay f32: data and loss read them
+  for (size_t i = 1; i < layers_.size(); ++i) {
+    bf16_edges_[i] = layers_[i - 1]->writes_bf16_output() && layers_[i]->reads_bf16_input() ? 1 : 0;
+  }
+}
+
+// A bf16 activation replaces the f32 one: nothing else reads it (the loss reads only the last two, which a bf16
+// edge never is: the last is the output, and the one before it feeds the fused loss's Activation, which reads f32).
+void Model::reserve_bf16_edges(int64_t rows) {
+  bf16_activations_.clear();
+  bf16_activations_.resize(layers_.size() + 1);
+  for (size_t i = 1; i < layers_.size(); ++i) {
+    if (!activation_is_bf16(i)) continue;
+    activations_[i].resize(0);
+    bf16_activations_[i].resize(rows * layers_[i]->input_dim());
+  }
+}
+
+void Model::route_bf16_edges(size_t layer, LayerBuffers* buffers) {
+  if (activation_is_bf16(layer)) {
+    buffers->x = nullptr;
+    buffers->x_bf16 = bf16_activations_[layer].data();
+  }
+  if (activation_is_bf16(layer + 1)) {
+    buffers->y = nullptr;
+    buffers->y_bf16 = bf16_activations_[layer + 1].data();
+  }
 }
 
 void Model::run_forward(int64_t n, const BatchContext& ctx) {

@@ -62,6 +62,10 @@ class Model {
   void refresh_compute_weights();
   // How many refreshes have run (under float32 always 0): a test's count that it is once per step.
   int64_t compute_weight_refreshes() const { return compute_weight_refreshes_; }
+  // Whether activation i (the input of layer i; i = 0 the model's input, i = layers().size() its output) is held
+  // as bf16: where layer i - 1 can write and layer i can read bf16 (Layer::writes_bf16_output, reads_bf16_input),
+  // so neither converts it (kernels/precision.h note 3). Never the model's input or output.
+  bool activation_is_bf16(size_t i) const { return i < bf16_edges_.size() && bf16_edges_[i] != 0; }
 
   // Handing the parameters out for writing marks the bf16 copy stale (as initialize and set_weights do): the next
   // forward refreshes it (once).
@@ -139,6 +143,10 @@ class Model {
   void prepare(int64_t n);
   void run_forward(int64_t n, const BatchContext& ctx);
   double loss_and_metrics(int64_t n, bool weighted, float* grad, std::span<double> metric_sums);
+  // bf16 edges: which activations are bf16 (constructor), their buffers (reserve) and the layers' views (prepare).
+  void choose_bf16_edges();
+  void reserve_bf16_edges(int64_t rows);
+  void route_bf16_edges(size_t layer, LayerBuffers* buffers);
 
   int64_t input_dim_;
   int64_t label_dim_;
@@ -164,6 +172,8 @@ class Model {
   std::vector<FloatBuffer> activations_;       // [i]: input of layer i; [L]: the output
   std::vector<FloatBuffer> activation_grads_;  // [i]: d loss / d activations_[i] (unused for i = 0)
   std::vector<FloatBuffer> scratch_;           // one per layer, (capacity, out)
+  std::vector<char> bf16_edges_;               // [i] != 0: activation i is bf16 (activation_is_bf16)
+  std::vector<Bf16Buffer> bf16_activations_;   // [i]: activation i when it is bf16 (activations_[i] then empty)
   FloatBuffer labels_;
   FloatBuffer sample_weights_;
   std::vector<char> prepared_;  // prepared_[n] != 0 once batch size n is built

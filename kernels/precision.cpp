@@ -35,16 +35,6 @@ DtypePolicy runnable_dtype_policy(DtypePolicy requested, bool cpu_bf16, std::str
   return DtypePolicy::kFloat32;
 }
 
-// x86-64 with GCC or Clang: each array loop in an AVX-512 and a baseline version, chosen when the program loads.
-#if defined(__x86_64__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define SF_AVX512_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
-#endif
-#endif
-#ifndef SF_AVX512_CLONES
-#define SF_AVX512_CLONES
-#endif
-
 namespace {
 // Below this, an OpenMP team costs more than it saves.
 constexpr int64_t kParallelCount = 32768;

@@ -15,9 +15,16 @@
 //     changed): that is once per step after the optimizer update, at first use, and after set_weights,
 //     initialize, a checkpoint restore or a broadcast -- never per layer call, and not during evaluation, which
 //     writes no weights. One pass over the buffer keeps the door open to fusing it into the optimizer's loop.
-//  3. The activations stay f32 in the model's buffers (Activation, Dropout and the loss read f32); each Dense
-//     converts its input x and its dz to bf16 in buffers of its plan, by the array to_bf16 below. Those
-//     conversions are the price of f32 dst; measured in bench/dense_bench as pieces of their own.
+//  3. Activations are bf16 between two layers that both compute in bf16, f32 elsewhere. The model decides per
+//     edge (Model::activation_is_bf16): bf16 where the producer can write it (a bf16 Dense with relu or no
+//     activation: its matmul's dst is bf16, rounded after the f32 bias and relu) and the consumer can read it (a
+//     bf16 Dense); the model's input, its output (the loss reads f32) and the edges of Activation and Dropout
+//     stay f32. On a bf16 edge nothing converts x; elsewhere each bf16 Dense converts its input x to bf16 in a
+//     buffer of its plan by the array to_bf16 below. Backward stays f32 between layers (dx is an f32 dst): a relu
+//     or linear bf16 Dense reads it once to make its bf16 dz and the f32 bias sums (Dense's gradient pass), the
+//     values the separate relu backward, conversion and sums gave. A bf16 dx would halve that edge's bytes but
+//     round dz before the bias sums. So the bf16 model computes the same values with or without bf16 edges (the
+//     consumer rounded the same f32 y before); the edges only drop passes over memory.
 //  4. Capability: oneDNN 2.6 runs bf16 matmuls on avx512_core by emulation, slower than f32. The policy is
 //     honoured only where oneDNN dispatches avx512_core_bf16 or avx512_core_amx; elsewhere the model runs f32
 //     and says so once (runnable_dtype_policy).
@@ -61,6 +68,17 @@ inline float from_bf16(uint16_t value) {
   std::memcpy(&result, &bits, sizeof result);
   return result;
 }
+
+// x86-64 with GCC or Clang: a loop over bf16 in an AVX-512 and a baseline version, chosen when the program loads
+// (the build's baseline, SSE4.2, converts 4 wide). Used by the loops below and Dense's gradient pass.
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define SF_AVX512_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#endif
+#endif
+#ifndef SF_AVX512_CLONES
+#define SF_AVX512_CLONES
+#endif
 
 // The same over arrays, and the bf16 sum inout[i] = bf16(f32(in[i]) + f32(inout[i])) (the gradient reducer's
 // bf16 transport, dist/gradient_reducer.h note 12). Each is compiled twice, for x86-64-v4 (AVX-512) and for the

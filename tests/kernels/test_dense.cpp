@@ -477,8 +477,110 @@ TEST(DenseBf16, RoundsAndShowsItsConversions) {
   std::vector<std::string> names;
   for (const DensePiece& piece : bf16.layer.pieces(c.n)) names.push_back(piece.name);
   // dx last, after the parameter gradients (the gradients-ready point, kernels/dense.cpp).
-  EXPECT_EQ(names, (std::vector<std::string>{"x-to-bf16", "fwd", "relu-bwd", "dz-to-bf16", "bwd-weights", "bias-sums",
+  // relu's backward, dz's conversion and the bias sums are one pass (kernels/dense.cpp, the gradient pass).
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"x-to-bf16", "fwd", "relu-bwd+dz-to-bf16+bias-sums", "bwd-weights", "bwd-data"}));
+  // tanh keeps oneDNN's eltwise backward, then the conversion and the sums.
+  const Case t{ActivationKind::kTanh, true, 17, 64, 33};
+  BoundDense tanh(make_problem(t, 98), true);
+  BatchMemory mt(make_problem(t, 98));
+  tanh.layer.prepare(t.n, mt.buffers(true));
+  names.clear();
+  for (const DensePiece& piece : tanh.layer.pieces(t.n)) names.push_back(piece.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"x-to-bf16", "fwd", "tanh-bwd", "dz-to-bf16", "bwd-weights", "bias-sums",
                                              "bwd-data"}));
+}
+
+// bf16 edges (kernels/precision.h note 3): a producer that writes its output as bf16 writes exactly the f32 layer's
+// output rounded to bf16 (oneDNN rounds its dst to nearest even, as to_bf16 does), and its backward from that
+// bf16 y gives the same gradients, bit for bit; a consumer that reads a bf16 x computes exactly what it computes
+// from the f32 x it would have converted itself, and has no conversion piece. So bf16 edges change no value of
+// the bf16 model (its tolerance tests above and in test_model then hold for it too).
+TEST(DenseBf16, Bf16EdgesChangeNoValue) {
+  for (ActivationKind activation : {ActivationKind::kRelu, ActivationKind::kLinear}) {
+    for (bool use_bias : {true, false}) {
+      for (int64_t n : {1, 17, 64}) {
+        for (int64_t width : {5, 64, 130}) {
+          const Case c{activation, use_bias, n, 33, width};
+          SCOPED_TRACE(describe(c));
+          const Problem p = make_problem(c, 4000 + static_cast<uint32_t>(n + width));
+          BoundDense f32_edge(p, true);
+          BoundDense bf16_edge(p, true);
+          BatchMemory mf(p);
+          BatchMemory mb(p);
+          std::vector<uint16_t> x_bf16(p.x.size());
+          for (size_t i = 0; i < x_bf16.size(); ++i) x_bf16[i] = to_bf16(p.x[i]);
+          std::vector<uint16_t> y_bf16(mb.y.size(), 0xFFFF);  // a NaN where the layer writes nothing
+          LayerBuffers b = mb.buffers(true);
+          b.x = nullptr;
+          b.x_bf16 = x_bf16.data();
+          b.y = nullptr;
+          b.y_bf16 = y_bf16.data();
+          f32_edge.layer.prepare(n, mf.buffers(true));
+          bf16_edge.layer.prepare(n, b);
+          f32_edge.layer.forward(n, BatchContext{});
+          bf16_edge.layer.forward(n, BatchContext{});
+          for (size_t i = 0; i < y_bf16.size(); ++i) ASSERT_EQ(y_bf16[i], to_bf16(mf.y[i])) << "y " << i;
+          f32_edge.layer.backward(n);
+          bf16_edge.layer.backward(n);
+          EXPECT_EQ(std::vector<float>(bf16_edge.grads), std::vector<float>(f32_edge.grads)) << "dW, db";
+          EXPECT_EQ(mb.dx, mf.dx) << "dx";
+          std::vector<std::string> names;
+          for (const DensePiece& piece : bf16_edge.layer.pieces(n)) names.push_back(piece.name);
+          EXPECT_EQ(std::count(names.begin(), names.end(), "x-to-bf16"), 0);
+          EXPECT_EQ(names.front(), "fwd");
+        }
+      }
+    }
+  }
+}
+
+// The gradient pass against the passes it replaces: relu backward from y's sign (f32 or bf16), to_bf16 of dz and
+// column_sums of the f32 dz, bit for bit, over shapes that leave partial column blocks (of 512 columns on one
+// thread, 64 on several) and cross the threshold where it runs threaded.
+TEST(DenseBf16, GradientPassMatchesSeparatePasses) {
+  std::mt19937 rng(77);
+  for (const auto& [n, out] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 63}, {17, 65}, {2, 1100}, {100, 513}}) {
+    std::vector<float> dy(n * out);
+    std::vector<float> y(n * out);
+    fill_uniform(dy, -1, 1, rng);
+    fill_uniform(y, -1, 1, rng);
+    y[0] = 0.0F;  // relu' is 0 at 0
+    std::vector<uint16_t> y_bf16(y.size());
+    for (size_t i = 0; i < y.size(); ++i) y_bf16[i] = to_bf16(y[i]);
+    for (int mode = 0; mode < 3; ++mode) {  // relu from f32 y, relu from bf16 y, linear
+      SCOPED_TRACE("n " + std::to_string(n) + ", out " + std::to_string(out) + ", mode " + std::to_string(mode));
+      std::vector<float> dz(dy.size());
+      for (size_t i = 0; i < dz.size(); ++i) dz[i] = mode == 2 || y[i] > 0.0F ? dy[i] : 0.0F;
+      std::vector<float> expected_sums(out);
+      column_sums(dz.data(), n, out, expected_sums.data());
+      std::vector<uint16_t> dz_bf16(dz.size());
+      std::vector<float> sums(out, kNaN);
+      relu_backward_to_bf16(dy.data(), mode == 0 ? y.data() : nullptr, mode == 1 ? y_bf16.data() : nullptr, n, out,
+                            dz_bf16.data(), sums.data());
+      for (size_t i = 0; i < dz.size(); ++i) ASSERT_EQ(dz_bf16[i], to_bf16(dz[i])) << i;
+      EXPECT_EQ(sums, expected_sums);
+    }
+  }
+}
+
+// A layer given a bf16 edge it cannot use is an error at prepare: an f32 layer any, sigmoid / tanh a bf16 output.
+TEST(DenseBf16, RefusesBf16EdgesItCannotUse) {
+  for (const auto& [activation, bf16] : std::vector<std::pair<ActivationKind, bool>>{
+           {ActivationKind::kRelu, false}, {ActivationKind::kSigmoid, true}, {ActivationKind::kTanh, true}}) {
+    const Case c{activation, true, 3, 5, 4};
+    const Problem p = make_problem(c, 6);
+    BoundDense d(p, bf16);
+    EXPECT_EQ(d.layer.writes_bf16_output(), false);
+    EXPECT_EQ(d.layer.reads_bf16_input(), bf16);
+    BatchMemory m(p);
+    std::vector<uint16_t> y_bf16(m.y.size());
+    LayerBuffers b = m.buffers(true);
+    b.y = nullptr;
+    b.y_bf16 = y_bf16.data();
+    EXPECT_THROW(d.layer.prepare(c.n, b), Error) << activation_name(activation);
+  }
 }
 
 // A bf16 layer without its bf16 weights is an error at prepare, not a crash in the step.

@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <utility>
 #include <vector>
 
+#include "kernels/dense.h"
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
@@ -200,8 +202,56 @@ TEST(ModelBf16, GradientsMatchReference) {
     loss: "mse" metrics: "mae")",
                  {{3, 8, "sigmoid"}, {8, 2, "linear"}},
                  "mse"};
-  for (const Case* c : {&softmax, &sigmoid, &mse}) {
+  // Two relu layers then a linear one: the activations between the three Dense are bf16 (bf16 edges).
+  const Case relu{R"(
+    model { layers { dense { units: 9 activation: "relu" } }
+            layers { dense { units: 7 activation: "relu" } }
+            layers { dense { units: 4 activation: "softmax" } } }
+    loss: "sparse_categorical_crossentropy" metrics: "accuracy")",
+                  {{5, 9, "relu"}, {9, 7, "relu"}, {7, 4, "softmax"}},
+                  "sparse_categorical_crossentropy"};
+  for (const Case* c : {&softmax, &sigmoid, &mse, &relu}) {
     for (int64_t n : {1, 3, 17}) check_gradients(*c, n, /*bf16=*/true);
+  }
+}
+
+// The model keeps an activation bf16 where its producer writes and its consumer reads bf16 (kernels/precision.h
+// note 3): a Dense there has no x conversion; after the input, a Dropout or a tanh Dense (f32 edges) it has one.
+// Under float32 no edge is bf16 and nothing converts.
+TEST(ModelBf16, ActivationsAreBf16OnlyBetweenBf16Layers) {
+  const char* job = R"(model { dtype_policy: "%s"
+                               layers { dense { units: 16 activation: "relu" } }
+                               layers { dense { units: 12 activation: "relu" } }
+                               layers { dropout { rate: 0.5 } }
+                               layers { dense { units: 10 } }
+                               layers { dense { units: 8 activation: "tanh" } }
+                               layers { dense { units: 6 } }
+                               layers { dense { units: 3 activation: "softmax" } } }
+                       loss: "sparse_categorical_crossentropy")";
+  for (const bool bf16 : {false, true}) {
+    if (bf16 && !cpu_has_bf16()) GTEST_SKIP() << "mixed_bfloat16 runs float32 on this CPU";
+    char text[1024];
+    std::snprintf(text, sizeof text, job, bf16 ? "mixed_bfloat16" : "float32");
+    auto model = build_model(parse_job_text(text, "edges"), 5);
+    model->initialize(3);
+    model->reserve(4);
+    std::vector<double> sums;
+    model->train_batch(4, BatchContext{true, 1, 0, 0}, false, sums);
+    // Layers: dense 0 relu, dense 1 relu, dropout 2, dense 3, dense 4 tanh, dense 5, dense 6, softmax 7 (fused).
+    const std::vector<bool> expected_bf16 =
+        bf16 ? std::vector<bool>{false, true, false, false, true, false, true, false, false}
+             : std::vector<bool>(9, false);
+    ASSERT_EQ(model->layers().size() + 1, expected_bf16.size());
+    for (size_t i = 0; i < expected_bf16.size(); ++i) {
+      EXPECT_EQ(model->activation_is_bf16(i), expected_bf16[i]) << "activation " << i << (bf16 ? ", bf16" : "");
+    }
+    for (size_t i = 0; i < model->layers().size(); ++i) {
+      auto* dense = dynamic_cast<Dense*>(model->layers()[i].get());
+      if (dense == nullptr) continue;
+      int converts = 0;
+      for (const DensePiece& piece : dense->pieces(4)) converts += piece.name == "x-to-bf16" ? 1 : 0;
+      EXPECT_EQ(converts, bf16 && !expected_bf16[i] ? 1 : 0) << "layer " << i << (bf16 ? ", bf16" : "");
+    }
   }
 }
 

@@ -311,6 +311,25 @@ TEST(Fit, SameAsOneRankWithNesterovOneHotAndClassWeights) {
                           dir);
 }
 
+// P ranks == 1 rank under mixed_bfloat16 with bf16 activations between layers (kernels/precision.h note 3): two
+// relu layers in a row and no dropout, so the activations from the first Dense to the second and from the second
+// to the output layer's are held as bf16.
+TEST(Fit, SameAsOneRankWithBf16Activations) {
+  const SharedDir shared("equivalence_bf16_activations");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits150", range(0, 150));
+  expect_same_as_one_rank(R"(
+      model { dtype_policy: "mixed_bfloat16"
+              layers { dense { units: 32 activation: "relu" } }
+              layers { dense { units: 16 activation: "relu" } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
+      optimizer { adam { } }
+      fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
+      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
+                          dir);
+}
+
 // History's loss is sum over batches of (batch mean loss x batch samples) / epoch samples, measured before each
 // update. The reference replays one epoch with the kernels directly, one batch at a time, on one model.
 TEST(Fit, LossIsTheSampleWeightedMeanOfTheBatchLosses) {
