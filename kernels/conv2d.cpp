@@ -72,6 +72,47 @@ memory operand(const memory::desc& wanted, const memory& plain, PrimitiveCall* r
   return own;
 }
 
+// x86-64 with GCC or Clang: an AVX-512 and a baseline version, chosen when the program loads (as precision.cpp's
+// conversions).
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define SF_CONV_AVX512_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#endif
+#endif
+#ifndef SF_CONV_AVX512_CLONES
+#define SF_CONV_AVX512_CLONES
+#endif
+
+// Below this, an OpenMP team costs more than it saves (precision.cpp's threshold).
+constexpr int64_t kParallelCount = 32768;
+
+// dz (bf16) = bf16(dy * act'(.)), act' from the activation's output y, in one pass: under bf16 this takes the place
+// of oneDNN's eltwise backward into an f32 dz followed by its conversion (two passes and an f32 array written and
+// read again), which at the first layer of the convnet cost as much as the bf16 saved (batch 512, 2 threads).
+// The formulas are those of oneDNN's use_dst_for_bwd algorithms; relu is exact (dy or 0).
+// One loop per activation, so that each vectorises.
+SF_CONV_AVX512_CLONES void bf16_gradient(ActivationKind kind, const float* y, const float* dy, uint16_t* dz,
+                                         int64_t count) {
+  const bool parallel = count >= kParallelCount;
+  switch (kind) {
+    case ActivationKind::kRelu:
+#pragma omp parallel for simd schedule(static) if (parallel)
+      for (int64_t i = 0; i < count; ++i) dz[i] = to_bf16(y[i] > 0.0F ? dy[i] : 0.0F);
+      return;
+    case ActivationKind::kSigmoid:
+#pragma omp parallel for simd schedule(static) if (parallel)
+      for (int64_t i = 0; i < count; ++i) dz[i] = to_bf16(dy[i] * y[i] * (1.0F - y[i]));
+      return;
+    case ActivationKind::kTanh:
+#pragma omp parallel for simd schedule(static) if (parallel)
+      for (int64_t i = 0; i < count; ++i) dz[i] = to_bf16(dy[i] * (1.0F - y[i] * y[i]));
+      return;
+    default:
+      to_bf16(dy, dz, count);
+      return;
+  }
+}
+
 }  // namespace
 
 Shape Conv2D::output_shape_for(const std::string& name, const Shape& input_shape, const Options& options) {
@@ -224,7 +265,10 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
 
   if (training) {
     const float* dz = buffers.dy;
-    if (fused) {
+    plan.y = buffers.y;
+    plan.dy = buffers.dy;
+    // Under bf16 no f32 dz is formed: one loop writes the bf16 dz from y and dy (bf16_gradient, above).
+    if (fused && !bf16) {
       SF_CHECK(buffers.scratch != nullptr, cat("Conv2D '", name(), "': fused activation needs a scratch buffer"));
       const auto algorithm = backward_from_output_algorithm(options_.activation);
       const dnnl::eltwise_forward::primitive_desc hint(
@@ -237,7 +281,6 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
                                                               {DNNL_ARG_DIFF_SRC, wrap(flat_y, buffers.scratch)}});
       dz = buffers.scratch;
     }
-    plan.dz = dz;
     memory dz_mem = wrap(y_md, dz);
     if (bf16) {
       plan.dz_bf16.resize(n * output_dim());
@@ -292,7 +335,9 @@ void Conv2D::backward(int64_t n) {
   const Plan& plan = plan_for(n);
   SF_CHECK(plan.backward_prepared, cat("Conv2D '", name(), "': backward for batch size ", n, " was not prepared"));
   if (plan.activation_backward) plan.activation_backward.execute();
-  if (plan.dz_bf16.count() > 0) to_bf16(plan.dz, plan.dz_bf16.data(), plan.dz_bf16.count());
+  if (plan.dz_bf16.count() > 0) {
+    bf16_gradient(options_.activation, plan.y, plan.dy, plan.dz_bf16.data(), plan.dz_bf16.count());
+  }
   plan.backward_weights.execute();
   if (plan.kernel_grad_to_hwio) plan.kernel_grad_to_hwio.execute();
   // dx last, after the gradients-ready point (kernels/layer.h): an overlapped reducer sends this layer's gradients

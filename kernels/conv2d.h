@@ -62,13 +62,14 @@ class Conv2D final : public Layer {
   // holds bf16 copies of x and dz, converted by to_bf16's array loop as Dense's are.
   struct Plan {
     const float* x = nullptr;
-    const float* dz = nullptr;  // d loss / d pre-activation: scratch when the activation is fused, else dy
+    const float* y = nullptr;
+    const float* dy = nullptr;
     // Scratch the conversions write (forward and backward take the plan as const, as they do the oneDNN buffers).
     mutable Bf16Buffer x_bf16;        // (n, h, w, in) bf16 copy of x: forward's src, and backward weights'
-    mutable Bf16Buffer dz_bf16;       // (n, oh, ow, filters) bf16 copy of dz: both backwards' diff_dst
+    mutable Bf16Buffer dz_bf16;       // (n, oh, ow, filters) bf16 dz = dy * act'(.): both backwards' diff_dst
     PrimitiveCall kernel_to_forward;  // hwio -> forward's layout, when they differ
     PrimitiveCall forward;
-    PrimitiveCall activation_backward;      // dz = dy * act'(y), only when the activation is fused
+    PrimitiveCall activation_backward;      // dz = dy * act'(y), only when the activation is fused (f32)
     PrimitiveCall backward_weights;         // d kernel and d bias from x and dz
     PrimitiveCall kernel_grad_to_hwio;      // backward weights' layout -> hwio, when they differ
     PrimitiveCall kernel_to_backward_data;  // hwio -> backward data's layout, when they differ
