@@ -9,12 +9,13 @@
 // held to hwio).
 // Under mixed_bfloat16 the three convolutions read bf16 src, weights and diff_dst and write f32 dst, diff_src and
 // diff_weights / diff_bias, which oneDNN 2.6 runs as brgconv:avx512_core_bf16 (forward) and jit_bf16:avx512_core_bf16
-// (both backwards) on AVX512_BF16, and as its AMX kernels where the CPU has AMX. x and dz reach them through to_bf16's
-// array loop (Dense's conversions); the kernel through the model's bf16 copy (hwio), reordered into each
-// primitive's layout from that copy. That reorder runs at each forward and each backward, as the f32 one does: in
-// training that is once per step for each, from the copy the model refreshes once per step. The bias gradient is
-// oneDNN's, summed from the bf16 dz (one rounding of each term), as Keras's bf16 policy computes it; the fused
-// activation and its backward stay f32.
+// (both backwards) on AVX512_BF16 (the library also has AMX kernels for all three; not run here, no AMX). x reaches
+// them through to_bf16's array loop, as in Dense; dz through one loop that forms it from y and dy and rounds it
+// (bf16_gradient below); the kernel through the model's bf16 copy (hwio), reordered into each primitive's layout
+// from that copy. That reorder runs at each forward and each backward, as the f32 one does: in training once per
+// step for each, after the model's once-per-step refresh (the layer is not told of a refresh, so it cannot skip the
+// reorder of an evaluation batch). The bias gradient is oneDNN's, summed from the bf16 dz (one rounding of each
+// term), as Keras's bf16 policy computes it; the fused activation's forward stays on the f32 accumulator.
 #include "kernels/conv2d.h"
 
 #include "kernels/error.h"

@@ -59,7 +59,7 @@ class Conv2D final : public Layer {
   // layout in the flat parameters; when oneDNN's chosen kernels want another layout, the plan reorders into its
   // own copies (forward: each step's weights; backward weights: the gradient back to hwio), as oneDNN's
   // cnn_training example does. Under bf16 the kernel reorders read the model's bf16 copy (hwio too) and the plan
-  // holds bf16 copies of x and dz, converted by to_bf16's array loop as Dense's are.
+  // holds bf16 copies of x (to_bf16's array loop, as Dense's) and of dz (formed from y and dy in one loop).
   struct Plan {
     const float* x = nullptr;
     const float* y = nullptr;
