@@ -7,6 +7,15 @@
 // hwio. oneDNN's direct kernels want blocked weights: each primitive is built with the weights' layout left to it
 // ("any") and a reorder runs when its choice differs from hwio (2.6 on AVX-512: brgconv / jit, against gemm:jit when
 // held to hwio).
+// Under mixed_bfloat16 the three convolutions read bf16 src, weights and diff_dst and write f32 dst, diff_src and
+// diff_weights / diff_bias, which oneDNN 2.6 runs as brgconv:avx512_core_bf16 (forward) and jit_bf16:avx512_core_bf16
+// (both backwards) on AVX512_BF16 (the library also has AMX kernels for all three; not run here, no AMX). x reaches
+// them through to_bf16's array loop, as in Dense; dz through one loop that forms it from y and dy and rounds it
+// (bf16_gradient below); the kernel through the model's bf16 copy (hwio), reordered into each primitive's layout
+// from that copy. That reorder runs at each forward and each backward, as the f32 one does: in training once per
+// step for each, after the model's once-per-step refresh (the layer is not told of a refresh, so it cannot skip the
+// reorder of an evaluation batch). The bias gradient is oneDNN's, summed from the bf16 dz (one rounding of each
+// term), as Keras's bf16 policy computes it; the fused activation's forward stays on the f32 accumulator.
 #include "kernels/conv2d.h"
 
 #include "kernels/error.h"
@@ -49,6 +58,10 @@ memory wrap(const memory::desc& desc, const float* data) {
   return {desc, cpu_engine(), const_cast<float*>(data)};  // oneDNN takes void*; inputs are only read
 }
 
+memory wrap(const memory::desc& desc, const uint16_t* data) {
+  return {desc, cpu_engine(), const_cast<uint16_t*>(data)};
+}
+
 // `plain` when the primitive takes it as it is; else a memory of the primitive's layout (owned by oneDNN) and the
 // reorder that fills it from, or empties it into, `plain`.
 memory operand(const memory::desc& wanted, const memory& plain, PrimitiveCall* reorder, bool into_plain) {
@@ -58,6 +71,47 @@ memory operand(const memory::desc& wanted, const memory& plain, PrimitiveCall* r
   const memory& to = into_plain ? plain : own;
   *reorder = PrimitiveCall(dnnl::reorder(from, to), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
   return own;
+}
+
+// x86-64 with GCC or Clang: an AVX-512 and a baseline version, chosen when the program loads (as precision.cpp's
+// conversions).
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define SF_CONV_AVX512_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#endif
+#endif
+#ifndef SF_CONV_AVX512_CLONES
+#define SF_CONV_AVX512_CLONES
+#endif
+
+// Below this, an OpenMP team costs more than it saves (precision.cpp's threshold).
+constexpr int64_t kParallelCount = 32768;
+
+// dz (bf16) = bf16(dy * act'(.)), act' from the activation's output y, in one pass: under bf16 this takes the place
+// of oneDNN's eltwise backward into an f32 dz followed by its conversion (two passes and an f32 array written and
+// read again), which at the first layer of the convnet cost as much as the bf16 saved (batch 512, 2 threads).
+// The formulas are those of oneDNN's use_dst_for_bwd algorithms; relu is exact (dy or 0).
+// One loop per activation, so that each vectorises.
+SF_CONV_AVX512_CLONES void bf16_gradient(ActivationKind kind, const float* y, const float* dy, uint16_t* dz,
+                                         int64_t count) {
+  const bool parallel = count >= kParallelCount;
+  switch (kind) {
+    case ActivationKind::kRelu:
+#pragma omp parallel for simd schedule(static) if (parallel)
+      for (int64_t i = 0; i < count; ++i) dz[i] = to_bf16(y[i] > 0.0F ? dy[i] : 0.0F);
+      return;
+    case ActivationKind::kSigmoid:
+#pragma omp parallel for simd schedule(static) if (parallel)
+      for (int64_t i = 0; i < count; ++i) dz[i] = to_bf16(dy[i] * y[i] * (1.0F - y[i]));
+      return;
+    case ActivationKind::kTanh:
+#pragma omp parallel for simd schedule(static) if (parallel)
+      for (int64_t i = 0; i < count; ++i) dz[i] = to_bf16(dy[i] * (1.0F - y[i] * y[i]));
+      return;
+    default:
+      to_bf16(dy, dz, count);
+      return;
+  }
 }
 
 }  // namespace
@@ -120,6 +174,12 @@ void Conv2D::bind(float* params, float* grads) {
   kernel_grad_ = grads;
   bias_ = options_.use_bias ? params + kernel_count : nullptr;
   bias_grad_ = options_.use_bias ? grads + kernel_count : nullptr;
+  kernel_bf16_ = nullptr;
+  plans_.clear();
+}
+
+void Conv2D::bind_compute_weights(const uint16_t* weights) {
+  kernel_bf16_ = weights;  // the kernel leads the layer's block in the bf16 copy too
   plans_.clear();
 }
 
@@ -137,6 +197,8 @@ void Conv2D::initialize(Rng& rng) {
 
 void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
   SF_CHECK(kernel_ != nullptr, cat("Conv2D '", name(), "' used before bind()"));
+  const bool bf16 = options_.bf16;
+  SF_CHECK(!bf16 || kernel_bf16_ != nullptr, cat("Conv2D '", name(), "': bf16 used before bind_compute_weights()"));
   auto& engine = cpu_engine();
   const Shape& in = input_shape();
   const Shape& out = output_shape();
@@ -151,11 +213,19 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
   const memory::dims pad_begin{rows.pad_begin, cols.pad_begin};
   const memory::dims pad_end{rows.pad_end, cols.pad_end};
 
-  // oneDNN's logical dims are (N, C, H, W) and (O, I, H, W) whatever the layout.
-  const memory::desc x_md({n, in[2], in[0], in[1]}, kF32, Tag::nhwc);
-  const memory::desc y_md({n, filters, out[0], out[1]}, kF32, Tag::nhwc);
-  const memory::desc k_md({filters, in[2], kh, kw}, kF32, Tag::hwio);
-  const memory::desc k_any({filters, in[2], kh, kw}, kF32, Tag::any);
+  // oneDNN's logical dims are (N, C, H, W) and (O, I, H, W) whatever the layout. The operands (src, weights,
+  // diff_dst) are bf16 under mixed_bfloat16; dst, diff_src, diff_weights and the bias stay f32.
+  const auto operand_type = bf16 ? kBf16 : kF32;
+  const memory::dims x_dims{n, in[2], in[0], in[1]};
+  const memory::dims y_dims{n, filters, out[0], out[1]};
+  const memory::dims k_dims{filters, in[2], kh, kw};
+  const memory::desc x_md(x_dims, kF32, Tag::nhwc);
+  const memory::desc y_md(y_dims, kF32, Tag::nhwc);
+  const memory::desc k_md(k_dims, kF32, Tag::hwio);
+  const memory::desc k_any(k_dims, kF32, Tag::any);
+  const memory::desc x_op_md(x_dims, operand_type, Tag::nhwc);
+  const memory::desc dz_op_md(y_dims, operand_type, Tag::nhwc);
+  const memory::desc k_op_any(k_dims, operand_type, Tag::any);
   const memory::desc b_md({filters}, kF32, Tag::x);
   const memory::desc flat_y = row_major(n, output_dim());
   const bool fused = options_.activation != ActivationKind::kLinear;
@@ -169,15 +239,23 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
   }
   const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   const auto forward_desc =
-      options_.use_bias ? dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, x_md, k_any, b_md,
-                                                          y_md, strides, dilates, pad_begin, pad_end)
-                        : dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, x_md, k_any, y_md,
-                                                          strides, dilates, pad_begin, pad_end);
+      options_.use_bias ? dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, x_op_md, k_op_any,
+                                                          b_md, y_md, strides, dilates, pad_begin, pad_end)
+                        : dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, x_op_md, k_op_any,
+                                                          y_md, strides, dilates, pad_begin, pad_end);
   const dnnl::convolution_forward::primitive_desc forward_pd(forward_desc, attr, engine);
 
   Plan plan;
-  const memory kernel = wrap(k_md, kernel_);
-  const memory x = wrap(x_md, buffers.x);
+  plan.x = buffers.x;
+  // The convolutions' operands: f32 views of the model's buffers, or bf16 copies (x's in this plan, the kernel's
+  // from the model).
+  memory kernel = wrap(k_md, kernel_);
+  memory x = wrap(x_md, buffers.x);
+  if (bf16) {
+    plan.x_bf16.resize(n * input_dim());
+    kernel = wrap(memory::desc(k_dims, kBf16, Tag::hwio), kernel_bf16_);
+    x = wrap(x_op_md, plan.x_bf16.data());
+  }
   const memory y = wrap(y_md, buffers.y);
   std::vector<std::pair<int, memory>> forward_args = {
       {DNNL_ARG_SRC, x},
@@ -188,7 +266,10 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
 
   if (training) {
     const float* dz = buffers.dy;
-    if (fused) {
+    plan.y = buffers.y;
+    plan.dy = buffers.dy;
+    // Under bf16 no f32 dz is formed: one loop writes the bf16 dz from y and dy (bf16_gradient, above).
+    if (fused && !bf16) {
       SF_CHECK(buffers.scratch != nullptr, cat("Conv2D '", name(), "': fused activation needs a scratch buffer"));
       const auto algorithm = backward_from_output_algorithm(options_.activation);
       const dnnl::eltwise_forward::primitive_desc hint(
@@ -201,13 +282,18 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
                                                               {DNNL_ARG_DIFF_SRC, wrap(flat_y, buffers.scratch)}});
       dz = buffers.scratch;
     }
-    const memory dz_mem = wrap(y_md, dz);
+    memory dz_mem = wrap(y_md, dz);
+    if (bf16) {
+      plan.dz_bf16.resize(n * output_dim());
+      dz_mem = wrap(dz_op_md, plan.dz_bf16.data());
+    }
 
     const auto weights_desc =
-        options_.use_bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_md, k_any,
-                                                                     b_md, y_md, strides, dilates, pad_begin, pad_end)
-                          : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_md, k_any,
-                                                                     y_md, strides, dilates, pad_begin, pad_end);
+        options_.use_bias
+            ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_op_md, k_any, b_md,
+                                                       dz_op_md, strides, dilates, pad_begin, pad_end)
+            : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_op_md, k_any, dz_op_md,
+                                                       strides, dilates, pad_begin, pad_end);
     const dnnl::convolution_backward_weights::primitive_desc weights_pd(weights_desc, engine, forward_pd);
     std::vector<std::pair<int, memory>> weights_args = {
         {DNNL_ARG_SRC, x},
@@ -219,7 +305,7 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
 
     if (buffers.dx != nullptr) {
       const dnnl::convolution_backward_data::primitive_desc data_pd(
-          dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct, x_md, k_any, y_md, strides,
+          dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct, x_md, k_op_any, dz_op_md, strides,
                                                 dilates, pad_begin, pad_end),
           engine, forward_pd);
       plan.backward_data = PrimitiveCall(
@@ -241,6 +327,7 @@ const Conv2D::Plan& Conv2D::plan_for(int64_t n) const {
 
 void Conv2D::forward(int64_t n, const BatchContext& /*ctx*/) {
   const Plan& plan = plan_for(n);
+  if (plan.x_bf16.count() > 0) to_bf16(plan.x, plan.x_bf16.data(), plan.x_bf16.count());
   if (plan.kernel_to_forward) plan.kernel_to_forward.execute();
   plan.forward.execute();
 }
@@ -249,6 +336,9 @@ void Conv2D::backward(int64_t n) {
   const Plan& plan = plan_for(n);
   SF_CHECK(plan.backward_prepared, cat("Conv2D '", name(), "': backward for batch size ", n, " was not prepared"));
   if (plan.activation_backward) plan.activation_backward.execute();
+  if (plan.dz_bf16.count() > 0) {
+    bf16_gradient(options_.activation, plan.y, plan.dy, plan.dz_bf16.data(), plan.dz_bf16.count());
+  }
   plan.backward_weights.execute();
   if (plan.kernel_grad_to_hwio) plan.kernel_grad_to_hwio.execute();
   // dx last, after the gradients-ready point (kernels/layer.h): an overlapped reducer sends this layer's gradients

@@ -1,7 +1,7 @@
 // Conv2D: y = act(conv(x, K) + b) over (None, h, w, in) samples, K of Keras shape (kh, kw, in, filters), as oneDNN
 // convolution primitives (forward, backward data, backward weights) built once per batch size, with relu / sigmoid /
-// tanh fused as a post-op. Other activations are separate Activation layers (model_factory). Under mixed_bfloat16
-// Conv2D computes in f32 for now (it ignores the model's bf16 weight copy).
+// tanh fused as a post-op. Other activations are separate Activation layers (model_factory). Under mixed_bfloat16 the
+// three convolutions read bf16 operands and write f32, as Dense's matmuls do (kernels/precision.h has the design).
 #pragma once
 
 #include <array>
@@ -14,6 +14,7 @@
 #include "kernels/engine.h"
 #include "kernels/initializer.h"
 #include "kernels/layer.h"
+#include "kernels/precision.h"
 
 namespace shardfit {
 
@@ -29,6 +30,7 @@ class Conv2D final : public Layer {
     bool use_bias = true;
     InitializerKind kernel_initializer = InitializerKind::kGlorotUniform;
     InitializerKind bias_initializer = InitializerKind::kZeros;
+    bool bf16 = false;  // mixed_bfloat16: bf16 src, weights and diff_dst (x, the kernel's bf16 copy, dz), f32 dst
   };
   // input_shape: (h, w, in). Throws Error when the options do not fit it (sizes, an empty output).
   Conv2D(const std::string& name, const Shape& input_shape, const Options& options);
@@ -41,6 +43,7 @@ class Conv2D final : public Layer {
   int64_t param_count() const override;
   std::vector<WeightShape> weight_shapes() const override;
   void bind(float* params, float* grads) override;
+  void bind_compute_weights(const uint16_t* weights) override;
   void initialize(Rng& rng) override;
 
   void prepare(int64_t n, const LayerBuffers& buffers) override;
@@ -48,18 +51,25 @@ class Conv2D final : public Layer {
   void backward(int64_t n) override;
   void forget_plans() override { plans_.clear(); }
 
-  // oneDNN's implementations of the prepared batch size n: "forward", "backward data", "backward weights".
+  // oneDNN's implementations of the prepared batch size n: "forward", "backward weights", "backward data".
   std::vector<std::string> implementations(int64_t n) const;
 
  private:
   // Everything one batch size needs; memory objects wrap the model's buffers. The kernel stays in Keras's hwio
   // layout in the flat parameters; when oneDNN's chosen kernels want another layout, the plan reorders into its
   // own copies (forward: each step's weights; backward weights: the gradient back to hwio), as oneDNN's
-  // cnn_training example does.
+  // cnn_training example does. Under bf16 the kernel reorders read the model's bf16 copy (hwio too) and the plan
+  // holds bf16 copies of x (to_bf16's array loop, as Dense's) and of dz (formed from y and dy in one loop).
   struct Plan {
+    const float* x = nullptr;
+    const float* y = nullptr;
+    const float* dy = nullptr;
+    // Scratch the conversions write (forward and backward take the plan as const, as they do the oneDNN buffers).
+    mutable Bf16Buffer x_bf16;        // (n, h, w, in) bf16 copy of x: forward's src, and backward weights'
+    mutable Bf16Buffer dz_bf16;       // (n, oh, ow, filters) bf16 dz = dy * act'(.): both backwards' diff_dst
     PrimitiveCall kernel_to_forward;  // hwio -> forward's layout, when they differ
     PrimitiveCall forward;
-    PrimitiveCall activation_backward;      // dz = dy * act'(y), only when the activation is fused
+    PrimitiveCall activation_backward;      // dz = dy * act'(y), only when the activation is fused (f32)
     PrimitiveCall backward_weights;         // d kernel and d bias from x and dz
     PrimitiveCall kernel_grad_to_hwio;      // backward weights' layout -> hwio, when they differ
     PrimitiveCall kernel_to_backward_data;  // hwio -> backward data's layout, when they differ
@@ -70,10 +80,11 @@ class Conv2D final : public Layer {
   const Plan& plan_for(int64_t n) const;
 
   Options options_;
-  float* kernel_ = nullptr;       // (kh, kw, in, filters), view into the flat parameters
-  float* bias_ = nullptr;         // (filters)
-  float* kernel_grad_ = nullptr;  // (kh, kw, in, filters)
-  float* bias_grad_ = nullptr;    // (filters)
+  float* kernel_ = nullptr;                // (kh, kw, in, filters), view into the flat parameters
+  float* bias_ = nullptr;                  // (filters)
+  float* kernel_grad_ = nullptr;           // (kh, kw, in, filters)
+  float* bias_grad_ = nullptr;             // (filters)
+  const uint16_t* kernel_bf16_ = nullptr;  // (kh, kw, in, filters) bf16 copy of kernel_, under mixed_bfloat16
   std::unordered_map<int64_t, Plan> plans_;
 };
 

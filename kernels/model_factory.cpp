@@ -326,13 +326,17 @@ std::unique_ptr<Model> build_model(const proto::Job& job, const Shape& sample_sh
                         c.has_bias_initializer() ? c.bias_initializer() : "zeros", parse_initializer);
         const bool separate = !fusable_activation(act);
         options.activation = separate ? ActivationKind::kLinear : act;
+        options.bf16 = policy == DtypePolicy::kMixedBfloat16;
         const Shape out = parse_field(
             field + ".conv2d", "", [&](const std::string&) { return Conv2D::output_shape_for(name, shape, options); });
         const auto field_count = checked_mul(options.kernel_size[0], options.kernel_size[1]);
         const auto fan_in = field_count ? checked_mul(*field_count, shape[2]) : std::nullopt;
         const auto kernel = fan_in ? checked_mul(*fan_in, c.filters()) : std::nullopt;
         const auto params = kernel ? checked_add(*kernel, options.use_bias ? c.filters() : 0) : std::nullopt;
-        const auto per_row = checked_mul(element_count(out), separate ? 6 : 3);
+        // Under bf16 a plan also holds bf16 copies of its x and dz: half a float each per row.
+        const int64_t bf16_copies = policy == DtypePolicy::kMixedBfloat16 ? (width + element_count(out) + 1) / 2 : 0;
+        const auto floats = checked_mul(element_count(out), separate ? 6 : 3);
+        const auto per_row = floats ? checked_add(*floats, bf16_copies) : floats;
         const std::string label = cat(name, " (filters ", c.filters(), ")");
         SF_CHECK(params && per_row,
                  cat(label, " would have more parameters or activations than a 64-bit count holds: expected a layer ",

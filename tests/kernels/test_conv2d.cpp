@@ -1,7 +1,8 @@
 // Tests of kernels/conv2d: forward, backward data and backward weights against a naive double-precision reference
 // over a sweep of shapes (odd sizes, batch 1, strides, dilation, both paddings, with and without bias, each fusable
 // activation), central finite differences of the reference, Keras's output sizes and "same" padding, Keras's weight
-// shapes and initialiser fans, plans per batch size, and the errors.
+// shapes and initialiser fans, plans per batch size, and the errors. Under mixed_bfloat16, the same sweep with
+// tolerances derived from bf16's 8-bit significand (see "bf16" below), and finite differences in f32 master weights.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 
 #include "kernels/conv2d.h"
 #include "kernels/error.h"
+#include "kernels/precision.h"
 #include "kernels/window.h"
 #include "tests/support/numeric_checks.h"
 
@@ -34,8 +36,9 @@ std::string describe(const Case& k) {
              k.same ? "same" : "valid", k.use_bias ? ", bias, " : ", no bias, ", activation_name(k.activation));
 }
 
-Conv2D::Options options_for(const Case& k) {
+Conv2D::Options options_for(const Case& k, bool bf16 = false) {
   Conv2D::Options o;
+  o.bf16 = bf16;
   o.filters = k.filters;
   o.kernel_size = {k.kh, k.kw};
   o.strides = {k.sh, k.sw};
@@ -150,16 +153,19 @@ struct Reference {
   }
 };
 
-// The layer over buffers of its own, as the model would give them.
+// The layer over buffers of its own, as the model would give them. Under bf16 it also holds the bf16 copy of the
+// parameters, which refresh() makes from params as the model does once per step.
 struct Harness {
   Case k;
   Reference ref;
   Conv2D layer;
   std::vector<float> params, grads, x, y, dy, dx, scratch;
+  std::vector<uint16_t> params_bf16;
 
-  explicit Harness(const Case& c, bool with_dx = true)
-      : k(c), ref(c), layer("conv", Shape{c.h, c.w, c.c}, options_for(c)) {
+  explicit Harness(const Case& c, bool with_dx = true, bool bf16 = false)
+      : k(c), ref(c), layer("conv", Shape{c.h, c.w, c.c}, options_for(c, bf16)) {
     params.resize(ref.param_count());
+    params_bf16.resize(bf16 ? ref.param_count() : 0);
     grads.assign(ref.param_count(), 12345.0F);  // backward overwrites
     x.resize(ref.in_count());
     y.resize(ref.out_count());
@@ -167,14 +173,23 @@ struct Harness {
     dx.assign(ref.in_count(), 12345.0F);
     scratch.resize(ref.out_count());
     layer.bind(params.data(), grads.data());
+    if (bf16) layer.bind_compute_weights(params_bf16.data());
     LayerBuffers buffers{x.data(), y.data(), dy.data(), with_dx ? dx.data() : nullptr, scratch.data()};
     layer.prepare(c.n, buffers);
   }
+  void refresh() {
+    for (size_t i = 0; i < params_bf16.size(); ++i) params_bf16[i] = to_bf16(params[i]);
+  }
 };
 
-std::vector<double> random_values(int64_t count, Rng& rng, double low = -1.0, double high = 1.0) {
+// bf16_exact: representable in bf16 too, so the bf16 path's conversions of them are exact.
+std::vector<double> random_values(int64_t count, Rng& rng, double low = -1.0, double high = 1.0,
+                                  bool bf16_exact = false) {
   std::vector<double> v(count);
-  for (double& e : v) e = static_cast<float>(rng.uniform(low, high));  // exactly representable in float
+  for (double& e : v) {
+    e = static_cast<float>(rng.uniform(low, high));  // exactly representable in float
+    if (bf16_exact) e = from_bf16(to_bf16(static_cast<float>(e)));
+  }
   return v;
 }
 
@@ -341,6 +356,210 @@ TEST(Conv2D, SeveralBatchSizesAndAFirstLayerWithoutDx) {
   EXPECT_EQ(names[0].rfind("forward ", 0), 0U) << names[0];
   EXPECT_GT(names[0].size(), std::string("forward ").size()) << names[0];
   EXPECT_EQ(names[1].rfind("backward weights ", 0), 0U) << names[1];
+}
+
+// ---- bf16 (mixed_bfloat16): the convolutions read bf16 x, dz and kernel and accumulate and write f32 ----
+//
+// Tolerances, in units of the f32 eps 2^-23 as all_close counts them (as tests/kernels/test_dense.cpp derives
+// them): one rounding to bf16 is off by at most u = 2^-8 relative, 2^15 eps; a product of two rounded operands by
+// 2u + u^2. Against the sum of |terms| of each output as the scale, on top of the f32 checks' own k.
+constexpr double kOneBf16Rounding = 32768;         // u = 2^-8
+constexpr double kTwoBf16Roundings = 65536 + 128;  // 2u + u^2
+
+bool smooth(ActivationKind a) { return a == ActivationKind::kSigmoid || a == ActivationKind::kTanh; }
+
+// The largest sum of |terms| of any output of forward (bias included), backward data, backward weights and the
+// bias gradient, for these x, params and dz.
+struct TermScales {
+  double y = 0, dx = 0, dkernel = 0, dbias = 0;
+};
+
+TermScales term_scales(const Reference& ref, const std::vector<double>& x, const std::vector<double>& params,
+                       const std::vector<double>& dz) {
+  std::vector<double> y(ref.out_count(), 0.0);
+  std::vector<double> dx(ref.in_count(), 0.0);
+  std::vector<double> dk(ref.kernel_count(), 0.0);
+  std::vector<double> db(ref.k.filters, 0.0);
+  ref.for_each_term([&](int64_t xi, int64_t ki, int64_t yi) {
+    y[yi] += std::abs(x[xi] * params[ki]);
+    dx[xi] += std::abs(params[ki] * dz[yi]);
+    dk[ki] += std::abs(x[xi] * dz[yi]);
+  });
+  for (int64_t i = 0; i < ref.out_count(); ++i) {
+    if (ref.k.use_bias) y[i] += std::abs(params[ref.kernel_count() + i % ref.k.filters]);
+    db[i % ref.k.filters] += std::abs(dz[i]);
+  }
+  auto largest = [](const std::vector<double>& v) { return std::max(1e-30, *std::max_element(v.begin(), v.end())); };
+  return {largest(y), largest(dx), largest(dk), largest(db)};
+}
+
+// One case in bf16. exact: x, params and dy representable in bf16, so the products of x or dy with the kernel are
+// exact and the forward must hold to the f32 tolerance (this pins the bf16 path's layouts, its reorders from the
+// bf16 copy and its f32 accumulation); the backward too, except for the rounding of dz where sigmoid / tanh make it
+// inexact (one rounding). General inputs: two roundings per product, forward and backward; the bias gradient one
+// (oneDNN sums it from the bf16 dz). The reference's dz is formed from the layer's own f32 output, so only the
+// backward's rounding is measured there.
+void check_case_bf16(const Case& c, bool exact) {
+  SCOPED_TRACE(describe(c) + (exact ? ", bf16, inputs exact in bf16" : ", bf16, general inputs"));
+  Harness t(c, /*with_dx=*/true, /*bf16=*/true);
+  Rng rng(static_cast<uint64_t>(c.n * 1000 + c.h * 100 + c.w * 10 + c.filters + (exact ? 7 : 0)));
+  const std::vector<double> x = random_values(t.ref.in_count(), rng, -1.0, 1.0, exact);
+  const std::vector<double> params = random_values(t.ref.param_count(), rng, -0.5, 0.5, exact);
+  const std::vector<double> dy = random_values(t.ref.out_count(), rng, -1.0, 1.0, exact);
+  fill(t.x, x);
+  fill(t.params, params);
+  fill(t.dy, dy);
+  t.refresh();
+
+  t.layer.forward(c.n, BatchContext{});
+  t.layer.backward(c.n);
+  const std::vector<double> y = t.ref.forward(x, params);
+  const std::vector<double> layer_y(t.y.begin(), t.y.end());
+  std::vector<double> dz(t.ref.out_count());
+  for (int64_t i = 0; i < t.ref.out_count(); ++i) dz[i] = dy[i] * derivative_from_output(c.activation, layer_y[i]);
+  const TermScales scale = term_scales(t.ref, x, params, dz);
+  std::vector<double> dx;
+  std::vector<double> dparams;
+  t.ref.backward(x, params, layer_y, dy, &dx, &dparams);
+
+  const double forward_k = 8 * std::sqrt(static_cast<double>(c.kh * c.kw * c.c + 1)) + 16;
+  const double data_k = 8 * std::sqrt(static_cast<double>(c.kh * c.kw * c.filters)) + 16;
+  const double weight_k = 8 * std::sqrt(static_cast<double>(c.n * t.ref.oh * t.ref.ow)) + 16;
+  const std::span<const float> dkernel(t.grads.data(), t.ref.kernel_count());
+  const std::span<const double> dkernel_ref(dparams.data(), t.ref.kernel_count());
+  const std::span<const float> dbias(t.grads.data() + t.ref.kernel_count(), c.use_bias ? c.filters : 0);
+  const std::span<const double> dbias_ref(dparams.data() + t.ref.kernel_count(), c.use_bias ? c.filters : 0);
+  if (exact) {
+    EXPECT_TRUE(all_close(t.y, y, forward_k)) << "forward";
+    if (!smooth(c.activation)) {
+      EXPECT_TRUE(all_close(t.dx, dx, data_k)) << "backward data";
+      EXPECT_TRUE(all_close(dkernel, dkernel_ref, weight_k)) << "backward weights (kernel)";
+      EXPECT_TRUE(all_close(dbias, dbias_ref, weight_k)) << "backward weights (bias)";
+      return;
+    }
+  } else {
+    EXPECT_TRUE(all_close(t.y, y, forward_k + kTwoBf16Roundings, scale.y)) << "forward";
+  }
+  const double rounding = exact ? kOneBf16Rounding : kTwoBf16Roundings;
+  EXPECT_TRUE(all_close(t.dx, dx, data_k + rounding, scale.dx)) << "backward data";
+  EXPECT_TRUE(all_close(dkernel, dkernel_ref, weight_k + rounding, scale.dkernel)) << "backward weights (kernel)";
+  EXPECT_TRUE(all_close(dbias, dbias_ref, weight_k + kOneBf16Rounding, scale.dbias)) << "backward weights (bias)";
+}
+
+TEST(Conv2DBf16, MatchesTheReferenceOverASweepOfShapes) {
+  for (const Case& c : kSweep) {
+    check_case_bf16(c, /*exact=*/true);
+    check_case_bf16(c, /*exact=*/false);
+  }
+}
+
+// The gradient check in f32 master weights: central differences of L = sum(y * r) through the double reference at
+// inputs exact in bf16, against the f32 gradients the bf16 layer writes. Linear: dz = r is exact in bf16, so the
+// f32 check's tolerance holds; tanh adds the one rounding of dz.
+TEST(Conv2DBf16, GradientsMatchFiniteDifferences) {
+  for (const Case& c : {Case{2, 6, 5, 2, 3, 3, 3, 2, 1, 1, 1, true, true, A::kTanh},
+                        Case{1, 7, 7, 2, 2, 2, 3, 1, 1, 2, 2, false, true, A::kLinear},
+                        Case{1, 4, 4, 16, 16, 3, 3, 1, 1, 1, 1, true, true, A::kLinear}}) {
+    SCOPED_TRACE(describe(c));
+    Harness t(c, /*with_dx=*/true, /*bf16=*/true);
+    Rng rng(3);
+    const std::vector<double> x = random_values(t.ref.in_count(), rng, -1.0, 1.0, true);
+    const std::vector<double> params = random_values(t.ref.param_count(), rng, -0.5, 0.5, true);
+    const std::vector<double> r = random_values(t.ref.out_count(), rng, -1.0, 1.0, true);
+    fill(t.x, x);
+    fill(t.params, params);
+    fill(t.dy, r);
+    t.refresh();
+    t.layer.forward(c.n, BatchContext{});
+    t.layer.backward(c.n);
+    auto loss = [&](const std::vector<double>& xs, const std::vector<double>& ps) {
+      const std::vector<double> y = t.ref.forward(xs, ps);
+      double sum = 0;
+      for (size_t i = 0; i < y.size(); ++i) sum += y[i] * r[i];
+      return sum;
+    };
+    const auto dx = finite_difference_gradient([&](const std::vector<double>& v) { return loss(v, params); }, x);
+    const auto dparams = finite_difference_gradient([&](const std::vector<double>& v) { return loss(x, v); }, params);
+    if (smooth(c.activation)) {
+      std::vector<double> dz(t.ref.out_count());
+      for (size_t i = 0; i < dz.size(); ++i) dz[i] = r[i] * derivative_from_output(c.activation, t.y[i]);
+      const TermScales scale = term_scales(t.ref, x, params, dz);
+      EXPECT_TRUE(all_close(t.dx, dx, 2000 + kOneBf16Rounding, scale.dx)) << "dx";
+      EXPECT_TRUE(all_close(t.grads, dparams, 2000 + kOneBf16Rounding, std::max(scale.dkernel, scale.dbias)))
+          << "d params";
+    } else {
+      EXPECT_TRUE(all_close(t.dx, dx, 2000)) << "dx";
+      EXPECT_TRUE(all_close(t.grads, dparams, 2000)) << "d params";
+    }
+  }
+}
+
+// The bf16 path does round (a layer that silently ran f32 would pass the tolerances above): on general inputs its
+// output and gradients differ from the f32 layer's, and oneDNN names bf16 kernels where the CPU has them.
+TEST(Conv2DBf16, RoundsAndRunsBf16Kernels) {
+  const Case c{4, 10, 10, 16, 32, 3, 3, 1, 1, 1, 1, true, true, A::kRelu};
+  Harness f32(c);
+  Harness bf16(c, /*with_dx=*/true, /*bf16=*/true);
+  Rng rng(11);
+  const std::vector<double> x = random_values(f32.ref.in_count(), rng);
+  const std::vector<double> params = random_values(f32.ref.param_count(), rng, -0.5, 0.5);
+  const std::vector<double> dy = random_values(f32.ref.out_count(), rng);
+  for (Harness* t : {&f32, &bf16}) {
+    fill(t->x, x);
+    fill(t->params, params);
+    fill(t->dy, dy);
+    t->refresh();
+    t->layer.forward(c.n, BatchContext{});
+    t->layer.backward(c.n);
+  }
+  EXPECT_NE(f32.y, bf16.y);
+  EXPECT_NE(f32.dx, bf16.dx);
+  EXPECT_NE(f32.grads, bf16.grads);
+  if (cpu_has_bf16()) {
+    for (const std::string& name : bf16.layer.implementations(c.n)) {
+      EXPECT_NE(name.find("bf16"), std::string::npos) << name;
+    }
+  }
+}
+
+// The layer reads the bf16 copy at each call, not a reordered snapshot taken at prepare: after the copy is refreshed
+// with new weights (as the model does after each update) forward and backward data use them.
+TEST(Conv2DBf16, ReadsTheRefreshedCopy) {
+  const Case c{2, 9, 9, 16, 32, 3, 3, 1, 1, 1, 1, false, true, A::kLinear};
+  Harness t(c, /*with_dx=*/true, /*bf16=*/true);
+  Rng rng(17);
+  const std::vector<double> x = random_values(t.ref.in_count(), rng, -1.0, 1.0, true);
+  std::vector<double> params = random_values(t.ref.param_count(), rng, -0.5, 0.5, true);
+  const std::vector<double> dy = random_values(t.ref.out_count(), rng, -1.0, 1.0, true);
+  fill(t.x, x);
+  fill(t.params, params);
+  fill(t.dy, dy);
+  t.refresh();
+  t.layer.forward(c.n, BatchContext{});
+  t.layer.backward(c.n);
+  for (double& p : params) p = -2 * p;  // still exact in bf16
+  fill(t.params, params);
+  t.refresh();
+  t.layer.forward(c.n, BatchContext{});
+  t.layer.backward(c.n);
+  const std::vector<double> y = t.ref.forward(x, params);
+  std::vector<double> dx;
+  std::vector<double> dparams;
+  t.ref.backward(x, params, y, dy, &dx, &dparams);
+  EXPECT_TRUE(all_close(t.y, y, 8 * std::sqrt(3.0 * 3 * 16 + 1) + 16)) << "forward";
+  EXPECT_TRUE(all_close(t.dx, dx, 8 * std::sqrt(3.0 * 3 * 32) + 16)) << "backward data";
+}
+
+// A bf16 layer without its bf16 weights is an error at prepare, not a crash in the step.
+TEST(Conv2DBf16, NeedsItsComputeWeights) {
+  const Case c{2, 5, 5, 1, 2, 3, 3, 1, 1, 1, 1, false, true, A::kLinear};
+  Conv2D layer("conv", Shape{5, 5, 1}, options_for(c, /*bf16=*/true));
+  std::vector<float> params(layer.param_count());
+  std::vector<float> grads(layer.param_count());
+  std::vector<float> x(2 * 25);
+  std::vector<float> y(2 * 9 * 2);
+  layer.bind(params.data(), grads.data());
+  EXPECT_THROW(layer.prepare(2, {x.data(), y.data(), nullptr, nullptr, nullptr}), Error);
 }
 
 TEST(Conv2D, RefusesWhatKerasRefuses) {

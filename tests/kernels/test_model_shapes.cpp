@@ -1,7 +1,7 @@
 // The model with shapes: where its input shape comes from (the job's input_shape, the data's stored shape, flat for
 // an MLP, a channel axis for a grey image under Conv2D), Keras's summary table, the errors that name the field
 // (Dense on a non-flat input, an output that is not flat, an input_shape that does not fit the data), and a small
-// convnet's gradients against central differences of its own loss.
+// convnet's gradients against central differences of its own loss, and Conv2D under mixed_bfloat16 in a model.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,6 +11,7 @@
 #include "kernels/error.h"
 #include "kernels/job_file.h"
 #include "kernels/model_factory.h"
+#include "kernels/precision.h"
 #include "kernels/random.h"
 #include "tests/support/numeric_checks.h"
 
@@ -174,6 +175,34 @@ TEST(ModelShapes, ConvnetGradientsMatchFiniteDifferences) {
   };
   const std::vector<double> fd = testing::finite_difference_gradient(loss, params, 1e-3);
   EXPECT_TRUE(testing::all_close(grads, fd, 2000));
+}
+
+// Under mixed_bfloat16 the factory builds Conv2D in bf16 and the model hands it its bf16 weight copy: a model of
+// Conv2D alone (so no other layer rounds) gives gradients at the f32 master weights within bf16's roundings of the
+// float32 model's, and not equal to them.
+TEST(ModelShapes, ConvnetUnderMixedBfloat16ComputesConv2DInBf16) {
+  if (!cpu_has_bf16()) GTEST_SKIP() << "mixed_bfloat16 runs float32 on this CPU";
+  const std::string layers = R"(input_shape: [7, 6, 2]
+                                layers { conv2d { filters: 3 kernel_size: 3 padding: "same" activation: "tanh" } }
+                                layers { flatten { } } } loss: "mse")";
+  auto f32 = build("model { " + layers, {84});
+  auto bf16 = build(R"(model { dtype_policy: "mixed_bfloat16" )" + layers, {84});
+  ASSERT_EQ(bf16->dtype_policy(), DtypePolicy::kMixedBfloat16);
+  const int64_t n = 3;
+  std::vector<std::vector<float>> grads;
+  for (Model* model : {f32.get(), bf16.get()}) {
+    model->initialize(7);
+    model->reserve(n);
+    Rng rng(11);
+    for (int64_t i = 0; i < n * 84; ++i) model->input()[i] = static_cast<float>(rng.uniform(-1, 1));
+    for (int64_t i = 0; i < n * 126; ++i) model->labels()[i] = static_cast<float>(rng.uniform(-1, 1));
+    std::vector<double> sums;
+    model->train_batch(n, BatchContext{true, 1, 0, 0}, false, sums);
+    grads.emplace_back(model->gradients().begin(), model->gradients().end());
+  }
+  EXPECT_NE(grads[0], grads[1]) << "the bf16 model's Conv2D computed in f32";
+  // Two roundings of 2^-8 per product, against the largest gradient (sums of |terms| here are a few times it).
+  EXPECT_TRUE(testing::all_close(grads[1], testing::to_double(grads[0]), 8 * 65536.0));
 }
 
 }  // namespace

@@ -4,7 +4,8 @@
 // bundled digits with Adam; the public TrainStep driven by hand is the fit's step bit for bit. The first of these
 // again under mixed_bfloat16: the gradients are f32 (bf16 matmul operands, f32 dst) and summed in f32; and P ranks
 // with the gradients sent as bf16 (fit.reduce_dtype) within the roundings that adds. A convnet (Conv2D, pooling,
-// dropout, Flatten) at P ranks == 1 rank and resumed bit for bit, and one that learns the digits as 8x8 images.
+// dropout, Flatten) at P ranks == 1 rank, in float32 and mixed_bfloat16, and resumed bit for bit, and one that learns
+// the digits as 8x8 images.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -104,14 +105,11 @@ TEST(Fit, SameAsOneRankWithShuffleDropoutAndUnevenBatches) {
 }
 
 // A convnet (Conv2D with a fused relu and same padding, max pooling, dropout, Flatten, Dense) on the digits as 8x8
-// grey images: P ranks == 1 rank as for the MLP. Conv2D's backward weights sum over this rank's samples only, so the
-// gradient sum is the reducer's as for Dense.
-TEST(Fit, ConvnetSameAsOneRank) {
-  const SharedDir shared("equivalence_convnet");
-  const fs::path& dir = shared.path();
-  write_digits(dir, "digits150", range(0, 150));
-  expect_same_as_one_rank(R"(
-      model { input_shape: [8, 8, 1]
+// grey images; model_fields go first in the model block.
+std::string convnet_job(const std::string& model_fields) {
+  return R"(
+      model { input_shape: [8, 8, 1] )" +
+         model_fields + R"(
               layers { conv2d { filters: 8 kernel_size: 3 padding: "same" activation: "relu" } }
               layers { max_pooling2d { } }
               layers { dropout { rate: 0.25 } }
@@ -120,8 +118,25 @@ TEST(Fit, ConvnetSameAsOneRank) {
       loss: "sparse_categorical_crossentropy" metrics: "accuracy"
       optimizer { adam { } }
       fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
-      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
-                          dir);
+      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })";
+}
+
+// The convnet: P ranks == 1 rank as for the MLP. Conv2D's backward weights sum over this rank's samples only, so the
+// gradient sum is the reducer's as for Dense.
+TEST(Fit, ConvnetSameAsOneRank) {
+  const SharedDir shared("equivalence_convnet");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits150", range(0, 150));
+  expect_same_as_one_rank(convnet_job(""), dir);
+}
+
+// And under mixed_bfloat16, to the same 1e-5: Conv2D's convolutions read bf16 x, dz and kernel as Dense's matmuls
+// do, and write f32 gradients, which the reducer sums in f32.
+TEST(Fit, ConvnetSameAsOneRankInMixedBfloat16) {
+  const SharedDir shared("equivalence_convnet_bf16");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits150", range(0, 150));
+  expect_same_as_one_rank(convnet_job(R"(dtype_policy: "mixed_bfloat16")"), dir);
 }
 
 // A convnet stopped after 2 epochs (its checkpoint at the epoch's end) and resumed to 4 ends bit for bit as the run of
