@@ -211,6 +211,29 @@ TEST(Fit, SameAsOneRankWithBatchNormalizationAndDropout) {
   expect_same_as_one_rank(digits150_batch_norm_job(""), dir);
 }
 
+// A convnet with BatchNormalization on images: Conv2D (no bias) -> BatchNormalization over (None, 8, 8, 8), each
+// channel's statistics taken over every position of every sample of the GLOBAL batch -> relu -> pooling ->
+// dropout -> Flatten -> Dense. P ranks == 1 rank as for the MLP, with ranks of no rows in the last batch.
+TEST(Fit, ConvnetWithBatchNormalizationSameAsOneRank) {
+  const SharedDir shared("equivalence_convnet_batch_norm");
+  const fs::path& dir = shared.path();
+  write_digits(dir, "digits150", range(0, 150));
+  expect_same_as_one_rank(R"(
+      model { input_shape: [8, 8, 1]
+              layers { conv2d { filters: 8 kernel_size: 3 padding: "same" use_bias: false } }
+              layers { batch_normalization { } }
+              layers { activation { activation: "relu" } }
+              layers { max_pooling2d { } }
+              layers { dropout { rate: 0.25 } }
+              layers { flatten { } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy"
+      optimizer { adam { } }
+      fit { epochs: 3 batch_size: 7 validation_split: 0.2 shuffle: true seed: 5 }
+      data { train { x { path: "digits150_x.npy" } y { path: "digits150_y.npy" } } })",
+                          dir);
+}
+
 // synchronized: false is Keras's per-replica behaviour: each rank normalizes with its own rows' statistics, so P
 // ranks differ from one rank; the ranks' moving statistics are averaged before they are read, so every rank ends
 // with the same weights (without the averaging they differ and check_same_everywhere throws).
