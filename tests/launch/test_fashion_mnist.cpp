@@ -2,8 +2,8 @@
 // (gzip IDX under /usr/share/datasets/fashion-mnist, installed by launch/setup.sh), one epoch on 2 ranks rather than
 // the example's 20 (about 10 s on 2 cores), then `evaluate` on the 10,000 test images. Skipped when the package is
 // not installed. Then examples/fashion_mnist/convnet.pbtxt's model on a slice of the same files: a whole epoch of it
-// takes 30-40 s on 2 loaded cores, so the test trains it one epoch on 8,000 of the test file's images and validates
-// on its last 2,000. The full runs' figures are in examples/fashion_mnist/README.md.
+// takes 6-40 s on 2 shared cores, with the load, so the test trains it one epoch on 8,000 of the test file's images
+// (about 4 s) and validates on its last 2,000. The full runs' figures are in examples/fashion_mnist/README.md.
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
