@@ -498,12 +498,7 @@ void write_csv(const std::string& path, const std::vector<Row>& rows) {
   }
 }
 
-}  // namespace
-}  // namespace shardfit
-
-int main(int argc, char** argv) {
-  using namespace shardfit;  // NOLINT(google-build-using-namespace): a benchmark's main
-  const Options options = parse_options(argc, argv);
+int run(const Options& options) {
   const int threads = omp_get_max_threads();
   const char* env_threads = std::getenv("OMP_NUM_THREADS");
   const dnnl_version_t* version = dnnl_version();
@@ -598,4 +593,16 @@ int main(int argc, char** argv) {
   }
   if (!options.csv_path.empty()) write_csv(options.csv_path, rows);
   return 0;
+}
+
+}  // namespace
+}  // namespace shardfit
+
+int main(int argc, char** argv) {
+  try {
+    return shardfit::run(shardfit::parse_options(argc, argv));
+  } catch (const std::exception& e) {
+    std::cerr << "conv_bench: " << e.what() << "\n";
+    return 1;
+  }
 }
