@@ -393,45 +393,6 @@ std::vector<Extra> extras_for(const ConvShape& s, int64_t n, Buffers& b, std::ve
                     {{DNNL_ARG_SRC, x},
                      {DNNL_ARG_DIFF_DST, dy},
                      {DNNL_ARG_DIFF_WEIGHTS, memory(weights_plain_pd.diff_weights_desc(), cpu_engine())}}));
-  {
-    // The relu backward as kernels/conv2d.cpp ran it before (oneDNN's eltwise backward, the bias inside backward
-    // weights) against what it runs now (relu_backward_and_bias_sums, backward weights without bias): the
-    // measurement behind that change, interleaved in one group.
-    auto eltwise = std::make_shared<PrimitiveCall>(
-        dnnl::eltwise_backward(relu_pd),
-        std::vector<std::pair<int, memory>>{{DNNL_ARG_DST, wrap(flat, b.y.data())},
-                                            {DNNL_ARG_DIFF_DST, wrap(flat, b.dy.data())},
-                                            {DNNL_ARG_DIFF_SRC, wrap(flat, b.scratch.data())}});
-    const memory dz = wrap(d.y, b.scratch.data());
-    auto with_bias = std::make_shared<PrimitiveCall>(
-        dnnl::convolution_backward_weights(weights_bias_pd),
-        std::vector<std::pair<int, memory>>{{DNNL_ARG_SRC, x},
-                                            {DNNL_ARG_DIFF_DST, dz},
-                                            {DNNL_ARG_DIFF_WEIGHTS, diff_weights},
-                                            {DNNL_ARG_DIFF_BIAS, wrap(d.bias, buffer(s.f))}});
-    const auto no_bias_pd = d.backward_weights(false, layer_pd);
-    auto without_bias = std::make_shared<PrimitiveCall>(
-        dnnl::convolution_backward_weights(no_bias_pd),
-        std::vector<std::pair<int, memory>>{
-            {DNNL_ARG_SRC, x},
-            {DNNL_ARG_DIFF_DST, dz},
-            {DNNL_ARG_DIFF_WEIGHTS, memory(no_bias_pd.diff_weights_desc(), cpu_engine())}});
-    auto partials = std::make_shared<std::vector<double>>();
-    float* bias_grad = buffer(s.f);
-    const int64_t rows = n * (s.h - 2) * (s.w - 2);
-    keep.insert(keep.end(), {eltwise, with_bias, without_bias, partials});
-    extras.push_back({"bwd A/B: eltwise relu + weights with bias (before)",
-                      eltwise->impl_info() + " + " + with_bias->impl_info(), Candidate([eltwise, with_bias] {
-                        eltwise->execute();
-                        with_bias->execute();
-                      })});
-    extras.push_back(
-        {"bwd A/B: relu_backward_and_bias_sums + weights (now)", "OpenMP loop + " + without_bias->impl_info(),
-         Candidate([&b, s, rows, bias_grad, partials, without_bias] {
-           relu_backward_and_bias_sums(b.y.data(), b.dy.data(), b.scratch.data(), rows, s.f, bias_grad, *partials);
-           without_bias->execute();
-         })});
-  }
   if (weights_bias_pd.diff_weights_desc() != d.k_hwio) {
     const memory to = wrap(d.k_hwio, buffer(weight_count));
     add("bwd: kernel gradient reorder -> hwio",
@@ -558,15 +519,8 @@ int run(const Options& options) {
       if (options.extras) {
         std::vector<std::shared_ptr<void>> keep;
         std::vector<Extra> extras = extras_for(shape, n, buffers, keep);
-        for (size_t e = 0; e < extras.size(); ++e) {
-          Extra& extra = extras[e];
-          const bool ab = extra.name.rfind("bwd A/B", 0) == 0;
-          if (ab && extra.name.find("(before)") != std::string::npos) {
-            measure_interleaved({&extra.candidate, &extras[e + 1].candidate}, options.repeats, options.min_seconds / 2,
-                                options.min_iterations);
-          } else if (!ab) {
-            measure_interleaved({&extra.candidate}, options.repeats, options.min_seconds / 2, options.min_iterations);
-          }
+        for (Extra& extra : extras) {
+          measure_interleaved({&extra.candidate}, options.repeats, options.min_seconds / 2, options.min_iterations);
           std::printf("    %-52s %9.1f us  (%s)\n", extra.name.c_str(), extra.candidate.median() * 1e6,
                       extra.impl.c_str());
           rows.push_back({threads, n, shape.name, "extra", extra.name, 0, extra.candidate.median(), 0,

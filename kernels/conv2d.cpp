@@ -2,15 +2,12 @@
 //   forward          y  (n, oh, ow, f) = act(conv(x (n, h, w, c), K (kh, kw, c, f)) + b)
 //   backward-weights dK (kh, kw, c, f), db (f) from x and dz
 //   backward-data    dx (n, h, w, c) from dz and K
-// with dz = dy * act'(.) from oneDNN's eltwise backward on the fused output (use_dst algorithms), as Dense does --
-// except for relu, whose dz and bias gradient come from one loop of ours (relu_backward_and_bias_sums).
+// with dz = dy * act'(.) from oneDNN's eltwise backward on the fused output (use_dst algorithms), as Dense does.
 // src and dst are nhwc views of the model's row-major buffers; the kernel is Keras's (kh, kw, in, out), oneDNN's
 // hwio. oneDNN's direct kernels want blocked weights: each primitive is built with the weights' layout left to it
 // ("any") and a reorder runs when its choice differs from hwio (2.6 on AVX-512: brgconv / jit, against gemm:jit when
 // held to hwio).
 #include "kernels/conv2d.h"
-
-#include <algorithm>
 
 #include "kernels/error.h"
 #include "kernels/window.h"
@@ -64,41 +61,6 @@ memory operand(const memory::desc& wanted, const memory& plain, PrimitiveCall* r
 }
 
 }  // namespace
-
-// Rows are cut into fixed blocks whatever the thread count, and the blocks' double sums are added in block order, so
-// the bias gradient is the same at any OMP_NUM_THREADS (resume and P ranks == 1 rank compare it bit for bit / 1e-5).
-// Why a loop of ours: at a first convolution's shapes (few input channels, many output cells) the step is
-// memory-bound, and oneDNN's eltwise backward plus the bias inside backward weights read dz twice; the bias alone cost
-// more than the weight gradient (bench/README.md, conv_bench).
-void relu_backward_and_bias_sums(const float* y, const float* dy, float* dz, int64_t rows, int64_t cols,
-                                 float* bias_grad, std::vector<double>& partials) {
-  constexpr int64_t kBlockRows = 512;
-  const int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
-  const bool sums = bias_grad != nullptr;
-  if (sums) partials.assign(static_cast<size_t>(blocks * cols), 0.0);
-#pragma omp parallel for schedule(static) if (rows * cols > 32768)
-  for (int64_t block = 0; block < blocks; ++block) {
-    const int64_t first = block * kBlockRows;
-    const int64_t end = std::min(rows, first + kBlockRows);
-    // Both operands loaded unconditionally, so the select vectorizes (a conditional load would not).
-    for (int64_t k = first * cols; k < end * cols; ++k) {
-      const float g = dy[k];
-      dz[k] = y[k] > 0.0F ? g : 0.0F;
-    }
-    if (!sums) continue;
-    double* acc = partials.data() + block * cols;
-    for (int64_t i = first; i < end; ++i) {
-      const float* row = dz + i * cols;
-      for (int64_t j = 0; j < cols; ++j) acc[j] += row[j];
-    }
-  }
-  if (!sums) return;
-  for (int64_t j = 0; j < cols; ++j) {
-    double total = 0.0;
-    for (int64_t block = 0; block < blocks; ++block) total += partials[static_cast<size_t>(block * cols + j)];
-    bias_grad[j] = static_cast<float>(total);
-  }
-}
 
 Shape Conv2D::output_shape_for(const std::string& name, const Shape& input_shape, const Options& options) {
   SF_CHECK(
@@ -226,14 +188,7 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
 
   if (training) {
     const float* dz = buffers.dy;
-    // relu: dz and the bias gradient from relu_backward_and_bias_sums; backward weights then computes no bias.
-    const bool relu = options_.activation == ActivationKind::kRelu;
-    const bool bias_in_weights = options_.use_bias && !relu;
-    if (relu) {
-      SF_CHECK(buffers.scratch != nullptr, cat("Conv2D '", name(), "': fused activation needs a scratch buffer"));
-      plan.relu = {buffers.y, buffers.dy, buffers.scratch, n * out[0] * out[1], filters};
-      dz = buffers.scratch;
-    } else if (fused) {
+    if (fused) {
       SF_CHECK(buffers.scratch != nullptr, cat("Conv2D '", name(), "': fused activation needs a scratch buffer"));
       const auto algorithm = backward_from_output_algorithm(options_.activation);
       const dnnl::eltwise_forward::primitive_desc hint(
@@ -249,17 +204,17 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
     const memory dz_mem = wrap(y_md, dz);
 
     const auto weights_desc =
-        bias_in_weights ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_md, k_any,
-                                                                   b_md, y_md, strides, dilates, pad_begin, pad_end)
-                        : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_md, k_any,
-                                                                   y_md, strides, dilates, pad_begin, pad_end);
+        options_.use_bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_md, k_any,
+                                                                     b_md, y_md, strides, dilates, pad_begin, pad_end)
+                          : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_md, k_any,
+                                                                     y_md, strides, dilates, pad_begin, pad_end);
     const dnnl::convolution_backward_weights::primitive_desc weights_pd(weights_desc, engine, forward_pd);
     std::vector<std::pair<int, memory>> weights_args = {
         {DNNL_ARG_SRC, x},
         {DNNL_ARG_DIFF_DST, dz_mem},
         {DNNL_ARG_DIFF_WEIGHTS,
          operand(weights_pd.diff_weights_desc(), wrap(k_md, kernel_grad_), &plan.kernel_grad_to_hwio, true)}};
-    if (bias_in_weights) weights_args.emplace_back(DNNL_ARG_DIFF_BIAS, wrap(b_md, bias_grad_));
+    if (options_.use_bias) weights_args.emplace_back(DNNL_ARG_DIFF_BIAS, wrap(b_md, bias_grad_));
     plan.backward_weights = PrimitiveCall(dnnl::convolution_backward_weights(weights_pd), std::move(weights_args));
 
     if (buffers.dx != nullptr) {
@@ -293,10 +248,6 @@ void Conv2D::forward(int64_t n, const BatchContext& /*ctx*/) {
 void Conv2D::backward(int64_t n) {
   const Plan& plan = plan_for(n);
   SF_CHECK(plan.backward_prepared, cat("Conv2D '", name(), "': backward for batch size ", n, " was not prepared"));
-  if (plan.relu.dz != nullptr) {
-    relu_backward_and_bias_sums(plan.relu.y, plan.relu.dy, plan.relu.dz, plan.relu.rows, plan.relu.cols, bias_grad_,
-                                partials_);
-  }
   if (plan.activation_backward) plan.activation_backward.execute();
   plan.backward_weights.execute();
   if (plan.kernel_grad_to_hwio) plan.kernel_grad_to_hwio.execute();

@@ -59,14 +59,7 @@ class Conv2D final : public Layer {
   struct Plan {
     PrimitiveCall kernel_to_forward;  // hwio -> forward's layout, when they differ
     PrimitiveCall forward;
-    PrimitiveCall activation_backward;  // dz = dy * act'(y), when a sigmoid or tanh is fused
-    struct {
-      const float* y = nullptr;
-      const float* dy = nullptr;
-      float* dz = nullptr;  // set when relu is fused: relu_backward_and_bias_sums over (rows, cols)
-      int64_t rows = 0;
-      int64_t cols = 0;
-    } relu;
+    PrimitiveCall activation_backward;      // dz = dy * act'(y), only when the activation is fused
     PrimitiveCall backward_weights;         // d kernel and d bias from x and dz
     PrimitiveCall kernel_grad_to_hwio;      // backward weights' layout -> hwio, when they differ
     PrimitiveCall kernel_to_backward_data;  // hwio -> backward data's layout, when they differ
@@ -82,13 +75,6 @@ class Conv2D final : public Layer {
   float* kernel_grad_ = nullptr;  // (kh, kw, in, filters)
   float* bias_grad_ = nullptr;    // (filters)
   std::unordered_map<int64_t, Plan> plans_;
-  std::vector<double> partials_;  // relu_backward_and_bias_sums's per-block sums
 };
-
-// Relu's backward on the fused output and, when bias_grad is not null, the bias gradient in the same pass over
-// (rows, cols) row-major buffers: dz = dy where y > 0, else 0; bias_grad[j] = sum over rows of dz[., j], the same at
-// any thread count. `partials` is workspace.
-void relu_backward_and_bias_sums(const float* y, const float* dy, float* dz, int64_t rows, int64_t cols,
-                                 float* bias_grad, std::vector<double>& partials);
 
 }  // namespace shardfit

@@ -3,9 +3,6 @@
 // activation), central finite differences of the reference, Keras's output sizes and "same" padding, Keras's weight
 // shapes and initialiser fans, plans per batch size, and the errors.
 #include <gtest/gtest.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -238,7 +235,6 @@ constexpr Case kSweep[] = {
     {2, 28, 28, 1, 8, 3, 3, 1, 1, 1, 1, false, true, A::kRelu},    // an MNIST-sized grey image
     {1, 3, 3, 2, 3, 3, 3, 1, 1, 1, 1, false, true, A::kLinear},    // kernel as large as the input: 1x1 output
     {2, 1, 9, 2, 3, 1, 3, 1, 2, 1, 1, true, true, A::kLinear},     // height 1
-    {4, 28, 28, 1, 32, 3, 3, 1, 1, 1, 1, false, true, A::kRelu},   // the convnet's first: relu's bias in blocks
 };
 
 TEST(Conv2D, MatchesTheReferenceOverASweepOfShapes) {
@@ -345,45 +341,6 @@ TEST(Conv2D, SeveralBatchSizesAndAFirstLayerWithoutDx) {
   EXPECT_EQ(names[0].rfind("forward ", 0), 0U) << names[0];
   EXPECT_GT(names[0].size(), std::string("forward ").size()) << names[0];
   EXPECT_EQ(names[1].rfind("backward weights ", 0), 0U) << names[1];
-}
-
-// Relu's backward and the bias gradient in one pass (the relu path of backward): against double sums, over several
-// row blocks and a ragged last one, bitwise the same at 1, 2 and 3 threads, and without a bias only dz.
-TEST(Conv2D, ReluBackwardAndBiasSumsAreExactAndThreadIndependent) {
-  const int64_t rows = 1537;
-  const int64_t cols = 37;
-  Rng rng(11);
-  std::vector<float> y(rows * cols);
-  std::vector<float> dy(rows * cols);
-  for (float& v : y) v = static_cast<float>(rng.uniform(-1.0, 1.0));
-  for (float& v : dy) v = static_cast<float>(rng.uniform(-1.0, 1.0));
-  std::vector<double> expected(cols, 0.0);
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t j = 0; j < cols; ++j) expected[j] += y[i * cols + j] > 0 ? dy[i * cols + j] : 0.0;
-  }
-  std::vector<std::vector<float>> sums;
-  std::vector<double> partials;
-#ifdef _OPENMP
-  const int threads_before = omp_get_max_threads();
-#endif
-  for (const int threads : {1, 2, 3}) {
-#ifdef _OPENMP
-    omp_set_num_threads(threads);
-#endif
-    std::vector<float> dz(rows * cols, 12345.0F);
-    sums.emplace_back(cols, 12345.0F);
-    relu_backward_and_bias_sums(y.data(), dy.data(), dz.data(), rows, cols, sums.back().data(), partials);
-    for (int64_t k = 0; k < rows * cols; ++k) ASSERT_EQ(dz[k], y[k] > 0 ? dy[k] : 0.0F) << k;
-    EXPECT_TRUE(all_close(sums.back(), expected, 4)) << threads << " threads";
-  }
-#ifdef _OPENMP
-  omp_set_num_threads(threads_before);
-#endif
-  EXPECT_EQ(sums[0], sums[1]);
-  EXPECT_EQ(sums[0], sums[2]);
-  std::vector<float> dz(rows * cols, 12345.0F);
-  relu_backward_and_bias_sums(y.data(), dy.data(), dz.data(), rows, cols, nullptr, partials);
-  EXPECT_EQ(dz[0], y[0] > 0 ? dy[0] : 0.0F);
 }
 
 TEST(Conv2D, RefusesWhatKerasRefuses) {
