@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# compare_torch.sh: shardfit against PyTorch (Debian's python3-torch) on the same MLP 784-512-512-10, the same .npy
+# compare_torch.sh: shardfit against PyTorch (Debian's python3-torch) on the same MLP 784-512-512-10 (and, with
+# MODELS="mlp convnet" or MODELS=convnet, the Fashion-MNIST convnet of peer_torch.py --model convnet), the same .npy
 # data and the same global batches, run side by side and interleaved. Not a test: it times and reports.
 #
 #   bench/compare_torch.sh                       # build dir `build`, batches 32 128 512, 3 repeats
+#   MODELS="mlp convnet" bench/compare_torch.sh  # the MLP's table, then the convnet's (issue 11's targets)
 #   BUILD_DIR=build-peer REPEATS=3 BATCHES="512" bench/compare_torch.sh
 #   REPEATS=1 BATCHES=512 CONFIGS=1x2 bench/compare_torch.sh      # a quick look
 #
@@ -44,6 +46,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BUILD_DIR="${BUILD_DIR:-build}"
+MODELS="${MODELS:-mlp}"             # mlp (784-512-512-10), convnet (the Fashion-MNIST convnet): "mlp convnet" both
 BATCHES="${BATCHES:-32 128 512}"
 CONFIGS="${CONFIGS:-1x2 2x1}"
 DTYPES="${DTYPES:-fp32 bf16}"       # shardfit's: fp32, bf16 (--dtype-policy mixed_bfloat16)
@@ -162,13 +165,16 @@ if [[ $BLAS_KIND != openblas && $BLAS_KIND != mkl ]]; then
   NOTES+=("ALLOW_REFERENCE_BLAS=1: $msg Every fp32 ratio is against it and says so.")
 fi
 
-# 3. Data and the job, shared by both trainers.
+for model in $MODELS; do
+  [[ $model == mlp || $model == convnet ]] || die "MODELS: unknown $model (mlp, convnet)"
+done
+
+# 3. Data and the jobs, shared by both trainers.
 mkdir -p "$DATA"
 if ! "$PYTHON" -c "import numpy, sys; sys.exit(numpy.load('$DATA/x.npy', mmap_mode='r').shape[0] != $ROWS)" 2>/dev/null; then
   "$PYTHON" bench/make_mlp_data.py --rows "$ROWS" --out "$DATA"
 fi
-JOB="$DATA/mlp.pbtxt"
-cat >"$JOB" <<'EOF'
+cat >"$DATA/mlp.pbtxt" <<'EOF'
 # bench/compare_torch.sh's job: MLP 784-512-512-10, plain SGD, written by the script (epochs/batch come as flags).
 model {
   layers { dense { units: 512 activation: "relu" } }
@@ -180,6 +186,26 @@ optimizer { sgd { learning_rate: 0.01 } }
 fit { shuffle: true seed: 1337 }
 data { train { x { path: "x.npy" } y { path: "y.npy" } } }
 # Only the history: checkpoints and the plot are written outside the timed steps, but cost wall time and files.
+outputs { checkpoint_every_epochs: 0 plot: false }
+EOF
+# The convnet of bench/peer_torch.py --model convnet (examples/fashion_mnist's), on the same flat rows read as
+# 28x28x1 images.
+cat >"$DATA/convnet.pbtxt" <<'EOF'
+# bench/compare_torch.sh's job: the Fashion-MNIST convnet, plain SGD, written by the script.
+model {
+  input_shape: [28, 28, 1]
+  layers { conv2d { filters: 32 kernel_size: 3 activation: "relu" } }
+  layers { max_pooling2d { pool_size: 2 } }
+  layers { conv2d { filters: 64 kernel_size: 3 activation: "relu" } }
+  layers { max_pooling2d { pool_size: 2 } }
+  layers { flatten { } }
+  layers { dense { units: 128 activation: "relu" } }
+  layers { dense { units: 10 activation: "softmax" } }
+}
+loss: "sparse_categorical_crossentropy"
+optimizer { sgd { learning_rate: 0.01 } }
+fit { shuffle: true seed: 1337 }
+data { train { x { path: "x.npy" } y { path: "y.npy" } } }
 outputs { checkpoint_every_epochs: 0 plot: false }
 EOF
 
@@ -239,11 +265,11 @@ run_once() {
       [[ $precision == fp32 ]] && rows="$TORCH_FP32_ROWS"
       PORT=$((PORT + 1))
       if [[ $config == 1x2 ]]; then
-        line=$("${wrap[@]}" "$PYTHON" bench/peer_torch.py --data "$DATA" --batch "$batch" --epochs "$EPOCHS" \
-          --rows "$rows" --threads 2 --precision "$precision")
+        line=$("${wrap[@]}" "$PYTHON" bench/peer_torch.py --data "$DATA" --model "$MODEL" --batch "$batch" \
+          --epochs "$EPOCHS" --rows "$rows" --threads 2 --precision "$precision")
       else
-        line=$("${wrap[@]}" "$PYTHON" bench/peer_torch.py --data "$DATA" --batch "$batch" --epochs "$EPOCHS" \
-          --rows "$rows" --ranks 2 --threads 1 --precision "$precision" --port "$PORT")
+        line=$("${wrap[@]}" "$PYTHON" bench/peer_torch.py --data "$DATA" --model "$MODEL" --batch "$batch" \
+          --epochs "$EPOCHS" --rows "$rows" --ranks 2 --threads 1 --precision "$precision" --port "$PORT")
       fi
       echo "$(field samples_per_second <<<"$line") $line"
       ;;
@@ -275,7 +301,6 @@ print(' '.join(out))" "$csv" "$batch"
   esac
 }
 
-echo "config,batch,repeat,trainer,precision,overlap,samples_per_second,peak_rss_bytes,max_rss_bytes,others_pct,attempts,wall_s,core_to_core_ns,load1_before,detail" >"$RAW_CSV"
 # One run, retried (up to RETRIES more times) while others took more than NOISY_PCT of the machine; keeps the
 # attempt disturbed least.
 measure() {  # trainer config batch precision overlap repeat
@@ -306,7 +331,7 @@ mib_list() { [[ $1 == - ]] && { echo -; return; }; tr ',' '\n' <<<"$1" | awk '{p
 
 TORCH_VERSION=$("$PYTHON" -c 'import torch; print(torch.__version__)')
 {
-  echo "compare_torch: shardfit vs PyTorch $TORCH_VERSION, MLP 784-512-512-10, SGD lr 0.01, $ROWS samples" \
+  echo "compare_torch: shardfit vs PyTorch $TORCH_VERSION, models $MODELS, SGD lr 0.01, $ROWS samples" \
     "($TORCH_FP32_ROWS for torch fp32, $TORCH_BF16_ROWS for bf16), $EPOCHS epochs, repeats $REPEATS"
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
     "(family $(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | xargs), model $(grep -m1 '^model\s' /proc/cpuinfo | cut -d: -f2 | xargs))," \
@@ -317,6 +342,15 @@ TORCH_VERSION=$("$PYTHON" -c 'import torch; print(torch.__version__)')
   for note in "${NOTES[@]}"; do echo "note: $note"; done
 } | tee "$RESULTS/compare_torch_${STAMP}_header.txt"
 
+# Measurements and table per model: MODEL, JOB and the CSVs are the model's (the mlp's keep their old names).
+for MODEL in $MODELS; do
+JOB="$DATA/$MODEL.pbtxt"
+SUFFIX=""
+[[ $MODEL == mlp ]] || SUFFIX="_$MODEL"
+RAW_CSV="$RESULTS/compare_torch_${STAMP}${SUFFIX}_runs.csv"
+SUMMARY_CSV="$RESULTS/compare_torch_${STAMP}${SUFFIX}.csv"
+echo "config,batch,repeat,trainer,precision,overlap,samples_per_second,peak_rss_bytes,max_rss_bytes,others_pct,attempts,wall_s,core_to_core_ns,load1_before,detail" >"$RAW_CSV"
+echo "==== model $MODEL ($JOB)"
 START=$SECONDS
 for config in $CONFIGS; do
   for batch in $BATCHES; do
@@ -330,7 +364,8 @@ for config in $CONFIGS; do
         fi
       done
       for precision in $TORCH_PRECISIONS; do measure torch "$config" "$batch" "$precision" - "$repeat"; done
-      if [[ $CEILING == 1 && $config == 1x2 && $batch == "$CEILING_BATCH" ]]; then
+      # dense_bench's ceilings are the MLP's matmuls (the convnet's convolutions: bench/conv_bench, run apart).
+      if [[ $CEILING == 1 && $MODEL == mlp && $config == 1x2 && $batch == "$CEILING_BATCH" ]]; then
         measure dense_bench "$config" "$batch" "$CEILING_DTYPE" - "$repeat"
       fi
     done
@@ -341,12 +376,12 @@ done
 echo "runs took $((SECONDS - START)) s; uptime:$(uptime)"
 
 # 4. The table: medians over repeats, ratios, peak RSS, the ceilings and the issue's targets.
-"$PYTHON" - "$RAW_CSV" "$SUMMARY_CSV" "$BLAS_KIND" "$NOISY_PCT" "$SPREAD_PCT" "${SF_DTYPES[*]}" <<'EOF'
+"$PYTHON" - "$RAW_CSV" "$SUMMARY_CSV" "$BLAS_KIND" "$NOISY_PCT" "$SPREAD_PCT" "${SF_DTYPES[*]}" "$MODEL" <<'EOF'
 import csv, os, statistics, sys
 from collections import defaultdict
 
 raw_path, summary_path, blas, noisy_pct = sys.argv[1:4] + [int(sys.argv[4])]
-spread_limit, sf_dtypes = float(sys.argv[5]), sys.argv[6].split()
+spread_limit, sf_dtypes, model = float(sys.argv[5]), sys.argv[6].split(), sys.argv[7]
 fair = blas in ("openblas", "mkl")
 runs = list(csv.DictReader(open(raw_path)))
 rates, peaks, fit, others, c2c = defaultdict(list), defaultdict(list), {}, defaultdict(list), defaultdict(list)
@@ -445,6 +480,8 @@ with open(summary_path, "w", newline="") as out:
 
 star = "" if fair else "*"
 print()
+print(f"model {model}" + (" (Conv2D computes in f32 under mixed_bfloat16 unless bf16 Conv2D has landed: the shardfit"
+                          " bf16 column is then bf16 Dense only)" if model == "convnet" else ""))
 print("samples/s, median of repeats (each: median epoch after the first); x = shardfit / torch at the same precision;")
 print("peak RSS = the largest rank's max RSS, MiB (shardfit: run.json peak_rss_bytes; torch: getrusage per process).")
 if not fair:
@@ -501,34 +538,46 @@ def target(name, value, at_least, note="", others_pct=0, spread_pct=0.0):
 
 # 2x1 figures for the targets: overlap on where it was measured (the feature), else what ran.
 overlap_for_targets = "on" if "on" in variants else ("off" if "off" in variants else "-")
-print()
-print(f"targets (issue 10), measured in this run; 2x1 = shardfit with overlap {overlap_for_targets}:")
-r = row("1x2", 512)
-if r:
-    noise = r["others_pct_max"]
-    if "bf16" in sf_dtypes:
-        target("bf16 1x2 b512 vs torch bf16 autocast", r["ratio_bf16"], 1.5, others_pct=noise,
-               spread_pct=r["spread_bf16_pct"])
-        c = ceiling.get("bf16")
-        target("bf16 1x2 b512 step / bf16 matmul ceiling", ratio(r["shardfit_bf16"], c["samples_per_second"]) if c
-               and c["batch"] == 512 else float("nan"), 0.75, others_pct=noise, spread_pct=r["spread_bf16_pct"])
-    c = ceiling.get("fp32")
-    target("fp32 1x2 b512 step / fp32 matmul ceiling", ratio(r["shardfit_fp32"], c["samples_per_second"]) if c
-           and c["batch"] == 512 else float("nan"), 0.85, others_pct=noise, spread_pct=r["spread_fp32_pct"])
-for r in rows:
-    if r["overlap"] not in ("-", overlap_for_targets):
-        continue
-    note = "" if fair else "  (* against the reference BLAS: not the target's peer)"
-    target(f"fp32 {r['config']} b{r['batch']} vs torch fp32 (OpenBLAS)", r["ratio_fp32"], 2.5, note,
-           r["others_pct_max"], r["spread_fp32_pct"])
-for batch, at_least in ((32, 0.75), (128, 0.9), (512, 0.9)):
-    one, two = row("1x2", batch), row("2x1", batch, overlap_for_targets)
-    for dtype in [d for d in ("fp32", "bf16") if d in sf_dtypes]:
-        if one and two:
-            spreads = [x for x in (one[f"spread_{dtype}_pct"], two[f"spread_{dtype}_pct"]) if x == x]
-            target(f"{dtype} 2x1 / 1x2 b{batch}", ratio(two[f"shardfit_{dtype}"], one[f"shardfit_{dtype}"]), at_least,
-                   others_pct=max(one["others_pct_max"], two["others_pct_max"]),
-                   spread_pct=max(spreads) if spreads else float("nan"))
+if model == "convnet":
+    # issue 11: the convnet's step >= 1.5x PyTorch's at batch 128 in both configs.
+    print()
+    print(f"targets (issue 11), measured in this run; 2x1 = shardfit with overlap {overlap_for_targets}:")
+    for r in rows:
+        if r["batch"] != 128 or r["overlap"] not in ("-", overlap_for_targets):
+            continue
+        for dtype in [d for d in ("fp32", "bf16") if d in sf_dtypes]:
+            peer = "torch fp32 (OpenBLAS)" if dtype == "fp32" else "torch bf16 autocast"
+            target(f"convnet {dtype} {r['config']} b128 vs {peer}", r[f"ratio_{dtype}"], 1.5,
+                   others_pct=r["others_pct_max"], spread_pct=r[f"spread_{dtype}_pct"])
+else:
+    print()
+    print(f"targets (issue 10), measured in this run; 2x1 = shardfit with overlap {overlap_for_targets}:")
+    r = row("1x2", 512)
+    if r:
+        noise = r["others_pct_max"]
+        if "bf16" in sf_dtypes:
+            target("bf16 1x2 b512 vs torch bf16 autocast", r["ratio_bf16"], 1.5, others_pct=noise,
+                   spread_pct=r["spread_bf16_pct"])
+            c = ceiling.get("bf16")
+            target("bf16 1x2 b512 step / bf16 matmul ceiling", ratio(r["shardfit_bf16"], c["samples_per_second"]) if c
+                   and c["batch"] == 512 else float("nan"), 0.75, others_pct=noise, spread_pct=r["spread_bf16_pct"])
+        c = ceiling.get("fp32")
+        target("fp32 1x2 b512 step / fp32 matmul ceiling", ratio(r["shardfit_fp32"], c["samples_per_second"]) if c
+               and c["batch"] == 512 else float("nan"), 0.85, others_pct=noise, spread_pct=r["spread_fp32_pct"])
+    for r in rows:
+        if r["overlap"] not in ("-", overlap_for_targets):
+            continue
+        note = "" if fair else "  (* against the reference BLAS: not the target's peer)"
+        target(f"fp32 {r['config']} b{r['batch']} vs torch fp32 (OpenBLAS)", r["ratio_fp32"], 2.5, note,
+               r["others_pct_max"], r["spread_fp32_pct"])
+    for batch, at_least in ((32, 0.75), (128, 0.9), (512, 0.9)):
+        one, two = row("1x2", batch), row("2x1", batch, overlap_for_targets)
+        for dtype in [d for d in ("fp32", "bf16") if d in sf_dtypes]:
+            if one and two:
+                spreads = [x for x in (one[f"spread_{dtype}_pct"], two[f"spread_{dtype}_pct"]) if x == x]
+                target(f"{dtype} 2x1 / 1x2 b{batch}", ratio(two[f"shardfit_{dtype}"], one[f"shardfit_{dtype}"]), at_least,
+                       others_pct=max(one["others_pct_max"], two["others_pct_max"]),
+                       spread_pct=max(spreads) if spreads else float("nan"))
 print("  peak RSS per rank, shardfit / torch at the same precision (target <= 1.00):")
 for r in rows:
     if r["overlap"] not in ("-", overlap_for_targets):
@@ -555,3 +604,4 @@ for r in rows:
 print()
 print(f"wrote {summary_path} and {raw_path}")
 EOF
+done

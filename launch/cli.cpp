@@ -163,7 +163,7 @@ void apply_fit_flag(Command& command, const std::string& flag, const std::string
 
 void apply_bench_flag(Command& command, const std::string& flag, const std::string& value) {
   if (flag == "--model") {
-    SF_CHECK(!value.empty(), "--model needs a preset name: mlp or wide", kHint);
+    SF_CHECK(!value.empty(), "--model needs a preset name: mlp, wide or convnet", kHint);
     command.model = value;
   } else if (flag == "--mode") {
     SF_CHECK(value == "strong" || value == "weak",
@@ -214,7 +214,7 @@ std::string usage() {
                                                  speedup and efficiency against ranks, one line per series, to
                                                  FILE.svg (default scaling.svg beside the records) and the table
                                                  to FILE.md beside it and to stdout
-       shardfit bench [JOB.pbtxt | --model mlp|wide] [--mode strong|weak] [--batch-size N] [--steps N]
+       shardfit bench [JOB.pbtxt | --model mlp|wide|convnet] [--mode strong|weak] [--batch-size N] [--steps N]
                       [--warmup-steps N] [--json FILE] [--timeline FILE.json [--timeline-steps A:B]]
                                                  the scaling benchmark: the training step on synthetic data
                                                  made on each rank (no file read), timed per phase on every
@@ -222,8 +222,10 @@ std::string usage() {
        shardfit --help | --version
 
 flags for bench (README.md, "Scaling benchmark", says what each reported field means):
-  --model mlp|wide         a preset: mlp 784-1024-1024-10, wide 4096-4096-4096-10 (relu, softmax, sgd); or give
-                           a job file instead, whose model (with model.input_dim set), loss and optimizer are used
+  --model mlp|wide|convnet a preset: mlp 784-1024-1024-10, wide 4096-4096-4096-10 (relu, softmax, sgd), convnet
+                           the Fashion-MNIST convnet (28x28x1, Conv2D 32 and 64, 3x3, each with 2x2 max pooling,
+                           Dense 128, 10); or give a job file instead, whose model (with model.input_dim or
+                           model.input_shape set), loss and optimizer are used
   --mode strong|weak       strong: --batch-size is the global batch, split over the ranks; weak: --batch-size is
                            each rank's batch, the global batch grows with the ranks (default strong)
   --batch-size N           see --mode (default 256)
@@ -376,9 +378,10 @@ Command parse_command_line(const std::vector<std::string>& args) {
   }
   if (command.name == "bench") {
     SF_CHECK(command.job_path.empty() != command.model.empty(),
-             command.model.empty() ? "bench needs a model: expected `shardfit bench --model mlp|wide` or a job file"
-                                   : cat("bench got both a job file ('", command.job_path, "') and --model ",
-                                         command.model, ": expected one of them"),
+             command.model.empty()
+                 ? "bench needs a model: expected `shardfit bench --model mlp|wide|convnet` or a job file"
+                 : cat("bench got both a job file ('", command.job_path, "') and --model ", command.model,
+                       ": expected one of them"),
              kHint);
     return command;
   }

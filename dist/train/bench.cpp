@@ -60,11 +60,39 @@ proto::Job classifier(int64_t input_dim, std::initializer_list<int64_t> hidden, 
   return job;
 }
 
-// "784-1024-1024-10": the input width and every Dense layer's units, as the presets are named.
+// The Fashion-MNIST convnet of examples/fashion_mnist and bench/peer_torch.py --model convnet.
+proto::Job convnet() {
+  proto::Job job;
+  proto::Model& model = *job.mutable_model();
+  for (const int64_t d : {28, 28, 1}) model.add_input_shape(d);
+  for (const int64_t filters : {32, 64}) {
+    auto* conv = model.add_layers()->mutable_conv2d();
+    conv->set_filters(filters);
+    conv->add_kernel_size(3);
+    conv->set_activation("relu");
+    model.add_layers()->mutable_max_pooling2d()->add_pool_size(2);
+  }
+  model.add_layers()->mutable_flatten();
+  add_dense(model, 128, "relu");
+  add_dense(model, 10, "softmax");
+  job.set_loss("sparse_categorical_crossentropy");
+  job.mutable_optimizer()->mutable_sgd();
+  return job;
+}
+
+// "784-1024-1024-10": the input width (or shape, "28x28x1") and every Dense layer's units, as the presets are named;
+// a convolution adds "c" and its filters, a pooling "p": "28x28x1-c32-p-c64-p-128-10".
 std::string widths_text(const proto::Job& job) {
-  std::string text = std::to_string(job.model().input_dim());
+  std::string text;
+  if (job.model().has_input_dim() || job.model().input_shape_size() == 0) {
+    text = std::to_string(job.model().input_dim());
+  } else {
+    for (const int64_t d : job.model().input_shape()) text += cat(text.empty() ? "" : "x", d);
+  }
   for (const auto& layer : job.model().layers()) {
     if (layer.has_dense()) text += cat("-", layer.dense().units());
+    if (layer.has_conv2d()) text += cat("-c", layer.conv2d().filters());
+    if (layer.has_max_pooling2d() || layer.has_average_pooling2d()) text += "-p";
   }
   return text;
 }
@@ -398,15 +426,18 @@ void append_record(const fs::path& path, const std::string& record) {
 }  // namespace
 
 const std::vector<std::string>& bench_preset_names() {
-  static const std::vector<std::string> names{"mlp", "wide"};
+  static const std::vector<std::string> names{"mlp", "wide", "convnet"};
   return names;
 }
 
 proto::Job bench_preset(std::string_view name) {
   if (name == "mlp") return classifier(784, {1024, 1024}, 10);
   if (name == "wide") return classifier(4096, {4096, 4096}, 10);
-  SF_FAIL(cat("--model ", name, ": no such preset: expected mlp (784-1024-1024-10) or wide (4096-4096-4096-10)"),
-          "or give a job file instead: `shardfit bench JOB.pbtxt` (its model needs input_dim)");
+  if (name == "convnet") return convnet();
+  SF_FAIL(cat("--model ", name,
+              ": no such preset: expected mlp (784-1024-1024-10), wide (4096-4096-4096-10) or convnet "
+              "(28x28x1-c32-p-c64-p-128-10)"),
+          "or give a job file instead: `shardfit bench JOB.pbtxt` (its model needs input_dim or input_shape)");
 }
 
 double bus_bandwidth(double algbw, int ranks) { return ranks > 1 ? algbw * 2.0 * (ranks - 1) / ranks : 0.0; }
@@ -455,12 +486,17 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
              "raise --batch-size, or use --mode weak (--batch-size is then each rank's batch)");
     const proto::Job& job = config.job;
     reduce_dtype = reduce_dtype_of(job.fit());
-    SF_CHECK(job.model().has_input_dim() && job.model().input_dim() > 0,
-             cat(config.model_name, ": model.input_dim is not set: bench makes synthetic data and needs its width"),
-             "add e.g. `input_dim: 784` to the job's model { ... }");
+    // The synthetic samples take the model's input: input_dim features, or one input_shape tensor (an image).
+    const bool shaped = !job.model().has_input_dim() && job.model().input_shape_size() > 0;
+    SF_CHECK(
+        shaped || (job.model().has_input_dim() && job.model().input_dim() > 0),
+        cat(config.model_name,
+            ": model.input_dim is not set (nor model.input_shape): bench makes synthetic data and needs its shape"),
+        "add e.g. `input_dim: 784`, or `input_shape: [28, 28, 1]` for images, to the job's model { ... }");
     const int64_t local_rows = (global_batch + world - 1) / world;
-    model = build_model(job, job.model().input_dim(),
-                        rank_memory_budget(comm, local_rows, optimizer_slot_count(job.optimizer())));
+    const MemoryBudget budget = rank_memory_budget(comm, local_rows, optimizer_slot_count(job.optimizer()));
+    model = shaped ? build_model(job, Shape(job.model().input_shape().begin(), job.model().input_shape().end()), budget)
+                   : build_model(job, job.model().input_dim(), budget);
     optimizer = make_optimizer(job.optimizer(), model->trainable_count());
     if (job.fit().has_learning_rate()) optimizer->set_learning_rate(job.fit().learning_rate());
     model->initialize(config.seed);

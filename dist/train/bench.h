@@ -39,7 +39,7 @@ enum class Scaling { kStrong, kWeak };
 
 struct BenchConfig {
   proto::Job job;          // the model, loss and optimizer (a preset's or a job file's); its data is not read
-  std::string model_name;  // "mlp", "wide" or the job file's path, for the report
+  std::string model_name;  // "mlp", "wide", "convnet" or the job file's path, for the report
   Scaling scaling = Scaling::kStrong;
   int64_t batch_size = 256;  // strong: the global batch; weak: each rank's batch
   int64_t warmup_steps = 5;
@@ -52,9 +52,12 @@ struct BenchConfig {
   TimelineSettings timeline;  // --timeline: the warm-up and measured steps, numbered from 1
 };
 
-// The named models, each with input_dim set, sparse_categorical_crossentropy and sgd:
-//   mlp   784-1024-1024-10, relu, softmax (1.86 M parameters, 7.1 MiB of gradients a step)
-//   wide  4096-4096-4096-10, relu, softmax (33.6 M parameters, 128 MiB a step: communication-bound)
+// The named models, each with sparse_categorical_crossentropy and sgd:
+//   mlp      784-1024-1024-10, relu, softmax (1.86 M parameters, 7.1 MiB of gradients a step)
+//   wide     4096-4096-4096-10, relu, softmax (33.6 M parameters, 128 MiB a step: communication-bound)
+//   convnet  input_shape (28, 28, 1): Conv2D(32, 3x3, relu), MaxPooling2D(2), Conv2D(64, 3x3, relu),
+//            MaxPooling2D(2), Flatten, Dense(128, relu), Dense(10, softmax) (225 k parameters: compute-bound),
+//            the Fashion-MNIST convnet of examples/fashion_mnist and bench/peer_torch.py --model convnet
 // Throws Error naming the presets for any other name.
 proto::Job bench_preset(std::string_view name);
 const std::vector<std::string>& bench_preset_names();

@@ -143,6 +143,30 @@ optimizer { adam { } }
   expect_records(1, 2, "strong", 9);
 }
 
+// The convnet preset and a job whose model has input_shape alone (no input_dim): the synthetic data takes the
+// model's input shape, at 1 and 2 ranks.
+TEST_F(BenchTest, ImageModelsRunFromTheirInputShape) {
+  const Launch preset = bench(1, {"--model", "convnet", "--batch-size", "8", "--warmup-steps", "1", "--steps", "2"});
+  ASSERT_EQ(preset.exit_code, 0) << describe(preset);
+  EXPECT_EQ(count_of(preset.out, "shardfit bench: convnet (28x28x1-c32-p-c64-p-128-10, 225034 parameters, sgd"), 1)
+      << describe(preset);
+  write_text(dir_ / "image.pbtxt", R"(model {
+  input_shape: [6, 5, 2]
+  layers { conv2d { filters: 3 kernel_size: 3 padding: "same" activation: "relu" } }
+  layers { max_pooling2d { } }
+  layers { flatten { } }
+  layers { dense { units: 4 activation: "softmax" } }
+}
+loss: "sparse_categorical_crossentropy"
+)");
+  const Launch job =
+      bench(2, {"image.pbtxt", "--batch-size", "6", "--warmup-steps", "0", "--steps", "2", "--json", "bench.jsonl"});
+  ASSERT_EQ(job.exit_code, 0) << describe(job);
+  // (3*3*2*3 + 3) + (3*2*3*4 + 4): "same" keeps 6x5, the pooling gives 3x2
+  EXPECT_EQ(count_of(job.out, "shardfit bench: image.pbtxt (6x5x2-c3-p-4, 133 parameters"), 1) << describe(job);
+  expect_records(1, 2, "strong", 6);
+}
+
 TEST_F(BenchTest, BadFlagsAndModelsAreRefusedWithOneMessage) {
   struct Case {
     std::vector<std::string> flags;
@@ -150,9 +174,9 @@ TEST_F(BenchTest, BadFlagsAndModelsAreRefusedWithOneMessage) {
   };
   write_text(dir_ / "no_input_dim.pbtxt", "model { layers { dense { units: 2 } } } loss: \"mse\"\n");
   const std::vector<Case> cases = {
-      {{}, "bench needs a model: expected `shardfit bench --model mlp|wide` or a job file"},
+      {{}, "bench needs a model: expected `shardfit bench --model mlp|wide|convnet` or a job file"},
       {{"no_input_dim.pbtxt", "--model", "mlp"}, "bench got both a job file ('no_input_dim.pbtxt') and --model mlp"},
-      {{"--model", "huge"}, "--model huge: no such preset: expected mlp (784-1024-1024-10) or wide"},
+      {{"--model", "huge"}, "--model huge: no such preset: expected mlp (784-1024-1024-10), wide"},
       {{"--model", "mlp", "--mode", "sideways"}, "--mode sideways: expected strong (a fixed global batch) or weak"},
       {{"--model", "mlp", "--steps", "0"}, "--steps 0: expected an integer >= 1"},
       {{"--model", "mlp", "--warmup-steps", "-1"}, "--warmup-steps -1: expected an integer >= 0"},

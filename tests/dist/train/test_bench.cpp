@@ -33,7 +33,33 @@ TEST(BenchPreset, WideIsCommunicationBound) {
   for (int i = 0; i < 2; ++i) EXPECT_EQ(job.model().layers(i).dense().units(), 4096);
   EXPECT_EQ(job.model().layers(2).dense().units(), 10);
   EXPECT_TRUE(job.optimizer().has_sgd());
-  EXPECT_EQ(bench_preset_names(), (std::vector<std::string>{"mlp", "wide"}));
+  EXPECT_EQ(bench_preset_names(), (std::vector<std::string>{"mlp", "wide", "convnet"}));
+}
+
+// The Fashion-MNIST convnet (bench/peer_torch.py --model convnet): its input shape alone, no input_dim.
+TEST(BenchPreset, ConvnetIsTheFashionMnistConvnet) {
+  const proto::Job job = bench_preset("convnet");
+  EXPECT_FALSE(job.model().has_input_dim());
+  EXPECT_EQ(std::vector<int64_t>(job.model().input_shape().begin(), job.model().input_shape().end()),
+            (std::vector<int64_t>{28, 28, 1}));
+  ASSERT_EQ(job.model().layers_size(), 7);
+  EXPECT_EQ(job.model().layers(0).conv2d().filters(), 32);
+  EXPECT_EQ(job.model().layers(2).conv2d().filters(), 64);
+  for (const int i : {0, 2}) {
+    EXPECT_EQ(job.model().layers(i).conv2d().kernel_size(0), 3);
+    EXPECT_EQ(job.model().layers(i).conv2d().activation(), "relu");
+    EXPECT_EQ(job.model().layers(i + 1).max_pooling2d().pool_size(0), 2);
+  }
+  EXPECT_TRUE(job.model().layers(4).has_flatten());
+  EXPECT_EQ(job.model().layers(5).dense().units(), 128);
+  EXPECT_EQ(job.model().layers(6).dense().units(), 10);
+  EXPECT_EQ(job.model().layers(6).dense().activation(), "softmax");
+  EXPECT_EQ(job.loss(), "sparse_categorical_crossentropy");
+  EXPECT_TRUE(job.optimizer().has_sgd());
+  // (3*3*1*32 + 32) + (3*3*32*64 + 64) + (5*5*64*128 + 128) + (128*10 + 10), as Keras's summary counts it
+  const auto model = build_model(job, Shape{28, 28, 1});
+  EXPECT_EQ(model->param_count(), 225034);
+  EXPECT_EQ(model->input_dim(), 784);
 }
 
 TEST(BenchPreset, AnUnknownNameListsThePresets) {

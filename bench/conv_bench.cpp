@@ -1,0 +1,562 @@
+// conv_bench: shardfit's Conv2D forward+backward at the Fashion-MNIST convnet's two convolutions against oneDNN's
+// own convolution primitives at the same shapes, measured side by side in one run. It times and reports; it checks
+// no numbers (tests/kernels/test_conv2d.cpp does).
+//
+// Why the reference and the method are what they are:
+//  1. The layer side is a shardfit::Conv2D (bias, fused relu) called through the Layer interface (bind, prepare,
+//     forward, backward) over the benchmark's own buffers, as the model calls it: its step includes whatever the
+//     layer adds (the weight reorders between Keras's hwio and oneDNN's blocked layouts, the relu backward, the bias
+//     gradient). The first convolution of the convnet computes no dx (nothing before it needs one), the second does.
+//  2. The reference is oneDNN's convolution primitives alone at the same (N, H, W, C) -> (N, OH, OW, F): nhwc src
+//     and dst (the model's buffers are nhwc), weights and weight gradients in the layout oneDNN picked ("any") and
+//     kept there (no reorders), no bias, no post-ops, no relu backward: forward, backward weights and, where the
+//     layer computes dx, backward data. That is the ceiling the layer could reach with oneDNN.
+//  3. ratio = reference time / layer time over the same FLOPs (2 N OH OW F KH KW C per convolution). The two
+//     alternate call by call, each call timed on its own, in repeats of >= min-seconds per side, medians compared,
+//     as bench/dense_bench.cpp does (its harness is repeated here rather than shared so that the two benchmarks
+//     stay independent files).
+//  4. The extras table times, alone, what the layer does beyond the reference -- the reorders, the relu backward,
+//     the bias and relu in the primitives -- as separate oneDNN calls built like the layer's own (kernels/conv2d.cpp),
+//     so that a ratio below 1 can be split into its causes.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/buffer.h"
+#include "kernels/conv2d.h"
+#include "kernels/engine.h"
+#include "kernels/random.h"
+
+namespace shardfit {
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Command line
+
+struct Options {
+  std::vector<int64_t> batches = {32, 128, 512};
+  int repeats = 7;
+  double min_seconds = 0.2;  // per repeat of one candidate
+  int min_iterations = 10;   // per repeat of one candidate
+  bool extras = true;
+  std::string csv_path;
+};
+
+[[noreturn]] void usage(const std::string& problem) {
+  std::cerr << "conv_bench: " << problem << "\n"
+            << "usage: conv_bench [--csv PATH] [--batches 32,128,512] [--repeats N] [--min-seconds S]\n"
+            << "                  [--min-iterations N] [--no-extras]\n"
+            << "Threads come from OMP_NUM_THREADS.\n";
+  std::exit(2);
+}
+
+Options parse_options(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--csv") {
+      options.csv_path = value();
+    } else if (arg == "--batches") {
+      options.batches.clear();
+      std::stringstream list(value());
+      for (std::string item; std::getline(list, item, ',');) options.batches.push_back(std::stoll(item));
+    } else if (arg == "--repeats") {
+      options.repeats = std::stoi(value());
+    } else if (arg == "--min-seconds") {
+      options.min_seconds = std::stod(value());
+    } else if (arg == "--min-iterations") {
+      options.min_iterations = std::stoi(value());
+    } else if (arg == "--no-extras") {
+      options.extras = false;
+    } else {
+      usage("unknown argument " + arg);
+    }
+  }
+  if (options.batches.empty() || options.repeats < 1) usage("need at least one batch and one repeat");
+  for (const int64_t batch : options.batches) {
+    if (batch < 1) usage("batch sizes must be positive");
+  }
+  return options;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Timing: interleaved repeats, medians (as bench/dense_bench.cpp)
+
+using Clock = std::chrono::steady_clock;
+
+struct Candidate {
+  Candidate() = default;
+  explicit Candidate(std::function<void()> f) : run(std::move(f)) {}
+
+  std::function<void()> run;
+  std::vector<double> per_iteration;  // seconds, one per repeat
+
+  double median() const {
+    std::vector<double> sorted = per_iteration;
+    std::sort(sorted.begin(), sorted.end());
+    const size_t mid = sorted.size() / 2;
+    return sorted.size() % 2 == 1 ? sorted[mid] : 0.5 * (sorted[mid - 1] + sorted[mid]);
+  }
+  double fastest() const { return *std::min_element(per_iteration.begin(), per_iteration.end()); }
+};
+
+// The members of a group alternate call by call (A B A B ...), each call timed on its own, so a slow phase of the
+// shared machine lands on every member alike; a repeat is enough rounds for each member to run >= min_seconds.
+void measure_interleaved(const std::vector<Candidate*>& group, int repeats, double min_seconds, int min_iterations) {
+  int64_t rounds = min_iterations;
+  for (Candidate* c : group) {
+    // First executions pay for page faults, oneDNN's JIT and the OpenMP pool start; keep them out.
+    const auto start = Clock::now();
+    for (int warm = 0; warm < 3 || std::chrono::duration<double>(Clock::now() - start).count() < 0.02; ++warm) {
+      c->run();
+    }
+    const auto timed = Clock::now();
+    for (int i = 0; i < 3; ++i) c->run();
+    const double one = std::chrono::duration<double>(Clock::now() - timed).count() / 3;
+    rounds = std::max<int64_t>(rounds, static_cast<int64_t>(std::ceil(min_seconds / one)));
+    c->per_iteration.clear();
+  }
+  for (int r = 0; r < repeats; ++r) {
+    std::vector<double> total(group.size(), 0.0);
+    for (int64_t i = 0; i < rounds; ++i) {
+      for (size_t c = 0; c < group.size(); ++c) {
+        const auto start = Clock::now();
+        group[c]->run();
+        total[c] += std::chrono::duration<double>(Clock::now() - start).count();
+      }
+    }
+    for (size_t c = 0; c < group.size(); ++c) {
+      group[c]->per_iteration.push_back(total[c] / static_cast<double>(rounds));
+    }
+  }
+}
+
+std::string load_average() {
+  double load[3] = {};
+  if (getloadavg(load, 3) != 3) return "unknown";
+  char text[64];
+  std::snprintf(text, sizeof text, "%.2f %.2f %.2f", load[0], load[1], load[2]);
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Shapes and buffers
+
+// One convolution of the convnet: (h, w, c) -> (h - 2, w - 2, f), 3x3, stride 1, valid, bias, relu.
+struct ConvShape {
+  const char* name;
+  int64_t h, w, c, f;
+  bool dx;  // the layer computes d loss / d x (not the first layer)
+};
+constexpr int64_t kKernel = 3;
+constexpr ConvShape kShapes[] = {{"conv1 (28,28,1)->32", 28, 28, 1, 32, false},
+                                 {"conv2 (13,13,32)->64", 13, 13, 32, 64, true}};
+
+void fill_uniform(FloatBuffer& buffer, uint64_t seed, double limit) {
+  Rng rng(seed);
+  for (int64_t i = 0; i < buffer.count(); ++i) buffer[i] = static_cast<float>(rng.uniform(-limit, limit));
+}
+
+memory wrap(const memory::desc& desc, float* data) { return {desc, cpu_engine(), data}; }
+
+// What one shape at one batch size needs on both sides: the layer's buffers, the reference's own.
+struct Buffers {
+  FloatBuffer x, y, dy, dx, scratch;
+  Buffers(const ConvShape& s, int64_t n)
+      : x(n * s.h * s.w * s.c),
+        y(n * (s.h - 2) * (s.w - 2) * s.f),
+        dy(n * (s.h - 2) * (s.w - 2) * s.f),
+        dx(n * s.h * s.w * s.c),
+        scratch(n * (s.h - 2) * (s.w - 2) * s.f) {
+    fill_uniform(x, 1, 1.0);
+    fill_uniform(dy, 2, 1.0);  // stands in for the next layer's gradient
+  }
+};
+
+double conv_flops(const ConvShape& s, int64_t n) {
+  return 2.0 * static_cast<double>(n * (s.h - 2) * (s.w - 2) * s.f * kKernel * kKernel * s.c);
+}
+
+// The layer side: Conv2D with bias and fused relu, through the Layer interface as the model calls it.
+class LayerSide {
+ public:
+  LayerSide(const ConvShape& s, int64_t n, Buffers& b) : n_(n) {
+    Conv2D::Options options;
+    options.filters = s.f;
+    options.kernel_size = {kKernel, kKernel};
+    options.activation = ActivationKind::kRelu;
+    layer_ = std::make_unique<Conv2D>("conv", Shape{s.h, s.w, s.c}, options);
+    params_.resize(layer_->param_count());
+    grads_.resize(layer_->param_count());
+    layer_->bind(params_.data(), grads_.data());
+    Rng rng(7);
+    layer_->initialize(rng);
+    LayerBuffers buffers;
+    buffers.x = b.x.data();
+    buffers.y = b.y.data();
+    buffers.dy = b.dy.data();
+    buffers.dx = s.dx ? b.dx.data() : nullptr;
+    buffers.scratch = b.scratch.data();
+    layer_->prepare(n, buffers);
+  }
+  void forward() { layer_->forward(n_, BatchContext{.training = true}); }
+  void backward() { layer_->backward(n_); }
+  std::vector<std::string> implementations() const { return layer_->implementations(n_); }
+
+ private:
+  int64_t n_;
+  std::unique_ptr<Conv2D> layer_;
+  FloatBuffer params_;
+  FloatBuffer grads_;
+};
+
+// oneDNN's descriptors of one shape at one batch size, as kernels/conv2d.cpp builds them.
+struct Descs {
+  memory::desc x, y, k_hwio, k_any, bias;
+  memory::dims strides{1, 1}, dilates{0, 0}, pad{0, 0};
+  Descs(const ConvShape& s, int64_t n)
+      : x({n, s.c, s.h, s.w}, kF32, Tag::nhwc),
+        y({n, s.f, s.h - 2, s.w - 2}, kF32, Tag::nhwc),
+        k_hwio({s.f, s.c, kKernel, kKernel}, kF32, Tag::hwio),
+        k_any({s.f, s.c, kKernel, kKernel}, kF32, Tag::any),
+        bias({s.f}, kF32, Tag::x) {}
+
+  dnnl::convolution_forward::primitive_desc forward(bool with_bias, bool relu) const {
+    dnnl::primitive_attr attr;
+    if (relu) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(1.0F, dnnl::algorithm::eltwise_relu, 0.0F, 0.0F);
+      attr.set_post_ops(ops);
+    }
+    const auto prop = dnnl::prop_kind::forward_training;
+    const auto algorithm = dnnl::algorithm::convolution_direct;
+    const auto desc =
+        with_bias ? dnnl::convolution_forward::desc(prop, algorithm, x, k_any, bias, y, strides, dilates, pad, pad)
+                  : dnnl::convolution_forward::desc(prop, algorithm, x, k_any, y, strides, dilates, pad, pad);
+    return {desc, attr, cpu_engine()};
+  }
+  dnnl::convolution_backward_weights::primitive_desc backward_weights(
+      bool with_bias, const dnnl::convolution_forward::primitive_desc& hint) const {
+    const auto algorithm = dnnl::algorithm::convolution_direct;
+    const auto desc =
+        with_bias ? dnnl::convolution_backward_weights::desc(algorithm, x, k_any, bias, y, strides, dilates, pad, pad)
+                  : dnnl::convolution_backward_weights::desc(algorithm, x, k_any, y, strides, dilates, pad, pad);
+    return {desc, cpu_engine(), hint};
+  }
+  dnnl::convolution_backward_data::primitive_desc backward_data(
+      const dnnl::convolution_forward::primitive_desc& hint) const {
+    return {dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct, x, k_any, y, strides, dilates,
+                                                  pad, pad),
+            cpu_engine(), hint};
+  }
+};
+
+// The reference side: the primitives alone, weights in oneDNN's layouts, no reorders (point 2 at the top).
+class ReferenceSide {
+ public:
+  ReferenceSide(const ConvShape& s, int64_t n, Buffers& b) : descs_(s, n) {
+    const auto forward_pd = descs_.forward(false, false);
+    const auto weights_pd = descs_.backward_weights(false, forward_pd);
+    const memory x = wrap(descs_.x, b.x.data());
+    const memory y = wrap(descs_.y, b.y.data());
+    const memory dy = wrap(descs_.y, b.dy.data());
+    // Weights filled once through a reorder from random hwio values, then used in oneDNN's layout as they are.
+    FloatBuffer hwio(s.f * s.c * kKernel * kKernel);
+    fill_uniform(hwio, 3, 0.1);
+    memory weights(forward_pd.weights_desc(), cpu_engine());
+    memory from = wrap(descs_.k_hwio, hwio.data());
+    dnnl::reorder(from, weights).execute(cpu_stream(), from, weights);
+    cpu_stream().wait();
+    forward_ = PrimitiveCall(dnnl::convolution_forward(forward_pd),
+                             {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y}});
+    backward_weights_ = PrimitiveCall(dnnl::convolution_backward_weights(weights_pd),
+                                      {{DNNL_ARG_SRC, x},
+                                       {DNNL_ARG_DIFF_DST, dy},
+                                       {DNNL_ARG_DIFF_WEIGHTS, memory(weights_pd.diff_weights_desc(), cpu_engine())}});
+    if (s.dx) {
+      const auto data_pd = descs_.backward_data(forward_pd);
+      memory data_weights = weights;
+      if (data_pd.weights_desc() != weights.get_desc()) {
+        data_weights = memory(data_pd.weights_desc(), cpu_engine());
+        dnnl::reorder(weights, data_weights).execute(cpu_stream(), weights, data_weights);
+        cpu_stream().wait();
+      }
+      backward_data_ =
+          PrimitiveCall(dnnl::convolution_backward_data(data_pd), {{DNNL_ARG_DIFF_DST, dy},
+                                                                   {DNNL_ARG_WEIGHTS, data_weights},
+                                                                   {DNNL_ARG_DIFF_SRC, wrap(descs_.x, b.dx.data())}});
+    }
+  }
+  void forward() const { forward_.execute(); }
+  void backward() const {
+    backward_weights_.execute();
+    if (backward_data_) backward_data_.execute();
+  }
+  std::vector<std::string> implementations() const {
+    std::vector<std::string> names{"forward " + forward_.impl_info(),
+                                   "backward weights " + backward_weights_.impl_info()};
+    if (backward_data_) names.push_back("backward data " + backward_data_.impl_info());
+    return names;
+  }
+
+ private:
+  Descs descs_;
+  PrimitiveCall forward_;
+  PrimitiveCall backward_weights_;
+  PrimitiveCall backward_data_;
+};
+
+// What the layer does beyond the reference, each piece as its own oneDNN call built as kernels/conv2d.cpp builds
+// the layer's (point 4 at the top). Pieces that the layer does not run at this shape (a reorder between identical
+// layouts) are left out.
+struct Extra {
+  std::string name;
+  std::string impl;
+  Candidate candidate;
+};
+
+std::vector<Extra> extras_for(const ConvShape& s, int64_t n, Buffers& b, std::vector<std::shared_ptr<void>>& keep) {
+  const Descs d(s, n);
+  std::vector<Extra> extras;
+  auto add = [&](std::string name, PrimitiveCall call) {
+    auto shared = std::make_shared<PrimitiveCall>(std::move(call));
+    keep.push_back(shared);
+    extras.push_back({std::move(name), shared->impl_info(), Candidate([shared] { shared->execute(); })});
+  };
+  auto buffer = [&](int64_t count) {
+    auto owned = std::make_shared<FloatBuffer>(count);
+    fill_uniform(*owned, 4, 0.1);
+    keep.push_back(owned);
+    return owned->data();
+  };
+  const int64_t weight_count = s.f * s.c * kKernel * kKernel;
+  const memory hwio = wrap(d.k_hwio, buffer(weight_count));
+  const memory x = wrap(d.x, b.x.data());
+  const memory y = wrap(d.y, b.y.data());
+  const memory dy = wrap(d.y, b.dy.data());
+  const memory bias = wrap(d.bias, buffer(s.f));
+
+  const auto plain_pd = d.forward(false, false);
+  const auto layer_pd = d.forward(true, true);
+  const memory weights(layer_pd.weights_desc(), cpu_engine());
+  add("fwd: conv + bias + relu (ref has none)",
+      PrimitiveCall(dnnl::convolution_forward(layer_pd),
+                    {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, y}}));
+  add("fwd: conv alone (the reference's)",
+      PrimitiveCall(
+          dnnl::convolution_forward(plain_pd),
+          {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, memory(plain_pd.weights_desc(), cpu_engine())}, {DNNL_ARG_DST, y}}));
+  if (layer_pd.weights_desc() != d.k_hwio) {
+    add("fwd: kernel reorder hwio -> forward's layout",
+        PrimitiveCall(dnnl::reorder(hwio, weights), {{DNNL_ARG_FROM, hwio}, {DNNL_ARG_TO, weights}}));
+  }
+
+  const memory::desc flat = row_major(n, (s.h - 2) * (s.w - 2) * s.f);
+  const auto relu = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
+  const dnnl::eltwise_forward::primitive_desc hint(
+      dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, relu, flat, 0.0F, 0.0F), cpu_engine());
+  const dnnl::eltwise_backward::primitive_desc relu_pd(dnnl::eltwise_backward::desc(relu, flat, flat, 0.0F, 0.0F),
+                                                       cpu_engine(), hint);
+  add("bwd: relu backward (eltwise)",
+      PrimitiveCall(dnnl::eltwise_backward(relu_pd), {{DNNL_ARG_DST, wrap(flat, b.y.data())},
+                                                      {DNNL_ARG_DIFF_DST, wrap(flat, b.dy.data())},
+                                                      {DNNL_ARG_DIFF_SRC, wrap(flat, b.scratch.data())}}));
+
+  const auto weights_bias_pd = d.backward_weights(true, layer_pd);
+  const auto weights_plain_pd = d.backward_weights(false, plain_pd);
+  const memory diff_weights(weights_bias_pd.diff_weights_desc(), cpu_engine());
+  add("bwd: weights + bias gradient", PrimitiveCall(dnnl::convolution_backward_weights(weights_bias_pd),
+                                                    {{DNNL_ARG_SRC, x},
+                                                     {DNNL_ARG_DIFF_DST, dy},
+                                                     {DNNL_ARG_DIFF_WEIGHTS, diff_weights},
+                                                     {DNNL_ARG_DIFF_BIAS, wrap(d.bias, buffer(s.f))}}));
+  add("bwd: weights gradient alone (the reference's)",
+      PrimitiveCall(dnnl::convolution_backward_weights(weights_plain_pd),
+                    {{DNNL_ARG_SRC, x},
+                     {DNNL_ARG_DIFF_DST, dy},
+                     {DNNL_ARG_DIFF_WEIGHTS, memory(weights_plain_pd.diff_weights_desc(), cpu_engine())}}));
+  if (weights_bias_pd.diff_weights_desc() != d.k_hwio) {
+    const memory to = wrap(d.k_hwio, buffer(weight_count));
+    add("bwd: kernel gradient reorder -> hwio",
+        PrimitiveCall(dnnl::reorder(diff_weights, to), {{DNNL_ARG_FROM, diff_weights}, {DNNL_ARG_TO, to}}));
+  }
+  if (s.dx) {
+    const auto data_pd = d.backward_data(layer_pd);
+    if (data_pd.weights_desc() != d.k_hwio) {
+      const memory to(data_pd.weights_desc(), cpu_engine());
+      add("bwd: kernel reorder hwio -> backward data's layout",
+          PrimitiveCall(dnnl::reorder(hwio, to), {{DNNL_ARG_FROM, hwio}, {DNNL_ARG_TO, to}}));
+    }
+  }
+  return extras;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reporting
+
+struct Row {
+  int threads;
+  int64_t batch;
+  std::string shape;
+  std::string scope;  // fwd+bwd, fwd, bwd, extra
+  std::string name;
+  double flops;              // 0 for extras
+  double layer_seconds;      // median per call (the extra's own time for extras)
+  double reference_seconds;  // 0 for extras
+  double layer_fastest;
+  double reference_fastest;
+  std::string layer_impl;
+  std::string reference_impl;
+};
+
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (char ch : text) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return quoted + "\"";
+}
+
+std::string joined(const std::vector<std::string>& parts) {
+  std::string text;
+  for (const auto& part : parts) text += (text.empty() ? "" : "; ") + part;
+  return text;
+}
+
+void write_csv(const std::string& path, const std::vector<Row>& rows) {
+  std::ofstream file(path);
+  if (!file) throw std::runtime_error("cannot write " + path);
+  file << "threads,batch,shape,scope,name,flops,layer_s,reference_s,layer_gflops,reference_gflops,ratio,"
+          "layer_fastest_s,reference_fastest_s,ratio_fastest,layer_impl,reference_impl\n";
+  char line[512];
+  for (const Row& r : rows) {
+    const bool paired = r.reference_seconds > 0;
+    std::snprintf(line, sizeof line, "%d,%lld,%s,%s,%s,%.0f,%.9g,%.9g,%.2f,%.2f,%.4f,%.9g,%.9g,%.4f,", r.threads,
+                  static_cast<long long>(r.batch), csv_field(r.shape).c_str(), r.scope.c_str(),
+                  csv_field(r.name).c_str(), r.flops, r.layer_seconds, r.reference_seconds,
+                  r.flops > 0 ? r.flops / r.layer_seconds * 1e-9 : 0,
+                  r.flops > 0 && paired ? r.flops / r.reference_seconds * 1e-9 : 0,
+                  paired ? r.reference_seconds / r.layer_seconds : 0, r.layer_fastest, r.reference_fastest,
+                  paired ? r.reference_fastest / r.layer_fastest : 0);
+    file << line << csv_field(r.layer_impl) << "," << csv_field(r.reference_impl) << "\n";
+  }
+}
+
+int run(const Options& options) {
+  const int threads = omp_get_max_threads();
+  const char* env_threads = std::getenv("OMP_NUM_THREADS");
+  const dnnl_version_t* version = dnnl_version();
+  std::printf("conv_bench: Conv2D (bias, fused relu) forward+backward vs oneDNN's convolution primitives alone\n");
+  std::printf("oneDNN %d.%d.%d, effective ISA %s; OMP_NUM_THREADS=%s (omp_get_max_threads %d); load average %s\n",
+              version->major, version->minor, version->patch, cpu_isa_name().c_str(),
+              env_threads != nullptr ? env_threads : "(unset)", threads, load_average().c_str());
+
+  std::vector<Row> rows;
+  for (const ConvShape& shape : kShapes) {
+    for (const int64_t n : options.batches) {
+      Buffers buffers(shape, n);
+      LayerSide layer(shape, n, buffers);
+      ReferenceSide reference(shape, n, buffers);
+      const double flops_fwd = conv_flops(shape, n);
+      const double flops_bwd = flops_fwd * (shape.dx ? 2 : 1);
+
+      Candidate layer_step([&] {
+        layer.forward();
+        layer.backward();
+      });
+      Candidate reference_step([&] {
+        reference.forward();
+        reference.backward();
+      });
+      Candidate layer_forward([&] { layer.forward(); });
+      Candidate reference_forward([&] { reference.forward(); });
+      Candidate layer_backward([&] { layer.backward(); });  // reuses the last forward's output, as a step's would
+      Candidate reference_backward([&] { reference.backward(); });
+      measure_interleaved({&layer_step, &reference_step}, options.repeats, options.min_seconds, options.min_iterations);
+      measure_interleaved({&layer_forward, &reference_forward}, options.repeats, options.min_seconds,
+                          options.min_iterations);
+      layer.forward();
+      measure_interleaved({&layer_backward, &reference_backward}, options.repeats, options.min_seconds,
+                          options.min_iterations);
+      const std::string layer_impl = joined(layer.implementations());
+      const std::string reference_impl = joined(reference.implementations());
+      auto row = [&](const char* scope, double flops, const Candidate& a, const Candidate& b) {
+        rows.push_back({threads, n, shape.name, scope, scope, flops, a.median(), b.median(), a.fastest(), b.fastest(),
+                        layer_impl, reference_impl});
+      };
+      row("fwd+bwd", flops_fwd + flops_bwd, layer_step, reference_step);
+      row("fwd", flops_fwd, layer_forward, reference_forward);
+      row("bwd", flops_bwd, layer_backward, reference_backward);
+
+      const Row& step = rows[rows.size() - 3];
+      std::printf(
+          "\n%s, batch %lld: Conv2D %.3f ms/step (%.1f GFLOP/s), oneDNN alone %.3f ms (%.1f GFLOP/s): ratio %.2f"
+          " (fastest %.2f; fwd %.2f, bwd %.2f); load %s\n",
+          shape.name, static_cast<long long>(n), step.layer_seconds * 1e3, step.flops / step.layer_seconds * 1e-9,
+          step.reference_seconds * 1e3, step.flops / step.reference_seconds * 1e-9,
+          step.reference_seconds / step.layer_seconds, step.reference_fastest / step.layer_fastest,
+          rows[rows.size() - 2].reference_seconds / rows[rows.size() - 2].layer_seconds,
+          rows.back().reference_seconds / rows.back().layer_seconds, load_average().c_str());
+      std::printf("  Conv2D: %s\n  oneDNN: %s\n", layer_impl.c_str(), reference_impl.c_str());
+
+      if (options.extras) {
+        std::vector<std::shared_ptr<void>> keep;
+        std::vector<Extra> extras = extras_for(shape, n, buffers, keep);
+        for (Extra& extra : extras) {
+          measure_interleaved({&extra.candidate}, options.repeats, options.min_seconds / 2, options.min_iterations);
+          std::printf("    %-52s %9.1f us  (%s)\n", extra.name.c_str(), extra.candidate.median() * 1e6,
+                      extra.impl.c_str());
+          rows.push_back({threads, n, shape.name, "extra", extra.name, 0, extra.candidate.median(), 0,
+                          extra.candidate.fastest(), 0, extra.impl, ""});
+        }
+      }
+    }
+  }
+
+  std::printf(
+      "\nSummary, %d thread(s), load average %s at the end. ratio = oneDNN-alone time / Conv2D time, medians"
+      " of %d interleaved repeats\n",
+      threads, load_average().c_str(), options.repeats);
+  std::printf("| shape | batch | Conv2D ms/step | Conv2D GFLOP/s | oneDNN GFLOP/s | ratio | fastest | fwd | bwd |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    if (r.scope != "fwd+bwd") continue;
+    std::printf("| %s | %lld | %.3f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f |\n", r.shape.c_str(),
+                static_cast<long long>(r.batch), r.layer_seconds * 1e3, r.flops / r.layer_seconds * 1e-9,
+                r.flops / r.reference_seconds * 1e-9, r.reference_seconds / r.layer_seconds,
+                r.reference_fastest / r.layer_fastest, rows[i + 1].reference_seconds / rows[i + 1].layer_seconds,
+                rows[i + 2].reference_seconds / rows[i + 2].layer_seconds);
+  }
+  if (!options.csv_path.empty()) write_csv(options.csv_path, rows);
+  return 0;
+}
+
+}  // namespace
+}  // namespace shardfit
+
+int main(int argc, char** argv) {
+  try {
+    return shardfit::run(shardfit::parse_options(argc, argv));
+  } catch (const std::exception& e) {
+    std::cerr << "conv_bench: " << e.what() << "\n";
+    return 1;
+  }
+}
