@@ -99,4 +99,30 @@ void Activation::backward(int64_t n) {
   if (it->second.backward) it->second.backward.execute();
 }
 
+dnnl::algorithm fused_forward_algorithm(ActivationKind kind, const char* layer) {
+  switch (kind) {
+    case ActivationKind::kRelu:
+      return algorithm::eltwise_relu;
+    case ActivationKind::kSigmoid:
+      return algorithm::eltwise_logistic;
+    case ActivationKind::kTanh:
+      return algorithm::eltwise_tanh;
+    default:
+      SF_FAIL(cat(layer, " cannot fuse activation '", activation_name(kind), "'"));
+  }
+}
+
+dnnl::algorithm fused_backward_algorithm(ActivationKind kind, const char* layer) {
+  switch (kind) {
+    case ActivationKind::kRelu:
+      return algorithm::eltwise_relu_use_dst_for_bwd;
+    case ActivationKind::kSigmoid:
+      return algorithm::eltwise_logistic_use_dst_for_bwd;
+    case ActivationKind::kTanh:
+      return algorithm::eltwise_tanh_use_dst_for_bwd;
+    default:
+      SF_FAIL(cat(layer, " cannot fuse activation '", activation_name(kind), "'"));
+  }
+}
+
 }  // namespace shardfit

@@ -34,4 +34,10 @@ class Activation final : public Layer {
   std::unordered_map<int64_t, Plan> plans_;
 };
 
+// The activations a matmul or a convolution fuses as a post-op (relu, sigmoid, tanh): the post-op's algorithm, and
+// the backward algorithm that reads the activation's output. `layer` ("Dense", "Conv2D") names the caller in the
+// error any other kind gives.
+dnnl::algorithm fused_forward_algorithm(ActivationKind kind, const char* layer);
+dnnl::algorithm fused_backward_algorithm(ActivationKind kind, const char* layer);
+
 }  // namespace shardfit

@@ -18,6 +18,7 @@
 // term), as Keras's bf16 policy computes it; the fused activation's forward stays on the f32 accumulator.
 #include "kernels/conv2d.h"
 
+#include "kernels/activation.h"
 #include "kernels/error.h"
 #include "kernels/window.h"
 
@@ -27,32 +28,6 @@ namespace {
 
 using dnnl::memory;
 using Tag = memory::format_tag;
-
-dnnl::algorithm fused_algorithm(ActivationKind kind) {
-  switch (kind) {
-    case ActivationKind::kRelu:
-      return dnnl::algorithm::eltwise_relu;
-    case ActivationKind::kSigmoid:
-      return dnnl::algorithm::eltwise_logistic;
-    case ActivationKind::kTanh:
-      return dnnl::algorithm::eltwise_tanh;
-    default:
-      SF_FAIL(cat("Conv2D cannot fuse activation '", activation_name(kind), "'"));
-  }
-}
-
-dnnl::algorithm backward_from_output_algorithm(ActivationKind kind) {
-  switch (kind) {
-    case ActivationKind::kRelu:
-      return dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
-    case ActivationKind::kSigmoid:
-      return dnnl::algorithm::eltwise_logistic_use_dst_for_bwd;
-    case ActivationKind::kTanh:
-      return dnnl::algorithm::eltwise_tanh_use_dst_for_bwd;
-    default:
-      SF_FAIL(cat("Conv2D cannot fuse activation '", activation_name(kind), "'"));
-  }
-}
 
 memory wrap(const memory::desc& desc, const float* data) {
   return {desc, cpu_engine(), const_cast<float*>(data)};  // oneDNN takes void*; inputs are only read
@@ -234,7 +209,7 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
   dnnl::primitive_attr attr;
   if (fused) {
     dnnl::post_ops ops;
-    ops.append_eltwise(1.0F, fused_algorithm(options_.activation), 0.0F, 0.0F);
+    ops.append_eltwise(1.0F, fused_forward_algorithm(options_.activation, "Conv2D"), 0.0F, 0.0F);
     attr.set_post_ops(ops);
   }
   const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
@@ -271,7 +246,7 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
     // Under bf16 no f32 dz is formed: one loop writes the bf16 dz from y and dy (bf16_gradient, above).
     if (fused && !bf16) {
       SF_CHECK(buffers.scratch != nullptr, cat("Conv2D '", name(), "': fused activation needs a scratch buffer"));
-      const auto algorithm = backward_from_output_algorithm(options_.activation);
+      const auto algorithm = fused_backward_algorithm(options_.activation, "Conv2D");
       const dnnl::eltwise_forward::primitive_desc hint(
           dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, algorithm, flat_y, 0.0F, 0.0F), engine);
       const dnnl::eltwise_backward::primitive_desc backward_pd(

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <bit>
 
+#include "kernels/activation.h"
 #include "kernels/error.h"
 
 namespace shardfit {
@@ -25,33 +26,6 @@ namespace shardfit {
 namespace {
 
 using dnnl::memory;
-
-// Fused post-op algorithm, and the backward algorithm that reads the activation's OUTPUT.
-dnnl::algorithm forward_algorithm(ActivationKind kind) {
-  switch (kind) {
-    case ActivationKind::kRelu:
-      return dnnl::algorithm::eltwise_relu;
-    case ActivationKind::kSigmoid:
-      return dnnl::algorithm::eltwise_logistic;
-    case ActivationKind::kTanh:
-      return dnnl::algorithm::eltwise_tanh;
-    default:
-      SF_FAIL(cat("Dense cannot fuse activation '", activation_name(kind), "'"));
-  }
-}
-
-dnnl::algorithm backward_from_output_algorithm(ActivationKind kind) {
-  switch (kind) {
-    case ActivationKind::kRelu:
-      return dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
-    case ActivationKind::kSigmoid:
-      return dnnl::algorithm::eltwise_logistic_use_dst_for_bwd;
-    case ActivationKind::kTanh:
-      return dnnl::algorithm::eltwise_tanh_use_dst_for_bwd;
-    default:
-      SF_FAIL(cat("Dense cannot fuse activation '", activation_name(kind), "'"));
-  }
-}
 
 }  // namespace
 
@@ -211,7 +185,7 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
   dnnl::primitive_attr attr;
   if (fused) {
     dnnl::post_ops ops;
-    ops.append_eltwise(1.0F, forward_algorithm(options_.activation), 0.0F, 0.0F);
+    ops.append_eltwise(1.0F, fused_forward_algorithm(options_.activation, "Dense"), 0.0F, 0.0F);
     attr.set_post_ops(ops);
   }
   // The matmul operands: f32 views of the model's buffers, or bf16 ones: x as the model holds it (a bf16 edge) or
@@ -249,10 +223,10 @@ void Dense::prepare(int64_t n, const LayerBuffers& buffers) {
       SF_CHECK(buffers.scratch != nullptr, cat("Dense '", name(), "': fused activation needs a scratch buffer"));
       const dnnl::eltwise_forward::primitive_desc hint(
           dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training,
-                                      backward_from_output_algorithm(options_.activation), y_md, 0.0F, 0.0F),
+                                      fused_backward_algorithm(options_.activation, "Dense"), y_md, 0.0F, 0.0F),
           engine);
       const dnnl::eltwise_backward::primitive_desc backward_pd(
-          dnnl::eltwise_backward::desc(backward_from_output_algorithm(options_.activation), y_md, y_md, 0.0F, 0.0F),
+          dnnl::eltwise_backward::desc(fused_backward_algorithm(options_.activation, "Dense"), y_md, y_md, 0.0F, 0.0F),
           engine, hint);
       plan.activation_backward =
           PrimitiveCall(dnnl::eltwise_backward(backward_pd), {{DNNL_ARG_DST, wrap(y_md, buffers.y)},
