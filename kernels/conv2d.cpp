@@ -48,17 +48,6 @@ memory operand(const memory::desc& wanted, const memory& plain, PrimitiveCall* r
   return own;
 }
 
-// x86-64 with GCC or Clang: an AVX-512 and a baseline version, chosen when the program loads (as precision.cpp's
-// conversions).
-#if defined(__x86_64__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define SF_CONV_AVX512_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
-#endif
-#endif
-#ifndef SF_CONV_AVX512_CLONES
-#define SF_CONV_AVX512_CLONES
-#endif
-
 // Below this, an OpenMP team costs more than it saves (precision.cpp's threshold).
 constexpr int64_t kParallelCount = 32768;
 
@@ -67,8 +56,7 @@ constexpr int64_t kParallelCount = 32768;
 // read again), which at the first layer of the convnet cost as much as the bf16 saved (batch 512, 2 threads).
 // The formulas are those of oneDNN's use_dst_for_bwd algorithms; relu is exact (dy or 0).
 // One loop per activation, so that each vectorises.
-SF_CONV_AVX512_CLONES void bf16_gradient(ActivationKind kind, const float* y, const float* dy, uint16_t* dz,
-                                         int64_t count) {
+SF_AVX512_CLONES void bf16_gradient(ActivationKind kind, const float* y, const float* dy, uint16_t* dz, int64_t count) {
   const bool parallel = count >= kParallelCount;
   switch (kind) {
     case ActivationKind::kRelu:

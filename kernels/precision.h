@@ -70,7 +70,7 @@ inline float from_bf16(uint16_t value) {
 }
 
 // x86-64 with GCC or Clang: a loop over bf16 in an AVX-512 and a baseline version, chosen when the program loads
-// (the build's baseline, SSE4.2, converts 4 wide). Used by the loops below and Dense's gradient pass.
+// (the build's baseline, SSE4.2, converts 4 wide). Used by the loops below, Dense's gradient pass and Conv2D's.
 #if defined(__x86_64__) && defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define SF_AVX512_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
