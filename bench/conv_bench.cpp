@@ -13,8 +13,7 @@
 //     layer computes dx, backward data. That is the ceiling the layer could reach with oneDNN.
 //  3. ratio = reference time / layer time over the same FLOPs (2 N OH OW F KH KW C per convolution). The two
 //     alternate call by call, each call timed on its own, in repeats of >= min-seconds per side, medians compared,
-//     as bench/dense_bench.cpp does (its harness is repeated here rather than shared so that the two benchmarks
-//     stay independent files).
+//     with dense_bench's harness (bench/harness.h).
 //  4. The extras table times, alone, what the layer does beyond the reference -- the reorders, the relu backward,
 //     the bias and relu in the primitives -- as separate oneDNN calls built like the layer's own (kernels/conv2d.cpp),
 //     so that a ratio below 1 can be split into its causes.
@@ -33,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/harness.h"
 #include "kernels/buffer.h"
 #include "kernels/conv2d.h"
 #include "kernels/engine.h"
@@ -47,13 +47,8 @@ using Tag = memory::format_tag;
 // ---------------------------------------------------------------------------------------------------------------
 // Command line
 
-struct Options {
-  std::vector<int64_t> batches = {32, 128, 512};
-  int repeats = 7;
-  double min_seconds = 0.2;  // per repeat of one candidate
-  int min_iterations = 10;   // per repeat of one candidate
+struct Options : bench::TimingOptions {
   bool extras = true;
-  std::string csv_path;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -72,90 +67,24 @@ Options parse_options(int argc, char** argv) {
       if (i + 1 >= argc) usage(arg + " needs a value");
       return argv[++i];
     };
-    if (arg == "--csv") {
-      options.csv_path = value();
-    } else if (arg == "--batches") {
-      options.batches.clear();
-      std::stringstream list(value());
-      for (std::string item; std::getline(list, item, ',');) options.batches.push_back(std::stoll(item));
-    } else if (arg == "--repeats") {
-      options.repeats = std::stoi(value());
-    } else if (arg == "--min-seconds") {
-      options.min_seconds = std::stod(value());
-    } else if (arg == "--min-iterations") {
-      options.min_iterations = std::stoi(value());
-    } else if (arg == "--no-extras") {
+    if (bench::take_timing_option(arg, value, options)) {
+      continue;
+    }
+    if (arg == "--no-extras") {
       options.extras = false;
     } else {
       usage("unknown argument " + arg);
     }
   }
-  if (options.batches.empty() || options.repeats < 1) usage("need at least one batch and one repeat");
-  for (const int64_t batch : options.batches) {
-    if (batch < 1) usage("batch sizes must be positive");
-  }
+  if (const std::string problem = bench::timing_options_problem(options); !problem.empty()) usage(problem);
   return options;
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// Timing: interleaved repeats, medians (as bench/dense_bench.cpp)
-
-using Clock = std::chrono::steady_clock;
-
-struct Candidate {
-  Candidate() = default;
-  explicit Candidate(std::function<void()> f) : run(std::move(f)) {}
-
-  std::function<void()> run;
-  std::vector<double> per_iteration;  // seconds, one per repeat
-
-  double median() const {
-    std::vector<double> sorted = per_iteration;
-    std::sort(sorted.begin(), sorted.end());
-    const size_t mid = sorted.size() / 2;
-    return sorted.size() % 2 == 1 ? sorted[mid] : 0.5 * (sorted[mid - 1] + sorted[mid]);
-  }
-  double fastest() const { return *std::min_element(per_iteration.begin(), per_iteration.end()); }
-};
-
-// The members of a group alternate call by call (A B A B ...), each call timed on its own, so a slow phase of the
-// shared machine lands on every member alike; a repeat is enough rounds for each member to run >= min_seconds.
-void measure_interleaved(const std::vector<Candidate*>& group, int repeats, double min_seconds, int min_iterations) {
-  int64_t rounds = min_iterations;
-  for (Candidate* c : group) {
-    // First executions pay for page faults, oneDNN's JIT and the OpenMP pool start; keep them out.
-    const auto start = Clock::now();
-    for (int warm = 0; warm < 3 || std::chrono::duration<double>(Clock::now() - start).count() < 0.02; ++warm) {
-      c->run();
-    }
-    const auto timed = Clock::now();
-    for (int i = 0; i < 3; ++i) c->run();
-    const double one = std::chrono::duration<double>(Clock::now() - timed).count() / 3;
-    rounds = std::max<int64_t>(rounds, static_cast<int64_t>(std::ceil(min_seconds / one)));
-    c->per_iteration.clear();
-  }
-  for (int r = 0; r < repeats; ++r) {
-    std::vector<double> total(group.size(), 0.0);
-    for (int64_t i = 0; i < rounds; ++i) {
-      for (size_t c = 0; c < group.size(); ++c) {
-        const auto start = Clock::now();
-        group[c]->run();
-        total[c] += std::chrono::duration<double>(Clock::now() - start).count();
-      }
-    }
-    for (size_t c = 0; c < group.size(); ++c) {
-      group[c]->per_iteration.push_back(total[c] / static_cast<double>(rounds));
-    }
-  }
-}
-
-std::string load_average() {
-  double load[3] = {};
-  if (getloadavg(load, 3) != 3) return "unknown";
-  char text[64];
-  std::snprintf(text, sizeof text, "%.2f %.2f %.2f", load[0], load[1], load[2]);
-  return text;
-}
+using bench::Candidate;
+using bench::csv_field;
+using bench::fill_uniform;
+using bench::load_average;
+using bench::measure_interleaved;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Shapes and buffers
@@ -169,11 +98,6 @@ struct ConvShape {
 constexpr int64_t kKernel = 3;
 constexpr ConvShape kShapes[] = {{"conv1 (28,28,1)->32", 28, 28, 1, 32, false},
                                  {"conv2 (13,13,32)->64", 13, 13, 32, 64, true}};
-
-void fill_uniform(FloatBuffer& buffer, uint64_t seed, double limit) {
-  Rng rng(seed);
-  for (int64_t i = 0; i < buffer.count(); ++i) buffer[i] = static_cast<float>(rng.uniform(-limit, limit));
-}
 
 memory wrap(const memory::desc& desc, float* data) { return {desc, cpu_engine(), data}; }
 
@@ -427,13 +351,6 @@ struct Row {
   std::string reference_impl;
 };
 
-std::string csv_field(const std::string& text) {
-  if (text.find_first_of(",\"") == std::string::npos) return text;
-  std::string quoted = "\"";
-  for (char ch : text) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-  return quoted + "\"";
-}
-
 std::string joined(const std::vector<std::string>& parts) {
   std::string text;
   for (const auto& part : parts) text += (text.empty() ? "" : "; ") + part;
@@ -489,11 +406,12 @@ int run(const Options& options) {
       Candidate reference_forward([&] { reference.forward(); });
       Candidate layer_backward([&] { layer.backward(); });  // reuses the last forward's output, as a step's would
       Candidate reference_backward([&] { reference.backward(); });
-      measure_interleaved({&layer_step, &reference_step}, options.repeats, options.min_seconds, options.min_iterations);
-      measure_interleaved({&layer_forward, &reference_forward}, options.repeats, options.min_seconds,
+      measure_interleaved({{&layer_step, &reference_step}}, options.repeats, options.min_seconds,
+                          options.min_iterations);
+      measure_interleaved({{&layer_forward, &reference_forward}}, options.repeats, options.min_seconds,
                           options.min_iterations);
       layer.forward();
-      measure_interleaved({&layer_backward, &reference_backward}, options.repeats, options.min_seconds,
+      measure_interleaved({{&layer_backward, &reference_backward}}, options.repeats, options.min_seconds,
                           options.min_iterations);
       const std::string layer_impl = joined(layer.implementations());
       const std::string reference_impl = joined(reference.implementations());
@@ -520,7 +438,7 @@ int run(const Options& options) {
         std::vector<std::shared_ptr<void>> keep;
         std::vector<Extra> extras = extras_for(shape, n, buffers, keep);
         for (Extra& extra : extras) {
-          measure_interleaved({&extra.candidate}, options.repeats, options.min_seconds / 2, options.min_iterations);
+          measure_interleaved({{&extra.candidate}}, options.repeats, options.min_seconds / 2, options.min_iterations);
           std::printf("    %-52s %9.1f us  (%s)\n", extra.name.c_str(), extra.candidate.median() * 1e6,
                       extra.impl.c_str());
           rows.push_back({threads, n, shape.name, "extra", extra.name, 0, extra.candidate.median(), 0,

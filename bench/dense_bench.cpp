@@ -41,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/harness.h"
 #include "kernels/buffer.h"
 #include "kernels/dense.h"
 #include "kernels/engine.h"
@@ -55,15 +56,14 @@ using dnnl::memory;
 // ---------------------------------------------------------------------------------------------------------------
 // Command line
 
-struct Options {
-  std::vector<int64_t> batches = {32, 64, 128, 256, 512};
-  int repeats = 7;
-  double min_seconds = 0.2;  // per repeat of one candidate
-  int min_iterations = 50;   // per repeat of one candidate
-  bool primitives = true;    // the per-primitive breakdown (shorter repeats: it is for diagnosis)
-  bool fp32 = true;          // --dtype fp32 | bf16 | both
+struct Options : bench::TimingOptions {
+  Options() {
+    batches = {32, 64, 128, 256, 512};
+    min_iterations = 50;
+  }
+  bool primitives = true;  // the per-primitive breakdown (shorter repeats: it is for diagnosis)
+  bool fp32 = true;        // --dtype fp32 | bf16 | both
   bool bf16 = false;
-  std::string csv_path;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -82,19 +82,10 @@ Options parse_options(int argc, char** argv) {
       if (i + 1 >= argc) usage(arg + " needs a value");
       return argv[++i];
     };
-    if (arg == "--csv") {
-      options.csv_path = value();
-    } else if (arg == "--batches") {
-      options.batches.clear();
-      std::stringstream list(value());
-      for (std::string item; std::getline(list, item, ',');) options.batches.push_back(std::stoll(item));
-    } else if (arg == "--repeats") {
-      options.repeats = std::stoi(value());
-    } else if (arg == "--min-seconds") {
-      options.min_seconds = std::stod(value());
-    } else if (arg == "--min-iterations") {
-      options.min_iterations = std::stoi(value());
-    } else if (arg == "--no-primitives") {
+    if (bench::take_timing_option(arg, value, options)) {
+      continue;
+    }
+    if (arg == "--no-primitives") {
       options.primitives = false;
     } else if (arg == "--dtype") {
       const std::string dtype = value();
@@ -105,80 +96,20 @@ Options parse_options(int argc, char** argv) {
       usage("unknown argument " + arg);
     }
   }
-  if (options.batches.empty() || options.repeats < 1) usage("need at least one batch and one repeat");
-  for (const int64_t batch : options.batches) {
-    if (batch < 1) usage("batch sizes must be positive");
-  }
+  if (const std::string problem = bench::timing_options_problem(options); !problem.empty()) usage(problem);
   return options;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Timing: interleaved repeats, medians
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_for(const std::function<void()>& run, int64_t iterations) {
-  const auto start = Clock::now();
-  for (int64_t i = 0; i < iterations; ++i) run();
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-struct Candidate {
-  Candidate() = default;
-  explicit Candidate(std::function<void()> f) : run(std::move(f)) {}
-
-  std::function<void()> run;
-  int64_t iterations = 0;
-  std::vector<double> per_iteration;  // seconds, one per repeat
-
-  double median() const {
-    std::vector<double> sorted = per_iteration;
-    std::sort(sorted.begin(), sorted.end());
-    const size_t mid = sorted.size() / 2;
-    return sorted.size() % 2 == 1 ? sorted[mid] : 0.5 * (sorted[mid - 1] + sorted[mid]);
-  }
-  double fastest() const { return *std::min_element(per_iteration.begin(), per_iteration.end()); }
-};
-
-// Candidates compared with each other (Dense and reference of one piece) form a group. Within a group the calls
-// alternate one by one (A B A B ...), each timed on its own, so a slow phase of the shared machine -- even one
-// shorter than a repeat -- lands on every member alike. A repeat is `rounds` such rounds, enough for each
-// member to run >= min_seconds and >= min_iterations; groups take turns per repeat.
-using Group = std::vector<Candidate*>;
-
-void measure_interleaved(const std::vector<Group>& groups, int repeats, double min_seconds, int min_iterations) {
-  std::vector<int64_t> rounds(groups.size(), min_iterations);
-  for (size_t g = 0; g < groups.size(); ++g) {
-    for (Candidate* c : groups[g]) {
-      // First executions pay for page faults, oneDNN's JIT and the OpenMP pool start; keep them out.
-      int64_t warm = 0;
-      const auto start = Clock::now();
-      while (warm < 3 || std::chrono::duration<double>(Clock::now() - start).count() < 0.02) {
-        c->run();
-        ++warm;
-      }
-      const double one = seconds_for(c->run, 5) / 5;
-      rounds[g] = std::max<int64_t>(rounds[g], static_cast<int64_t>(std::ceil(min_seconds / one)));
-      c->per_iteration.clear();
-    }
-  }
-  for (int r = 0; r < repeats; ++r) {
-    for (size_t g = 0; g < groups.size(); ++g) {
-      std::vector<double> total(groups[g].size(), 0.0);
-      for (int64_t i = 0; i < rounds[g]; ++i) {
-        for (size_t c = 0; c < groups[g].size(); ++c) {
-          const auto start = Clock::now();
-          groups[g][c]->run();
-          total[c] += std::chrono::duration<double>(Clock::now() - start).count();
-        }
-      }
-      for (size_t c = 0; c < groups[g].size(); ++c) {
-        groups[g][c]->iterations = rounds[g];
-        groups[g][c]->per_iteration.push_back(total[c] / static_cast<double>(rounds[g]));
-      }
-    }
-  }
-}
+using bench::Candidate;
+using bench::Clock;
+using bench::csv_field;
+using bench::fill_uniform;
+using bench::Group;
+using bench::load_average;
+using bench::measure_interleaved;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Shapes and buffers
@@ -205,12 +136,8 @@ std::string piece_name(int layer, const char* what) {
   return name;
 }
 
-// Uniform in [-limit, limit]. Weights use Glorot's limit, as Dense's default initializer, so activations stay
-// O(1) through the layers on every side (values do not change fp32 matmul timing, but infinities would).
-void fill_uniform(FloatBuffer& buffer, uint64_t seed, double limit) {
-  Rng rng(seed);
-  for (int64_t i = 0; i < buffer.count(); ++i) buffer[i] = static_cast<float>(rng.uniform(-limit, limit));
-}
+// Weights use Glorot's limit, as Dense's default initializer, so activations stay O(1) through the layers on every
+// side.
 double glorot_limit(int64_t in, int64_t out) { return std::sqrt(6.0 / static_cast<double>(in + out)); }
 
 memory wrap(const memory::desc& desc, float* data) { return {desc, cpu_engine(), data}; }
@@ -449,13 +376,6 @@ struct CsvRow {
   std::string reference_impl;
 };
 
-std::string csv_field(const std::string& text) {
-  if (text.find_first_of(",\"") == std::string::npos) return text;
-  std::string quoted = "\"";
-  for (char ch : text) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-  return quoted + "\"";
-}
-
 void write_csv(const std::string& path, const std::vector<CsvRow>& rows) {
   std::ofstream file(path);
   if (!file) throw std::runtime_error("cannot write " + path);
@@ -473,14 +393,6 @@ void write_csv(const std::string& path, const std::vector<CsvRow>& rows) {
                   r.shardfit_fastest, r.reference_fastest, paired ? r.reference_fastest / r.shardfit_fastest : 0);
     file << line << csv_field(r.shardfit_impl) << "," << csv_field(r.reference_impl) << "\n";
   }
-}
-
-std::string load_average() {
-  double load[3] = {};
-  if (getloadavg(load, 3) != 3) return "unknown";
-  char text[64];
-  std::snprintf(text, sizeof text, "%.2f %.2f %.2f", load[0], load[1], load[2]);
-  return text;
 }
 
 // Each piece timed inside whole steps: Dense's step run piece by piece and the reference step alternate, every
