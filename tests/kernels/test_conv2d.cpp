@@ -20,7 +20,9 @@
 namespace shardfit {
 namespace {
 
+using testing::activate;
 using testing::all_close;
+using testing::derivative_from_output;
 using testing::finite_difference_gradient;
 
 struct Case {
@@ -47,33 +49,6 @@ Conv2D::Options options_for(const Case& k, bool bf16 = false) {
   o.use_bias = k.use_bias;
   o.activation = k.activation;
   return o;
-}
-
-double activate(ActivationKind kind, double z) {
-  switch (kind) {
-    case ActivationKind::kRelu:
-      return z > 0 ? z : 0.0;
-    case ActivationKind::kSigmoid:
-      return 1.0 / (1.0 + std::exp(-z));
-    case ActivationKind::kTanh:
-      return std::tanh(z);
-    default:
-      return z;
-  }
-}
-
-// d act / d z from the output y, as the layer computes it.
-double derivative_from_output(ActivationKind kind, double y) {
-  switch (kind) {
-    case ActivationKind::kRelu:
-      return y > 0 ? 1.0 : 0.0;
-    case ActivationKind::kSigmoid:
-      return y * (1 - y);
-    case ActivationKind::kTanh:
-      return 1 - y * y;
-    default:
-      return 1.0;
-  }
 }
 
 // The reference, written from the definition: Keras's output sizes and "same" padding (the smaller half first),

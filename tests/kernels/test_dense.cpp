@@ -24,7 +24,9 @@
 namespace shardfit {
 namespace {
 
+using testing::activate;
 using testing::all_close;
+using testing::derivative_from_output;
 using testing::finite_difference_gradient;
 using testing::to_double;
 
@@ -69,33 +71,6 @@ struct Problem {
 };
 
 // ---- the naive reference, double precision throughout ----
-
-double activate(ActivationKind kind, double z) {
-  switch (kind) {
-    case ActivationKind::kRelu:
-      return z > 0 ? z : 0.0;
-    case ActivationKind::kSigmoid:
-      return 1.0 / (1.0 + std::exp(-z));
-    case ActivationKind::kTanh:
-      return std::tanh(z);
-    default:
-      return z;
-  }
-}
-
-// f'(z) written through y = f(z), the form the layer's backward reads.
-double derivative_from_output(ActivationKind kind, double y) {
-  switch (kind) {
-    case ActivationKind::kRelu:
-      return y > 0 ? 1.0 : 0.0;
-    case ActivationKind::kSigmoid:
-      return y * (1.0 - y);
-    case ActivationKind::kTanh:
-      return 1.0 - y * y;
-    default:
-      return 1.0;
-  }
-}
 
 // z (n, out) = x (n, in) . w (in, out) + b (out, or empty).
 std::vector<double> preactivation(const Case& c, std::span<const double> x, std::span<const double> w,

@@ -1,5 +1,6 @@
 // Test helpers shared by the kernel tests: closeness with tolerances scaled to the problem, and central finite
-// differences of a double-precision scalar function. References themselves are written inside each test.
+// differences of a double-precision scalar function, and the fusable activations (relu, sigmoid, tanh) in double for
+// the references of the layers that fuse them (Dense, Conv2D). References themselves are written inside each test.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -11,6 +12,8 @@
 #include <span>
 #include <string>
 #include <vector>
+
+#include "kernels/activation_kind.h"
 
 namespace shardfit::testing {
 
@@ -69,6 +72,34 @@ inline std::vector<float> to_float(std::span<const double> v) {
   std::vector<float> out(v.size());
   std::transform(v.begin(), v.end(), out.begin(), [](double d) { return static_cast<float>(d); });
   return out;
+}
+
+// f(z) of a fusable activation; the identity for any other kind (linear).
+inline double activate(ActivationKind kind, double z) {
+  switch (kind) {
+    case ActivationKind::kRelu:
+      return z > 0 ? z : 0.0;
+    case ActivationKind::kSigmoid:
+      return 1.0 / (1.0 + std::exp(-z));
+    case ActivationKind::kTanh:
+      return std::tanh(z);
+    default:
+      return z;
+  }
+}
+
+// f'(z) written through y = f(z), the form the layers' backward reads.
+inline double derivative_from_output(ActivationKind kind, double y) {
+  switch (kind) {
+    case ActivationKind::kRelu:
+      return y > 0 ? 1.0 : 0.0;
+    case ActivationKind::kSigmoid:
+      return y * (1.0 - y);
+    case ActivationKind::kTanh:
+      return 1.0 - y * y;
+    default:
+      return 1.0;
+  }
 }
 
 }  // namespace shardfit::testing
