@@ -122,6 +122,46 @@ Tally count_allocations(Body body) {
   return tally;
 }
 
+// Trains `model` (input width `width`) through the two batch shapes a rank sees in an epoch (its full slice and the
+// last, smaller one) and inference, then checks that further steps of those shapes allocate nothing outside oneDNN,
+// that oneDNN's own small per-execute allocations are the same every step, and that a new batch shape is seen
+// allocating (the counter works). `clip`: clip the gradients by global norm, as fit does with clipnorm.
+void expect_no_allocations_after_warm_up(Model& model, int64_t width, bool clip, const char* label) {
+  model.initialize(1);
+  model.reserve(33);
+  auto optimizer = make_adam(AdamOptions{}, model.trainable_count());
+  for (int64_t i = 0; i < 33 * width; ++i) model.input()[i] = static_cast<float>(i % 7) * 0.1F;
+  for (int64_t i = 0; i < 33; ++i) model.labels()[i] = static_cast<float>(i % 10);
+  std::vector<double> sums(1);
+
+  const auto step = [&](int64_t n, uint64_t k) {
+    model.train_batch(n, BatchContext{true, 5, k, 0}, false, sums);
+    if (clip) clip_by_global_norm(model.gradients(), 1.0);
+    optimizer->update(model.trainable_parameters(), model.gradients());
+  };
+  step(33, 0);
+  step(7, 1);
+  model.evaluate_batch(33, sums);
+
+  const Tally one = count_allocations([&] { step(33, 2); });
+  const Tally ten = count_allocations([&] {
+    for (uint64_t k = 3; k < 13; ++k) step(k % 2 == 0 ? 33 : 7, k);
+    model.evaluate_batch(33, sums);
+  });
+  EXPECT_EQ(ten.ours, 0) << label << ": allocations outside oneDNN inside training steps, first from "
+                         << ten.first_ours;
+  // oneDNN's per-execute argument bookkeeping: small nodes, never a buffer, the same number every step.
+  EXPECT_LE(ten.largest_onednn, 512U) << label;
+  const Tally again = count_allocations([&] { step(33, 14); });
+  EXPECT_EQ(again.onednn, one.onednn) << label;
+  std::printf("%s: oneDNN-internal allocations per step: %d (largest %zu bytes)\n", label, one.onednn,
+              one.largest_onednn);
+
+  // The counter sees allocations: a new batch shape builds primitives and allocates in our code.
+  const Tally fresh = count_allocations([&] { step(5, 20); });
+  EXPECT_GT(fresh.ours, 0) << label;
+}
+
 TEST(StepAllocations, NoneAfterTheFirstStepOfEachBatchShape) {
   const proto::Job job = parse_job_text(R"(
       model { layers { dense { units: 64 activation: "relu" } }
@@ -131,38 +171,7 @@ TEST(StepAllocations, NoneAfterTheFirstStepOfEachBatchShape) {
       loss: "sparse_categorical_crossentropy" metrics: "accuracy")",
                                         "alloc.pbtxt");
   auto model = build_model(job, 20);
-  model->initialize(1);
-  model->reserve(33);
-  auto optimizer = make_adam(AdamOptions{}, model->param_count());
-  for (int64_t i = 0; i < 33 * 20; ++i) model->input()[i] = static_cast<float>(i % 7) * 0.1F;
-  for (int64_t i = 0; i < 33; ++i) model->labels()[i] = static_cast<float>(i % 10);
-  std::vector<double> sums(1);
-
-  const auto step = [&](int64_t n, uint64_t k) {
-    model->train_batch(n, BatchContext{true, 5, k, 0}, false, sums);
-    clip_by_global_norm(model->gradients(), 1.0);
-    optimizer->update(model->parameters(), model->gradients());
-  };
-  // Warm-up: the two shapes a rank sees in an epoch (its full slice and the last, smaller one), and inference.
-  step(33, 0);
-  step(7, 1);
-  model->evaluate_batch(33, sums);
-
-  const Tally one = count_allocations([&] { step(33, 2); });
-  const Tally ten = count_allocations([&] {
-    for (uint64_t k = 3; k < 13; ++k) step(k % 2 == 0 ? 33 : 7, k);
-    model->evaluate_batch(33, sums);
-  });
-  EXPECT_EQ(ten.ours, 0) << "allocations outside oneDNN inside training steps, first from " << ten.first_ours;
-  // oneDNN's per-execute argument bookkeeping: small nodes, never a buffer, the same number every step.
-  EXPECT_LE(ten.largest_onednn, 512U);
-  const Tally again = count_allocations([&] { step(33, 14); });
-  EXPECT_EQ(again.onednn, one.onednn);
-  std::printf("oneDNN-internal allocations per step: %d (largest %zu bytes)\n", one.onednn, one.largest_onednn);
-
-  // The counter sees allocations: a new batch shape builds primitives and allocates in our code.
-  const Tally fresh = count_allocations([&] { step(5, 20); });
-  EXPECT_GT(fresh.ours, 0);
+  expect_no_allocations_after_warm_up(*model, 20, true, "mlp");
 }
 
 // The same for a convnet: Conv2D's weight reorders run into memory its plan owns, max pooling's workspace too.
@@ -179,33 +188,26 @@ TEST(StepAllocations, NoneInAConvnetStepAfterTheFirst) {
       loss: "sparse_categorical_crossentropy" metrics: "accuracy")",
                                         "alloc_convnet.pbtxt");
   auto model = build_model(job, 144);
-  model->initialize(1);
-  model->reserve(33);
-  auto optimizer = make_adam(AdamOptions{}, model->param_count());
-  for (int64_t i = 0; i < 33 * 144; ++i) model->input()[i] = static_cast<float>(i % 7) * 0.1F;
-  for (int64_t i = 0; i < 33; ++i) model->labels()[i] = static_cast<float>(i % 10);
-  std::vector<double> sums(1);
-  const auto step = [&](int64_t n, uint64_t k) {
-    model->train_batch(n, BatchContext{true, 5, k, 0}, false, sums);
-    optimizer->update(model->parameters(), model->gradients());
-  };
-  step(33, 0);
-  step(7, 1);
-  model->evaluate_batch(33, sums);
+  expect_no_allocations_after_warm_up(*model, 144, false, "convnet");
+}
 
-  const Tally one = count_allocations([&] { step(33, 2); });
-  const Tally ten = count_allocations([&] {
-    for (uint64_t k = 3; k < 13; ++k) step(k % 2 == 0 ? 33 : 7, k);
-    model->evaluate_batch(33, sums);
-  });
-  EXPECT_EQ(ten.ours, 0) << "allocations outside oneDNN inside training steps, first from " << ten.first_ours;
-  EXPECT_LE(ten.largest_onednn, 512U);
-  const Tally again = count_allocations([&] { step(33, 14); });
-  EXPECT_EQ(again.onednn, one.onednn);
-  std::printf("convnet: oneDNN-internal allocations per step: %d (largest %zu bytes)\n", one.onednn,
-              one.largest_onednn);
-  const Tally fresh = count_allocations([&] { step(5, 20); });
-  EXPECT_GT(fresh.ours, 0);
+// And with BatchNormalization (its statistics and sums in buffers of its own; the optimizer over the trainable part,
+// the moving statistics after it).
+TEST(StepAllocations, NoneInABatchNormalizationStepAfterTheFirst) {
+  const proto::Job job = parse_job_text(R"(
+      model { input_shape: [6, 6, 2]
+              layers { conv2d { filters: 4 kernel_size: 3 use_bias: false } }
+              layers { batch_normalization { } }
+              layers { activation { activation: "relu" } }
+              layers { flatten { } }
+              layers { dense { units: 16 use_bias: false } }
+              layers { batch_normalization { } }
+              layers { dense { units: 10 activation: "softmax" } } }
+      loss: "sparse_categorical_crossentropy" metrics: "accuracy")",
+                                        "alloc_batch_norm.pbtxt");
+  auto model = build_model(job, 72);
+  ASSERT_GT(model->state_count(), 0);
+  expect_no_allocations_after_warm_up(*model, 72, false, "batch_norm");
 }
 
 }  // namespace
