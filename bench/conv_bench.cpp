@@ -17,6 +17,12 @@
 //  4. The extras table times, alone, what the layer does beyond the reference -- the reorders, the relu backward,
 //     the bias and relu in the primitives -- as separate oneDNN calls built like the layer's own (kernels/conv2d.cpp),
 //     so that a ratio below 1 can be split into its causes.
+//  5. Each shape also runs as the convnet runs it, "+ MaxPooling2D": both convolutions of the convnet are followed
+//     by a 2x2 max pooling, which takes the convolution's relu and sums its bias gradient (kernels/pooling.h). The
+//     layer side is then the Conv2D and the MaxPooling2D the model factory builds (linear Conv2D whose backward
+//     weights computes no bias; relu forward, relu backward and the bias sums at the pooled size), the reference
+//     oneDNN's convolution and pooling primitives alone (no bias, no relu): forward, pooling forward, pooling
+//     backward, backward weights (and backward data). FLOPs are the convolution's on both sides.
 #include <omp.h>
 
 #include <algorithm>
@@ -36,6 +42,7 @@
 #include "kernels/buffer.h"
 #include "kernels/conv2d.h"
 #include "kernels/engine.h"
+#include "kernels/pooling.h"
 #include "kernels/random.h"
 
 namespace shardfit {
@@ -93,25 +100,36 @@ using bench::measure_interleaved;
 struct ConvShape {
   const char* name;
   int64_t h, w, c, f;
-  bool dx;  // the layer computes d loss / d x (not the first layer)
+  bool dx;                  // the layer computes d loss / d x (not the first layer)
+  const char* pooled_name;  // the same with the convnet's 2x2 max pooling after it (point 5 at the top)
 };
 constexpr int64_t kKernel = 3;
-constexpr ConvShape kShapes[] = {{"conv1 (28,28,1)->32", 28, 28, 1, 32, false},
-                                 {"conv2 (13,13,32)->64", 13, 13, 32, 64, true}};
+constexpr ConvShape kShapes[] = {
+    {"conv1 (28,28,1)->32", 28, 28, 1, 32, false, "conv1 + MaxPooling2D (the convnet's)"},
+    {"conv2 (13,13,32)->64", 13, 13, 32, 64, true, "conv2 + MaxPooling2D (the convnet's)"}};
 
 memory wrap(const memory::desc& desc, float* data) { return {desc, cpu_engine(), data}; }
 
-// What one shape at one batch size needs on both sides: the layer's buffers, the reference's own.
+// The 2x2 max pooling after each convolution of the convnet (point 5 at the top): its output (n, ph, pw, f).
+int64_t pooled_count(const ConvShape& s, int64_t n) { return n * ((s.h - 2) / 2) * ((s.w - 2) / 2) * s.f; }
+
+// What one shape at one batch size needs on both sides: the layer's buffers, the reference's own. With the
+// pooling, dy is what the pooling's backward writes (the convolution's output gradient) and pooled_dy stands in
+// for the next layer's gradient.
 struct Buffers {
-  FloatBuffer x, y, dy, dx, scratch;
+  FloatBuffer x, y, dy, dx, scratch, pooled, pooled_dy, pooled_scratch;
   Buffers(const ConvShape& s, int64_t n)
       : x(n * s.h * s.w * s.c),
         y(n * (s.h - 2) * (s.w - 2) * s.f),
         dy(n * (s.h - 2) * (s.w - 2) * s.f),
         dx(n * s.h * s.w * s.c),
-        scratch(n * (s.h - 2) * (s.w - 2) * s.f) {
+        scratch(n * (s.h - 2) * (s.w - 2) * s.f),
+        pooled(pooled_count(s, n)),
+        pooled_dy(pooled_count(s, n)),
+        pooled_scratch(pooled_count(s, n)) {
     fill_uniform(x, 1, 1.0);
     fill_uniform(dy, 2, 1.0);  // stands in for the next layer's gradient
+    fill_uniform(pooled_dy, 5, 1.0);
   }
 };
 
@@ -119,20 +137,38 @@ double conv_flops(const ConvShape& s, int64_t n) {
   return 2.0 * static_cast<double>(n * (s.h - 2) * (s.w - 2) * s.f * kKernel * kKernel * s.c);
 }
 
-// The layer side: Conv2D with bias and fused relu, through the Layer interface as the model calls it.
+// The layer side: Conv2D with bias and fused relu, through the Layer interface as the model calls it; with the
+// pooling, the linear Conv2D and the MaxPooling2D that takes its relu and bias gradient, as the model factory
+// builds the pair (point 5 at the top).
 class LayerSide {
  public:
-  LayerSide(const ConvShape& s, int64_t n, Buffers& b) : n_(n) {
+  LayerSide(const ConvShape& s, int64_t n, Buffers& b, bool pooled) : n_(n) {
     Conv2D::Options options;
     options.filters = s.f;
     options.kernel_size = {kKernel, kKernel};
-    options.activation = ActivationKind::kRelu;
+    options.activation = pooled ? ActivationKind::kLinear : ActivationKind::kRelu;
+    options.bias_gradient_by_consumer = pooled;
     layer_ = std::make_unique<Conv2D>("conv", Shape{s.h, s.w, s.c}, options);
     params_.resize(layer_->param_count());
     grads_.resize(layer_->param_count());
     layer_->bind(params_.data(), grads_.data());
     Rng rng(7);
     layer_->initialize(rng);
+    if (pooled) {
+      Pooling2D::Options pool_options;
+      pool_options.relu = true;
+      pool_ = std::make_unique<Pooling2D>("pool", layer_->output_shape(), pool_options);
+      int64_t count = 0;
+      float* bias_grad = layer_->bias_gradient_for_consumer(&count);
+      pool_->write_producer_bias_gradient(bias_grad, count);
+      LayerBuffers pool_buffers;
+      pool_buffers.x = b.y.data();
+      pool_buffers.y = b.pooled.data();
+      pool_buffers.dy = b.pooled_dy.data();
+      pool_buffers.dx = b.dy.data();
+      pool_buffers.scratch = b.pooled_scratch.data();
+      pool_->prepare(n, pool_buffers);
+    }
     LayerBuffers buffers;
     buffers.x = b.x.data();
     buffers.y = b.y.data();
@@ -141,13 +177,24 @@ class LayerSide {
     buffers.scratch = b.scratch.data();
     layer_->prepare(n, buffers);
   }
-  void forward() { layer_->forward(n_, BatchContext{.training = true}); }
-  void backward() { layer_->backward(n_); }
-  std::vector<std::string> implementations() const { return layer_->implementations(n_); }
+  void forward() {
+    layer_->forward(n_, BatchContext{.training = true});
+    if (pool_) pool_->forward(n_, BatchContext{.training = true});
+  }
+  void backward() {
+    if (pool_) pool_->backward(n_);
+    layer_->backward(n_);
+  }
+  std::vector<std::string> implementations() const {
+    std::vector<std::string> names = layer_->implementations(n_);
+    if (pool_) names.push_back("pooling " + pool_->implementation(n_));
+    return names;
+  }
 
  private:
   int64_t n_;
   std::unique_ptr<Conv2D> layer_;
+  std::unique_ptr<Pooling2D> pool_;
   FloatBuffer params_;
   FloatBuffer grads_;
 };
@@ -196,7 +243,7 @@ struct Descs {
 // The reference side: the primitives alone, weights in oneDNN's layouts, no reorders (point 2 at the top).
 class ReferenceSide {
  public:
-  ReferenceSide(const ConvShape& s, int64_t n, Buffers& b) : descs_(s, n) {
+  ReferenceSide(const ConvShape& s, int64_t n, Buffers& b, bool pooled) : descs_(s, n) {
     const auto forward_pd = descs_.forward(false, false);
     const auto weights_pd = descs_.backward_weights(false, forward_pd);
     const memory x = wrap(descs_.x, b.x.data());
@@ -228,9 +275,33 @@ class ReferenceSide {
                                                                    {DNNL_ARG_WEIGHTS, data_weights},
                                                                    {DNNL_ARG_DIFF_SRC, wrap(descs_.x, b.dx.data())}});
     }
+    if (pooled) {  // oneDNN's 2x2 max pooling, forward (with its workspace) and backward, as kernels/pooling.cpp
+      const memory::desc pooled_md({n, s.f, (s.h - 2) / 2, (s.w - 2) / 2}, kF32, Tag::nhwc);
+      const memory::dims two{2, 2};
+      const memory::dims none{0, 0};
+      const auto max = dnnl::algorithm::pooling_max;
+      const dnnl::pooling_forward::primitive_desc pool_pd(
+          dnnl::pooling_forward::desc(dnnl::prop_kind::forward_training, max, descs_.y, pooled_md, two, two, none,
+                                      none),
+          cpu_engine());
+      const dnnl::pooling_backward::primitive_desc pool_back_pd(
+          dnnl::pooling_backward::desc(max, descs_.y, pooled_md, two, two, none, none), cpu_engine(), pool_pd);
+      const memory workspace(pool_pd.workspace_desc(), cpu_engine());
+      pool_forward_ = PrimitiveCall(
+          dnnl::pooling_forward(pool_pd),
+          {{DNNL_ARG_SRC, y}, {DNNL_ARG_DST, wrap(pooled_md, b.pooled.data())}, {DNNL_ARG_WORKSPACE, workspace}});
+      pool_backward_ =
+          PrimitiveCall(dnnl::pooling_backward(pool_back_pd), {{DNNL_ARG_DIFF_DST, wrap(pooled_md, b.pooled_dy.data())},
+                                                               {DNNL_ARG_DIFF_SRC, dy},
+                                                               {DNNL_ARG_WORKSPACE, workspace}});
+    }
   }
-  void forward() const { forward_.execute(); }
+  void forward() const {
+    forward_.execute();
+    if (pool_forward_) pool_forward_.execute();
+  }
   void backward() const {
+    if (pool_backward_) pool_backward_.execute();
     backward_weights_.execute();
     if (backward_data_) backward_data_.execute();
   }
@@ -238,6 +309,7 @@ class ReferenceSide {
     std::vector<std::string> names{"forward " + forward_.impl_info(),
                                    "backward weights " + backward_weights_.impl_info()};
     if (backward_data_) names.push_back("backward data " + backward_data_.impl_info());
+    if (pool_forward_) names.push_back("pooling " + pool_forward_.impl_info());
     return names;
   }
 
@@ -246,6 +318,8 @@ class ReferenceSide {
   PrimitiveCall forward_;
   PrimitiveCall backward_weights_;
   PrimitiveCall backward_data_;
+  PrimitiveCall pool_forward_;
+  PrimitiveCall pool_backward_;
 };
 
 // What the layer does beyond the reference, each piece as its own oneDNN call built as kernels/conv2d.cpp builds
@@ -380,69 +454,74 @@ int run(const Options& options) {
   const int threads = omp_get_max_threads();
   const char* env_threads = std::getenv("OMP_NUM_THREADS");
   const dnnl_version_t* version = dnnl_version();
-  std::printf("conv_bench: Conv2D (bias, fused relu) forward+backward vs oneDNN's convolution primitives alone\n");
+  std::printf(
+      "conv_bench: Conv2D (bias, fused relu) forward+backward vs oneDNN's convolution primitives alone; then"
+      " each with the convnet's max pooling after it\n");
   std::printf("oneDNN %d.%d.%d, effective ISA %s; OMP_NUM_THREADS=%s (omp_get_max_threads %d); load average %s\n",
               version->major, version->minor, version->patch, cpu_isa_name().c_str(),
               env_threads != nullptr ? env_threads : "(unset)", threads, load_average().c_str());
 
   std::vector<Row> rows;
-  for (const ConvShape& shape : kShapes) {
-    for (const int64_t n : options.batches) {
-      Buffers buffers(shape, n);
-      LayerSide layer(shape, n, buffers);
-      ReferenceSide reference(shape, n, buffers);
-      const double flops_fwd = conv_flops(shape, n);
-      const double flops_bwd = flops_fwd * (shape.dx ? 2 : 1);
+  for (const ConvShape& conv : kShapes) {
+    for (const bool pooled : {false, true}) {
+      const ConvShape shape{pooled ? conv.pooled_name : conv.name, conv.h, conv.w, conv.c, conv.f, conv.dx, ""};
+      for (const int64_t n : options.batches) {
+        Buffers buffers(shape, n);
+        LayerSide layer(shape, n, buffers, pooled);
+        ReferenceSide reference(shape, n, buffers, pooled);
+        const double flops_fwd = conv_flops(shape, n);
+        const double flops_bwd = flops_fwd * (shape.dx ? 2 : 1);
 
-      Candidate layer_step([&] {
+        Candidate layer_step([&] {
+          layer.forward();
+          layer.backward();
+        });
+        Candidate reference_step([&] {
+          reference.forward();
+          reference.backward();
+        });
+        Candidate layer_forward([&] { layer.forward(); });
+        Candidate reference_forward([&] { reference.forward(); });
+        Candidate layer_backward([&] { layer.backward(); });  // reuses the last forward's output, as a step's would
+        Candidate reference_backward([&] { reference.backward(); });
+        measure_interleaved({{&layer_step, &reference_step}}, options.repeats, options.min_seconds,
+                            options.min_iterations);
+        measure_interleaved({{&layer_forward, &reference_forward}}, options.repeats, options.min_seconds,
+                            options.min_iterations);
         layer.forward();
-        layer.backward();
-      });
-      Candidate reference_step([&] {
-        reference.forward();
-        reference.backward();
-      });
-      Candidate layer_forward([&] { layer.forward(); });
-      Candidate reference_forward([&] { reference.forward(); });
-      Candidate layer_backward([&] { layer.backward(); });  // reuses the last forward's output, as a step's would
-      Candidate reference_backward([&] { reference.backward(); });
-      measure_interleaved({{&layer_step, &reference_step}}, options.repeats, options.min_seconds,
-                          options.min_iterations);
-      measure_interleaved({{&layer_forward, &reference_forward}}, options.repeats, options.min_seconds,
-                          options.min_iterations);
-      layer.forward();
-      measure_interleaved({{&layer_backward, &reference_backward}}, options.repeats, options.min_seconds,
-                          options.min_iterations);
-      const std::string layer_impl = joined(layer.implementations());
-      const std::string reference_impl = joined(reference.implementations());
-      auto row = [&](const char* scope, double flops, const Candidate& a, const Candidate& b) {
-        rows.push_back({threads, n, shape.name, scope, scope, flops, a.median(), b.median(), a.fastest(), b.fastest(),
-                        layer_impl, reference_impl});
-      };
-      row("fwd+bwd", flops_fwd + flops_bwd, layer_step, reference_step);
-      row("fwd", flops_fwd, layer_forward, reference_forward);
-      row("bwd", flops_bwd, layer_backward, reference_backward);
+        measure_interleaved({{&layer_backward, &reference_backward}}, options.repeats, options.min_seconds,
+                            options.min_iterations);
+        const std::string layer_impl = joined(layer.implementations());
+        const std::string reference_impl = joined(reference.implementations());
+        auto row = [&](const char* scope, double flops, const Candidate& a, const Candidate& b) {
+          rows.push_back({threads, n, shape.name, scope, scope, flops, a.median(), b.median(), a.fastest(), b.fastest(),
+                          layer_impl, reference_impl});
+        };
+        row("fwd+bwd", flops_fwd + flops_bwd, layer_step, reference_step);
+        row("fwd", flops_fwd, layer_forward, reference_forward);
+        row("bwd", flops_bwd, layer_backward, reference_backward);
 
-      const Row& step = rows[rows.size() - 3];
-      std::printf(
-          "\n%s, batch %lld: Conv2D %.3f ms/step (%.1f GFLOP/s), oneDNN alone %.3f ms (%.1f GFLOP/s): ratio %.2f"
-          " (fastest %.2f; fwd %.2f, bwd %.2f); load %s\n",
-          shape.name, static_cast<long long>(n), step.layer_seconds * 1e3, step.flops / step.layer_seconds * 1e-9,
-          step.reference_seconds * 1e3, step.flops / step.reference_seconds * 1e-9,
-          step.reference_seconds / step.layer_seconds, step.reference_fastest / step.layer_fastest,
-          rows[rows.size() - 2].reference_seconds / rows[rows.size() - 2].layer_seconds,
-          rows.back().reference_seconds / rows.back().layer_seconds, load_average().c_str());
-      std::printf("  Conv2D: %s\n  oneDNN: %s\n", layer_impl.c_str(), reference_impl.c_str());
+        const Row& step = rows[rows.size() - 3];
+        std::printf(
+            "\n%s, batch %lld: Conv2D %.3f ms/step (%.1f GFLOP/s), oneDNN alone %.3f ms (%.1f GFLOP/s): ratio %.2f"
+            " (fastest %.2f; fwd %.2f, bwd %.2f); load %s\n",
+            shape.name, static_cast<long long>(n), step.layer_seconds * 1e3, step.flops / step.layer_seconds * 1e-9,
+            step.reference_seconds * 1e3, step.flops / step.reference_seconds * 1e-9,
+            step.reference_seconds / step.layer_seconds, step.reference_fastest / step.layer_fastest,
+            rows[rows.size() - 2].reference_seconds / rows[rows.size() - 2].layer_seconds,
+            rows.back().reference_seconds / rows.back().layer_seconds, load_average().c_str());
+        std::printf("  Conv2D: %s\n  oneDNN: %s\n", layer_impl.c_str(), reference_impl.c_str());
 
-      if (options.extras) {
-        std::vector<std::shared_ptr<void>> keep;
-        std::vector<Extra> extras = extras_for(shape, n, buffers, keep);
-        for (Extra& extra : extras) {
-          measure_interleaved({{&extra.candidate}}, options.repeats, options.min_seconds / 2, options.min_iterations);
-          std::printf("    %-52s %9.1f us  (%s)\n", extra.name.c_str(), extra.candidate.median() * 1e6,
-                      extra.impl.c_str());
-          rows.push_back({threads, n, shape.name, "extra", extra.name, 0, extra.candidate.median(), 0,
-                          extra.candidate.fastest(), 0, extra.impl, ""});
+        if (options.extras && !pooled) {
+          std::vector<std::shared_ptr<void>> keep;
+          std::vector<Extra> extras = extras_for(shape, n, buffers, keep);
+          for (Extra& extra : extras) {
+            measure_interleaved({{&extra.candidate}}, options.repeats, options.min_seconds / 2, options.min_iterations);
+            std::printf("    %-52s %9.1f us  (%s)\n", extra.name.c_str(), extra.candidate.median() * 1e6,
+                        extra.impl.c_str());
+            rows.push_back({threads, n, shape.name, "extra", extra.name, 0, extra.candidate.median(), 0,
+                            extra.candidate.fastest(), 0, extra.impl, ""});
+          }
         }
       }
     }

@@ -16,6 +16,10 @@
 // step for each, after the model's once-per-step refresh (the layer is not told of a refresh, so it cannot skip the
 // reorder of an evaluation batch). The bias gradient is oneDNN's, summed from the bf16 dz (one rounding of each
 // term), as Keras's bf16 policy computes it; the fused activation's forward stays on the f32 accumulator.
+// Before a MaxPooling2D the model builds this layer linear and with bias_gradient_by_consumer: the pooling runs the
+// relu and sums the bias gradient at the pooled size (kernels/pooling.h), and backward weights computes the
+// kernel's gradient alone. At the Fashion-MNIST convnet's first convolution (one input channel, memory-bound) that
+// took its step from 0.22-0.45 to 0.89-0.91 of oneDNN's primitives alone (bench/README.md, conv_bench).
 #include "kernels/conv2d.h"
 
 #include "kernels/activation.h"
@@ -117,6 +121,14 @@ Conv2D::Conv2D(const std::string& name, const Shape& input_shape, const Options&
                a == ActivationKind::kTanh,
            cat("Conv2D '", this->name(), "' cannot fuse activation '", activation_name(a),
                "'; build it as a separate Activation layer"));
+  SF_CHECK(!options.bias_gradient_by_consumer || options.use_bias,
+           cat("Conv2D '", this->name(), "': a bias gradient by the next layer without a bias (use_bias false)"));
+}
+
+float* Conv2D::bias_gradient_for_consumer(int64_t* count) const {
+  if (!options_.bias_gradient_by_consumer) return nullptr;
+  *count = options_.filters;
+  return bias_grad_;
 }
 
 int64_t Conv2D::param_count() const {
@@ -251,19 +263,19 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
       dz_mem = wrap(dz_op_md, plan.dz_bf16.data());
     }
 
+    const bool bias_here = options_.use_bias && !options_.bias_gradient_by_consumer;
     const auto weights_desc =
-        options_.use_bias
-            ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_op_md, k_any, b_md,
-                                                       dz_op_md, strides, dilates, pad_begin, pad_end)
-            : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_op_md, k_any, dz_op_md,
-                                                       strides, dilates, pad_begin, pad_end);
+        bias_here ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_op_md, k_any, b_md,
+                                                             dz_op_md, strides, dilates, pad_begin, pad_end)
+                  : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_op_md, k_any,
+                                                             dz_op_md, strides, dilates, pad_begin, pad_end);
     const dnnl::convolution_backward_weights::primitive_desc weights_pd(weights_desc, engine, forward_pd);
     std::vector<std::pair<int, memory>> weights_args = {
         {DNNL_ARG_SRC, x},
         {DNNL_ARG_DIFF_DST, dz_mem},
         {DNNL_ARG_DIFF_WEIGHTS,
          operand(weights_pd.diff_weights_desc(), wrap(k_md, kernel_grad_), &plan.kernel_grad_to_hwio, true)}};
-    if (options_.use_bias) weights_args.emplace_back(DNNL_ARG_DIFF_BIAS, wrap(b_md, bias_grad_));
+    if (bias_here) weights_args.emplace_back(DNNL_ARG_DIFF_BIAS, wrap(b_md, bias_grad_));
     plan.backward_weights = PrimitiveCall(dnnl::convolution_backward_weights(weights_pd), std::move(weights_args));
 
     if (buffers.dx != nullptr) {

@@ -31,6 +31,9 @@ class Conv2D final : public Layer {
     InitializerKind kernel_initializer = InitializerKind::kGlorotUniform;
     InitializerKind bias_initializer = InitializerKind::kZeros;
     bool bf16 = false;  // mixed_bfloat16: bf16 src, weights and diff_dst (x, the kernel's bf16 copy, dz), f32 dst
+    // The next layer writes the bias gradient (a MaxPooling2D that took this layer's relu, kernels/pooling.h):
+    // backward weights computes the kernel's alone. Needs use_bias.
+    bool bias_gradient_by_consumer = false;
   };
   // input_shape: (h, w, in). Throws Error when the options do not fit it (sizes, an empty output).
   Conv2D(const std::string& name, const Shape& input_shape, const Options& options);
@@ -45,6 +48,7 @@ class Conv2D final : public Layer {
   void bind(float* params, float* grads) override;
   void bind_compute_weights(const uint16_t* weights) override;
   void initialize(Rng& rng) override;
+  float* bias_gradient_for_consumer(int64_t* count) const override;
 
   void prepare(int64_t n, const LayerBuffers& buffers) override;
   void forward(int64_t n, const BatchContext& ctx) override;

@@ -1,4 +1,5 @@
-// The shape side of Layer: Keras's batch-shape text and the element-wise layers' shape.
+// The shape side of Layer: Keras's batch-shape text and the element-wise layers' shape; the default of the
+// producer's bias gradient hand-over.
 #include "kernels/layer.h"
 
 #include "kernels/error.h"
@@ -17,6 +18,10 @@ void Layer::set_elementwise_shape(const Shape& shape) {
                element_count(shape), " elements)"));
   input_shape_ = shape;
   output_shape_ = shape;
+}
+
+void Layer::write_producer_bias_gradient(float* /*bias_grad*/, int64_t /*count*/) {
+  SF_FAIL(cat("layer '", name_, "' (", type_name(), ") cannot write the bias gradient of the layer before it"));
 }
 
 }  // namespace shardfit

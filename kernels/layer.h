@@ -120,6 +120,14 @@ class Layer {
   // before anyone reads it (dist/cross_replica_comm.h).
   virtual bool has_replica_local_state() const { return false; }
 
+  // A producer's bias gradient written by its consumer: a Conv2D whose relu moved into the MaxPooling2D after it
+  // (kernels/pooling.h) leaves its bias gradient, the per-channel sums of dz, to that layer's backward, which sums
+  // it at the pooled size. bias_gradient_for_consumer(): where this layer's bias gradient is, when its consumer
+  // writes it (count floats), else nullptr. write_producer_bias_gradient(): the model hands that to the next
+  // layer after bind(); a layer that cannot write it throws Error.
+  virtual float* bias_gradient_for_consumer(int64_t* /*count*/) const { return nullptr; }
+  virtual void write_producer_bias_gradient(float* bias_grad, int64_t count);
+
   // Builds everything batch size n needs over these buffers. Called once per n (n >= 1) until forget_plans().
   virtual void prepare(int64_t n, const LayerBuffers& buffers) = 0;
   virtual void forward(int64_t n, const BatchContext& ctx) = 0;

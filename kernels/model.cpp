@@ -63,6 +63,16 @@ Model::Model(int64_t input_dim, std::vector<std::unique_ptr<Layer>> layers, std:
     state_offsets_.push_back(state_offset);
     state_offset += layer->state_count();
   }
+  // A Conv2D whose relu moved into the max pooling after it leaves that layer its bias gradient (kernels/pooling.h).
+  for (size_t i = 0; i + 1 < layers_.size(); ++i) {
+    int64_t bias_count = 0;
+    if (float* bias_grad = layers_[i]->bias_gradient_for_consumer(&bias_count)) {
+      layers_[i + 1]->write_producer_bias_gradient(bias_grad, bias_count);
+    }
+  }
+  int64_t last_bias_count = 0;
+  SF_CHECK(layers_.back()->bias_gradient_for_consumer(&last_bias_count) == nullptr,
+           cat("layer '", layers_.back()->name(), "' leaves its bias gradient to a next layer, and is the last"));
   choose_bf16_edges();
 }
 

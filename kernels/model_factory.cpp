@@ -213,7 +213,10 @@ std::unique_ptr<Model> build_model(const proto::Job& job, const Shape& sample_sh
   Shape shape = input_shape;  // one sample's, as the layers so far give it
   int64_t width = input_dim;  // its element count
   const int count = config.layers_size();
+  bool relu_to_next = false;  // this Conv2D's relu runs in the max pooling after it
   for (int i = 0; i < count; ++i) {
+    const bool relu_from_previous = relu_to_next;
+    relu_to_next = false;
     const auto& spec = config.layers(i);
     const std::string field = cat("model.layers[", i, "]");
     const bool last = i + 1 == count;
@@ -326,6 +329,13 @@ std::unique_ptr<Model> build_model(const proto::Job& job, const Shape& sample_sh
                         c.has_bias_initializer() ? c.bias_initializer() : "zeros", parse_initializer);
         const bool separate = !fusable_activation(act);
         options.activation = separate ? ActivationKind::kLinear : act;
+        // relu then max pooling: the relu runs after the pooling, on a quarter of the values, and the pooling's
+        // backward sums this layer's bias gradient (kernels/pooling.h: the same values, and why it is faster).
+        relu_to_next = act == ActivationKind::kRelu && i + 1 < count && config.layers(i + 1).has_max_pooling2d();
+        if (relu_to_next) {
+          options.activation = ActivationKind::kLinear;
+          options.bias_gradient_by_consumer = options.use_bias;
+        }
         options.bf16 = policy == DtypePolicy::kMixedBfloat16;
         const Shape out = parse_field(
             field + ".conv2d", "", [&](const std::string&) { return Conv2D::output_shape_for(name, shape, options); });
@@ -371,6 +381,7 @@ std::unique_ptr<Model> build_model(const proto::Job& job, const Shape& sample_sh
           options.pool_size = size_pair(cat(field, ".", prefix, ".pool_size"), pool_size, {2, 2});
           options.strides = size_pair(cat(field, ".", prefix, ".strides"), strides, options.pool_size);
           options.same_padding = same_padding(cat(field, ".", prefix, ".padding"), has_padding, padding);
+          options.relu = max && relu_from_previous;
         }
         const std::string name = spec.has_name() ? spec.name() : cat(prefix, "_", i);
         const Shape out = parse_field(cat(field, ".", prefix), "", [&](const std::string&) {

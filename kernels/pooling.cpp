@@ -1,9 +1,15 @@
 // Pooling on oneDNN, channels last: src (n, h, w, c) and dst (n, oh, ow, c) are nhwc views of the model's row-major
 // buffers. Max pooling in training writes a workspace that its backward reads (which cell won each window); the
-// plan owns it. Average pooling excludes padding (TensorFlow divides by the cells inside the image).
+// plan owns it. Average pooling excludes padding (TensorFlow divides by the cells inside the image). With
+// Options::relu (pooling.h has why it is exact) the forward runs oneDNN's relu in place on the pooled output, and the
+// backward forms g = dy * (y > 0) and the producer's bias gradient in one pass of ours (oneDNN has no eltwise
+// backward that also sums), then pools g back.
 #include "kernels/pooling.h"
 
+#include <algorithm>
+
 #include "kernels/error.h"
+#include "kernels/precision.h"
 #include "kernels/window.h"
 
 namespace shardfit {
@@ -36,6 +42,41 @@ std::array<WindowAxis, 2> windows(const Shape& in, const Pooling2D::Options& opt
           window_axis(in[1], options.pool_size[1], options.strides[1], 1, options.same_padding)};
 }
 
+// Below this many elements an OpenMP team costs more than it saves (precision.cpp's threshold).
+constexpr int64_t kParallelCount = 32768;
+// Pixels per block of the channel sums. Fixed, so the sums do not depend on the thread count: each block sums its
+// pixels in float, in order, and the blocks are added in order in double.
+constexpr int64_t kSumPixels = 256;
+
+int64_t sum_blocks(int64_t pixels) { return (pixels + kSumPixels - 1) / kSumPixels; }
+
+// g = dy * (y > 0) over (pixels, channels), and when block_sums is given each block's per-channel sums of g into
+// block_sums (blocks, channels). One pass: y and dy are read once, g written once.
+SF_AVX512_CLONES void relu_backward_with_sums(const float* y, const float* dy, float* g, int64_t pixels,
+                                              int64_t channels, float* block_sums) {
+  const int64_t blocks = sum_blocks(pixels);
+#pragma omp parallel for schedule(static) if (pixels * channels >= kParallelCount)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t begin = b * kSumPixels * channels;
+    const int64_t end = std::min(pixels, (b + 1) * kSumPixels) * channels;
+    if (block_sums == nullptr) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) g[i] = y[i] > 0.0F ? dy[i] : 0.0F;
+      continue;
+    }
+    float* sums = block_sums + b * channels;
+    std::fill(sums, sums + channels, 0.0F);
+    for (int64_t row = begin; row < end; row += channels) {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) {
+        const float value = y[row + c] > 0.0F ? dy[row + c] : 0.0F;
+        g[row + c] = value;
+        sums[c] += value;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 Shape Pooling2D::output_shape_for(const std::string& name, const Shape& input_shape, const Options& options) {
@@ -60,6 +101,8 @@ Shape Pooling2D::output_shape_for(const std::string& name, const Shape& input_sh
 
 Pooling2D::Pooling2D(const std::string& name, const Shape& input_shape, const Options& options)
     : Layer(name, input_shape, output_shape_for(name, input_shape, options)), options_(options) {
+  SF_CHECK(!options_.relu || options_.kind == Kind::kMax,
+           cat(type_name(), " '", this->name(), "': only max pooling can take the relu of the layer before it"));
   if (options_.kind == Kind::kGlobalAverage) {
     options_.pool_size = {input_shape[0], input_shape[1]};
     options_.strides = {1, 1};
@@ -80,6 +123,15 @@ std::string Pooling2D::kind() const {
 }
 
 std::string Pooling2D::type_name() const { return keras_name(options_.kind); }
+
+void Pooling2D::write_producer_bias_gradient(float* bias_grad, int64_t count) {
+  SF_CHECK(
+      options_.relu && count == input_shape()[2],
+      cat(type_name(), " '", name(), "' cannot write the bias gradient of the layer before it (", count, " values; it ",
+          options_.relu ? "has " : "does not take that layer's relu, ", input_shape()[2], " channels)"));
+  producer_bias_grad_ = bias_grad;
+  plans_.clear();
+}
 
 void Pooling2D::prepare(int64_t n, const LayerBuffers& buffers) {
   auto& engine = cpu_engine();
@@ -109,10 +161,26 @@ void Pooling2D::prepare(int64_t n, const LayerBuffers& buffers) {
     forward_args.emplace_back(DNNL_ARG_WORKSPACE, workspace);
   }
   plan.forward = PrimitiveCall(dnnl::pooling_forward(forward_pd), std::move(forward_args));
+  if (options_.relu) {
+    const memory::desc flat_y = row_major(n, output_dim());
+    const dnnl::eltwise_forward::primitive_desc relu_pd(
+        dnnl::eltwise_forward::desc(prop, dnnl::algorithm::eltwise_relu, flat_y, 0.0F, 0.0F), engine);
+    const memory y = wrap(flat_y, buffers.y);
+    plan.relu_forward = PrimitiveCall(dnnl::eltwise_forward(relu_pd), {{DNNL_ARG_SRC, y}, {DNNL_ARG_DST, y}});
+  }
   if (training && buffers.dx != nullptr) {
     const dnnl::pooling_backward::primitive_desc backward_pd(
         dnnl::pooling_backward::desc(algorithm, x_md, y_md, strides, kernel, pad_begin, pad_end), engine, forward_pd);
-    std::vector<std::pair<int, memory>> backward_args = {{DNNL_ARG_DIFF_DST, wrap(y_md, buffers.dy)},
+    const float* diff_dst = buffers.dy;
+    if (options_.relu) {
+      SF_CHECK(buffers.scratch != nullptr, cat(type_name(), " '", name(), "': relu needs a scratch buffer"));
+      plan.y = buffers.y;
+      plan.dy = buffers.dy;
+      plan.g = buffers.scratch;
+      if (producer_bias_grad_ != nullptr) plan.block_sums.resize(sum_blocks(n * axes[0].out * axes[1].out) * channels);
+      diff_dst = plan.g;
+    }
+    std::vector<std::pair<int, memory>> backward_args = {{DNNL_ARG_DIFF_DST, wrap(y_md, diff_dst)},
                                                          {DNNL_ARG_DIFF_SRC, wrap(x_md, buffers.dx)}};
     if (workspace) backward_args.emplace_back(DNNL_ARG_WORKSPACE, workspace);
     plan.backward = PrimitiveCall(dnnl::pooling_backward(backward_pd), std::move(backward_args));
@@ -127,14 +195,33 @@ const Pooling2D::Plan& Pooling2D::plan_for(int64_t n) const {
   return it->second;
 }
 
-void Pooling2D::forward(int64_t n, const BatchContext& /*ctx*/) { plan_for(n).forward.execute(); }
+void Pooling2D::forward(int64_t n, const BatchContext& /*ctx*/) {
+  const Plan& plan = plan_for(n);
+  plan.forward.execute();
+  if (plan.relu_forward) plan.relu_forward.execute();
+}
 
 void Pooling2D::backward(int64_t n) {
   const Plan& plan = plan_for(n);
   SF_CHECK(plan.backward_prepared,
            cat(type_name(), " '", name(), "': backward for batch size ", n, " was not prepared"));
   // No parameters: without a dx (the model's first layer) there is nothing to write.
-  if (plan.backward) plan.backward.execute();
+  if (!plan.backward) return;
+  if (plan.g != nullptr) {
+    const int64_t channels = input_shape()[2];
+    const int64_t pixels = n * output_dim() / channels;
+    float* sums = plan.block_sums.count() > 0 ? plan.block_sums.data() : nullptr;
+    relu_backward_with_sums(plan.y, plan.dy, plan.g, pixels, channels, sums);
+    if (sums != nullptr) {
+      const int64_t blocks = sum_blocks(pixels);
+      for (int64_t c = 0; c < channels; ++c) {
+        double total = 0.0;
+        for (int64_t b = 0; b < blocks; ++b) total += sums[b * channels + c];
+        producer_bias_grad_[c] = static_cast<float>(total);
+      }
+    }
+  }
+  plan.backward.execute();
 }
 
 std::string Pooling2D::implementation(int64_t n) const { return plan_for(n).forward.impl_info(); }

@@ -1,7 +1,8 @@
 // The model with shapes: where its input shape comes from (the job's input_shape, the data's stored shape, flat for
 // an MLP, a channel axis for a grey image under Conv2D), Keras's summary table, the errors that name the field
 // (Dense on a non-flat input, an output that is not flat, an input_shape that does not fit the data), and a small
-// convnet's gradients against central differences of its own loss, and Conv2D under mixed_bfloat16 in a model.
+// convnet's gradients against central differences of its own loss, Conv2D under mixed_bfloat16 in a model, and a
+// Conv2D's relu run by the max pooling after it (the same values as relu then pool).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -203,6 +204,71 @@ TEST(ModelShapes, ConvnetUnderMixedBfloat16ComputesConv2DInBf16) {
   EXPECT_NE(grads[0], grads[1]) << "the bf16 model's Conv2D computed in f32";
   // Two roundings of 2^-8 per product, against the largest gradient (sums of |terms| here are a few times it).
   EXPECT_TRUE(testing::all_close(grads[1], testing::to_double(grads[0]), 8 * 65536.0));
+}
+
+// Conv2D(relu) then MaxPooling2D: the factory moves the relu into the pooling and leaves it the bias gradient
+// (kernels/pooling.h). Against the same network with the relu as its own Activation layer (which the factory
+// leaves in place): the same layers otherwise, the same outputs and loss bit for bit, the same kernel gradients bit
+// for bit (dz is the same), the bias gradients within float summation order. Average pooling and a tanh keep
+// theirs.
+TEST(ModelShapes, ReluBeforeMaxPoolingRunsAfterItWithTheSameValues) {
+  const std::string tail = R"(layers { flatten { } } layers { dense { units: 5 activation: "softmax" } } }
+                              loss: "sparse_categorical_crossentropy")";
+  auto moved = build(R"(model { input_shape: [12, 11, 2]
+      layers { conv2d { filters: 6 kernel_size: 3 activation: "relu" } }
+      layers { max_pooling2d { } }
+      layers { conv2d { filters: 4 kernel_size: 2 padding: "same" activation: "relu" } }
+      layers { max_pooling2d { pool_size: 3 strides: 2 padding: "same" } } )" + tail,
+                     {264});
+  auto separate = build(R"(model { input_shape: [12, 11, 2]
+      layers { conv2d { filters: 6 kernel_size: 3 } } layers { activation { activation: "relu" } }
+      layers { max_pooling2d { } }
+      layers { conv2d { filters: 4 kernel_size: 2 padding: "same" } } layers { activation { activation: "relu" } }
+      layers { max_pooling2d { pool_size: 3 strides: 2 padding: "same" } } )" + tail,
+                        {264});
+  ASSERT_EQ(moved->layers().size() + 2, separate->layers().size()) << "the relu became a layer of its own";
+  ASSERT_EQ(moved->param_count(), separate->param_count());
+  const int64_t n = 9;
+  std::vector<std::vector<float>> outputs;
+  std::vector<std::vector<float>> grads;
+  std::vector<double> losses;
+  for (Model* model : {moved.get(), separate.get()}) {
+    model->initialize(7);
+    model->reserve(n);
+    Rng rng(13);
+    for (float& p : model->parameters()) p = static_cast<float>(rng.uniform(-0.5, 0.5));  // biases too
+    for (int64_t i = 0; i < n * 264; ++i) model->input()[i] = static_cast<float>(rng.uniform(-1, 1));
+    for (int64_t s = 0; s < n; ++s) model->labels()[s] = static_cast<float>(rng.below(5));
+    std::vector<double> sums;
+    losses.push_back(model->train_batch(n, BatchContext{true, 1, 0, 0}, false, sums));
+    grads.emplace_back(model->gradients().begin(), model->gradients().begin() + model->param_count());
+    const float* out = model->predict_batch(n);
+    outputs.emplace_back(out, out + n * 5);
+  }
+  EXPECT_EQ(outputs[0], outputs[1]);
+  EXPECT_EQ(losses[0], losses[1]);
+  // Parameter order: conv1 kernel (3*3*2*6 = 108), bias (6), conv2 kernel (2*2*6*4 = 96), bias (4), dense.
+  const auto span = [&](const std::vector<float>& g, size_t from, size_t count) {
+    return std::vector<float>(g.begin() + static_cast<std::ptrdiff_t>(from),
+                              g.begin() + static_cast<std::ptrdiff_t>(from + count));
+  };
+  EXPECT_EQ(span(grads[0], 0, 108), span(grads[1], 0, 108)) << "conv1 kernel";
+  EXPECT_EQ(span(grads[0], 114, 96), span(grads[1], 114, 96)) << "conv2 kernel";
+  EXPECT_EQ(span(grads[0], 214, grads[0].size() - 214), span(grads[1], 214, grads[1].size() - 214)) << "dense";
+  EXPECT_TRUE(testing::all_close(span(grads[0], 108, 6), testing::to_double(span(grads[1], 108, 6)), 64)) << "b1";
+  EXPECT_TRUE(testing::all_close(span(grads[0], 210, 4), testing::to_double(span(grads[1], 210, 4)), 64)) << "b2";
+  EXPECT_NE(span(grads[0], 108, 6), std::vector<float>(6, 0.0F)) << "conv1's bias gradient was not written";
+
+  auto average = build(R"(model { input_shape: [12, 11, 2]
+      layers { conv2d { filters: 6 kernel_size: 3 activation: "relu" } } layers { average_pooling2d { } } )" + tail,
+                       {264});
+  auto tanh_model = build(R"(model { input_shape: [12, 11, 2]
+      layers { conv2d { filters: 6 kernel_size: 3 activation: "tanh" } } layers { max_pooling2d { } } )" + tail,
+                    {264});
+  for (Model* model : {average.get(), tanh_model.get()}) {
+    int64_t count = 0;
+    EXPECT_EQ(model->layers()[0]->bias_gradient_for_consumer(&count), nullptr);
+  }
 }
 
 }  // namespace

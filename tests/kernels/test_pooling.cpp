@@ -1,7 +1,9 @@
 // Tests of kernels/pooling: MaxPooling2D, AveragePooling2D and GlobalAveragePooling2D forward and backward against a
 // naive double-precision reference over a sweep of shapes (odd sizes, batch 1, strides, both paddings), central
-// finite differences, Keras's output shapes and default strides, the errors.
+// finite differences, Keras's output shapes and default strides, the errors; max pooling that takes the relu of the
+// layer before it (relu then pool, cell for cell, and that layer's bias gradient).
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -188,6 +190,61 @@ TEST(Pooling2D, GradientsMatchFiniteDifferences) {
   }
 }
 
+// Max pooling with the producer's relu (kernels/pooling.h) against the reference of relu THEN max pooling: the same
+// output; dz = pool_backward(relu(z), dy) * relu'(z), the gradient of the relu's input; and the producer's bias
+// gradient, the per-channel sums of dz. The values are in [-0.5, 0.5), so windows whose maximum is negative (all of
+// whose relu outputs are 0) occur. The last case is large enough for OpenMP and several blocks of the sums, whose
+// result does not depend on the thread count.
+TEST(Pooling2D, MaxTakingTheReluBeforeItIsReluThenPoolAndSumsTheBiasGradient) {
+  std::vector<Case> cases(kSweep, kSweep + 5);
+  cases.push_back({Kind::kMax, 8, 26, 26, 32, 2, 2, 2, 2, false});  // the convnet's first pooling
+  for (const Case& c : cases) {
+    SCOPED_TRACE(describe(c));
+    const Reference ref(c);
+    Pooling2D::Options options = options_for(c);
+    options.relu = true;
+    Pooling2D layer("pool", Shape{c.h, c.w, c.c}, options);
+    std::vector<float> bias_grad(c.c, 12345.0F);
+    layer.write_producer_bias_gradient(bias_grad.data(), c.c);
+    std::vector<float> z(ref.in_count()), y(ref.out_count()), dy(ref.out_count()), dz(ref.in_count());
+    std::vector<float> scratch(ref.out_count());
+    layer.prepare(c.n, {z.data(), y.data(), dy.data(), dz.data(), scratch.data()});
+    Rng rng(static_cast<uint64_t>(c.n * 100 + c.h * 10 + c.c));
+    const std::vector<double> zd = distinct_values(ref.in_count(), rng);
+    const std::vector<double> dyd = distinct_values(ref.out_count(), rng);
+    std::copy(zd.begin(), zd.end(), z.begin());
+    std::copy(dyd.begin(), dyd.end(), dy.begin());
+
+    std::vector<double> relu(zd.size());
+    std::transform(zd.begin(), zd.end(), relu.begin(), [](double v) { return std::max(v, 0.0); });
+    const std::vector<double> y_ref = ref.forward(relu);
+    std::vector<double> dz_ref = ref.backward(relu, dyd);
+    std::vector<double> bias_ref(c.c, 0.0);
+    int64_t negative_windows = 0;
+    for (double v : y_ref) negative_windows += v == 0.0 ? 1 : 0;
+    for (size_t i = 0; i < dz_ref.size(); ++i) {
+      dz_ref[i] *= zd[i] > 0.0 ? 1.0 : 0.0;
+      bias_ref[i % c.c] += dz_ref[i];
+    }
+    EXPECT_GT(negative_windows, 0) << "no window of negative values: the case tests less than it says";
+
+    layer.forward(c.n, BatchContext{.training = true});
+    EXPECT_TRUE(all_close(y, y_ref, 4)) << "forward";
+    layer.backward(c.n);
+    EXPECT_TRUE(all_close(dz, dz_ref, 4)) << "dz";
+    EXPECT_TRUE(all_close(bias_grad, bias_ref, 256)) << "bias gradient";
+
+    const std::vector<float> first = bias_grad;
+    const int threads = omp_get_max_threads();
+    for (const int t : {1, 2, 3}) {
+      omp_set_num_threads(t);
+      layer.backward(c.n);
+      EXPECT_EQ(bias_grad, first) << t << " thread(s) summed the bias gradient differently";
+    }
+    omp_set_num_threads(threads);
+  }
+}
+
 TEST(Pooling2D, KerasShapesAndNames) {
   Pooling2D::Options o;  // pool (2, 2), strides (2, 2), valid
   EXPECT_EQ(Pooling2D::output_shape_for("p", {26, 26, 32}, o), (Shape{13, 13, 32}));
@@ -217,6 +274,22 @@ TEST(Pooling2D, RefusesFlatInputsAndWindowsThatDoNotFit) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("does not fit in the input (None, 2, 5, 1)"), std::string::npos) << e.what();
   }
+  Pooling2D::Options average;
+  average.kind = Kind::kAverage;
+  average.relu = true;
+  try {
+    const Pooling2D layer("p", {4, 4, 3}, average);
+    ADD_FAILURE() << "average pooling took a relu";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("only max pooling can take the relu"), std::string::npos) << e.what();
+  }
+  float bias[3] = {};
+  Pooling2D plain("p", {4, 4, 3}, Pooling2D::Options{});
+  EXPECT_THROW(plain.write_producer_bias_gradient(bias, 3), Error) << "a pooling without the relu";
+  Pooling2D::Options with_relu;
+  with_relu.relu = true;
+  Pooling2D taking("p", {4, 4, 3}, with_relu);
+  EXPECT_THROW(taking.write_producer_bias_gradient(bias, 2), Error) << "2 bias values for 3 channels";
 }
 
 }  // namespace
