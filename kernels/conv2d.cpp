@@ -18,7 +18,8 @@
 // term), as Keras's bf16 policy computes it; the fused activation's forward stays on the f32 accumulator.
 // Before a MaxPooling2D the model builds this layer linear and with bias_gradient_by_consumer: the pooling runs the
 // relu and sums the bias gradient at the pooled size (kernels/pooling.h), and backward weights computes the
-// kernel's gradient alone. At the Fashion-MNIST convnet's first convolution (one input channel, memory-bound) that
+// kernel's gradient alone (under mixed_bfloat16 that bias gradient is then summed from the f32 dz, before its
+// rounding to bf16). At the Fashion-MNIST convnet's first convolution (one input channel, memory-bound) that
 // took its step from 0.22-0.45 to 0.89-0.91 of oneDNN's primitives alone (bench/README.md, conv_bench).
 #include "kernels/conv2d.h"
 
