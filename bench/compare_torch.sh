@@ -480,8 +480,8 @@ with open(summary_path, "w", newline="") as out:
 
 star = "" if fair else "*"
 print()
-print(f"model {model}" + (" (Conv2D computes in f32 under mixed_bfloat16 unless bf16 Conv2D has landed: the shardfit"
-                          " bf16 column is then bf16 Dense only)" if model == "convnet" else ""))
+print(f"model {model}" + (" (shardfit bf16: Conv2D and Dense compute in bf16 under mixed_bfloat16; the pooling and"
+                          " the loss in f32)" if model == "convnet" else ""))
 print("samples/s, median of repeats (each: median epoch after the first); x = shardfit / torch at the same precision;")
 print("peak RSS = the largest rank's max RSS, MiB (shardfit: run.json peak_rss_bytes; torch: getrusage per process).")
 if not fair:

@@ -22,7 +22,9 @@
 //     layer side is then the Conv2D and the MaxPooling2D the model factory builds (linear Conv2D whose backward
 //     weights computes no bias; relu forward, relu backward and the bias sums at the pooled size), the reference
 //     oneDNN's convolution and pooling primitives alone (no bias, no relu): forward, pooling forward, pooling
-//     backward, backward weights (and backward data). FLOPs are the convolution's on both sides.
+//     backward, backward weights (and backward data). FLOPs are the convolution's on both sides. A third
+//     candidate in the same interleaved group, "before", is the pair as it was built before the move: Conv2D with
+//     its fused relu and bias gradient, then a plain MaxPooling2D, so the two ratios share their reference.
 #include <omp.h>
 
 #include <algorithm>
@@ -88,6 +90,7 @@ Options parse_options(int argc, char** argv) {
 }
 
 using bench::Candidate;
+using bench::Group;
 using bench::csv_field;
 using bench::fill_uniform;
 using bench::load_average;
@@ -139,15 +142,23 @@ double conv_flops(const ConvShape& s, int64_t n) {
 
 // The layer side: Conv2D with bias and fused relu, through the Layer interface as the model calls it; with the
 // pooling, the linear Conv2D and the MaxPooling2D that takes its relu and bias gradient, as the model factory
-// builds the pair (point 5 at the top).
+// builds the pair, or the pair as it was before that (point 5 at the top).
+enum class Pairing {
+  kAlone,             // Conv2D(relu)
+  kPoolTakesRelu,     // linear Conv2D, MaxPooling2D with its relu and bias gradient: the model's
+  kPoolAfterConvRelu  // Conv2D(relu), plain MaxPooling2D: before the move
+};
+
 class LayerSide {
  public:
-  LayerSide(const ConvShape& s, int64_t n, Buffers& b, bool pooled) : n_(n) {
+  LayerSide(const ConvShape& s, int64_t n, Buffers& b, Pairing pairing) : n_(n) {
+    const bool moved = pairing == Pairing::kPoolTakesRelu;
+    const bool pooled = pairing != Pairing::kAlone;
     Conv2D::Options options;
     options.filters = s.f;
     options.kernel_size = {kKernel, kKernel};
-    options.activation = pooled ? ActivationKind::kLinear : ActivationKind::kRelu;
-    options.bias_gradient_by_consumer = pooled;
+    options.activation = moved ? ActivationKind::kLinear : ActivationKind::kRelu;
+    options.bias_gradient_by_consumer = moved;
     layer_ = std::make_unique<Conv2D>("conv", Shape{s.h, s.w, s.c}, options);
     params_.resize(layer_->param_count());
     grads_.resize(layer_->param_count());
@@ -156,11 +167,12 @@ class LayerSide {
     layer_->initialize(rng);
     if (pooled) {
       Pooling2D::Options pool_options;
-      pool_options.relu = true;
+      pool_options.relu = moved;
       pool_ = std::make_unique<Pooling2D>("pool", layer_->output_shape(), pool_options);
       int64_t count = 0;
-      float* bias_grad = layer_->bias_gradient_for_consumer(&count);
-      pool_->write_producer_bias_gradient(bias_grad, count);
+      if (float* bias_grad = layer_->bias_gradient_for_consumer(&count)) {
+        pool_->write_producer_bias_gradient(bias_grad, count);
+      }
       LayerBuffers pool_buffers;
       pool_buffers.x = b.y.data();
       pool_buffers.y = b.pooled.data();
@@ -423,6 +435,7 @@ struct Row {
   double reference_fastest;
   std::string layer_impl;
   std::string reference_impl;
+  double before_seconds = 0;  // fwd+bwd with the pooling: the pair before the move (point 5 at the top)
 };
 
 std::string joined(const std::vector<std::string>& parts) {
@@ -435,7 +448,7 @@ void write_csv(const std::string& path, const std::vector<Row>& rows) {
   std::ofstream file(path);
   if (!file) throw std::runtime_error("cannot write " + path);
   file << "threads,batch,shape,scope,name,flops,layer_s,reference_s,layer_gflops,reference_gflops,ratio,"
-          "layer_fastest_s,reference_fastest_s,ratio_fastest,layer_impl,reference_impl\n";
+          "layer_fastest_s,reference_fastest_s,ratio_fastest,before_s,ratio_before,layer_impl,reference_impl\n";
   char line[512];
   for (const Row& r : rows) {
     const bool paired = r.reference_seconds > 0;
@@ -446,7 +459,14 @@ void write_csv(const std::string& path, const std::vector<Row>& rows) {
                   r.flops > 0 && paired ? r.flops / r.reference_seconds * 1e-9 : 0,
                   paired ? r.reference_seconds / r.layer_seconds : 0, r.layer_fastest, r.reference_fastest,
                   paired ? r.reference_fastest / r.layer_fastest : 0);
-    file << line << csv_field(r.layer_impl) << "," << csv_field(r.reference_impl) << "\n";
+    file << line;
+    if (r.before_seconds > 0) {
+      std::snprintf(line, sizeof line, "%.9g,%.4f,", r.before_seconds, r.reference_seconds / r.before_seconds);
+      file << line;
+    } else {
+      file << ",,";
+    }
+    file << csv_field(r.layer_impl) << "," << csv_field(r.reference_impl) << "\n";
   }
 }
 
@@ -467,7 +487,7 @@ int run(const Options& options) {
       const ConvShape shape{pooled ? conv.pooled_name : conv.name, conv.h, conv.w, conv.c, conv.f, conv.dx, ""};
       for (const int64_t n : options.batches) {
         Buffers buffers(shape, n);
-        LayerSide layer(shape, n, buffers, pooled);
+        LayerSide layer(shape, n, buffers, pooled ? Pairing::kPoolTakesRelu : Pairing::kAlone);
         ReferenceSide reference(shape, n, buffers, pooled);
         const double flops_fwd = conv_flops(shape, n);
         const double flops_bwd = flops_fwd * (shape.dx ? 2 : 1);
@@ -484,8 +504,19 @@ int run(const Options& options) {
         Candidate reference_forward([&] { reference.forward(); });
         Candidate layer_backward([&] { layer.backward(); });  // reuses the last forward's output, as a step's would
         Candidate reference_backward([&] { reference.backward(); });
-        measure_interleaved({{&layer_step, &reference_step}}, options.repeats, options.min_seconds,
-                            options.min_iterations);
+        // With the pooling: the pair as built before the move, in the same group (point 5 at the top).
+        std::unique_ptr<LayerSide> before;
+        Candidate before_step;
+        Group step_group{&layer_step, &reference_step};
+        if (pooled) {
+          before = std::make_unique<LayerSide>(shape, n, buffers, Pairing::kPoolAfterConvRelu);
+          before_step = Candidate([&] {
+            before->forward();
+            before->backward();
+          });
+          step_group.push_back(&before_step);
+        }
+        measure_interleaved({step_group}, options.repeats, options.min_seconds, options.min_iterations);
         measure_interleaved({{&layer_forward, &reference_forward}}, options.repeats, options.min_seconds,
                             options.min_iterations);
         layer.forward();
@@ -498,6 +529,8 @@ int run(const Options& options) {
                           layer_impl, reference_impl});
         };
         row("fwd+bwd", flops_fwd + flops_bwd, layer_step, reference_step);
+        const double before_seconds = pooled ? before_step.median() : 0.0;
+        rows.back().before_seconds = before_seconds;
         row("fwd", flops_fwd, layer_forward, reference_forward);
         row("bwd", flops_bwd, layer_backward, reference_backward);
 
@@ -510,6 +543,10 @@ int run(const Options& options) {
             step.reference_seconds / step.layer_seconds, step.reference_fastest / step.layer_fastest,
             rows[rows.size() - 2].reference_seconds / rows[rows.size() - 2].layer_seconds,
             rows.back().reference_seconds / rows.back().layer_seconds, load_average().c_str());
+        if (pooled) {
+          std::printf("  before the move (Conv2D relu + plain MaxPooling2D): %.3f ms/step, ratio %.2f\n",
+                      before_seconds * 1e3, step.reference_seconds / before_seconds);
+        }
         std::printf("  Conv2D: %s\n  oneDNN: %s\n", layer_impl.c_str(), reference_impl.c_str());
 
         if (options.extras && !pooled) {
@@ -531,16 +568,20 @@ int run(const Options& options) {
       "\nSummary, %d thread(s), load average %s at the end. ratio = oneDNN-alone time / Conv2D time, medians"
       " of %d interleaved repeats\n",
       threads, load_average().c_str(), options.repeats);
-  std::printf("| shape | batch | Conv2D ms/step | Conv2D GFLOP/s | oneDNN GFLOP/s | ratio | fastest | fwd | bwd |\n");
-  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  std::printf(
+      "| shape | batch | Conv2D ms/step | Conv2D GFLOP/s | oneDNN GFLOP/s | ratio | fastest | fwd | bwd |"
+      " before the move |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     if (r.scope != "fwd+bwd") continue;
-    std::printf("| %s | %lld | %.3f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f |\n", r.shape.c_str(),
+    const std::string before =
+        r.before_seconds > 0 ? std::to_string(r.reference_seconds / r.before_seconds).substr(0, 4) : "-";
+    std::printf("| %s | %lld | %.3f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %s |\n", r.shape.c_str(),
                 static_cast<long long>(r.batch), r.layer_seconds * 1e3, r.flops / r.layer_seconds * 1e-9,
                 r.flops / r.reference_seconds * 1e-9, r.reference_seconds / r.layer_seconds,
                 r.reference_fastest / r.layer_fastest, rows[i + 1].reference_seconds / rows[i + 1].layer_seconds,
-                rows[i + 2].reference_seconds / rows[i + 2].layer_seconds);
+                rows[i + 2].reference_seconds / rows[i + 2].layer_seconds, before.c_str());
   }
   if (!options.csv_path.empty()) write_csv(options.csv_path, rows);
   return 0;

@@ -15,12 +15,12 @@
 // from that copy. That reorder runs at each forward and each backward, as the f32 one does: in training once per
 // step for each, after the model's once-per-step refresh (the layer is not told of a refresh, so it cannot skip the
 // reorder of an evaluation batch). The bias gradient is oneDNN's, summed from the bf16 dz (one rounding of each
-// term), as Keras's bf16 policy computes it; the fused activation's forward stays on the f32 accumulator.
-// Before a MaxPooling2D the model builds this layer linear and with bias_gradient_by_consumer: the pooling runs the
-// relu and sums the bias gradient at the pooled size (kernels/pooling.h), and backward weights computes the
-// kernel's gradient alone (under mixed_bfloat16 that bias gradient is then summed from the f32 dz, before its
-// rounding to bf16). At the Fashion-MNIST convnet's first convolution (one input channel, memory-bound) that
-// took its step from 0.22-0.45 to 0.89-0.91 of oneDNN's primitives alone (bench/README.md, conv_bench).
+// term), as Keras's bf16 policy computes it (not before a max pooling: below); the fused activation's forward stays on
+// the f32 accumulator. Before a MaxPooling2D the model builds this layer linear and with bias_gradient_by_consumer: the
+// pooling runs the relu and sums the bias gradient at the pooled size (kernels/pooling.h), and backward weights
+// computes the kernel's gradient alone (under mixed_bfloat16 that bias gradient is then summed from the f32 dz, before
+// its rounding to bf16). At the Fashion-MNIST convnet's first convolution (one input channel, memory-bound) that took
+// its step from 0.22-0.45 to 0.89-0.91 of oneDNN's primitives alone (bench/README.md, conv_bench).
 #include "kernels/conv2d.h"
 
 #include "kernels/activation.h"
@@ -122,8 +122,9 @@ Conv2D::Conv2D(const std::string& name, const Shape& input_shape, const Options&
                a == ActivationKind::kTanh,
            cat("Conv2D '", this->name(), "' cannot fuse activation '", activation_name(a),
                "'; build it as a separate Activation layer"));
-  SF_CHECK(!options.bias_gradient_by_consumer || options.use_bias,
-           cat("Conv2D '", this->name(), "': a bias gradient by the next layer without a bias (use_bias false)"));
+  SF_CHECK(!options.bias_gradient_by_consumer || (options.use_bias && a == ActivationKind::kLinear),
+           cat("Conv2D '", this->name(), "': the next layer can write the bias gradient only of a linear Conv2D ",
+               "with a bias (its relu moved into that layer)"));
 }
 
 float* Conv2D::bias_gradient_for_consumer(int64_t* count) const {

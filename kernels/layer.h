@@ -131,7 +131,8 @@ class Layer {
   // Builds everything batch size n needs over these buffers. Called once per n (n >= 1) until forget_plans().
   virtual void prepare(int64_t n, const LayerBuffers& buffers) = 0;
   virtual void forward(int64_t n, const BatchContext& ctx) = 0;
-  // Writes dx (when prepared with one) and this layer's parameter gradients: overwrites, never accumulates.
+  // Writes dx (when prepared with one) and this layer's parameter gradients: overwrites, never accumulates. (A
+  // layer whose bias gradient its consumer writes, bias_gradient_for_consumer() above, finds it already written.)
   virtual void backward(int64_t n) = 0;
   // Drops all prepared batch sizes (the model moved its buffers).
   virtual void forget_plans() = 0;

@@ -51,9 +51,12 @@ constexpr int64_t kSumPixels = 256;
 int64_t sum_blocks(int64_t pixels) { return (pixels + kSumPixels - 1) / kSumPixels; }
 
 // g = dy * (y > 0) over (pixels, channels), and when block_sums is given each block's per-channel sums of g into
-// block_sums (blocks, channels). One pass: y and dy are read once, g written once.
-SF_AVX512_CLONES void relu_backward_with_sums(const float* y, const float* dy, float* g, int64_t pixels,
-                                              int64_t channels, float* block_sums) {
+// block_sums (blocks, channels). One pass: y and dy are read once, g written once. A product, not a select, as
+// oneDNN's relu backward computes it: a NaN or infinite dy stays NaN where the mask is 0, so a broken loss
+// gradient still reaches the weights' gradients and shows.
+//   g (pixels, channels), block_sums (blocks, channels) or nullptr; y, dy (pixels, channels)
+SF_AVX512_CLONES void relu_backward_with_sums(float* g, float* block_sums, const float* y, const float* dy,
+                                              int64_t pixels, int64_t channels) {
   const int64_t blocks = sum_blocks(pixels);
 #pragma omp parallel for schedule(static) if (pixels * channels >= kParallelCount)
   for (int64_t b = 0; b < blocks; ++b) {
@@ -61,7 +64,7 @@ SF_AVX512_CLONES void relu_backward_with_sums(const float* y, const float* dy, f
     const int64_t end = std::min(pixels, (b + 1) * kSumPixels) * channels;
     if (block_sums == nullptr) {
 #pragma omp simd
-      for (int64_t i = begin; i < end; ++i) g[i] = y[i] > 0.0F ? dy[i] : 0.0F;
+      for (int64_t i = begin; i < end; ++i) g[i] = dy[i] * (y[i] > 0.0F ? 1.0F : 0.0F);
       continue;
     }
     float* sums = block_sums + b * channels;
@@ -69,7 +72,7 @@ SF_AVX512_CLONES void relu_backward_with_sums(const float* y, const float* dy, f
     for (int64_t row = begin; row < end; row += channels) {
 #pragma omp simd
       for (int64_t c = 0; c < channels; ++c) {
-        const float value = y[row + c] > 0.0F ? dy[row + c] : 0.0F;
+        const float value = dy[row + c] * (y[row + c] > 0.0F ? 1.0F : 0.0F);
         g[row + c] = value;
         sums[c] += value;
       }
@@ -211,7 +214,7 @@ void Pooling2D::backward(int64_t n) {
     const int64_t channels = input_shape()[2];
     const int64_t pixels = n * output_dim() / channels;
     float* sums = plan.block_sums.count() > 0 ? plan.block_sums.data() : nullptr;
-    relu_backward_with_sums(plan.y, plan.dy, plan.g, pixels, channels, sums);
+    relu_backward_with_sums(plan.g, sums, plan.y, plan.dy, pixels, channels);
     if (sums != nullptr) {
       const int64_t blocks = sum_blocks(pixels);
       for (int64_t c = 0; c < channels; ++c) {

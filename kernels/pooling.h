@@ -9,9 +9,11 @@
 // cell (a window whose maximum is <= 0 sends 0 either way). The relu's forward and backward then run over the
 // pooled output (a quarter of the convolution's at pool_size 2) instead of the convolution's, and the backward pass
 // also sums the producer's bias gradient there: each window's gradient lands on exactly one cell, so the per-channel
-// sums of dz are the sums of the pooled gradient (in another order). Measured at the Fashion-MNIST convnet's first
-// convolution (bench/README.md, conv_bench): oneDNN's bias reduction inside backward weights took 2.7x the weight
-// gradient itself, and the relu backward over the convolution's output 1.8x.
+// sums of dz are the sums of the pooled gradient (in another order). Exact in float32 up to that order; under
+// mixed_bfloat16 the convolution's bias gradient is then summed from these f32 terms, where the relu-then-pool order
+// sums the bf16-rounded dz (Keras's bf16 policy): more precise, not the same bits. Measured at the Fashion-MNIST
+// convnet's first convolution (bench/README.md, conv_bench): oneDNN's bias reduction inside backward weights took 2.7x
+// the weight gradient itself, and the relu backward over the convolution's output 1.8x.
 #pragma once
 
 #include <array>

@@ -234,6 +234,14 @@ TEST(Pooling2D, MaxTakingTheReluBeforeItIsReluThenPoolAndSumsTheBiasGradient) {
     EXPECT_TRUE(all_close(dz, dz_ref, 4)) << "dz";
     EXPECT_TRUE(all_close(bias_grad, bias_ref, 256)) << "bias gradient";
 
+    // Without a producer's bias (use_bias false): the same dz, from the loop that only masks.
+    Pooling2D unbiased("pool", Shape{c.h, c.w, c.c}, options);
+    std::vector<float> dz_unbiased(ref.in_count());
+    unbiased.prepare(c.n, {z.data(), y.data(), dy.data(), dz_unbiased.data(), scratch.data()});
+    unbiased.forward(c.n, BatchContext{.training = true});
+    unbiased.backward(c.n);
+    EXPECT_EQ(dz_unbiased, dz) << "without the bias sums";
+
     const std::vector<float> first = bias_grad;
     const int threads = omp_get_max_threads();
     for (const int t : {1, 2, 3}) {
