@@ -20,7 +20,8 @@
 // pooling runs the relu and sums the bias gradient at the pooled size (kernels/pooling.h), and backward weights
 // computes the kernel's gradient alone (under mixed_bfloat16 that bias gradient is then summed from the f32 dz, before
 // its rounding to bf16). At the Fashion-MNIST convnet's first convolution (one input channel, memory-bound) that took
-// its step from 0.22-0.45 to 0.89-0.91 of oneDNN's primitives alone (bench/README.md, conv_bench).
+// the pair's step from 0.57-0.73 to 0.85-0.95 of oneDNN's convolution and pooling primitives alone (bench/README.md,
+// conv_bench).
 #include "kernels/conv2d.h"
 
 #include "kernels/activation.h"
