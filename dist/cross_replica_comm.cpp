@@ -1,24 +1,17 @@
 // See cross_replica_comm.h.
 #include "dist/cross_replica_comm.h"
 
-#include <cstdio>
 #include <vector>
 
 namespace shardfit {
 
 void CommCrossReplicaSum::sum(std::span<double> values) {
-  if (comm_.size() > 1) comm_.allreduce_sum(values);
-}
-
-bool effective_overlap(const Comm& comm, const Model& model, bool overlap) {
-  if (!overlap || !model.uses_cross_replica()) return overlap;
-  if (comm.is_root()) {
-    std::fprintf(stderr,
-                 "shardfit: warning: fit.overlap is off for this model: its synchronized BatchNormalization sums "
-                 "across ranks during backward, when the overlapped reducer would be sending gradients\n");
-    std::fflush(stderr);
+  if (comm_.size() == 1) return;
+  if (reducer_ != nullptr) {
+    reducer_->sum_across_ranks(values);
+  } else {
+    comm_.allreduce_sum(values);
   }
-  return false;
 }
 
 void average_replica_state(Comm& comm, Model& model) {

@@ -99,8 +99,14 @@ GradientReducer::~GradientReducer() {
 void GradientReducer::thread_loop() {
   std::unique_lock lock(mutex_);
   for (;;) {
-    work_.wait(lock, [this] { return stopping_ || done_ < handed_; });
+    work_.wait(lock, [this] { return stopping_ || done_ < handed_ || side_sum_pending_; });
     if (stopping_) return;
+    // The buckets handed over first: a layer's sum waits for them (design note 13). Its caller, blocked until the
+    // sum is made, hands over nothing meanwhile, so the queue is the same on every rank.
+    if (done_ >= handed_) {  // > after a failed bucket
+      run_side_sum(lock);
+      continue;
+    }
     const size_t k = done_;
     lock.unlock();
     std::exception_ptr error;
@@ -118,6 +124,45 @@ void GradientReducer::thread_loop() {
     }
     if (done_ == buckets_.size()) finished_.notify_all();
   }
+}
+
+void GradientReducer::run_side_sum(std::unique_lock<std::mutex>& lock) {
+  const std::span<double> values = side_sum_;
+  // After a failed bucket this rank makes no more calls this step (as for the buckets); the caller rethrows.
+  if (!thread_error_) {
+    lock.unlock();
+    std::exception_ptr error;
+    try {
+      comm_.allreduce_sum(values);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    if (error) {  // nothing more is reduced this step, as after a failed bucket
+      thread_error_ = error;
+      done_ = buckets_.size();
+    }
+  }
+  side_sum_pending_ = false;
+  finished_.notify_all();
+}
+
+void GradientReducer::sum_across_ranks(std::span<double> values) {
+  if (comm_.size() == 1) return;
+  if (!threaded() || !in_step_) {
+    comm_.allreduce_sum(values);
+    return;
+  }
+  {
+    const std::lock_guard lock(mutex_);
+    side_sum_ = values;
+    side_sum_pending_ = true;
+  }
+  work_.notify_one();
+  std::unique_lock lock(mutex_);
+  finished_.wait(lock, [this] { return !side_sum_pending_; });
+  // Not exchanged: finish() rethrows it too, should anything reach it.
+  if (thread_error_) std::rethrow_exception(thread_error_);
 }
 
 int64_t GradientReducer::bucket_wire_bytes(size_t k) const {
@@ -172,6 +217,7 @@ void GradientReducer::begin_step() {
   if (!threaded()) return;
   const std::lock_guard lock(mutex_);
   SF_CHECK(handed_ == 0, "GradientReducer::begin_step: the previous step's buckets were never waited for (finish)");
+  in_step_ = true;
 }
 
 void GradientReducer::ready(int64_t first) {
@@ -190,6 +236,7 @@ void GradientReducer::abandon(const std::exception& error) {
     in_flight = done_ < handed_;
   }
   if (in_flight) comm_.abort(error);
+  in_step_ = false;  // the error goes on; nothing of this step is on the thread
 }
 
 void GradientReducer::start(int64_t global_count) {
@@ -222,6 +269,7 @@ void GradientReducer::finish() {
     std::unique_lock lock(mutex_);
     finished_.wait(lock, [this] { return done_ == buckets_.size(); });
     handed_ = done_ = 0;  // ready for the next step's buckets
+    in_step_ = false;
     if (thread_error_) std::rethrow_exception(std::exchange(thread_error_, nullptr));
     lock.unlock();
     // The thread's clock reads, now on the training thread (design note 10): the time inside the allreduce calls.

@@ -56,8 +56,9 @@ namespace shardfit {
 //     order (the layout is the same everywhere, note 3, and backward runs the layers in a fixed order), so no
 //     negotiation between ranks is needed, unlike Horovod's, whose tensors come ready in any order.
 // 10. While a step's buckets are in flight only the communication thread calls MPI: the training thread calls
-//     none between begin_step() and finish() (MPI_THREAD_SERIALIZED, which Comm asks for). The thread records its
-//     clock reads; finish(), on the training thread, hands them to the timeline, so the recorder has one writer.
+//     none between begin_step() and finish() (MPI_THREAD_SERIALIZED, which Comm asks for). A collective backward
+//     itself needs in that window goes to the thread too (note 13). The thread records its clock reads; finish(),
+//     on the training thread, hands them to the timeline, so the recorder has one writer.
 // 11. A failure inside the step while buckets are in flight (a kernel throws mid-backward on one rank) cannot
 //     unwind: the communication thread sits in an allreduce the peers may never join, and the reducer could not be
 //     destroyed under it. abandon() ends the job at once through Comm::abort, the path any error inside a step
@@ -76,6 +77,18 @@ namespace shardfit {
 //     under bfloat16 is 1 rank under float32; P ranks differ from it by the roundings, each gradient's sum within
 //     gamma(P) = P u / (1 - P u) of the sum of its magnitudes (u = 2^-8). Byte counts are what travels (2 bytes a
 //     gradient in bf16 buckets).
+// 13. Sums a layer makes during backward (a synchronized BatchNormalization's, dist/cross_replica_comm.h) go
+//     through sum_across_ranks(). Between begin_step() and finish() with the thread it queues the sum after the
+//     buckets handed over so far and blocks until the thread has made it; the layer's backward then goes on.
+//     Elsewhere (forward, evaluation, overlap off, one rank) the sum is made at once on the calling thread. Every
+//     rank makes the same sequence of calls on the thread: the buckets handed over before a sum are those of the
+//     gradients-ready points passed before it, and backward passes the same points (the same layers in the same
+//     order, a rank with no rows included: Model::backward_train) and makes its sums at the same points in layer
+//     order on every rank, while the thread runs its queue in order and the training thread, blocked, hands over
+//     nothing meanwhile. The sum is the same call on the same values as without overlap, so the results agree bit
+//     for bit. It waits for the buckets before it, so each such sum ends the overlap of what was handed over
+//     until then. It is not a bucket: no span on the timeline and not in seconds(); its time is backward's, as
+//     without overlap. A failure of the sum on the thread is the thread's error (rethrown here and by finish()).
 class GradientReducer {
  public:
   static constexpr int64_t kDefaultBucketBytes = int64_t{4} << 20;
@@ -135,6 +148,10 @@ class GradientReducer {
   // For an error inside the step on this rank: when buckets are in flight, ends the job through Comm::abort (design
   // note 11) and does not return; otherwise returns and the error goes on as usual.
   void abandon(const std::exception& error);
+  // Collective: values becomes its sum over all ranks, in double. A sum a layer makes during backward (design note
+  // 13): on the communication thread, after the buckets handed over so far, while a step is in flight with overlap;
+  // otherwise here. With one rank, nothing.
+  void sum_across_ranks(std::span<double> values);
 
   // In reduction order: bucket 0 is the end of the buffer. A bucket's count is of gradients; bucket 0's MPI call
   // also carries control().
@@ -161,6 +178,7 @@ class GradientReducer {
   std::span<float> bucket_values(size_t k) const;  // bucket k's floats in its MPI call (bucket 0: and control_)
   void reduce_bucket(size_t k);                    // the allreduce; its clock reads into issued_at_/done_at_[k]
   void thread_loop();
+  void run_side_sum(std::unique_lock<std::mutex>& lock);  // on the thread, with the lock held (design note 13)
   void hand_over(size_t handed);
   bool threaded() const { return overlap_ == Overlap::kThread && comm_.size() > 1; }
   void allreduce_bucket(size_t k);  // in f32 or, for a bf16 bucket, through staging_ (design note 12)
@@ -180,15 +198,20 @@ class GradientReducer {
   TraceRecorder* trace_ = nullptr;
 
   // The communication thread's state (design note 9). Buckets [0, done_) are reduced and [done_, handed_) queued;
-  // issued_at_[k] / done_at_[k] are bucket k's clock reads, written by whoever reduces it.
+  // issued_at_[k] / done_at_[k] are bucket k's clock reads, written by whoever reduces it. side_sum_ is a layer's
+  // sum queued after them (note 13) while side_sum_pending_; in_step_ is the training thread's own: between
+  // begin_step() and finish().
   Overlap overlap_;
   std::vector<Clock::time_point> issued_at_;
   std::vector<Clock::time_point> done_at_;
   std::mutex mutex_;
   std::condition_variable work_;      // the thread waits for buckets (or the end)
-  std::condition_variable finished_;  // finish() waits for the last bucket
+  std::condition_variable finished_;  // finish() waits for the last bucket, sum_across_ranks() for its sum
   size_t handed_ = 0;
   size_t done_ = 0;
+  std::span<double> side_sum_;
+  bool side_sum_pending_ = false;
+  bool in_step_ = false;
   bool stopping_ = false;
   std::exception_ptr thread_error_;  // an MPI failure on the thread, rethrown by finish()
   std::thread thread_;

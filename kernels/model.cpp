@@ -239,15 +239,17 @@ double Model::forward_train(int64_t n, const BatchContext& ctx, bool weighted, s
 }
 
 void Model::backward_train(int64_t n) {
-  if (n == 0) {  // no samples here: this rank adds zeros to the global sum
-    std::fill(gradients().begin(), gradients().end(), 0.0F);
-    for (size_t i = layers_.size(); i-- > 0;) layers_[i]->backward_without_rows();  // their sums, as forward's
-    if (gradients_ready_) gradients_ready_(0);
-    return;
-  }
+  // No samples here: this rank adds zeros to the global sum, and its layers' sums (as forward's) and its
+  // gradients-ready points come in the same order as on a rank with rows, so an overlapped reducer's thread makes
+  // the same sequence of calls on every rank (dist/gradient_reducer.h, note 13).
+  if (n == 0) std::fill(gradients().begin(), gradients().end(), 0.0F);
   const size_t first_backward = fused_ ? layers_.size() - 1 : layers_.size();
   for (size_t i = first_backward; i-- > 0;) {
-    layers_[i]->backward(n);
+    if (n == 0) {
+      layers_[i]->backward_without_rows();
+    } else {
+      layers_[i]->backward(n);
+    }
     if (gradients_ready_) gradients_ready_(param_offsets_[i]);
   }
   // A fused final activation has no parameters, but a model of that activation alone still ends here.

@@ -107,15 +107,17 @@ class Model {
   // Backward's "gradients ready" points: during backward_train, hook(first) says gradients()[first, end) are final
   // for this step. Backward runs from the last layer to the first, so first only decreases within a step, down to
   // 0 (the whole buffer) before backward_train returns; the same first may come twice. The hook runs on the calling
-  // thread, between the layers' kernels (and inside a layer whose parameter gradients are done before its dx). Set
-  // once, before training (empty: none); it costs one call per layer and allocates nothing.
+  // thread, between the layers' kernels (and inside a layer whose parameter gradients are done before its dx); with
+  // n == 0 it comes after each layer as with rows, so the layers' cross-rank sums fall between the same points on
+  // every rank. Set once, before training (empty: none); it costs one call per layer and allocates nothing.
   void set_gradients_ready(std::function<void(int64_t first)> hook);
   // The cross-rank sum layers ask for (synchronized BatchNormalization; kernels/cross_replica.h), set before
   // training; nullptr (the default): this rank holds the whole batch. Not owned.
   void set_cross_replica(CrossReplicaSum* sum);
   // True when some layer sums across ranks in its training forward or backward: every rank must then run every
-  // step's forward_train and backward_train (a rank with no rows too), and no other thread may make MPI calls
-  // during them (an overlapped gradient reducer must stay off).
+  // step's forward_train and backward_train (a rank with no rows too), and the sums must keep their order with any
+  // other collective made meanwhile (dist/ makes them on an overlapped reducer's thread: dist/gradient_reducer.h,
+  // note 13).
   bool uses_cross_replica() const;
   // True when some layer keeps per-rank state (BatchNormalization with synchronized: false) that dist/ averages
   // across ranks before it is read (dist/cross_replica_comm.h).

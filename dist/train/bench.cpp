@@ -523,11 +523,10 @@ BenchReport run_bench(Comm& comm, const BenchConfig& config) {
   // (--overlap on) and fit.reduce_dtype, as fit reads them.
   CommCrossReplicaSum cross_replica(comm);  // synchronized BatchNormalization's sums (dist/cross_replica_comm.h)
   model->set_cross_replica(&cross_replica);
-  GradientReducer reducer(comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots), bucket_bytes,
-                          effective_overlap(comm, *model, config.job.fit().overlap())
-                              ? GradientReducer::Overlap::kThread
-                              : GradientReducer::Overlap::kOff,
-                          reduce_dtype);
+  GradientReducer reducer(
+      comm, model->gradients(), model->gradient_tail().first(StepControl::kSlots), bucket_bytes,
+      config.job.fit().overlap() ? GradientReducer::Overlap::kThread : GradientReducer::Overlap::kOff, reduce_dtype);
+  cross_replica.route_through(&reducer);  // its sums inside backward keep step order with the buckets
   StepControl control(reducer.control());
   StepOptions options;
   options.seed = config.seed;

@@ -234,9 +234,9 @@ void Trainer::setup() {
       std::max<int64_t>({plan_->max_local_count(), std::min(validation_slice_.count, config_.batch_size), 1}));
   reducer_ = std::make_unique<GradientReducer>(
       comm_, model_->gradients(), model_->gradient_tail().first(StepControl::kSlots), config_.bucket_bytes,
-      effective_overlap(comm_, *model_, config_.overlap) ? GradientReducer::Overlap::kThread
-                                                         : GradientReducer::Overlap::kOff,
-      config_.reduce_dtype);
+      config_.overlap ? GradientReducer::Overlap::kThread : GradientReducer::Overlap::kOff, config_.reduce_dtype);
+  // A layer's sums inside backward keep step order with the buckets (dist/cross_replica_comm.h, note 2).
+  cross_replica_->route_through(reducer_.get());
   step_options_.seed = config_.seed;
   step_options_.shuffle = config_.shuffle;
   step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *reducer_, *train_, train_layout_, *plan_, step_options_);

@@ -4,6 +4,8 @@
 //   abort_probe mid_collective   rank 1 throws while the other ranks wait in MPI_Allreduce (-> Comm::abort)
 //   abort_probe mid_overlap      rank 1 throws mid-backward while its overlapping reducer's communication thread
 //                                waits in a bucket allreduce the others never join (-> GradientReducer::abandon)
+//   abort_probe mid_overlap_sum  rank 1 throws mid-backward while the others' communication threads make a layer's
+//                                sum it never joins (GradientReducer::sum_across_ranks; -> Comm::abort)
 //   abort_probe agree_one        rank 1 fails at an agree() checkpoint, the others do not
 //   abort_probe agree_all        every rank fails at an agree() checkpoint
 //   abort_probe exit_status      every rank finishes; rank 1's body returns 3
@@ -66,6 +68,24 @@ int run_mode(shardfit::Comm& comm, const std::string& mode) {
     std::this_thread::sleep_for(std::chrono::milliseconds(600));  // rank 1 has thrown: nothing more will match
     reducer.start(comm.size());
     reducer.finish();  // never completes
+    return 0;
+  }
+  if (mode == "mid_overlap_sum") {
+    // A synchronized BatchNormalization's backward sum with overlap on: made on the communication thread while the
+    // training thread waits for it. Rank 1 has nothing in flight, so abandon() returns and run_ranks ends the job.
+    std::vector<float> grads(4096, 1.0F);
+    shardfit::GradientReducer reducer(comm, grads, 1024 * sizeof(float), shardfit::GradientReducer::Overlap::kThread);
+    reducer.begin_step();
+    if (comm.rank() == 1) {
+      try {
+        throw_injected_failure();
+      } catch (const std::exception& error) {
+        reducer.abandon(error);
+        throw;
+      }
+    }
+    std::vector<double> sums(8, 1.0);
+    reducer.sum_across_ranks(sums);  // never completes
     return 0;
   }
   if (mode == "agree_one") comm.agree(failure_on(comm.rank() == 1, "cannot open missing.npy"));

@@ -1,5 +1,6 @@
 // MPI tests of dist/gradient_reducer: the bucket layout, and that the reduced gradient is the global sum divided by
-// the global sample count, for any rank count, bucket size and chunk limit. Not the optimizer.
+// the global sample count, for any rank count, bucket size and chunk limit; a layer's sums made in step order with
+// the overlapped buckets. Not the optimizer.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -190,6 +191,63 @@ TEST(GradientReducerTest, OverlapThreadReducesTheSameBitsAsBlocking) {
     EXPECT_EQ(overlapped.reduce_count(), 3);
     if (comm.size() == 1) {
       EXPECT_EQ(overlapped.seconds(), 0.0) << "one rank: no thread, no communication";
+    }
+  }
+}
+
+// A layer's sums during backward (design note 13): between begin_step() and finish() the overlapped reducer makes
+// them on its thread after the buckets handed over before them, with its buckets still reduced bit for bit as the
+// blocking reducer's; before begin_step() and after finish() they are made at once. Each sum is the exact sum over
+// ranks (small integers in double), and every call is one collective: the buckets' plus the sums' (none at one
+// rank). The ready points and sums interleave as a Dense, BatchNormalization, Dense backward's would.
+TEST(GradientReducerTest, SumsAcrossRanksKeepStepOrderWithTheBuckets) {
+  Comm& comm = world();
+  const int ranks = comm.size();
+  const int64_t count = 1000;
+  const auto sum_values = [&](double base) {
+    std::vector<double> values(5);
+    for (size_t j = 0; j < values.size(); ++j) values[j] = base + static_cast<double>(comm.rank() * 10 + j);
+    return values;
+  };
+  // sum over r of (base + 10 r + j) = P base + 10 P (P - 1) / 2 + P j
+  const auto expected_sum = [&](double base, size_t j) {
+    return ranks * base + 10.0 * ranks * (ranks - 1) / 2.0 + static_cast<double>(ranks) * static_cast<double>(j);
+  };
+  for (const int64_t bucket_count : {1, 64, 1000}) {
+    std::vector<float> blocking_grads(count);
+    std::vector<float> overlap_grads(count);
+    GradientReducer blocking(comm, blocking_grads, bucket_count * kFloatBytes);
+    GradientReducer overlapped(comm, overlap_grads, bucket_count * kFloatBytes, GradientReducer::Overlap::kThread);
+    for (int step = 0; step < 2; ++step) {
+      for (int64_t i = 0; i < count; ++i) {
+        blocking_grads[i] = overlap_grads[i] = static_cast<float>(rank_gradient(comm.rank(), i + step) / 3.0);
+      }
+      blocking.reduce(3);
+      const int64_t calls = comm.collective_calls();
+      std::vector<double> before = sum_values(1.0);
+      overlapped.sum_across_ranks(before);  // forward's: outside the step, at once
+      overlapped.begin_step();
+      overlapped.ready(700);
+      std::vector<double> during = sum_values(2.0 + step);
+      overlapped.sum_across_ranks(during);  // after the buckets of [700, end), before the rest
+      overlapped.ready(600);
+      overlapped.ready(0);
+      std::vector<double> last = sum_values(-3.0);
+      overlapped.sum_across_ranks(last);  // after every bucket
+      overlapped.start(3);
+      overlapped.finish();
+      std::vector<double> after = sum_values(4.0);
+      overlapped.sum_across_ranks(after);  // after the step, at once
+      EXPECT_EQ(overlap_grads, blocking_grads) << "bucket " << bucket_count << ", step " << step;
+      for (size_t j = 0; j < before.size(); ++j) {
+        EXPECT_EQ(before[j], expected_sum(1.0, j)) << j;
+        EXPECT_EQ(during[j], expected_sum(2.0 + step, j)) << j;
+        EXPECT_EQ(last[j], expected_sum(-3.0, j)) << j;
+        EXPECT_EQ(after[j], expected_sum(4.0, j)) << j;
+      }
+      EXPECT_EQ(comm.collective_calls() - calls,
+                ranks > 1 ? static_cast<int64_t>(overlapped.buckets().size()) + 4 : int64_t{0})
+          << "one call per bucket and per sum";
     }
   }
 }
