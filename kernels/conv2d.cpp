@@ -2,7 +2,11 @@
 //   forward          y  (n, oh, ow, f) = act(conv(x (n, h, w, c), K (kh, kw, c, f)) + b)
 //   backward-weights dK (kh, kw, c, f), db (f) from x and dz
 //   backward-data    dx (n, h, w, c) from dz and K
-// with dz = dy * act'(.) from oneDNN's eltwise backward on the fused output (use_dst algorithms), as Dense does.
+// with dz = dy * act'(.) from oneDNN's eltwise backward on the fused output (use_dst algorithms), as Dense does,
+// except for a relu with a bias in f32: one pass of ours forms dz and the bias gradient (kernels/channel_sums.h) and
+// backward weights computes the kernel's gradient alone. oneDNN's bias reduction inside backward weights re-reads
+// dz; at the convnet's first convolution that took the layer from 0.28-0.49 to 0.57-0.71 of oneDNN's primitives
+// alone (Zen 4, 1 and 2 threads; bench/README.md, conv_bench).
 // src and dst are nhwc views of the model's row-major buffers; the kernel is Keras's (kh, kw, in, out), oneDNN's
 // hwio. oneDNN's direct kernels want blocked weights: each primitive is built with the weights' layout left to it
 // ("any") and a reorder runs when its choice differs from hwio (2.6 on AVX-512: brgconv / jit, against gemm:jit when
@@ -25,6 +29,7 @@
 #include "kernels/conv2d.h"
 
 #include "kernels/activation.h"
+#include "kernels/channel_sums.h"
 #include "kernels/error.h"
 #include "kernels/window.h"
 
@@ -246,8 +251,17 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
     const float* dz = buffers.dy;
     plan.y = buffers.y;
     plan.dy = buffers.dy;
-    // Under bf16 no f32 dz is formed: one loop writes the bf16 dz from y and dy (bf16_gradient, above).
-    if (fused && !bf16) {
+    // Under bf16 no f32 dz is formed: one loop writes the bf16 dz from y and dy (bf16_gradient, above). A relu
+    // with a bias forms dz and the bias gradient in one pass of ours (kernels/channel_sums.h), and backward
+    // weights computes the kernel's gradient alone.
+    const bool bias_here = options_.use_bias && !options_.bias_gradient_by_consumer;
+    const bool relu_pass = !bf16 && bias_here && options_.activation == ActivationKind::kRelu;
+    if (relu_pass) {
+      SF_CHECK(buffers.scratch != nullptr, cat("Conv2D '", name(), "': fused activation needs a scratch buffer"));
+      plan.relu_dz = buffers.scratch;
+      plan.block_sums.resize(channel_sum_blocks(n * out[0] * out[1]) * filters);
+      dz = buffers.scratch;
+    } else if (fused && !bf16) {
       SF_CHECK(buffers.scratch != nullptr, cat("Conv2D '", name(), "': fused activation needs a scratch buffer"));
       const auto algorithm = fused_backward_algorithm(options_.activation, "Conv2D");
       const dnnl::eltwise_forward::primitive_desc hint(
@@ -266,19 +280,20 @@ void Conv2D::prepare(int64_t n, const LayerBuffers& buffers) {
       dz_mem = wrap(dz_op_md, plan.dz_bf16.data());
     }
 
-    const bool bias_here = options_.use_bias && !options_.bias_gradient_by_consumer;
+    const bool bias_in_primitive = bias_here && !relu_pass;
     const auto weights_desc =
-        bias_here ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_op_md, k_any, b_md,
-                                                             dz_op_md, strides, dilates, pad_begin, pad_end)
-                  : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_op_md, k_any,
-                                                             dz_op_md, strides, dilates, pad_begin, pad_end);
+        bias_in_primitive
+            ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_op_md, k_any, b_md,
+                                                       dz_op_md, strides, dilates, pad_begin, pad_end)
+            : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, x_op_md, k_any, dz_op_md,
+                                                       strides, dilates, pad_begin, pad_end);
     const dnnl::convolution_backward_weights::primitive_desc weights_pd(weights_desc, engine, forward_pd);
     std::vector<std::pair<int, memory>> weights_args = {
         {DNNL_ARG_SRC, x},
         {DNNL_ARG_DIFF_DST, dz_mem},
         {DNNL_ARG_DIFF_WEIGHTS,
          operand(weights_pd.diff_weights_desc(), wrap(k_md, kernel_grad_), &plan.kernel_grad_to_hwio, true)}};
-    if (bias_here) weights_args.emplace_back(DNNL_ARG_DIFF_BIAS, wrap(b_md, bias_grad_));
+    if (bias_in_primitive) weights_args.emplace_back(DNNL_ARG_DIFF_BIAS, wrap(b_md, bias_grad_));
     plan.backward_weights = PrimitiveCall(dnnl::convolution_backward_weights(weights_pd), std::move(weights_args));
 
     if (buffers.dx != nullptr) {
@@ -314,6 +329,11 @@ void Conv2D::backward(int64_t n) {
   const Plan& plan = plan_for(n);
   SF_CHECK(plan.backward_prepared, cat("Conv2D '", name(), "': backward for batch size ", n, " was not prepared"));
   if (plan.activation_backward) plan.activation_backward.execute();
+  if (plan.relu_dz != nullptr) {
+    const int64_t pixels = n * output_dim() / options_.filters;
+    relu_backward_with_channel_sums(plan.relu_dz, plan.block_sums.data(), plan.y, plan.dy, pixels, options_.filters);
+    finish_channel_sums(bias_grad_, plan.block_sums.data(), pixels, options_.filters);
+  }
   if (plan.dz_bf16.count() > 0) {
     bf16_gradient(options_.activation, plan.y, plan.dy, plan.dz_bf16.data(), plan.dz_bf16.count());
   }

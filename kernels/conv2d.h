@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/activation_kind.h"
+#include "kernels/buffer.h"
 #include "kernels/engine.h"
 #include "kernels/initializer.h"
 #include "kernels/layer.h"
@@ -73,7 +74,11 @@ class Conv2D final : public Layer {
     mutable Bf16Buffer dz_bf16;       // (n, oh, ow, filters) bf16 dz = dy * act'(.): both backwards' diff_dst
     PrimitiveCall kernel_to_forward;  // hwio -> forward's layout, when they differ
     PrimitiveCall forward;
-    PrimitiveCall activation_backward;      // dz = dy * act'(y), only when the activation is fused (f32)
+    PrimitiveCall activation_backward;  // dz = dy * act'(y), when the activation is fused (f32), but relu:
+    // relu with a bias (f32) forms dz and the bias gradient in one pass of ours instead (kernels/channel_sums.h):
+    // dz into relu_dz, the blocks' sums into block_sums.
+    float* relu_dz = nullptr;
+    mutable FloatBuffer block_sums;
     PrimitiveCall backward_weights;         // d kernel and d bias from x and dz
     PrimitiveCall kernel_grad_to_hwio;      // backward weights' layout -> hwio, when they differ
     PrimitiveCall kernel_to_backward_data;  // hwio -> backward data's layout, when they differ

@@ -6,10 +6,8 @@
 // backward that also sums), then pools g back.
 #include "kernels/pooling.h"
 
-#include <algorithm>
-
+#include "kernels/channel_sums.h"
 #include "kernels/error.h"
-#include "kernels/precision.h"
 #include "kernels/window.h"
 
 namespace shardfit {
@@ -40,44 +38,6 @@ std::array<WindowAxis, 2> windows(const Shape& in, const Pooling2D::Options& opt
   if (options.kind == Pooling2D::Kind::kGlobalAverage) return {WindowAxis{1, 0, 0}, WindowAxis{1, 0, 0}};
   return {window_axis(in[0], options.pool_size[0], options.strides[0], 1, options.same_padding),
           window_axis(in[1], options.pool_size[1], options.strides[1], 1, options.same_padding)};
-}
-
-// Below this many elements an OpenMP team costs more than it saves (precision.cpp's threshold).
-constexpr int64_t kParallelCount = 32768;
-// Pixels per block of the channel sums. Fixed, so the sums do not depend on the thread count: each block sums its
-// pixels in float, in order, and the blocks are added in order in double.
-constexpr int64_t kSumPixels = 256;
-
-int64_t sum_blocks(int64_t pixels) { return (pixels + kSumPixels - 1) / kSumPixels; }
-
-// g = dy * (y > 0) over (pixels, channels), and when block_sums is given each block's per-channel sums of g into
-// block_sums (blocks, channels). One pass: y and dy are read once, g written once. A product, not a select, as
-// oneDNN's relu backward computes it: a NaN or infinite dy stays NaN where the mask is 0, so a broken loss
-// gradient still reaches the weights' gradients and shows.
-//   g (pixels, channels), block_sums (blocks, channels) or nullptr; y, dy (pixels, channels)
-SF_AVX512_CLONES void relu_backward_with_sums(float* g, float* block_sums, const float* y, const float* dy,
-                                              int64_t pixels, int64_t channels) {
-  const int64_t blocks = sum_blocks(pixels);
-#pragma omp parallel for schedule(static) if (pixels * channels >= kParallelCount)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t begin = b * kSumPixels * channels;
-    const int64_t end = std::min(pixels, (b + 1) * kSumPixels) * channels;
-    if (block_sums == nullptr) {
-#pragma omp simd
-      for (int64_t i = begin; i < end; ++i) g[i] = dy[i] * (y[i] > 0.0F ? 1.0F : 0.0F);
-      continue;
-    }
-    float* sums = block_sums + b * channels;
-    std::fill(sums, sums + channels, 0.0F);
-    for (int64_t row = begin; row < end; row += channels) {
-#pragma omp simd
-      for (int64_t c = 0; c < channels; ++c) {
-        const float value = dy[row + c] * (y[row + c] > 0.0F ? 1.0F : 0.0F);
-        g[row + c] = value;
-        sums[c] += value;
-      }
-    }
-  }
 }
 
 }  // namespace
@@ -180,7 +140,8 @@ void Pooling2D::prepare(int64_t n, const LayerBuffers& buffers) {
       plan.y = buffers.y;
       plan.dy = buffers.dy;
       plan.g = buffers.scratch;
-      if (producer_bias_grad_ != nullptr) plan.block_sums.resize(sum_blocks(n * axes[0].out * axes[1].out) * channels);
+      if (producer_bias_grad_ != nullptr)
+        plan.block_sums.resize(channel_sum_blocks(n * axes[0].out * axes[1].out) * channels);
       diff_dst = plan.g;
     }
     std::vector<std::pair<int, memory>> backward_args = {{DNNL_ARG_DIFF_DST, wrap(y_md, diff_dst)},
@@ -214,15 +175,8 @@ void Pooling2D::backward(int64_t n) {
     const int64_t channels = input_shape()[2];
     const int64_t pixels = n * output_dim() / channels;
     float* sums = plan.block_sums.count() > 0 ? plan.block_sums.data() : nullptr;
-    relu_backward_with_sums(plan.g, sums, plan.y, plan.dy, pixels, channels);
-    if (sums != nullptr) {
-      const int64_t blocks = sum_blocks(pixels);
-      for (int64_t c = 0; c < channels; ++c) {
-        double total = 0.0;
-        for (int64_t b = 0; b < blocks; ++b) total += sums[b * channels + c];
-        producer_bias_grad_[c] = static_cast<float>(total);
-      }
-    }
+    relu_backward_with_channel_sums(plan.g, sums, plan.y, plan.dy, pixels, channels);
+    if (sums != nullptr) finish_channel_sums(producer_bias_grad_, sums, pixels, channels);
   }
   plan.backward.execute();
 }

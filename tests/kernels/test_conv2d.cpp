@@ -223,6 +223,7 @@ constexpr Case kSweep[] = {
     {5, 12, 12, 16, 32, 3, 3, 1, 1, 1, 1, false, true, A::kRelu},  // blocked channels: oneDNN's direct kernels
     {3, 11, 13, 32, 16, 3, 3, 2, 2, 1, 1, true, false, A::kTanh},  // the same with strides and same
     {2, 28, 28, 1, 8, 3, 3, 1, 1, 1, 1, false, true, A::kRelu},    // an MNIST-sized grey image
+    {4, 28, 28, 1, 32, 3, 3, 1, 1, 1, 1, false, true, A::kRelu},   // the convnet's conv1: OpenMP, 11 blocks of sums
     {1, 3, 3, 2, 3, 3, 3, 1, 1, 1, 1, false, true, A::kLinear},    // kernel as large as the input: 1x1 output
     {2, 1, 9, 2, 3, 1, 3, 1, 2, 1, 1, true, true, A::kLinear},     // height 1
 };
