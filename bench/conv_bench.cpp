@@ -90,9 +90,9 @@ Options parse_options(int argc, char** argv) {
 }
 
 using bench::Candidate;
-using bench::Group;
 using bench::csv_field;
 using bench::fill_uniform;
+using bench::Group;
 using bench::load_average;
 using bench::measure_interleaved;
 
@@ -110,8 +110,6 @@ constexpr int64_t kKernel = 3;
 constexpr ConvShape kShapes[] = {
     {"conv1 (28,28,1)->32", 28, 28, 1, 32, false, "conv1 + MaxPooling2D (the convnet's)"},
     {"conv2 (13,13,32)->64", 13, 13, 32, 64, true, "conv2 + MaxPooling2D (the convnet's)"}};
-
-memory wrap(const memory::desc& desc, float* data) { return {desc, cpu_engine(), data}; }
 
 // The 2x2 max pooling after each convolution of the convnet (point 5 at the top): its output (n, ph, pw, f).
 int64_t pooled_count(const ConvShape& s, int64_t n) { return n * ((s.h - 2) / 2) * ((s.w - 2) / 2) * s.f; }

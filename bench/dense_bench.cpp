@@ -140,8 +140,6 @@ std::string piece_name(int layer, const char* what) {
 // side.
 double glorot_limit(int64_t in, int64_t out) { return std::sqrt(6.0 / static_cast<double>(in + out)); }
 
-memory wrap(const memory::desc& desc, float* data) { return {desc, cpu_engine(), data}; }
-
 // The activations and gradients of one batch: act[0] is the input, act[l + 1] layer l's output; grad[l] is
 // d loss / d act[l] (grad[0] is never written: the first layer's dx is not needed).
 struct MlpBuffers {

@@ -38,10 +38,6 @@ EltwiseAlgorithms eltwise_algorithms(ActivationKind kind) {
   SF_FAIL("softmax is not an eltwise activation");
 }
 
-memory wrap(const memory::desc& desc, const float* data) {
-  return {desc, cpu_engine(), const_cast<float*>(data)};  // oneDNN takes void*; inputs are only read
-}
-
 }  // namespace
 
 Activation::Activation(std::string name, int64_t dim, ActivationKind kind)

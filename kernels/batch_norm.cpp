@@ -59,10 +59,6 @@ void channel_sums(int64_t rows, int64_t channels, std::vector<double>& partials,
   }
 }
 
-memory wrap(const memory::desc& desc, const float* data) {
-  return {desc, cpu_engine(), const_cast<float*>(data)};  // oneDNN takes void*; inputs are only read
-}
-
 }  // namespace
 
 BatchNormalization::BatchNormalization(std::string name, int64_t input_dim, int64_t channels, const Options& options)

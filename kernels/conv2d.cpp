@@ -40,14 +40,6 @@ namespace {
 using dnnl::memory;
 using Tag = memory::format_tag;
 
-memory wrap(const memory::desc& desc, const float* data) {
-  return {desc, cpu_engine(), const_cast<float*>(data)};  // oneDNN takes void*; inputs are only read
-}
-
-memory wrap(const memory::desc& desc, const uint16_t* data) {
-  return {desc, cpu_engine(), const_cast<uint16_t*>(data)};
-}
-
 // `plain` when the primitive takes it as it is; else a memory of the primitive's layout (owned by oneDNN) and the
 // reorder that fills it from, or empties it into, `plain`.
 memory operand(const memory::desc& wanted, const memory& plain, PrimitiveCall* reorder, bool into_plain) {

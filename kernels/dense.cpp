@@ -102,14 +102,6 @@ void relu_backward_to_bf16(const float* dy, const float* y, const uint16_t* y_bf
   }
 }
 
-memory wrap(const memory::desc& desc, const float* data) {
-  return {desc, cpu_engine(), const_cast<float*>(data)};  // oneDNN takes void*; inputs are only read
-}
-
-memory wrap(const memory::desc& desc, const uint16_t* data) {
-  return {desc, cpu_engine(), const_cast<uint16_t*>(data)};
-}
-
 Dense::Dense(std::string name, int64_t input_dim, int64_t units, const Options& options)
     : Layer(std::move(name), input_dim, units), options_(options) {
   SF_CHECK(input_dim > 0 && units > 0,

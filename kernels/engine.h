@@ -25,6 +25,15 @@ dnnl::memory::desc row_major(int64_t rows, int64_t cols, dnnl::memory::data_type
 // operand through these strides, without a copy.
 dnnl::memory::desc transposed(int64_t rows, int64_t cols, dnnl::memory::data_type type = kF32);
 
+// A memory object over one of the model's buffers (f32, or bf16 as uint16_t), on cpu_engine(). oneDNN takes void*;
+// a const buffer is only ever read through it (a primitive's source), never written.
+inline dnnl::memory wrap(const dnnl::memory::desc& desc, const float* data) {
+  return {desc, cpu_engine(), const_cast<float*>(data)};
+}
+inline dnnl::memory wrap(const dnnl::memory::desc& desc, const uint16_t* data) {
+  return {desc, cpu_engine(), const_cast<uint16_t*>(data)};
+}
+
 class PrimitiveCall {
  public:
   PrimitiveCall() = default;

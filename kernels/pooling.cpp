@@ -17,10 +17,6 @@ namespace {
 using dnnl::memory;
 using Tag = memory::format_tag;
 
-memory wrap(const memory::desc& desc, const float* data) {
-  return {desc, cpu_engine(), const_cast<float*>(data)};  // oneDNN takes void*; inputs are only read
-}
-
 const char* keras_name(Pooling2D::Kind kind) {
   switch (kind) {
     case Pooling2D::Kind::kMax:
