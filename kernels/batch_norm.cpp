@@ -17,6 +17,7 @@
 
 #include "kernels/cross_replica.h"
 #include "kernels/error.h"
+#include "kernels/precision.h"
 
 namespace shardfit {
 
@@ -35,11 +36,12 @@ int64_t chunk_count(int64_t rows) { return (rows + kChunkRows - 1) / kChunkRows;
 // out (2 C) = [sum over rows of a, sum over rows of b], where row_terms(i, first, last, a, b) adds row i's terms for
 // channels [first, last) to a (C) and b (C). partials holds chunk_count(rows) x 2 C doubles.
 template <typename RowTerms>
-void channel_sums(int64_t rows, int64_t channels, std::vector<double>& partials, double* out, RowTerms row_terms) {
+void paired_channel_sums(int64_t rows, int64_t channels, std::vector<double>& partials, double* out,
+                         RowTerms row_terms) {
   const int64_t chunks = chunk_count(rows);
   const int64_t blocks = (channels + kBlockChannels - 1) / kBlockChannels;
   const int64_t width = 2 * channels;
-#pragma omp parallel for collapse(2) schedule(static) if (rows * channels > 32768)
+#pragma omp parallel for collapse(2) schedule(static) if (rows * channels > kParallelCount)
   for (int64_t k = 0; k < chunks; ++k) {
     for (int64_t block = 0; block < blocks; ++block) {
       const int64_t first = block * kBlockChannels;
@@ -145,7 +147,6 @@ void BatchNormalization::prepare(int64_t n, const LayerBuffers& buffers) {
   };
   Plan plan;
   plan.x = buffers.x;
-  plan.y = buffers.y;
   plan.dy = buffers.dy;
   plan.dx = buffers.dx;
   plan.training = PrimitiveCall(primitive, args(batch_mean_.data(), batch_variance_.data()));
@@ -163,16 +164,17 @@ BatchNormalization::Plan& BatchNormalization::plan_for(int64_t n) {
 void BatchNormalization::batch_statistics(const float* x, int64_t rows, std::vector<double>& partials) {
   const int64_t c = channels_;
   if (rows > 0) {
-    channel_sums(rows, c, partials, sums_.data(),
-                 [x, c](int64_t i, int64_t first, int64_t last, double* __restrict sum, double* __restrict squares) {
-                   const float* __restrict row = x + i * c;
+    paired_channel_sums(
+        rows, c, partials, sums_.data(),
+        [x, c](int64_t i, int64_t first, int64_t last, double* __restrict sum, double* __restrict squares) {
+          const float* __restrict row = x + i * c;
 #pragma omp simd
-                   for (int64_t j = first; j < last; ++j) {
-                     const double v = row[j];
-                     sum[j] += v;
-                     squares[j] += v * v;
-                   }
-                 });
+          for (int64_t j = first; j < last; ++j) {
+            const double v = row[j];
+            sum[j] += v;
+            squares[j] += v * v;
+          }
+        });
   } else {
     std::fill(sums_.begin(), sums_.end(), 0.0);
   }
@@ -227,7 +229,7 @@ void BatchNormalization::backward_rows(Plan* plan, int64_t rows) {
     const float* dy = plan->dy;
     const float* mean = batch_mean_.data();
     // sum dy * xhat = inverse_std * sum dy * (x - mean): the factor after the sum.
-    channel_sums(
+    paired_channel_sums(
         rows, c, plan->partials, sums,
         [=](int64_t i, int64_t first, int64_t last, double* __restrict sum_dy, double* __restrict sum_dy_centered) {
           const float* __restrict x_row = x + i * c;

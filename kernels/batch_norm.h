@@ -35,8 +35,6 @@ class BatchNormalization final : public Layer {
   BatchNormalization(std::string name, int64_t input_dim, int64_t channels, const Options& options);
 
   std::string kind() const override { return "batch_normalization"; }
-  int64_t channels() const { return channels_; }
-  const Options& options() const { return options_; }
 
   // Trainable: gamma (C) when scale, then beta (C) when center. State: moving_mean (C), moving_variance (C).
   int64_t param_count() const override;
@@ -62,12 +60,11 @@ class BatchNormalization final : public Layer {
   // batch's statistics (training) and once with the moving ones (inference).
   struct Plan {
     const float* x = nullptr;
-    float* y = nullptr;
     const float* dy = nullptr;
     float* dx = nullptr;
     PrimitiveCall training;        // normalizes with batch_mean_ / batch_variance_
     PrimitiveCall inference;       // normalizes with the moving statistics
-    std::vector<double> partials;  // per chunk of rows, 2 C sums (batch_norm.cpp, channel_sums)
+    std::vector<double> partials;  // per chunk of rows, 2 C sums (batch_norm.cpp, paired_channel_sums)
   };
 
   int64_t positions() const { return input_dim() / channels_; }

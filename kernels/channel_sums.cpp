@@ -7,13 +7,6 @@
 
 namespace shardfit {
 
-namespace {
-
-// Below this many elements an OpenMP team costs more than it saves (precision.cpp's threshold).
-constexpr int64_t kParallelCount = 32768;
-
-}  // namespace
-
 SF_AVX512_CLONES void relu_backward_with_channel_sums(float* g, float* block_sums, const float* y, const float* dy,
                                                       int64_t pixels, int64_t channels) {
   const int64_t blocks = channel_sum_blocks(pixels);

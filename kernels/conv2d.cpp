@@ -51,9 +51,6 @@ memory operand(const memory::desc& wanted, const memory& plain, PrimitiveCall* r
   return own;
 }
 
-// Below this, an OpenMP team costs more than it saves (precision.cpp's threshold).
-constexpr int64_t kParallelCount = 32768;
-
 // dz (bf16) = bf16(dy * act'(.)), act' from the activation's output y, in one pass: under bf16 this takes the place
 // of oneDNN's eltwise backward into an f32 dz followed by its conversion (two passes and an f32 array written and
 // read again), which at the first layer of the convnet cost as much as the bf16 saved (batch 512, 2 threads).

@@ -20,6 +20,7 @@
 
 #include "kernels/activation.h"
 #include "kernels/error.h"
+#include "kernels/precision.h"
 
 namespace shardfit {
 
@@ -32,7 +33,7 @@ using dnnl::memory;
 // Threads take blocks of columns and walk the rows, so every load is a contiguous run of the row.
 void column_sums(const float* m, int64_t n, int64_t out, float* sums) {
   constexpr int64_t kBlock = 64;
-#pragma omp parallel for schedule(static) if (n * out > 32768)
+#pragma omp parallel for schedule(static) if (n * out > kParallelCount)
   for (int64_t begin = 0; begin < out; begin += kBlock) {
     const int64_t width = std::min(kBlock, out - begin);
     double acc[kBlock] = {};
@@ -89,7 +90,7 @@ SF_AVX512_CLONES void relu_backward_block(const float* __restrict dy, const floa
 void relu_backward_to_bf16(const float* dy, const float* y, const uint16_t* y_bf16, int64_t n, int64_t out,
                            uint16_t* dz_bf16, float* sums) {
   constexpr int64_t kMaxBlock = 512;
-  const bool threaded = n * out > 32768 && omp_get_max_threads() > 1;
+  const bool threaded = n * out > kParallelCount && omp_get_max_threads() > 1;
   const int64_t block = threaded ? 64 : kMaxBlock;
 #pragma omp parallel for schedule(static) if (threaded)
   for (int64_t begin = 0; begin < out; begin += block) {

@@ -277,8 +277,7 @@ std::vector<WeightTensor> Model::get_weights() const {
     const float* trainable = parameters_.data() + param_offsets_[i];
     const float* state = parameters_.data() + state_offsets_[i];
     for (const auto& shape : layers_[i]->weight_shapes()) {
-      int64_t count = 1;
-      for (int64_t d : shape.shape) count *= d;
+      const int64_t count = element_count(shape.shape);
       const float*& p = shape.trainable ? trainable : state;
       weights.push_back({shape.name, shape.shape, std::vector<float>(p, p + count)});
       p += count;

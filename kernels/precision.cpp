@@ -37,7 +37,6 @@ DtypePolicy runnable_dtype_policy(DtypePolicy requested, bool cpu_bf16, std::str
 
 namespace {
 // Below this, an OpenMP team costs more than it saves.
-constexpr int64_t kParallelCount = 32768;
 }  // namespace
 
 SF_AVX512_CLONES void to_bf16(const float* src, uint16_t* dst, int64_t count, bool openmp) {

@@ -69,6 +69,10 @@ inline float from_bf16(uint16_t value) {
   return result;
 }
 
+// Below this many elements an OpenMP team costs more than it saves: the element-wise loops of kernels/ run on one
+// thread under it (precision.cpp's conversions, Dense's and Conv2D's gradient passes, the channel sums).
+inline constexpr int64_t kParallelCount = 32768;
+
 // x86-64 with GCC or Clang: a loop over bf16 in an AVX-512 and a baseline version, chosen when the program loads
 // (the build's baseline, SSE4.2, converts 4 wide). Used by the loops below, Dense's gradient pass and Conv2D's.
 #if defined(__x86_64__) && defined(__has_attribute)
