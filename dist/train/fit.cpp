@@ -411,7 +411,9 @@ void Trainer::agree_on_decisions() {
 FitResult Trainer::end_training() {
   progress_beacon().enter(Phase::kFinishing);
   for (auto& callback : callbacks_) callback->on_train_end(control_);
-  average_replica_state(comm_, *model_);  // the weights exported and returned (a no-op after an epoch's end)
+  // The weights exported and returned. After an epoch's end the values are already averaged and stay the same, but
+  // the allreduce is still made, on every rank alike.
+  average_replica_state(comm_, *model_);
   const proto::Diagnosis verdict = diagnose(result_.history);
   console_->verdict(verdict.summary());
   history_->finish(verdict);
