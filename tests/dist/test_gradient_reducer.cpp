@@ -200,6 +200,13 @@ TEST(GradientReducerTest, OverlapThreadReducesTheSameBitsAsBlocking) {
 // blocking reducer's; before begin_step() and after finish() they are made at once. Each sum is the exact sum over
 // ranks (small integers in double), and every call is one collective: the buckets' plus the sums' (none at one
 // rank). The ready points and sums interleave as a Dense, BatchNormalization, Dense backward's would.
+// The buckets wholly inside [first, end): what ready(first) hands over.
+int64_t buckets_from(const GradientReducer& reducer, int64_t first) {
+  int64_t count = 0;
+  for (const auto& bucket : reducer.buckets()) count += bucket.offset >= first ? 1 : 0;
+  return count;
+}
+
 TEST(GradientReducerTest, SumsAcrossRanksKeepStepOrderWithTheBuckets) {
   Comm& comm = world();
   const int ranks = comm.size();
@@ -230,10 +237,20 @@ TEST(GradientReducerTest, SumsAcrossRanksKeepStepOrderWithTheBuckets) {
       overlapped.ready(700);
       std::vector<double> during = sum_values(2.0 + step);
       overlapped.sum_across_ranks(during);  // after the buckets of [700, end), before the rest
+      // When it returns, the buckets handed over before it are made too: it waited its turn behind them (a sum
+      // made at once on this thread could return while they are still in flight).
+      if (ranks > 1) {
+        EXPECT_EQ(comm.collective_calls() - calls, 1 + buckets_from(overlapped, 700) + 1)
+            << "bucket " << bucket_count << ": the sum did not wait for the buckets before it";
+      }
       overlapped.ready(600);
       overlapped.ready(0);
       std::vector<double> last = sum_values(-3.0);
       overlapped.sum_across_ranks(last);  // after every bucket
+      if (ranks > 1) {
+        EXPECT_EQ(comm.collective_calls() - calls, static_cast<int64_t>(overlapped.buckets().size()) + 3)
+            << "bucket " << bucket_count << ": the last sum did not wait for every bucket";
+      }
       overlapped.start(3);
       overlapped.finish();
       std::vector<double> after = sum_values(4.0);
